@@ -1,0 +1,20 @@
+// Runtime SIMD dispatch: the level is detected once, can be lowered with QUANTA_SIMD or
+// set_simd_level, and never raised above what the CPU supports.
+#pragma once
+#include <string>
+#include <vector>
+
+namespace quanta {
+
+enum class Isa { scalar = 0, avx2 = 1, avx512 = 2 };
+
+const char* isa_name(Isa isa);
+Isa isa_from_name(const std::string& name);    // throws std::invalid_argument
+Isa best_supported_isa();                      // what this CPU and build can run
+std::vector<Isa> supported_isas();             // scalar .. best
+Isa active_isa();
+void set_active_isa(Isa isa);                  // throws if above best_supported_isa()
+std::vector<std::string> cpu_features();       // e.g. "avx512vnni", "f16c"
+std::vector<std::string> compiled_isas();
+
+}  // namespace quanta

@@ -1,0 +1,100 @@
+// Exact (brute-force) search over vectors kept in a compact storage.
+//
+// Scores are kept as "higher is better" similarities inside the scan:
+//   ip / cosine: sim_j = scale_j * <q, c_j>
+//   l2:          sim_j = 2 * scale_j * <q, c_j> - |x_j|^2,   distance = |q|^2 - sim_j
+// where c_j is the stored (decoded) row and scale_j its float8 scale (1 otherwise). For i8
+// the per-dimension scale is folded into the query once per call.
+#pragma once
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "quanta/storage.hpp"
+#include "quanta/topk.hpp"
+
+namespace quanta {
+
+enum class Metric : uint8_t { ip = 0, l2 = 1, cosine = 2 };
+Metric metric_from_name(const std::string& name);
+const char* metric_name(Metric m);
+
+// How float8 rows are scaled before the cast: none, one power of two for the whole index
+// (chosen on the first add), or one float per vector (max |x| maps to the format's max).
+enum class F8Scale : uint8_t { none = 0, global = 1, vector = 2 };
+F8Scale f8scale_from_name(const std::string& name);
+const char* f8scale_name(F8Scale s);
+
+struct SearchParams {
+  int threads = 0;
+  bool quantize_queries = false;  // i8 storage: int8 x int8 dot products (VNNI where present)
+};
+
+class FlatIndex {
+ public:
+  FlatIndex(size_t dim, Metric metric, Storage storage, F8Scale f8_scale);
+
+  size_t dim() const { return dim_; }
+  Metric metric() const { return metric_; }
+  Storage storage() const { return storage_; }
+  F8Scale f8_scale() const { return f8_scale_; }
+  size_t ntotal() const { return ntotal_; }
+  size_t code_size() const { return dim_ * storage_bytes(storage_); }
+  // i8 needs its per-dimension scales and f8 with a global scale its power of two; train()
+  // sets them, or the first add() does from its own rows.
+  bool is_trained() const;
+  size_t memory_usage() const;
+
+  // i8: per-dimension symmetric scale max|x_k| / 127. f8 with F8Scale::global: the power of
+  // two 2^e that keeps max|x| * 2^e within 1/16 of the format's largest value. Others: no-op.
+  void train(const float* x, size_t n);
+  // Validates everything before changing anything: on an exception the index is unchanged.
+  void add(const float* x, size_t n, const int64_t* ids, int threads);
+  void search(const float* q, size_t nq, size_t k, const SearchParams& params, float* distances,
+              int64_t* labels) const;
+  // Decoded rows (cosine: the normalized vectors); throws std::out_of_range for unknown ids.
+  void reconstruct(const int64_t* ids, size_t n, float* out) const;
+  void reset();
+
+  // Raw state, for serialization. restore() validates sizes and throws on mismatch.
+  const std::vector<uint8_t>& codes() const { return codes_; }
+  const std::vector<float>& vector_scale() const { return vector_scale_; }
+  const std::vector<float>& sq_norms() const { return sq_norms_; }
+  const std::vector<float>& dim_scale() const { return dim_scale_; }
+  const std::vector<int64_t>& ids() const { return ids_; }
+  float global_scale() const { return global_scale_; }
+  void restore(std::vector<uint8_t> codes, std::vector<float> vector_scale,
+               std::vector<float> sq_norms, std::vector<float> dim_scale, std::vector<int64_t> ids,
+               float global_scale, size_t ntotal);
+
+ private:
+  void encode_rows(const float* x, size_t n, int threads, uint8_t* codes, float* vscale,
+                   float* norms) const;
+  void decode_row(size_t pos, float* out) const;
+  float row_scale(size_t pos) const;
+  void search_gemm(const float* q, size_t nq, size_t k, int threads, const float* qnorm,
+                   float* distances, int64_t* labels) const;
+  void search_rows(const float* q, size_t nq, size_t k, const SearchParams& params,
+                   const float* qnorm, float* distances, int64_t* labels) const;
+  void finish(std::vector<std::vector<TopK>>& heaps, size_t nq, size_t k,
+              const float* qnorm, float* distances, int64_t* labels) const;
+  int64_t position_of(int64_t id) const;
+
+  size_t dim_;
+  Metric metric_;
+  Storage storage_;
+  F8Scale f8_scale_;
+  size_t ntotal_ = 0;
+  std::vector<uint8_t> codes_;       // ntotal * code_size
+  std::vector<float> vector_scale_;  // f8 with F8Scale::vector
+  std::vector<float> sq_norms_;      // l2: |decoded row|^2
+  std::vector<float> dim_scale_;     // i8: per-dimension scale
+  std::vector<int64_t> ids_;         // empty while ids are 0..ntotal-1
+  float global_scale_ = 0.0f;        // f8 with F8Scale::global: decoded value times this
+  mutable std::mutex id_map_mutex_;
+  mutable std::unordered_map<int64_t, int64_t> id_map_;  // built on demand for reconstruct
+};
+
+}  // namespace quanta

@@ -1,0 +1,38 @@
+// The per-ISA kernel table. Each ISA file fills one; callers pick it once per call with
+// kernels(active_isa()) and never branch per vector pair.
+//
+// Batched search is a GEMM whose "B" side is a panel of queries, transposed once per call to
+// [dim][mq], and whose "A" side is database rows decoded to float32 (f32 rows are used in place).
+// A micro-kernel multiplies up to `mr` rows by one panel, so every score is a plain sequential
+// sum over the dimensions: the same value whichever tile, block or thread computed it.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "quanta/dispatch.hpp"
+#include "quanta/storage.hpp"
+
+namespace quanta {
+
+struct Kernels {
+  int mq;  // queries per transposed panel
+  int mr;  // database rows per micro-kernel call
+  // Inner products of one float32 query with n stored rows of `dim` elements.
+  void (*dot_rows)(Storage s, const float* q, const uint8_t* codes, size_t n, size_t dim,
+                   float* out);
+  // Decodes n stored rows into float32 rows (exact values; i8 as plain integers).
+  void (*decode_rows)(Storage s, const uint8_t* codes, size_t n, size_t dim, float* out);
+  // For r < nrows (<= mr), j < mq: out[r * mq + j] = a[r] * <row r, panel column j> + b[r].
+  // Returns true when some out value is >= threshold[j] of its column (a top-k candidate).
+  bool (*gemm_tile)(const float* rows, size_t nrows, const float* panel, size_t dim,
+                    const float* a, const float* b, const float* threshold, float* out);
+  // Integer inner products of one int8 query (values in [-127, 127]) with n int8 rows.
+  void (*dot_rows_i8)(const int8_t* q, const int8_t* codes, size_t n, size_t dim, int32_t* out);
+};
+
+const Kernels& kernels(Isa isa);
+const Kernels& scalar_kernels();
+const Kernels* avx2_kernels();    // defined only with QUANTA_HAVE_AVX2
+const Kernels* avx512_kernels();  // defined only with QUANTA_HAVE_AVX512
+
+}  // namespace quanta

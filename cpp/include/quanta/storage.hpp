@@ -1,0 +1,33 @@
+// Element types a vector can be stored in, and the scalar codecs between them and float32.
+// The codecs round to nearest even like IEEE casts (and ml_dtypes). Overflow: f16, bf16 and
+// f8e5m2 become +-inf as IEEE does; f8e4m3 has no infinity and saturates to +-448 (OCP FP8).
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace quanta {
+
+enum class Storage : uint8_t { f32 = 0, f16 = 1, bf16 = 2, f8e4m3 = 3, f8e5m2 = 4, i8 = 5 };
+constexpr int kNumStorages = 6;
+
+size_t storage_bytes(Storage s);            // bytes per element
+const char* storage_name(Storage s);
+Storage storage_from_name(const std::string& name);  // throws std::invalid_argument
+float storage_max(Storage s);               // largest finite value (127 for i8)
+
+uint16_t f32_to_f16(float x);
+float f16_to_f32(uint16_t h);
+uint16_t f32_to_bf16(float x);
+float bf16_to_f32(uint16_t h);
+uint8_t f32_to_e4m3(float x);
+uint8_t f32_to_e5m2(float x);
+float e4m3_to_f32(uint8_t b);
+float e5m2_to_f32(uint8_t b);
+
+// Plain casts of n floats to / from `s` (i8: round to nearest even and clamp to [-127, 127],
+// no scale). `out` holds n * storage_bytes(s) bytes.
+void encode_array(Storage s, const float* x, size_t n, uint8_t* out);
+void decode_array(Storage s, const uint8_t* codes, size_t n, float* out);
+
+}  // namespace quanta

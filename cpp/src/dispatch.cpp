@@ -1,0 +1,121 @@
+#include "quanta/dispatch.hpp"
+
+#include <atomic>
+#include <cstdlib>
+#include <stdexcept>
+
+
+namespace quanta {
+
+namespace {
+
+bool cpu_has(const char* feature) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_cpu_init();
+  const std::string f = feature;
+  // __builtin_cpu_supports needs literal arguments.
+  if (f == "avx2") return __builtin_cpu_supports("avx2");
+  if (f == "fma") return __builtin_cpu_supports("fma");
+  if (f == "f16c") return __builtin_cpu_supports("f16c");
+  if (f == "avx512f") return __builtin_cpu_supports("avx512f");
+  if (f == "avx512bw") return __builtin_cpu_supports("avx512bw");
+  if (f == "avx512vl") return __builtin_cpu_supports("avx512vl");
+  if (f == "avx512dq") return __builtin_cpu_supports("avx512dq");
+  if (f == "avx512vnni") return __builtin_cpu_supports("avx512vnni");
+  if (f == "avx512vpopcntdq") return __builtin_cpu_supports("avx512vpopcntdq");
+  if (f == "avx512fp16") return __builtin_cpu_supports("avx512fp16");
+  if (f == "avx512bf16") return __builtin_cpu_supports("avx512bf16");
+#endif
+  (void)feature;
+  return false;
+}
+
+Isa detect_best() {
+  // Never call into an ISA file before the CPU check: its code may use those instructions.
+  Isa best = Isa::scalar;
+#ifdef QUANTA_HAVE_AVX2
+  if (cpu_has("avx2") && cpu_has("fma") && cpu_has("f16c")) best = Isa::avx2;
+#endif
+#ifdef QUANTA_HAVE_AVX512
+  if (best == Isa::avx2 && cpu_has("avx512f") && cpu_has("avx512bw") && cpu_has("avx512vl") &&
+      cpu_has("avx512dq"))
+    best = Isa::avx512;
+#endif
+  return best;
+}
+
+Isa initial_isa() {
+  Isa isa = best_supported_isa();
+  if (const char* env = std::getenv("QUANTA_SIMD")) {
+    if (*env) {
+      Isa wanted = isa_from_name(env);  // an unknown name is an error, not a silent default
+      if (int(wanted) < int(isa)) isa = wanted;
+    }
+  }
+  return isa;
+}
+
+std::atomic<int>& active_slot() {
+  static std::atomic<int> slot{int(initial_isa())};
+  return slot;
+}
+
+}  // namespace
+
+const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::scalar: return "scalar";
+    case Isa::avx2: return "avx2";
+    case Isa::avx512: return "avx512";
+  }
+  return "?";
+}
+
+Isa isa_from_name(const std::string& name) {
+  for (Isa isa : {Isa::scalar, Isa::avx2, Isa::avx512})
+    if (name == isa_name(isa)) return isa;
+  throw std::invalid_argument("SIMD level must be 'scalar', 'avx2' or 'avx512'; got '" + name +
+                              "'");
+}
+
+Isa best_supported_isa() {
+  static const Isa best = detect_best();
+  return best;
+}
+
+std::vector<Isa> supported_isas() {
+  std::vector<Isa> out;
+  for (int i = 0; i <= int(best_supported_isa()); ++i) out.push_back(Isa(i));
+  return out;
+}
+
+Isa active_isa() { return Isa(active_slot().load()); }
+
+void set_active_isa(Isa isa) {
+  if (int(isa) > int(best_supported_isa()))
+    throw std::invalid_argument(std::string("SIMD level '") + isa_name(isa) +
+                                "' is not supported here; the best is '" +
+                                isa_name(best_supported_isa()) + "'");
+  active_slot().store(int(isa));
+}
+
+std::vector<std::string> cpu_features() {
+  std::vector<std::string> out;
+  for (const char* f : {"avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512dq",
+                        "avx512vnni", "avx512vpopcntdq", "avx512fp16", "avx512bf16"})
+    if (cpu_has(f)) out.push_back(f);
+  return out;
+}
+
+std::vector<std::string> compiled_isas() {
+  std::vector<std::string> out{"scalar"};
+#ifdef QUANTA_HAVE_AVX2
+  out.push_back("avx2");
+#endif
+#ifdef QUANTA_HAVE_AVX512
+  out.push_back("avx512");
+#endif
+  return out;
+}
+
+}  // namespace quanta

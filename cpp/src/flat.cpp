@@ -1,0 +1,439 @@
+#include "quanta/flat.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <stdexcept>
+
+#include "quanta/error.hpp"
+#include "quanta/kernels.hpp"
+#include "quanta/parallel.hpp"
+
+namespace quanta {
+
+namespace {
+
+constexpr size_t kRowsPerTask = 4096;    // one-query-at-a-time scans
+constexpr size_t kBlockBytes = 256 << 10;  // decoded rows per GEMM task: stays in L2
+constexpr size_t kPanelsPerChunk = 8;    // query panels per GEMM task
+constexpr size_t kMinGemmQueries = 4;    // fewer queries scan row by row
+
+void require_finite(const float* x, size_t n, const char* what) {
+  for (size_t i = 0; i < n; ++i)
+    if (!std::isfinite(x[i]))
+      throw std::invalid_argument(std::string(what) + " contains NaN or infinity at row " +
+                                  std::to_string(i) + "; only finite values can be indexed");
+}
+
+void normalize_rows(float* x, size_t n, size_t dim) {
+  for (size_t i = 0; i < n; ++i) {
+    float* r = x + i * dim;
+    double s = 0;
+    for (size_t p = 0; p < dim; ++p) s += double(r[p]) * r[p];
+    if (s > 0) {
+      const float inv = float(1.0 / std::sqrt(s));
+      for (size_t p = 0; p < dim; ++p) r[p] *= inv;
+    }
+  }
+}
+
+float max_abs(const float* x, size_t n) {
+  float m = 0.0f;
+  for (size_t i = 0; i < n; ++i) m = std::max(m, std::fabs(x[i]));
+  return m;
+}
+
+bool is_f8(Storage s) { return s == Storage::f8e4m3 || s == Storage::f8e5m2; }
+
+}  // namespace
+
+Metric metric_from_name(const std::string& name) {
+  if (name == "ip") return Metric::ip;
+  if (name == "l2") return Metric::l2;
+  if (name == "cosine") return Metric::cosine;
+  throw std::invalid_argument("metric must be 'ip', 'l2' or 'cosine'; got '" + name + "'");
+}
+
+const char* metric_name(Metric m) {
+  switch (m) {
+    case Metric::ip: return "ip";
+    case Metric::l2: return "l2";
+    case Metric::cosine: return "cosine";
+  }
+  return "?";
+}
+
+F8Scale f8scale_from_name(const std::string& name) {
+  if (name == "none") return F8Scale::none;
+  if (name == "global") return F8Scale::global;
+  if (name == "vector") return F8Scale::vector;
+  throw std::invalid_argument("f8_scale must be 'none', 'global' or 'vector'; got '" + name + "'");
+}
+
+const char* f8scale_name(F8Scale s) {
+  switch (s) {
+    case F8Scale::none: return "none";
+    case F8Scale::global: return "global";
+    case F8Scale::vector: return "vector";
+  }
+  return "?";
+}
+
+FlatIndex::FlatIndex(size_t dim, Metric metric, Storage storage, F8Scale f8_scale)
+    : dim_(dim), metric_(metric), storage_(storage), f8_scale_(is_f8(storage) ? f8_scale : F8Scale::none) {
+  require(dim > 0, "dim must be a positive integer; got 0");
+}
+
+bool FlatIndex::is_trained() const {
+  if (storage_ == Storage::i8) return !dim_scale_.empty();
+  if (f8_scale_ == F8Scale::global) return global_scale_ > 0.0f;
+  return true;
+}
+
+size_t FlatIndex::memory_usage() const {
+  return codes_.size() + 4 * (vector_scale_.size() + sq_norms_.size() + dim_scale_.size()) +
+         8 * ids_.size();
+}
+
+void FlatIndex::train(const float* x, size_t n) {
+  require(n > 0, "train: got 0 training vectors; pass at least one row");
+  require_finite(x, n * dim_, "train: x");
+  std::vector<float> rows(x, x + n * dim_);
+  if (metric_ == Metric::cosine) normalize_rows(rows.data(), n, dim_);
+  if (storage_ == Storage::i8) {
+    std::vector<float> scale(dim_, 0.0f);
+    for (size_t i = 0; i < n; ++i)
+      for (size_t p = 0; p < dim_; ++p) scale[p] = std::max(scale[p], std::fabs(rows[i * dim_ + p]));
+    for (float& s : scale) s = s > 0.0f ? s / 127.0f : 1.0f;
+    dim_scale_ = std::move(scale);
+  } else if (f8_scale_ == F8Scale::global) {
+    const float m = max_abs(rows.data(), rows.size());
+    // Keep the largest value 16x under the format's maximum: room for later, larger rows,
+    // while values down to m * 2^-11 stay out of E4M3's subnormal range.
+    int e = 0;
+    if (m > 0.0f) e = int(std::floor(std::log2(storage_max(storage_) / 16.0f / m)));
+    global_scale_ = std::ldexp(1.0f, -e);
+  }
+}
+
+float FlatIndex::row_scale(size_t pos) const {
+  if (f8_scale_ == F8Scale::vector) return vector_scale_[pos];
+  if (f8_scale_ == F8Scale::global) return global_scale_;
+  return 1.0f;
+}
+
+// Encodes n rows (already normalized for cosine); also their decode scale and |decoded|^2.
+void FlatIndex::encode_rows(const float* x, size_t n, int threads, uint8_t* codes, float* vscale,
+                            float* norms) const {
+  const size_t cs = code_size();
+  const Kernels& kern = kernels(active_isa());
+  const size_t chunk = 1024;
+  parallel_for((n + chunk - 1) / chunk, threads, [&](size_t t, size_t) {
+    std::vector<float> row(dim_), back(dim_);
+    for (size_t i = t * chunk; i < std::min(n, (t + 1) * chunk); ++i) {
+      const float* src = x + i * dim_;
+      float scale = 1.0f;
+      if (storage_ == Storage::i8) {
+        for (size_t p = 0; p < dim_; ++p) row[p] = src[p] / dim_scale_[p];
+      } else if (f8_scale_ == F8Scale::vector) {
+        const float m = max_abs(src, dim_);
+        scale = m > 0.0f ? m / storage_max(storage_) : 1.0f;
+        for (size_t p = 0; p < dim_; ++p) row[p] = src[p] / scale;
+      } else if (f8_scale_ == F8Scale::global) {
+        scale = global_scale_;
+        for (size_t p = 0; p < dim_; ++p) row[p] = src[p] / scale;
+      } else {
+        std::memcpy(row.data(), src, dim_ * 4);
+      }
+      encode_array(storage_, row.data(), dim_, codes + i * cs);
+      if (vscale) vscale[i] = scale;
+      if (norms) {
+        kern.decode_rows(storage_, codes + i * cs, 1, dim_, back.data());
+        double s = 0;
+        for (size_t p = 0; p < dim_; ++p) {
+          const double v = double(back[p]) * scale * (dim_scale_.empty() ? 1.0 : dim_scale_[p]);
+          s += v * v;
+        }
+        norms[i] = float(s);
+      }
+    }
+  });
+}
+
+void FlatIndex::add(const float* x, size_t n, const int64_t* ids, int threads) {
+  if (n == 0) return;
+  threads = resolve_threads(threads);
+  require_finite(x, n * dim_, "add: x");
+  if (ids)
+    for (size_t i = 0; i < n; ++i)
+      require(ids[i] >= 0, "add: ids must be non-negative (-1 marks missing results); got " +
+                               std::to_string(ids[i]) + " at position " + std::to_string(i));
+  std::vector<float> rows;
+  const float* src = x;
+  if (metric_ == Metric::cosine) {
+    rows.assign(x, x + n * dim_);
+    normalize_rows(rows.data(), n, dim_);
+    src = rows.data();
+  }
+  // Encode into new arrays and append at the end, so a failure leaves the index as it was.
+  std::vector<float> saved_dim_scale = dim_scale_;
+  const float saved_global = global_scale_;
+  if (!is_trained()) train(x, n);
+  try {
+    const size_t cs = code_size();
+    std::vector<uint8_t> codes(n * cs);
+    std::vector<float> vscale(f8_scale_ == F8Scale::vector ? n : 0);
+    std::vector<float> norms(metric_ == Metric::l2 ? n : 0);
+    encode_rows(src, n, threads, codes.data(), vscale.empty() ? nullptr : vscale.data(),
+                norms.empty() ? nullptr : norms.data());
+    std::vector<int64_t> new_ids;
+    if (ids || !ids_.empty()) {
+      new_ids = ids_;
+      if (new_ids.empty())
+        for (size_t i = 0; i < ntotal_; ++i) new_ids.push_back(int64_t(i));
+      for (size_t i = 0; i < n; ++i) new_ids.push_back(ids ? ids[i] : int64_t(ntotal_ + i));
+    }
+    codes_.reserve(codes_.size() + codes.size());
+    vector_scale_.reserve(vector_scale_.size() + vscale.size());
+    sq_norms_.reserve(sq_norms_.size() + norms.size());
+    // Nothing below throws except bad_alloc, which reserve() has already ruled out.
+    codes_.insert(codes_.end(), codes.begin(), codes.end());
+    vector_scale_.insert(vector_scale_.end(), vscale.begin(), vscale.end());
+    sq_norms_.insert(sq_norms_.end(), norms.begin(), norms.end());
+    if (!new_ids.empty()) ids_.swap(new_ids);
+    ntotal_ += n;
+    std::lock_guard<std::mutex> lock(id_map_mutex_);
+    id_map_.clear();
+  } catch (...) {
+    dim_scale_ = saved_dim_scale;
+    global_scale_ = saved_global;
+    throw;
+  }
+}
+
+void FlatIndex::reset() {
+  codes_.clear();
+  vector_scale_.clear();
+  sq_norms_.clear();
+  ids_.clear();
+  ntotal_ = 0;
+  std::lock_guard<std::mutex> lock(id_map_mutex_);
+  id_map_.clear();
+}
+
+void FlatIndex::decode_row(size_t pos, float* out) const {
+  kernels(active_isa()).decode_rows(storage_, codes_.data() + pos * code_size(), 1, dim_, out);
+  const float s = row_scale(pos);
+  for (size_t p = 0; p < dim_; ++p) out[p] *= s * (dim_scale_.empty() ? 1.0f : dim_scale_[p]);
+}
+
+int64_t FlatIndex::position_of(int64_t id) const {
+  if (ids_.empty()) return (id >= 0 && size_t(id) < ntotal_) ? id : -1;
+  std::lock_guard<std::mutex> lock(id_map_mutex_);
+  if (id_map_.empty())
+    for (size_t i = ntotal_; i-- > 0;) id_map_[ids_[i]] = int64_t(i);  // first position wins
+  auto it = id_map_.find(id);
+  return it == id_map_.end() ? -1 : it->second;
+}
+
+void FlatIndex::reconstruct(const int64_t* ids, size_t n, float* out) const {
+  std::vector<int64_t> pos(n);
+  for (size_t i = 0; i < n; ++i) {
+    pos[i] = position_of(ids[i]);
+    if (pos[i] < 0) throw std::out_of_range("reconstruct: id " + std::to_string(ids[i]) +
+                                            " is not in the index");
+  }
+  for (size_t i = 0; i < n; ++i) decode_row(size_t(pos[i]), out + i * dim_);
+}
+
+void FlatIndex::search(const float* q, size_t nq, size_t k, const SearchParams& params,
+                       float* distances, int64_t* labels) const {
+  require(k > 0, "search: k must be >= 1; got 0");
+  require_finite(q, nq * dim_, "search: queries");
+  require(!params.quantize_queries || storage_ == Storage::i8,
+          "search: quantize_queries needs storage 'i8'");
+  if (nq == 0) return;
+  // Queries as the kernels see them: normalized for cosine, times the per-dimension scale for i8.
+  std::vector<float> qs(q, q + nq * dim_);
+  if (metric_ == Metric::cosine) normalize_rows(qs.data(), nq, dim_);
+  std::vector<float> qnorm(nq, 0.0f);
+  if (metric_ == Metric::l2)
+    for (size_t i = 0; i < nq; ++i) {
+      double s = 0;
+      for (size_t p = 0; p < dim_; ++p) s += double(qs[i * dim_ + p]) * qs[i * dim_ + p];
+      qnorm[i] = float(s);
+    }
+  if (!dim_scale_.empty())
+    for (size_t i = 0; i < nq; ++i)
+      for (size_t p = 0; p < dim_; ++p) qs[i * dim_ + p] *= dim_scale_[p];
+  if (nq >= kMinGemmQueries && !params.quantize_queries)
+    search_gemm(qs.data(), nq, k, resolve_threads(params.threads), qnorm.data(), distances, labels);
+  else
+    search_rows(qs.data(), nq, k, params, qnorm.data(), distances, labels);
+}
+
+// Merges the per-worker heaps of each query (a total order, so the result does not depend on
+// which worker saw which rows) and converts scores to distances and positions to ids.
+void FlatIndex::finish(std::vector<std::vector<TopK>>& heaps, size_t nq, size_t k,
+                       const float* qnorm, float* distances, int64_t* labels) const {
+  const float pad = -std::numeric_limits<float>::infinity();
+  for (size_t i = 0; i < nq; ++i) {
+    TopK& top = heaps[0][i];
+    for (size_t w = 1; w < heaps.size(); ++w) top.merge(heaps[w][i]);
+    top.write_sorted(distances + i * k, labels + i * k, pad);
+    for (size_t j = 0; j < k; ++j) {
+      int64_t& l = labels[i * k + j];
+      float& d = distances[i * k + j];
+      if (metric_ == Metric::l2) d = l < 0 ? std::numeric_limits<float>::infinity() : qnorm[i] - d;
+      if (l >= 0 && !ids_.empty()) l = ids_[size_t(l)];
+    }
+  }
+}
+
+void FlatIndex::search_gemm(const float* q, size_t nq, size_t k, int threads, const float* qnorm,
+                            float* distances, int64_t* labels) const {
+  const Kernels& kern = kernels(active_isa());
+  const size_t mq = size_t(kern.mq), mr = size_t(kern.mr);
+  const size_t npanels = (nq + mq - 1) / mq;
+  // Queries transposed into panels [panel][dim][mq], zero beyond nq.
+  std::vector<float> panels(npanels * dim_ * mq, 0.0f);
+  for (size_t i = 0; i < nq; ++i)
+    for (size_t p = 0; p < dim_; ++p) panels[(i / mq) * dim_ * mq + p * mq + i % mq] = q[i * dim_ + p];
+
+  const size_t block = std::max(mr, kBlockBytes / (4 * dim_) / mr * mr);
+  const size_t nblocks = (ntotal_ + block - 1) / block;
+  const size_t nchunks = (npanels + kPanelsPerChunk - 1) / kPanelsPerChunk;
+  const size_t ntasks = nblocks * nchunks;
+  const size_t nworkers = std::max<size_t>(1, std::min<size_t>(ntasks, size_t(threads)));
+  std::vector<std::vector<TopK>> heaps(nworkers, std::vector<TopK>(nq, TopK(k)));
+  const bool in_place = storage_ == Storage::f32;
+  const float a_mul = metric_ == Metric::l2 ? 2.0f : 1.0f;
+
+  parallel_for(ntasks, int(nworkers), [&](size_t t, size_t w) {
+    thread_local std::vector<float> rows_buf, tile;
+    const size_t b = t % nblocks, c = t / nblocks;
+    const size_t r_begin = b * block, r_end = std::min(ntotal_, r_begin + block);
+    const size_t nrows = r_end - r_begin;
+    const float* rows;
+    if (in_place) {
+      rows = reinterpret_cast<const float*>(codes_.data()) + r_begin * dim_;
+    } else {
+      rows_buf.resize(nrows * dim_);
+      kern.decode_rows(storage_, codes_.data() + r_begin * code_size(), nrows, dim_, rows_buf.data());
+      rows = rows_buf.data();
+    }
+    std::vector<float> a(nrows), bias(nrows, 0.0f);
+    for (size_t r = 0; r < nrows; ++r) {
+      a[r] = a_mul * row_scale(r_begin + r);
+      if (metric_ == Metric::l2) bias[r] = -sq_norms_[r_begin + r];
+    }
+    tile.resize(mr * mq);
+    std::vector<float> thr(mq);
+    std::vector<TopK>& mine = heaps[w];
+    const size_t p_end = std::min(npanels, (c + 1) * kPanelsPerChunk);
+    for (size_t pn = c * kPanelsPerChunk; pn < p_end; ++pn) {
+      const size_t q0 = pn * mq, qn = std::min(mq, nq - q0);
+      for (size_t j = 0; j < mq; ++j)
+        thr[j] = j < qn ? mine[q0 + j].threshold() : std::numeric_limits<float>::infinity();
+      const float* panel = panels.data() + pn * dim_ * mq;
+      for (size_t r0 = 0; r0 < nrows; r0 += mr) {
+        const size_t nr = std::min(mr, nrows - r0);
+        if (!kern.gemm_tile(rows + r0 * dim_, nr, panel, dim_, a.data() + r0, bias.data() + r0,
+                            thr.data(), tile.data()))
+          continue;
+        for (size_t j = 0; j < qn; ++j) {
+          TopK& top = mine[q0 + j];
+          for (size_t r = 0; r < nr; ++r) {
+            const float s = tile[r * mq + j];
+            if (s >= thr[j]) {
+              top.push(s, int64_t(r_begin + r0 + r));
+              thr[j] = top.threshold();
+            }
+          }
+        }
+      }
+    }
+  });
+  finish(heaps, nq, k, qnorm, distances, labels);
+}
+
+void FlatIndex::search_rows(const float* q, size_t nq, size_t k, const SearchParams& params,
+                            const float* qnorm, float* distances, int64_t* labels) const {
+  const Kernels& kern = kernels(active_isa());
+  const size_t nblocks = (ntotal_ + kRowsPerTask - 1) / kRowsPerTask;
+  const size_t ntasks = nblocks * nq;
+  const size_t nworkers =
+      std::max<size_t>(1, std::min<size_t>(ntasks, size_t(resolve_threads(params.threads))));
+  std::vector<std::vector<TopK>> heaps(nworkers, std::vector<TopK>(nq, TopK(k)));
+  // int8 x int8: each query quantized symmetrically, its scale folded into the score.
+  std::vector<int8_t> q8;
+  std::vector<float> q8_scale;
+  if (params.quantize_queries) {
+    q8.resize(nq * dim_);
+    q8_scale.resize(nq);
+    for (size_t i = 0; i < nq; ++i) {
+      const float m = max_abs(q + i * dim_, dim_);
+      q8_scale[i] = m > 0.0f ? m / 127.0f : 1.0f;
+      for (size_t p = 0; p < dim_; ++p)
+        q8[i * dim_ + p] = int8_t(std::nearbyint(q[i * dim_ + p] / q8_scale[i]));
+    }
+  }
+  const float a_mul = metric_ == Metric::l2 ? 2.0f : 1.0f;
+  // Consecutive tasks share a block of rows, so it is read from memory once for all queries.
+  parallel_for(ntasks, int(nworkers), [&](size_t t, size_t w) {
+    thread_local std::vector<float> dots;
+    thread_local std::vector<int32_t> idots;
+    const size_t b = t / nq, i = t % nq;
+    const size_t r_begin = b * kRowsPerTask, nrows = std::min(ntotal_ - r_begin, kRowsPerTask);
+    const uint8_t* codes = codes_.data() + r_begin * code_size();
+    dots.resize(nrows);
+    if (params.quantize_queries) {
+      idots.resize(nrows);
+      kern.dot_rows_i8(q8.data() + i * dim_, reinterpret_cast<const int8_t*>(codes), nrows, dim_,
+                       idots.data());
+      for (size_t r = 0; r < nrows; ++r) dots[r] = float(idots[r]) * q8_scale[i];
+    } else {
+      kern.dot_rows(storage_, q + i * dim_, codes, nrows, dim_, dots.data());
+    }
+    TopK& top = heaps[w][i];
+    float thr = top.threshold();
+    for (size_t r = 0; r < nrows; ++r) {
+      const size_t pos = r_begin + r;
+      float s = a_mul * row_scale(pos) * dots[r];
+      if (metric_ == Metric::l2) s -= sq_norms_[pos];
+      if (s >= thr) {
+        top.push(s, int64_t(pos));
+        thr = top.threshold();
+      }
+    }
+  });
+  finish(heaps, nq, k, qnorm, distances, labels);
+}
+
+void FlatIndex::restore(std::vector<uint8_t> codes, std::vector<float> vector_scale,
+                        std::vector<float> sq_norms, std::vector<float> dim_scale,
+                        std::vector<int64_t> ids, float global_scale, size_t ntotal) {
+  const auto bad = [](const std::string& what) {
+    throw std::invalid_argument("corrupt index data: " + what);
+  };
+  if (codes.size() != ntotal * code_size()) bad("code array has the wrong size");
+  if (vector_scale.size() != (f8_scale_ == F8Scale::vector ? ntotal : 0)) bad("vector scales");
+  if (sq_norms.size() != (metric_ == Metric::l2 ? ntotal : 0)) bad("squared norms");
+  if (!(dim_scale.empty() || (storage_ == Storage::i8 && dim_scale.size() == dim_)))
+    bad("per-dimension scales");
+  if (!(ids.empty() || ids.size() == ntotal)) bad("ids");
+  if (!std::isfinite(global_scale) || global_scale < 0.0f) bad("global scale");
+  if (ntotal > 0 && !(storage_ != Storage::i8 || !dim_scale.empty())) bad("missing i8 scales");
+  codes_ = std::move(codes);
+  vector_scale_ = std::move(vector_scale);
+  sq_norms_ = std::move(sq_norms);
+  dim_scale_ = std::move(dim_scale);
+  ids_ = std::move(ids);
+  global_scale_ = global_scale;
+  ntotal_ = ntotal;
+  std::lock_guard<std::mutex> lock(id_map_mutex_);
+  id_map_.clear();
+}
+
+}  // namespace quanta

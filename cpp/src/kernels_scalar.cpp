@@ -1,0 +1,82 @@
+// Portable kernels: the reference every SIMD level is tested against, and the path for CPUs
+// without AVX2. Built with baseline flags only.
+#include <cstring>
+#include <vector>
+
+#include "quanta/kernels.hpp"
+
+namespace quanta {
+
+namespace {
+
+constexpr int kMq = 8;
+constexpr int kMr = 4;
+
+void decode_rows(Storage s, const uint8_t* codes, size_t n, size_t dim, float* out) {
+  decode_array(s, codes, n * dim, out);
+}
+
+void dot_rows(Storage s, const float* q, const uint8_t* codes, size_t n, size_t dim,
+              float* out) {
+  const size_t bytes = dim * storage_bytes(s);
+  std::vector<float> row(dim);
+  for (size_t i = 0; i < n; ++i) {
+    const float* r = reinterpret_cast<const float*>(codes + i * bytes);
+    if (s != Storage::f32) {
+      decode_array(s, codes + i * bytes, dim, row.data());
+      r = row.data();
+    }
+    float acc = 0.0f;
+    for (size_t p = 0; p < dim; ++p) acc += q[p] * r[p];
+    out[i] = acc;
+  }
+}
+
+bool gemm_tile(const float* rows, size_t nrows, const float* panel, size_t dim, const float* a,
+               const float* b, const float* threshold, float* out) {
+  float acc[kMr][kMq] = {};
+  for (size_t p = 0; p < dim; ++p) {
+    const float* col = panel + p * kMq;
+    for (size_t r = 0; r < nrows; ++r) {
+      const float x = rows[r * dim + p];
+      for (int j = 0; j < kMq; ++j) acc[r][j] += x * col[j];
+    }
+  }
+  bool any = false;
+  for (size_t r = 0; r < nrows; ++r)
+    for (int j = 0; j < kMq; ++j) {
+      const float v = a[r] * acc[r][j] + b[r];
+      out[r * kMq + j] = v;
+      any |= v >= threshold[j];
+    }
+  return any;
+}
+
+void dot_rows_i8(const int8_t* q, const int8_t* codes, size_t n, size_t dim, int32_t* out) {
+  for (size_t i = 0; i < n; ++i) {
+    int32_t acc = 0;
+    for (size_t p = 0; p < dim; ++p) acc += int32_t(q[p]) * int32_t(codes[i * dim + p]);
+    out[i] = acc;
+  }
+}
+
+}  // namespace
+
+const Kernels& scalar_kernels() {
+  static const Kernels k{kMq, kMr, dot_rows, decode_rows, gemm_tile, dot_rows_i8};
+  return k;
+}
+
+// Only reached with an ISA that dispatch has checked against the CPU and the build.
+const Kernels& kernels(Isa isa) {
+#ifdef QUANTA_HAVE_AVX512
+  if (isa == Isa::avx512) return *avx512_kernels();
+#endif
+#ifdef QUANTA_HAVE_AVX2
+  if (isa >= Isa::avx2) return *avx2_kernels();
+#endif
+  (void)isa;
+  return scalar_kernels();
+}
+
+}  // namespace quanta

@@ -1,0 +1,191 @@
+// AVX2 + FMA + F16C kernels. Built with those flags; only called after dispatch has checked
+// the CPU. Tails shorter than one vector go through the scalar codecs.
+#include <immintrin.h>
+
+#include "quanta/kernels.hpp"
+
+namespace quanta {
+
+namespace {
+
+constexpr int kMq = 16;  // two ymm of queries
+constexpr int kMr = 6;   // 12 accumulators
+
+// 8 elements starting at element `p`, widened to float32 (E4M3 scaled by 2^-8, exact).
+template <Storage S>
+inline __m256 load8(const uint8_t* row, size_t p) {
+  if constexpr (S == Storage::f32) {
+    return _mm256_loadu_ps(reinterpret_cast<const float*>(row) + p);
+  } else if constexpr (S == Storage::f16) {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2 * p)));
+  } else if constexpr (S == Storage::bf16) {
+    __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2 * p)));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
+  } else if constexpr (S == Storage::f8e4m3) {
+    __m128i b = _mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(row + p)));
+    __m128i sign = _mm_slli_epi16(_mm_and_si128(b, _mm_set1_epi16(0x80)), 8);
+    __m128i mag = _mm_slli_epi16(_mm_and_si128(b, _mm_set1_epi16(0x7f)), 7);
+    return _mm256_cvtph_ps(_mm_or_si128(sign, mag));
+  } else if constexpr (S == Storage::f8e5m2) {
+    __m128i b = _mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(row + p)));
+    return _mm256_cvtph_ps(_mm_slli_epi16(b, 8));
+  } else {
+    return _mm256_cvtepi32_ps(
+        _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(row + p))));
+  }
+}
+
+template <Storage S>
+constexpr float post_scale() {
+  return S == Storage::f8e4m3 ? 256.0f : 1.0f;
+}
+
+inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+template <Storage S>
+float tail_dot(const float* q, const uint8_t* row, size_t from, size_t dim) {
+  if (from == dim) return 0.0f;
+  float buf[8];
+  decode_array(S, row + from * storage_bytes(S), dim - from, buf);
+  float acc = 0.0f;
+  for (size_t p = from; p < dim; ++p) acc += q[p] * buf[p - from];
+  return acc;
+}
+
+template <Storage S>
+void dot_rows_t(const float* q, const uint8_t* codes, size_t n, size_t dim, float* out) {
+  const size_t bytes = dim * storage_bytes(S);
+  const size_t full = dim / 8 * 8;
+  constexpr float ps = post_scale<S>();
+  size_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const uint8_t* r = codes + i * bytes;
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    for (size_t p = 0; p < full; p += 8) {
+      const __m256 qv = _mm256_loadu_ps(q + p);
+      a0 = _mm256_fmadd_ps(qv, load8<S>(r, p), a0);
+      a1 = _mm256_fmadd_ps(qv, load8<S>(r + bytes, p), a1);
+      a2 = _mm256_fmadd_ps(qv, load8<S>(r + 2 * bytes, p), a2);
+      a3 = _mm256_fmadd_ps(qv, load8<S>(r + 3 * bytes, p), a3);
+    }
+    out[i] = hsum(a0) * ps + tail_dot<S>(q, r, full, dim);
+    out[i + 1] = hsum(a1) * ps + tail_dot<S>(q, r + bytes, full, dim);
+    out[i + 2] = hsum(a2) * ps + tail_dot<S>(q, r + 2 * bytes, full, dim);
+    out[i + 3] = hsum(a3) * ps + tail_dot<S>(q, r + 3 * bytes, full, dim);
+  }
+  for (; i < n; ++i) {
+    const uint8_t* r = codes + i * bytes;
+    __m256 a0 = _mm256_setzero_ps();
+    for (size_t p = 0; p < full; p += 8)
+      a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + p), load8<S>(r, p), a0);
+    out[i] = hsum(a0) * ps + tail_dot<S>(q, r, full, dim);
+  }
+}
+
+template <Storage S>
+void decode_rows_t(const uint8_t* codes, size_t n, size_t dim, float* out) {
+  const size_t bytes = dim * storage_bytes(S);
+  const size_t full = dim / 8 * 8;
+  const __m256 scale = _mm256_set1_ps(post_scale<S>());
+  for (size_t i = 0; i < n; ++i) {
+    const uint8_t* r = codes + i * bytes;
+    float* o = out + i * dim;
+    for (size_t p = 0; p < full; p += 8) _mm256_storeu_ps(o + p, _mm256_mul_ps(load8<S>(r, p), scale));
+    if (full < dim) decode_array(S, r + full * storage_bytes(S), dim - full, o + full);
+  }
+}
+
+void dot_rows(Storage s, const float* q, const uint8_t* codes, size_t n, size_t dim,
+              float* out) {
+  switch (s) {
+    case Storage::f32: return dot_rows_t<Storage::f32>(q, codes, n, dim, out);
+    case Storage::f16: return dot_rows_t<Storage::f16>(q, codes, n, dim, out);
+    case Storage::bf16: return dot_rows_t<Storage::bf16>(q, codes, n, dim, out);
+    case Storage::f8e4m3: return dot_rows_t<Storage::f8e4m3>(q, codes, n, dim, out);
+    case Storage::f8e5m2: return dot_rows_t<Storage::f8e5m2>(q, codes, n, dim, out);
+    case Storage::i8: return dot_rows_t<Storage::i8>(q, codes, n, dim, out);
+  }
+}
+
+void decode_rows(Storage s, const uint8_t* codes, size_t n, size_t dim, float* out) {
+  switch (s) {
+    case Storage::f32: return decode_rows_t<Storage::f32>(codes, n, dim, out);
+    case Storage::f16: return decode_rows_t<Storage::f16>(codes, n, dim, out);
+    case Storage::bf16: return decode_rows_t<Storage::bf16>(codes, n, dim, out);
+    case Storage::f8e4m3: return decode_rows_t<Storage::f8e4m3>(codes, n, dim, out);
+    case Storage::f8e5m2: return decode_rows_t<Storage::f8e5m2>(codes, n, dim, out);
+    case Storage::i8: return decode_rows_t<Storage::i8>(codes, n, dim, out);
+  }
+}
+
+template <int R>
+bool gemm_tile_t(const float* rows, const float* panel, size_t dim, const float* a,
+                 const float* b, const float* threshold, float* out) {
+  __m256 lo[R], hi[R];
+  for (int r = 0; r < R; ++r) lo[r] = hi[r] = _mm256_setzero_ps();
+  for (size_t p = 0; p < dim; ++p) {
+    const __m256 c0 = _mm256_loadu_ps(panel + p * kMq);
+    const __m256 c1 = _mm256_loadu_ps(panel + p * kMq + 8);
+    for (int r = 0; r < R; ++r) {
+      const __m256 x = _mm256_broadcast_ss(rows + r * dim + p);
+      lo[r] = _mm256_fmadd_ps(x, c0, lo[r]);
+      hi[r] = _mm256_fmadd_ps(x, c1, hi[r]);
+    }
+  }
+  const __m256 t0 = _mm256_loadu_ps(threshold), t1 = _mm256_loadu_ps(threshold + 8);
+  int any = 0;
+  for (int r = 0; r < R; ++r) {
+    const __m256 ar = _mm256_set1_ps(a[r]), br = _mm256_set1_ps(b[r]);
+    const __m256 v0 = _mm256_fmadd_ps(lo[r], ar, br), v1 = _mm256_fmadd_ps(hi[r], ar, br);
+    _mm256_storeu_ps(out + r * kMq, v0);
+    _mm256_storeu_ps(out + r * kMq + 8, v1);
+    any |= _mm256_movemask_ps(_mm256_cmp_ps(v0, t0, _CMP_GE_OQ)) |
+           _mm256_movemask_ps(_mm256_cmp_ps(v1, t1, _CMP_GE_OQ));
+  }
+  return any != 0;
+}
+
+bool gemm_tile(const float* rows, size_t nrows, const float* panel, size_t dim, const float* a,
+               const float* b, const float* threshold, float* out) {
+  switch (nrows) {
+    case 1: return gemm_tile_t<1>(rows, panel, dim, a, b, threshold, out);
+    case 2: return gemm_tile_t<2>(rows, panel, dim, a, b, threshold, out);
+    case 3: return gemm_tile_t<3>(rows, panel, dim, a, b, threshold, out);
+    case 4: return gemm_tile_t<4>(rows, panel, dim, a, b, threshold, out);
+    case 5: return gemm_tile_t<5>(rows, panel, dim, a, b, threshold, out);
+    default: return gemm_tile_t<6>(rows, panel, dim, a, b, threshold, out);
+  }
+}
+
+void dot_rows_i8(const int8_t* q, const int8_t* codes, size_t n, size_t dim, int32_t* out) {
+  const size_t full = dim / 16 * 16;
+  for (size_t i = 0; i < n; ++i) {
+    const int8_t* r = codes + i * dim;
+    __m256i acc = _mm256_setzero_si256();
+    for (size_t p = 0; p < full; p += 16) {
+      const __m256i qv = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q + p)));
+      const __m256i cv = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(r + p)));
+      acc = _mm256_add_epi32(acc, _mm256_madd_epi16(qv, cv));
+    }
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+    int32_t total = _mm_cvtsi128_si32(s);
+    for (size_t p = full; p < dim; ++p) total += int32_t(q[p]) * int32_t(r[p]);
+    out[i] = total;
+  }
+}
+
+}  // namespace
+
+const Kernels* avx2_kernels() {
+  static const Kernels k{kMq, kMr, dot_rows, decode_rows, gemm_tile, dot_rows_i8};
+  return &k;
+}
+
+}  // namespace quanta

@@ -1,0 +1,184 @@
+// pybind11 module _core: checks arguments, releases the GIL, calls the C++ core. No logic here.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstring>
+
+#include "quanta/dispatch.hpp"
+#include "quanta/error.hpp"
+#include "quanta/flat.hpp"
+#include "quanta/parallel.hpp"
+#include "quanta/storage.hpp"
+
+namespace py = pybind11;
+using namespace quanta;
+
+namespace {
+
+using F32Array = py::array_t<float, py::array::c_style>;
+
+// A C-contiguous float32 matrix with `cols` columns (any leading shape is flattened).
+const float* f32_rows(const py::array& a, size_t cols, size_t& rows, const char* what) {
+  if (!py::isinstance<F32Array>(a) || !(a.flags() & py::array::c_style))
+    throw py::type_error(std::string(what) + " must be a C-contiguous float32 array");
+  if (a.ndim() != 2 || size_t(a.shape(1)) != cols)
+    throw py::value_error(std::string(what) + " must have shape (n, " + std::to_string(cols) +
+                          ")");
+  rows = size_t(a.shape(0));
+  return static_cast<const float*>(a.data());
+}
+
+template <class T>
+py::array_t<T> to_numpy(const std::vector<T>& v) {
+  py::array_t<T> out{py::ssize_t(v.size())};
+  if (!v.empty()) std::memcpy(out.mutable_data(), v.data(), v.size() * sizeof(T));
+  return out;
+}
+
+template <class T>
+std::vector<T> from_numpy(const py::array& a, const char* what) {
+  if (!py::isinstance<py::array_t<T, py::array::c_style>>(a) || !(a.flags() & py::array::c_style))
+    throw py::type_error(std::string("restore: ") + what + " has the wrong dtype");
+  const T* p = static_cast<const T*>(a.data());
+  return std::vector<T>(p, p + a.size());
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "quanta native core";
+  py::register_exception<Error>(m, "QuantaError", PyExc_RuntimeError);
+
+  m.def("compiled_isas", &compiled_isas);
+  m.def("cpu_features", &cpu_features);
+  m.def("supported_isas", [] {
+    std::vector<std::string> out;
+    for (Isa i : supported_isas()) out.push_back(isa_name(i));
+    return out;
+  });
+  m.def("active_isa", [] { return std::string(isa_name(active_isa())); });
+  m.def("set_simd_level", [](const std::string& name) { set_active_isa(isa_from_name(name)); });
+  m.def("hardware_threads", &hardware_threads);
+  m.def("default_threads", &default_threads);
+  m.def("set_default_threads", &set_default_threads);
+  m.def("compiler", [] {
+#if defined(__clang__)
+    return std::string("clang ") + __clang_version__;
+#elif defined(__GNUC__)
+    return std::string("gcc ") + __VERSION__;
+#else
+    return std::string("unknown");
+#endif
+  });
+
+  m.def("storage_bytes", [](const std::string& s) { return storage_bytes(storage_from_name(s)); });
+  m.def("encode", [](const py::array& x, const std::string& storage) {
+    const Storage s = storage_from_name(storage);
+    if (!py::isinstance<F32Array>(x) || !(x.flags() & py::array::c_style))
+      throw py::type_error("encode: x must be a C-contiguous float32 array");
+    const size_t n = size_t(x.size());
+    py::array_t<uint8_t> out{py::ssize_t(n * storage_bytes(s))};
+    const float* src = static_cast<const float*>(x.data());
+    uint8_t* dst = out.mutable_data();
+    py::gil_scoped_release nogil;
+    encode_array(s, src, n, dst);
+    return out;
+  });
+  m.def("decode", [](const py::array& codes, const std::string& storage) {
+    const Storage s = storage_from_name(storage);
+    if (!py::isinstance<py::array_t<uint8_t, py::array::c_style>>(codes) ||
+        !(codes.flags() & py::array::c_style))
+      throw py::type_error("decode: codes must be a C-contiguous uint8 array");
+    const size_t nbytes = size_t(codes.size());
+    if (nbytes % storage_bytes(s))
+      throw py::value_error("decode: byte count is not a multiple of the element size");
+    const size_t n = nbytes / storage_bytes(s);
+    py::array_t<float> out{py::ssize_t(n)};
+    const uint8_t* src = static_cast<const uint8_t*>(codes.data());
+    float* dst = out.mutable_data();
+    py::gil_scoped_release nogil;
+    decode_array(s, src, n, dst);
+    return out;
+  });
+
+  py::class_<FlatIndex>(m, "FlatIndex")
+      .def(py::init([](size_t dim, const std::string& metric, const std::string& storage,
+                       const std::string& f8_scale) {
+             return new FlatIndex(dim, metric_from_name(metric), storage_from_name(storage),
+                                  f8scale_from_name(f8_scale));
+           }),
+           py::arg("dim"), py::arg("metric"), py::arg("storage"), py::arg("f8_scale"))
+      .def_property_readonly("dim", &FlatIndex::dim)
+      .def_property_readonly("ntotal", &FlatIndex::ntotal)
+      .def_property_readonly("metric", [](const FlatIndex& s) { return metric_name(s.metric()); })
+      .def_property_readonly("storage", [](const FlatIndex& s) { return storage_name(s.storage()); })
+      .def_property_readonly("f8_scale", [](const FlatIndex& s) { return f8scale_name(s.f8_scale()); })
+      .def_property_readonly("code_size", &FlatIndex::code_size)
+      .def_property_readonly("is_trained", &FlatIndex::is_trained)
+      .def_property_readonly("memory_usage", &FlatIndex::memory_usage)
+      .def("train", [](FlatIndex& self, const py::array& x) {
+        size_t n;
+        const float* p = f32_rows(x, self.dim(), n, "x");
+        py::gil_scoped_release nogil;
+        self.train(p, n);
+      })
+      .def("add", [](FlatIndex& self, const py::array& x, const py::object& ids, int threads) {
+        size_t n;
+        const float* p = f32_rows(x, self.dim(), n, "x");
+        const int64_t* idp = nullptr;
+        py::array_t<int64_t, py::array::c_style> id_arr;
+        if (!ids.is_none()) {
+          id_arr = ids.cast<py::array_t<int64_t, py::array::c_style>>();
+          if (id_arr.ndim() != 1 || size_t(id_arr.shape(0)) != n)
+            throw py::value_error("ids must be a 1-D int64 array with one id per row");
+          idp = id_arr.data();
+        }
+        py::gil_scoped_release nogil;
+        self.add(p, n, idp, threads);
+      }, py::arg("x"), py::arg("ids"), py::arg("threads"))
+      .def("search", [](const FlatIndex& self, const py::array& q, size_t k, int threads,
+                        bool quantize_queries) {
+        size_t nq;
+        const float* p = f32_rows(q, self.dim(), nq, "queries");
+        py::array_t<float> D({py::ssize_t(nq), py::ssize_t(k)});
+        py::array_t<int64_t> I({py::ssize_t(nq), py::ssize_t(k)});
+        SearchParams params;
+        params.threads = threads;
+        params.quantize_queries = quantize_queries;
+        float* dp = D.mutable_data();
+        int64_t* ip = I.mutable_data();
+        {
+          py::gil_scoped_release nogil;
+          self.search(p, nq, k, params, dp, ip);
+        }
+        return py::make_tuple(D, I);
+      }, py::arg("queries"), py::arg("k"), py::arg("threads"), py::arg("quantize_queries"))
+      .def("reconstruct", [](const FlatIndex& self, const py::array_t<int64_t, py::array::c_style>& ids) {
+        const size_t n = size_t(ids.size());
+        py::array_t<float> out({py::ssize_t(n), py::ssize_t(self.dim())});
+        const int64_t* ip = ids.data();
+        float* op = out.mutable_data();
+        py::gil_scoped_release nogil;
+        self.reconstruct(ip, n, op);
+        return out;
+      })
+      .def("reset", &FlatIndex::reset)
+      .def("state", [](const FlatIndex& self) {
+        py::dict d;
+        d["codes"] = to_numpy(self.codes());
+        d["vector_scale"] = to_numpy(self.vector_scale());
+        d["sq_norms"] = to_numpy(self.sq_norms());
+        d["dim_scale"] = to_numpy(self.dim_scale());
+        d["ids"] = to_numpy(self.ids());
+        d["global_scale"] = self.global_scale();
+        return d;
+      })
+      .def("restore", [](FlatIndex& self, const py::array& codes, const py::array& vector_scale,
+                         const py::array& sq_norms, const py::array& dim_scale,
+                         const py::array& ids, float global_scale, size_t ntotal) {
+        self.restore(from_numpy<uint8_t>(codes, "codes"), from_numpy<float>(vector_scale, "vector_scale"),
+                     from_numpy<float>(sq_norms, "sq_norms"), from_numpy<float>(dim_scale, "dim_scale"),
+                     from_numpy<int64_t>(ids, "ids"), global_scale, ntotal);
+      });
+}

@@ -1,0 +1,75 @@
+"""quanta: compressed embedding storage and fast vector search.
+
+>>> import numpy as np, quanta
+>>> index = quanta.FlatIndex(384, metric="ip", storage="f8e4m3")
+>>> index.add(np.random.rand(1000, 384).astype(np.float32))
+>>> D, I = index.search(np.random.rand(5, 384).astype(np.float32), k=10)
+"""
+from __future__ import annotations
+
+import os as _os
+
+from . import _core
+from ._core import QuantaError
+from .flat import FlatIndex, SearchResult
+from .io import FormatError, from_bytes, load, read_header
+from .storage import STORAGES, decode, encode
+
+__version__ = "0.1.0"
+
+try:  # the CUDA module exists only in builds that found nvcc
+    from . import _cuda
+except ImportError:
+    _cuda = None
+
+__all__ = ["FlatIndex", "SearchResult", "encode", "decode", "load", "from_bytes", "read_header",
+           "build_info", "set_simd_level", "simd_level", "set_num_threads", "get_num_threads",
+           "cuda_available", "FormatError", "QuantaError", "STORAGES"]
+
+
+def cuda_available() -> bool:
+    """True when the CUDA module was built and a GPU is visible."""
+    return _cuda is not None and _cuda.device_count() > 0
+
+
+def set_simd_level(level: str) -> None:
+    """Lowers (or restores) the SIMD level: 'scalar', 'avx2' or 'avx512', never above the CPU's."""
+    if not isinstance(level, str):
+        raise TypeError("level must be a string: 'scalar', 'avx2' or 'avx512'")
+    _core.set_simd_level(level)
+
+
+def simd_level() -> str:
+    """The SIMD level the kernels use now."""
+    return _core.active_isa()
+
+
+def set_num_threads(n: int) -> None:
+    """Default thread count for calls with threads=0; 0 means all cores."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"n must be an integer >= 0; got {n!r}")
+    _core.set_default_threads(n)
+
+
+def get_num_threads() -> int:
+    return _core.default_threads()
+
+
+def build_info() -> dict:
+    """What was compiled and what is active; include it in bug reports."""
+    info = {
+        "version": __version__,
+        "simd_compiled": _core.compiled_isas(),
+        "simd_supported": _core.supported_isas(),
+        "simd_active": _core.active_isa(),
+        "cpu_features": _core.cpu_features(),
+        "threads": _core.default_threads(),
+        "hardware_threads": _core.hardware_threads(),
+        "thread_backend": "std::thread",
+        "compiler": _core.compiler(),
+        "cuda_built": _cuda is not None,
+        "cuda_devices": _cuda.device_count() if _cuda is not None else 0,
+    }
+    if _cuda is not None:
+        info["cuda_runtime"] = _cuda.runtime_version()
+    return info

@@ -1,0 +1,62 @@
+"""Input checks shared by every index: clear TypeError/ValueError before anything native runs."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def as_f32_matrix(x, dim: int | None, name: str) -> np.ndarray:
+    """Returns `x` as a C-contiguous float32 (n, dim) array (a 1-D array is one row).
+
+    Real numeric input of another dtype is converted (this may copy); anything else raises.
+    """
+    if not isinstance(x, np.ndarray):
+        if hasattr(x, "__cuda_array_interface__"):
+            raise TypeError(f"{name} is a GPU array; use quanta.cuda for device arrays or "
+                            f"copy it to the host with .get()")
+        x = np.asarray(x)
+    if x.dtype.kind not in "fiu":
+        raise TypeError(f"{name} must hold real numbers (float32 preferred); got dtype {x.dtype}")
+    if x.ndim == 1:
+        x = x[None, :]
+    if x.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (n, dim) or 1-D (dim,); got shape {x.shape}")
+    if dim is not None and x.shape[1] != dim:
+        raise ValueError(f"{name} has dim {x.shape[1]} but the index has dim {dim}")
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if not np.isfinite(x).all():
+        bad = int(np.argwhere(~np.isfinite(x))[0][0])
+        raise ValueError(f"{name} contains NaN or infinity (first at row {bad}); only finite "
+                         f"values are accepted")
+    return x
+
+
+def as_ids(ids, n: int, name: str = "ids") -> np.ndarray:
+    """Returns `ids` as a C-contiguous int64 vector of length n; integer dtypes only."""
+    ids = np.asarray(ids)
+    if ids.dtype.kind not in "iu":
+        raise TypeError(f"{name} must be integers (int64); got dtype {ids.dtype}")
+    if ids.ndim != 1 or ids.shape[0] != n:
+        raise ValueError(f"{name} must be a 1-D array of length {n}; got shape {ids.shape}")
+    if ids.dtype == np.uint64 and n and ids.max() > np.iinfo(np.int64).max:
+        raise ValueError(f"{name} must fit in int64")
+    ids = np.ascontiguousarray(ids, dtype=np.int64)
+    if n and ids.min() < 0:
+        raise ValueError(f"{name} must be non-negative (-1 marks missing results); "
+                         f"got {int(ids.min())}")
+    return ids
+
+
+def as_k(k) -> int:
+    if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)):
+        raise TypeError(f"k must be an integer; got {type(k).__name__}")
+    if k <= 0:
+        raise ValueError(f"k must be >= 1; got {k}")
+    return int(k)
+
+
+def as_threads(threads) -> int:
+    if isinstance(threads, (bool, np.bool_)) or not isinstance(threads, (int, np.integer)):
+        raise TypeError(f"threads must be an integer (0 = all cores); got {type(threads).__name__}")
+    if threads < 0:
+        raise ValueError(f"threads must be >= 0 (0 = all cores); got {threads}")
+    return int(threads)

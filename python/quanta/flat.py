@@ -1,0 +1,155 @@
+"""Exact (brute-force) search over vectors kept in a compact storage."""
+from __future__ import annotations
+
+import os
+from typing import NamedTuple
+
+import numpy as np
+
+from . import _core
+from ._validate import as_f32_matrix, as_ids, as_k, as_threads
+from .io import FormatError, atomic_write, register_kind, to_bytes, write_container
+from .storage import STORAGES, _check_storage
+
+METRICS = ("ip", "l2", "cosine")
+F8_SCALES = ("none", "global", "vector")
+
+
+class SearchResult(NamedTuple):
+    """Search output: ``distances`` float32 (nq, k) and ``ids`` int64 (nq, k).
+
+    Unpacks in faiss order: ``D, I = index.search(q, k)``. Rows with fewer than k hits are
+    padded with id -1 and distance -inf (ip, cosine: similarities, higher is better) or +inf (l2).
+    """
+
+    distances: np.ndarray
+    ids: np.ndarray
+
+
+class FlatIndex:
+    """Exact k-NN search over vectors stored as f32, f16, bf16, f8e4m3, f8e5m2 or i8.
+
+    Parameters
+    ----------
+    dim : vector dimension.
+    metric : "ip" (inner product, higher is better), "l2" (squared Euclidean) or "cosine"
+        (vectors and queries are normalized; distances are cosine similarities).
+    storage : element type kept in the index; queries stay float32.
+    f8_scale : float8 only. "global" (default) multiplies every vector by one power of two
+        chosen on the first add (or ``train``) so that small components of normalized
+        embeddings stay out of E4M3's coarse subnormal range; "vector" stores one float scale
+        per vector (4 more bytes each); "none" is the plain cast.
+
+    ``i8`` stores round(x / s) with a symmetric per-dimension scale s = max|x| / 127, learned
+    by ``train`` (or from the first ``add``). Thread safety: ``search`` may run from many
+    threads at once; ``train``/``add``/``reset`` need exclusive access.
+    """
+
+    def __init__(self, dim: int, metric: str = "ip", storage: str = "f32", *,
+                 f8_scale: str = "global"):
+        if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)):
+            raise TypeError(f"dim must be an integer; got {type(dim).__name__}")
+        if dim <= 0:
+            raise ValueError(f"dim must be >= 1; got {dim}")
+        if metric not in METRICS:
+            raise ValueError(f"metric must be one of {METRICS}; got {metric!r}")
+        _check_storage(storage)
+        if f8_scale not in F8_SCALES:
+            raise ValueError(f"f8_scale must be one of {F8_SCALES}; got {f8_scale!r}")
+        self._index = _core.FlatIndex(int(dim), metric, storage, f8_scale)
+
+    # -- properties -------------------------------------------------------------------------
+    dim = property(lambda self: self._index.dim)
+    ntotal = property(lambda self: self._index.ntotal)
+    metric = property(lambda self: self._index.metric)
+    storage = property(lambda self: self._index.storage)
+    f8_scale = property(lambda self: self._index.f8_scale)
+    is_trained = property(lambda self: self._index.is_trained)
+    code_size = property(lambda self: self._index.code_size, doc="bytes per stored vector code")
+    memory_usage = property(lambda self: self._index.memory_usage, doc="bytes held by the index")
+
+    def __len__(self) -> int:
+        return self.ntotal
+
+    def __repr__(self) -> str:
+        extra = f", f8_scale={self.f8_scale!r}" if self.storage.startswith("f8") else ""
+        return (f"FlatIndex(dim={self.dim}, metric={self.metric!r}, storage={self.storage!r}"
+                f"{extra}, ntotal={self.ntotal})")
+
+    # -- building ---------------------------------------------------------------------------
+    def train(self, x) -> None:
+        """Learns the i8 per-dimension scales or the f8 global power of two from `x`."""
+        x = as_f32_matrix(x, self.dim, "x")
+        if x.shape[0] == 0:
+            raise ValueError("train: x is empty; pass at least one vector")
+        self._index.train(x)
+
+    def add(self, x, ids=None, *, threads: int = 0) -> None:
+        """Adds vectors (n, dim); `ids` are int64 labels (default: positions n0 .. n0+n-1).
+
+        Input of another real dtype is converted to float32 (a copy). On error nothing is added.
+        """
+        x = as_f32_matrix(x, self.dim, "x")
+        ids = None if ids is None else as_ids(ids, x.shape[0])
+        self._index.add(x, ids, as_threads(threads))
+
+    def reset(self) -> None:
+        """Removes all vectors (keeps the trained scales)."""
+        self._index.reset()
+
+    # -- queries ----------------------------------------------------------------------------
+    def search(self, q, k: int = 10, *, threads: int = 0,
+               quantize_queries: bool = False) -> SearchResult:
+        """The k nearest stored vectors of each query, best first.
+
+        threads: 0 uses all cores (see ``quanta.set_num_threads``); results do not depend on it.
+        quantize_queries: i8 storage only; int8 x int8 dot products (VNNI where present).
+        """
+        q = as_f32_matrix(q, self.dim, "queries")
+        D, I = self._index.search(q, as_k(k), as_threads(threads), bool(quantize_queries))
+        return SearchResult(D, I)
+
+    def reconstruct(self, ids) -> np.ndarray:
+        """The stored (decoded) vectors for `ids`, shape (len(ids), dim); cosine: normalized."""
+        scalar = np.ndim(ids) == 0
+        ids = np.atleast_1d(ids)
+        ids = as_ids(ids, ids.shape[0]) if ids.size else np.zeros(0, np.int64)
+        try:
+            out = self._index.reconstruct(ids)
+        except IndexError as e:
+            raise KeyError(str(e)) from None
+        return out[0] if scalar else out
+
+    # -- persistence ------------------------------------------------------------------------
+    def _write(self, f) -> None:
+        st = self._index.state()
+        arrays = {"CODE": st["codes"], "VSCL": st["vector_scale"], "NORM": st["sq_norms"],
+                  "DSCL": st["dim_scale"], "IDS_": st["ids"]}
+        meta = {"metric": self.metric, "storage": self.storage, "f8_scale": self.f8_scale,
+                "global_scale": st["global_scale"]}
+        write_container(f, "FLAT", self.dim, self.ntotal, meta, arrays)
+
+    @classmethod
+    def _from_parts(cls, dim, ntotal, meta, arrays, source):
+        try:
+            index = cls(dim, meta["metric"], meta["storage"], f8_scale=meta["f8_scale"])
+            index._index.restore(*(np.ascontiguousarray(arrays[t]) for t in
+                                   ("CODE", "VSCL", "NORM", "DSCL", "IDS_")),
+                                 float(meta["global_scale"]), ntotal)
+        except (KeyError, TypeError, ValueError) as e:
+            raise FormatError(f"{source}: not a valid FLAT index ({e})") from None
+        return index
+
+    def save(self, path) -> None:
+        """Writes the index to `path` atomically: a failed save leaves an old file intact."""
+        atomic_write(path, self._write)
+
+    def to_bytes(self) -> bytes:
+        return to_bytes(self)
+
+    def __reduce__(self):
+        from .io import from_bytes
+        return (from_bytes, (self.to_bytes(),))
+
+
+register_kind("FLAT", FlatIndex)

@@ -1,0 +1,184 @@
+"""The .qnt container shared by every index kind.
+
+Layout (all little-endian):
+  64-byte header: magic b"QUANTA\\0\\0", format_major u16, format_minor u16, endianness marker
+  u32 (0x01020304), kind fourcc, dim u64, ntotal u64, section count u32, reserved, and a CRC32 of
+  the first 60 bytes in the last 4.
+  Sections: tag (4 bytes), CRC32 of the payload u32, payload length u64, then the payload,
+  which starts on a 64-byte boundary so large arrays can be memory-mapped. Section "META" holds
+  JSON: the index parameters and, under "arrays", the dtype and shape of every array section.
+Readers skip unknown tags and refuse a newer format_major.
+"""
+from __future__ import annotations
+
+import io as _io
+import json
+import os
+import struct
+import tempfile
+import zlib
+
+import numpy as np
+
+MAGIC = b"QUANTA\x00\x00"
+FORMAT_MAJOR = 1
+FORMAT_MINOR = 0
+_HEADER = struct.Struct("<8sHHI4sQQI16s")  # 60 bytes, then the CRC32
+_SECTION = struct.Struct("<4sIQ")
+_ALIGN = 64
+
+
+class FormatError(ValueError):
+    """A file or buffer that is not a valid quanta index."""
+
+
+def _pad(n: int) -> int:
+    return (-n) % _ALIGN
+
+
+def write_container(f, kind: str, dim: int, ntotal: int, meta: dict, arrays: dict) -> None:
+    """Writes one index to the binary file object `f`."""
+    meta = dict(meta)
+    meta["arrays"] = {tag: [a.dtype.str, list(a.shape)] for tag, a in arrays.items()}
+    sections = [("META", json.dumps(meta, sort_keys=True).encode())]
+    sections += [(tag, np.ascontiguousarray(a).astype(a.dtype.newbyteorder("<"), copy=False)
+                  .tobytes()) for tag, a in arrays.items()]
+    head = _HEADER.pack(MAGIC, FORMAT_MAJOR, FORMAT_MINOR, 0x01020304, kind.encode(), dim, ntotal,
+                        len(sections), b"\x00" * 16)
+    f.write(head + struct.pack("<I", zlib.crc32(head)))
+    pos = 64
+    for tag, payload in sections:
+        f.write(_SECTION.pack(tag.encode(), zlib.crc32(payload), len(payload)))
+        pos += _SECTION.size
+        f.write(b"\x00" * _pad(pos))
+        pos += _pad(pos)
+        f.write(payload)
+        pos += len(payload)
+
+
+def read_container(buf, source: str = "buffer", *, verify: bool = True):
+    """Parses a container from a bytes-like object or memory map.
+
+    Returns (kind, dim, ntotal, meta, arrays). Arrays are zero-copy views into `buf`.
+    Raises FormatError (a ValueError) naming `source` for anything malformed.
+    """
+    mv = memoryview(buf)
+    n = len(mv)
+
+    def bad(why):
+        raise FormatError(f"{source}: not a valid quanta index ({why})")
+
+    if n < 64:
+        bad(f"file is {n} bytes, shorter than the 64-byte header")
+    head = bytes(mv[:64])
+    magic, major, minor, endian, kind, dim, ntotal, nsec, _ = _HEADER.unpack(head[:60])
+    if magic != MAGIC:
+        bad("wrong magic bytes")
+    if major > FORMAT_MAJOR:
+        raise FormatError(f"{source}: written in format {major}.{minor}, but this quanta reads "
+                          f"format {FORMAT_MAJOR}.x; upgrade quanta")
+    if struct.unpack("<I", head[60:])[0] != zlib.crc32(head[:60]):
+        bad("header checksum mismatch")
+    if endian != 0x01020304:
+        bad("unexpected byte order")
+    pos, raw = 64, {}
+    for _ in range(nsec):
+        if pos + _SECTION.size > n:
+            bad("truncated section header")
+        tag, crc, length = _SECTION.unpack(bytes(mv[pos:pos + _SECTION.size]))
+        pos += _SECTION.size
+        pos += _pad(pos)
+        if pos + length > n:
+            bad(f"section {tag!r} is truncated")
+        payload = mv[pos:pos + length]
+        if verify and zlib.crc32(payload) != crc:
+            bad(f"section {tag.decode(errors='replace')!r} checksum mismatch")
+        raw[tag.decode(errors="replace")] = payload
+        pos += length
+    if "META" not in raw:
+        bad("no META section")
+    try:
+        meta = json.loads(bytes(raw["META"]).decode())
+        arrays = {}
+        for tag, (dtype, shape) in meta.pop("arrays").items():
+            if tag not in raw:
+                bad(f"missing section {tag!r}")
+            dt = np.dtype(dtype)
+            count = int(np.prod(shape, dtype=np.int64))
+            if count * dt.itemsize != len(raw[tag]):
+                bad(f"section {tag!r} has {len(raw[tag])} bytes, expected {count * dt.itemsize}")
+            arrays[tag] = np.frombuffer(raw[tag], dtype=dt, count=count).reshape(shape)
+    except FormatError:
+        raise
+    except (ValueError, TypeError, KeyError, UnicodeDecodeError, AttributeError) as e:
+        bad(f"unreadable metadata: {e}")
+    return kind.decode(errors="replace"), dim, ntotal, meta, arrays
+
+
+def atomic_write(path, write) -> None:
+    """Calls write(f) on a temporary file next to `path`, then renames it over `path`.
+
+    A failure at any point leaves an existing file at `path` untouched.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".quanta-", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def to_bytes(index) -> bytes:
+    out = _io.BytesIO()
+    index._write(out)
+    return out.getvalue()
+
+
+_KINDS = {}
+
+
+def register_kind(fourcc: str, cls) -> None:
+    _KINDS[fourcc] = cls
+
+
+def from_bytes(buf, source: str = "buffer"):
+    kind, dim, ntotal, meta, arrays = read_container(buf, source)
+    if kind not in _KINDS:
+        raise FormatError(f"{source}: unknown index kind {kind!r}")
+    return _KINDS[kind]._from_parts(dim, ntotal, meta, arrays, source)
+
+
+def load(path, *, mmap: bool = False):
+    """Loads any quanta index saved with ``index.save(path)``.
+
+    With mmap=True the file is memory-mapped and large arrays are read lazily where the index
+    kind supports it (checksums of mapped sections are then not verified up front).
+    """
+    path = os.fspath(path)
+    if mmap:
+        data = np.memmap(path, dtype=np.uint8, mode="r")
+        kind, dim, ntotal, meta, arrays = read_container(data, path, verify=False)
+    else:
+        with open(path, "rb") as f:
+            data = f.read()
+        kind, dim, ntotal, meta, arrays = read_container(data, path)
+    if kind not in _KINDS:
+        raise FormatError(f"{path}: unknown index kind {kind!r}")
+    return _KINDS[kind]._from_parts(dim, ntotal, meta, arrays, path)
+
+
+def read_header(path) -> dict:
+    """The metadata of a saved index, without loading its arrays."""
+    with open(path, "rb") as f:
+        data = f.read()
+    kind, dim, ntotal, meta, arrays = read_container(data, os.fspath(path), verify=False)
+    return {"kind": kind, "dim": dim, "ntotal": ntotal, **meta}
