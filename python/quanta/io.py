@@ -23,7 +23,7 @@ import numpy as np
 MAGIC = b"QUANTA\x00\x00"
 FORMAT_MAJOR = 1
 FORMAT_MINOR = 0
-_HEADER = struct.Struct("<8sHHI4sQQI16s")  # 60 bytes, then the CRC32
+_HEADER = struct.Struct("<8sHHI4sQQI20s")  # 60 bytes, then the CRC32
 _SECTION = struct.Struct("<4sIQ")
 _ALIGN = 64
 
@@ -44,7 +44,7 @@ def write_container(f, kind: str, dim: int, ntotal: int, meta: dict, arrays: dic
     sections += [(tag, np.ascontiguousarray(a).astype(a.dtype.newbyteorder("<"), copy=False)
                   .tobytes()) for tag, a in arrays.items()]
     head = _HEADER.pack(MAGIC, FORMAT_MAJOR, FORMAT_MINOR, 0x01020304, kind.encode(), dim, ntotal,
-                        len(sections), b"\x00" * 16)
+                        len(sections), b"\x00" * 20)
     f.write(head + struct.pack("<I", zlib.crc32(head)))
     pos = 64
     for tag, payload in sections:
