@@ -11,6 +11,7 @@ import os as _os
 
 from . import _core
 from ._core import QuantaError
+from .factory import index_factory
 from .flat import FlatIndex, SearchResult
 from .io import FormatError, from_bytes, load, read_header
 from .storage import STORAGES, decode, encode
@@ -22,7 +23,7 @@ try:  # the CUDA module exists only in builds that found nvcc
 except ImportError:
     _cuda = None
 
-__all__ = ["FlatIndex", "SearchResult", "encode", "decode", "load", "from_bytes", "read_header",
+__all__ = ["FlatIndex", "index_factory", "SearchResult", "encode", "decode", "load", "from_bytes", "read_header",
            "build_info", "set_simd_level", "simd_level", "set_num_threads", "get_num_threads",
            "cuda_available", "FormatError", "QuantaError", "STORAGES"]
 

@@ -1,0 +1,25 @@
+"""A dependency-free progress bar on stderr (silent when stderr is not a terminal and quiet)."""
+from __future__ import annotations
+
+import sys
+import time
+
+
+class Progress:
+    def __init__(self, total: int, label: str, enabled: bool = True):
+        self.total, self.label, self.enabled = max(total, 1), label, enabled
+        self.done, self.start, self._last = 0, time.perf_counter(), 0.0
+
+    def update(self, n: int) -> None:
+        self.done += n
+        now = time.perf_counter()
+        if self.enabled and (now - self._last > 0.2 or self.done >= self.total):
+            self._last = now
+            frac = min(self.done / self.total, 1.0)
+            bar = "#" * int(30 * frac)
+            rate = self.done / max(now - self.start, 1e-9)
+            sys.stderr.write(f"\r{self.label} [{bar:<30}] {self.done}/{self.total} "
+                             f"({rate:,.0f}/s)")
+            if self.done >= self.total:
+                sys.stderr.write("\n")
+            sys.stderr.flush()

@@ -1,0 +1,28 @@
+"""Index specs in faiss style: ``quanta.index_factory(dim, "Flat(f8e4m3)", metric="ip")``."""
+from __future__ import annotations
+
+import re
+
+from .flat import FlatIndex
+from .storage import STORAGES
+
+_FLAT = re.compile(r"^Flat(?:\((?P<storage>[a-z0-9]+)\))?$")
+
+
+def index_factory(dim: int, spec: str, metric: str = "ip"):
+    """Builds an empty index from a spec string.
+
+    Supported now: ``"Flat"`` (float32) and ``"Flat(<storage>)"`` with storage one of
+    f32, f16, bf16, f8e4m3, f8e5m2, i8.
+    """
+    if not isinstance(spec, str):
+        raise TypeError(f"spec must be a string; got {type(spec).__name__}")
+    m = _FLAT.match(spec.strip())
+    if m:
+        storage = m.group("storage") or "f32"
+        if storage not in STORAGES:
+            raise ValueError(f"index spec {spec!r}: unknown storage {storage!r}; expected one of "
+                             f"{', '.join(STORAGES)}")
+        return FlatIndex(dim, metric, storage)
+    raise ValueError(f"unknown index spec {spec!r}; supported: 'Flat', 'Flat(<storage>)' with "
+                     f"storage in {', '.join(STORAGES)}")
