@@ -148,7 +148,8 @@ def test_real_embeddings_recall():
     data = np.load(path)
     xb, xq = data["base"].astype(np.float32), data["queries"].astype(np.float32)
     _, I_true = brute_force_knn(xb, xq, 10, "ip")
-    floor = {"f32": 0.999, "f16": 0.99, "bf16": 0.97, "f8e4m3": 0.95, "f8e5m2": 0.85, "i8": 0.95}
+    # Measured on this sample: 1.0, 0.9995, 0.999, 0.983, 0.9645, 0.996.
+    floor = {"f32": 0.999, "f16": 0.995, "bf16": 0.99, "f8e4m3": 0.97, "f8e5m2": 0.95, "i8": 0.985}
     for storage in STORAGES:
         index = quanta.FlatIndex(xb.shape[1], "ip", storage)
         index.add(xb)
