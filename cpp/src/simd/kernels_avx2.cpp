@@ -22,10 +22,9 @@ inline __m256 load8(const uint8_t* row, size_t p) {
     __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2 * p)));
     return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
   } else if constexpr (S == Storage::f8e4m3) {
-    __m128i b = _mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(row + p)));
-    __m128i sign = _mm_slli_epi16(_mm_and_si128(b, _mm_set1_epi16(0x80)), 8);
-    __m128i mag = _mm_slli_epi16(_mm_and_si128(b, _mm_set1_epi16(0x7f)), 7);
-    return _mm256_cvtph_ps(_mm_or_si128(sign, mag));
+    // Sign-extend, << 7, clear bit 14: fp16 bits of the E4M3 value times 2^-8.
+    __m128i b = _mm_cvtepi8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(row + p)));
+    return _mm256_cvtph_ps(_mm_and_si128(_mm_slli_epi16(b, 7), _mm_set1_epi16(short(0xBFFF))));
   } else if constexpr (S == Storage::f8e5m2) {
     __m128i b = _mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(row + p)));
     return _mm256_cvtph_ps(_mm_slli_epi16(b, 8));

@@ -25,11 +25,10 @@ inline __m512 load16(const uint8_t* row, size_t p, __mmask16 m) {
     __m512i w = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, row + 2 * p));
     return _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
   } else if constexpr (S == Storage::f8e4m3) {
-    // fp16 bits = sign << 8 | (exponent, mantissa) << 7 gives the E4M3 value times 2^-8.
-    __m256i b = _mm256_cvtepu8_epi16(_mm_maskz_loadu_epi8(m, row + p));
-    __m256i sign = _mm256_slli_epi16(_mm256_and_si256(b, _mm256_set1_epi16(0x80)), 8);
-    __m256i mag = _mm256_slli_epi16(_mm256_and_si256(b, _mm256_set1_epi16(0x7f)), 7);
-    return _mm512_cvtph_ps(_mm256_or_si256(sign, mag));
+    // fp16 bits = sign << 15 | (exponent, mantissa) << 7 give the E4M3 value times 2^-8.
+    // Sign-extending puts the sign in bits 8..15; after << 7 only bit 14 needs clearing.
+    __m256i b = _mm256_cvtepi8_epi16(_mm_maskz_loadu_epi8(m, row + p));
+    return _mm512_cvtph_ps(_mm256_and_si256(_mm256_slli_epi16(b, 7), _mm256_set1_epi16(short(0xBFFF))));
   } else if constexpr (S == Storage::f8e5m2) {
     __m256i b = _mm256_cvtepu8_epi16(_mm_maskz_loadu_epi8(m, row + p));
     return _mm512_cvtph_ps(_mm256_slli_epi16(b, 8));
