@@ -35,6 +35,32 @@ def limit_threads(threads: int):
         yield
 
 
+def openblas_coretype_fix() -> str | None:
+    """Pin OPENBLAS_CORETYPE from the CPU flags, before faiss is imported.
+
+    The faiss-cpu wheel bundles its own OpenBLAS (0.3.15 in faiss-cpu 1.15.1)
+    which detects some virtualized AVX-512 Xeons as "Prescott" (plain SSE3
+    kernels, ~6x slower sgemm; seen on this project's machines).  Setting
+    OPENBLAS_CORETYPE to what the flags support restores its real kernels.
+    Does nothing when the variable is already set or faiss is already loaded.
+    Returns the value in force (or None).
+    """
+    import sys
+    if "OPENBLAS_CORETYPE" in os.environ or "faiss" in sys.modules:
+        return os.environ.get("OPENBLAS_CORETYPE")
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((ln.split(":", 1)[1].split() for ln in f if ln.startswith("flags")), [])
+    except OSError:
+        return None
+    fl = set(flags)
+    if {"avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512cd"} <= fl:
+        os.environ["OPENBLAS_CORETYPE"] = "SkylakeX"
+    elif {"avx2", "fma"} <= fl:
+        os.environ["OPENBLAS_CORETYPE"] = "Haswell"
+    return os.environ.get("OPENBLAS_CORETYPE")
+
+
 def _as_f32(x) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=np.float32)
 
@@ -326,8 +352,10 @@ def _make(factory, name, system, storage, group):
         return Unavailable(name, system, storage, group, f"{type(e).__name__}: {e}")
 
 
-def all_adapters(f8_scales=(None,)) -> list[Adapter]:
+def all_adapters(f8_scales=(None,), fix_openblas: bool = True) -> list[Adapter]:
     """Every system/storage of the benchmark, in table order."""
+    if fix_openblas:
+        openblas_coretype_fix()
     out = [_make(NumpyFlat, "numpy f32", "numpy", "f32", "32bit")]
     for kind, (storage, group, _) in FaissFlat.KINDS.items():
         name = "faiss IndexFlatIP" if kind == "flat" else f"faiss SQ {kind}"

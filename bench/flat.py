@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import sys
 import time
@@ -129,6 +130,16 @@ def run_one(ad, xb, xq, I_true, args, roofs, n_all_threads):
     return r
 
 
+def _blas_info() -> list[str]:
+    try:
+        from threadpoolctl import threadpool_info
+        return [f"{i.get('internal_api')} {i.get('version')} {i.get('architecture') or ''} "
+                f"({i['filepath'].rsplit('/', 1)[-1]})".replace("  ", " ")
+                for i in threadpool_info()]
+    except Exception:
+        return []
+
+
 def ratios(results):
     by_name = {r["name"]: r for r in results}
     rows = []
@@ -233,6 +244,8 @@ def main(argv=None):
     ap.add_argument("--roof", default=None, help="roof JSON from `python -m bench.roof --json`")
     ap.add_argument("--no-roof", action="store_true", help="skip measuring the roofs")
     ap.add_argument("--json", default=None, help="write all results here")
+    ap.add_argument("--no-openblas-fix", action="store_true",
+                    help="do not pin OPENBLAS_CORETYPE for faiss's bundled OpenBLAS")
     args = ap.parse_args(argv)
 
     n_all = args.threads or A.default_threads()
@@ -254,7 +267,8 @@ def main(argv=None):
         roofs = roof.measure(n_all, verbose=True)
 
     scales = tuple(s.strip() for s in args.f8_scale.split(",")) if args.f8_scale else (None,)
-    ads = A.all_adapters(scales)
+    ads = A.all_adapters(scales, fix_openblas=not args.no_openblas_fix)
+    blas = _blas_info()
     if args.systems:
         keys = [s.strip().lower() for s in args.systems.split(",") if s.strip()]
         ads = [a for a in ads if any(kk in a.name.lower() for kk in keys)]
@@ -278,12 +292,16 @@ def main(argv=None):
     print(f"\n## flat search: data={args.data} n={n} d={d} nq={xq.shape[0]} k={args.k} "
           f"batch={args.batch} threads=1,{n_all}"
           + (f" single={min(args.nq_single, xq.shape[0])}" if args.single else "")
-          + f"\ncpu: {roofs.get('cpu', roof.cpu_name())}\n")
+          + f"\ncpu: {roofs.get('cpu', roof.cpu_name())}"
+          + f"\nOPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}; "
+          + "; ".join(blas) + "\n")
     print(markdown(results, rr, args, n_all, roofs))
 
     if args.json:
         payload = {"config": vars(args) | {"n": n, "d": d, "nq": int(xq.shape[0]),
-                                            "threads_all": n_all,
+                                            "threads_all": n_all, "blas": blas,
+                                            "openblas_coretype":
+                                                os.environ.get("OPENBLAS_CORETYPE"),
                                             "python": platform.python_version()},
                    "roof": roofs, "results": results, "ratios": rr}
         if args.data == "real":

@@ -126,19 +126,41 @@ def test_f8_scales_are_exact_casts(storage):
     # global: one power of two; vector: max|x| maps to the format's largest value.
     xb, _ = clustered(200, 384, 1, seed=7)
     fmax = {"f8e4m3": 448.0, "f8e5m2": 57344.0}[storage]
-    g = quanta.FlatIndex(384, "ip", storage, f8_scale="global")
+    g = quanta.FlatIndex(384, "ip", storage, f8_scale="global", f8_rounding="nearest")
     g.add(xb)
     s = g._index.state()["global_scale"]
     assert np.log2(s) == np.round(np.log2(s))
     assert np.abs(xb).max() / s <= fmax / 16 < 2 * np.abs(xb).max() / s
     expected = quanta.decode(quanta.encode(xb / s, storage), storage) * s
     np.testing.assert_array_equal(g.reconstruct(np.arange(200)), expected)
-    v = quanta.FlatIndex(384, "ip", storage, f8_scale="vector")
+    v = quanta.FlatIndex(384, "ip", storage, f8_scale="vector", f8_rounding="nearest")
     v.add(xb)
     vs = v._index.state()["vector_scale"]
     np.testing.assert_allclose(vs, np.abs(xb).max(1) / fmax, rtol=1e-6)
     expected = quanta.decode(quanta.encode(xb / vs[:, None], storage), storage) * vs[:, None]
     np.testing.assert_allclose(v.reconstruct(np.arange(200)), expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("storage", ["f8e4m3", "f8e5m2"])
+def test_f8_anisotropic_rounding(storage):
+    xb, xq = clustered(5000, 96, 200, seed=8)
+    _, I_true = brute_force_knn(xb, xq, 10, "ip")
+    near = quanta.FlatIndex(96, "ip", storage, f8_rounding="nearest")
+    aniso = quanta.FlatIndex(96, "ip", storage)
+    assert aniso.f8_rounding == "anisotropic"
+    near.add(xb)
+    aniso.add(xb)
+    xn, xa = near.reconstruct(np.arange(5000)), aniso.reconstruct(np.arange(5000))
+    # At most one grid step from nearest: |a - x| < 2 * step, where step >= |n - x| ...
+    assert np.all(np.abs(xa - xb) <= 2.0 ** -2 * np.abs(xb) + 2 * np.abs(xn - xb) + 1e-12)
+    # ... with a much smaller error along each vector,
+    par_n = np.abs(((xn - xb) * xb).sum(1)).mean()
+    par_a = np.abs(((xa - xb) * xb).sum(1)).mean()
+    assert par_a < 0.5 * par_n
+    # ... and recall no worse (measured: higher by 0.005-0.01).
+    r_n = recall_at_k(near.search(xq, 10).ids, I_true)
+    r_a = recall_at_k(aniso.search(xq, 10).ids, I_true)
+    assert r_a >= r_n - 0.005, (r_a, r_n)
 
 
 def test_real_embeddings_recall():
@@ -148,7 +170,7 @@ def test_real_embeddings_recall():
     data = np.load(path)
     xb, xq = data["base"].astype(np.float32), data["queries"].astype(np.float32)
     _, I_true = brute_force_knn(xb, xq, 10, "ip")
-    # Measured on this sample: 1.0, 0.9995, 0.999, 0.983, 0.9645, 0.996.
+    # Measured on this sample: 1.0, 0.9995, 0.999, 0.9855, 0.9745, 0.996.
     floor = {"f32": 0.999, "f16": 0.995, "bf16": 0.99, "f8e4m3": 0.97, "f8e5m2": 0.95, "i8": 0.985}
     for storage in STORAGES:
         index = quanta.FlatIndex(xb.shape[1], "ip", storage)

@@ -80,8 +80,13 @@ const char* f8scale_name(F8Scale s) {
   return "?";
 }
 
-FlatIndex::FlatIndex(size_t dim, Metric metric, Storage storage, F8Scale f8_scale)
-    : dim_(dim), metric_(metric), storage_(storage), f8_scale_(is_f8(storage) ? f8_scale : F8Scale::none) {
+FlatIndex::FlatIndex(size_t dim, Metric metric, Storage storage, F8Scale f8_scale,
+                     bool f8_anisotropic)
+    : dim_(dim),
+      metric_(metric),
+      storage_(storage),
+      f8_scale_(is_f8(storage) ? f8_scale : F8Scale::none),
+      f8_anisotropic_(is_f8(storage) && f8_anisotropic) {
   require(dim > 0, "dim must be a positive integer; got 0");
 }
 
@@ -147,6 +152,7 @@ void FlatIndex::encode_rows(const float* x, size_t n, int threads, uint8_t* code
         std::memcpy(row.data(), src, dim_ * 4);
       }
       encode_array(storage_, row.data(), dim_, codes + i * cs);
+      if (f8_anisotropic_) round_f8_anisotropic(storage_, row.data(), dim_, kF8Eta, codes + i * cs);
       if (vscale) vscale[i] = scale;
       if (norms) {
         kern.decode_rows(storage_, codes + i * cs, 1, dim_, back.data());

@@ -5,6 +5,8 @@
 #include <cmath>
 #include <cstring>
 #include <stdexcept>
+#include <utility>
+#include <vector>
 
 namespace quanta {
 
@@ -190,6 +192,44 @@ void decode_array(Storage s, const uint8_t* codes, size_t n, float* out) {
     case Storage::i8:
       for (size_t i = 0; i < n; ++i) out[i] = float(int8_t(codes[i]));
       break;
+  }
+}
+
+void round_f8_anisotropic(Storage s, const float* x, size_t n, float eta, uint8_t* codes) {
+  const float* table = s == Storage::f8e4m3 ? f8_tables().e4m3 : f8_tables().e5m2;
+  const int top = s == Storage::f8e4m3 ? 0x7e : 0x7b;  // largest finite magnitude code
+  double x2 = 0, dot = 0;
+  std::vector<float> err(n), alt_err(n);
+  std::vector<uint8_t> alt(n);
+  for (size_t i = 0; i < n; ++i) {
+    const int m = codes[i] & 0x7f, sign = codes[i] & 0x80;
+    const float ax = std::fabs(x[i]);
+    int a = table[m] > ax ? m - 1 : m + 1;
+    if (a < 0 || a > top) a = m;  // no neighbour on that side
+    alt[i] = uint8_t(sign | a);
+    err[i] = table[codes[i]] - x[i];
+    alt_err[i] = table[alt[i]] - x[i];
+    x2 += double(x[i]) * x[i];
+    dot += double(err[i]) * x[i];
+  }
+  if (x2 == 0) return;
+  const double w = eta / x2;
+  for (size_t iter = 0; iter < n; ++iter) {
+    double best = 0;
+    size_t pick = n;
+    for (size_t i = 0; i < n; ++i) {
+      const double d = double(alt_err[i] - err[i]) * x[i];
+      const double delta = w * (d * (2 * dot + d)) + double(alt_err[i]) * alt_err[i] -
+                           double(err[i]) * err[i];
+      if (delta < best) {
+        best = delta;
+        pick = i;
+      }
+    }
+    if (pick == n) break;
+    dot += double(alt_err[pick] - err[pick]) * x[pick];
+    std::swap(codes[pick], alt[pick]);
+    std::swap(err[pick], alt_err[pick]);
   }
 }
 

@@ -104,11 +104,13 @@ PYBIND11_MODULE(_core, m) {
 
   py::class_<FlatIndex>(m, "FlatIndex")
       .def(py::init([](size_t dim, const std::string& metric, const std::string& storage,
-                       const std::string& f8_scale) {
+                       const std::string& f8_scale, bool f8_anisotropic) {
              return new FlatIndex(dim, metric_from_name(metric), storage_from_name(storage),
-                                  f8scale_from_name(f8_scale));
+                                  f8scale_from_name(f8_scale), f8_anisotropic);
            }),
-           py::arg("dim"), py::arg("metric"), py::arg("storage"), py::arg("f8_scale"))
+           py::arg("dim"), py::arg("metric"), py::arg("storage"), py::arg("f8_scale"),
+           py::arg("f8_anisotropic"))
+      .def_property_readonly("f8_anisotropic", &FlatIndex::f8_anisotropic)
       .def_property_readonly("dim", &FlatIndex::dim)
       .def_property_readonly("ntotal", &FlatIndex::ntotal)
       .def_property_readonly("metric", [](const FlatIndex& s) { return metric_name(s.metric()); })

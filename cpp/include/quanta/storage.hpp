@@ -30,4 +30,11 @@ float e5m2_to_f32(uint8_t b);
 void encode_array(Storage s, const float* x, size_t n, uint8_t* out);
 void decode_array(Storage s, const uint8_t* codes, size_t n, float* out);
 
+// Anisotropic rounding of one float8 vector (ScaNN's loss on a scalar grid): starting from
+// the round-to-nearest `codes` of `x`, moves single elements to their other neighbouring code
+// while that lowers  eta * <e, x>^2 / |x|^2 + |e|^2,  e = decoded - x. Error along x shifts
+// every inner product with x's near neighbours, so it costs eta times more than error across
+// it. Each element stays within one ulp of x.
+void round_f8_anisotropic(Storage s, const float* x, size_t n, float eta, uint8_t* codes);
+
 }  // namespace quanta
