@@ -316,8 +316,10 @@ void FlatIndex::search_gemm(const float* q, size_t nq, size_t k, int threads, co
   const bool in_place = storage_ == Storage::f32;
   const float a_mul = metric_ == Metric::l2 ? 2.0f : 1.0f;
 
+  std::vector<std::vector<float>> rows_bufs(nworkers), tiles(nworkers, std::vector<float>(mr * mq));
   parallel_for(ntasks, int(nworkers), [&](size_t t, size_t w) {
-    thread_local std::vector<float> rows_buf, tile;
+    std::vector<float>& rows_buf = rows_bufs[w];
+    float* tile = tiles[w].data();
     const size_t b = t % nblocks, c = t / nblocks;
     const size_t r_begin = b * block, r_end = std::min(ntotal_, r_begin + block);
     const size_t nrows = r_end - r_begin;
@@ -334,7 +336,6 @@ void FlatIndex::search_gemm(const float* q, size_t nq, size_t k, int threads, co
       a[r] = a_mul * row_scale(r_begin + r);
       if (metric_ == Metric::l2) bias[r] = -sq_norms_[r_begin + r];
     }
-    tile.resize(mr * mq);
     std::vector<float> thr(mq);
     std::vector<TopK>& mine = heaps[w];
     const size_t p_end = std::min(npanels, (c + 1) * kPanelsPerChunk);
@@ -346,7 +347,7 @@ void FlatIndex::search_gemm(const float* q, size_t nq, size_t k, int threads, co
       for (size_t r0 = 0; r0 < nrows; r0 += mr) {
         const size_t nr = std::min(mr, nrows - r0);
         if (!kern.gemm_tile(rows + r0 * dim_, nr, panel, dim_, a.data() + r0, bias.data() + r0,
-                            thr.data(), tile.data()))
+                            thr.data(), tile))
           continue;
         for (size_t j = 0; j < qn; ++j) {
           TopK& top = mine[q0 + j];
@@ -387,29 +388,34 @@ void FlatIndex::search_rows(const float* q, size_t nq, size_t k, const SearchPar
   }
   const float a_mul = metric_ == Metric::l2 ? 2.0f : 1.0f;
   // Consecutive tasks share a block of rows, so it is read from memory once for all queries.
+  std::vector<std::vector<float>> dot_bufs(nworkers, std::vector<float>(kRowsPerTask));
+  std::vector<std::vector<int32_t>> idot_bufs(nworkers);
+  const bool l2 = metric_ == Metric::l2;
   parallel_for(ntasks, int(nworkers), [&](size_t t, size_t w) {
-    thread_local std::vector<float> dots;
-    thread_local std::vector<int32_t> idots;
     const size_t b = t / nq, i = t % nq;
     const size_t r_begin = b * kRowsPerTask, nrows = std::min(ntotal_ - r_begin, kRowsPerTask);
     const uint8_t* codes = codes_.data() + r_begin * code_size();
-    dots.resize(nrows);
+    float* dots = dot_bufs[w].data();
     if (params.quantize_queries) {
-      idots.resize(nrows);
+      idot_bufs[w].resize(kRowsPerTask);
+      int32_t* idots = idot_bufs[w].data();
       kern.dot_rows_i8(q8.data() + i * dim_, reinterpret_cast<const int8_t*>(codes), nrows, dim_,
-                       idots.data());
+                       idots);
       for (size_t r = 0; r < nrows; ++r) dots[r] = float(idots[r]) * q8_scale[i];
     } else {
-      kern.dot_rows(storage_, q + i * dim_, codes, nrows, dim_, dots.data());
+      kern.dot_rows(storage_, q + i * dim_, codes, nrows, dim_, dots);
     }
+    // Scores: a * dot - |x|^2 (l2); the row scale is one per vector, one global, or 1.
+    const float* vscale = vector_scale_.empty() ? nullptr : vector_scale_.data() + r_begin;
+    const float* norms = l2 ? sq_norms_.data() + r_begin : nullptr;
+    const float a = a_mul * (f8_scale_ == F8Scale::global ? global_scale_ : 1.0f);
     TopK& top = heaps[w][i];
     float thr = top.threshold();
     for (size_t r = 0; r < nrows; ++r) {
-      const size_t pos = r_begin + r;
-      float s = a_mul * row_scale(pos) * dots[r];
-      if (metric_ == Metric::l2) s -= sq_norms_[pos];
+      float s = (vscale ? a * vscale[r] : a) * dots[r];
+      if (norms) s -= norms[r];
       if (s >= thr) {
-        top.push(s, int64_t(pos));
+        top.push(s, int64_t(r_begin + r));
         thr = top.threshold();
       }
     }

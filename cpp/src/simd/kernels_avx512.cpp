@@ -47,9 +47,16 @@ void dot_rows_t(const float* q, const uint8_t* codes, size_t n, size_t dim, floa
   const size_t bytes = dim * storage_bytes(S);
   const size_t full = dim / 16 * 16;
   const __mmask16 tail = __mmask16((1u << (dim - full)) - 1);
+  // Decoding makes the narrow formats compute-heavy enough that the hardware prefetcher
+  // falls behind: prefetch about 8 KiB ahead so loads overlap the decode. (f32 does better
+  // without: measured 12.7 vs 10.5 GB/s from DRAM.)
+  const size_t ahead = (8192 / bytes + 4) * bytes;
   size_t i = 0;
   for (; i + 4 <= n; i += 4) {
     const uint8_t* r = codes + i * bytes;
+    if constexpr (S != Storage::f32)
+      for (size_t off = 0; off < 4 * bytes; off += 64)
+        _mm_prefetch(reinterpret_cast<const char*>(r + ahead + off), _MM_HINT_T0);
     __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
     for (size_t p = 0; p < dim; p += 16) {
       const __mmask16 m = p < full ? __mmask16(0xffff) : tail;
