@@ -5,11 +5,27 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <type_traits>
 
 namespace quanta {
 
 enum class Storage : uint8_t { f32 = 0, f16 = 1, bf16 = 2, f8e4m3 = 3, f8e5m2 = 4, i8 = 5 };
 constexpr int kNumStorages = 6;
+
+// Calls fn(std::integral_constant<Storage, S>{}) for the runtime value s: one switch, so
+// kernels can be templates on the storage. (Each lambda type is local to its translation
+// unit, so ISA-specific instantiations never merge across files.)
+template <class Fn>
+decltype(auto) with_storage(Storage s, Fn&& fn) {
+  switch (s) {
+    case Storage::f16: return fn(std::integral_constant<Storage, Storage::f16>{});
+    case Storage::bf16: return fn(std::integral_constant<Storage, Storage::bf16>{});
+    case Storage::f8e4m3: return fn(std::integral_constant<Storage, Storage::f8e4m3>{});
+    case Storage::f8e5m2: return fn(std::integral_constant<Storage, Storage::f8e5m2>{});
+    case Storage::i8: return fn(std::integral_constant<Storage, Storage::i8>{});
+    default: return fn(std::integral_constant<Storage, Storage::f32>{});
+  }
+}
 
 size_t storage_bytes(Storage s);            // bytes per element
 const char* storage_name(Storage s);

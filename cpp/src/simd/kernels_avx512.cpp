@@ -100,28 +100,13 @@ void decode_rows_t(const uint8_t* codes, size_t n, size_t dim, float* out) {
 
 void dot_rows(Storage s, const float* q, const uint8_t* codes, size_t n, size_t dim,
               float* out) {
-  switch (s) {
-    case Storage::f32: return dot_rows_t<Storage::f32>(q, codes, n, dim, out);
-    case Storage::f16: return dot_rows_t<Storage::f16>(q, codes, n, dim, out);
-    case Storage::bf16: return dot_rows_t<Storage::bf16>(q, codes, n, dim, out);
-    case Storage::f8e4m3: return dot_rows_t<Storage::f8e4m3>(q, codes, n, dim, out);
-    case Storage::f8e5m2: return dot_rows_t<Storage::f8e5m2>(q, codes, n, dim, out);
-    case Storage::i8: return dot_rows_t<Storage::i8>(q, codes, n, dim, out);
-  }
+  with_storage(s, [&](auto st) { dot_rows_t<decltype(st)::value>(q, codes, n, dim, out); });
 }
 
 void decode_rows(Storage s, const uint8_t* codes, size_t n, size_t dim, float* out) {
-  switch (s) {
-    case Storage::f32: return decode_rows_t<Storage::f32>(codes, n, dim, out);
-    case Storage::f16: return decode_rows_t<Storage::f16>(codes, n, dim, out);
-    case Storage::bf16: return decode_rows_t<Storage::bf16>(codes, n, dim, out);
-    case Storage::f8e4m3: return decode_rows_t<Storage::f8e4m3>(codes, n, dim, out);
-    case Storage::f8e5m2: return decode_rows_t<Storage::f8e5m2>(codes, n, dim, out);
-    case Storage::i8: return decode_rows_t<Storage::i8>(codes, n, dim, out);
-  }
+  with_storage(s, [&](auto st) { decode_rows_t<decltype(st)::value>(codes, n, dim, out); });
 }
 
-// R rows x 32 queries. Each accumulator lane is a sequential sum over p.
 template <int R>
 bool gemm_tile_t(const float* rows, const float* panel, size_t dim, const float* a,
                  const float* b, const float* threshold, float* out) {
