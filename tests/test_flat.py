@@ -308,6 +308,11 @@ def test_corrupt_and_truncated_files(tmp_path, rng):
         bad.write_bytes(blob)
         with pytest.raises(ValueError, match="not a valid quanta index"):
             quanta.load(bad)
+        if name in ("empty", "short", "truncated", "magic", "header"):
+            with pytest.raises(ValueError, match="not a valid quanta index"):
+                quanta.load(bad, mmap=True)
+            with pytest.raises(ValueError, match="not a valid quanta index"):
+                quanta.read_header(bad)
     with pytest.raises(OSError):
         quanta.load(tmp_path / "missing.qnt")
     newer = bytearray(data)

@@ -157,6 +157,14 @@ def from_bytes(buf, source: str = "buffer"):
     return _KINDS[kind]._from_parts(dim, ntotal, meta, arrays, source)
 
 
+def _map(path):
+    """The file memory-mapped read-only (bytes for tiny files, which mmap refuses)."""
+    if os.path.getsize(path) < 64:
+        with open(path, "rb") as f:
+            return f.read()
+    return np.memmap(path, dtype=np.uint8, mode="r")
+
+
 def load(path, *, mmap: bool = False):
     """Loads any quanta index saved with ``index.save(path)``.
 
@@ -165,8 +173,7 @@ def load(path, *, mmap: bool = False):
     """
     path = os.fspath(path)
     if mmap:
-        data = np.memmap(path, dtype=np.uint8, mode="r")
-        kind, dim, ntotal, meta, arrays = read_container(data, path, verify=False)
+        kind, dim, ntotal, meta, arrays = read_container(_map(path), path, verify=False)
     else:
         with open(path, "rb") as f:
             data = f.read()
@@ -177,8 +184,6 @@ def load(path, *, mmap: bool = False):
 
 
 def read_header(path) -> dict:
-    """The metadata of a saved index, without loading its arrays."""
-    with open(path, "rb") as f:
-        data = f.read()
-    kind, dim, ntotal, meta, arrays = read_container(data, os.fspath(path), verify=False)
+    """The metadata of a saved index; the file is mapped, so its arrays are never read."""
+    kind, dim, ntotal, meta, arrays = read_container(_map(path), os.fspath(path), verify=False)
     return {"kind": kind, "dim": dim, "ntotal": ntotal, **meta}

@@ -1,0 +1,63 @@
+import numpy as np
+import pytest
+
+import quanta
+from quanta.__main__ import main
+from quanta.datasets import read_vectors
+
+
+def write_fvecs(path, x):
+    d = x.shape[1]
+    rows = np.empty((len(x), d + 1), np.int32)
+    rows[:, 0] = d
+    rows[:, 1:] = x.view(np.int32)
+    rows.tofile(path)
+
+
+def test_build_search_info(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((500, 16)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    write_fvecs(tmp_path / "q.fvecs", x[:20])
+    np.testing.assert_array_equal(read_vectors(tmp_path / "q.fvecs"), x[:20])
+    out = tmp_path / "x.qnt"
+    assert main(["build", str(tmp_path / "x.npy"), "-o", str(out), "--spec", "Flat(i8)",
+                 "--metric", "l2", "--batch", "128", "--quiet"]) == 0
+    index = quanta.load(out)
+    assert (index.ntotal, index.storage, index.metric) == (500, "i8", "l2")
+    gt = np.arange(20)[:, None]
+    np.save(tmp_path / "gt.npy", gt)
+    assert main(["search", str(out), str(tmp_path / "q.fvecs"), "-k", "1",
+                 "--ground-truth", str(tmp_path / "gt.npy"), "-o", str(tmp_path / "r.npz")]) == 0
+    res = np.load(tmp_path / "r.npz")
+    assert (res["ids"][:, 0] == np.arange(20)).mean() >= 0.95
+    assert main(["info", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "recall@1" in text and "kind: FLAT" in text
+
+
+def test_cli_errors(tmp_path, capsys):
+    (tmp_path / "bad.txt").write_text("x")
+    assert main(["build", str(tmp_path / "bad.txt"), "-o", str(tmp_path / "o.qnt")]) == 2
+    np.save(tmp_path / "x.npy", np.ones((4, 3), np.float32))
+    assert main(["build", str(tmp_path / "x.npy"), "-o", str(tmp_path / "o.qnt"),
+                 "--spec", "IVF9,Nope"]) == 2
+    assert "unknown index spec" in capsys.readouterr().err
+    with pytest.raises(ValueError):
+        read_vectors(tmp_path / "bad.txt")
+
+
+def test_demo_runs(capsys):
+    assert main(["demo", "--n", "2000", "--dim", "32", "--nq", "20"]) == 0
+    out = capsys.readouterr().out
+    assert "Flat(f8e4m3)" in out and "recall@10" in out
+
+
+def test_index_factory():
+    assert quanta.index_factory(8, "Flat").storage == "f32"
+    assert quanta.index_factory(8, "Flat(bf16)", metric="cosine").metric == "cosine"
+    for bad in ("Flat(f4)", "HNSW32", "", "flat"):
+        with pytest.raises(ValueError, match="spec"):
+            quanta.index_factory(8, bad)
+    with pytest.raises(TypeError):
+        quanta.index_factory(8, None)
