@@ -346,3 +346,18 @@ def test_build_info_and_levels():
     assert "scalar" in info["simd_compiled"]
     with pytest.raises(ValueError):
         quanta.set_simd_level("avx9000")
+
+
+def test_concurrent_searches_from_python_threads():
+    # search releases the GIL and is safe from many threads: same answers as one at a time.
+    from concurrent.futures import ThreadPoolExecutor
+
+    xb, xq = clustered(20000, 64, 64, seed=9)
+    index = quanta.FlatIndex(64, "l2", "f16")
+    index.add(xb, ids=np.arange(20000) * 2)
+    expected = [index.search(xq[i:i + 8], 10, threads=1) for i in range(0, 64, 8)]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda i: index.search(xq[i:i + 8], 10, threads=2), range(0, 64, 8)))
+    for e, g in zip(expected, got):
+        np.testing.assert_array_equal(e.ids, g.ids)
+        np.testing.assert_array_equal(e.distances, g.distances)
