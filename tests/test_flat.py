@@ -35,7 +35,7 @@ def check_against_reference(index, xq, k, **kw):
 
 @pytest.mark.parametrize("storage", STORAGES)
 @pytest.mark.parametrize("metric", METRICS)
-@pytest.mark.parametrize("dim", [3, 37, 64])
+@pytest.mark.parametrize("dim", [3, 37, 64, 150])
 def test_kernels_match_numpy(simd_level, storage, metric, dim, rng):
     xb = rng.standard_normal((700, dim)).astype(np.float32)
     xq = rng.standard_normal((41, dim)).astype(np.float32)

@@ -71,10 +71,111 @@ void dot_rows_i8_q16(const float* q, const uint8_t* codes, size_t n, size_t dim,
   }
 }
 
+// Float8 rows with AVX512-VBMI: every E4M3 / E5M2 value is exactly a bfloat16, so two
+// 128-entry byte tables (vpermi2b) give the two bytes of its bf16 pattern, and bf16 widens to
+// float32 with one shift or mask. 64 elements cost about 13 uops instead of 24 through fp16.
+// The bytes come out lane-interleaved; the query is permuted once to match (see fp8_order).
+struct Fp8Tables {
+  __m512i lo_a, lo_b, hi_a, hi_b;  // low / high bf16 byte, magnitudes 0..63 and 64..127
+};
+
+Fp8Tables fp8_tables(Storage s) {
+  alignas(64) uint8_t lo[128], hi[128];
+  for (int m = 0; m < 128; ++m) {
+    const uint8_t code = uint8_t(m);
+    const float v = s == Storage::f8e4m3 ? e4m3_to_f32(code) : e5m2_to_f32(code);
+    const uint16_t b = std::isfinite(v) ? f32_to_bf16(v) : 0;  // NaN/inf are never stored
+    lo[m] = uint8_t(b & 0xff);
+    hi[m] = uint8_t(b >> 8);
+  }
+  return {_mm512_load_si512(lo), _mm512_load_si512(lo + 64), _mm512_load_si512(hi),
+          _mm512_load_si512(hi + 64)};
+}
+
+// Element (within a 64-block) that lane j of the k-th widened vector holds.
+inline size_t fp8_order(size_t k, size_t j) {
+  return 16 * (j / 4) + 8 * (k / 2) + 2 * (j % 4) + (k % 2);
+}
+
+// acc + <64 codes at c, 64 permuted query values at qv>.
+__attribute__((target("avx512vbmi"))) inline __m512 fp8_block(const Fp8Tables& t,
+                                                              const uint8_t* c, const float* qv,
+                                                              __m512 acc) {
+  const __m512i sign = _mm512_set1_epi8(char(0x80));
+  const __m512i high = _mm512_set1_epi32(int(0xFFFF0000u));
+  const __m512i v = _mm512_loadu_si512(c);
+  const __m512i lo = _mm512_permutex2var_epi8(t.lo_a, v, t.lo_b);
+  // high byte from the table, sign bit from the code: hi | (v & 0x80)
+  const __m512i hi =
+      _mm512_ternarylogic_epi32(_mm512_permutex2var_epi8(t.hi_a, v, t.hi_b), v, sign, 0xF8);
+  const __m512i w0 = _mm512_unpacklo_epi8(lo, hi), w1 = _mm512_unpackhi_epi8(lo, hi);
+  auto even = [](__m512i w) { return _mm512_castsi512_ps(_mm512_slli_epi32(w, 16)); };
+  auto odd = [&](__m512i w) { return _mm512_castsi512_ps(_mm512_and_si512(w, high)); };
+  acc = _mm512_fmadd_ps(_mm512_loadu_ps(qv), even(w0), acc);
+  acc = _mm512_fmadd_ps(_mm512_loadu_ps(qv + 16), odd(w0), acc);
+  acc = _mm512_fmadd_ps(_mm512_loadu_ps(qv + 32), even(w1), acc);
+  return _mm512_fmadd_ps(_mm512_loadu_ps(qv + 48), odd(w1), acc);
+}
+
+__attribute__((target("avx512vbmi"))) void dot_rows_fp8_vbmi(Storage s, const float* q,
+                                                             const uint8_t* codes, size_t n,
+                                                             size_t dim, float* out) {
+  const Fp8Tables t = fp8_tables(s);
+  const size_t full = dim / 64 * 64;
+  std::vector<float> qp(full);
+  for (size_t b = 0; b < full; b += 64)
+    for (size_t k = 0; k < 4; ++k)
+      for (size_t j = 0; j < 16; ++j) qp[b + 16 * k + j] = q[b + fp8_order(k, j)];
+  const size_t ahead = 4096 + 4 * dim;
+  auto row_block = [&](const uint8_t* r, size_t p, __m512 acc, const float* qv) {
+    return fp8_block(t, r + p, qv, acc);
+  };
+  // The last dim % 64 elements go through the fp16 decode, in their natural order.
+  const size_t rest = dim - full;
+  auto tail = [&](const uint8_t* r, __m512 acc) {
+    for (size_t p = full; p < dim; p += 16) {
+      const __mmask16 m = __mmask16(rest - (p - full) >= 16 ? 0xffff : (1u << ((dim - p) & 15)) - 1);
+      const __m512 x = s == Storage::f8e4m3
+                           ? _mm512_mul_ps(load16<Storage::f8e4m3>(r, p, m), _mm512_set1_ps(256.0f))
+                           : load16<Storage::f8e5m2>(r, p, m);
+      acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, q + p), x, acc);
+    }
+    return acc;
+  };
+  size_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const uint8_t* r = codes + i * dim;
+    for (size_t off = 0; off < 4 * dim; off += 64)
+      _mm_prefetch(reinterpret_cast<const char*>(r + ahead + off), _MM_HINT_T0);
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    for (size_t p = 0; p < full; p += 64) {
+      a0 = row_block(r, p, a0, qp.data() + p);
+      a1 = row_block(r + dim, p, a1, qp.data() + p);
+      a2 = row_block(r + 2 * dim, p, a2, qp.data() + p);
+      a3 = row_block(r + 3 * dim, p, a3, qp.data() + p);
+    }
+    out[i] = _mm512_reduce_add_ps(tail(r, a0));
+    out[i + 1] = _mm512_reduce_add_ps(tail(r + dim, a1));
+    out[i + 2] = _mm512_reduce_add_ps(tail(r + 2 * dim, a2));
+    out[i + 3] = _mm512_reduce_add_ps(tail(r + 3 * dim, a3));
+  }
+  for (; i < n; ++i) {
+    const uint8_t* r = codes + i * dim;
+    __m512 a0 = _mm512_setzero_ps();
+    for (size_t p = 0; p < full; p += 64) a0 = row_block(r, p, a0, qp.data() + p);
+    out[i] = _mm512_reduce_add_ps(tail(r, a0));
+  }
+}
+
+const bool kHaveVbmi = __builtin_cpu_supports("avx512vbmi");
+
 template <Storage S>
 void dot_rows_t(const float* q, const uint8_t* codes, size_t n, size_t dim, float* out) {
   if constexpr (S == Storage::i8) {
     if (dim <= 4096) return dot_rows_i8_q16(q, codes, n, dim, out);
+  }
+  if constexpr (S == Storage::f8e4m3 || S == Storage::f8e5m2) {
+    if (kHaveVbmi && dim >= 64) return dot_rows_fp8_vbmi(S, q, codes, n, dim, out);
   }
   const size_t bytes = dim * storage_bytes(S);
   const size_t full = dim / 16 * 16;
