@@ -361,3 +361,18 @@ def test_concurrent_searches_from_python_threads():
     for e, g in zip(expected, got):
         np.testing.assert_array_equal(e.ids, g.ids)
         np.testing.assert_array_equal(e.distances, g.distances)
+
+
+def test_quanta_simd_environment_variable():
+    import subprocess
+    import sys
+
+    code = "import quanta; print(quanta.simd_level())"
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "QUANTA_SIMD": "scalar"},
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "scalar"
+    code = ("import quanta\ntry:\n    quanta.simd_level()\nexcept ValueError as e:\n"
+            "    print('ValueError', e)")
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "QUANTA_SIMD": "sse9"},
+                         capture_output=True, text=True, check=True)
+    assert "ValueError" in out.stdout and "QUANTA_SIMD" in out.stdout

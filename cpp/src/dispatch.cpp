@@ -48,7 +48,12 @@ Isa initial_isa() {
   Isa isa = best_supported_isa();
   if (const char* env = std::getenv("QUANTA_SIMD")) {
     if (*env) {
-      Isa wanted = isa_from_name(env);  // an unknown name is an error, not a silent default
+      Isa wanted;
+      try {  // an unknown name is an error, not a silent default
+        wanted = isa_from_name(env);
+      } catch (const std::invalid_argument& e) {
+        throw std::invalid_argument(std::string("environment variable QUANTA_SIMD: ") + e.what());
+      }
       if (int(wanted) < int(isa)) isa = wanted;
     }
   }
