@@ -8,6 +8,7 @@
 #include "quanta/dispatch.hpp"
 #include "quanta/error.hpp"
 #include "quanta/flat.hpp"
+#include "quanta/kmeans.hpp"
 #include "quanta/parallel.hpp"
 #include "quanta/storage.hpp"
 
@@ -100,6 +101,28 @@ PYBIND11_MODULE(_core, m) {
     py::gil_scoped_release nogil;
     decode_array(s, src, n, dst);
     return out;
+  });
+
+  m.def("kmeans", [](const py::array& x, size_t k, size_t niter, uint64_t seed,
+                     size_t max_points_per_centroid, bool spherical, int threads) {
+    if (x.ndim() != 2) throw py::value_error("x must be 2-D");
+    size_t n;
+    const float* p = f32_rows(x, size_t(x.shape(1)), n, "x");
+    KMeansParams params;
+    params.niter = niter;
+    params.seed = seed;
+    params.max_points_per_centroid = max_points_per_centroid;
+    params.spherical = spherical;
+    params.threads = threads;
+    const size_t dim = size_t(x.shape(1));
+    KMeansResult res;
+    {
+      py::gil_scoped_release nogil;
+      res = kmeans(p, n, dim, k, params);
+    }
+    py::array_t<float> c({py::ssize_t(k), py::ssize_t(dim)});
+    std::memcpy(c.mutable_data(), res.centroids.data(), res.centroids.size() * 4);
+    return py::make_tuple(c, to_numpy(res.assign), to_numpy(res.objective));
   });
 
   py::class_<FlatIndex>(m, "FlatIndex")

@@ -1,0 +1,34 @@
+// k-means (Lloyd) with k-means++ seeding, subsampling of large training sets, empty-cluster
+// repair, and a spherical (inner product) variant. The result depends only on the inputs and
+// the seed, never on the thread count: assignment runs through FlatIndex's exact search and
+// the sums are accumulated in point order.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+namespace quanta {
+
+struct KMeansParams {
+  size_t niter = 25;
+  uint64_t seed = 0;
+  size_t max_points_per_centroid = 256;  // larger training sets are subsampled to k * this
+  bool spherical = false;                // unit-norm centroids, assignment by inner product
+  int threads = 0;
+};
+
+struct KMeansResult {
+  std::vector<float> centroids;    // k x dim
+  std::vector<int64_t> assign;     // n: centroid of each input point (after the last update)
+  std::vector<double> objective;   // per iteration: sum of squared distances (l2) or of
+                                   // inner products (spherical) of the training points
+};
+
+// Throws std::invalid_argument for n < k, k == 0, dim == 0.
+KMeansResult kmeans(const float* x, size_t n, size_t dim, size_t k, const KMeansParams& params);
+
+// Nearest centroid of each point (largest inner product when spherical); optional distances.
+void assign_nearest(const float* x, size_t n, const float* centroids, size_t k, size_t dim,
+                    bool spherical, int threads, int64_t* assign, float* distances);
+
+}  // namespace quanta

@@ -1,0 +1,175 @@
+#include "quanta/kmeans.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <stdexcept>
+#include <string>
+
+#include "quanta/flat.hpp"
+#include "quanta/kernels.hpp"
+#include "quanta/parallel.hpp"
+#include "quanta/random.hpp"
+
+namespace quanta {
+
+namespace {
+
+constexpr size_t kChunk = 4096;
+
+double sq_norm(const float* v, size_t dim) {
+  double s = 0;
+  for (size_t p = 0; p < dim; ++p) s += double(v[p]) * v[p];
+  return s;
+}
+
+void normalize(float* v, size_t dim) {
+  const double s = sq_norm(v, dim);
+  if (s > 0) {
+    const float inv = float(1.0 / std::sqrt(s));
+    for (size_t p = 0; p < dim; ++p) v[p] *= inv;
+  }
+}
+
+// k-means++ seeding: each next centroid is drawn with probability proportional to the squared
+// distance to the nearest one chosen so far (for spherical, to 1 - cosine).
+std::vector<float> seed_plus_plus(const float* x, size_t n, size_t dim, size_t k, bool spherical,
+                                  Rng& rng, int threads) {
+  const Kernels& kern = kernels(active_isa());
+  std::vector<float> c(k * dim);
+  std::vector<double> xnorm(n);
+  for (size_t i = 0; i < n; ++i) xnorm[i] = sq_norm(x + i * dim, dim);
+  std::vector<double> best(n, INFINITY);
+  size_t pick = rng.below(n);
+  const size_t nchunks = (n + kChunk - 1) / kChunk;
+  std::vector<std::vector<float>> dots(nchunks);
+  for (size_t j = 0; j < k; ++j) {
+    std::copy(x + pick * dim, x + (pick + 1) * dim, c.begin() + j * dim);
+    if (j + 1 == k) break;
+    const float* cj = c.data() + j * dim;
+    const double cnorm = sq_norm(cj, dim);
+    parallel_for(nchunks, threads, [&](size_t t, size_t) {
+      const size_t b = t * kChunk, e = std::min(n, b + kChunk);
+      dots[t].resize(e - b);
+      kern.dot_rows(Storage::f32, cj, reinterpret_cast<const uint8_t*>(x + b * dim), e - b, dim,
+                    dots[t].data());
+      for (size_t i = b; i < e; ++i) {
+        const double ip = dots[t][i - b];
+        const double d = spherical ? 1.0 - ip : std::max(0.0, xnorm[i] - 2 * ip + cnorm);
+        best[i] = std::min(best[i], d);
+      }
+    });
+    double total = 0;
+    for (double d : best) total += std::max(d, 0.0);
+    if (total <= 0) {  // every point coincides with a centroid: take any point
+      pick = rng.below(n);
+      continue;
+    }
+    double r = rng.uniform() * total;
+    pick = n - 1;
+    for (size_t i = 0; i < n; ++i) {
+      r -= std::max(best[i], 0.0);
+      if (r < 0) {
+        pick = i;
+        break;
+      }
+    }
+  }
+  return c;
+}
+
+}  // namespace
+
+void assign_nearest(const float* x, size_t n, const float* centroids, size_t k, size_t dim,
+                    bool spherical, int threads, int64_t* assign, float* distances) {
+  FlatIndex index(dim, spherical ? Metric::ip : Metric::l2, Storage::f32, F8Scale::none, false);
+  index.add(centroids, k, nullptr, threads);
+  std::vector<float> d(n);
+  SearchParams params;
+  params.threads = threads;
+  index.search(x, n, 1, params, distances ? distances : d.data(), assign);
+}
+
+KMeansResult kmeans(const float* x, size_t n, size_t dim, size_t k, const KMeansParams& params) {
+  if (k == 0) throw std::invalid_argument("kmeans: k must be >= 1");
+  if (dim == 0) throw std::invalid_argument("kmeans: dim must be >= 1");
+  if (n < k)
+    throw std::invalid_argument("kmeans: " + std::to_string(n) + " training points for k=" +
+                                std::to_string(k) + " clusters; need at least k points");
+  const int threads = resolve_threads(params.threads);
+  Rng rng(params.seed);
+
+  // Subsample: a seeded partial Fisher-Yates shuffle, kept in input order.
+  std::vector<float> sample;
+  const float* xs = x;
+  size_t ns = n;
+  const size_t cap = params.max_points_per_centroid ? k * params.max_points_per_centroid : n;
+  if (n > cap) {
+    std::vector<size_t> perm(n);
+    std::iota(perm.begin(), perm.end(), size_t(0));
+    for (size_t i = 0; i < cap; ++i) std::swap(perm[i], perm[i + rng.below(n - i)]);
+    std::sort(perm.begin(), perm.begin() + cap);
+    sample.resize(cap * dim);
+    for (size_t i = 0; i < cap; ++i)
+      std::copy(x + perm[i] * dim, x + (perm[i] + 1) * dim, sample.begin() + i * dim);
+    xs = sample.data();
+    ns = cap;
+  }
+
+  KMeansResult res;
+  res.centroids = seed_plus_plus(xs, ns, dim, k, params.spherical, rng, threads);
+  std::vector<int64_t> assign(ns);
+  std::vector<float> dist(ns);
+  std::vector<double> sums(k * dim);
+  std::vector<size_t> counts(k);
+  for (size_t it = 0; it < params.niter; ++it) {
+    assign_nearest(xs, ns, res.centroids.data(), k, dim, params.spherical, threads,
+                   assign.data(), dist.data());
+    double obj = 0;
+    for (float d : dist) obj += d;
+    res.objective.push_back(obj);
+    // Update, in point order so the sums never depend on the thread count.
+    std::fill(sums.begin(), sums.end(), 0.0);
+    std::fill(counts.begin(), counts.end(), size_t(0));
+    for (size_t i = 0; i < ns; ++i) {
+      const size_t c = size_t(assign[i]);
+      ++counts[c];
+      const float* v = xs + i * dim;
+      double* s = sums.data() + c * dim;
+      for (size_t p = 0; p < dim; ++p) s[p] += v[p];
+    }
+    for (size_t c = 0; c < k; ++c)
+      if (counts[c])
+        for (size_t p = 0; p < dim; ++p)
+          res.centroids[c * dim + p] = float(sums[c * dim + p] / double(counts[c]));
+    // Empty clusters (faiss's repair): split a donor drawn with probability ~ (size - 1);
+    // the two copies move apart by a relative 1/1024 with alternating signs.
+    for (size_t c = 0; c < k; ++c) {
+      if (counts[c]) continue;
+      size_t donor = 0;
+      for (;;) {
+        donor = rng.below(k);
+        const double p = double(counts[donor] > 1 ? counts[donor] - 1 : 0) / double(ns - k);
+        if (rng.uniform() < p) break;
+      }
+      float* a = res.centroids.data() + donor * dim;
+      float* b = res.centroids.data() + c * dim;
+      for (size_t p = 0; p < dim; ++p) {
+        const float eps = (p % 2 ? 1.0f : -1.0f) / 1024.0f;
+        b[p] = a[p] * (1 - eps);
+        a[p] = a[p] * (1 + eps);
+      }
+      counts[c] = counts[donor] / 2;
+      counts[donor] -= counts[c];
+    }
+    if (params.spherical)
+      for (size_t c = 0; c < k; ++c) normalize(res.centroids.data() + c * dim, dim);
+  }
+  // Final assignment of the full input to the final centroids.
+  res.assign.resize(n);
+  assign_nearest(x, n, res.centroids.data(), k, dim, params.spherical, threads,
+                 res.assign.data(), nullptr);
+  return res;
+}
+
+}  // namespace quanta

@@ -1,0 +1,44 @@
+"""k-means clustering (used by IVF, PQ and anything else that clusters)."""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from . import _core
+from ._validate import as_f32_matrix, as_threads
+
+
+class KMeansResult(NamedTuple):
+    """centroids (k, dim) float32; assignments (n,) int64, the nearest centroid of every input
+    row; objective (niter,) float64 per iteration: sum of squared distances of the training
+    points (spherical: sum of inner products)."""
+
+    centroids: np.ndarray
+    assignments: np.ndarray
+    objective: np.ndarray
+
+
+def kmeans(x, k: int, *, niter: int = 25, seed: int = 0, max_points_per_centroid: int = 256,
+           threads: int = 0, spherical: bool = False) -> KMeansResult:
+    """Lloyd's k-means with k-means++ seeding.
+
+    Inputs above ``k * max_points_per_centroid`` rows are subsampled (seeded) for training;
+    ``assignments`` still covers every row. Empty clusters are repaired by splitting a large
+    one (as faiss does). ``spherical=True`` keeps unit-norm centroids and assigns by inner
+    product. The result depends on ``seed`` only, not on ``threads``.
+    """
+    x = as_f32_matrix(x, None, "x")
+    for name, v in (("k", k), ("niter", niter), ("max_points_per_centroid", max_points_per_centroid),
+                    ("seed", seed)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise TypeError(f"{name} must be an integer; got {type(v).__name__}")
+    if k < 1:
+        raise ValueError(f"k must be >= 1; got {k}")
+    if niter < 0 or max_points_per_centroid < 0 or seed < 0:
+        raise ValueError("niter, max_points_per_centroid and seed must be >= 0")
+    if x.shape[0] < k:
+        raise ValueError(f"x has {x.shape[0]} rows but k={k}: need at least k training points")
+    c, a, obj = _core.kmeans(x, int(k), int(niter), int(seed), int(max_points_per_centroid),
+                             bool(spherical), as_threads(threads))
+    return KMeansResult(c, a, obj)
