@@ -6,6 +6,7 @@
 #include <limits>
 #include <stdexcept>
 
+#include "quanta/block_scan.hpp"
 #include "quanta/error.hpp"
 #include "quanta/kernels.hpp"
 #include "quanta/parallel.hpp"
@@ -98,7 +99,7 @@ bool FlatIndex::is_trained() const {
 
 size_t FlatIndex::memory_usage() const {
   return codes_.size() + 4 * (vector_scale_.size() + sq_norms_.size() + dim_scale_.size()) +
-         8 * ids_.size();
+         labels_.memory_usage();
 }
 
 void FlatIndex::train(const float* x, size_t n) {
@@ -171,10 +172,7 @@ void FlatIndex::add(const float* x, size_t n, const int64_t* ids, int threads) {
   if (n == 0) return;
   threads = resolve_threads(threads);
   require_finite(x, n * dim_, "add: x");
-  if (ids)
-    for (size_t i = 0; i < n; ++i)
-      require(ids[i] >= 0, "add: ids must be non-negative (-1 marks missing results); got " +
-                               std::to_string(ids[i]) + " at position " + std::to_string(i));
+  Labels::check(ids, n);
   std::vector<float> rows;
   const float* src = x;
   if (metric_ == Metric::cosine) {
@@ -193,13 +191,7 @@ void FlatIndex::add(const float* x, size_t n, const int64_t* ids, int threads) {
     std::vector<float> norms(metric_ == Metric::l2 ? n : 0);
     encode_rows(src, n, threads, codes.data(), vscale.empty() ? nullptr : vscale.data(),
                 norms.empty() ? nullptr : norms.data());
-    std::vector<int64_t> new_ids;
-    if (ids || !ids_.empty()) {
-      new_ids = ids_;
-      if (new_ids.empty())
-        for (size_t i = 0; i < ntotal_; ++i) new_ids.push_back(int64_t(i));
-      for (size_t i = 0; i < n; ++i) new_ids.push_back(ids ? ids[i] : int64_t(ntotal_ + i));
-    }
+    std::vector<int64_t> new_ids = labels_.with_added(ids, n, ntotal_);
     codes_.reserve(codes_.size() + codes.size());
     vector_scale_.reserve(vector_scale_.size() + vscale.size());
     sq_norms_.reserve(sq_norms_.size() + norms.size());
@@ -207,10 +199,8 @@ void FlatIndex::add(const float* x, size_t n, const int64_t* ids, int threads) {
     codes_.insert(codes_.end(), codes.begin(), codes.end());
     vector_scale_.insert(vector_scale_.end(), vscale.begin(), vscale.end());
     sq_norms_.insert(sq_norms_.end(), norms.begin(), norms.end());
-    if (!new_ids.empty()) ids_.swap(new_ids);
+    labels_.commit(std::move(new_ids));
     ntotal_ += n;
-    std::lock_guard<std::mutex> lock(id_map_mutex_);
-    id_map_.clear();
   } catch (...) {
     dim_scale_ = saved_dim_scale;
     global_scale_ = saved_global;
@@ -222,10 +212,8 @@ void FlatIndex::reset() {
   codes_.clear();
   vector_scale_.clear();
   sq_norms_.clear();
-  ids_.clear();
+  labels_.assign({});
   ntotal_ = 0;
-  std::lock_guard<std::mutex> lock(id_map_mutex_);
-  id_map_.clear();
 }
 
 void FlatIndex::decode_row(size_t pos, float* out) const {
@@ -234,19 +222,10 @@ void FlatIndex::decode_row(size_t pos, float* out) const {
   for (size_t p = 0; p < dim_; ++p) out[p] *= s * (dim_scale_.empty() ? 1.0f : dim_scale_[p]);
 }
 
-int64_t FlatIndex::position_of(int64_t id) const {
-  if (ids_.empty()) return (id >= 0 && size_t(id) < ntotal_) ? id : -1;
-  std::lock_guard<std::mutex> lock(id_map_mutex_);
-  if (id_map_.empty())
-    for (size_t i = ntotal_; i-- > 0;) id_map_[ids_[i]] = int64_t(i);  // first position wins
-  auto it = id_map_.find(id);
-  return it == id_map_.end() ? -1 : it->second;
-}
-
 void FlatIndex::reconstruct(const int64_t* ids, size_t n, float* out) const {
   std::vector<int64_t> pos(n);
   for (size_t i = 0; i < n; ++i) {
-    pos[i] = position_of(ids[i]);
+    pos[i] = labels_.position_of(ids[i], ntotal_);
     if (pos[i] < 0) throw std::out_of_range("reconstruct: id " + std::to_string(ids[i]) +
                                             " is not in the index");
   }
@@ -279,22 +258,13 @@ void FlatIndex::search(const float* q, size_t nq, size_t k, const SearchParams& 
     search_rows(qs.data(), nq, k, params, qnorm.data(), distances, labels);
 }
 
-// Merges the per-worker heaps of each query (a total order, so the result does not depend on
-// which worker saw which rows) and converts scores to distances and positions to ids.
-void FlatIndex::finish(std::vector<std::vector<TopK>>& heaps, size_t nq, size_t k,
-                       const float* qnorm, float* distances, int64_t* labels) const {
-  const float pad = -std::numeric_limits<float>::infinity();
-  for (size_t i = 0; i < nq; ++i) {
-    TopK& top = heaps[0][i];
-    for (size_t w = 1; w < heaps.size(); ++w) top.merge(heaps[w][i]);
-    top.write_sorted(distances + i * k, labels + i * k, pad);
-    for (size_t j = 0; j < k; ++j) {
-      int64_t& l = labels[i * k + j];
-      float& d = distances[i * k + j];
-      if (metric_ == Metric::l2) d = l < 0 ? std::numeric_limits<float>::infinity() : qnorm[i] - d;
-      if (l >= 0 && !ids_.empty()) l = ids_[size_t(l)];
-    }
-  }
+// Scores back to distances (l2: |q|^2 - score), positions to labels.
+void FlatIndex::finish(std::vector<TopK>& heaps, size_t k, const float* qnorm, float* distances,
+                       int64_t* labels) const {
+  const bool l2 = metric_ == Metric::l2;
+  const float inf = std::numeric_limits<float>::infinity();
+  write_results(heaps, k, labels_, l2 ? inf : -inf, distances, labels,
+                [&](size_t i, float score) { return l2 ? qnorm[i] - score : score; });
 }
 
 void FlatIndex::search_gemm(const float* q, size_t nq, size_t k, int threads, const float* qnorm,
@@ -362,17 +332,14 @@ void FlatIndex::search_gemm(const float* q, size_t nq, size_t k, int threads, co
       }
     }
   });
-  finish(heaps, nq, k, qnorm, distances, labels);
+  for (size_t w = 1; w < nworkers; ++w)
+    for (size_t i = 0; i < nq; ++i) heaps[0][i].merge(heaps[w][i]);
+  finish(heaps[0], k, qnorm, distances, labels);
 }
 
 void FlatIndex::search_rows(const float* q, size_t nq, size_t k, const SearchParams& params,
                             const float* qnorm, float* distances, int64_t* labels) const {
   const Kernels& kern = kernels(active_isa());
-  const size_t nblocks = (ntotal_ + kRowsPerTask - 1) / kRowsPerTask;
-  const size_t ntasks = nblocks * nq;
-  const size_t nworkers =
-      std::max<size_t>(1, std::min<size_t>(ntasks, size_t(resolve_threads(params.threads))));
-  std::vector<std::vector<TopK>> heaps(nworkers, std::vector<TopK>(nq, TopK(k)));
   // int8 x int8: each query quantized symmetrically, its scale folded into the score.
   std::vector<int8_t> q8;
   std::vector<float> q8_scale;
@@ -386,41 +353,32 @@ void FlatIndex::search_rows(const float* q, size_t nq, size_t k, const SearchPar
         q8[i * dim_ + p] = int8_t(std::nearbyint(q[i * dim_ + p] / q8_scale[i]));
     }
   }
-  const float a_mul = metric_ == Metric::l2 ? 2.0f : 1.0f;
-  // Consecutive tasks share a block of rows, so it is read from memory once for all queries.
-  std::vector<std::vector<float>> dot_bufs(nworkers, std::vector<float>(kRowsPerTask));
-  std::vector<std::vector<int32_t>> idot_bufs(nworkers);
-  const bool l2 = metric_ == Metric::l2;
-  parallel_for(ntasks, int(nworkers), [&](size_t t, size_t w) {
-    const size_t b = t / nq, i = t % nq;
-    const size_t r_begin = b * kRowsPerTask, nrows = std::min(ntotal_ - r_begin, kRowsPerTask);
-    const uint8_t* codes = codes_.data() + r_begin * code_size();
-    float* dots = dot_bufs[w].data();
-    if (params.quantize_queries) {
-      idot_bufs[w].resize(kRowsPerTask);
-      int32_t* idots = idot_bufs[w].data();
-      kern.dot_rows_i8(q8.data() + i * dim_, reinterpret_cast<const int8_t*>(codes), nrows, dim_,
-                       idots);
-      for (size_t r = 0; r < nrows; ++r) dots[r] = float(idots[r]) * q8_scale[i];
-    } else {
-      kern.dot_rows(storage_, q + i * dim_, codes, nrows, dim_, dots);
-    }
-    // Scores: a * dot - |x|^2 (l2); the row scale is one per vector, one global, or 1.
-    const float* vscale = vector_scale_.empty() ? nullptr : vector_scale_.data() + r_begin;
-    const float* norms = l2 ? sq_norms_.data() + r_begin : nullptr;
-    const float a = a_mul * (f8_scale_ == F8Scale::global ? global_scale_ : 1.0f);
-    TopK& top = heaps[w][i];
-    float thr = top.threshold();
-    for (size_t r = 0; r < nrows; ++r) {
-      float s = (vscale ? a * vscale[r] : a) * dots[r];
-      if (norms) s -= norms[r];
-      if (s >= thr) {
-        top.push(s, int64_t(r_begin + r));
-        thr = top.threshold();
-      }
-    }
-  });
-  finish(heaps, nq, k, qnorm, distances, labels);
+  const int threads = resolve_threads(params.threads);
+  std::vector<std::vector<int32_t>> idots(params.quantize_queries ? size_t(threads) : 0,
+                                          std::vector<int32_t>(kRowsPerTask));
+  // Scores: a * dot - |x|^2 (l2); the row scale is one per vector, one global, or 1.
+  const float a = (metric_ == Metric::l2 ? 2.0f : 1.0f) *
+                  (f8_scale_ == F8Scale::global ? global_scale_ : 1.0f);
+  std::vector<TopK> heaps = scan_blocks(
+      nq, ntotal_, k, kRowsPerTask, threads,
+      [&](size_t i, size_t begin, size_t count, float* s, size_t w) {
+        const uint8_t* codes = codes_.data() + begin * code_size();
+        if (params.quantize_queries) {
+          int32_t* id = idots[w].data();
+          kern.dot_rows_i8(q8.data() + i * dim_, reinterpret_cast<const int8_t*>(codes), count,
+                           dim_, id);
+          for (size_t r = 0; r < count; ++r) s[r] = float(id[r]) * q8_scale[i];
+        } else {
+          kern.dot_rows(storage_, q + i * dim_, codes, count, dim_, s);
+        }
+        const float* vscale = vector_scale_.empty() ? nullptr : vector_scale_.data() + begin;
+        const float* norms = metric_ == Metric::l2 ? sq_norms_.data() + begin : nullptr;
+        for (size_t r = 0; r < count; ++r) {
+          s[r] *= vscale ? a * vscale[r] : a;
+          if (norms) s[r] -= norms[r];
+        }
+      });
+  finish(heaps, k, qnorm, distances, labels);
 }
 
 void FlatIndex::restore(std::vector<uint8_t> codes, std::vector<float> vector_scale,
@@ -441,11 +399,9 @@ void FlatIndex::restore(std::vector<uint8_t> codes, std::vector<float> vector_sc
   vector_scale_ = std::move(vector_scale);
   sq_norms_ = std::move(sq_norms);
   dim_scale_ = std::move(dim_scale);
-  ids_ = std::move(ids);
+  labels_.assign(std::move(ids));
   global_scale_ = global_scale;
   ntotal_ = ntotal;
-  std::lock_guard<std::mutex> lock(id_map_mutex_);
-  id_map_.clear();
 }
 
 }  // namespace quanta

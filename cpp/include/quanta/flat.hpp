@@ -7,11 +7,10 @@
 // the per-dimension scale is folded into the query once per call.
 #pragma once
 #include <cstdint>
-#include <mutex>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
+#include "quanta/labels.hpp"
 #include "quanta/storage.hpp"
 #include "quanta/topk.hpp"
 
@@ -66,7 +65,7 @@ class FlatIndex {
   const std::vector<float>& vector_scale() const { return vector_scale_; }
   const std::vector<float>& sq_norms() const { return sq_norms_; }
   const std::vector<float>& dim_scale() const { return dim_scale_; }
-  const std::vector<int64_t>& ids() const { return ids_; }
+  const std::vector<int64_t>& ids() const { return labels_.raw(); }
   float global_scale() const { return global_scale_; }
   void restore(std::vector<uint8_t> codes, std::vector<float> vector_scale,
                std::vector<float> sq_norms, std::vector<float> dim_scale, std::vector<int64_t> ids,
@@ -81,8 +80,8 @@ class FlatIndex {
                    float* distances, int64_t* labels) const;
   void search_rows(const float* q, size_t nq, size_t k, const SearchParams& params,
                    const float* qnorm, float* distances, int64_t* labels) const;
-  void finish(std::vector<std::vector<TopK>>& heaps, size_t nq, size_t k,
-              const float* qnorm, float* distances, int64_t* labels) const;
+  void finish(std::vector<TopK>& heaps, size_t k, const float* qnorm, float* distances,
+              int64_t* labels) const;
   int64_t position_of(int64_t id) const;
 
   size_t dim_;
@@ -95,10 +94,8 @@ class FlatIndex {
   std::vector<float> vector_scale_;  // f8 with F8Scale::vector
   std::vector<float> sq_norms_;      // l2: |decoded row|^2
   std::vector<float> dim_scale_;     // i8: per-dimension scale
-  std::vector<int64_t> ids_;         // empty while ids are 0..ntotal-1
+  Labels labels_;
   float global_scale_ = 0.0f;        // f8 with F8Scale::global: decoded value times this
-  mutable std::mutex id_map_mutex_;
-  mutable std::unordered_map<int64_t, int64_t> id_map_;  // built on demand for reconstruct
 };
 
 }  // namespace quanta

@@ -1,0 +1,84 @@
+// The int64 labels of stored items, shared by the indexes: no memory while the labels are the
+// positions 0..n-1, one int64 per item once the user gives ids; an id -> position map is
+// built on demand (reconstruct) under a lock, so searches stay safe to run concurrently.
+#pragma once
+#include <cstdint>
+#include <limits>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "quanta/error.hpp"
+#include "quanta/topk.hpp"
+
+namespace quanta {
+
+class Labels {
+ public:
+  // Throws std::invalid_argument for a negative id (-1 marks missing results).
+  static void check(const int64_t* ids, size_t n) {
+    if (!ids) return;
+    for (size_t i = 0; i < n; ++i)
+      require(ids[i] >= 0, "add: ids must be non-negative (-1 marks missing results); got " +
+                               std::to_string(ids[i]) + " at position " + std::to_string(i));
+  }
+  // The label list after adding n items to `ntotal` (ids null: their positions); empty while
+  // every label is still its position. Changes nothing, so a later failure loses nothing.
+  std::vector<int64_t> with_added(const int64_t* ids, size_t n, size_t ntotal) const {
+    std::vector<int64_t> out;
+    if (!ids && ids_.empty()) return out;
+    out = ids_;
+    if (out.empty())
+      for (size_t i = 0; i < ntotal; ++i) out.push_back(int64_t(i));
+    for (size_t i = 0; i < n; ++i) out.push_back(ids ? ids[i] : int64_t(ntotal + i));
+    return out;
+  }
+  void assign(std::vector<int64_t> ids) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    ids_ = std::move(ids);
+    map_.clear();
+  }
+  // Installs the result of with_added() (an empty list keeps the positional labels).
+  void commit(std::vector<int64_t>&& next) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (!next.empty()) ids_.swap(next);
+    map_.clear();
+  }
+  int64_t at(int64_t pos) const { return pos < 0 || ids_.empty() ? pos : ids_[size_t(pos)]; }
+  // Position of the first item labelled `id`, or -1.
+  int64_t position_of(int64_t id, size_t ntotal) const {
+    if (ids_.empty()) return (id >= 0 && size_t(id) < ntotal) ? id : -1;
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (map_.empty())
+      for (size_t i = ids_.size(); i-- > 0;) map_[ids_[i]] = int64_t(i);
+    auto it = map_.find(id);
+    return it == map_.end() ? -1 : it->second;
+  }
+  const std::vector<int64_t>& raw() const { return ids_; }
+  size_t memory_usage() const { return ids_.size() * sizeof(int64_t); }
+
+ private:
+  std::vector<int64_t> ids_;
+  mutable std::mutex mutex_;
+  mutable std::unordered_map<int64_t, int64_t> map_;
+};
+
+// Writes each query's k best (best first) as (distance, label), padding with (pad, -1).
+// to_distance(i, score) turns a kept score of query i into the distance the user sees.
+template <class ToDistance>
+void write_results(std::vector<TopK>& heaps, size_t k, const Labels& labels, float pad,
+                   float* distances, int64_t* ids, ToDistance&& to_distance) {
+  for (size_t i = 0; i < heaps.size(); ++i) {
+    heaps[i].write_sorted(distances + i * k, ids + i * k, pad);
+    for (size_t j = 0; j < k; ++j) {
+      int64_t& l = ids[i * k + j];
+      if (l >= 0) {
+        distances[i * k + j] = to_distance(i, distances[i * k + j]);
+        l = labels.at(l);
+      }
+    }
+  }
+}
+
+}  // namespace quanta
