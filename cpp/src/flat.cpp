@@ -259,7 +259,7 @@ void FlatIndex::search(const float* q, size_t nq, size_t k, const SearchParams& 
 }
 
 // Scores back to distances (l2: |q|^2 - score), positions to labels.
-void FlatIndex::finish(std::vector<TopK>& heaps, size_t k, const float* qnorm, float* distances,
+void FlatIndex::finish(TopKSet& heaps, size_t k, const float* qnorm, float* distances,
                        int64_t* labels) const {
   const bool l2 = metric_ == Metric::l2;
   const float inf = std::numeric_limits<float>::infinity();
@@ -282,7 +282,7 @@ void FlatIndex::search_gemm(const float* q, size_t nq, size_t k, int threads, co
   const size_t nchunks = (npanels + kPanelsPerChunk - 1) / kPanelsPerChunk;
   const size_t ntasks = nblocks * nchunks;
   const size_t nworkers = std::max<size_t>(1, std::min<size_t>(ntasks, size_t(threads)));
-  std::vector<std::vector<TopK>> heaps(nworkers, std::vector<TopK>(nq, TopK(k)));
+  std::vector<TopKSet> heaps(nworkers, TopKSet(nq, k));
   const bool in_place = storage_ == Storage::f32;
   const float a_mul = metric_ == Metric::l2 ? 2.0f : 1.0f;
 
@@ -307,33 +307,31 @@ void FlatIndex::search_gemm(const float* q, size_t nq, size_t k, int threads, co
       if (metric_ == Metric::l2) bias[r] = -sq_norms_[r_begin + r];
     }
     std::vector<float> thr(mq);
-    std::vector<TopK>& mine = heaps[w];
+    TopKSet& mine = heaps[w];
     const size_t p_end = std::min(npanels, (c + 1) * kPanelsPerChunk);
     for (size_t pn = c * kPanelsPerChunk; pn < p_end; ++pn) {
       const size_t q0 = pn * mq, qn = std::min(mq, nq - q0);
       for (size_t j = 0; j < mq; ++j)
-        thr[j] = j < qn ? mine[q0 + j].threshold() : std::numeric_limits<float>::infinity();
+        thr[j] = j < qn ? mine.threshold(q0 + j) : std::numeric_limits<float>::infinity();
       const float* panel = panels.data() + pn * dim_ * mq;
       for (size_t r0 = 0; r0 < nrows; r0 += mr) {
         const size_t nr = std::min(mr, nrows - r0);
-        if (!kern.gemm_tile(rows + r0 * dim_, nr, panel, dim_, a.data() + r0, bias.data() + r0,
-                            thr.data(), tile))
-          continue;
-        for (size_t j = 0; j < qn; ++j) {
-          TopK& top = mine[q0 + j];
+        uint32_t cols = kern.gemm_tile(rows + r0 * dim_, nr, panel, dim_, a.data() + r0,
+                                       bias.data() + r0, thr.data(), tile);
+        for (; cols; cols &= cols - 1) {  // only the queries with a candidate in this tile
+          const size_t j = size_t(__builtin_ctz(cols));
           for (size_t r = 0; r < nr; ++r) {
             const float s = tile[r * mq + j];
             if (s >= thr[j]) {
-              top.push(s, int64_t(r_begin + r0 + r));
-              thr[j] = top.threshold();
+              mine.push(q0 + j, s, int64_t(r_begin + r0 + r));
+              thr[j] = mine.threshold(q0 + j);
             }
           }
         }
       }
     }
   });
-  for (size_t w = 1; w < nworkers; ++w)
-    for (size_t i = 0; i < nq; ++i) heaps[0][i].merge(heaps[w][i]);
+  for (size_t w = 1; w < nworkers; ++w) heaps[0].merge(heaps[w]);
   finish(heaps[0], k, qnorm, distances, labels);
 }
 
@@ -359,7 +357,7 @@ void FlatIndex::search_rows(const float* q, size_t nq, size_t k, const SearchPar
   // Scores: a * dot - |x|^2 (l2); the row scale is one per vector, one global, or 1.
   const float a = (metric_ == Metric::l2 ? 2.0f : 1.0f) *
                   (f8_scale_ == F8Scale::global ? global_scale_ : 1.0f);
-  std::vector<TopK> heaps = scan_blocks(
+  TopKSet heaps = scan_blocks(
       nq, ntotal_, k, kRowsPerTask, threads,
       [&](size_t i, size_t begin, size_t count, float* s, size_t w) {
         const uint8_t* codes = codes_.data() + begin * code_size();

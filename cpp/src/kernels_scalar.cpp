@@ -32,8 +32,8 @@ void dot_rows(Storage s, const float* q, const uint8_t* codes, size_t n, size_t 
   }
 }
 
-bool gemm_tile(const float* rows, size_t nrows, const float* panel, size_t dim, const float* a,
-               const float* b, const float* threshold, float* out) {
+uint32_t gemm_tile(const float* rows, size_t nrows, const float* panel, size_t dim,
+                   const float* a, const float* b, const float* threshold, float* out) {
   float acc[kMr][kMq] = {};
   for (size_t p = 0; p < dim; ++p) {
     const float* col = panel + p * kMq;
@@ -42,14 +42,14 @@ bool gemm_tile(const float* rows, size_t nrows, const float* panel, size_t dim, 
       for (int j = 0; j < kMq; ++j) acc[r][j] += x * col[j];
     }
   }
-  bool any = false;
+  uint32_t mask = 0;
   for (size_t r = 0; r < nrows; ++r)
     for (int j = 0; j < kMq; ++j) {
       const float v = a[r] * acc[r][j] + b[r];
       out[r * kMq + j] = v;
-      any |= v >= threshold[j];
+      if (v >= threshold[j]) mask |= 1u << j;
     }
-  return any;
+  return mask;
 }
 
 void dot_rows_i8(const int8_t* q, const int8_t* codes, size_t n, size_t dim, int32_t* out) {

@@ -9,6 +9,8 @@
 #include "quanta/error.hpp"
 #include "quanta/flat.hpp"
 #include "quanta/kmeans.hpp"
+#include "quanta/pq.hpp"
+#include "quanta/pq_index.hpp"
 #include "quanta/parallel.hpp"
 #include "quanta/storage.hpp"
 
@@ -124,6 +126,140 @@ PYBIND11_MODULE(_core, m) {
     std::memcpy(c.mutable_data(), res.centroids.data(), res.centroids.size() * 4);
     return py::make_tuple(c, to_numpy(res.assign), to_numpy(res.objective));
   });
+
+  auto kmeans_params = [](size_t niter, uint64_t seed, size_t mppc, int threads) {
+    KMeansParams p;
+    p.niter = niter;
+    p.seed = seed;
+    p.max_points_per_centroid = mppc;
+    p.threads = threads;
+    return p;
+  };
+  auto u8_codes = [](const py::array& codes, size_t code_size, size_t& n) {
+    if (!py::isinstance<py::array_t<uint8_t, py::array::c_style>>(codes) ||
+        !(codes.flags() & py::array::c_style))
+      throw py::type_error("codes must be a C-contiguous uint8 array");
+    if (codes.ndim() != 2 || size_t(codes.shape(1)) != code_size)
+      throw py::value_error("codes must have shape (n, " + std::to_string(code_size) + ")");
+    n = size_t(codes.shape(0));
+    return static_cast<const uint8_t*>(codes.data());
+  };
+
+  py::class_<ProductQuantizer>(m, "PQ")
+      .def(py::init<size_t, size_t, size_t>(), py::arg("dim"), py::arg("m"), py::arg("nbits"))
+      .def_property_readonly("dim", &ProductQuantizer::dim)
+      .def_property_readonly("m", &ProductQuantizer::m)
+      .def_property_readonly("nbits", &ProductQuantizer::nbits)
+      .def_property_readonly("ksub", &ProductQuantizer::ksub)
+      .def_property_readonly("dsub", &ProductQuantizer::dsub)
+      .def_property_readonly("code_size", &ProductQuantizer::code_size)
+      .def_property_readonly("is_trained", &ProductQuantizer::is_trained)
+      .def("train", [kmeans_params](ProductQuantizer& self, const py::array& x, size_t niter,
+                                    uint64_t seed, size_t mppc, int threads) {
+        size_t n;
+        const float* p = f32_rows(x, self.dim(), n, "x");
+        py::gil_scoped_release nogil;
+        self.train(p, n, kmeans_params(niter, seed, mppc, threads));
+      })
+      .def("encode", [](const ProductQuantizer& self, const py::array& x, int threads) {
+        size_t n;
+        const float* p = f32_rows(x, self.dim(), n, "x");
+        py::array_t<uint8_t> out({py::ssize_t(n), py::ssize_t(self.code_size())});
+        uint8_t* o = out.mutable_data();
+        py::gil_scoped_release nogil;
+        self.encode(p, n, o, threads);
+        return out;
+      })
+      .def("decode", [u8_codes](const ProductQuantizer& self, const py::array& codes) {
+        size_t n;
+        const uint8_t* c = u8_codes(codes, self.code_size(), n);
+        if (self.nbits() == 4 && self.m() % 2)
+          for (size_t i = 0; i < n; ++i)
+            if (c[(i + 1) * self.code_size() - 1] >> 4)
+              throw py::value_error("codes: the unused high nibble of the last byte must be 0");
+        py::array_t<float> out({py::ssize_t(n), py::ssize_t(self.dim())});
+        float* o = out.mutable_data();
+        py::gil_scoped_release nogil;
+        self.decode(c, n, o);
+        return out;
+      })
+      .def("distance_tables", [](const ProductQuantizer& self, const py::array& q, bool l2) {
+        size_t nq;
+        const float* p = f32_rows(q, self.dim(), nq, "queries");
+        py::array_t<float> out({py::ssize_t(nq), py::ssize_t(self.m()), py::ssize_t(self.ksub())});
+        float* o = out.mutable_data();
+        py::gil_scoped_release nogil;
+        self.distance_tables(p, nq, l2, o);
+        return out;
+      })
+      .def("sdc_tables", [](const ProductQuantizer& self, bool l2) {
+        py::array_t<float> out({py::ssize_t(self.m()), py::ssize_t(self.ksub()), py::ssize_t(self.ksub())});
+        self.sdc_tables(l2, out.mutable_data());
+        return out;
+      })
+      .def("centroids", [](const ProductQuantizer& self) { return to_numpy(self.centroids()); })
+      .def("set_centroids", [](ProductQuantizer& self, const py::array& c) {
+        self.set_centroids(from_numpy<float>(c, "centroids"));
+      });
+
+  py::class_<PQIndex>(m, "PQIndex")
+      .def(py::init([](size_t dim, size_t m, size_t nbits, const std::string& metric) {
+             return new PQIndex(dim, m, nbits, metric_from_name(metric));
+           }))
+      .def_property_readonly("ntotal", &PQIndex::ntotal)
+      .def_property_readonly("is_trained", &PQIndex::is_trained)
+      .def_property_readonly("memory_usage", &PQIndex::memory_usage)
+      .def_property_readonly("metric", [](const PQIndex& s) { return metric_name(s.metric()); })
+      .def("pq", [](PQIndex& self) -> ProductQuantizer& { return self.pq(); },
+           py::return_value_policy::reference_internal)
+      .def("train", [kmeans_params](PQIndex& self, const py::array& x, size_t niter, uint64_t seed,
+                                    size_t mppc, int threads) {
+        size_t n;
+        const float* p = f32_rows(x, self.dim(), n, "x");
+        py::gil_scoped_release nogil;
+        self.train(p, n, kmeans_params(niter, seed, mppc, threads));
+      })
+      .def("add", [](PQIndex& self, const py::array& x, const py::object& ids, int threads) {
+        size_t n;
+        const float* p = f32_rows(x, self.dim(), n, "x");
+        py::array_t<int64_t, py::array::c_style> id_arr;
+        const int64_t* idp = nullptr;
+        if (!ids.is_none()) {
+          id_arr = ids.cast<py::array_t<int64_t, py::array::c_style>>();
+          if (size_t(id_arr.size()) != n) throw py::value_error("ids must have one id per row");
+          idp = id_arr.data();
+        }
+        py::gil_scoped_release nogil;
+        self.add(p, n, idp, threads);
+      })
+      .def("search", [](const PQIndex& self, const py::array& q, size_t k, int threads, bool sdc) {
+        size_t nq;
+        const float* p = f32_rows(q, self.dim(), nq, "queries");
+        py::array_t<float> D({py::ssize_t(nq), py::ssize_t(k)});
+        py::array_t<int64_t> I({py::ssize_t(nq), py::ssize_t(k)});
+        float* dp = D.mutable_data();
+        int64_t* ip = I.mutable_data();
+        {
+          py::gil_scoped_release nogil;
+          self.search(p, nq, k, threads, sdc, dp, ip);
+        }
+        return py::make_tuple(D, I);
+      })
+      .def("reconstruct", [](const PQIndex& self, const py::array_t<int64_t, py::array::c_style>& ids) {
+        const size_t n = size_t(ids.size());
+        py::array_t<float> out({py::ssize_t(n), py::ssize_t(self.dim())});
+        const int64_t* ip = ids.data();
+        float* op = out.mutable_data();
+        py::gil_scoped_release nogil;
+        self.reconstruct(ip, n, op);
+        return out;
+      })
+      .def("reset", &PQIndex::reset)
+      .def("codes", [](const PQIndex& self) { return to_numpy(self.codes()); })
+      .def("ids", [](const PQIndex& self) { return to_numpy(self.ids()); })
+      .def("restore", [](PQIndex& self, const py::array& codes, const py::array& ids, size_t ntotal) {
+        self.restore(from_numpy<uint8_t>(codes, "codes"), from_numpy<int64_t>(ids, "ids"), ntotal);
+      });
 
   py::class_<FlatIndex>(m, "FlatIndex")
       .def(py::init([](size_t dim, const std::string& metric, const std::string& storage,

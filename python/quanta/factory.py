@@ -4,16 +4,19 @@ from __future__ import annotations
 import re
 
 from .flat import FlatIndex
+from .pq import PQIndex
 from .storage import STORAGES
 
 _FLAT = re.compile(r"^Flat(?:\((?P<storage>[a-z0-9]+)\))?$")
+_PQ = re.compile(r"^PQ(?P<m>[0-9]+)(?:x(?P<nbits>[0-9]+))?(?P<fs>fs)?$")
 
 
 def index_factory(dim: int, spec: str, metric: str = "ip"):
     """Builds an empty index from a spec string.
 
-    Supported now: ``"Flat"`` (float32) and ``"Flat(<storage>)"`` with storage one of
-    f32, f16, bf16, f8e4m3, f8e5m2, i8.
+    Supported now: ``"Flat"`` (float32), ``"Flat(<storage>)"`` with storage one of
+    f32, f16, bf16, f8e4m3, f8e5m2, i8, and ``"PQ<m>"`` / ``"PQ<m>x<nbits>"`` (nbits 4 or 8,
+    default 8): a flat PQ index searched by ADC.
     """
     if not isinstance(spec, str):
         raise TypeError(f"spec must be a string; got {type(spec).__name__}")
@@ -24,5 +27,12 @@ def index_factory(dim: int, spec: str, metric: str = "ip"):
             raise ValueError(f"index spec {spec!r}: unknown storage {storage!r}; expected one of "
                              f"{', '.join(STORAGES)}")
         return FlatIndex(dim, metric, storage)
+    m = _PQ.match(spec.strip())
+    if m:
+        if m.group("fs"):
+            raise ValueError(f"index spec {spec!r}: 4-bit fast-scan ('fs') is not in this "
+                             f"version yet; use 'PQ{m.group('m')}x4' (plain ADC)")
+        nbits = int(m.group("nbits") or 8)
+        return PQIndex(dim, int(m.group("m")), nbits, metric)
     raise ValueError(f"unknown index spec {spec!r}; supported: 'Flat', 'Flat(<storage>)' with "
-                     f"storage in {', '.join(STORAGES)}")
+                     f"storage in {', '.join(STORAGES)}, 'PQ<m>x<nbits>'")

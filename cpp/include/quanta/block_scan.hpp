@@ -15,28 +15,27 @@ namespace quanta {
 // score(i, begin, count, out, worker): scores (higher is better) of query i against items
 // [begin, begin + count) into out. Returns the merged top-k of every query.
 template <class ScoreFn>
-std::vector<TopK> scan_blocks(size_t nq, size_t n, size_t k, size_t block, int threads,
+TopKSet scan_blocks(size_t nq, size_t n, size_t k, size_t block, int threads,
                               ScoreFn&& score) {
   const size_t nblocks = (n + block - 1) / block;
   const size_t ntasks = nblocks * nq;
   const size_t nworkers = std::max<size_t>(1, std::min<size_t>(ntasks, size_t(threads)));
-  std::vector<std::vector<TopK>> heaps(nworkers, std::vector<TopK>(nq, TopK(k)));
+  std::vector<TopKSet> heaps(nworkers, TopKSet(nq, k));
   std::vector<std::vector<float>> bufs(nworkers, std::vector<float>(std::min(block, n)));
   parallel_for(ntasks, int(nworkers), [&](size_t t, size_t w) {
     const size_t b = t / nq, i = t % nq;
     const size_t begin = b * block, count = std::min(n - begin, block);
     float* s = bufs[w].data();
     score(i, begin, count, s, w);
-    TopK& top = heaps[w][i];
-    float thr = top.threshold();
+    TopKSet& top = heaps[w];
+    float thr = top.threshold(i);
     for (size_t r = 0; r < count; ++r)
       if (s[r] >= thr) {
-        top.push(s[r], int64_t(begin + r));
-        thr = top.threshold();
+        top.push(i, s[r], int64_t(begin + r));
+        thr = top.threshold(i);
       }
   });
-  for (size_t w = 1; w < nworkers; ++w)
-    for (size_t i = 0; i < nq; ++i) heaps[0][i].merge(heaps[w][i]);
+  for (size_t w = 1; w < nworkers; ++w) heaps[0].merge(heaps[w]);
   return std::move(heaps[0]);
 }
 

@@ -23,9 +23,9 @@ struct Kernels {
   // Decodes n stored rows into float32 rows (exact values; i8 as plain integers).
   void (*decode_rows)(Storage s, const uint8_t* codes, size_t n, size_t dim, float* out);
   // For r < nrows (<= mr), j < mq: out[r * mq + j] = a[r] * <row r, panel column j> + b[r].
-  // Returns true when some out value is >= threshold[j] of its column (a top-k candidate).
-  bool (*gemm_tile)(const float* rows, size_t nrows, const float* panel, size_t dim,
-                    const float* a, const float* b, const float* threshold, float* out);
+  // Returns the mask of columns j with some out value >= threshold[j] (top-k candidates).
+  uint32_t (*gemm_tile)(const float* rows, size_t nrows, const float* panel, size_t dim,
+                        const float* a, const float* b, const float* threshold, float* out);
   // Integer inner products of one int8 query (values in [-127, 127]) with n int8 rows.
   void (*dot_rows_i8)(const int8_t* q, const int8_t* codes, size_t n, size_t dim, int32_t* out);
 };

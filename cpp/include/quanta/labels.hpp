@@ -67,10 +67,10 @@ class Labels {
 // Writes each query's k best (best first) as (distance, label), padding with (pad, -1).
 // to_distance(i, score) turns a kept score of query i into the distance the user sees.
 template <class ToDistance>
-void write_results(std::vector<TopK>& heaps, size_t k, const Labels& labels, float pad,
-                   float* distances, int64_t* ids, ToDistance&& to_distance) {
-  for (size_t i = 0; i < heaps.size(); ++i) {
-    heaps[i].write_sorted(distances + i * k, ids + i * k, pad);
+void write_results(TopKSet& heaps, size_t k, const Labels& labels, float pad, float* distances,
+                   int64_t* ids, ToDistance&& to_distance) {
+  for (size_t i = 0; i < heaps.queries(); ++i) {
+    heaps.write_sorted(i, distances + i * k, ids + i * k, pad);
     for (size_t j = 0; j < k; ++j) {
       int64_t& l = ids[i * k + j];
       if (l >= 0) {

@@ -1,5 +1,6 @@
-// Bounded top-k selection under a total order: higher score first, then lower position.
-// The order is total, so splitting the work across threads and merging gives the same result.
+// Bounded top-k selection for a set of queries, under a total order: higher score first,
+// then lower position. The order is total, so splitting the work across threads and merging
+// gives the same result. All heaps live in two flat arrays: no allocation per query.
 #pragma once
 #include <algorithm>
 #include <cstdint>
@@ -8,55 +9,54 @@
 
 namespace quanta {
 
-class TopK {
+class TopKSet {
  public:
-  explicit TopK(size_t k = 0) { reset(k); }
+  TopKSet(size_t nq, size_t k) : k_(k), size_(nq, 0), score_(nq * k), pos_(nq * k) {}
 
-  void reset(size_t k) {
-    k_ = k;
-    score_.clear();
-    pos_.clear();
-    score_.reserve(k);
-    pos_.reserve(k);
+  size_t queries() const { return size_.size(); }
+
+  // Scores below this can never enter the top-k of query i (equal ones may, on position).
+  float threshold(size_t i) const {
+    return size_[i] < k_ ? -std::numeric_limits<float>::infinity() : score_[i * k_];
   }
 
-  // Scores at or below this can never enter (positions arrive in increasing order per scan).
-  float threshold() const {
-    return score_.size() < k_ ? -std::numeric_limits<float>::infinity() : score_[0];
-  }
-
-  void push(float score, int64_t pos) {
+  void push(size_t i, float score, int64_t pos) {
     if (k_ == 0) return;
-    if (score_.size() < k_) {
-      score_.push_back(score);
-      pos_.push_back(pos);
-      sift_up(score_.size() - 1);
-    } else if (better(score, pos, score_[0], pos_[0])) {
-      score_[0] = score;
-      pos_[0] = pos;
-      sift_down(0);
+    float* s = score_.data() + i * k_;
+    int64_t* p = pos_.data() + i * k_;
+    size_t& n = size_[i];
+    if (n < k_) {
+      s[n] = score;
+      p[n] = pos;
+      sift_up(s, p, n++);
+    } else if (better(score, pos, s[0], p[0])) {
+      s[0] = score;
+      p[0] = pos;
+      sift_down(s, p, n, 0);
     }
   }
 
-  void merge(const TopK& other) {
-    for (size_t i = 0; i < other.score_.size(); ++i) push(other.score_[i], other.pos_[i]);
+  void merge(const TopKSet& other) {
+    for (size_t i = 0; i < queries(); ++i)
+      for (size_t j = 0; j < other.size_[i]; ++j)
+        push(i, other.score_[i * k_ + j], other.pos_[i * k_ + j]);
   }
 
-  // Writes the kept entries best first; the rest of the k slots get (pad_score, -1).
-  void write_sorted(float* scores, int64_t* pos, float pad_score) const {
-    std::vector<size_t> order(score_.size());
-    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
-    std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
-      return better(score_[a], pos_[a], score_[b], pos_[b]);
-    });
-    for (size_t i = 0; i < order.size(); ++i) {
-      scores[i] = score_[order[i]];
-      pos[i] = pos_[order[i]];
+  // Writes query i's entries best first, the rest of the k slots as (pad, -1). Sorts the
+  // heap in place (heapsort), so heap i is spent afterwards.
+  void write_sorted(size_t i, float* scores, int64_t* pos, float pad) {
+    float* s = score_.data() + i * k_;
+    int64_t* p = pos_.data() + i * k_;
+    const size_t n = size_[i];
+    for (size_t end = n; end > 1; --end) {  // move the worst to the back, repeatedly
+      std::swap(s[0], s[end - 1]);
+      std::swap(p[0], p[end - 1]);
+      sift_down(s, p, end - 1, 0);
     }
-    for (size_t i = order.size(); i < k_; ++i) {
-      scores[i] = pad_score;
-      pos[i] = -1;
-    }
+    std::copy(s, s + n, scores);
+    std::copy(p, p + n, pos);
+    std::fill(scores + n, scores + k_, pad);
+    std::fill(pos + n, pos + k_, int64_t(-1));
   }
 
   static bool better(float sa, int64_t pa, float sb, int64_t pb) {
@@ -65,32 +65,34 @@ class TopK {
 
  private:
   // Min-heap on the order above: the root is the worst kept entry.
-  bool worse_at(size_t a, size_t b) const { return better(score_[b], pos_[b], score_[a], pos_[a]); }
-  void swap_at(size_t a, size_t b) {
-    std::swap(score_[a], score_[b]);
-    std::swap(pos_[a], pos_[b]);
+  static bool worse(const float* s, const int64_t* p, size_t a, size_t b) {
+    return better(s[b], p[b], s[a], p[a]);
   }
-  void sift_up(size_t i) {
+  static void swap_at(float* s, int64_t* p, size_t a, size_t b) {
+    std::swap(s[a], s[b]);
+    std::swap(p[a], p[b]);
+  }
+  static void sift_up(float* s, int64_t* p, size_t i) {
     while (i > 0) {
-      size_t p = (i - 1) / 2;
-      if (!worse_at(i, p)) break;
-      swap_at(i, p);
-      i = p;
+      const size_t parent = (i - 1) / 2;
+      if (!worse(s, p, i, parent)) break;
+      swap_at(s, p, i, parent);
+      i = parent;
     }
   }
-  void sift_down(size_t i) {
-    const size_t n = score_.size();
+  static void sift_down(float* s, int64_t* p, size_t n, size_t i) {
     for (;;) {
       size_t l = 2 * i + 1, r = l + 1, m = i;
-      if (l < n && worse_at(l, m)) m = l;
-      if (r < n && worse_at(r, m)) m = r;
+      if (l < n && worse(s, p, l, m)) m = l;
+      if (r < n && worse(s, p, r, m)) m = r;
       if (m == i) break;
-      swap_at(i, m);
+      swap_at(s, p, i, m);
       i = m;
     }
   }
 
-  size_t k_ = 0;
+  size_t k_;
+  std::vector<size_t> size_;
   std::vector<float> score_;
   std::vector<int64_t> pos_;
 };

@@ -109,7 +109,7 @@ void decode_rows(Storage s, const uint8_t* codes, size_t n, size_t dim, float* o
 }
 
 template <int R>
-bool gemm_tile_t(const float* rows, const float* panel, size_t dim, const float* a,
+uint32_t gemm_tile_t(const float* rows, const float* panel, size_t dim, const float* a,
                  const float* b, const float* threshold, float* out) {
   __m256 lo[R], hi[R];
   for (int r = 0; r < R; ++r) lo[r] = hi[r] = _mm256_setzero_ps();
@@ -123,20 +123,20 @@ bool gemm_tile_t(const float* rows, const float* panel, size_t dim, const float*
     }
   }
   const __m256 t0 = _mm256_loadu_ps(threshold), t1 = _mm256_loadu_ps(threshold + 8);
-  int any = 0;
+  uint32_t mask = 0;
   for (int r = 0; r < R; ++r) {
     const __m256 ar = _mm256_set1_ps(a[r]), br = _mm256_set1_ps(b[r]);
     const __m256 v0 = _mm256_fmadd_ps(lo[r], ar, br), v1 = _mm256_fmadd_ps(hi[r], ar, br);
     _mm256_storeu_ps(out + r * kMq, v0);
     _mm256_storeu_ps(out + r * kMq + 8, v1);
-    any |= _mm256_movemask_ps(_mm256_cmp_ps(v0, t0, _CMP_GE_OQ)) |
-           _mm256_movemask_ps(_mm256_cmp_ps(v1, t1, _CMP_GE_OQ));
+    mask |= uint32_t(_mm256_movemask_ps(_mm256_cmp_ps(v0, t0, _CMP_GE_OQ))) |
+            uint32_t(_mm256_movemask_ps(_mm256_cmp_ps(v1, t1, _CMP_GE_OQ))) << 8;
   }
-  return any != 0;
+  return mask;
 }
 
-bool gemm_tile(const float* rows, size_t nrows, const float* panel, size_t dim, const float* a,
-               const float* b, const float* threshold, float* out) {
+uint32_t gemm_tile(const float* rows, size_t nrows, const float* panel, size_t dim,
+                   const float* a, const float* b, const float* threshold, float* out) {
   switch (nrows) {
     case 1: return gemm_tile_t<1>(rows, panel, dim, a, b, threshold, out);
     case 2: return gemm_tile_t<2>(rows, panel, dim, a, b, threshold, out);

@@ -241,7 +241,7 @@ void decode_rows(Storage s, const uint8_t* codes, size_t n, size_t dim, float* o
 }
 
 template <int R>
-bool gemm_tile_t(const float* rows, const float* panel, size_t dim, const float* a,
+uint32_t gemm_tile_t(const float* rows, const float* panel, size_t dim, const float* a,
                  const float* b, const float* threshold, float* out) {
   __m512 lo[R], hi[R];
   for (int r = 0; r < R; ++r) lo[r] = hi[r] = _mm512_setzero_ps();
@@ -255,26 +255,27 @@ bool gemm_tile_t(const float* rows, const float* panel, size_t dim, const float*
     }
   }
   const __m512 t0 = _mm512_loadu_ps(threshold), t1 = _mm512_loadu_ps(threshold + 16);
-  __mmask16 any = 0;
+  __mmask16 m0 = 0, m1 = 0;
   for (int r = 0; r < R; ++r) {
     const __m512 ar = _mm512_set1_ps(a[r]), br = _mm512_set1_ps(b[r]);
     const __m512 v0 = _mm512_fmadd_ps(lo[r], ar, br), v1 = _mm512_fmadd_ps(hi[r], ar, br);
     _mm512_storeu_ps(out + r * kMq, v0);
     _mm512_storeu_ps(out + r * kMq + 16, v1);
-    any |= _mm512_cmp_ps_mask(v0, t0, _CMP_GE_OQ) | _mm512_cmp_ps_mask(v1, t1, _CMP_GE_OQ);
+    m0 |= _mm512_cmp_ps_mask(v0, t0, _CMP_GE_OQ);
+    m1 |= _mm512_cmp_ps_mask(v1, t1, _CMP_GE_OQ);
   }
-  return any != 0;
+  return uint32_t(m0) | uint32_t(m1) << 16;
 }
 
 template <int... R>
 struct TileTable {
-  using Fn = bool (*)(const float*, const float*, size_t, const float*, const float*,
-                      const float*, float*);
+  using Fn = uint32_t (*)(const float*, const float*, size_t, const float*, const float*,
+                          const float*, float*);
   static constexpr Fn fns[] = {nullptr, gemm_tile_t<R>...};
 };
 
-bool gemm_tile(const float* rows, size_t nrows, const float* panel, size_t dim, const float* a,
-               const float* b, const float* threshold, float* out) {
+uint32_t gemm_tile(const float* rows, size_t nrows, const float* panel, size_t dim,
+                   const float* a, const float* b, const float* threshold, float* out) {
   using T = TileTable<1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14>;
   return T::fns[nrows](rows, panel, dim, a, b, threshold, out);
 }

@@ -1,0 +1,228 @@
+"""Product quantization: the PQ codec and the flat PQ index (ADC, optional SDC)."""
+from __future__ import annotations
+
+import numpy as np
+
+from . import _core
+from ._validate import as_f32_matrix, as_ids, as_k, as_threads
+from .flat import METRICS, SearchResult
+from .io import FormatError, atomic_write, register_kind, to_bytes, write_container
+
+
+def _check_shape(dim, m, nbits):
+    for name, v in (("dim", dim), ("m", m), ("nbits", nbits)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise TypeError(f"{name} must be an integer; got {type(v).__name__}")
+    if dim < 1 or m < 1 or dim % m:
+        raise ValueError(f"dim ({dim}) must be a positive multiple of m ({m})")
+    if nbits not in (4, 8):
+        raise ValueError(f"nbits must be 4 or 8; got {nbits}")
+
+
+def _train_args(niter, seed, max_points_per_centroid, threads):
+    for name, v in (("niter", niter), ("seed", seed),
+                    ("max_points_per_centroid", max_points_per_centroid)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+            raise ValueError(f"{name} must be an integer >= 0; got {v!r}")
+    return int(niter), int(seed), int(max_points_per_centroid), as_threads(threads)
+
+
+class PQ:
+    """Product quantizer: ``dim`` splits into ``m`` sub-vectors, each coded with ``nbits``
+    (4 or 8) bits by its own k-means codebook. Codes are uint8 arrays of ``code_size`` bytes
+    per vector (8 bits: one byte per sub-vector; 4 bits: two per byte, low nibble first).
+
+    >>> pq = quanta.PQ(128, m=16, nbits=8); pq.train(x)
+    >>> codes = pq.encode(x); x_hat = pq.decode(codes)
+    >>> tables = pq.compute_distance_tables(q)        # (nq, m, 2**nbits), for your own scans
+    """
+
+    def __init__(self, dim: int, m: int, nbits: int = 8):
+        _check_shape(dim, m, nbits)
+        self._pq = _core.PQ(int(dim), int(m), int(nbits))
+
+    dim = property(lambda self: self._pq.dim)
+    m = property(lambda self: self._pq.m)
+    nbits = property(lambda self: self._pq.nbits)
+    ksub = property(lambda self: self._pq.ksub, doc="centroids per sub-space (2**nbits)")
+    dsub = property(lambda self: self._pq.dsub, doc="dimensions per sub-vector")
+    code_size = property(lambda self: self._pq.code_size, doc="bytes per code")
+    is_trained = property(lambda self: self._pq.is_trained)
+
+    @property
+    def centroids(self) -> np.ndarray:
+        """The codebooks, shape (m, ksub, dsub)."""
+        return self._pq.centroids().reshape(self.m, self.ksub, self.dsub)
+
+    def __repr__(self):
+        return f"PQ(dim={self.dim}, m={self.m}, nbits={self.nbits}, trained={self.is_trained})"
+
+    def train(self, x, *, niter: int = 25, seed: int = 0, max_points_per_centroid: int = 256,
+              threads: int = 0) -> None:
+        """k-means in every sub-space (seed + j for sub-space j); needs >= 2**nbits rows."""
+        x = as_f32_matrix(x, self.dim, "x")
+        if x.shape[0] < self.ksub:
+            raise ValueError(f"train: {x.shape[0]} vectors; need at least {self.ksub}")
+        self._pq.train(x, *_train_args(niter, seed, max_points_per_centroid, threads))
+
+    def _trained(self):
+        if not self.is_trained:
+            raise ValueError("the quantizer is not trained; call train(x) first")
+
+    def encode(self, x, *, threads: int = 0) -> np.ndarray:
+        self._trained()
+        return self._pq.encode(as_f32_matrix(x, self.dim, "x"), as_threads(threads))
+
+    def decode(self, codes) -> np.ndarray:
+        self._trained()
+        codes = np.asarray(codes)
+        if codes.dtype != np.uint8:
+            raise TypeError(f"codes must be uint8; got {codes.dtype}")
+        if codes.ndim == 1:
+            codes = codes[None, :]
+        return self._pq.decode(np.ascontiguousarray(codes))
+
+    def compute_distance_tables(self, q, metric: str = "l2") -> np.ndarray:
+        """ADC tables (nq, m, ksub): |q_j - c_jk|^2 for "l2", <q_j, c_jk> for "ip". The ADC
+        distance of a code is the sum over j of table[j, code_j]."""
+        self._trained()
+        if metric not in ("l2", "ip"):
+            raise ValueError(f"metric must be 'l2' or 'ip'; got {metric!r}")
+        return self._pq.distance_tables(as_f32_matrix(q, self.dim, "queries"), metric == "l2")
+
+    def compute_sdc_table(self, metric: str = "l2") -> np.ndarray:
+        """SDC tables (m, ksub, ksub) between the centroids of every sub-space."""
+        self._trained()
+        if metric not in ("l2", "ip"):
+            raise ValueError(f"metric must be 'l2' or 'ip'; got {metric!r}")
+        return self._pq.sdc_tables(metric == "l2")
+
+    # persistence: the codebook travels in the same container as the indexes
+    def _write(self, f):
+        write_container(f, "PQ__", self.dim, 0, {"m": self.m, "nbits": self.nbits},
+                        {"CENT": self._pq.centroids() if self.is_trained else np.zeros(0, np.float32)})
+
+    @classmethod
+    def _from_parts(cls, dim, ntotal, meta, arrays, source):
+        try:
+            pq = cls(dim, meta["m"], meta["nbits"])
+            if arrays["CENT"].size:
+                pq._pq.set_centroids(np.ascontiguousarray(arrays["CENT"], dtype=np.float32))
+        except (KeyError, TypeError, ValueError) as e:
+            raise FormatError(f"{source}: not a valid PQ ({e})") from None
+        return pq
+
+    def save(self, path):
+        atomic_write(path, self._write)
+
+    def to_bytes(self) -> bytes:
+        return to_bytes(self)
+
+    def __reduce__(self):
+        from .io import from_bytes
+        return (from_bytes, (self.to_bytes(),))
+
+
+class PQIndex:
+    """Flat product-quantization index: ``m`` sub-quantizers of ``nbits`` (4 or 8) bits, so
+    ``m * nbits / 8`` bytes per vector, searched with ADC lookup tables (the query stays
+    float; ``sdc=True`` encodes it too). Distances are to the reconstructed vectors: squared
+    L2 for "l2", inner products for "ip" and "cosine". Needs ``train`` before ``add``.
+    """
+
+    def __init__(self, dim: int, m: int, nbits: int = 8, metric: str = "l2"):
+        _check_shape(dim, m, nbits)
+        if metric not in METRICS:
+            raise ValueError(f"metric must be one of {METRICS}; got {metric!r}")
+        self._index = _core.PQIndex(int(dim), int(m), int(nbits), metric)
+        self._dim, self._m, self._nbits = int(dim), int(m), int(nbits)
+
+    dim = property(lambda self: self._dim)
+    m = property(lambda self: self._m)
+    nbits = property(lambda self: self._nbits)
+    metric = property(lambda self: self._index.metric)
+    ntotal = property(lambda self: self._index.ntotal)
+    is_trained = property(lambda self: self._index.is_trained)
+    memory_usage = property(lambda self: self._index.memory_usage)
+    code_size = property(lambda self: (self._m * self._nbits + 7) // 8)
+
+    def __len__(self):
+        return self.ntotal
+
+    def __repr__(self):
+        return (f"PQIndex(dim={self.dim}, m={self.m}, nbits={self.nbits}, "
+                f"metric={self.metric!r}, ntotal={self.ntotal})")
+
+    @property
+    def pq(self) -> PQ:
+        """The trained quantizer (a copy of its codebook)."""
+        out = PQ(self.dim, self.m, self.nbits)
+        if self.is_trained:
+            out._pq.set_centroids(self._index.pq().centroids())
+        return out
+
+    def train(self, x, *, niter: int = 25, seed: int = 0, max_points_per_centroid: int = 256,
+              threads: int = 0) -> None:
+        x = as_f32_matrix(x, self.dim, "x")
+        if x.shape[0] < 2 ** self.nbits:
+            raise ValueError(f"train: {x.shape[0]} vectors; need at least {2 ** self.nbits}")
+        self._index.train(x, *_train_args(niter, seed, max_points_per_centroid, threads))
+
+    def add(self, x, ids=None, *, threads: int = 0) -> None:
+        if not self.is_trained:
+            raise ValueError("add: the index is not trained; call train(x) first")
+        x = as_f32_matrix(x, self.dim, "x")
+        ids = None if ids is None else as_ids(ids, x.shape[0])
+        self._index.add(x, ids, as_threads(threads))
+
+    def search(self, q, k: int = 10, *, threads: int = 0, sdc: bool = False) -> SearchResult:
+        if not self.is_trained:
+            raise ValueError("search: the index is not trained; call train(x) first")
+        q = as_f32_matrix(q, self.dim, "queries")
+        D, I = self._index.search(q, as_k(k), as_threads(threads), bool(sdc))
+        return SearchResult(D, I)
+
+    def reconstruct(self, ids) -> np.ndarray:
+        scalar = np.ndim(ids) == 0
+        ids = np.atleast_1d(ids)
+        ids = as_ids(ids, ids.shape[0]) if ids.size else np.zeros(0, np.int64)
+        try:
+            out = self._index.reconstruct(ids)
+        except IndexError as e:
+            raise KeyError(str(e)) from None
+        return out[0] if scalar else out
+
+    def reset(self) -> None:
+        self._index.reset()
+
+    def _write(self, f):
+        cent = self._index.pq().centroids() if self.is_trained else np.zeros(0, np.float32)
+        write_container(f, "PQIX", self.dim, self.ntotal,
+                        {"m": self.m, "nbits": self.nbits, "metric": self.metric},
+                        {"CENT": cent, "CODE": self._index.codes(), "IDS_": self._index.ids()})
+
+    @classmethod
+    def _from_parts(cls, dim, ntotal, meta, arrays, source):
+        try:
+            index = cls(dim, meta["m"], meta["nbits"], meta["metric"])
+            if arrays["CENT"].size:
+                index._index.pq().set_centroids(np.ascontiguousarray(arrays["CENT"], np.float32))
+            index._index.restore(np.ascontiguousarray(arrays["CODE"], np.uint8),
+                                 np.ascontiguousarray(arrays["IDS_"], np.int64), ntotal)
+        except (KeyError, TypeError, ValueError) as e:
+            raise FormatError(f"{source}: not a valid PQIX index ({e})") from None
+        return index
+
+    def save(self, path):
+        atomic_write(path, self._write)
+
+    def to_bytes(self) -> bytes:
+        return to_bytes(self)
+
+    def __reduce__(self):
+        from .io import from_bytes
+        return (from_bytes, (self.to_bytes(),))
+
+
+register_kind("PQ__", PQ)
+register_kind("PQIX", PQIndex)
