@@ -1,0 +1,162 @@
+import pickle
+
+import numpy as np
+import pytest
+
+import quanta
+from conftest import brute_force_knn, recall_at_k
+
+
+def codebook_data(dim, m, nbits, n, seed=0):
+    """Vectors built exactly from a random codebook: PQ must recover and decode them exactly."""
+    rng = np.random.default_rng(seed)
+    ksub, dsub = 2 ** nbits, dim // m
+    books = rng.standard_normal((m, ksub, dsub)).astype(np.float32) * 5
+    codes = rng.integers(0, ksub, (n, m))
+    codes[:ksub] = np.arange(ksub)[:, None]  # every centroid used
+    x = np.concatenate([books[j][codes[:, j]] for j in range(m)], axis=1)
+    return x, codes
+
+
+@pytest.mark.parametrize("nbits", [4, 8])
+def test_pq_decodes_own_codebook_exactly(nbits):
+    x, _ = codebook_data(32, 8, nbits, 4000)
+    pq = quanta.PQ(32, 8, nbits)
+    pq.train(x, niter=20)
+    codes = pq.encode(x)
+    assert codes.dtype == np.uint8 and codes.shape == (4000, pq.code_size)
+    assert pq.code_size == 8 * nbits // 8
+    np.testing.assert_allclose(pq.decode(codes), x, atol=1e-5)
+
+
+def test_odd_m_4bit_packing():
+    x, codes = codebook_data(15, 5, 4, 500, seed=3)
+    pq = quanta.PQ(15, 5, 4)
+    pq.train(x, niter=20)
+    c = pq.encode(x)
+    assert c.shape == (500, 3) and (c[:, -1] >> 4 == 0).all()
+    np.testing.assert_allclose(pq.decode(c), x, atol=1e-5)
+    bad = c.copy()
+    bad[0, -1] |= 0xF0
+    with pytest.raises(ValueError, match="nibble"):
+        pq.decode(bad)
+
+
+def test_finer_codes_reconstruct_better():
+    x = quanta.datasets.clustered(6000, 64, 1, seed=1)[0]
+    errs = {}
+    for m, nbits in [(8, 4), (8, 8), (16, 8), (32, 8)]:
+        pq = quanta.PQ(64, m, nbits)
+        pq.train(x, niter=10)
+        errs[m, nbits] = float(((pq.decode(pq.encode(x)) - x) ** 2).sum(1).mean())
+    assert errs[8, 4] > errs[8, 8] > errs[16, 8] > errs[32, 8]
+
+
+def test_distance_tables_match_decoded_distances(rng):
+    x = quanta.datasets.clustered(3000, 32, 5, seed=2)
+    pq = quanta.PQ(32, 8, 8)
+    pq.train(x[0], niter=5)
+    codes = pq.encode(x[0][:100])
+    xr = pq.decode(codes)
+    q = x[1]
+    for metric in ("l2", "ip"):
+        t = pq.compute_distance_tables(q, metric)
+        assert t.shape == (5, 8, 256)
+        adc = np.stack([t[i][np.arange(8), codes].sum(1) for i in range(5)])
+        ref = ((q[:, None] - xr[None]) ** 2).sum(-1) if metric == "l2" else q @ xr.T
+        np.testing.assert_allclose(adc, ref, rtol=1e-4, atol=1e-4)
+    sdc = pq.compute_sdc_table("l2")
+    assert sdc.shape == (8, 256, 256)
+    np.testing.assert_allclose(sdc[3], ((pq.centroids[3][:, None] - pq.centroids[3][None]) ** 2).sum(-1),
+                               rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("metric", ["l2", "ip", "cosine"])
+def test_pq_index_search_matches_adc_reference(metric):
+    xb, xq = quanta.datasets.clustered(4000, 48, 20, seed=4)
+    index = quanta.PQIndex(48, 12, 8, metric=metric)
+    index.train(xb, niter=8)
+    index.add(xb, ids=np.arange(4000) + 100)
+    D, I = index.search(xq, 10)
+    xr = index.reconstruct(np.arange(4000) + 100)
+    q = xq / np.linalg.norm(xq, axis=1, keepdims=True) if metric == "cosine" else xq
+    ref = ((q[:, None] - xr[None]) ** 2).sum(-1) if metric == "l2" else q @ xr.T
+    order = np.argsort(ref if metric == "l2" else -ref, axis=1)[:, :10]
+    np.testing.assert_allclose(D, np.take_along_axis(ref, order, 1), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(np.take_along_axis(ref, I - 100, 1), D, rtol=1e-4, atol=1e-4)
+
+
+def test_pq_recall_on_clustered_and_real():
+    xb, xq = quanta.datasets.clustered(20000, 64, 200, seed=5)
+    _, gt = brute_force_knn(xb, xq, 10, "l2")
+    rec = {}
+    for spec in ("PQ8x8", "PQ16x8", "PQ32x8", "PQ16x4"):
+        index = quanta.index_factory(64, spec, metric="l2")
+        index.train(xb, niter=10)
+        index.add(xb)
+        rec[spec] = recall_at_k(index.search(xq, 10).ids, gt)
+    # measured: PQ8x8 0.507, PQ16x8 0.731, PQ32x8 0.914, PQ16x4 0.507 (SDC for PQ16x8: 0.651)
+    assert rec["PQ32x8"] >= 0.88 and rec["PQ16x8"] >= 0.69 and rec["PQ8x8"] >= 0.46
+    assert rec["PQ16x4"] >= 0.46
+    assert rec["PQ32x8"] > rec["PQ16x8"] > rec["PQ8x8"]
+    index = quanta.index_factory(64, "PQ16x8", metric="l2")
+    index.train(xb, niter=10)
+    index.add(xb)
+    sdc = recall_at_k(index.search(xq, 10, sdc=True).ids, gt)
+    assert 0.6 < sdc < rec["PQ16x8"]  # SDC adds the query's own quantization error
+
+
+def test_pq_index_results_identical_for_any_thread_count():
+    xb, xq = quanta.datasets.clustered(30000, 32, 30, seed=6)
+    index = quanta.PQIndex(32, 8, 8)
+    index.train(xb[:5000], niter=5)
+    index.add(xb)
+    a = index.search(xq, 20, threads=1)
+    b = index.search(xq, 20, threads=2)
+    np.testing.assert_array_equal(a.ids, b.ids)
+    np.testing.assert_array_equal(a.distances, b.distances)
+
+
+def test_pq_save_load_pickle(tmp_path):
+    xb, xq = quanta.datasets.clustered(3000, 32, 10, seed=7)
+    index = quanta.PQIndex(32, 8, 4, metric="ip")
+    index.train(xb, niter=5)
+    index.add(xb, ids=np.arange(3000) * 2)
+    expected = index.search(xq, 5)
+    index.save(tmp_path / "pq.qnt")
+    for other in (quanta.load(tmp_path / "pq.qnt"), pickle.loads(pickle.dumps(index))):
+        got = other.search(xq, 5)
+        np.testing.assert_array_equal(got.ids, expected.ids)
+        np.testing.assert_array_equal(got.distances, expected.distances)
+    pq = index.pq
+    pq2 = pickle.loads(pickle.dumps(pq))
+    np.testing.assert_array_equal(pq2.centroids, pq.centroids)
+    data = (tmp_path / "pq.qnt").read_bytes()
+    (tmp_path / "bad.qnt").write_bytes(data[:-7])
+    with pytest.raises(ValueError, match="not a valid"):
+        quanta.load(tmp_path / "bad.qnt")
+
+
+def test_pq_errors():
+    with pytest.raises(ValueError, match="multiple"):
+        quanta.PQ(30, 7)
+    with pytest.raises(ValueError, match="nbits"):
+        quanta.PQ(32, 8, 6)
+    index = quanta.PQIndex(16, 4)
+    x = np.random.default_rng(0).standard_normal((300, 16)).astype(np.float32)
+    with pytest.raises(ValueError, match="not trained"):
+        index.add(x)
+    with pytest.raises(ValueError, match="not trained"):
+        index.search(x, 1)
+    with pytest.raises(ValueError, match="at least 256"):
+        index.train(x[:100])
+    index.train(x, niter=2)
+    index.add(x)
+    with pytest.raises(ValueError, match="dim"):
+        index.search(np.ones((1, 8), np.float32), 1)
+    with pytest.raises(ValueError, match="k must be"):
+        index.search(x[:1], 0)
+    D, I = index.search(x[:1], 400)
+    assert (I[0, 300:] == -1).all() and np.isinf(D[0, 300:]).all()
+    with pytest.raises(ValueError, match="fast-scan"):
+        quanta.index_factory(64, "PQ16x4fs")
