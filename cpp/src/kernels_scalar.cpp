@@ -1,5 +1,6 @@
 // Portable kernels: the reference every SIMD level is tested against, and the path for CPUs
 // without AVX2. Built with baseline flags only.
+#include <cmath>
 #include <cstring>
 #include <vector>
 
@@ -60,10 +61,34 @@ void dot_rows_i8(const int8_t* q, const int8_t* codes, size_t n, size_t dim, int
   }
 }
 
+void nearest(const float* x, size_t n, size_t dim, const float* ct, const float* cnorm,
+             size_t kpad, int64_t* assign, float* best) {
+  std::vector<float> acc(kpad);
+  for (size_t i = 0; i < n; ++i) {
+    std::fill(acc.begin(), acc.end(), 0.0f);
+    for (size_t p = 0; p < dim; ++p) {
+      const float v = x[i * dim + p];
+      const float* row = ct + p * kpad;
+      for (size_t c = 0; c < kpad; ++c) acc[c] += v * row[c];
+    }
+    float bv = INFINITY;
+    int64_t bc = 0;
+    for (size_t c = 0; c < kpad; ++c) {
+      const float d = cnorm[c] - 2 * acc[c];
+      if (d < bv) {
+        bv = d;
+        bc = int64_t(c);
+      }
+    }
+    assign[i] = bc;
+    best[i] = bv;
+  }
+}
+
 }  // namespace
 
 const Kernels& scalar_kernels() {
-  static const Kernels k{kMq, kMr, dot_rows, decode_rows, gemm_tile, dot_rows_i8};
+  static const Kernels k{kMq, kMr, dot_rows, decode_rows, gemm_tile, dot_rows_i8, nearest};
   return k;
 }
 

@@ -16,6 +16,7 @@ namespace quanta {
 namespace {
 
 constexpr size_t kChunk = 4096;
+constexpr size_t kDirectMaxDim = 64;  // up to here the per-point kernel beats the GEMM path
 
 double sq_norm(const float* v, size_t dim) {
   double s = 0;
@@ -82,12 +83,35 @@ std::vector<float> seed_plus_plus(const float* x, size_t n, size_t dim, size_t k
 
 void assign_nearest(const float* x, size_t n, const float* centroids, size_t k, size_t dim,
                     bool spherical, int threads, int64_t* assign, float* distances) {
-  FlatIndex index(dim, spherical ? Metric::ip : Metric::l2, Storage::f32, F8Scale::none, false);
-  index.add(centroids, k, nullptr, threads);
-  std::vector<float> d(n);
-  SearchParams params;
-  params.threads = threads;
-  index.search(x, n, 1, params, distances ? distances : d.data(), assign);
+  if (dim > kDirectMaxDim) {
+    // Large dim: a GEMM through the exact flat index (k = 1).
+    FlatIndex index(dim, spherical ? Metric::ip : Metric::l2, Storage::f32, F8Scale::none, false);
+    index.add(centroids, k, nullptr, threads);
+    std::vector<float> d(n);
+    SearchParams params;
+    params.threads = threads;
+    index.search(x, n, 1, params, distances ? distances : d.data(), assign);
+    return;
+  }
+  // Small dim (PQ sub-spaces): all centroids against one point at a time, transposed so the
+  // centroid index runs along the SIMD lanes.
+  const size_t kpad = (k + 63) / 64 * 64;
+  std::vector<float> ct(dim * kpad, 0.0f), cnorm(kpad, INFINITY);
+  for (size_t c = 0; c < k; ++c) {
+    cnorm[c] = spherical ? 0.0f : float(sq_norm(centroids + c * dim, dim));
+    for (size_t p = 0; p < dim; ++p) ct[p * kpad + c] = centroids[c * dim + p];
+  }
+  const Kernels& kern = kernels(active_isa());
+  const size_t nchunks = (n + kChunk - 1) / kChunk;
+  parallel_for(nchunks, threads, [&](size_t t, size_t) {
+    const size_t b = t * kChunk, e = std::min(n, b + kChunk);
+    std::vector<float> best(e - b);
+    kern.nearest(x + b * dim, e - b, dim, ct.data(), cnorm.data(), kpad, assign + b, best.data());
+    if (distances)  // best = |c|^2 - 2<x, c>, or -2<x, c> when spherical
+      for (size_t i = b; i < e; ++i)
+        distances[i] = spherical ? -0.5f * best[i - b]
+                                 : std::max(0.0f, best[i - b] + float(sq_norm(x + i * dim, dim)));
+  });
 }
 
 KMeansResult kmeans(const float* x, size_t n, size_t dim, size_t k, const KMeansParams& params) {

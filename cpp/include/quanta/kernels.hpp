@@ -28,6 +28,11 @@ struct Kernels {
                         const float* a, const float* b, const float* threshold, float* out);
   // Integer inner products of one int8 query (values in [-127, 127]) with n int8 rows.
   void (*dot_rows_i8)(const int8_t* q, const int8_t* codes, size_t n, size_t dim, int32_t* out);
+  // For each of n points x_i (rows of dim): the c < kpad minimizing cnorm[c] - 2 <x_i, c>
+  // (lowest c on ties), with centroids transposed as ct[p * kpad + c]; kpad is a multiple of
+  // 64 and padding centroids have cnorm = +inf. best[i] gets that minimum.
+  void (*nearest)(const float* x, size_t n, size_t dim, const float* ct, const float* cnorm,
+                  size_t kpad, int64_t* assign, float* best);
 };
 
 const Kernels& kernels(Isa isa);

@@ -2,6 +2,8 @@
 // the CPU. Tails shorter than one vector go through the scalar codecs.
 #include <immintrin.h>
 
+#include <cmath>
+
 #include "quanta/kernels.hpp"
 
 namespace quanta {
@@ -166,10 +168,50 @@ void dot_rows_i8(const int8_t* q, const int8_t* codes, size_t n, size_t dim, int
   }
 }
 
+// 64 centroids (8 ymm) per pass; a running per-lane minimum and its index.
+void nearest(const float* x, size_t n, size_t dim, const float* ct, const float* cnorm,
+             size_t kpad, int64_t* assign, float* best) {
+  for (size_t i = 0; i < n; ++i) {
+    const float* xi = x + i * dim;
+    __m256 bv = _mm256_set1_ps(INFINITY);
+    __m256i bi = _mm256_setzero_si256();
+    for (size_t c0 = 0; c0 < kpad; c0 += 64) {
+      __m256 acc[8];
+      for (int j = 0; j < 8; ++j) acc[j] = _mm256_setzero_ps();
+      for (size_t p = 0; p < dim; ++p) {
+        const __m256 v = _mm256_broadcast_ss(xi + p);
+        const float* row = ct + p * kpad + c0;
+        for (int j = 0; j < 8; ++j) acc[j] = _mm256_fmadd_ps(v, _mm256_loadu_ps(row + 8 * j), acc[j]);
+      }
+      for (int j = 0; j < 8; ++j) {
+        const __m256 d = _mm256_fnmadd_ps(_mm256_set1_ps(2.0f), acc[j], _mm256_loadu_ps(cnorm + c0 + 8 * j));
+        const __m256 lt = _mm256_cmp_ps(d, bv, _CMP_LT_OQ);
+        const __m256i idx = _mm256_add_epi32(_mm256_set1_epi32(int(c0 + 8 * j)),
+                                             _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        bv = _mm256_blendv_ps(bv, d, lt);
+        bi = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(bi), _mm256_castsi256_ps(idx), lt));
+      }
+    }
+    alignas(32) float vals[8];
+    alignas(32) int32_t idxs[8];
+    _mm256_store_ps(vals, bv);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(idxs), bi);
+    float v = vals[0];
+    int32_t c = idxs[0];
+    for (int l = 1; l < 8; ++l)
+      if (vals[l] < v || (vals[l] == v && idxs[l] < c)) {
+        v = vals[l];
+        c = idxs[l];
+      }
+    assign[i] = c;
+    best[i] = v;
+  }
+}
+
 }  // namespace
 
 const Kernels* avx2_kernels() {
-  static const Kernels k{kMq, kMr, dot_rows, decode_rows, gemm_tile, dot_rows_i8};
+  static const Kernels k{kMq, kMr, dot_rows, decode_rows, gemm_tile, dot_rows_i8, nearest};
   return &k;
 }
 

@@ -334,12 +334,54 @@ void dot_rows_i8_bw(const int8_t* q, const int8_t* codes, size_t n, size_t dim, 
   }
 }
 
+// NV x 16 centroids from c0 against one point: folds their distances into the running
+// per-lane minimum bv and its index bi. NV is a constant so the accumulators stay in registers.
+template <int NV>
+inline void nearest_pass(const float* xi, size_t dim, const float* ct, const float* cnorm,
+                         size_t kpad, size_t c0, __m512& bv, __m512i& bi) {
+  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  __m512 acc[NV];
+  for (int j = 0; j < NV; ++j) acc[j] = _mm512_setzero_ps();
+  for (size_t p = 0; p < dim; ++p) {
+    const __m512 v = _mm512_set1_ps(xi[p]);
+    const float* row = ct + p * kpad + c0;
+    for (int j = 0; j < NV; ++j) acc[j] = _mm512_fmadd_ps(v, _mm512_loadu_ps(row + 16 * j), acc[j]);
+  }
+  for (int j = 0; j < NV; ++j) {
+    const __m512 d =
+        _mm512_fnmadd_ps(_mm512_set1_ps(2.0f), acc[j], _mm512_loadu_ps(cnorm + c0 + 16 * j));
+    const __mmask16 lt = _mm512_cmp_ps_mask(d, bv, _CMP_LT_OQ);
+    bv = _mm512_mask_mov_ps(bv, lt, d);
+    bi = _mm512_mask_mov_epi32(bi, lt, _mm512_add_epi32(_mm512_set1_epi32(int(c0 + 16 * j)), lane));
+  }
+}
+
+void nearest(const float* x, size_t n, size_t dim, const float* ct, const float* cnorm,
+             size_t kpad, int64_t* assign, float* best) {
+  for (size_t i = 0; i < n; ++i) {
+    const float* xi = x + i * dim;
+    __m512 bv = _mm512_set1_ps(INFINITY);
+    __m512i bi = _mm512_setzero_si512();
+    size_t c0 = 0;
+    for (; c0 + 128 <= kpad; c0 += 128) nearest_pass<8>(xi, dim, ct, cnorm, kpad, c0, bv, bi);
+    if (c0 < kpad) nearest_pass<4>(xi, dim, ct, cnorm, kpad, c0, bv, bi);  // kpad % 128 == 64
+    const float v = _mm512_reduce_min_ps(bv);
+    const __mmask16 at = _mm512_cmp_ps_mask(bv, _mm512_set1_ps(v), _CMP_EQ_OQ);
+    assign[i] = _mm512_mask_reduce_min_epi32(at, bi);
+    best[i] = v;
+  }
+}
+
 }  // namespace
 
 const Kernels* avx512_kernels() {
-  static const Kernels k{kMq,        kMr, dot_rows, decode_rows, gemm_tile,
-                         __builtin_cpu_supports("avx512vnni") ? dot_rows_i8_vnni
-                                                               : dot_rows_i8_bw};
+  static const Kernels k{kMq,
+                         kMr,
+                         dot_rows,
+                         decode_rows,
+                         gemm_tile,
+                         __builtin_cpu_supports("avx512vnni") ? dot_rows_i8_vnni : dot_rows_i8_bw,
+                         nearest};
   return &k;
 }
 
