@@ -334,42 +334,59 @@ void dot_rows_i8_bw(const int8_t* q, const int8_t* codes, size_t n, size_t dim, 
   }
 }
 
-// NV x 16 centroids from c0 against one point: folds their distances into the running
-// per-lane minimum bv and its index bi. NV is a constant so the accumulators stay in registers.
-template <int NV>
-inline void nearest_pass(const float* xi, size_t dim, const float* ct, const float* cnorm,
-                         size_t kpad, size_t c0, __m512& bv, __m512i& bi) {
+// NV x 16 centroids from c0 against P points at once (they share every centroid load):
+// folds the distances into each point's running per-lane minimum bv[q] and its index bi[q].
+// NV and P are constants so the accumulators stay in registers.
+template <int P, int NV>
+inline void nearest_pass(const float* x, size_t dim, const float* ct, const float* cnorm,
+                         size_t kpad, size_t c0, __m512* bv, __m512i* bi) {
   const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  __m512 acc[NV];
-  for (int j = 0; j < NV; ++j) acc[j] = _mm512_setzero_ps();
+  __m512 acc[P][NV];
+  for (int q = 0; q < P; ++q)
+    for (int j = 0; j < NV; ++j) acc[q][j] = _mm512_setzero_ps();
   for (size_t p = 0; p < dim; ++p) {
-    const __m512 v = _mm512_set1_ps(xi[p]);
     const float* row = ct + p * kpad + c0;
-    for (int j = 0; j < NV; ++j) acc[j] = _mm512_fmadd_ps(v, _mm512_loadu_ps(row + 16 * j), acc[j]);
+    for (int j = 0; j < NV; ++j) {
+      const __m512 c = _mm512_loadu_ps(row + 16 * j);
+      for (int q = 0; q < P; ++q)
+        acc[q][j] = _mm512_fmadd_ps(_mm512_set1_ps(x[q * dim + p]), c, acc[q][j]);
+    }
   }
-  for (int j = 0; j < NV; ++j) {
-    const __m512 d =
-        _mm512_fnmadd_ps(_mm512_set1_ps(2.0f), acc[j], _mm512_loadu_ps(cnorm + c0 + 16 * j));
-    const __mmask16 lt = _mm512_cmp_ps_mask(d, bv, _CMP_LT_OQ);
-    bv = _mm512_mask_mov_ps(bv, lt, d);
-    bi = _mm512_mask_mov_epi32(bi, lt, _mm512_add_epi32(_mm512_set1_epi32(int(c0 + 16 * j)), lane));
+  for (int q = 0; q < P; ++q)
+    for (int j = 0; j < NV; ++j) {
+      const __m512 d =
+          _mm512_fnmadd_ps(_mm512_set1_ps(2.0f), acc[q][j], _mm512_loadu_ps(cnorm + c0 + 16 * j));
+      const __mmask16 lt = _mm512_cmp_ps_mask(d, bv[q], _CMP_LT_OQ);
+      bv[q] = _mm512_mask_mov_ps(bv[q], lt, d);
+      bi[q] = _mm512_mask_mov_epi32(bi[q], lt,
+                                    _mm512_add_epi32(_mm512_set1_epi32(int(c0 + 16 * j)), lane));
+    }
+}
+
+template <int P>
+void nearest_points(const float* x, size_t dim, const float* ct, const float* cnorm, size_t kpad,
+                    int64_t* assign, float* best) {
+  __m512 bv[P];
+  __m512i bi[P];
+  for (int q = 0; q < P; ++q) {
+    bv[q] = _mm512_set1_ps(INFINITY);
+    bi[q] = _mm512_setzero_si512();
+  }
+  size_t c0 = 0;
+  for (; c0 + 64 <= kpad; c0 += 64) nearest_pass<P, 4>(x, dim, ct, cnorm, kpad, c0, bv, bi);
+  for (int q = 0; q < P; ++q) {
+    const float v = _mm512_reduce_min_ps(bv[q]);
+    const __mmask16 at = _mm512_cmp_ps_mask(bv[q], _mm512_set1_ps(v), _CMP_EQ_OQ);
+    assign[q] = _mm512_mask_reduce_min_epi32(at, bi[q]);
+    best[q] = v;
   }
 }
 
 void nearest(const float* x, size_t n, size_t dim, const float* ct, const float* cnorm,
              size_t kpad, int64_t* assign, float* best) {
-  for (size_t i = 0; i < n; ++i) {
-    const float* xi = x + i * dim;
-    __m512 bv = _mm512_set1_ps(INFINITY);
-    __m512i bi = _mm512_setzero_si512();
-    size_t c0 = 0;
-    for (; c0 + 128 <= kpad; c0 += 128) nearest_pass<8>(xi, dim, ct, cnorm, kpad, c0, bv, bi);
-    if (c0 < kpad) nearest_pass<4>(xi, dim, ct, cnorm, kpad, c0, bv, bi);  // kpad % 128 == 64
-    const float v = _mm512_reduce_min_ps(bv);
-    const __mmask16 at = _mm512_cmp_ps_mask(bv, _mm512_set1_ps(v), _CMP_EQ_OQ);
-    assign[i] = _mm512_mask_reduce_min_epi32(at, bi);
-    best[i] = v;
-  }
+  size_t i = 0;
+  for (; i + 4 <= n; i += 4) nearest_points<4>(x + i * dim, dim, ct, cnorm, kpad, assign + i, best + i);
+  for (; i < n; ++i) nearest_points<1>(x + i * dim, dim, ct, cnorm, kpad, assign + i, best + i);
 }
 
 }  // namespace
