@@ -1,6 +1,7 @@
 // Portable kernels: the reference every SIMD level is tested against, and the path for CPUs
 // without AVX2. Built with baseline flags only.
 #include <cmath>
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
@@ -85,10 +86,29 @@ void nearest(const float* x, size_t n, size_t dim, const float* ct, const float*
   }
 }
 
+void pq4_accumulate(const uint8_t* codes, size_t nblocks, size_t npairs, const uint8_t* lut,
+                    uint16_t* out) {
+  for (size_t b = 0; b < nblocks; ++b) {
+    uint16_t* o = out + 32 * b;
+    std::fill(o, o + 32, uint16_t(0));
+    for (size_t t = 0; t < npairs; ++t) {
+      const uint8_t* c = codes + (b * npairs + t) * 32;
+      const uint8_t* l = lut + t * 32;
+      for (size_t half = 0; half < 2; ++half)  // sub-quantizer 2t, then 2t + 1
+        for (size_t v = 0; v < 16; ++v) {
+          const uint8_t byte = c[16 * half + v];
+          o[v] = uint16_t(o[v] + l[16 * half + (byte & 15)]);
+          o[v + 16] = uint16_t(o[v + 16] + l[16 * half + (byte >> 4)]);
+        }
+    }
+  }
+}
+
 }  // namespace
 
 const Kernels& scalar_kernels() {
-  static const Kernels k{kMq, kMr, dot_rows, decode_rows, gemm_tile, dot_rows_i8, nearest};
+  static const Kernels k{kMq,         kMr,     dot_rows,      decode_rows,
+                         gemm_tile,   dot_rows_i8, nearest,   pq4_accumulate};
   return k;
 }
 

@@ -10,6 +10,7 @@
 #include "quanta/flat.hpp"
 #include "quanta/kmeans.hpp"
 #include "quanta/pq.hpp"
+#include "quanta/pq_fast_scan.hpp"
 #include "quanta/pq_index.hpp"
 #include "quanta/parallel.hpp"
 #include "quanta/storage.hpp"
@@ -45,6 +46,70 @@ std::vector<T> from_numpy(const py::array& a, const char* what) {
     throw py::type_error(std::string("restore: ") + what + " has the wrong dtype");
   const T* p = static_cast<const T*>(a.data());
   return std::vector<T>(p, p + a.size());
+}
+
+// Validates queries, allocates (D, I), releases the GIL around run(queries, nq, D, I).
+template <class Run>
+py::tuple search_into(size_t dim, const py::array& q, size_t k, Run&& run) {
+  size_t nq;
+  const float* p = f32_rows(q, dim, nq, "queries");
+  py::array_t<float> D({py::ssize_t(nq), py::ssize_t(k)});
+  py::array_t<int64_t> I({py::ssize_t(nq), py::ssize_t(k)});
+  float* dp = D.mutable_data();
+  int64_t* ip = I.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    run(p, nq, dp, ip);
+  }
+  return py::make_tuple(D, I);
+}
+
+// The methods PQIndex and PQFastScanIndex share (everything but the constructor and search).
+template <class Index, class Params>
+py::class_<Index> bind_pq_index(py::module_& m, const char* name, Params kmeans_params) {
+  py::class_<Index> c(m, name);
+  c.def_property_readonly("ntotal", &Index::ntotal)
+      .def_property_readonly("is_trained", &Index::is_trained)
+      .def_property_readonly("memory_usage", &Index::memory_usage)
+      .def_property_readonly("metric", [](const Index& s) { return metric_name(s.metric()); })
+      .def("pq", [](Index& self) -> ProductQuantizer& { return self.pq(); },
+           py::return_value_policy::reference_internal)
+      .def("train", [kmeans_params](Index& self, const py::array& x, size_t niter, uint64_t seed,
+                                    size_t mppc, int threads) {
+        size_t n;
+        const float* p = f32_rows(x, self.dim(), n, "x");
+        py::gil_scoped_release nogil;
+        self.train(p, n, kmeans_params(niter, seed, mppc, threads));
+      })
+      .def("add", [](Index& self, const py::array& x, const py::object& ids, int threads) {
+        size_t n;
+        const float* p = f32_rows(x, self.dim(), n, "x");
+        py::array_t<int64_t, py::array::c_style> id_arr;
+        const int64_t* idp = nullptr;
+        if (!ids.is_none()) {
+          id_arr = ids.cast<py::array_t<int64_t, py::array::c_style>>();
+          if (size_t(id_arr.size()) != n) throw py::value_error("ids must have one id per row");
+          idp = id_arr.data();
+        }
+        py::gil_scoped_release nogil;
+        self.add(p, n, idp, threads);
+      })
+      .def("reconstruct", [](const Index& self, const py::array_t<int64_t, py::array::c_style>& ids) {
+        const size_t n = size_t(ids.size());
+        py::array_t<float> out({py::ssize_t(n), py::ssize_t(self.dim())});
+        const int64_t* ip = ids.data();
+        float* op = out.mutable_data();
+        py::gil_scoped_release nogil;
+        self.reconstruct(ip, n, op);
+        return out;
+      })
+      .def("reset", &Index::reset)
+      .def("codes", [](const Index& self) { return to_numpy(self.codes()); })
+      .def("ids", [](const Index& self) { return to_numpy(self.ids()); })
+      .def("restore", [](Index& self, const py::array& codes, const py::array& ids, size_t ntotal) {
+        self.restore(from_numpy<uint8_t>(codes, "codes"), from_numpy<int64_t>(ids, "ids"), ntotal);
+      });
+  return c;
 }
 
 }  // namespace
@@ -202,64 +267,26 @@ PYBIND11_MODULE(_core, m) {
         self.set_centroids(from_numpy<float>(c, "centroids"));
       });
 
-  py::class_<PQIndex>(m, "PQIndex")
-      .def(py::init([](size_t dim, size_t m, size_t nbits, const std::string& metric) {
-             return new PQIndex(dim, m, nbits, metric_from_name(metric));
-           }))
-      .def_property_readonly("ntotal", &PQIndex::ntotal)
-      .def_property_readonly("is_trained", &PQIndex::is_trained)
-      .def_property_readonly("memory_usage", &PQIndex::memory_usage)
-      .def_property_readonly("metric", [](const PQIndex& s) { return metric_name(s.metric()); })
-      .def("pq", [](PQIndex& self) -> ProductQuantizer& { return self.pq(); },
-           py::return_value_policy::reference_internal)
-      .def("train", [kmeans_params](PQIndex& self, const py::array& x, size_t niter, uint64_t seed,
-                                    size_t mppc, int threads) {
-        size_t n;
-        const float* p = f32_rows(x, self.dim(), n, "x");
-        py::gil_scoped_release nogil;
-        self.train(p, n, kmeans_params(niter, seed, mppc, threads));
-      })
-      .def("add", [](PQIndex& self, const py::array& x, const py::object& ids, int threads) {
-        size_t n;
-        const float* p = f32_rows(x, self.dim(), n, "x");
-        py::array_t<int64_t, py::array::c_style> id_arr;
-        const int64_t* idp = nullptr;
-        if (!ids.is_none()) {
-          id_arr = ids.cast<py::array_t<int64_t, py::array::c_style>>();
-          if (size_t(id_arr.size()) != n) throw py::value_error("ids must have one id per row");
-          idp = id_arr.data();
-        }
-        py::gil_scoped_release nogil;
-        self.add(p, n, idp, threads);
-      })
-      .def("search", [](const PQIndex& self, const py::array& q, size_t k, int threads, bool sdc) {
-        size_t nq;
-        const float* p = f32_rows(q, self.dim(), nq, "queries");
-        py::array_t<float> D({py::ssize_t(nq), py::ssize_t(k)});
-        py::array_t<int64_t> I({py::ssize_t(nq), py::ssize_t(k)});
-        float* dp = D.mutable_data();
-        int64_t* ip = I.mutable_data();
-        {
-          py::gil_scoped_release nogil;
-          self.search(p, nq, k, threads, sdc, dp, ip);
-        }
-        return py::make_tuple(D, I);
-      })
-      .def("reconstruct", [](const PQIndex& self, const py::array_t<int64_t, py::array::c_style>& ids) {
-        const size_t n = size_t(ids.size());
-        py::array_t<float> out({py::ssize_t(n), py::ssize_t(self.dim())});
-        const int64_t* ip = ids.data();
-        float* op = out.mutable_data();
-        py::gil_scoped_release nogil;
-        self.reconstruct(ip, n, op);
-        return out;
-      })
-      .def("reset", &PQIndex::reset)
-      .def("codes", [](const PQIndex& self) { return to_numpy(self.codes()); })
-      .def("ids", [](const PQIndex& self) { return to_numpy(self.ids()); })
-      .def("restore", [](PQIndex& self, const py::array& codes, const py::array& ids, size_t ntotal) {
-        self.restore(from_numpy<uint8_t>(codes, "codes"), from_numpy<int64_t>(ids, "ids"), ntotal);
-      });
+  auto pq_index = bind_pq_index<PQIndex>(m, "PQIndex", kmeans_params);
+  pq_index.def(py::init([](size_t dim, size_t m, size_t nbits, const std::string& metric) {
+    return new PQIndex(dim, m, nbits, metric_from_name(metric));
+  }));
+  pq_index.def("search", [](const PQIndex& self, const py::array& q, size_t k, int threads,
+                            bool sdc) {
+    return search_into(self.dim(), q, k, [&](const float* p, size_t nq, float* D, int64_t* I) {
+      self.search(p, nq, k, threads, sdc, D, I);
+    });
+  });
+  auto fast_scan = bind_pq_index<PQFastScanIndex>(m, "PQFastScanIndex", kmeans_params);
+  fast_scan.def(py::init([](size_t dim, size_t m, const std::string& metric) {
+    return new PQFastScanIndex(dim, m, metric_from_name(metric));
+  }));
+  fast_scan.def("search", [](const PQFastScanIndex& self, const py::array& q, size_t k,
+                             int threads) {
+    return search_into(self.dim(), q, k, [&](const float* p, size_t nq, float* D, int64_t* I) {
+      self.search(p, nq, k, threads, D, I);
+    });
+  });
 
   py::class_<FlatIndex>(m, "FlatIndex")
       .def(py::init([](size_t dim, const std::string& metric, const std::string& storage,

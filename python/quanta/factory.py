@@ -15,8 +15,8 @@ def index_factory(dim: int, spec: str, metric: str = "ip"):
     """Builds an empty index from a spec string.
 
     Supported now: ``"Flat"`` (float32), ``"Flat(<storage>)"`` with storage one of
-    f32, f16, bf16, f8e4m3, f8e5m2, i8, and ``"PQ<m>"`` / ``"PQ<m>x<nbits>"`` (nbits 4 or 8,
-    default 8): a flat PQ index searched by ADC.
+    f32, f16, bf16, f8e4m3, f8e5m2, i8, ``"PQ<m>"`` / ``"PQ<m>x<nbits>"`` (nbits 4 or 8,
+    default 8): a flat PQ index searched by ADC, and ``"PQ<m>x4fs"``: 4-bit fast-scan.
     """
     if not isinstance(spec, str):
         raise TypeError(f"spec must be a string; got {type(spec).__name__}")
@@ -29,10 +29,10 @@ def index_factory(dim: int, spec: str, metric: str = "ip"):
         return FlatIndex(dim, metric, storage)
     m = _PQ.match(spec.strip())
     if m:
-        if m.group("fs"):
-            raise ValueError(f"index spec {spec!r}: 4-bit fast-scan ('fs') is not in this "
-                             f"version yet; use 'PQ{m.group('m')}x4' (plain ADC)")
         nbits = int(m.group("nbits") or 8)
-        return PQIndex(dim, int(m.group("m")), nbits, metric)
+        if m.group("fs") and nbits != 4:
+            raise ValueError(f"index spec {spec!r}: fast-scan ('fs') needs 4-bit codes, "
+                             f"e.g. 'PQ{m.group('m')}x4fs'")
+        return PQIndex(dim, int(m.group("m")), nbits, metric, fast_scan=bool(m.group("fs")))
     raise ValueError(f"unknown index spec {spec!r}; supported: 'Flat', 'Flat(<storage>)' with "
                      f"storage in {', '.join(STORAGES)}, 'PQ<m>x<nbits>'")

@@ -128,14 +128,27 @@ class PQIndex:
     ``m * nbits / 8`` bytes per vector, searched with ADC lookup tables (the query stays
     float; ``sdc=True`` encodes it too). Distances are to the reconstructed vectors: squared
     L2 for "l2", inner products for "ip" and "cosine". Needs ``train`` before ``add``.
+
+    ``fast_scan=True`` (4-bit codes, m <= 256; factory "PQ<m>x4fs") stores codes in blocks of
+    32 vectors and scans them with uint8 lookup tables held in SIMD registers; distances are
+    then estimates from the quantized tables (their error is at most m/2 table steps).
     """
 
-    def __init__(self, dim: int, m: int, nbits: int = 8, metric: str = "l2"):
+    def __init__(self, dim: int, m: int, nbits: int = 8, metric: str = "l2", *,
+                 fast_scan: bool = False):
         _check_shape(dim, m, nbits)
         if metric not in METRICS:
             raise ValueError(f"metric must be one of {METRICS}; got {metric!r}")
-        self._index = _core.PQIndex(int(dim), int(m), int(nbits), metric)
+        if fast_scan:
+            if nbits != 4:
+                raise ValueError(f"fast_scan needs nbits=4; got {nbits}")
+            if m > 256:
+                raise ValueError(f"fast_scan supports m <= 256; got {m}")
+            self._index = _core.PQFastScanIndex(int(dim), int(m), metric)
+        else:
+            self._index = _core.PQIndex(int(dim), int(m), int(nbits), metric)
         self._dim, self._m, self._nbits = int(dim), int(m), int(nbits)
+        self._fast_scan = bool(fast_scan)
 
     dim = property(lambda self: self._dim)
     m = property(lambda self: self._m)
@@ -145,13 +158,15 @@ class PQIndex:
     is_trained = property(lambda self: self._index.is_trained)
     memory_usage = property(lambda self: self._index.memory_usage)
     code_size = property(lambda self: (self._m * self._nbits + 7) // 8)
+    fast_scan = property(lambda self: self._fast_scan)
 
     def __len__(self):
         return self.ntotal
 
     def __repr__(self):
+        fs = ", fast_scan=True" if self.fast_scan else ""
         return (f"PQIndex(dim={self.dim}, m={self.m}, nbits={self.nbits}, "
-                f"metric={self.metric!r}, ntotal={self.ntotal})")
+                f"metric={self.metric!r}{fs}, ntotal={self.ntotal})")
 
     @property
     def pq(self) -> PQ:
@@ -179,7 +194,12 @@ class PQIndex:
         if not self.is_trained:
             raise ValueError("search: the index is not trained; call train(x) first")
         q = as_f32_matrix(q, self.dim, "queries")
-        D, I = self._index.search(q, as_k(k), as_threads(threads), bool(sdc))
+        if self.fast_scan:
+            if sdc:
+                raise ValueError("sdc=True is not available with fast_scan")
+            D, I = self._index.search(q, as_k(k), as_threads(threads))
+        else:
+            D, I = self._index.search(q, as_k(k), as_threads(threads), bool(sdc))
         return SearchResult(D, I)
 
     def reconstruct(self, ids) -> np.ndarray:
@@ -198,13 +218,15 @@ class PQIndex:
     def _write(self, f):
         cent = self._index.pq().centroids() if self.is_trained else np.zeros(0, np.float32)
         write_container(f, "PQIX", self.dim, self.ntotal,
-                        {"m": self.m, "nbits": self.nbits, "metric": self.metric},
+                        {"m": self.m, "nbits": self.nbits, "metric": self.metric,
+                         "fast_scan": self.fast_scan},
                         {"CENT": cent, "CODE": self._index.codes(), "IDS_": self._index.ids()})
 
     @classmethod
     def _from_parts(cls, dim, ntotal, meta, arrays, source):
         try:
-            index = cls(dim, meta["m"], meta["nbits"], meta["metric"])
+            index = cls(dim, meta["m"], meta["nbits"], meta["metric"],
+                        fast_scan=bool(meta.get("fast_scan", False)))
             if arrays["CENT"].size:
                 index._index.pq().set_centroids(np.ascontiguousarray(arrays["CENT"], np.float32))
             index._index.restore(np.ascontiguousarray(arrays["CODE"], np.uint8),

@@ -33,6 +33,12 @@ struct Kernels {
   // 64 and padding centroids have cnorm = +inf. best[i] gets that minimum.
   void (*nearest)(const float* x, size_t n, size_t dim, const float* ct, const float* cnorm,
                   size_t kpad, int64_t* assign, float* best);
+  // 4-bit PQ fast-scan. codes: nblocks blocks of 32 vectors, each npairs x 32 bytes (see
+  // pq_fast_scan.hpp); lut: npairs x 32 bytes (16 entries of sub-quantizer 2t, then 2t+1).
+  // out[32 * b + v] = sum over sub-quantizers of lut[code of vector v of block b]: exact
+  // uint16 sums (255 * 2 * npairs <= 65535), the same at every SIMD level.
+  void (*pq4_accumulate)(const uint8_t* codes, size_t nblocks, size_t npairs, const uint8_t* lut,
+                         uint16_t* out);
 };
 
 const Kernels& kernels(Isa isa);

@@ -208,10 +208,48 @@ void nearest(const float* x, size_t n, size_t dim, const float* ct, const float*
   }
 }
 
+// 4-bit fast-scan: per pair of sub-quantizers one 32-byte code load (low lane: 2t, high
+// lane: 2t+1), two vpshufb lookups (vectors 0-15 from low nibbles, 16-31 from high ones), and
+// 16-bit accumulation of byte pairs: a word sums both bytes, a second accumulator sums the high
+// bytes alone, and even = all - 256 * high recovers the low bytes exactly at the end.
+void pq4_accumulate(const uint8_t* codes, size_t nblocks, size_t npairs, const uint8_t* lut,
+                    uint16_t* out) {
+  const __m256i low4 = _mm256_set1_epi8(15);
+  for (size_t b = 0; b < nblocks; ++b) {
+    __m256i all_lo = _mm256_setzero_si256(), high_lo = all_lo;  // vectors 0..15
+    __m256i all_hi = all_lo, high_hi = all_lo;                  // vectors 16..31
+    const uint8_t* c = codes + b * npairs * 32;
+    for (size_t t = 0; t < npairs; ++t) {
+      const __m256i code = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + 32 * t));
+      const __m256i table = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(lut + 32 * t));
+      const __m256i r_lo = _mm256_shuffle_epi8(table, _mm256_and_si256(code, low4));
+      const __m256i r_hi =
+          _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(code, 4), low4));
+      all_lo = _mm256_add_epi16(all_lo, r_lo);
+      high_lo = _mm256_add_epi16(high_lo, _mm256_srli_epi16(r_lo, 8));
+      all_hi = _mm256_add_epi16(all_hi, r_hi);
+      high_hi = _mm256_add_epi16(high_hi, _mm256_srli_epi16(r_hi, 8));
+    }
+    // Per lane: words hold (even vector, odd vector) byte pairs; the two lanes are the two
+    // sub-quantizers of each pair, so they add up.
+    uint16_t* o = out + 32 * b;
+    auto finish = [&](__m256i all, __m256i high, uint16_t* dst) {
+      const __m256i even = _mm256_sub_epi16(all, _mm256_slli_epi16(high, 8));
+      const __m128i e = _mm_add_epi16(_mm256_castsi256_si128(even), _mm256_extracti128_si256(even, 1));
+      const __m128i h = _mm_add_epi16(_mm256_castsi256_si128(high), _mm256_extracti128_si256(high, 1));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), _mm_unpacklo_epi16(e, h));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 8), _mm_unpackhi_epi16(e, h));
+    };
+    finish(all_lo, high_lo, o);
+    finish(all_hi, high_hi, o + 16);
+  }
+}
+
 }  // namespace
 
 const Kernels* avx2_kernels() {
-  static const Kernels k{kMq, kMr, dot_rows, decode_rows, gemm_tile, dot_rows_i8, nearest};
+  static const Kernels k{kMq,       kMr,         dot_rows, decode_rows,
+                         gemm_tile, dot_rows_i8, nearest,  pq4_accumulate};
   return &k;
 }
 

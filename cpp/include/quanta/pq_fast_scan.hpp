@@ -1,0 +1,59 @@
+// 4-bit PQ fast-scan index (after faiss's IndexPQFastScan and Quick ADC): codes sit in blocks
+// of 32 vectors so that one 32-byte load holds two sub-quantizers' codes for the whole block,
+// and the per-query lookup tables, quantized to uint8, live in SIMD registers (vpshufb).
+//
+// Block layout: block b, pair t (sub-quantizers 2t, 2t+1): 32 bytes; byte 16 * h + v holds,
+// for sub-quantizer 2t + h, vector v's code in its low nibble and vector v + 16's in its high
+// nibble. Distances are estimates acc / scale + bias from exact uint16 sums of the quantized
+// tables, so every SIMD level returns the same results.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "quanta/flat.hpp"
+#include "quanta/labels.hpp"
+#include "quanta/pq.hpp"
+
+namespace quanta {
+
+class PQFastScanIndex {
+ public:
+  PQFastScanIndex(size_t dim, size_t m, Metric metric);  // 4-bit codes, m <= 256
+
+  size_t dim() const { return pq_.dim(); }
+  Metric metric() const { return metric_; }
+  size_t ntotal() const { return ntotal_; }
+  bool is_trained() const { return pq_.is_trained(); }
+  size_t npairs() const { return (pq_.m() + 1) / 2; }
+  size_t memory_usage() const;
+  ProductQuantizer& pq() { return pq_; }
+  const ProductQuantizer& pq() const { return pq_; }
+
+  void train(const float* x, size_t n, const KMeansParams& params);
+  void add(const float* x, size_t n, const int64_t* ids, int threads);
+  void search(const float* q, size_t nq, size_t k, int threads, float* distances,
+              int64_t* labels) const;
+  void reconstruct(const int64_t* ids, size_t n, float* out) const;
+  void reset();
+
+  // Plain 4-bit codes (two per byte, as ProductQuantizer writes them) of every vector, and
+  // the ids: the serialized form, independent of the block layout.
+  std::vector<uint8_t> codes() const;
+  const std::vector<int64_t>& ids() const { return labels_.raw(); }
+  void restore(const std::vector<uint8_t>& codes, std::vector<int64_t> ids, size_t ntotal);
+
+  // Quantized tables of one query (npairs x 32 bytes) and the map back to distances.
+  void quantized_tables(const float* q, uint8_t* lut, float* scale, float* bias) const;
+
+ private:
+  void pack(const uint8_t* codes, size_t first, size_t n);  // plain codes of vectors first..
+  size_t code_of(size_t pos, size_t j) const;
+
+  ProductQuantizer pq_;
+  Metric metric_;
+  size_t ntotal_ = 0;
+  std::vector<uint8_t> blocks_;  // ceil(ntotal / 32) * npairs * 32 bytes
+  Labels labels_;
+};
+
+}  // namespace quanta

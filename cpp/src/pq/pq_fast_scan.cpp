@@ -1,0 +1,209 @@
+#include "quanta/pq_fast_scan.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <stdexcept>
+#include <string>
+
+#include "quanta/block_scan.hpp"
+#include "quanta/error.hpp"
+#include "quanta/kernels.hpp"
+
+namespace quanta {
+
+namespace {
+constexpr size_t kBlock = 32;
+constexpr size_t kVectorsPerTask = 16384;  // a multiple of kBlock
+
+void require_finite(const float* x, size_t n, const char* what) {
+  for (size_t i = 0; i < n; ++i)
+    if (!std::isfinite(x[i]))
+      throw std::invalid_argument(std::string(what) + " contains NaN or infinity");
+}
+
+std::vector<float> normalized(const float* x, size_t n, size_t dim) {
+  std::vector<float> out(x, x + n * dim);
+  for (size_t i = 0; i < n; ++i) {
+    double s = 0;
+    for (size_t p = 0; p < dim; ++p) s += double(out[i * dim + p]) * out[i * dim + p];
+    if (s > 0)
+      for (size_t p = 0; p < dim; ++p) out[i * dim + p] = float(out[i * dim + p] / std::sqrt(s));
+  }
+  return out;
+}
+}  // namespace
+
+PQFastScanIndex::PQFastScanIndex(size_t dim, size_t m, Metric metric)
+    : pq_(dim, m, 4), metric_(metric) {
+  // uint16 sums of up to m entries of 255 must not overflow.
+  require(m <= 256, "PQ fast-scan supports m <= 256; got " + std::to_string(m));
+}
+
+size_t PQFastScanIndex::memory_usage() const {
+  return blocks_.size() + labels_.memory_usage() + pq_.centroids().size() * sizeof(float);
+}
+
+void PQFastScanIndex::train(const float* x, size_t n, const KMeansParams& params) {
+  require_finite(x, n * dim(), "train: x");
+  if (metric_ == Metric::cosine) {
+    const std::vector<float> xn = normalized(x, n, dim());
+    pq_.train(xn.data(), n, params);
+  } else {
+    pq_.train(x, n, params);
+  }
+}
+
+size_t PQFastScanIndex::code_of(size_t pos, size_t j) const {
+  const size_t b = pos / kBlock, v = pos % kBlock;
+  const uint8_t byte = blocks_[(b * npairs() + j / 2) * 32 + 16 * (j % 2) + v % 16];
+  return v < 16 ? byte & 15 : byte >> 4;
+}
+
+void PQFastScanIndex::pack(const uint8_t* codes, size_t first, size_t n) {
+  const size_t cs = pq_.code_size();
+  for (size_t i = 0; i < n; ++i) {
+    const size_t pos = first + i, b = pos / kBlock, v = pos % kBlock;
+    for (size_t j = 0; j < pq_.m(); ++j) {
+      uint8_t& byte = blocks_[(b * npairs() + j / 2) * 32 + 16 * (j % 2) + v % 16];
+      const uint8_t c = uint8_t(pq_.code_at(codes + i * cs, j));
+      byte = uint8_t(v < 16 ? (byte & 0xF0) | c : (byte & 0x0F) | (c << 4));
+    }
+  }
+}
+
+void PQFastScanIndex::add(const float* x, size_t n, const int64_t* ids, int threads) {
+  if (!is_trained()) throw std::invalid_argument("add: the index is not trained; call train first");
+  if (n == 0) return;
+  require_finite(x, n * dim(), "add: x");
+  Labels::check(ids, n);
+  std::vector<uint8_t> codes(n * pq_.code_size());
+  if (metric_ == Metric::cosine) {
+    const std::vector<float> xn = normalized(x, n, dim());
+    pq_.encode(xn.data(), n, codes.data(), resolve_threads(threads));
+  } else {
+    pq_.encode(x, n, codes.data(), resolve_threads(threads));
+  }
+  std::vector<int64_t> next = labels_.with_added(ids, n, ntotal_);
+  blocks_.resize((ntotal_ + n + kBlock - 1) / kBlock * npairs() * 32, 0);  // may throw: nothing lost
+  pack(codes.data(), ntotal_, n);
+  labels_.commit(std::move(next));
+  ntotal_ += n;
+}
+
+void PQFastScanIndex::reset() {
+  blocks_.clear();
+  labels_.assign({});
+  ntotal_ = 0;
+}
+
+void PQFastScanIndex::quantized_tables(const float* q, uint8_t* lut, float* scale,
+                                       float* bias) const {
+  // Plain double arithmetic (no SIMD kernel), so every SIMD level gets the same tables and
+  // therefore the same integer sums and results. Smaller is better: ip is negated.
+  const size_t m = pq_.m(), ds = pq_.dsub();
+  const bool l2 = metric_ == Metric::l2;
+  std::vector<float> t(m * 16);
+  for (size_t j = 0; j < m; ++j)
+    for (size_t c = 0; c < 16; ++c) {
+      const float* cen = pq_.centroids().data() + (j * 16 + c) * ds;
+      double v = 0;
+      for (size_t p = 0; p < ds; ++p) {
+        const double x = q[j * ds + p];
+        v += l2 ? (x - cen[p]) * (x - cen[p]) : -x * cen[p];
+      }
+      t[j * 16 + c] = float(v);
+    }
+  double b = 0;
+  float span = 0;
+  std::vector<float> lo(m);
+  for (size_t j = 0; j < m; ++j) {
+    lo[j] = *std::min_element(t.begin() + j * 16, t.begin() + (j + 1) * 16);
+    span = std::max(span, *std::max_element(t.begin() + j * 16, t.begin() + (j + 1) * 16) - lo[j]);
+    b += lo[j];
+  }
+  const float a = span > 0 ? 255.0f / span : 1.0f;
+  std::fill(lut, lut + npairs() * 32, uint8_t(0));
+  for (size_t j = 0; j < m; ++j)
+    for (size_t c = 0; c < 16; ++c)
+      lut[(j / 2) * 32 + 16 * (j % 2) + c] =
+          uint8_t(std::min(255.0f, std::nearbyint((t[j * 16 + c] - lo[j]) * a)));
+  *scale = a;
+  *bias = float(b);
+}
+
+void PQFastScanIndex::search(const float* q, size_t nq, size_t k, int threads, float* distances,
+                             int64_t* labels) const {
+  require(k > 0, "search: k must be >= 1; got 0");
+  if (!is_trained()) throw std::invalid_argument("search: the index is not trained");
+  require_finite(q, nq * dim(), "search: queries");
+  threads = resolve_threads(threads);
+  std::vector<float> qn;
+  if (metric_ == Metric::cosine) {
+    qn = normalized(q, nq, dim());
+    q = qn.data();
+  }
+  const size_t np = npairs();
+  std::vector<uint8_t> luts(nq * np * 32);
+  std::vector<float> scale(nq), bias(nq);
+  for (size_t i = 0; i < nq; ++i)
+    quantized_tables(q + i * dim(), luts.data() + i * np * 32, &scale[i], &bias[i]);
+  const Kernels& kern = kernels(active_isa());
+  std::vector<std::vector<uint16_t>> acc(static_cast<size_t>(threads),
+                                         std::vector<uint16_t>(kVectorsPerTask));
+  // Scores: minus the exact integer sum, so ties break on position alone.
+  TopKSet heaps = scan_blocks(
+      nq, ntotal_, k, kVectorsPerTask, threads,
+      [&](size_t i, size_t begin, size_t count, float* s, size_t w) {
+        const size_t nblocks = (count + kBlock - 1) / kBlock;
+        uint16_t* a = acc[w].data();
+        kern.pq4_accumulate(blocks_.data() + begin / kBlock * np * 32, nblocks, np,
+                            luts.data() + i * np * 32, a);
+        for (size_t r = 0; r < count; ++r) s[r] = -float(a[r]);
+      });
+  const bool l2 = metric_ == Metric::l2;
+  const float inf = std::numeric_limits<float>::infinity();
+  write_results(heaps, k, labels_, l2 ? inf : -inf, distances, labels, [&](size_t i, float score) {
+    const float d = -score / scale[i] + bias[i];
+    return l2 ? d : -d;  // ip / cosine: the estimated inner product
+  });
+}
+
+void PQFastScanIndex::reconstruct(const int64_t* ids, size_t n, float* out) const {
+  std::vector<uint8_t> code(pq_.code_size());
+  for (size_t i = 0; i < n; ++i) {
+    const int64_t pos = labels_.position_of(ids[i], ntotal_);
+    if (pos < 0) throw std::out_of_range("reconstruct: id " + std::to_string(ids[i]) +
+                                         " is not in the index");
+    std::fill(code.begin(), code.end(), uint8_t(0));
+    for (size_t j = 0; j < pq_.m(); ++j) code[j / 2] |= uint8_t(code_of(size_t(pos), j) << (4 * (j % 2)));
+    pq_.decode(code.data(), 1, out + i * dim());
+  }
+}
+
+std::vector<uint8_t> PQFastScanIndex::codes() const {
+  std::vector<uint8_t> out(ntotal_ * pq_.code_size(), 0);
+  for (size_t pos = 0; pos < ntotal_; ++pos)
+    for (size_t j = 0; j < pq_.m(); ++j)
+      out[pos * pq_.code_size() + j / 2] |= uint8_t(code_of(pos, j) << (4 * (j % 2)));
+  return out;
+}
+
+void PQFastScanIndex::restore(const std::vector<uint8_t>& codes, std::vector<int64_t> ids,
+                              size_t ntotal) {
+  const size_t cs = pq_.code_size();
+  if (codes.size() != ntotal * cs)
+    throw std::invalid_argument("corrupt index data: code array has the wrong size");
+  if (!(ids.empty() || ids.size() == ntotal)) throw std::invalid_argument("corrupt index data: ids");
+  if (ntotal > 0 && !is_trained()) throw std::invalid_argument("corrupt index data: no codebook");
+  if (pq_.m() % 2)
+    for (size_t i = 0; i < ntotal; ++i)
+      if (codes[(i + 1) * cs - 1] >> 4)
+        throw std::invalid_argument("corrupt index data: code out of range");
+  blocks_.assign((ntotal + kBlock - 1) / kBlock * npairs() * 32, 0);
+  pack(codes.data(), 0, ntotal);
+  labels_.assign(std::move(ids));
+  ntotal_ = ntotal;
+}
+
+}  // namespace quanta
