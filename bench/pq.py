@@ -2,8 +2,9 @@
 
     python -m bench.pq --data clustered --n 100000 --d 128 --nq 1000 --m 16,32 [--threads 1]
 
-Prints recall@10 against exact L2 search, training time, and QPS at 1 thread and all
-threads, with quanta/faiss ratios. (4-bit fast-scan, IVF-PQ and refinement come later.)
+Also 4-bit fast-scan (--m-fs) against faiss IndexPQFastScan. Prints recall@10 against exact
+L2 search, training time, and QPS at 1 thread and all threads, with quanta/faiss ratios.
+(IVF-PQ and refinement come later.)
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ def main(argv=None):
     p.add_argument("--nq", type=int, default=1000)
     p.add_argument("--m", default="16,32")
     p.add_argument("--nbits", type=int, default=8)
+    p.add_argument("--m-fs", default="32,64", help="m values for 4-bit fast-scan ('' to skip)")
     args = p.parse_args(argv)
     A.openblas_coretype_fix()
     import faiss
@@ -40,13 +42,15 @@ def main(argv=None):
     _, gt = datasets.ground_truth(xb, xq, 10, "l2")
     threads = A.default_threads()
     rows = []
-    for m in [int(v) for v in args.m.split(",")]:
+    configs = [(int(v), args.nbits, False) for v in args.m.split(",") if v]
+    configs += [(int(v), 4, True) for v in args.m_fs.split(",") if v]
+    for m, nbits, fs in configs:
         res = {}
         faiss.omp_set_num_threads(1)
-        f = faiss.IndexPQ(d, m, args.nbits)
+        f = faiss.IndexPQFastScan(d, m, 4) if fs else faiss.IndexPQ(d, m, nbits)
         _, res["faiss", "train"] = _time(lambda: f.train(xb))
         f.add(xb)
-        q = quanta.PQIndex(d, m, args.nbits, metric="l2")
+        q = quanta.PQIndex(d, m, nbits, metric="l2", fast_scan=fs)
         _, res["quanta", "train"] = _time(lambda: q.train(xb, threads=1))
         q.add(xb)
         for t in (1, threads):
@@ -55,19 +59,21 @@ def main(argv=None):
             (_, Iq), tq = _time(lambda: q.search(xq, 10, threads=t))
             res["faiss", t] = (len(xq) / tf, datasets.recall_at_k(If, gt, 10))
             res["quanta", t] = (len(xq) / tq, datasets.recall_at_k(Iq, gt, 10))
-        rows.append((m, res))
-    print(f"## flat PQ: data={args.data} n={len(xb)} d={d} nq={len(xq)} nbits={args.nbits} "
-          f"threads=1,{threads}\n")
+        rows.append((m, nbits, fs, res))
+    print(f"## flat PQ: data={args.data} n={len(xb)} d={d} nq={len(xq)} threads=1,{threads}\n")
     print("| code | system | recall@10 | train s (1T) | QPS 1T | QPS all | QPS× 1T | QPS× all | train× |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
-    for m, res in rows:
-        for sysname, peer in (("faiss IndexPQ", "faiss"), ("quanta PQIndex", "quanta")):
+    for m, nbits, fs, res in rows:
+        names = (("faiss IndexPQFastScan", "faiss"), ("quanta PQIndex fast_scan", "quanta")) if fs \
+            else (("faiss IndexPQ", "faiss"), ("quanta PQIndex", "quanta"))
+        for sysname, peer in names:
             q1, r = res[peer, 1]
             qa, _ = res[peer, threads]
             ratio = ("", "", "") if peer == "faiss" else (
                 f"{q1 / res['faiss', 1][0]:.2f}", f"{qa / res['faiss', threads][0]:.2f}",
                 f"{res['quanta', 'train'] / res['faiss', 'train']:.2f}")
-            print(f"| PQ{m}x{args.nbits} ({m * args.nbits // 8} B) | {sysname} | {r:.4f} | "
+            spec = f"PQ{m}x{nbits}" + ("fs" if fs else "")
+            print(f"| {spec} ({m * nbits // 8} B) | {sysname} | {r:.4f} | "
                   f"{res[peer, 'train']:.2f} | {q1:,.0f} | {qa:,.0f} | " + " | ".join(ratio) + " |")
 
 

@@ -354,12 +354,15 @@ void FlatIndex::search_rows(const float* q, size_t nq, size_t k, const SearchPar
   const int threads = resolve_threads(params.threads);
   std::vector<std::vector<int32_t>> idots(params.quantize_queries ? size_t(threads) : 0,
                                           std::vector<int32_t>(kRowsPerTask));
+  std::vector<std::vector<float>> dots(static_cast<size_t>(threads),
+                                       std::vector<float>(kRowsPerTask));
   // Scores: a * dot - |x|^2 (l2); the row scale is one per vector, one global, or 1.
   const float a = (metric_ == Metric::l2 ? 2.0f : 1.0f) *
                   (f8_scale_ == F8Scale::global ? global_scale_ : 1.0f);
   TopKSet heaps = scan_blocks(
       nq, ntotal_, k, kRowsPerTask, threads,
-      [&](size_t i, size_t begin, size_t count, float* s, size_t w) {
+      [&](size_t i, size_t begin, size_t count, TopKSet& top, size_t w) {
+        float* s = dots[w].data();
         const uint8_t* codes = codes_.data() + begin * code_size();
         if (params.quantize_queries) {
           int32_t* id = idots[w].data();
@@ -375,6 +378,7 @@ void FlatIndex::search_rows(const float* q, size_t nq, size_t k, const SearchPar
           s[r] *= vscale ? a * vscale[r] : a;
           if (norms) s[r] -= norms[r];
         }
+        push_scores(top, i, begin, s, count);
       });
   finish(heaps, k, qnorm, distances, labels);
 }

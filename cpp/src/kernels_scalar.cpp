@@ -87,7 +87,7 @@ void nearest(const float* x, size_t n, size_t dim, const float* ct, const float*
 }
 
 void pq4_accumulate(const uint8_t* codes, size_t nblocks, size_t npairs, const uint8_t* lut,
-                    uint16_t* out) {
+                    uint16_t limit, uint16_t* out, uint32_t* below) {
   for (size_t b = 0; b < nblocks; ++b) {
     uint16_t* o = out + 32 * b;
     std::fill(o, o + 32, uint16_t(0));
@@ -101,6 +101,9 @@ void pq4_accumulate(const uint8_t* codes, size_t nblocks, size_t npairs, const u
           o[v + 16] = uint16_t(o[v + 16] + l[16 * half + (byte >> 4)]);
         }
     }
+    below[b] = 0;
+    for (size_t v = 0; v < 32; ++v)
+      if (o[v] <= limit) below[b] |= 1u << v;
   }
 }
 

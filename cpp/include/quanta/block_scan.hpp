@@ -12,28 +12,29 @@
 
 namespace quanta {
 
-// score(i, begin, count, out, worker): scores (higher is better) of query i against items
-// [begin, begin + count) into out. Returns the merged top-k of every query.
-template <class ScoreFn>
-TopKSet scan_blocks(size_t nq, size_t n, size_t k, size_t block, int threads,
-                              ScoreFn&& score) {
+// Pushes count scores s (items begin, begin + 1, ...) into query i's top-k.
+inline void push_scores(TopKSet& top, size_t i, size_t begin, const float* s, size_t count) {
+  float thr = top.threshold(i);
+  for (size_t r = 0; r < count; ++r)
+    if (s[r] >= thr) {
+      top.push(i, s[r], int64_t(begin + r));
+      thr = top.threshold(i);
+    }
+}
+
+// scan(i, begin, count, top, worker) offers query i the items [begin, begin + count) by
+// pushing into `top` (the worker's heaps; push_scores does it for a score array). Returns the
+// merged top-k of every query.
+template <class ScanFn>
+TopKSet scan_blocks(size_t nq, size_t n, size_t k, size_t block, int threads, ScanFn&& scan) {
   const size_t nblocks = (n + block - 1) / block;
   const size_t ntasks = nblocks * nq;
   const size_t nworkers = std::max<size_t>(1, std::min<size_t>(ntasks, size_t(threads)));
   std::vector<TopKSet> heaps(nworkers, TopKSet(nq, k));
-  std::vector<std::vector<float>> bufs(nworkers, std::vector<float>(std::min(block, n)));
   parallel_for(ntasks, int(nworkers), [&](size_t t, size_t w) {
     const size_t b = t / nq, i = t % nq;
-    const size_t begin = b * block, count = std::min(n - begin, block);
-    float* s = bufs[w].data();
-    score(i, begin, count, s, w);
-    TopKSet& top = heaps[w];
-    float thr = top.threshold(i);
-    for (size_t r = 0; r < count; ++r)
-      if (s[r] >= thr) {
-        top.push(i, s[r], int64_t(begin + r));
-        thr = top.threshold(i);
-      }
+    const size_t begin = b * block;
+    scan(i, begin, std::min(n - begin, block), heaps[w], w);
   });
   for (size_t w = 1; w < nworkers; ++w) heaps[0].merge(heaps[w]);
   return std::move(heaps[0]);

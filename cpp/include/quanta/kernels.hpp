@@ -36,9 +36,10 @@ struct Kernels {
   // 4-bit PQ fast-scan. codes: nblocks blocks of 32 vectors, each npairs x 32 bytes (see
   // pq_fast_scan.hpp); lut: npairs x 32 bytes (16 entries of sub-quantizer 2t, then 2t+1).
   // out[32 * b + v] = sum over sub-quantizers of lut[code of vector v of block b]: exact
-  // uint16 sums (255 * 2 * npairs <= 65535), the same at every SIMD level.
+  // uint16 sums (255 * 2 * npairs <= 65535), the same at every SIMD level. Bit v of
+  // below[b] is set when out[32 * b + v] <= limit (a top-k candidate).
   void (*pq4_accumulate)(const uint8_t* codes, size_t nblocks, size_t npairs, const uint8_t* lut,
-                         uint16_t* out);
+                         uint16_t limit, uint16_t* out, uint32_t* below);
 };
 
 const Kernels& kernels(Isa isa);

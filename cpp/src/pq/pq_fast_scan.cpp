@@ -150,16 +150,30 @@ void PQFastScanIndex::search(const float* q, size_t nq, size_t k, int threads, f
     quantized_tables(q + i * dim(), luts.data() + i * np * 32, &scale[i], &bias[i]);
   const Kernels& kern = kernels(active_isa());
   std::vector<std::vector<uint16_t>> acc(static_cast<size_t>(threads),
-                                         std::vector<uint16_t>(kVectorsPerTask));
-  // Scores: minus the exact integer sum, so ties break on position alone.
+                                         std::vector<uint16_t>(1024));
+  // Scores: minus the exact integer sum, so ties break on position alone. The kernel flags
+  // the sums at or under the current k-th one; it runs on sub-chunks so that limit stays fresh.
+  constexpr size_t kSub = 1024;
+  std::vector<std::vector<uint32_t>> masks(static_cast<size_t>(threads),
+                                           std::vector<uint32_t>(kSub / kBlock));
   TopKSet heaps = scan_blocks(
       nq, ntotal_, k, kVectorsPerTask, threads,
-      [&](size_t i, size_t begin, size_t count, float* s, size_t w) {
-        const size_t nblocks = (count + kBlock - 1) / kBlock;
+      [&](size_t i, size_t begin, size_t count, TopKSet& top, size_t w) {
         uint16_t* a = acc[w].data();
-        kern.pq4_accumulate(blocks_.data() + begin / kBlock * np * 32, nblocks, np,
-                            luts.data() + i * np * 32, a);
-        for (size_t r = 0; r < count; ++r) s[r] = -float(a[r]);
+        uint32_t* below = masks[w].data();
+        for (size_t s0 = 0; s0 < count; s0 += kSub) {
+          const size_t sub = std::min(kSub, count - s0), nblocks = (sub + kBlock - 1) / kBlock;
+          const float t = top.threshold(i);
+          const uint16_t limit =
+              t == -std::numeric_limits<float>::infinity() ? uint16_t(65535) : uint16_t(-t);
+          kern.pq4_accumulate(blocks_.data() + (begin + s0) / kBlock * np * 32, nblocks, np,
+                              luts.data() + i * np * 32, limit, a, below);
+          for (size_t b = 0; b < nblocks; ++b)
+            for (uint32_t bits = below[b]; bits; bits &= bits - 1) {
+              const size_t r = 32 * b + size_t(__builtin_ctz(bits));
+              if (r < sub) top.push(i, -float(a[r]), int64_t(begin + s0 + r));
+            }
+        }
       });
   const bool l2 = metric_ == Metric::l2;
   const float inf = std::numeric_limits<float>::infinity();

@@ -98,12 +98,16 @@ void PQIndex::search(const float* q, size_t nq, size_t k, int threads, bool sdc,
       pq_.distance_tables(qp + q0 * dim(), nb, l2, tables.data());
     }
     // Scores are "higher is better": l2 distances are negated while scanning.
+    std::vector<std::vector<float>> scores(static_cast<size_t>(threads),
+                                           std::vector<float>(kCodesPerTask));
     TopKSet heaps = scan_blocks(
         nb, ntotal_, k, kCodesPerTask, threads,
-        [&](size_t i, size_t begin, size_t count, float* s, size_t) {
+        [&](size_t i, size_t begin, size_t count, TopKSet& top, size_t w) {
+          float* s = scores[w].data();
           pq_.scan(tables.data() + i * m * ks, codes_.data() + begin * cs, count, s);
           if (l2)
             for (size_t r = 0; r < count; ++r) s[r] = -s[r];
+          push_scores(top, i, begin, s, count);
         });
     write_results(heaps, k, labels_, l2 ? inf : -inf, distances + q0 * k, labels + q0 * k,
                   [&](size_t, float score) { return l2 ? -score : score; });

@@ -392,7 +392,8 @@ void nearest(const float* x, size_t n, size_t dim, const float* ct, const float*
 // 4-bit fast-scan (see kernels_avx2.cpp for the accumulation trick): two pairs of
 // sub-quantizers per 64-byte load, four 128-bit lanes; an odd last pair runs at 256 bits.
 void pq4_accumulate(const uint8_t* codes, size_t nblocks, size_t npairs, const uint8_t* lut,
-                    uint16_t* out) {
+                    uint16_t limit, uint16_t* out, uint32_t* below) {
+  const __m128i lim = _mm_set1_epi16(short(limit));
   const __m512i low4 = _mm512_set1_epi8(15);
   const __m256i low4y = _mm256_set1_epi8(15);
   for (size_t b = 0; b < nblocks; ++b) {
@@ -427,15 +428,19 @@ void pq4_accumulate(const uint8_t* codes, size_t nblocks, size_t npairs, const u
       h_hi = _mm256_add_epi16(h_hi, _mm256_srli_epi16(r_hi, 8));
     }
     uint16_t* o = out + 32 * b;
+    // Returns the 16-bit mask of the 16 results that are <= limit (x <= l iff max(x, l) == l).
     auto finish = [&](__m256i all, __m256i high, uint16_t* dst) {
       const __m256i even = _mm256_sub_epi16(all, _mm256_slli_epi16(high, 8));
       const __m128i e = _mm_add_epi16(_mm256_castsi256_si128(even), _mm256_extracti128_si256(even, 1));
       const __m128i h = _mm_add_epi16(_mm256_castsi256_si128(high), _mm256_extracti128_si256(high, 1));
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), _mm_unpacklo_epi16(e, h));
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 8), _mm_unpackhi_epi16(e, h));
+      const __m128i r0 = _mm_unpacklo_epi16(e, h), r1 = _mm_unpackhi_epi16(e, h);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), r0);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 8), r1);
+      const __m128i le0 = _mm_cmpeq_epi16(_mm_max_epu16(r0, lim), lim);
+      const __m128i le1 = _mm_cmpeq_epi16(_mm_max_epu16(r1, lim), lim);
+      return uint32_t(_mm_movemask_epi8(_mm_packs_epi16(le0, le1)));
     };
-    finish(a_lo, h_lo, o);
-    finish(a_hi, h_hi, o + 16);
+    below[b] = finish(a_lo, h_lo, o) | finish(a_hi, h_hi, o + 16) << 16;
   }
 }
 
