@@ -86,8 +86,8 @@ void nearest(const float* x, size_t n, size_t dim, const float* ct, const float*
   }
 }
 
-void pq4_accumulate(const uint8_t* codes, size_t nblocks, size_t npairs, const uint8_t* lut,
-                    uint16_t limit, uint16_t* out, uint32_t* below) {
+void pq4_accumulate_one(const uint8_t* codes, size_t nblocks, size_t npairs, const uint8_t* lut,
+                        uint16_t limit, uint16_t* out, uint32_t* below) {
   for (size_t b = 0; b < nblocks; ++b) {
     uint16_t* o = out + 32 * b;
     std::fill(o, o + 32, uint16_t(0));
@@ -105,6 +105,13 @@ void pq4_accumulate(const uint8_t* codes, size_t nblocks, size_t npairs, const u
     for (size_t v = 0; v < 32; ++v)
       if (o[v] <= limit) below[b] |= 1u << v;
   }
+}
+
+void pq4_accumulate(const uint8_t* codes, size_t nblocks, size_t npairs, const uint8_t* lut,
+                    size_t nq, const uint16_t* limit, uint16_t* out, uint32_t* below) {
+  for (size_t q = 0; q < nq; ++q)
+    pq4_accumulate_one(codes, nblocks, npairs, lut + q * npairs * 32, limit[q],
+                       out + q * nblocks * 32, below + q * nblocks);
 }
 
 }  // namespace

@@ -22,19 +22,22 @@ inline void push_scores(TopKSet& top, size_t i, size_t begin, const float* s, si
     }
 }
 
-// scan(i, begin, count, top, worker) offers query i the items [begin, begin + count) by
-// pushing into `top` (the worker's heaps; push_scores does it for a score array). Returns the
-// merged top-k of every query.
+// scan(g, begin, count, top, worker) offers the queries of group g (queries g * group ..
+// g * group + group - 1, group = 1 by default) the items [begin, begin + count) by pushing into
+// `top` (the worker's heaps; push_scores does it for a score array). Returns the merged top-k
+// of every query.
 template <class ScanFn>
-TopKSet scan_blocks(size_t nq, size_t n, size_t k, size_t block, int threads, ScanFn&& scan) {
+TopKSet scan_blocks(size_t nq, size_t n, size_t k, size_t block, int threads, ScanFn&& scan,
+                    size_t group = 1) {
   const size_t nblocks = (n + block - 1) / block;
-  const size_t ntasks = nblocks * nq;
+  const size_t ngroups = (nq + group - 1) / group;
+  const size_t ntasks = nblocks * ngroups;
   const size_t nworkers = std::max<size_t>(1, std::min<size_t>(ntasks, size_t(threads)));
   std::vector<TopKSet> heaps(nworkers, TopKSet(nq, k));
   parallel_for(ntasks, int(nworkers), [&](size_t t, size_t w) {
-    const size_t b = t / nq, i = t % nq;
+    const size_t b = t / ngroups, g = t % ngroups;
     const size_t begin = b * block;
-    scan(i, begin, std::min(n - begin, block), heaps[w], w);
+    scan(g, begin, std::min(n - begin, block), heaps[w], w);
   });
   for (size_t w = 1; w < nworkers; ++w) heaps[0].merge(heaps[w]);
   return std::move(heaps[0]);

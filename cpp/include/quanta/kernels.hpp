@@ -37,9 +37,11 @@ struct Kernels {
   // pq_fast_scan.hpp); lut: npairs x 32 bytes (16 entries of sub-quantizer 2t, then 2t+1).
   // out[32 * b + v] = sum over sub-quantizers of lut[code of vector v of block b]: exact
   // uint16 sums (255 * 2 * npairs <= 65535), the same at every SIMD level. Bit v of
-  // below[b] is set when out[32 * b + v] <= limit (a top-k candidate).
+  // below[b] is set when out[32 * b + v] <= limit (a top-k candidate). For nq <= 4 queries at
+  // once (they share each code load): lut, limit, out and below hold nq consecutive entries
+  // (npairs * 32 bytes, 1, nblocks * 32 and nblocks each).
   void (*pq4_accumulate)(const uint8_t* codes, size_t nblocks, size_t npairs, const uint8_t* lut,
-                         uint16_t limit, uint16_t* out, uint32_t* below);
+                         size_t nq, const uint16_t* limit, uint16_t* out, uint32_t* below);
 };
 
 const Kernels& kernels(Isa isa);

@@ -149,32 +149,39 @@ void PQFastScanIndex::search(const float* q, size_t nq, size_t k, int threads, f
   for (size_t i = 0; i < nq; ++i)
     quantized_tables(q + i * dim(), luts.data() + i * np * 32, &scale[i], &bias[i]);
   const Kernels& kern = kernels(active_isa());
+  // Scores: minus the exact integer sum, so ties break on position alone. Queries go four
+  // at a time through the kernel, which flags the sums at or under each query's current k-th
+  // one; it runs on sub-chunks so that limit stays fresh.
+  constexpr size_t kSub = 1024, kGroup = 4;
   std::vector<std::vector<uint16_t>> acc(static_cast<size_t>(threads),
-                                         std::vector<uint16_t>(1024));
-  // Scores: minus the exact integer sum, so ties break on position alone. The kernel flags
-  // the sums at or under the current k-th one; it runs on sub-chunks so that limit stays fresh.
-  constexpr size_t kSub = 1024;
+                                         std::vector<uint16_t>(kGroup * kSub));
   std::vector<std::vector<uint32_t>> masks(static_cast<size_t>(threads),
-                                           std::vector<uint32_t>(kSub / kBlock));
+                                           std::vector<uint32_t>(kGroup * kSub / kBlock));
   TopKSet heaps = scan_blocks(
       nq, ntotal_, k, kVectorsPerTask, threads,
-      [&](size_t i, size_t begin, size_t count, TopKSet& top, size_t w) {
+      [&](size_t g, size_t begin, size_t count, TopKSet& top, size_t w) {
+        const size_t q0 = g * kGroup, nqg = std::min(kGroup, nq - q0);
         uint16_t* a = acc[w].data();
         uint32_t* below = masks[w].data();
+        uint16_t limit[kGroup];
         for (size_t s0 = 0; s0 < count; s0 += kSub) {
           const size_t sub = std::min(kSub, count - s0), nblocks = (sub + kBlock - 1) / kBlock;
-          const float t = top.threshold(i);
-          const uint16_t limit =
-              t == -std::numeric_limits<float>::infinity() ? uint16_t(65535) : uint16_t(-t);
+          for (size_t q = 0; q < nqg; ++q) {
+            const float t = top.threshold(q0 + q);
+            limit[q] = t == -std::numeric_limits<float>::infinity() ? uint16_t(65535) : uint16_t(-t);
+          }
           kern.pq4_accumulate(blocks_.data() + (begin + s0) / kBlock * np * 32, nblocks, np,
-                              luts.data() + i * np * 32, limit, a, below);
-          for (size_t b = 0; b < nblocks; ++b)
-            for (uint32_t bits = below[b]; bits; bits &= bits - 1) {
-              const size_t r = 32 * b + size_t(__builtin_ctz(bits));
-              if (r < sub) top.push(i, -float(a[r]), int64_t(begin + s0 + r));
-            }
+                              luts.data() + q0 * np * 32, nqg, limit, a, below);
+          for (size_t q = 0; q < nqg; ++q)
+            for (size_t b = 0; b < nblocks; ++b)
+              for (uint32_t bits = below[q * nblocks + b]; bits; bits &= bits - 1) {
+                const size_t r = 32 * b + size_t(__builtin_ctz(bits));
+                if (r < sub)
+                  top.push(q0 + q, -float(a[q * nblocks * 32 + r]), int64_t(begin + s0 + r));
+              }
         }
-      });
+      },
+      kGroup);
   const bool l2 = metric_ == Metric::l2;
   const float inf = std::numeric_limits<float>::infinity();
   write_results(heaps, k, labels_, l2 ? inf : -inf, distances, labels, [&](size_t i, float score) {

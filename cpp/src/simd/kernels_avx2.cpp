@@ -212,8 +212,8 @@ void nearest(const float* x, size_t n, size_t dim, const float* ct, const float*
 // lane: 2t+1), two vpshufb lookups (vectors 0-15 from low nibbles, 16-31 from high ones), and
 // 16-bit accumulation of byte pairs: a word sums both bytes, a second accumulator sums the high
 // bytes alone, and even = all - 256 * high recovers the low bytes exactly at the end.
-void pq4_accumulate(const uint8_t* codes, size_t nblocks, size_t npairs, const uint8_t* lut,
-                    uint16_t limit, uint16_t* out, uint32_t* below) {
+void pq4_accumulate_one(const uint8_t* codes, size_t nblocks, size_t npairs, const uint8_t* lut,
+                        uint16_t limit, uint16_t* out, uint32_t* below) {
   const __m128i lim = _mm_set1_epi16(short(limit));
   const __m256i low4 = _mm256_set1_epi8(15);
   for (size_t b = 0; b < nblocks; ++b) {
@@ -248,6 +248,13 @@ void pq4_accumulate(const uint8_t* codes, size_t nblocks, size_t npairs, const u
     };
     below[b] = finish(all_lo, high_lo, o) | finish(all_hi, high_hi, o + 16) << 16;
   }
+}
+
+void pq4_accumulate(const uint8_t* codes, size_t nblocks, size_t npairs, const uint8_t* lut,
+                    size_t nq, const uint16_t* limit, uint16_t* out, uint32_t* below) {
+  for (size_t q = 0; q < nq; ++q)
+    pq4_accumulate_one(codes, nblocks, npairs, lut + q * npairs * 32, limit[q],
+                       out + q * nblocks * 32, below + q * nblocks);
 }
 
 }  // namespace

@@ -390,57 +390,86 @@ void nearest(const float* x, size_t n, size_t dim, const float* ct, const float*
 }
 
 // 4-bit fast-scan (see kernels_avx2.cpp for the accumulation trick): two pairs of
-// sub-quantizers per 64-byte load, four 128-bit lanes; an odd last pair runs at 256 bits.
-void pq4_accumulate(const uint8_t* codes, size_t nblocks, size_t npairs, const uint8_t* lut,
-                    uint16_t limit, uint16_t* out, uint32_t* below) {
-  const __m128i lim = _mm_set1_epi16(short(limit));
+// sub-quantizers per 64-byte load, four 128-bit lanes, and NQ queries sharing each code load
+// and nibble split; an odd last pair runs at 256 bits.
+template <int NQ>
+void pq4_accumulate_t(const uint8_t* codes, size_t nblocks, size_t npairs, const uint8_t* lut,
+                      const uint16_t* limit, uint16_t* out, uint32_t* below) {
   const __m512i low4 = _mm512_set1_epi8(15);
   const __m256i low4y = _mm256_set1_epi8(15);
+  const size_t lstride = npairs * 32;
   for (size_t b = 0; b < nblocks; ++b) {
-    __m512i all_lo = _mm512_setzero_si512(), high_lo = all_lo, all_hi = all_lo, high_hi = all_lo;
-    const uint8_t* c = codes + b * npairs * 32;
+    __m512i all_lo[NQ], high_lo[NQ], all_hi[NQ], high_hi[NQ];
+    for (int q = 0; q < NQ; ++q)
+      all_lo[q] = high_lo[q] = all_hi[q] = high_hi[q] = _mm512_setzero_si512();
+    const uint8_t* c = codes + b * lstride;
     size_t t = 0;
     for (; t + 2 <= npairs; t += 2) {
       const __m512i code = _mm512_loadu_si512(c + 32 * t);
-      const __m512i table = _mm512_loadu_si512(lut + 32 * t);
-      const __m512i r_lo = _mm512_shuffle_epi8(table, _mm512_and_si512(code, low4));
-      const __m512i r_hi =
-          _mm512_shuffle_epi8(table, _mm512_and_si512(_mm512_srli_epi16(code, 4), low4));
-      all_lo = _mm512_add_epi16(all_lo, r_lo);
-      high_lo = _mm512_add_epi16(high_lo, _mm512_srli_epi16(r_lo, 8));
-      all_hi = _mm512_add_epi16(all_hi, r_hi);
-      high_hi = _mm512_add_epi16(high_hi, _mm512_srli_epi16(r_hi, 8));
+      const __m512i nib_lo = _mm512_and_si512(code, low4);
+      const __m512i nib_hi = _mm512_and_si512(_mm512_srli_epi16(code, 4), low4);
+      for (int q = 0; q < NQ; ++q) {
+        const __m512i table = _mm512_loadu_si512(lut + q * lstride + 32 * t);
+        const __m512i r_lo = _mm512_shuffle_epi8(table, nib_lo);
+        const __m512i r_hi = _mm512_shuffle_epi8(table, nib_hi);
+        all_lo[q] = _mm512_add_epi16(all_lo[q], r_lo);
+        high_lo[q] = _mm512_add_epi16(high_lo[q], _mm512_srli_epi16(r_lo, 8));
+        all_hi[q] = _mm512_add_epi16(all_hi[q], r_hi);
+        high_hi[q] = _mm512_add_epi16(high_hi[q], _mm512_srli_epi16(r_hi, 8));
+      }
     }
     // Fold the upper 256 bits onto the lower: lanes 2, 3 are more sub-quantizers.
     auto fold = [](__m512i v) {
       return _mm256_add_epi16(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1));
     };
-    __m256i a_lo = fold(all_lo), h_lo = fold(high_lo), a_hi = fold(all_hi), h_hi = fold(high_hi);
-    if (t < npairs) {
+    __m256i nl = _mm256_setzero_si256(), nh = nl;
+    const bool odd = t < npairs;
+    if (odd) {
       const __m256i code = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + 32 * t));
-      const __m256i table = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(lut + 32 * t));
-      const __m256i r_lo = _mm256_shuffle_epi8(table, _mm256_and_si256(code, low4y));
-      const __m256i r_hi =
-          _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(code, 4), low4y));
-      a_lo = _mm256_add_epi16(a_lo, r_lo);
-      h_lo = _mm256_add_epi16(h_lo, _mm256_srli_epi16(r_lo, 8));
-      a_hi = _mm256_add_epi16(a_hi, r_hi);
-      h_hi = _mm256_add_epi16(h_hi, _mm256_srli_epi16(r_hi, 8));
+      nl = _mm256_and_si256(code, low4y);
+      nh = _mm256_and_si256(_mm256_srli_epi16(code, 4), low4y);
     }
-    uint16_t* o = out + 32 * b;
-    // Returns the 16-bit mask of the 16 results that are <= limit (x <= l iff max(x, l) == l).
-    auto finish = [&](__m256i all, __m256i high, uint16_t* dst) {
-      const __m256i even = _mm256_sub_epi16(all, _mm256_slli_epi16(high, 8));
-      const __m128i e = _mm_add_epi16(_mm256_castsi256_si128(even), _mm256_extracti128_si256(even, 1));
-      const __m128i h = _mm_add_epi16(_mm256_castsi256_si128(high), _mm256_extracti128_si256(high, 1));
-      const __m128i r0 = _mm_unpacklo_epi16(e, h), r1 = _mm_unpackhi_epi16(e, h);
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), r0);
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 8), r1);
-      const __m128i le0 = _mm_cmpeq_epi16(_mm_max_epu16(r0, lim), lim);
-      const __m128i le1 = _mm_cmpeq_epi16(_mm_max_epu16(r1, lim), lim);
-      return uint32_t(_mm_movemask_epi8(_mm_packs_epi16(le0, le1)));
-    };
-    below[b] = finish(a_lo, h_lo, o) | finish(a_hi, h_hi, o + 16) << 16;
+    for (int q = 0; q < NQ; ++q) {
+      __m256i a_lo = fold(all_lo[q]), h_lo = fold(high_lo[q]);
+      __m256i a_hi = fold(all_hi[q]), h_hi = fold(high_hi[q]);
+      if (odd) {
+        const __m256i table =
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(lut + q * lstride + 32 * t));
+        const __m256i r_lo = _mm256_shuffle_epi8(table, nl);
+        const __m256i r_hi = _mm256_shuffle_epi8(table, nh);
+        a_lo = _mm256_add_epi16(a_lo, r_lo);
+        h_lo = _mm256_add_epi16(h_lo, _mm256_srli_epi16(r_lo, 8));
+        a_hi = _mm256_add_epi16(a_hi, r_hi);
+        h_hi = _mm256_add_epi16(h_hi, _mm256_srli_epi16(r_hi, 8));
+      }
+      const __m128i lim = _mm_set1_epi16(short(limit[q]));
+      uint16_t* o = out + q * nblocks * 32 + 32 * b;
+      // Stores 16 results; returns the mask of those <= limit (x <= l iff max(x, l) == l).
+      auto finish = [&](__m256i all, __m256i high, uint16_t* dst) {
+        const __m256i even = _mm256_sub_epi16(all, _mm256_slli_epi16(high, 8));
+        const __m128i e =
+            _mm_add_epi16(_mm256_castsi256_si128(even), _mm256_extracti128_si256(even, 1));
+        const __m128i h =
+            _mm_add_epi16(_mm256_castsi256_si128(high), _mm256_extracti128_si256(high, 1));
+        const __m128i r0 = _mm_unpacklo_epi16(e, h), r1 = _mm_unpackhi_epi16(e, h);
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), r0);
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 8), r1);
+        const __m128i le0 = _mm_cmpeq_epi16(_mm_max_epu16(r0, lim), lim);
+        const __m128i le1 = _mm_cmpeq_epi16(_mm_max_epu16(r1, lim), lim);
+        return uint32_t(_mm_movemask_epi8(_mm_packs_epi16(le0, le1)));
+      };
+      below[q * nblocks + b] = finish(a_lo, h_lo, o) | finish(a_hi, h_hi, o + 16) << 16;
+    }
+  }
+}
+
+void pq4_accumulate(const uint8_t* codes, size_t nblocks, size_t npairs, const uint8_t* lut,
+                    size_t nq, const uint16_t* limit, uint16_t* out, uint32_t* below) {
+  switch (nq) {
+    case 1: return pq4_accumulate_t<1>(codes, nblocks, npairs, lut, limit, out, below);
+    case 2: return pq4_accumulate_t<2>(codes, nblocks, npairs, lut, limit, out, below);
+    case 3: return pq4_accumulate_t<3>(codes, nblocks, npairs, lut, limit, out, below);
+    default: return pq4_accumulate_t<4>(codes, nblocks, npairs, lut, limit, out, below);
   }
 }
 
