@@ -10,6 +10,7 @@
 #include "quanta/error.hpp"
 #include "quanta/kernels.hpp"
 #include "quanta/parallel.hpp"
+#include "quanta/rows.hpp"
 
 namespace quanta {
 
@@ -19,25 +20,6 @@ constexpr size_t kRowsPerTask = 4096;    // one-query-at-a-time scans
 constexpr size_t kBlockBytes = 256 << 10;  // decoded rows per GEMM task: stays in L2
 constexpr size_t kPanelsPerChunk = 8;    // query panels per GEMM task
 constexpr size_t kMinGemmQueries = 4;    // fewer queries scan row by row
-
-void require_finite(const float* x, size_t n, const char* what) {
-  for (size_t i = 0; i < n; ++i)
-    if (!std::isfinite(x[i]))
-      throw std::invalid_argument(std::string(what) + " contains NaN or infinity at row " +
-                                  std::to_string(i) + "; only finite values can be indexed");
-}
-
-void normalize_rows(float* x, size_t n, size_t dim) {
-  for (size_t i = 0; i < n; ++i) {
-    float* r = x + i * dim;
-    double s = 0;
-    for (size_t p = 0; p < dim; ++p) s += double(r[p]) * r[p];
-    if (s > 0) {
-      const float inv = float(1.0 / std::sqrt(s));
-      for (size_t p = 0; p < dim; ++p) r[p] *= inv;
-    }
-  }
-}
 
 float max_abs(const float* x, size_t n) {
   float m = 0.0f;
@@ -244,11 +226,7 @@ void FlatIndex::search(const float* q, size_t nq, size_t k, const SearchParams& 
   if (metric_ == Metric::cosine) normalize_rows(qs.data(), nq, dim_);
   std::vector<float> qnorm(nq, 0.0f);
   if (metric_ == Metric::l2)
-    for (size_t i = 0; i < nq; ++i) {
-      double s = 0;
-      for (size_t p = 0; p < dim_; ++p) s += double(qs[i * dim_ + p]) * qs[i * dim_ + p];
-      qnorm[i] = float(s);
-    }
+    for (size_t i = 0; i < nq; ++i) qnorm[i] = float(sq_norm(qs.data() + i * dim_, dim_));
   if (!dim_scale_.empty())
     for (size_t i = 0; i < nq; ++i)
       for (size_t p = 0; p < dim_; ++p) qs[i * dim_ + p] *= dim_scale_[p];

@@ -10,6 +10,7 @@
 #include "quanta/kernels.hpp"
 #include "quanta/parallel.hpp"
 #include "quanta/random.hpp"
+#include "quanta/rows.hpp"
 
 namespace quanta {
 
@@ -17,20 +18,6 @@ namespace {
 
 constexpr size_t kChunk = 4096;
 constexpr size_t kDirectMaxDim = 64;  // up to here the per-point kernel beats the GEMM path
-
-double sq_norm(const float* v, size_t dim) {
-  double s = 0;
-  for (size_t p = 0; p < dim; ++p) s += double(v[p]) * v[p];
-  return s;
-}
-
-void normalize(float* v, size_t dim) {
-  const double s = sq_norm(v, dim);
-  if (s > 0) {
-    const float inv = float(1.0 / std::sqrt(s));
-    for (size_t p = 0; p < dim; ++p) v[p] *= inv;
-  }
-}
 
 // k-means++ seeding: each next centroid is drawn with probability proportional to the squared
 // distance to the nearest one chosen so far (for spherical, to 1 - cosine).
@@ -186,8 +173,7 @@ KMeansResult kmeans(const float* x, size_t n, size_t dim, size_t k, const KMeans
       counts[c] = counts[donor] / 2;
       counts[donor] -= counts[c];
     }
-    if (params.spherical)
-      for (size_t c = 0; c < k; ++c) normalize(res.centroids.data() + c * dim, dim);
+    if (params.spherical) normalize_rows(res.centroids.data(), k, dim);
   }
   // Final assignment of the full input to the final centroids.
   res.assign.resize(n);

@@ -60,3 +60,15 @@ def as_threads(threads) -> int:
     if threads < 0:
         raise ValueError(f"threads must be >= 0 (0 = all cores); got {threads}")
     return int(threads)
+
+
+def reconstruct_ids(native, ids) -> np.ndarray:
+    """native.reconstruct over checked ids; one vector for a scalar id; KeyError if unknown."""
+    scalar = np.ndim(ids) == 0
+    ids = np.atleast_1d(ids)
+    ids = as_ids(ids, ids.shape[0]) if ids.size else np.zeros(0, np.int64)
+    try:
+        out = native.reconstruct(ids)
+    except IndexError as e:
+        raise KeyError(str(e)) from None
+    return out[0] if scalar else out

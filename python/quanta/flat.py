@@ -7,8 +7,8 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _core
-from ._validate import as_f32_matrix, as_ids, as_k, as_threads
-from .io import FormatError, atomic_write, register_kind, to_bytes, write_container
+from ._validate import as_f32_matrix, as_ids, as_k, as_threads, reconstruct_ids
+from .io import FormatError, Persistent, register_kind, write_container
 from .storage import STORAGES, _check_storage
 
 METRICS = ("ip", "l2", "cosine")
@@ -27,7 +27,7 @@ class SearchResult(NamedTuple):
     ids: np.ndarray
 
 
-class FlatIndex:
+class FlatIndex(Persistent):
     """Exact k-NN search over vectors stored as f32, f16, bf16, f8e4m3, f8e5m2 or i8.
 
     Parameters
@@ -122,14 +122,7 @@ class FlatIndex:
 
     def reconstruct(self, ids) -> np.ndarray:
         """The stored (decoded) vectors for `ids`, shape (len(ids), dim); cosine: normalized."""
-        scalar = np.ndim(ids) == 0
-        ids = np.atleast_1d(ids)
-        ids = as_ids(ids, ids.shape[0]) if ids.size else np.zeros(0, np.int64)
-        try:
-            out = self._index.reconstruct(ids)
-        except IndexError as e:
-            raise KeyError(str(e)) from None
-        return out[0] if scalar else out
+        return reconstruct_ids(self._index, ids)
 
     # -- persistence ------------------------------------------------------------------------
     def _write(self, f) -> None:
@@ -152,16 +145,6 @@ class FlatIndex:
             raise FormatError(f"{source}: not a valid FLAT index ({e})") from None
         return index
 
-    def save(self, path) -> None:
-        """Writes the index to `path` atomically: a failed save leaves an old file intact."""
-        atomic_write(path, self._write)
-
-    def to_bytes(self) -> bytes:
-        return to_bytes(self)
-
-    def __reduce__(self):
-        from .io import from_bytes
-        return (from_bytes, (self.to_bytes(),))
 
 
 register_kind("FLAT", FlatIndex)

@@ -143,6 +143,20 @@ def to_bytes(index) -> bytes:
     return out.getvalue()
 
 
+class Persistent:
+    """save / to_bytes / pickling for a class with ``_write(f)`` whose kind is registered."""
+
+    def save(self, path) -> None:
+        """Writes to `path` atomically: a failed save leaves an existing file intact."""
+        atomic_write(path, self._write)
+
+    def to_bytes(self) -> bytes:
+        return to_bytes(self)
+
+    def __reduce__(self):
+        return (from_bytes, (self.to_bytes(),))
+
+
 _KINDS = {}
 
 

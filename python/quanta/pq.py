@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 
 from . import _core
-from ._validate import as_f32_matrix, as_ids, as_k, as_threads
+from ._validate import as_f32_matrix, as_ids, as_k, as_threads, reconstruct_ids
 from .flat import METRICS, SearchResult
-from .io import FormatError, atomic_write, register_kind, to_bytes, write_container
+from .io import FormatError, Persistent, register_kind, write_container
 
 
 def _check_shape(dim, m, nbits):
@@ -27,7 +27,7 @@ def _train_args(niter, seed, max_points_per_centroid, threads):
     return int(niter), int(seed), int(max_points_per_centroid), as_threads(threads)
 
 
-class PQ:
+class PQ(Persistent):
     """Product quantizer: ``dim`` splits into ``m`` sub-vectors, each coded with ``nbits``
     (4 or 8) bits by its own k-means codebook. Codes are uint8 arrays of ``code_size`` bytes
     per vector (8 bits: one byte per sub-vector; 4 bits: two per byte, low nibble first).
@@ -112,18 +112,9 @@ class PQ:
             raise FormatError(f"{source}: not a valid PQ ({e})") from None
         return pq
 
-    def save(self, path):
-        atomic_write(path, self._write)
-
-    def to_bytes(self) -> bytes:
-        return to_bytes(self)
-
-    def __reduce__(self):
-        from .io import from_bytes
-        return (from_bytes, (self.to_bytes(),))
 
 
-class PQIndex:
+class PQIndex(Persistent):
     """Flat product-quantization index: ``m`` sub-quantizers of ``nbits`` (4 or 8) bits, so
     ``m * nbits / 8`` bytes per vector, searched with ADC lookup tables (the query stays
     float; ``sdc=True`` encodes it too). Distances are to the reconstructed vectors: squared
@@ -203,14 +194,8 @@ class PQIndex:
         return SearchResult(D, I)
 
     def reconstruct(self, ids) -> np.ndarray:
-        scalar = np.ndim(ids) == 0
-        ids = np.atleast_1d(ids)
-        ids = as_ids(ids, ids.shape[0]) if ids.size else np.zeros(0, np.int64)
-        try:
-            out = self._index.reconstruct(ids)
-        except IndexError as e:
-            raise KeyError(str(e)) from None
-        return out[0] if scalar else out
+        """The decoded vectors for `ids`, shape (len(ids), dim)."""
+        return reconstruct_ids(self._index, ids)
 
     def reset(self) -> None:
         self._index.reset()
@@ -235,15 +220,6 @@ class PQIndex:
             raise FormatError(f"{source}: not a valid PQIX index ({e})") from None
         return index
 
-    def save(self, path):
-        atomic_write(path, self._write)
-
-    def to_bytes(self) -> bytes:
-        return to_bytes(self)
-
-    def __reduce__(self):
-        from .io import from_bytes
-        return (from_bytes, (self.to_bytes(),))
 
 
 register_kind("PQ__", PQ)

@@ -9,6 +9,7 @@
 #include "quanta/block_scan.hpp"
 #include "quanta/error.hpp"
 #include "quanta/kernels.hpp"
+#include "quanta/rows.hpp"
 
 namespace quanta {
 
@@ -16,20 +17,10 @@ namespace {
 constexpr size_t kBlock = 32;
 constexpr size_t kVectorsPerTask = 16384;  // a multiple of kBlock
 
-void require_finite(const float* x, size_t n, const char* what) {
-  for (size_t i = 0; i < n; ++i)
-    if (!std::isfinite(x[i]))
-      throw std::invalid_argument(std::string(what) + " contains NaN or infinity");
-}
 
 std::vector<float> normalized(const float* x, size_t n, size_t dim) {
   std::vector<float> out(x, x + n * dim);
-  for (size_t i = 0; i < n; ++i) {
-    double s = 0;
-    for (size_t p = 0; p < dim; ++p) s += double(out[i * dim + p]) * out[i * dim + p];
-    if (s > 0)
-      for (size_t p = 0; p < dim; ++p) out[i * dim + p] = float(out[i * dim + p] / std::sqrt(s));
-  }
+  normalize_rows(out.data(), n, dim);
   return out;
 }
 }  // namespace

@@ -7,6 +7,7 @@
 
 #include "quanta/block_scan.hpp"
 #include "quanta/error.hpp"
+#include "quanta/rows.hpp"
 
 namespace quanta {
 
@@ -14,11 +15,6 @@ namespace {
 constexpr size_t kCodesPerTask = 16384;
 constexpr size_t kQueriesPerBatch = 256;  // bounds the lookup tables held at once
 
-void require_finite(const float* x, size_t n, const char* what) {
-  for (size_t i = 0; i < n; ++i)
-    if (!std::isfinite(x[i]))
-      throw std::invalid_argument(std::string(what) + " contains NaN or infinity");
-}
 }  // namespace
 
 PQIndex::PQIndex(size_t dim, size_t m, size_t nbits, Metric metric)
@@ -31,13 +27,7 @@ size_t PQIndex::memory_usage() const {
 const float* PQIndex::prepared(const float* x, size_t n, std::vector<float>& buf) const {
   if (metric_ != Metric::cosine) return x;
   buf.assign(x, x + n * dim());
-  for (size_t i = 0; i < n; ++i) {
-    float* r = buf.data() + i * dim();
-    double s = 0;
-    for (size_t p = 0; p < dim(); ++p) s += double(r[p]) * r[p];
-    if (s > 0)
-      for (size_t p = 0; p < dim(); ++p) r[p] = float(r[p] / std::sqrt(s));
-  }
+  normalize_rows(buf.data(), n, dim());
   return buf.data();
 }
 
