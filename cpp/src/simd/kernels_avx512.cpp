@@ -444,19 +444,19 @@ void pq4_accumulate_t(const uint8_t* codes, size_t nblocks, size_t npairs, const
       }
       const __m128i lim = _mm_set1_epi16(short(limit[q]));
       uint16_t* o = out + q * nblocks * 32 + 32 * b;
-      // Stores 16 results; returns the mask of those <= limit (x <= l iff max(x, l) == l).
-      auto finish = [&](__m256i all, __m256i high, uint16_t* dst) {
+      // Returns the mask of the 16 results <= limit; stores the results only when there is
+      // one (after the first blocks most have none).
+      auto finish = [&](__m256i all, __m256i high, uint16_t* dst) -> uint32_t {
         const __m256i even = _mm256_sub_epi16(all, _mm256_slli_epi16(high, 8));
         const __m128i e =
             _mm_add_epi16(_mm256_castsi256_si128(even), _mm256_extracti128_si256(even, 1));
         const __m128i h =
             _mm_add_epi16(_mm256_castsi256_si128(high), _mm256_extracti128_si256(high, 1));
-        const __m128i r0 = _mm_unpacklo_epi16(e, h), r1 = _mm_unpackhi_epi16(e, h);
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), r0);
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 8), r1);
-        const __m128i le0 = _mm_cmpeq_epi16(_mm_max_epu16(r0, lim), lim);
-        const __m128i le1 = _mm_cmpeq_epi16(_mm_max_epu16(r1, lim), lim);
-        return uint32_t(_mm_movemask_epi8(_mm_packs_epi16(le0, le1)));
+        const uint32_t me = _mm_cmple_epu16_mask(e, lim), mh = _mm_cmple_epu16_mask(h, lim);
+        if ((me | mh) == 0) return 0;
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), _mm_unpacklo_epi16(e, h));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 8), _mm_unpackhi_epi16(e, h));
+        return _pdep_u32(me, 0x5555u) | _pdep_u32(mh, 0xAAAAu);  // vector 2w: e, 2w + 1: h
       };
       below[q * nblocks + b] = finish(a_lo, h_lo, o) | finish(a_hi, h_hi, o + 16) << 16;
     }
