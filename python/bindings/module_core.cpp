@@ -8,6 +8,7 @@
 #include "quanta/dispatch.hpp"
 #include "quanta/error.hpp"
 #include "quanta/flat.hpp"
+#include "quanta/ivf_pq.hpp"
 #include "quanta/kmeans.hpp"
 #include "quanta/pq.hpp"
 #include "quanta/pq_fast_scan.hpp"
@@ -287,6 +288,67 @@ PYBIND11_MODULE(_core, m) {
       self.search(p, nq, k, threads, D, I);
     });
   });
+
+  py::class_<IVFPQIndex>(m, "IVFPQIndex")
+      .def(py::init([](size_t dim, size_t nlist, size_t m, size_t nbits, const std::string& metric) {
+        return new IVFPQIndex(dim, nlist, m, nbits, metric_from_name(metric));
+      }))
+      .def_property_readonly("ntotal", &IVFPQIndex::ntotal)
+      .def_property_readonly("is_trained", &IVFPQIndex::is_trained)
+      .def_property_readonly("memory_usage", &IVFPQIndex::memory_usage)
+      .def_property_readonly("metric", [](const IVFPQIndex& s) { return metric_name(s.metric()); })
+      .def("pq", [](IVFPQIndex& self) -> ProductQuantizer& { return self.pq(); },
+           py::return_value_policy::reference_internal)
+      .def("train", [kmeans_params](IVFPQIndex& self, const py::array& x, size_t coarse_niter,
+                                    size_t niter, uint64_t seed, size_t mppc, int threads) {
+        size_t n;
+        const float* p = f32_rows(x, self.dim(), n, "x");
+        py::gil_scoped_release nogil;
+        self.train(p, n, kmeans_params(coarse_niter, seed, mppc, threads),
+                   kmeans_params(niter, seed + 1, mppc, threads));
+      })
+      .def("add", [](IVFPQIndex& self, const py::array& x, const py::object& ids, int threads) {
+        size_t n;
+        const float* p = f32_rows(x, self.dim(), n, "x");
+        py::array_t<int64_t, py::array::c_style> id_arr;
+        const int64_t* idp = nullptr;
+        if (!ids.is_none()) {
+          id_arr = ids.cast<py::array_t<int64_t, py::array::c_style>>();
+          if (size_t(id_arr.size()) != n) throw py::value_error("ids must have one id per row");
+          idp = id_arr.data();
+        }
+        py::gil_scoped_release nogil;
+        self.add(p, n, idp, threads);
+      })
+      .def("search", [](const IVFPQIndex& self, const py::array& q, size_t k, size_t nprobe,
+                        int threads) {
+        return search_into(self.dim(), q, k, [&](const float* p, size_t nq, float* D, int64_t* I) {
+          self.search(p, nq, k, nprobe, threads, D, I);
+        });
+      })
+      .def("reconstruct", [](const IVFPQIndex& self, const py::array_t<int64_t, py::array::c_style>& ids) {
+        const size_t n = size_t(ids.size());
+        py::array_t<float> out({py::ssize_t(n), py::ssize_t(self.dim())});
+        const int64_t* ip = ids.data();
+        float* op = out.mutable_data();
+        py::gil_scoped_release nogil;
+        self.reconstruct(ip, n, op);
+        return out;
+      })
+      .def("reset", &IVFPQIndex::reset)
+      .def("state", [](const IVFPQIndex& self) {
+        py::dict d;
+        d["centroids"] = to_numpy(self.centroids());
+        d["sizes"] = to_numpy(self.list_sizes());
+        d["codes"] = to_numpy(self.all_codes());
+        d["ids"] = to_numpy(self.all_ids());
+        return d;
+      })
+      .def("restore", [](IVFPQIndex& self, const py::array& centroids, const py::array& sizes,
+                         const py::array& codes, const py::array& ids) {
+        self.restore(from_numpy<float>(centroids, "centroids"), from_numpy<uint64_t>(sizes, "sizes"),
+                     from_numpy<uint8_t>(codes, "codes"), from_numpy<int64_t>(ids, "ids"));
+      });
 
   py::class_<FlatIndex>(m, "FlatIndex")
       .def(py::init([](size_t dim, const std::string& metric, const std::string& storage,

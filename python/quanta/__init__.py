@@ -16,7 +16,7 @@ from .flat import FlatIndex, SearchResult
 from .io import FormatError, from_bytes, load, read_header
 from . import datasets
 from .kmeans import KMeansResult, kmeans
-from .pq import PQ, PQIndex
+from .pq import PQ, IVFPQIndex, PQIndex
 from .storage import STORAGES, decode, encode
 
 __version__ = "0.1.0"
@@ -26,7 +26,7 @@ try:  # the CUDA module exists only in builds that found nvcc
 except ImportError:
     _cuda = None
 
-__all__ = ["FlatIndex", "PQIndex", "PQ", "index_factory", "kmeans", "KMeansResult", "SearchResult", "encode", "decode", "load", "from_bytes", "read_header",
+__all__ = ["FlatIndex", "PQIndex", "IVFPQIndex", "PQ", "index_factory", "kmeans", "KMeansResult", "SearchResult", "encode", "decode", "load", "from_bytes", "read_header",
            "build_info", "set_simd_level", "simd_level", "set_num_threads", "get_num_threads",
            "cuda_available", "FormatError", "QuantaError", "STORAGES"]
 

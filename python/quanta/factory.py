@@ -4,11 +4,12 @@ from __future__ import annotations
 import re
 
 from .flat import FlatIndex
-from .pq import PQIndex
+from .pq import IVFPQIndex, PQIndex
 from .storage import STORAGES
 
 _FLAT = re.compile(r"^Flat(?:\((?P<storage>[a-z0-9]+)\))?$")
 _PQ = re.compile(r"^PQ(?P<m>[0-9]+)(?:x(?P<nbits>[0-9]+))?(?P<fs>fs)?$")
+_IVF = re.compile(r"^IVF(?P<nlist>[0-9]+),(?P<rest>.+)$")
 
 
 def index_factory(dim: int, spec: str, metric: str = "ip"):
@@ -16,7 +17,8 @@ def index_factory(dim: int, spec: str, metric: str = "ip"):
 
     Supported now: ``"Flat"`` (float32), ``"Flat(<storage>)"`` with storage one of
     f32, f16, bf16, f8e4m3, f8e5m2, i8, ``"PQ<m>"`` / ``"PQ<m>x<nbits>"`` (nbits 4 or 8,
-    default 8): a flat PQ index searched by ADC, and ``"PQ<m>x4fs"``: 4-bit fast-scan.
+    default 8): a flat PQ index searched by ADC, ``"PQ<m>x4fs"``: 4-bit fast-scan, and
+    ``"IVF<nlist>,PQ<m>x<nbits>"``: IVF-PQ on residuals.
     """
     if not isinstance(spec, str):
         raise TypeError(f"spec must be a string; got {type(spec).__name__}")
@@ -27,6 +29,14 @@ def index_factory(dim: int, spec: str, metric: str = "ip"):
             raise ValueError(f"index spec {spec!r}: unknown storage {storage!r}; expected one of "
                              f"{', '.join(STORAGES)}")
         return FlatIndex(dim, metric, storage)
+    ivf = _IVF.match(spec.strip())
+    if ivf:
+        m = _PQ.match(ivf.group("rest").strip())
+        if not m or m.group("fs"):
+            raise ValueError(f"index spec {spec!r}: after 'IVF<nlist>,' this version supports "
+                             f"'PQ<m>x<nbits>' (fast-scan lists and refinement come later)")
+        return IVFPQIndex(dim, int(ivf.group("nlist")), int(m.group("m")),
+                          int(m.group("nbits") or 8), metric)
     m = _PQ.match(spec.strip())
     if m:
         nbits = int(m.group("nbits") or 8)

@@ -224,3 +224,103 @@ class PQIndex(Persistent):
 
 register_kind("PQ__", PQ)
 register_kind("PQIX", PQIndex)
+
+
+class IVFPQIndex(Persistent):
+    """IVF-PQ: ``nlist`` inverted lists from a coarse k-means; each vector stored as the PQ code
+    (``m`` x ``nbits``) of its residual to its list's centroid. ``search`` visits the ``nprobe``
+    closest lists (``index.nprobe`` by default, 1 to start, as in faiss). Distances are to the
+    reconstructions: squared L2 for "l2", inner products for "ip" / "cosine".
+    """
+
+    def __init__(self, dim: int, nlist: int, m: int, nbits: int = 8, metric: str = "l2"):
+        _check_shape(dim, m, nbits)
+        if isinstance(nlist, bool) or not isinstance(nlist, (int, np.integer)) or nlist < 1:
+            raise ValueError(f"nlist must be an integer >= 1; got {nlist!r}")
+        if metric not in METRICS:
+            raise ValueError(f"metric must be one of {METRICS}; got {metric!r}")
+        self._index = _core.IVFPQIndex(int(dim), int(nlist), int(m), int(nbits), metric)
+        self._dim, self._nlist, self._m, self._nbits = int(dim), int(nlist), int(m), int(nbits)
+        self.nprobe = 1
+
+    dim = property(lambda self: self._dim)
+    nlist = property(lambda self: self._nlist)
+    m = property(lambda self: self._m)
+    nbits = property(lambda self: self._nbits)
+    metric = property(lambda self: self._index.metric)
+    ntotal = property(lambda self: self._index.ntotal)
+    is_trained = property(lambda self: self._index.is_trained)
+    memory_usage = property(lambda self: self._index.memory_usage)
+
+    def __len__(self):
+        return self.ntotal
+
+    def __repr__(self):
+        return (f"IVFPQIndex(dim={self.dim}, nlist={self.nlist}, m={self.m}, nbits={self.nbits}, "
+                f"metric={self.metric!r}, nprobe={self.nprobe}, ntotal={self.ntotal})")
+
+    def train(self, x, *, coarse_niter: int = 10, niter: int = 25, seed: int = 0,
+              max_points_per_centroid: int = 256, threads: int = 0) -> None:
+        """Coarse k-means (coarse_niter iterations), then PQ k-means on the residuals."""
+        x = as_f32_matrix(x, self.dim, "x")
+        need = max(self.nlist, 2 ** self.nbits)
+        if x.shape[0] < need:
+            raise ValueError(f"train: {x.shape[0]} vectors; need at least {need}")
+        if isinstance(coarse_niter, bool) or not isinstance(coarse_niter, (int, np.integer)) \
+                or coarse_niter < 0:
+            raise ValueError(f"coarse_niter must be an integer >= 0; got {coarse_niter!r}")
+        niter, seed, mppc, threads = _train_args(niter, seed, max_points_per_centroid, threads)
+        self._index.train(x, int(coarse_niter), niter, seed, mppc, threads)
+
+    def add(self, x, ids=None, *, threads: int = 0) -> None:
+        if not self.is_trained:
+            raise ValueError("add: the index is not trained; call train(x) first")
+        x = as_f32_matrix(x, self.dim, "x")
+        ids = None if ids is None else as_ids(ids, x.shape[0])
+        self._index.add(x, ids, as_threads(threads))
+
+    def search(self, q, k: int = 10, *, nprobe: int | None = None, threads: int = 0) -> SearchResult:
+        if not self.is_trained:
+            raise ValueError("search: the index is not trained; call train(x) first")
+        nprobe = self.nprobe if nprobe is None else nprobe
+        if isinstance(nprobe, bool) or not isinstance(nprobe, (int, np.integer)):
+            raise TypeError(f"nprobe must be an integer; got {type(nprobe).__name__}")
+        if not 1 <= nprobe <= self.nlist:
+            raise ValueError(f"nprobe must be in [1, nlist={self.nlist}]; got {nprobe}")
+        q = as_f32_matrix(q, self.dim, "queries")
+        D, I = self._index.search(q, as_k(k), int(nprobe), as_threads(threads))
+        return SearchResult(D, I)
+
+    def reconstruct(self, ids) -> np.ndarray:
+        """centroid + decoded residual for `ids`, shape (len(ids), dim)."""
+        return reconstruct_ids(self._index, ids)
+
+    def reset(self) -> None:
+        self._index.reset()
+
+    def _write(self, f):
+        st = self._index.state()
+        cent = self._index.pq().centroids() if self.is_trained else np.zeros(0, np.float32)
+        write_container(f, "IVPQ", self.dim, self.ntotal,
+                        {"nlist": self.nlist, "m": self.m, "nbits": self.nbits,
+                         "metric": self.metric, "nprobe": self.nprobe},
+                        {"CENT": cent, "COAR": st["centroids"], "SIZE": st["sizes"],
+                         "CODE": st["codes"], "IDS_": st["ids"]})
+
+    @classmethod
+    def _from_parts(cls, dim, ntotal, meta, arrays, source):
+        try:
+            index = cls(dim, meta["nlist"], meta["m"], meta["nbits"], meta["metric"])
+            index.nprobe = int(meta.get("nprobe", 1))
+            if arrays["CENT"].size:
+                index._index.pq().set_centroids(np.ascontiguousarray(arrays["CENT"], np.float32))
+            index._index.restore(*(np.ascontiguousarray(arrays[t]) for t in
+                                   ("COAR", "SIZE", "CODE", "IDS_")))
+            if index.ntotal != ntotal:
+                raise ValueError("ntotal does not match the lists")
+        except (KeyError, TypeError, ValueError) as e:
+            raise FormatError(f"{source}: not a valid IVPQ index ({e})") from None
+        return index
+
+
+register_kind("IVPQ", IVFPQIndex)

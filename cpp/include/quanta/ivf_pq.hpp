@@ -1,0 +1,62 @@
+// IVF-PQ: a coarse k-means quantizer splits the vectors into nlist inverted lists; each vector
+// is stored as the PQ code of its residual (vector minus its list's centroid). A query visits
+// its nprobe closest lists and scores their codes with ADC tables: for l2 one table per probed
+// list (built from q - centroid), for ip one table for all lists plus <q, centroid>.
+#pragma once
+#include <cstdint>
+#include <mutex>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "quanta/flat.hpp"
+#include "quanta/labels.hpp"
+#include "quanta/pq.hpp"
+
+namespace quanta {
+
+class IVFPQIndex {
+ public:
+  IVFPQIndex(size_t dim, size_t nlist, size_t m, size_t nbits, Metric metric);
+
+  size_t dim() const { return dim_; }
+  size_t nlist() const { return nlist_; }
+  Metric metric() const { return metric_; }
+  size_t ntotal() const { return ntotal_; }
+  bool is_trained() const { return !centroids_.empty() && pq_.is_trained(); }
+  size_t memory_usage() const;
+  ProductQuantizer& pq() { return pq_; }
+  const ProductQuantizer& pq() const { return pq_; }
+
+  // Coarse k-means (10 iterations by default, as faiss), then PQ on the residuals.
+  void train(const float* x, size_t n, const KMeansParams& coarse, const KMeansParams& fine);
+  void add(const float* x, size_t n, const int64_t* ids, int threads);
+  void search(const float* q, size_t nq, size_t k, size_t nprobe, int threads, float* distances,
+              int64_t* labels) const;
+  void reconstruct(const int64_t* ids, size_t n, float* out) const;
+  void reset();
+
+  const std::vector<float>& centroids() const { return centroids_; }
+  // Serialized form: list sizes, all codes and all ids, list by list.
+  std::vector<uint64_t> list_sizes() const;
+  std::vector<uint8_t> all_codes() const;
+  std::vector<int64_t> all_ids() const;
+  void restore(std::vector<float> centroids, const std::vector<uint64_t>& sizes,
+               const std::vector<uint8_t>& codes, const std::vector<int64_t>& ids);
+
+ private:
+  std::vector<float> prepared(const float* x, size_t n) const;  // normalized for cosine
+  void assign(const float* x, size_t n, int threads, int64_t* lists) const;
+
+  size_t dim_, nlist_;
+  Metric metric_;
+  ProductQuantizer pq_;
+  std::vector<float> centroids_;  // nlist x dim
+  std::vector<std::vector<uint8_t>> codes_;
+  std::vector<std::vector<int64_t>> ids_;
+  size_t ntotal_ = 0;
+  mutable std::mutex map_mutex_;
+  mutable std::unordered_map<int64_t, std::pair<uint32_t, uint32_t>> where_;  // reconstruct
+};
+
+}  // namespace quanta
