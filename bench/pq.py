@@ -32,6 +32,8 @@ def main(argv=None):
     p.add_argument("--m", default="16,32")
     p.add_argument("--nbits", type=int, default=8)
     p.add_argument("--m-fs", default="32,64", help="m values for 4-bit fast-scan ('' to skip)")
+    p.add_argument("--ivf", default="256:32", help="nlist:m for IVF-PQ ('' to skip)")
+    p.add_argument("--nprobe", default="1,4,16,64")
     args = p.parse_args(argv)
     A.openblas_coretype_fix()
     import faiss
@@ -75,6 +77,39 @@ def main(argv=None):
             spec = f"PQ{m}x{nbits}" + ("fs" if fs else "")
             print(f"| {spec} ({m * nbits // 8} B) | {sysname} | {r:.4f} | "
                   f"{res[peer, 'train']:.2f} | {q1:,.0f} | {qa:,.0f} | " + " | ".join(ratio) + " |")
+
+    if args.ivf:
+        ivf(args, xb, xq, gt, threads, faiss, quanta)
+
+
+def ivf(args, xb, xq, gt, threads, faiss, quanta):
+    """IVF-PQ (8-bit codes on residuals) against faiss IndexIVFPQ over an nprobe sweep."""
+    nlist, m = (int(v) for v in args.ivf.split(":"))
+    d = xb.shape[1]
+    faiss.omp_set_num_threads(1)
+    f = faiss.IndexIVFPQ(faiss.IndexFlatL2(d), d, nlist, m, 8)
+    _, tf = _time(lambda: f.train(xb))
+    f.add(xb)
+    q = quanta.IVFPQIndex(d, nlist, m, 8, "l2")
+    _, tq = _time(lambda: q.train(xb, threads=1))
+    q.add(xb)
+    print(f"\n## IVF{nlist},PQ{m}x8 ({m} B): train faiss {tf:.2f} s, quanta {tq:.2f} s (1 thread)\n")
+    print("| nprobe | faiss recall@10 | quanta recall@10 | faiss QPS 1T | quanta QPS 1T | QPS× 1T | "
+          "faiss QPS all | quanta QPS all | QPS× all |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for nprobe in [int(v) for v in args.nprobe.split(",")]:
+        f.nprobe = nprobe
+        out = {}
+        for t in (1, threads):
+            faiss.omp_set_num_threads(t)
+            (_, If), sf = _time(lambda: f.search(xq, 10))
+            (_, Iq), sq = _time(lambda: q.search(xq, 10, nprobe=nprobe, threads=t))
+            out[t] = (len(xq) / sf, len(xq) / sq, datasets.recall_at_k(If, gt, 10),
+                      datasets.recall_at_k(Iq, gt, 10))
+        f1, q1, rf, rq = out[1]
+        fa, qa, _, _ = out[threads]
+        print(f"| {nprobe} | {rf:.4f} | {rq:.4f} | {f1:,.0f} | {q1:,.0f} | {q1 / f1:.2f} | "
+              f"{fa:,.0f} | {qa:,.0f} | {qa / fa:.2f} |")
 
 
 if __name__ == "__main__":

@@ -46,12 +46,18 @@ class IVFPQIndex {
 
  private:
   std::vector<float> prepared(const float* x, size_t n) const;  // normalized for cosine
+  // l2: |q - c - r|^2 = |q - c|^2 + (|r|^2 + 2 <c, r>) - 2 <q, r>. The middle term depends on
+  // (list, sub-space, code) only: precomputed here (faiss's precomputed tables), so a probed
+  // list's table costs m * ksub adds instead of a table from the residual query.
+  void precompute();
+  static constexpr size_t kMaxPrecomputedBytes = size_t(512) << 20;
   void assign(const float* x, size_t n, int threads, int64_t* lists) const;
 
   size_t dim_, nlist_;
   Metric metric_;
   ProductQuantizer pq_;
   std::vector<float> centroids_;  // nlist x dim
+  std::vector<float> precomputed_;  // nlist x m x ksub (l2, when within the cap), else empty
   std::vector<std::vector<uint8_t>> codes_;
   std::vector<std::vector<int64_t>> ids_;
   size_t ntotal_ = 0;

@@ -41,9 +41,18 @@ class ProductQuantizer {
   const std::vector<float>& centroids() const { return centroids_; }  // m x ksub x dsub
   void set_centroids(std::vector<float> c);  // validates the size
 
+  // out[c] = <v, centroid c of sub-space j> for the dsub values at v (all ksub of them).
+  void sub_dots(size_t j, const float* v, float* out) const;
+  // |centroid c of sub-space j|^2, m x ksub.
+  const std::vector<float>& centroid_norms() const { return cnorm_; }
+
  private:
+  void derive();  // the transposed copy and the norms, after the centroids change
+
   size_t dim_, m_, nbits_;
   std::vector<float> centroids_;
+  std::vector<float> transposed_;  // m x dsub x ksub: ksub runs along the SIMD lanes
+  std::vector<float> cnorm_;       // m x ksub
 };
 
 }  // namespace quanta

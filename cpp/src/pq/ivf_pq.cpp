@@ -58,6 +58,23 @@ void IVFPQIndex::train(const float* x, size_t n, const KMeansParams& coarse,
     centroids_ = std::move(old);
     throw;
   }
+  precompute();
+}
+
+void IVFPQIndex::precompute() {
+  precomputed_.clear();
+  const size_t m = pq_.m(), ks = pq_.ksub(), ds = pq_.dsub();
+  if (metric_ != Metric::l2 || centroids_.empty() || !pq_.is_trained() ||
+      nlist_ * m * ks * sizeof(float) > kMaxPrecomputedBytes)
+    return;
+  precomputed_.resize(nlist_ * m * ks);
+  const float* cn = pq_.centroid_norms().data();
+  for (size_t l = 0; l < nlist_; ++l)
+    for (size_t j = 0; j < m; ++j) {
+      float* t = precomputed_.data() + (l * m + j) * ks;
+      pq_.sub_dots(j, centroids_.data() + l * dim_ + j * ds, t);
+      for (size_t c = 0; c < ks; ++c) t[c] = cn[j * ks + c] + 2 * t[c];
+    }
 }
 
 void IVFPQIndex::add(const float* x, size_t n, const int64_t* ids, int threads) {
@@ -122,16 +139,25 @@ void IVFPQIndex::search(const float* q, size_t nq, size_t k, size_t nprobe, int 
   // whatever the thread count.
   parallel_for(nq, threads, [&](size_t i, size_t) {
     TopKSet top(1, k);
-    std::vector<float> table(m * ks), resid(dim_), scores;
+    std::vector<float> table(m * ks), resid(dim_), scores, qdots;
     const float* qi = qs.data() + i * dim_;
+    const bool pre = !precomputed_.empty();
     if (!l2) pq_.distance_tables(qi, 1, false, table.data());
+    if (pre) {  // <q_j, code c> once per query, shared by every probed list
+      qdots.resize(m * ks);
+      for (size_t j = 0; j < m; ++j) pq_.sub_dots(j, qi + j * pq_.dsub(), qdots.data() + j * ks);
+    }
     for (size_t pr = 0; pr < nprobe; ++pr) {
       const int64_t l = cl[i * nprobe + pr];
       if (l < 0) continue;
       const size_t len = ids_[size_t(l)].size();
       if (len == 0) continue;
       float bias = 0;
-      if (l2) {
+      if (pre) {
+        const float* t = precomputed_.data() + size_t(l) * m * ks;
+        for (size_t e = 0; e < m * ks; ++e) table[e] = t[e] - 2 * qdots[e];
+        bias = -cd[i * nprobe + pr];  // minus |q - centroid|^2: scores are negated distances
+      } else if (l2) {
         const float* c = centroids_.data() + size_t(l) * dim_;
         for (size_t p = 0; p < dim_; ++p) resid[p] = qi[p] - c[p];
         pq_.distance_tables(resid.data(), 1, true, table.data());
@@ -143,7 +169,7 @@ void IVFPQIndex::search(const float* q, size_t nq, size_t k, size_t nprobe, int 
       const int64_t* id = ids_[size_t(l)].data();
       float thr = top.threshold(0);
       for (size_t r = 0; r < len; ++r) {
-        const float s = l2 ? -scores[r] : scores[r] + bias;
+        const float s = (l2 ? -scores[r] : scores[r]) + bias;
         if (s >= thr) {
           top.push(0, s, id[r]);
           thr = top.threshold(0);
@@ -218,6 +244,7 @@ void IVFPQIndex::restore(std::vector<float> centroids, const std::vector<uint64_
     at += sizes[l];
   }
   ntotal_ = total;
+  precompute();
   std::lock_guard<std::mutex> lock(map_mutex_);
   where_.clear();
 }

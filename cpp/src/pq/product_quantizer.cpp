@@ -3,7 +3,6 @@
 #include <stdexcept>
 #include <string>
 
-#include "quanta/kernels.hpp"
 #include "quanta/parallel.hpp"
 #include "quanta/pq.hpp"
 
@@ -22,6 +21,34 @@ void ProductQuantizer::set_centroids(std::vector<float> c) {
   if (c.size() != m_ * ksub() * dsub())
     throw std::invalid_argument("PQ: centroid table has the wrong size");
   centroids_ = std::move(c);
+  derive();
+}
+
+void ProductQuantizer::derive() {
+  const size_t ks = ksub(), ds = dsub();
+  transposed_.assign(m_ * ds * ks, 0.0f);
+  cnorm_.assign(m_ * ks, 0.0f);
+  for (size_t j = 0; j < m_; ++j)
+    for (size_t c = 0; c < ks; ++c) {
+      const float* v = centroids_.data() + (j * ks + c) * ds;
+      double s = 0;
+      for (size_t p = 0; p < ds; ++p) {
+        transposed_[(j * ds + p) * ks + c] = v[p];
+        s += double(v[p]) * v[p];
+      }
+      cnorm_[j * ks + c] = float(s);
+    }
+}
+
+void ProductQuantizer::sub_dots(size_t j, const float* v, float* out) const {
+  const size_t ks = ksub(), ds = dsub();
+  const float* t = transposed_.data() + j * ds * ks;
+  std::fill(out, out + ks, 0.0f);
+  for (size_t p = 0; p < ds; ++p) {  // vectorizes along the centroids
+    const float x = v[p];
+    const float* row = t + p * ks;
+    for (size_t c = 0; c < ks; ++c) out[c] += x * row[c];
+  }
 }
 
 // Sub-vector j of n rows, made contiguous (n x dsub).
@@ -48,6 +75,7 @@ void ProductQuantizer::train(const float* x, size_t n, const KMeansParams& param
     std::copy(r.centroids.begin(), r.centroids.end(), c.begin() + j * ksub() * dsub());
   }
   centroids_ = std::move(c);
+  derive();
 }
 
 void ProductQuantizer::encode(const float* x, size_t n, uint8_t* codes, int threads) const {
@@ -80,27 +108,17 @@ void ProductQuantizer::decode(const uint8_t* codes, size_t n, float* x) const {
 
 void ProductQuantizer::distance_tables(const float* q, size_t nq, bool l2, float* tables) const {
   if (!is_trained()) throw std::invalid_argument("PQ: the quantizer is not trained");
-  const Kernels& kern = kernels(active_isa());
   const size_t ds = dsub(), ks = ksub();
-  std::vector<float> cnorm;
-  if (l2) {
-    cnorm.resize(m_ * ks);
-    for (size_t r = 0; r < m_ * ks; ++r) {
-      double s = 0;
-      for (size_t p = 0; p < ds; ++p) s += double(centroids_[r * ds + p]) * centroids_[r * ds + p];
-      cnorm[r] = float(s);
-    }
-  }
   for (size_t i = 0; i < nq; ++i)
     for (size_t j = 0; j < m_; ++j) {
       const float* qj = q + i * dim_ + j * ds;
       float* t = tables + (i * m_ + j) * ks;
-      kern.dot_rows(Storage::f32, qj,
-                    reinterpret_cast<const uint8_t*>(centroids_.data() + j * ks * ds), ks, ds, t);
+      sub_dots(j, qj, t);
       if (l2) {
         double qn = 0;
         for (size_t p = 0; p < ds; ++p) qn += double(qj[p]) * qj[p];
-        for (size_t c = 0; c < ks; ++c) t[c] = std::max(0.0f, float(qn) - 2 * t[c] + cnorm[j * ks + c]);
+        const float* cn = cnorm_.data() + j * ks;
+        for (size_t c = 0; c < ks; ++c) t[c] = std::max(0.0f, float(qn) - 2 * t[c] + cn[c]);
       }
     }
 }
