@@ -361,6 +361,40 @@ void FlatIndex::search_rows(const float* q, size_t nq, size_t k, const SearchPar
   finish(heaps, k, qnorm, distances, labels);
 }
 
+void FlatIndex::search_subset(const float* q, size_t nq, const int64_t* cand, size_t nc,
+                              size_t k, int threads, float* distances, int64_t* labels) const {
+  require(k > 0, "search: k must be >= 1; got 0");
+  require_finite(q, nq * dim_, "search: queries");
+  std::vector<float> qs(q, q + nq * dim_);
+  if (metric_ == Metric::cosine) normalize_rows(qs.data(), nq, dim_);
+  std::vector<float> qnorm(nq, 0.0f);
+  if (metric_ == Metric::l2)
+    for (size_t i = 0; i < nq; ++i) qnorm[i] = float(sq_norm(qs.data() + i * dim_, dim_));
+  if (!dim_scale_.empty())
+    for (size_t i = 0; i < nq; ++i)
+      for (size_t p = 0; p < dim_; ++p) qs[i * dim_ + p] *= dim_scale_[p];
+  const Kernels& kern = kernels(active_isa());
+  const float a = (metric_ == Metric::l2 ? 2.0f : 1.0f) *
+                  (f8_scale_ == F8Scale::global ? global_scale_ : 1.0f);
+  TopKSet heaps(nq, k);
+  // One query per task: its heap is touched by one thread only.
+  parallel_for(nq, resolve_threads(threads), [&](size_t i, size_t) {
+    for (size_t c = 0; c < nc; ++c) {
+      const int64_t id = cand[i * nc + c];
+      if (id < 0) continue;
+      const int64_t pos = labels_.position_of(id, ntotal_);
+      if (pos < 0) continue;
+      float s;
+      kern.dot_rows(storage_, qs.data() + i * dim_, codes_.data() + size_t(pos) * code_size(), 1,
+                    dim_, &s);
+      s *= vector_scale_.empty() ? a : a * vector_scale_[size_t(pos)];
+      if (metric_ == Metric::l2) s -= sq_norms_[size_t(pos)];
+      heaps.push(i, s, pos);
+    }
+  });
+  finish(heaps, k, qnorm.data(), distances, labels);
+}
+
 void FlatIndex::restore(std::vector<uint8_t> codes, std::vector<float> vector_scale,
                         std::vector<float> sq_norms, std::vector<float> dim_scale,
                         std::vector<int64_t> ids, float global_scale, size_t ntotal) {

@@ -404,6 +404,17 @@ PYBIND11_MODULE(_core, m) {
         }
         return py::make_tuple(D, I);
       }, py::arg("queries"), py::arg("k"), py::arg("threads"), py::arg("quantize_queries"))
+      .def("search_subset", [](const FlatIndex& self, const py::array& q,
+                               const py::array_t<int64_t, py::array::c_style>& cand, size_t k,
+                               int threads) {
+        if (cand.ndim() != 2 || cand.shape(0) != q.shape(0))
+          throw py::value_error("candidates must have shape (nq, ncandidates)");
+        const size_t nc = size_t(cand.shape(1));
+        const int64_t* cp = cand.data();
+        return search_into(self.dim(), q, k, [&](const float* p, size_t nq, float* D, int64_t* I) {
+          self.search_subset(p, nq, cp, nc, k, threads, D, I);
+        });
+      })
       .def("reconstruct", [](const FlatIndex& self, const py::array_t<int64_t, py::array::c_style>& ids) {
         const size_t n = size_t(ids.size());
         py::array_t<float> out({py::ssize_t(n), py::ssize_t(self.dim())});

@@ -10,6 +10,7 @@ from .storage import STORAGES
 _FLAT = re.compile(r"^Flat(?:\((?P<storage>[a-z0-9]+)\))?$")
 _PQ = re.compile(r"^PQ(?P<m>[0-9]+)(?:x(?P<nbits>[0-9]+))?(?P<fs>fs)?$")
 _IVF = re.compile(r"^IVF(?P<nlist>[0-9]+),(?P<rest>.+)$")
+_REFINE = re.compile(r"^(?P<base>.+),(?:Refine\((?P<storage>[a-z0-9]+)\)|(?P<rflat>RFlat))$")
 
 
 def index_factory(dim: int, spec: str, metric: str = "ip"):
@@ -18,10 +19,22 @@ def index_factory(dim: int, spec: str, metric: str = "ip"):
     Supported now: ``"Flat"`` (float32), ``"Flat(<storage>)"`` with storage one of
     f32, f16, bf16, f8e4m3, f8e5m2, i8, ``"PQ<m>"`` / ``"PQ<m>x<nbits>"`` (nbits 4 or 8,
     default 8): a flat PQ index searched by ADC, ``"PQ<m>x4fs"``: 4-bit fast-scan, and
-    ``"IVF<nlist>,PQ<m>x<nbits>"``: IVF-PQ on residuals.
+    ``"IVF<nlist>,PQ<m>x<nbits>"``: IVF-PQ on residuals. A PQ or IVF-PQ spec may end with
+    ``",Refine(<storage>)"`` (or ``",RFlat"`` for f32): exact re-ranking of ``refine_factor``
+    (default 4) times k candidates against vectors kept in that storage.
     """
     if not isinstance(spec, str):
         raise TypeError(f"spec must be a string; got {type(spec).__name__}")
+    kw = {}
+    r = _REFINE.match(spec.strip())
+    if r:
+        kw["refine"] = "f32" if r.group("rflat") else r.group("storage")
+        if kw["refine"] not in STORAGES:
+            raise ValueError(f"index spec {spec!r}: unknown refine storage {kw['refine']!r}; "
+                             f"expected one of {', '.join(STORAGES)}")
+        spec = r.group("base")
+        if not (_IVF.match(spec.strip()) or _PQ.match(spec.strip())):
+            raise ValueError(f"index spec {spec!r}: Refine(...) follows a PQ or IVF-PQ spec")
     m = _FLAT.match(spec.strip())
     if m:
         storage = m.group("storage") or "f32"
@@ -36,13 +49,13 @@ def index_factory(dim: int, spec: str, metric: str = "ip"):
             raise ValueError(f"index spec {spec!r}: after 'IVF<nlist>,' this version supports "
                              f"'PQ<m>x<nbits>' (fast-scan lists and refinement come later)")
         return IVFPQIndex(dim, int(ivf.group("nlist")), int(m.group("m")),
-                          int(m.group("nbits") or 8), metric)
+                          int(m.group("nbits") or 8), metric, **kw)
     m = _PQ.match(spec.strip())
     if m:
         nbits = int(m.group("nbits") or 8)
         if m.group("fs") and nbits != 4:
             raise ValueError(f"index spec {spec!r}: fast-scan ('fs') needs 4-bit codes, "
                              f"e.g. 'PQ{m.group('m')}x4fs'")
-        return PQIndex(dim, int(m.group("m")), nbits, metric, fast_scan=bool(m.group("fs")))
+        return PQIndex(dim, int(m.group("m")), nbits, metric, fast_scan=bool(m.group("fs")), **kw)
     raise ValueError(f"unknown index spec {spec!r}; supported: 'Flat', 'Flat(<storage>)' with "
                      f"storage in {', '.join(STORAGES)}, 'PQ<m>x<nbits>'")

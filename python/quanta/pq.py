@@ -5,8 +5,68 @@ import numpy as np
 
 from . import _core
 from ._validate import as_f32_matrix, as_ids, as_k, as_threads, reconstruct_ids
-from .flat import METRICS, SearchResult
+from .flat import METRICS, FlatIndex, SearchResult
 from .io import FormatError, Persistent, register_kind, write_container
+
+
+class _Refinable:
+    """Optional exact re-ranking shared by the PQ indexes: the vectors are also kept in a
+    FlatIndex of storage ``refine`` (any foundation storage), the base index returns
+    ``k * refine_factor`` candidates and they are re-scored exactly against those vectors."""
+
+    def _init_refine(self, dim, metric, refine, refine_factor):
+        self._refine = None
+        self.refine_factor = 1
+        if refine is None:
+            return
+        if isinstance(refine_factor, bool) or not isinstance(refine_factor, (int, np.integer)) \
+                or refine_factor < 1:
+            raise ValueError(f"refine_factor must be an integer >= 1; got {refine_factor!r}")
+        self._refine = FlatIndex(dim, metric, refine)
+        self.refine_factor = int(refine_factor)
+
+    refine = property(lambda self: None if self._refine is None else self._refine.storage,
+                      doc="storage of the re-ranking vectors, or None")
+
+    def _train_refine(self, x):
+        if self._refine is not None and not self._refine.is_trained:
+            self._refine.train(x)
+
+    def _add_both(self, x, ids, threads):
+        if self._refine is not None and ids is None:  # both stages must agree on the ids
+            ids = np.arange(self.ntotal, self.ntotal + x.shape[0], dtype=np.int64)
+        self._index.add(x, ids, threads)
+        if self._refine is not None:
+            self._refine.add(x, ids, threads=threads)
+
+    def _search_refined(self, q, k, threads, base_search):
+        if self._refine is None:
+            return SearchResult(*base_search(k))
+        D, I = base_search(k * self.refine_factor)
+        return SearchResult(*self._refine._index.search_subset(q, np.ascontiguousarray(I), k,
+                                                               threads))
+
+    def _refine_parts(self):
+        if self._refine is None:
+            return {}, {}
+        st = self._refine._index.state()
+        meta = {"refine": {"storage": self._refine.storage, "f8_scale": self._refine.f8_scale,
+                           "f8_rounding": self._refine.f8_rounding,
+                           "global_scale": st["global_scale"], "factor": self.refine_factor}}
+        arrays = {"RCOD": st["codes"], "RVSC": st["vector_scale"], "RNRM": st["sq_norms"],
+                  "RDSC": st["dim_scale"], "RIDS": st["ids"]}
+        return meta, arrays
+
+    def _restore_refine(self, meta, arrays, ntotal):
+        r = meta.get("refine")
+        if r is None:
+            return
+        self._refine = FlatIndex(self.dim, self.metric, r["storage"], f8_scale=r["f8_scale"],
+                                 f8_rounding=r["f8_rounding"])
+        self.refine_factor = int(r["factor"])
+        self._refine._index.restore(*(np.ascontiguousarray(arrays[t]) for t in
+                                      ("RCOD", "RVSC", "RNRM", "RDSC", "RIDS")),
+                                    float(r["global_scale"]), ntotal)
 
 
 def _check_shape(dim, m, nbits):
@@ -114,7 +174,7 @@ class PQ(Persistent):
 
 
 
-class PQIndex(Persistent):
+class PQIndex(_Refinable, Persistent):
     """Flat product-quantization index: ``m`` sub-quantizers of ``nbits`` (4 or 8) bits, so
     ``m * nbits / 8`` bytes per vector, searched with ADC lookup tables (the query stays
     float; ``sdc=True`` encodes it too). Distances are to the reconstructed vectors: squared
@@ -126,7 +186,7 @@ class PQIndex(Persistent):
     """
 
     def __init__(self, dim: int, m: int, nbits: int = 8, metric: str = "l2", *,
-                 fast_scan: bool = False):
+                 fast_scan: bool = False, refine: str | None = None, refine_factor: int = 4):
         _check_shape(dim, m, nbits)
         if metric not in METRICS:
             raise ValueError(f"metric must be one of {METRICS}; got {metric!r}")
@@ -140,6 +200,7 @@ class PQIndex(Persistent):
             self._index = _core.PQIndex(int(dim), int(m), int(nbits), metric)
         self._dim, self._m, self._nbits = int(dim), int(m), int(nbits)
         self._fast_scan = bool(fast_scan)
+        self._init_refine(int(dim), metric, refine, refine_factor)
 
     dim = property(lambda self: self._dim)
     m = property(lambda self: self._m)
@@ -173,25 +234,28 @@ class PQIndex(Persistent):
         if x.shape[0] < 2 ** self.nbits:
             raise ValueError(f"train: {x.shape[0]} vectors; need at least {2 ** self.nbits}")
         self._index.train(x, *_train_args(niter, seed, max_points_per_centroid, threads))
+        self._train_refine(x)
 
     def add(self, x, ids=None, *, threads: int = 0) -> None:
         if not self.is_trained:
             raise ValueError("add: the index is not trained; call train(x) first")
         x = as_f32_matrix(x, self.dim, "x")
         ids = None if ids is None else as_ids(ids, x.shape[0])
-        self._index.add(x, ids, as_threads(threads))
+        self._add_both(x, ids, as_threads(threads))
 
     def search(self, q, k: int = 10, *, threads: int = 0, sdc: bool = False) -> SearchResult:
         if not self.is_trained:
             raise ValueError("search: the index is not trained; call train(x) first")
         q = as_f32_matrix(q, self.dim, "queries")
-        if self.fast_scan:
-            if sdc:
-                raise ValueError("sdc=True is not available with fast_scan")
-            D, I = self._index.search(q, as_k(k), as_threads(threads))
-        else:
-            D, I = self._index.search(q, as_k(k), as_threads(threads), bool(sdc))
-        return SearchResult(D, I)
+        k, threads = as_k(k), as_threads(threads)
+        if self.fast_scan and sdc:
+            raise ValueError("sdc=True is not available with fast_scan")
+
+        def base(kk):
+            if self.fast_scan:
+                return self._index.search(q, kk, threads)
+            return self._index.search(q, kk, threads, bool(sdc))
+        return self._search_refined(q, k, threads, base)
 
     def reconstruct(self, ids) -> np.ndarray:
         """The decoded vectors for `ids`, shape (len(ids), dim)."""
@@ -199,13 +263,17 @@ class PQIndex(Persistent):
 
     def reset(self) -> None:
         self._index.reset()
+        if self._refine is not None:
+            self._refine.reset()
 
     def _write(self, f):
         cent = self._index.pq().centroids() if self.is_trained else np.zeros(0, np.float32)
+        rmeta, rarrays = self._refine_parts()
         write_container(f, "PQIX", self.dim, self.ntotal,
                         {"m": self.m, "nbits": self.nbits, "metric": self.metric,
-                         "fast_scan": self.fast_scan},
-                        {"CENT": cent, "CODE": self._index.codes(), "IDS_": self._index.ids()})
+                         "fast_scan": self.fast_scan, **rmeta},
+                        {"CENT": cent, "CODE": self._index.codes(), "IDS_": self._index.ids(),
+                         **rarrays})
 
     @classmethod
     def _from_parts(cls, dim, ntotal, meta, arrays, source):
@@ -216,6 +284,7 @@ class PQIndex(Persistent):
                 index._index.pq().set_centroids(np.ascontiguousarray(arrays["CENT"], np.float32))
             index._index.restore(np.ascontiguousarray(arrays["CODE"], np.uint8),
                                  np.ascontiguousarray(arrays["IDS_"], np.int64), ntotal)
+            index._restore_refine(meta, arrays, ntotal)
         except (KeyError, TypeError, ValueError) as e:
             raise FormatError(f"{source}: not a valid PQIX index ({e})") from None
         return index
@@ -226,14 +295,15 @@ register_kind("PQ__", PQ)
 register_kind("PQIX", PQIndex)
 
 
-class IVFPQIndex(Persistent):
+class IVFPQIndex(_Refinable, Persistent):
     """IVF-PQ: ``nlist`` inverted lists from a coarse k-means; each vector stored as the PQ code
     (``m`` x ``nbits``) of its residual to its list's centroid. ``search`` visits the ``nprobe``
     closest lists (``index.nprobe`` by default, 1 to start, as in faiss). Distances are to the
     reconstructions: squared L2 for "l2", inner products for "ip" / "cosine".
     """
 
-    def __init__(self, dim: int, nlist: int, m: int, nbits: int = 8, metric: str = "l2"):
+    def __init__(self, dim: int, nlist: int, m: int, nbits: int = 8, metric: str = "l2", *,
+                 refine: str | None = None, refine_factor: int = 4):
         _check_shape(dim, m, nbits)
         if isinstance(nlist, bool) or not isinstance(nlist, (int, np.integer)) or nlist < 1:
             raise ValueError(f"nlist must be an integer >= 1; got {nlist!r}")
@@ -242,6 +312,7 @@ class IVFPQIndex(Persistent):
         self._index = _core.IVFPQIndex(int(dim), int(nlist), int(m), int(nbits), metric)
         self._dim, self._nlist, self._m, self._nbits = int(dim), int(nlist), int(m), int(nbits)
         self.nprobe = 1
+        self._init_refine(int(dim), metric, refine, refine_factor)
 
     dim = property(lambda self: self._dim)
     nlist = property(lambda self: self._nlist)
@@ -271,13 +342,14 @@ class IVFPQIndex(Persistent):
             raise ValueError(f"coarse_niter must be an integer >= 0; got {coarse_niter!r}")
         niter, seed, mppc, threads = _train_args(niter, seed, max_points_per_centroid, threads)
         self._index.train(x, int(coarse_niter), niter, seed, mppc, threads)
+        self._train_refine(x)
 
     def add(self, x, ids=None, *, threads: int = 0) -> None:
         if not self.is_trained:
             raise ValueError("add: the index is not trained; call train(x) first")
         x = as_f32_matrix(x, self.dim, "x")
         ids = None if ids is None else as_ids(ids, x.shape[0])
-        self._index.add(x, ids, as_threads(threads))
+        self._add_both(x, ids, as_threads(threads))
 
     def search(self, q, k: int = 10, *, nprobe: int | None = None, threads: int = 0) -> SearchResult:
         if not self.is_trained:
@@ -288,8 +360,9 @@ class IVFPQIndex(Persistent):
         if not 1 <= nprobe <= self.nlist:
             raise ValueError(f"nprobe must be in [1, nlist={self.nlist}]; got {nprobe}")
         q = as_f32_matrix(q, self.dim, "queries")
-        D, I = self._index.search(q, as_k(k), int(nprobe), as_threads(threads))
-        return SearchResult(D, I)
+        k, threads = as_k(k), as_threads(threads)
+        return self._search_refined(
+            q, k, threads, lambda kk: self._index.search(q, kk, int(nprobe), threads))
 
     def reconstruct(self, ids) -> np.ndarray:
         """centroid + decoded residual for `ids`, shape (len(ids), dim)."""
@@ -297,15 +370,18 @@ class IVFPQIndex(Persistent):
 
     def reset(self) -> None:
         self._index.reset()
+        if self._refine is not None:
+            self._refine.reset()
 
     def _write(self, f):
         st = self._index.state()
+        rmeta, rarrays = self._refine_parts()
         cent = self._index.pq().centroids() if self.is_trained else np.zeros(0, np.float32)
         write_container(f, "IVPQ", self.dim, self.ntotal,
                         {"nlist": self.nlist, "m": self.m, "nbits": self.nbits,
-                         "metric": self.metric, "nprobe": self.nprobe},
+                         "metric": self.metric, "nprobe": self.nprobe, **rmeta},
                         {"CENT": cent, "COAR": st["centroids"], "SIZE": st["sizes"],
-                         "CODE": st["codes"], "IDS_": st["ids"]})
+                         "CODE": st["codes"], "IDS_": st["ids"], **rarrays})
 
     @classmethod
     def _from_parts(cls, dim, ntotal, meta, arrays, source):
@@ -318,6 +394,7 @@ class IVFPQIndex(Persistent):
                                    ("COAR", "SIZE", "CODE", "IDS_")))
             if index.ntotal != ntotal:
                 raise ValueError("ntotal does not match the lists")
+            index._restore_refine(meta, arrays, ntotal)
         except (KeyError, TypeError, ValueError) as e:
             raise FormatError(f"{source}: not a valid IVPQ index ({e})") from None
         return index

@@ -56,6 +56,10 @@ class FlatIndex {
   void add(const float* x, size_t n, const int64_t* ids, int threads);
   void search(const float* q, size_t nq, size_t k, const SearchParams& params, float* distances,
               int64_t* labels) const;
+  // Exact re-ranking: the k best of each query among its nc candidate ids (cand[i * nc ..];
+  // -1 and unknown ids are skipped), scored against the stored vectors.
+  void search_subset(const float* q, size_t nq, const int64_t* cand, size_t nc, size_t k,
+                     int threads, float* distances, int64_t* labels) const;
   // Decoded rows (cosine: the normalized vectors); throws std::out_of_range for unknown ids.
   void reconstruct(const int64_t* ids, size_t n, float* out) const;
   void reset();
