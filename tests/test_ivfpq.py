@@ -127,3 +127,5 @@ def test_refine_raises_recall_and_persists(data, tmp_path):
     for bad in ("Flat,Refine(f16)", "PQ8,Refine(f4)"):
         with pytest.raises(ValueError, match="spec"):
             quanta.index_factory(64, bad)
+    with pytest.raises(ValueError, match="refine_factor"):
+        refined.refine_factor = 0

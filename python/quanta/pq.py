@@ -16,14 +16,20 @@ class _Refinable:
 
     def _init_refine(self, dim, metric, refine, refine_factor):
         self._refine = None
-        self.refine_factor = 1
-        if refine is None:
-            return
-        if isinstance(refine_factor, bool) or not isinstance(refine_factor, (int, np.integer)) \
-                or refine_factor < 1:
-            raise ValueError(f"refine_factor must be an integer >= 1; got {refine_factor!r}")
-        self._refine = FlatIndex(dim, metric, refine)
-        self.refine_factor = int(refine_factor)
+        self.refine_factor = refine_factor
+        if refine is not None:
+            self._refine = FlatIndex(dim, metric, refine)
+
+    @property
+    def refine_factor(self) -> int:
+        """Candidates re-ranked per result (k * refine_factor); used when refine is set."""
+        return self._refine_factor
+
+    @refine_factor.setter
+    def refine_factor(self, value):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"refine_factor must be an integer >= 1; got {value!r}")
+        self._refine_factor = int(value)
 
     refine = property(lambda self: None if self._refine is None else self._refine.storage,
                       doc="storage of the re-ranking vectors, or None")
