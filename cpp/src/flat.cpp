@@ -214,6 +214,20 @@ void FlatIndex::reconstruct(const int64_t* ids, size_t n, float* out) const {
   for (size_t i = 0; i < n; ++i) decode_row(size_t(pos[i]), out + i * dim_);
 }
 
+// Queries as the kernels see them: normalized for cosine, times the per-dimension scale for
+// i8; qnorm gets |q|^2 (l2) for turning scores back into distances.
+void FlatIndex::prepare_queries(const float* q, size_t nq, std::vector<float>& qs,
+                                std::vector<float>& qnorm) const {
+  qs.assign(q, q + nq * dim_);
+  if (metric_ == Metric::cosine) normalize_rows(qs.data(), nq, dim_);
+  qnorm.assign(nq, 0.0f);
+  if (metric_ == Metric::l2)
+    for (size_t i = 0; i < nq; ++i) qnorm[i] = float(sq_norm(qs.data() + i * dim_, dim_));
+  if (!dim_scale_.empty())
+    for (size_t i = 0; i < nq; ++i)
+      for (size_t p = 0; p < dim_; ++p) qs[i * dim_ + p] *= dim_scale_[p];
+}
+
 void FlatIndex::search(const float* q, size_t nq, size_t k, const SearchParams& params,
                        float* distances, int64_t* labels) const {
   require(k > 0, "search: k must be >= 1; got 0");
@@ -221,15 +235,8 @@ void FlatIndex::search(const float* q, size_t nq, size_t k, const SearchParams& 
   require(!params.quantize_queries || storage_ == Storage::i8,
           "search: quantize_queries needs storage 'i8'");
   if (nq == 0) return;
-  // Queries as the kernels see them: normalized for cosine, times the per-dimension scale for i8.
-  std::vector<float> qs(q, q + nq * dim_);
-  if (metric_ == Metric::cosine) normalize_rows(qs.data(), nq, dim_);
-  std::vector<float> qnorm(nq, 0.0f);
-  if (metric_ == Metric::l2)
-    for (size_t i = 0; i < nq; ++i) qnorm[i] = float(sq_norm(qs.data() + i * dim_, dim_));
-  if (!dim_scale_.empty())
-    for (size_t i = 0; i < nq; ++i)
-      for (size_t p = 0; p < dim_; ++p) qs[i * dim_ + p] *= dim_scale_[p];
+  std::vector<float> qs, qnorm;
+  prepare_queries(q, nq, qs, qnorm);
   if (nq >= kMinGemmQueries && !params.quantize_queries)
     search_gemm(qs.data(), nq, k, resolve_threads(params.threads), qnorm.data(), distances, labels);
   else
@@ -365,14 +372,8 @@ void FlatIndex::search_subset(const float* q, size_t nq, const int64_t* cand, si
                               size_t k, int threads, float* distances, int64_t* labels) const {
   require(k > 0, "search: k must be >= 1; got 0");
   require_finite(q, nq * dim_, "search: queries");
-  std::vector<float> qs(q, q + nq * dim_);
-  if (metric_ == Metric::cosine) normalize_rows(qs.data(), nq, dim_);
-  std::vector<float> qnorm(nq, 0.0f);
-  if (metric_ == Metric::l2)
-    for (size_t i = 0; i < nq; ++i) qnorm[i] = float(sq_norm(qs.data() + i * dim_, dim_));
-  if (!dim_scale_.empty())
-    for (size_t i = 0; i < nq; ++i)
-      for (size_t p = 0; p < dim_; ++p) qs[i * dim_ + p] *= dim_scale_[p];
+  std::vector<float> qs, qnorm;
+  prepare_queries(q, nq, qs, qnorm);
   const Kernels& kern = kernels(active_isa());
   const float a = (metric_ == Metric::l2 ? 2.0f : 1.0f) *
                   (f8_scale_ == F8Scale::global ? global_scale_ : 1.0f);

@@ -65,23 +65,15 @@ py::tuple search_into(size_t dim, const py::array& q, size_t k, Run&& run) {
   return py::make_tuple(D, I);
 }
 
-// The methods PQIndex and PQFastScanIndex share (everything but the constructor and search).
-template <class Index, class Params>
-py::class_<Index> bind_pq_index(py::module_& m, const char* name, Params kmeans_params) {
-  py::class_<Index> c(m, name);
+// The methods every quantized index binds the same way.
+template <class Index>
+void bind_common(py::class_<Index>& c) {
   c.def_property_readonly("ntotal", &Index::ntotal)
       .def_property_readonly("is_trained", &Index::is_trained)
       .def_property_readonly("memory_usage", &Index::memory_usage)
       .def_property_readonly("metric", [](const Index& s) { return metric_name(s.metric()); })
       .def("pq", [](Index& self) -> ProductQuantizer& { return self.pq(); },
            py::return_value_policy::reference_internal)
-      .def("train", [kmeans_params](Index& self, const py::array& x, size_t niter, uint64_t seed,
-                                    size_t mppc, int threads) {
-        size_t n;
-        const float* p = f32_rows(x, self.dim(), n, "x");
-        py::gil_scoped_release nogil;
-        self.train(p, n, kmeans_params(niter, seed, mppc, threads));
-      })
       .def("add", [](Index& self, const py::array& x, const py::object& ids, int threads) {
         size_t n;
         const float* p = f32_rows(x, self.dim(), n, "x");
@@ -104,7 +96,21 @@ py::class_<Index> bind_pq_index(py::module_& m, const char* name, Params kmeans_
         self.reconstruct(ip, n, op);
         return out;
       })
-      .def("reset", &Index::reset)
+      .def("reset", &Index::reset);
+}
+
+// PQIndex and PQFastScanIndex: everything but the constructor and search.
+template <class Index, class Params>
+py::class_<Index> bind_pq_index(py::module_& m, const char* name, Params kmeans_params) {
+  py::class_<Index> c(m, name);
+  bind_common(c);
+  c.def("train", [kmeans_params](Index& self, const py::array& x, size_t niter, uint64_t seed,
+                                 size_t mppc, int threads) {
+     size_t n;
+     const float* p = f32_rows(x, self.dim(), n, "x");
+     py::gil_scoped_release nogil;
+     self.train(p, n, kmeans_params(niter, seed, mppc, threads));
+   })
       .def("codes", [](const Index& self) { return to_numpy(self.codes()); })
       .def("ids", [](const Index& self) { return to_numpy(self.ids()); })
       .def("restore", [](Index& self, const py::array& codes, const py::array& ids, size_t ntotal) {
@@ -289,16 +295,11 @@ PYBIND11_MODULE(_core, m) {
     });
   });
 
-  py::class_<IVFPQIndex>(m, "IVFPQIndex")
-      .def(py::init([](size_t dim, size_t nlist, size_t m, size_t nbits, const std::string& metric) {
-        return new IVFPQIndex(dim, nlist, m, nbits, metric_from_name(metric));
-      }))
-      .def_property_readonly("ntotal", &IVFPQIndex::ntotal)
-      .def_property_readonly("is_trained", &IVFPQIndex::is_trained)
-      .def_property_readonly("memory_usage", &IVFPQIndex::memory_usage)
-      .def_property_readonly("metric", [](const IVFPQIndex& s) { return metric_name(s.metric()); })
-      .def("pq", [](IVFPQIndex& self) -> ProductQuantizer& { return self.pq(); },
-           py::return_value_policy::reference_internal)
+  py::class_<IVFPQIndex> ivf(m, "IVFPQIndex");
+  bind_common(ivf);
+  ivf.def(py::init([](size_t dim, size_t nlist, size_t m, size_t nbits, const std::string& metric) {
+       return new IVFPQIndex(dim, nlist, m, nbits, metric_from_name(metric));
+     }))
       .def("train", [kmeans_params](IVFPQIndex& self, const py::array& x, size_t coarse_niter,
                                     size_t niter, uint64_t seed, size_t mppc, int threads) {
         size_t n;
@@ -307,35 +308,12 @@ PYBIND11_MODULE(_core, m) {
         self.train(p, n, kmeans_params(coarse_niter, seed, mppc, threads),
                    kmeans_params(niter, seed + 1, mppc, threads));
       })
-      .def("add", [](IVFPQIndex& self, const py::array& x, const py::object& ids, int threads) {
-        size_t n;
-        const float* p = f32_rows(x, self.dim(), n, "x");
-        py::array_t<int64_t, py::array::c_style> id_arr;
-        const int64_t* idp = nullptr;
-        if (!ids.is_none()) {
-          id_arr = ids.cast<py::array_t<int64_t, py::array::c_style>>();
-          if (size_t(id_arr.size()) != n) throw py::value_error("ids must have one id per row");
-          idp = id_arr.data();
-        }
-        py::gil_scoped_release nogil;
-        self.add(p, n, idp, threads);
-      })
       .def("search", [](const IVFPQIndex& self, const py::array& q, size_t k, size_t nprobe,
                         int threads) {
         return search_into(self.dim(), q, k, [&](const float* p, size_t nq, float* D, int64_t* I) {
           self.search(p, nq, k, nprobe, threads, D, I);
         });
       })
-      .def("reconstruct", [](const IVFPQIndex& self, const py::array_t<int64_t, py::array::c_style>& ids) {
-        const size_t n = size_t(ids.size());
-        py::array_t<float> out({py::ssize_t(n), py::ssize_t(self.dim())});
-        const int64_t* ip = ids.data();
-        float* op = out.mutable_data();
-        py::gil_scoped_release nogil;
-        self.reconstruct(ip, n, op);
-        return out;
-      })
-      .def("reset", &IVFPQIndex::reset)
       .def("state", [](const IVFPQIndex& self) {
         py::dict d;
         d["centroids"] = to_numpy(self.centroids());
