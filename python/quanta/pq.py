@@ -9,10 +9,37 @@ from .flat import METRICS, FlatIndex, SearchResult
 from .io import FormatError, Persistent, register_kind, write_container
 
 
-class _Refinable:
-    """Optional exact re-ranking shared by the PQ indexes: the vectors are also kept in a
-    FlatIndex of storage ``refine`` (any foundation storage), the base index returns
-    ``k * refine_factor`` candidates and they are re-scored exactly against those vectors."""
+class _QuantizedIndex:
+    """What PQIndex and IVFPQIndex share: the native index in ``_index``, add / reconstruct /
+    reset, and the optional exact re-ranking: the vectors are also kept in a FlatIndex of
+    storage ``refine`` (any foundation storage), the base index returns ``k * refine_factor``
+    candidates and they are re-scored exactly against those vectors."""
+
+    metric = property(lambda self: self._index.metric)
+    ntotal = property(lambda self: self._index.ntotal)
+    is_trained = property(lambda self: self._index.is_trained)
+    memory_usage = property(lambda self: self._index.memory_usage)
+
+    def __len__(self):
+        return self.ntotal
+
+    def add(self, x, ids=None, *, threads: int = 0) -> None:
+        """Adds vectors (n, dim) with optional int64 ids (default: positions). Needs train."""
+        if not self.is_trained:
+            raise ValueError("add: the index is not trained; call train(x) first")
+        x = as_f32_matrix(x, self.dim, "x")
+        ids = None if ids is None else as_ids(ids, x.shape[0])
+        self._add_both(x, ids, as_threads(threads))
+
+    def reconstruct(self, ids) -> np.ndarray:
+        """The decoded vectors for `ids`, shape (len(ids), dim)."""
+        return reconstruct_ids(self._index, ids)
+
+    def reset(self) -> None:
+        """Removes all vectors (keeps the trained quantizers)."""
+        self._index.reset()
+        if self._refine is not None:
+            self._refine.reset()
 
     def _init_refine(self, dim, metric, refine, refine_factor):
         self._refine = None
@@ -180,7 +207,7 @@ class PQ(Persistent):
 
 
 
-class PQIndex(_Refinable, Persistent):
+class PQIndex(_QuantizedIndex, Persistent):
     """Flat product-quantization index: ``m`` sub-quantizers of ``nbits`` (4 or 8) bits, so
     ``m * nbits / 8`` bytes per vector, searched with ADC lookup tables (the query stays
     float; ``sdc=True`` encodes it too). Distances are to the reconstructed vectors: squared
@@ -211,15 +238,9 @@ class PQIndex(_Refinable, Persistent):
     dim = property(lambda self: self._dim)
     m = property(lambda self: self._m)
     nbits = property(lambda self: self._nbits)
-    metric = property(lambda self: self._index.metric)
-    ntotal = property(lambda self: self._index.ntotal)
-    is_trained = property(lambda self: self._index.is_trained)
-    memory_usage = property(lambda self: self._index.memory_usage)
     code_size = property(lambda self: (self._m * self._nbits + 7) // 8)
     fast_scan = property(lambda self: self._fast_scan)
 
-    def __len__(self):
-        return self.ntotal
 
     def __repr__(self):
         fs = ", fast_scan=True" if self.fast_scan else ""
@@ -242,12 +263,6 @@ class PQIndex(_Refinable, Persistent):
         self._index.train(x, *_train_args(niter, seed, max_points_per_centroid, threads))
         self._train_refine(x)
 
-    def add(self, x, ids=None, *, threads: int = 0) -> None:
-        if not self.is_trained:
-            raise ValueError("add: the index is not trained; call train(x) first")
-        x = as_f32_matrix(x, self.dim, "x")
-        ids = None if ids is None else as_ids(ids, x.shape[0])
-        self._add_both(x, ids, as_threads(threads))
 
     def search(self, q, k: int = 10, *, threads: int = 0, sdc: bool = False) -> SearchResult:
         if not self.is_trained:
@@ -263,14 +278,7 @@ class PQIndex(_Refinable, Persistent):
             return self._index.search(q, kk, threads, bool(sdc))
         return self._search_refined(q, k, threads, base)
 
-    def reconstruct(self, ids) -> np.ndarray:
-        """The decoded vectors for `ids`, shape (len(ids), dim)."""
-        return reconstruct_ids(self._index, ids)
 
-    def reset(self) -> None:
-        self._index.reset()
-        if self._refine is not None:
-            self._refine.reset()
 
     def _write(self, f):
         cent = self._index.pq().centroids() if self.is_trained else np.zeros(0, np.float32)
@@ -301,7 +309,7 @@ register_kind("PQ__", PQ)
 register_kind("PQIX", PQIndex)
 
 
-class IVFPQIndex(_Refinable, Persistent):
+class IVFPQIndex(_QuantizedIndex, Persistent):
     """IVF-PQ: ``nlist`` inverted lists from a coarse k-means; each vector stored as the PQ code
     (``m`` x ``nbits``) of its residual to its list's centroid. ``search`` visits the ``nprobe``
     closest lists (``index.nprobe`` by default, 1 to start, as in faiss). Distances are to the
@@ -324,13 +332,7 @@ class IVFPQIndex(_Refinable, Persistent):
     nlist = property(lambda self: self._nlist)
     m = property(lambda self: self._m)
     nbits = property(lambda self: self._nbits)
-    metric = property(lambda self: self._index.metric)
-    ntotal = property(lambda self: self._index.ntotal)
-    is_trained = property(lambda self: self._index.is_trained)
-    memory_usage = property(lambda self: self._index.memory_usage)
 
-    def __len__(self):
-        return self.ntotal
 
     def __repr__(self):
         return (f"IVFPQIndex(dim={self.dim}, nlist={self.nlist}, m={self.m}, nbits={self.nbits}, "
@@ -350,12 +352,6 @@ class IVFPQIndex(_Refinable, Persistent):
         self._index.train(x, int(coarse_niter), niter, seed, mppc, threads)
         self._train_refine(x)
 
-    def add(self, x, ids=None, *, threads: int = 0) -> None:
-        if not self.is_trained:
-            raise ValueError("add: the index is not trained; call train(x) first")
-        x = as_f32_matrix(x, self.dim, "x")
-        ids = None if ids is None else as_ids(ids, x.shape[0])
-        self._add_both(x, ids, as_threads(threads))
 
     def search(self, q, k: int = 10, *, nprobe: int | None = None, threads: int = 0) -> SearchResult:
         if not self.is_trained:
@@ -370,14 +366,7 @@ class IVFPQIndex(_Refinable, Persistent):
         return self._search_refined(
             q, k, threads, lambda kk: self._index.search(q, kk, int(nprobe), threads))
 
-    def reconstruct(self, ids) -> np.ndarray:
-        """centroid + decoded residual for `ids`, shape (len(ids), dim)."""
-        return reconstruct_ids(self._index, ids)
 
-    def reset(self) -> None:
-        self._index.reset()
-        if self._refine is not None:
-            self._refine.reset()
 
     def _write(self, f):
         st = self._index.state()
