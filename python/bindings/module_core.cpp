@@ -65,15 +65,13 @@ py::tuple search_into(size_t dim, const py::array& q, size_t k, Run&& run) {
   return py::make_tuple(D, I);
 }
 
-// The methods every quantized index binds the same way.
+// The methods every index binds the same way.
 template <class Index>
 void bind_common(py::class_<Index>& c) {
   c.def_property_readonly("ntotal", &Index::ntotal)
       .def_property_readonly("is_trained", &Index::is_trained)
       .def_property_readonly("memory_usage", &Index::memory_usage)
       .def_property_readonly("metric", [](const Index& s) { return metric_name(s.metric()); })
-      .def("pq", [](Index& self) -> ProductQuantizer& { return self.pq(); },
-           py::return_value_policy::reference_internal)
       .def("add", [](Index& self, const py::array& x, const py::object& ids, int threads) {
         size_t n;
         const float* p = f32_rows(x, self.dim(), n, "x");
@@ -81,12 +79,13 @@ void bind_common(py::class_<Index>& c) {
         const int64_t* idp = nullptr;
         if (!ids.is_none()) {
           id_arr = ids.cast<py::array_t<int64_t, py::array::c_style>>();
-          if (size_t(id_arr.size()) != n) throw py::value_error("ids must have one id per row");
+          if (id_arr.ndim() != 1 || size_t(id_arr.shape(0)) != n)
+            throw py::value_error("ids must be a 1-D int64 array with one id per row");
           idp = id_arr.data();
         }
         py::gil_scoped_release nogil;
         self.add(p, n, idp, threads);
-      })
+      }, py::arg("x"), py::arg("ids"), py::arg("threads"))
       .def("reconstruct", [](const Index& self, const py::array_t<int64_t, py::array::c_style>& ids) {
         const size_t n = size_t(ids.size());
         py::array_t<float> out({py::ssize_t(n), py::ssize_t(self.dim())});
@@ -99,11 +98,18 @@ void bind_common(py::class_<Index>& c) {
       .def("reset", &Index::reset);
 }
 
+template <class Index>
+void bind_pq_accessor(py::class_<Index>& c) {
+  c.def("pq", [](Index& self) -> ProductQuantizer& { return self.pq(); },
+        py::return_value_policy::reference_internal);
+}
+
 // PQIndex and PQFastScanIndex: everything but the constructor and search.
 template <class Index, class Params>
 py::class_<Index> bind_pq_index(py::module_& m, const char* name, Params kmeans_params) {
   py::class_<Index> c(m, name);
   bind_common(c);
+  bind_pq_accessor(c);
   c.def("train", [kmeans_params](Index& self, const py::array& x, size_t niter, uint64_t seed,
                                  size_t mppc, int threads) {
      size_t n;
@@ -297,6 +303,7 @@ PYBIND11_MODULE(_core, m) {
 
   py::class_<IVFPQIndex> ivf(m, "IVFPQIndex");
   bind_common(ivf);
+  bind_pq_accessor(ivf);
   ivf.def(py::init([](size_t dim, size_t nlist, size_t m, size_t nbits, const std::string& metric) {
        return new IVFPQIndex(dim, nlist, m, nbits, metric_from_name(metric));
      }))
@@ -328,8 +335,9 @@ PYBIND11_MODULE(_core, m) {
                      from_numpy<uint8_t>(codes, "codes"), from_numpy<int64_t>(ids, "ids"));
       });
 
-  py::class_<FlatIndex>(m, "FlatIndex")
-      .def(py::init([](size_t dim, const std::string& metric, const std::string& storage,
+  py::class_<FlatIndex> flat(m, "FlatIndex");
+  bind_common(flat);
+  flat.def(py::init([](size_t dim, const std::string& metric, const std::string& storage,
                        const std::string& f8_scale, bool f8_anisotropic) {
              return new FlatIndex(dim, metric_from_name(metric), storage_from_name(storage),
                                   f8scale_from_name(f8_scale), f8_anisotropic);
@@ -338,49 +346,23 @@ PYBIND11_MODULE(_core, m) {
            py::arg("f8_anisotropic"))
       .def_property_readonly("f8_anisotropic", &FlatIndex::f8_anisotropic)
       .def_property_readonly("dim", &FlatIndex::dim)
-      .def_property_readonly("ntotal", &FlatIndex::ntotal)
-      .def_property_readonly("metric", [](const FlatIndex& s) { return metric_name(s.metric()); })
       .def_property_readonly("storage", [](const FlatIndex& s) { return storage_name(s.storage()); })
       .def_property_readonly("f8_scale", [](const FlatIndex& s) { return f8scale_name(s.f8_scale()); })
       .def_property_readonly("code_size", &FlatIndex::code_size)
-      .def_property_readonly("is_trained", &FlatIndex::is_trained)
-      .def_property_readonly("memory_usage", &FlatIndex::memory_usage)
       .def("train", [](FlatIndex& self, const py::array& x) {
         size_t n;
         const float* p = f32_rows(x, self.dim(), n, "x");
         py::gil_scoped_release nogil;
         self.train(p, n);
       })
-      .def("add", [](FlatIndex& self, const py::array& x, const py::object& ids, int threads) {
-        size_t n;
-        const float* p = f32_rows(x, self.dim(), n, "x");
-        const int64_t* idp = nullptr;
-        py::array_t<int64_t, py::array::c_style> id_arr;
-        if (!ids.is_none()) {
-          id_arr = ids.cast<py::array_t<int64_t, py::array::c_style>>();
-          if (id_arr.ndim() != 1 || size_t(id_arr.shape(0)) != n)
-            throw py::value_error("ids must be a 1-D int64 array with one id per row");
-          idp = id_arr.data();
-        }
-        py::gil_scoped_release nogil;
-        self.add(p, n, idp, threads);
-      }, py::arg("x"), py::arg("ids"), py::arg("threads"))
       .def("search", [](const FlatIndex& self, const py::array& q, size_t k, int threads,
                         bool quantize_queries) {
-        size_t nq;
-        const float* p = f32_rows(q, self.dim(), nq, "queries");
-        py::array_t<float> D({py::ssize_t(nq), py::ssize_t(k)});
-        py::array_t<int64_t> I({py::ssize_t(nq), py::ssize_t(k)});
         SearchParams params;
         params.threads = threads;
         params.quantize_queries = quantize_queries;
-        float* dp = D.mutable_data();
-        int64_t* ip = I.mutable_data();
-        {
-          py::gil_scoped_release nogil;
-          self.search(p, nq, k, params, dp, ip);
-        }
-        return py::make_tuple(D, I);
+        return search_into(self.dim(), q, k, [&](const float* p, size_t nq, float* D, int64_t* I) {
+          self.search(p, nq, k, params, D, I);
+        });
       }, py::arg("queries"), py::arg("k"), py::arg("threads"), py::arg("quantize_queries"))
       .def("search_subset", [](const FlatIndex& self, const py::array& q,
                                const py::array_t<int64_t, py::array::c_style>& cand, size_t k,
@@ -393,16 +375,6 @@ PYBIND11_MODULE(_core, m) {
           self.search_subset(p, nq, cp, nc, k, threads, D, I);
         });
       })
-      .def("reconstruct", [](const FlatIndex& self, const py::array_t<int64_t, py::array::c_style>& ids) {
-        const size_t n = size_t(ids.size());
-        py::array_t<float> out({py::ssize_t(n), py::ssize_t(self.dim())});
-        const int64_t* ip = ids.data();
-        float* op = out.mutable_data();
-        py::gil_scoped_release nogil;
-        self.reconstruct(ip, n, op);
-        return out;
-      })
-      .def("reset", &FlatIndex::reset)
       .def("state", [](const FlatIndex& self) {
         py::dict d;
         d["codes"] = to_numpy(self.codes());
