@@ -4,6 +4,7 @@
 // list (built from q - centroid), for ip one table for all lists plus <q, centroid>.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <unordered_map>
 #include <utility>
@@ -49,7 +50,7 @@ class IVFPQIndex {
   // l2: |q - c - r|^2 = |q - c|^2 + (|r|^2 + 2 <c, r>) - 2 <q, r>. The middle term depends on
   // (list, sub-space, code) only: precomputed here (faiss's precomputed tables), so a probed
   // list's table costs m * ksub adds instead of a table from the residual query.
-  void precompute();
+  void precompute();  // also builds coarse_ from the centroids
   static constexpr size_t kMaxPrecomputedBytes = size_t(512) << 20;
   void assign(const float* x, size_t n, int threads, int64_t* lists) const;
 
@@ -58,6 +59,7 @@ class IVFPQIndex {
   ProductQuantizer pq_;
   std::vector<float> centroids_;  // nlist x dim
   std::vector<float> precomputed_;  // nlist x m x ksub (l2, when within the cap), else empty
+  std::unique_ptr<FlatIndex> coarse_;  // exact search over the centroids (the coarse step)
   std::vector<std::vector<uint8_t>> codes_;
   std::vector<std::vector<int64_t>> ids_;
   size_t ntotal_ = 0;

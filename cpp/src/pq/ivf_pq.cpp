@@ -62,6 +62,12 @@ void IVFPQIndex::train(const float* x, size_t n, const KMeansParams& coarse,
 }
 
 void IVFPQIndex::precompute() {
+  coarse_.reset();
+  if (!centroids_.empty()) {
+    coarse_ = std::make_unique<FlatIndex>(dim_, metric_ == Metric::l2 ? Metric::l2 : Metric::ip,
+                                          Storage::f32, F8Scale::none, false);
+    coarse_->add(centroids_.data(), nlist_, nullptr, 0);
+  }
   precomputed_.clear();
   const size_t m = pq_.m(), ks = pq_.ksub(), ds = pq_.dsub();
   if (metric_ != Metric::l2 || centroids_.empty() || !pq_.is_trained() ||
@@ -127,13 +133,9 @@ void IVFPQIndex::search(const float* q, size_t nq, size_t k, size_t nprobe, int 
   // Coarse step: the nprobe best lists of every query (exact, GEMM), best first.
   std::vector<float> cd(nq * nprobe);
   std::vector<int64_t> cl(nq * nprobe);
-  {
-    FlatIndex coarse(dim_, l2 ? Metric::l2 : Metric::ip, Storage::f32, F8Scale::none, false);
-    coarse.add(centroids_.data(), nlist_, nullptr, threads);
-    SearchParams sp;
-    sp.threads = threads;
-    coarse.search(qs.data(), nq, nprobe, sp, cd.data(), cl.data());
-  }
+  SearchParams sp;
+  sp.threads = threads;
+  coarse_->search(qs.data(), nq, nprobe, sp, cd.data(), cl.data());
   const size_t m = pq_.m(), ks = pq_.ksub(), cs = pq_.code_size();
   // One query per task: its lists in order, so ties (equal scores) break by id the same way
   // whatever the thread count.
