@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import time
 
-import numpy as np
 
 from bench import adapters as A
 from bench import datasets

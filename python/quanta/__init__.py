@@ -7,14 +7,13 @@
 """
 from __future__ import annotations
 
-import os as _os
 
 from . import _core
 from ._core import QuantaError
 from .factory import index_factory
 from .flat import FlatIndex, SearchResult
 from .io import FormatError, from_bytes, load, read_header
-from . import datasets
+from . import datasets  # noqa: F401  (quanta.datasets.clustered for users)
 from .kmeans import KMeansResult, kmeans
 from .pq import PQ, IVFPQIndex, PQIndex
 from .storage import STORAGES, decode, encode

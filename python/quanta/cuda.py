@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _core
 from ._validate import as_k
 from .flat import FlatIndex as _CpuFlatIndex, SearchResult
 

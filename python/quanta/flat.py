@@ -1,7 +1,6 @@
 """Exact (brute-force) search over vectors kept in a compact storage."""
 from __future__ import annotations
 
-import os
 from typing import NamedTuple
 
 import numpy as np
@@ -9,7 +8,7 @@ import numpy as np
 from . import _core
 from ._validate import as_f32_matrix, as_ids, as_k, as_threads, reconstruct_ids
 from .io import FormatError, Persistent, register_kind, write_container
-from .storage import STORAGES, _check_storage
+from .storage import _check_storage
 
 METRICS = ("ip", "l2", "cosine")
 F8_SCALES = ("none", "global", "vector")
