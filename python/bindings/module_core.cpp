@@ -304,8 +304,9 @@ PYBIND11_MODULE(_core, m) {
   py::class_<IVFPQIndex> ivf(m, "IVFPQIndex");
   bind_common(ivf);
   bind_pq_accessor(ivf);
-  ivf.def(py::init([](size_t dim, size_t nlist, size_t m, size_t nbits, const std::string& metric) {
-       return new IVFPQIndex(dim, nlist, m, nbits, metric_from_name(metric));
+  ivf.def(py::init([](size_t dim, size_t nlist, size_t m, size_t nbits, const std::string& metric,
+                      bool fast_scan) {
+       return new IVFPQIndex(dim, nlist, m, nbits, metric_from_name(metric), fast_scan);
      }))
       .def("train", [kmeans_params](IVFPQIndex& self, const py::array& x, size_t coarse_niter,
                                     size_t niter, uint64_t seed, size_t mppc, int threads) {
@@ -321,6 +322,7 @@ PYBIND11_MODULE(_core, m) {
           self.search(p, nq, k, nprobe, threads, D, I);
         });
       })
+      .def("coarse_centroids", [](const IVFPQIndex& self) { return to_numpy(self.centroids()); })
       .def("state", [](const IVFPQIndex& self) {
         py::dict d;
         d["centroids"] = to_numpy(self.centroids());

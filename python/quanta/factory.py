@@ -19,7 +19,7 @@ def index_factory(dim: int, spec: str, metric: str = "ip"):
     Supported now: ``"Flat"`` (float32), ``"Flat(<storage>)"`` with storage one of
     f32, f16, bf16, f8e4m3, f8e5m2, i8, ``"PQ<m>"`` / ``"PQ<m>x<nbits>"`` (nbits 4 or 8,
     default 8): a flat PQ index searched by ADC, ``"PQ<m>x4fs"``: 4-bit fast-scan, and
-    ``"IVF<nlist>,PQ<m>x<nbits>"``: IVF-PQ on residuals. A PQ or IVF-PQ spec may end with
+    ``"IVF<nlist>,PQ<m>x<nbits>"`` / ``"IVF<nlist>,PQ<m>x4fs"``: IVF-PQ on residuals. A PQ or IVF-PQ spec may end with
     ``",Refine(<storage>)"`` (or ``",RFlat"`` for f32): exact re-ranking of ``refine_factor``
     (default 4) times k candidates against vectors kept in that storage.
     """
@@ -45,17 +45,25 @@ def index_factory(dim: int, spec: str, metric: str = "ip"):
     ivf = _IVF.match(spec.strip())
     if ivf:
         m = _PQ.match(ivf.group("rest").strip())
-        if not m or m.group("fs"):
-            raise ValueError(f"index spec {spec!r}: after 'IVF<nlist>,' this version supports "
-                             f"'PQ<m>x<nbits>' (fast-scan lists and refinement come later)")
-        return IVFPQIndex(dim, int(ivf.group("nlist")), int(m.group("m")),
-                          int(m.group("nbits") or 8), metric, **kw)
+        if not m:
+            raise ValueError(f"index spec {spec!r}: 'IVF<nlist>,' must be followed by "
+                             f"'PQ<m>x<nbits>' or 'PQ<m>x4fs'")
+        nbits = _pq_bits(spec, m)
+        return IVFPQIndex(dim, int(ivf.group("nlist")), int(m.group("m")), nbits, metric,
+                          fast_scan=bool(m.group("fs")), **kw)
     m = _PQ.match(spec.strip())
     if m:
-        nbits = int(m.group("nbits") or 8)
-        if m.group("fs") and nbits != 4:
-            raise ValueError(f"index spec {spec!r}: fast-scan ('fs') needs 4-bit codes, "
-                             f"e.g. 'PQ{m.group('m')}x4fs'")
+        nbits = _pq_bits(spec, m)
         return PQIndex(dim, int(m.group("m")), nbits, metric, fast_scan=bool(m.group("fs")), **kw)
     raise ValueError(f"unknown index spec {spec!r}; supported: 'Flat', 'Flat(<storage>)' with "
-                     f"storage in {', '.join(STORAGES)}, 'PQ<m>x<nbits>'")
+                     f"storage in {', '.join(STORAGES)}, 'PQ<m>x<nbits>', 'PQ<m>x4fs', "
+                     f"'IVF<nlist>,PQ<m>x<nbits>[fs]', each PQ spec optionally followed by "
+                     f"',Refine(<storage>)'")
+
+
+def _pq_bits(spec, m):
+    nbits = int(m.group("nbits") or 8)
+    if m.group("fs") and nbits != 4:
+        raise ValueError(f"index spec {spec!r}: fast-scan ('fs') needs 4-bit codes, "
+                         f"e.g. 'PQ{m.group('m')}x4fs'")
+    return nbits

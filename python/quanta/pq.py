@@ -41,6 +41,14 @@ class _QuantizedIndex:
         if self._refine is not None:
             self._refine.reset()
 
+    @property
+    def pq(self):
+        """The product quantizer (a copy of its codebook; for IVF it codes residuals)."""
+        out = PQ(self.dim, self.m, self.nbits)
+        if self._index.pq().is_trained:
+            out._pq.set_centroids(self._index.pq().centroids())
+        return out
+
     def _init_refine(self, dim, metric, refine, refine_factor):
         self._refine = None
         self.refine_factor = refine_factor
@@ -110,6 +118,13 @@ def _check_shape(dim, m, nbits):
         raise ValueError(f"dim ({dim}) must be a positive multiple of m ({m})")
     if nbits not in (4, 8):
         raise ValueError(f"nbits must be 4 or 8; got {nbits}")
+
+
+def _check_fast_scan(fast_scan, m, nbits):
+    if fast_scan and nbits != 4:
+        raise ValueError(f"fast_scan needs nbits=4; got {nbits}")
+    if fast_scan and m > 256:
+        raise ValueError(f"fast_scan supports m <= 256; got {m}")
 
 
 def _train_args(niter, seed, max_points_per_centroid, threads):
@@ -223,11 +238,8 @@ class PQIndex(_QuantizedIndex, Persistent):
         _check_shape(dim, m, nbits)
         if metric not in METRICS:
             raise ValueError(f"metric must be one of {METRICS}; got {metric!r}")
+        _check_fast_scan(fast_scan, m, nbits)
         if fast_scan:
-            if nbits != 4:
-                raise ValueError(f"fast_scan needs nbits=4; got {nbits}")
-            if m > 256:
-                raise ValueError(f"fast_scan supports m <= 256; got {m}")
             self._index = _core.PQFastScanIndex(int(dim), int(m), metric)
         else:
             self._index = _core.PQIndex(int(dim), int(m), int(nbits), metric)
@@ -241,19 +253,11 @@ class PQIndex(_QuantizedIndex, Persistent):
     code_size = property(lambda self: (self._m * self._nbits + 7) // 8)
     fast_scan = property(lambda self: self._fast_scan)
 
-
     def __repr__(self):
         fs = ", fast_scan=True" if self.fast_scan else ""
         return (f"PQIndex(dim={self.dim}, m={self.m}, nbits={self.nbits}, "
                 f"metric={self.metric!r}{fs}, ntotal={self.ntotal})")
 
-    @property
-    def pq(self) -> PQ:
-        """The trained quantizer (a copy of its codebook)."""
-        out = PQ(self.dim, self.m, self.nbits)
-        if self.is_trained:
-            out._pq.set_centroids(self._index.pq().centroids())
-        return out
 
     def train(self, x, *, niter: int = 25, seed: int = 0, max_points_per_centroid: int = 256,
               threads: int = 0) -> None:
@@ -262,7 +266,6 @@ class PQIndex(_QuantizedIndex, Persistent):
             raise ValueError(f"train: {x.shape[0]} vectors; need at least {2 ** self.nbits}")
         self._index.train(x, *_train_args(niter, seed, max_points_per_centroid, threads))
         self._train_refine(x)
-
 
     def search(self, q, k: int = 10, *, threads: int = 0, sdc: bool = False) -> SearchResult:
         if not self.is_trained:
@@ -277,8 +280,6 @@ class PQIndex(_QuantizedIndex, Persistent):
                 return self._index.search(q, kk, threads)
             return self._index.search(q, kk, threads, bool(sdc))
         return self._search_refined(q, k, threads, base)
-
-
 
     def _write(self, f):
         cent = self._index.pq().centroids() if self.is_trained else np.zeros(0, np.float32)
@@ -314,16 +315,23 @@ class IVFPQIndex(_QuantizedIndex, Persistent):
     (``m`` x ``nbits``) of its residual to its list's centroid. ``search`` visits the ``nprobe``
     closest lists (``index.nprobe`` by default, 1 to start, as in faiss). Distances are to the
     reconstructions: squared L2 for "l2", inner products for "ip" / "cosine".
+
+    ``fast_scan=True`` (4-bit codes, m <= 256; factory "IVF<nlist>,PQ<m>x4fs") keeps each list
+    in blocks of 32 codes scanned with uint8 tables in SIMD registers; a query's tables for all
+    its probed lists share one quantization scale, and distances are estimates from them.
     """
 
     def __init__(self, dim: int, nlist: int, m: int, nbits: int = 8, metric: str = "l2", *,
-                 refine: str | None = None, refine_factor: int = 4):
+                 fast_scan: bool = False, refine: str | None = None, refine_factor: int = 4):
         _check_shape(dim, m, nbits)
         if isinstance(nlist, bool) or not isinstance(nlist, (int, np.integer)) or nlist < 1:
             raise ValueError(f"nlist must be an integer >= 1; got {nlist!r}")
         if metric not in METRICS:
             raise ValueError(f"metric must be one of {METRICS}; got {metric!r}")
-        self._index = _core.IVFPQIndex(int(dim), int(nlist), int(m), int(nbits), metric)
+        _check_fast_scan(fast_scan, m, nbits)
+        self._index = _core.IVFPQIndex(int(dim), int(nlist), int(m), int(nbits), metric,
+                                       bool(fast_scan))
+        self._fast_scan = bool(fast_scan)
         self._dim, self._nlist, self._m, self._nbits = int(dim), int(nlist), int(m), int(nbits)
         self.nprobe = 1
         self._init_refine(int(dim), metric, refine, refine_factor)
@@ -332,11 +340,17 @@ class IVFPQIndex(_QuantizedIndex, Persistent):
     nlist = property(lambda self: self._nlist)
     m = property(lambda self: self._m)
     nbits = property(lambda self: self._nbits)
+    fast_scan = property(lambda self: self._fast_scan)
 
+    @property
+    def coarse_centroids(self) -> np.ndarray:
+        """The list centroids, shape (nlist, dim) (empty before training)."""
+        return self._index.coarse_centroids().reshape(-1, self.dim)
 
     def __repr__(self):
+        fs = ", fast_scan=True" if self.fast_scan else ""
         return (f"IVFPQIndex(dim={self.dim}, nlist={self.nlist}, m={self.m}, nbits={self.nbits}, "
-                f"metric={self.metric!r}, nprobe={self.nprobe}, ntotal={self.ntotal})")
+                f"metric={self.metric!r}{fs}, nprobe={self.nprobe}, ntotal={self.ntotal})")
 
     def train(self, x, *, coarse_niter: int = 10, niter: int = 25, seed: int = 0,
               max_points_per_centroid: int = 256, threads: int = 0) -> None:
@@ -352,7 +366,6 @@ class IVFPQIndex(_QuantizedIndex, Persistent):
         self._index.train(x, int(coarse_niter), niter, seed, mppc, threads)
         self._train_refine(x)
 
-
     def search(self, q, k: int = 10, *, nprobe: int | None = None, threads: int = 0) -> SearchResult:
         if not self.is_trained:
             raise ValueError("search: the index is not trained; call train(x) first")
@@ -366,22 +379,22 @@ class IVFPQIndex(_QuantizedIndex, Persistent):
         return self._search_refined(
             q, k, threads, lambda kk: self._index.search(q, kk, int(nprobe), threads))
 
-
-
     def _write(self, f):
         st = self._index.state()
         rmeta, rarrays = self._refine_parts()
         cent = self._index.pq().centroids() if self.is_trained else np.zeros(0, np.float32)
         write_container(f, "IVPQ", self.dim, self.ntotal,
                         {"nlist": self.nlist, "m": self.m, "nbits": self.nbits,
-                         "metric": self.metric, "nprobe": self.nprobe, **rmeta},
+                         "metric": self.metric, "nprobe": self.nprobe,
+                         "fast_scan": self.fast_scan, **rmeta},
                         {"CENT": cent, "COAR": st["centroids"], "SIZE": st["sizes"],
                          "CODE": st["codes"], "IDS_": st["ids"], **rarrays})
 
     @classmethod
     def _from_parts(cls, dim, ntotal, meta, arrays, source):
         try:
-            index = cls(dim, meta["nlist"], meta["m"], meta["nbits"], meta["metric"])
+            index = cls(dim, meta["nlist"], meta["m"], meta["nbits"], meta["metric"],
+                        fast_scan=bool(meta.get("fast_scan", False)))
             index.nprobe = int(meta.get("nprobe", 1))
             if arrays["CENT"].size:
                 index._index.pq().set_centroids(np.ascontiguousarray(arrays["CENT"], np.float32))

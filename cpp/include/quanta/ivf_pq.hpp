@@ -2,6 +2,9 @@
 // is stored as the PQ code of its residual (vector minus its list's centroid). A query visits
 // its nprobe closest lists and scores their codes with ADC tables: for l2 one table per probed
 // list (built from q - centroid), for ip one table for all lists plus <q, centroid>.
+// With fast_scan (4-bit codes), each list keeps its codes in the block layout of
+// fast_scan_codes.hpp and a query's tables for all its probed lists are quantized to uint8
+// with one shared scale, so the sums of different lists compare directly.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -10,19 +13,23 @@
 #include <utility>
 #include <vector>
 
+#include "quanta/fast_scan_codes.hpp"
 #include "quanta/flat.hpp"
 #include "quanta/labels.hpp"
 #include "quanta/pq.hpp"
+#include "quanta/topk.hpp"
 
 namespace quanta {
 
 class IVFPQIndex {
  public:
-  IVFPQIndex(size_t dim, size_t nlist, size_t m, size_t nbits, Metric metric);
+  IVFPQIndex(size_t dim, size_t nlist, size_t m, size_t nbits, Metric metric,
+             bool fast_scan = false);
 
   size_t dim() const { return dim_; }
   size_t nlist() const { return nlist_; }
   Metric metric() const { return metric_; }
+  bool fast_scan() const { return fast_scan_; }
   size_t ntotal() const { return ntotal_; }
   bool is_trained() const { return !centroids_.empty() && pq_.is_trained(); }
   size_t memory_usage() const;
@@ -53,14 +60,22 @@ class IVFPQIndex {
   void precompute();  // also builds coarse_ from the centroids
   static constexpr size_t kMaxPrecomputedBytes = size_t(512) << 20;
   void assign(const float* x, size_t n, int threads, int64_t* lists) const;
+  // One query's scan of its probed lists (coarse distances cd, lists cl, best first).
+  void scan_lists(const float* q, const float* cd, const int64_t* cl, size_t nprobe,
+                  TopKSet& top) const;
+  void scan_lists_fast(const float* q, const int64_t* cl, size_t nprobe, TopKSet& top,
+                       fast_scan::Scanner& scanner) const;
+  // The l2 ADC table of list l for a query with sub-dots qdots (precomputed or from q - c_l).
+  void l2_table(const float* q, const float* qdots, size_t l, float* table) const;
 
   size_t dim_, nlist_;
   Metric metric_;
+  bool fast_scan_;
   ProductQuantizer pq_;
   std::vector<float> centroids_;  // nlist x dim
   std::vector<float> precomputed_;  // nlist x m x ksub (l2, when within the cap), else empty
   std::unique_ptr<FlatIndex> coarse_;  // exact search over the centroids (the coarse step)
-  std::vector<std::vector<uint8_t>> codes_;
+  std::vector<std::vector<uint8_t>> codes_;  // per list: plain codes, or fast-scan blocks
   std::vector<std::vector<int64_t>> ids_;
   size_t ntotal_ = 0;
   mutable std::mutex map_mutex_;

@@ -1,11 +1,6 @@
-// 4-bit PQ fast-scan index (after faiss's IndexPQFastScan and Quick ADC): codes sit in blocks
-// of 32 vectors so that one 32-byte load holds two sub-quantizers' codes for the whole block,
-// and the per-query lookup tables, quantized to uint8, live in SIMD registers (vpshufb).
-//
-// Block layout: block b, pair t (sub-quantizers 2t, 2t+1): 32 bytes; byte 16 * h + v holds,
-// for sub-quantizer 2t + h, vector v's code in its low nibble and vector v + 16's in its high
-// nibble. Distances are estimates acc / scale + bias from exact uint16 sums of the quantized
-// tables, so every SIMD level returns the same results.
+// Flat 4-bit PQ fast-scan index: codes in the block layout of fast_scan_codes.hpp. Distances
+// are estimates acc / scale + bias from exact uint16 sums of the quantized tables, so every
+// SIMD level returns the same results.
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -46,9 +41,6 @@ class PQFastScanIndex {
   void quantized_tables(const float* q, uint8_t* lut, float* scale, float* bias) const;
 
  private:
-  void pack(const uint8_t* codes, size_t first, size_t n);  // plain codes of vectors first..
-  size_t code_of(size_t pos, size_t j) const;
-
   ProductQuantizer pq_;
   Metric metric_;
   size_t ntotal_ = 0;

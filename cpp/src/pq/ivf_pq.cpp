@@ -5,7 +5,9 @@
 #include <stdexcept>
 #include <string>
 
+#include "quanta/dispatch.hpp"
 #include "quanta/error.hpp"
+#include "quanta/kernels.hpp"
 #include "quanta/kmeans.hpp"
 #include "quanta/parallel.hpp"
 #include "quanta/rows.hpp"
@@ -13,9 +15,13 @@
 
 namespace quanta {
 
-IVFPQIndex::IVFPQIndex(size_t dim, size_t nlist, size_t m, size_t nbits, Metric metric)
-    : dim_(dim), nlist_(nlist), metric_(metric), pq_(dim, m, nbits), codes_(nlist), ids_(nlist) {
+IVFPQIndex::IVFPQIndex(size_t dim, size_t nlist, size_t m, size_t nbits, Metric metric,
+                       bool fast_scan)
+    : dim_(dim), nlist_(nlist), metric_(metric), fast_scan_(fast_scan), pq_(dim, m, nbits),
+      codes_(nlist), ids_(nlist) {
   require(nlist > 0, "nlist must be >= 1");
+  // uint16 sums of up to m entries of 255 must not overflow.
+  require(!fast_scan || (nbits == 4 && m <= 256), "fast_scan needs nbits=4 and m <= 256");
 }
 
 size_t IVFPQIndex::memory_usage() const {
@@ -101,7 +107,13 @@ void IVFPQIndex::add(const float* x, size_t n, const int64_t* ids, int threads) 
   pq_.encode(xs.data(), n, codes.data(), threads);
   for (size_t i = 0; i < n; ++i) {
     const size_t l = size_t(lists[i]);
-    codes_[l].insert(codes_[l].end(), codes.begin() + i * cs, codes.begin() + (i + 1) * cs);
+    if (fast_scan_) {
+      const size_t len = ids_[l].size();
+      codes_[l].resize(fast_scan::bytes_for(len + 1, pq_.m()), 0);
+      fast_scan::pack(codes.data() + i * cs, 1, pq_.m(), len, codes_[l].data());
+    } else {
+      codes_[l].insert(codes_[l].end(), codes.begin() + i * cs, codes.begin() + (i + 1) * cs);
+    }
     ids_[l].push_back(ids ? ids[i] : int64_t(ntotal_ + i));
   }
   ntotal_ += n;
@@ -136,48 +148,16 @@ void IVFPQIndex::search(const float* q, size_t nq, size_t k, size_t nprobe, int 
   SearchParams sp;
   sp.threads = threads;
   coarse_->search(qs.data(), nq, nprobe, sp, cd.data(), cl.data());
-  const size_t m = pq_.m(), ks = pq_.ksub(), cs = pq_.code_size();
   // One query per task: its lists in order, so ties (equal scores) break by id the same way
   // whatever the thread count.
-  parallel_for(nq, threads, [&](size_t i, size_t) {
+  std::vector<fast_scan::Scanner> scanners(fast_scan_ ? size_t(threads) : 0);
+  parallel_for(nq, threads, [&](size_t i, size_t w) {
     TopKSet top(1, k);
-    std::vector<float> table(m * ks), resid(dim_), scores, qdots;
     const float* qi = qs.data() + i * dim_;
-    const bool pre = !precomputed_.empty();
-    if (!l2) pq_.distance_tables(qi, 1, false, table.data());
-    if (pre) {  // <q_j, code c> once per query, shared by every probed list
-      qdots.resize(m * ks);
-      for (size_t j = 0; j < m; ++j) pq_.sub_dots(j, qi + j * pq_.dsub(), qdots.data() + j * ks);
-    }
-    for (size_t pr = 0; pr < nprobe; ++pr) {
-      const int64_t l = cl[i * nprobe + pr];
-      if (l < 0) continue;
-      const size_t len = ids_[size_t(l)].size();
-      if (len == 0) continue;
-      float bias = 0;
-      if (pre) {
-        const float* t = precomputed_.data() + size_t(l) * m * ks;
-        for (size_t e = 0; e < m * ks; ++e) table[e] = t[e] - 2 * qdots[e];
-        bias = -cd[i * nprobe + pr];  // minus |q - centroid|^2: scores are negated distances
-      } else if (l2) {
-        const float* c = centroids_.data() + size_t(l) * dim_;
-        for (size_t p = 0; p < dim_; ++p) resid[p] = qi[p] - c[p];
-        pq_.distance_tables(resid.data(), 1, true, table.data());
-      } else {
-        bias = cd[i * nprobe + pr];  // <q, centroid>
-      }
-      scores.resize(len);
-      pq_.scan(table.data(), codes_[size_t(l)].data(), len, scores.data());
-      const int64_t* id = ids_[size_t(l)].data();
-      float thr = top.threshold(0);
-      for (size_t r = 0; r < len; ++r) {
-        const float s = (l2 ? -scores[r] : scores[r]) + bias;
-        if (s >= thr) {
-          top.push(0, s, id[r]);
-          thr = top.threshold(0);
-        }
-      }
-    }
+    if (fast_scan_)
+      scan_lists_fast(qi, cl.data() + i * nprobe, nprobe, top, scanners[w]);
+    else
+      scan_lists(qi, cd.data() + i * nprobe, cl.data() + i * nprobe, nprobe, top);
     top.write_sorted(0, distances + i * k, labels + i * k,
                      l2 ? std::numeric_limits<float>::infinity()
                         : -std::numeric_limits<float>::infinity());
@@ -185,6 +165,100 @@ void IVFPQIndex::search(const float* q, size_t nq, size_t k, size_t nprobe, int 
       for (size_t j = 0; j < k; ++j)
         if (labels[i * k + j] >= 0) distances[i * k + j] = -distances[i * k + j];
   });
+}
+
+// Scores are negated distances for l2 (higher is better everywhere).
+void IVFPQIndex::l2_table(const float* q, const float* qdots, size_t l, float* table) const {
+  const size_t n = pq_.m() * pq_.ksub();
+  if (!precomputed_.empty()) {  // |r|^2 + 2 <c, r> - 2 <q, r>, without |q - c|^2
+    const float* t = precomputed_.data() + l * n;
+    for (size_t e = 0; e < n; ++e) table[e] = t[e] - 2 * qdots[e];
+  } else {  // from the residual query: the full |q - c - r|^2
+    std::vector<float> resid(dim_);
+    const float* c = centroids_.data() + l * dim_;
+    for (size_t p = 0; p < dim_; ++p) resid[p] = q[p] - c[p];
+    pq_.distance_tables(resid.data(), 1, true, table);
+  }
+}
+
+void IVFPQIndex::scan_lists(const float* q, const float* cd, const int64_t* cl, size_t nprobe,
+                            TopKSet& top) const {
+  const bool l2 = metric_ == Metric::l2, pre = !precomputed_.empty();
+  const size_t m = pq_.m(), ks = pq_.ksub();
+  std::vector<float> table(m * ks), qdots(pre ? m * ks : 0), scores;
+  if (!l2) pq_.distance_tables(q, 1, false, table.data());
+  if (pre)  // <q_j, code c> once per query, shared by every probed list
+    for (size_t j = 0; j < m; ++j) pq_.sub_dots(j, q + j * pq_.dsub(), qdots.data() + j * ks);
+  for (size_t pr = 0; pr < nprobe; ++pr) {
+    const int64_t l = cl[pr];
+    if (l < 0 || ids_[size_t(l)].empty()) continue;
+    const size_t len = ids_[size_t(l)].size();
+    float bias = 0;
+    if (l2) {
+      l2_table(q, qdots.data(), size_t(l), table.data());
+      bias = pre ? -cd[pr] : 0;  // minus |q - centroid|^2
+    } else {
+      bias = cd[pr];  // <q, centroid>
+    }
+    scores.resize(len);
+    float* sc = scores.data();
+    pq_.scan(table.data(), codes_[size_t(l)].data(), len, sc);
+    const int64_t* id = ids_[size_t(l)].data();
+    float thr = top.threshold(0);
+    for (size_t r = 0; r < len; ++r) {
+      const float s = (l2 ? -sc[r] : sc[r]) + bias;
+      if (s >= thr) {
+        top.push(0, s, id[r]);
+        thr = top.threshold(0);
+      }
+    }
+  }
+}
+
+void IVFPQIndex::scan_lists_fast(const float* q, const int64_t* cl, size_t nprobe, TopKSet& top,
+                                 fast_scan::Scanner& scanner) const {
+  const bool l2 = metric_ == Metric::l2, pre = !precomputed_.empty();
+  const size_t m = pq_.m(), n16 = m * 16, lb = fast_scan::block_bytes(m);
+  std::vector<size_t> probes;  // the non-empty probed lists, best first
+  for (size_t pr = 0; pr < nprobe; ++pr)
+    if (cl[pr] >= 0 && !ids_[size_t(cl[pr])].empty()) probes.push_back(pr);
+  if (probes.empty()) return;
+  // Float tables (smaller is better), one per probed list for l2, one shared for ip.
+  const size_t nt = l2 ? probes.size() : 1;
+  std::vector<float> tables(nt * n16), qdots(pre ? n16 : 0);
+  if (l2) {
+    if (pre)
+      for (size_t j = 0; j < m; ++j) pq_.sub_dots(j, q + j * pq_.dsub(), qdots.data() + j * 16);
+    for (size_t t = 0; t < nt; ++t) l2_table(q, qdots.data(), size_t(cl[probes[t]]), &tables[t * n16]);
+  } else {
+    pq_.distance_tables(q, 1, false, tables.data());
+    for (float& v : tables) v = -v;
+  }
+  std::vector<uint8_t> luts(nt * lb);
+  std::vector<float> bias(nt);
+  float a;
+  fast_scan::quantize_tables(tables.data(), nt, m, luts.data(), &a, bias.data());
+  const Kernels& kern = kernels(active_isa());
+  for (size_t u = 0; u < probes.size(); ++u) {
+    const size_t pr = probes[u], l = size_t(cl[pr]), t = l2 ? u : 0;
+    // score = off - sum / a: minus the estimated distance (l2), the estimated ip (ip). The
+    // coarse term is recomputed in plain double arithmetic (the coarse search's SIMD GEMM
+    // rounds differently per SIMD level), so results are the same at every level.
+    const float* c = centroids_.data() + l * dim_;
+    double coarse = 0;
+    for (size_t p = 0; p < dim_; ++p)
+      coarse += l2 ? (double(q[p]) - c[p]) * (double(q[p]) - c[p]) : double(q[p]) * c[p];
+    const float off = l2 ? -(float(pre ? coarse : 0) + bias[t]) : float(coarse) - bias[t];
+    const int64_t* id = ids_[l].data();
+    if (top.threshold(0) > off) continue;  // no code of this list can score above off
+    scanner.scan(
+        kern, codes_[l].data(), ids_[l].size(), m, luts.data() + t * lb, 1,
+        [&](size_t) {  // sums up to (off - threshold) * a can still enter (float slack: + 1)
+          const double room = (double(off) - top.threshold(0)) * a;
+          return room >= 65534 ? uint16_t(65535) : room < 0 ? uint16_t(0) : uint16_t(room + 1);
+        },
+        [&](size_t, size_t r, uint16_t sum) { top.push(0, off - float(sum) / a, id[r]); });
+  }
 }
 
 void IVFPQIndex::reconstruct(const int64_t* ids, size_t n, float* out) const {
@@ -198,7 +272,13 @@ void IVFPQIndex::reconstruct(const int64_t* ids, size_t n, float* out) const {
       throw std::out_of_range("reconstruct: id " + std::to_string(ids[i]) + " is not in the index");
     const size_t l = it->second.first, r = it->second.second;
     float* o = out + i * dim_;
-    pq_.decode(codes_[l].data() + r * pq_.code_size(), 1, o);
+    if (fast_scan_) {
+      std::vector<uint8_t> code(pq_.code_size());
+      fast_scan::unpack(codes_[l].data(), pq_.m(), r, 1, code.data());
+      pq_.decode(code.data(), 1, o);
+    } else {
+      pq_.decode(codes_[l].data() + r * pq_.code_size(), 1, o);
+    }
     for (size_t p = 0; p < dim_; ++p) o[p] += centroids_[l * dim_ + p];
   }
 }
@@ -211,7 +291,15 @@ std::vector<uint64_t> IVFPQIndex::list_sizes() const {
 
 std::vector<uint8_t> IVFPQIndex::all_codes() const {
   std::vector<uint8_t> out;
-  for (const auto& c : codes_) out.insert(out.end(), c.begin(), c.end());
+  for (size_t l = 0; l < nlist_; ++l) {
+    if (!fast_scan_) {
+      out.insert(out.end(), codes_[l].begin(), codes_[l].end());
+      continue;
+    }
+    const size_t at = out.size(), len = ids_[l].size();
+    out.resize(at + len * pq_.code_size());
+    fast_scan::unpack(codes_[l].data(), pq_.m(), 0, len, out.data() + at);
+  }
   return out;
 }
 
@@ -241,7 +329,12 @@ void IVFPQIndex::restore(std::vector<float> centroids, const std::vector<uint64_
   centroids_ = std::move(centroids);
   size_t at = 0;
   for (size_t l = 0; l < nlist_; ++l) {
-    codes_[l].assign(codes.begin() + at * cs, codes.begin() + (at + sizes[l]) * cs);
+    if (fast_scan_) {
+      codes_[l].assign(fast_scan::bytes_for(sizes[l], pq_.m()), 0);
+      fast_scan::pack(codes.data() + at * cs, sizes[l], pq_.m(), 0, codes_[l].data());
+    } else {
+      codes_[l].assign(codes.begin() + at * cs, codes.begin() + (at + sizes[l]) * cs);
+    }
     ids_[l].assign(ids.begin() + at, ids.begin() + at + sizes[l]);
     at += sizes[l];
   }

@@ -8,13 +8,14 @@
 
 #include "quanta/block_scan.hpp"
 #include "quanta/error.hpp"
+#include "quanta/fast_scan_codes.hpp"
 #include "quanta/kernels.hpp"
 #include "quanta/rows.hpp"
 
 namespace quanta {
 
 namespace {
-constexpr size_t kBlock = 32;
+using fast_scan::kBlock;
 constexpr size_t kVectorsPerTask = 16384;  // a multiple of kBlock
 
 
@@ -45,24 +46,6 @@ void PQFastScanIndex::train(const float* x, size_t n, const KMeansParams& params
   }
 }
 
-size_t PQFastScanIndex::code_of(size_t pos, size_t j) const {
-  const size_t b = pos / kBlock, v = pos % kBlock;
-  const uint8_t byte = blocks_[(b * npairs() + j / 2) * 32 + 16 * (j % 2) + v % 16];
-  return v < 16 ? byte & 15 : byte >> 4;
-}
-
-void PQFastScanIndex::pack(const uint8_t* codes, size_t first, size_t n) {
-  const size_t cs = pq_.code_size();
-  for (size_t i = 0; i < n; ++i) {
-    const size_t pos = first + i, b = pos / kBlock, v = pos % kBlock;
-    for (size_t j = 0; j < pq_.m(); ++j) {
-      uint8_t& byte = blocks_[(b * npairs() + j / 2) * 32 + 16 * (j % 2) + v % 16];
-      const uint8_t c = uint8_t(pq_.code_at(codes + i * cs, j));
-      byte = uint8_t(v < 16 ? (byte & 0xF0) | c : (byte & 0x0F) | (c << 4));
-    }
-  }
-}
-
 void PQFastScanIndex::add(const float* x, size_t n, const int64_t* ids, int threads) {
   if (!is_trained()) throw std::invalid_argument("add: the index is not trained; call train first");
   if (n == 0) return;
@@ -76,8 +59,8 @@ void PQFastScanIndex::add(const float* x, size_t n, const int64_t* ids, int thre
     pq_.encode(x, n, codes.data(), resolve_threads(threads));
   }
   std::vector<int64_t> next = labels_.with_added(ids, n, ntotal_);
-  blocks_.resize((ntotal_ + n + kBlock - 1) / kBlock * npairs() * 32, 0);  // may throw: nothing lost
-  pack(codes.data(), ntotal_, n);
+  blocks_.resize(fast_scan::bytes_for(ntotal_ + n, pq_.m()), 0);  // may throw: nothing lost
+  fast_scan::pack(codes.data(), n, pq_.m(), ntotal_, blocks_.data());
   labels_.commit(std::move(next));
   ntotal_ += n;
 }
@@ -105,22 +88,7 @@ void PQFastScanIndex::quantized_tables(const float* q, uint8_t* lut, float* scal
       }
       t[j * 16 + c] = float(v);
     }
-  double b = 0;
-  float span = 0;
-  std::vector<float> lo(m);
-  for (size_t j = 0; j < m; ++j) {
-    lo[j] = *std::min_element(t.begin() + j * 16, t.begin() + (j + 1) * 16);
-    span = std::max(span, *std::max_element(t.begin() + j * 16, t.begin() + (j + 1) * 16) - lo[j]);
-    b += lo[j];
-  }
-  const float a = span > 0 ? 255.0f / span : 1.0f;
-  std::fill(lut, lut + npairs() * 32, uint8_t(0));
-  for (size_t j = 0; j < m; ++j)
-    for (size_t c = 0; c < 16; ++c)
-      lut[(j / 2) * 32 + 16 * (j % 2) + c] =
-          uint8_t(std::min(255.0f, std::nearbyint((t[j * 16 + c] - lo[j]) * a)));
-  *scale = a;
-  *bias = float(b);
+  fast_scan::quantize_tables(t.data(), 1, m, lut, scale, bias);
 }
 
 void PQFastScanIndex::search(const float* q, size_t nq, size_t k, int threads, float* distances,
@@ -141,36 +109,23 @@ void PQFastScanIndex::search(const float* q, size_t nq, size_t k, int threads, f
     quantized_tables(q + i * dim(), luts.data() + i * np * 32, &scale[i], &bias[i]);
   const Kernels& kern = kernels(active_isa());
   // Scores: minus the exact integer sum, so ties break on position alone. Queries go four
-  // at a time through the kernel, which flags the sums at or under each query's current k-th
-  // one; it runs on sub-chunks so that limit stays fresh.
-  constexpr size_t kSub = 1024, kGroup = 4;
-  std::vector<std::vector<uint16_t>> acc(static_cast<size_t>(threads),
-                                         std::vector<uint16_t>(kGroup * kSub));
-  std::vector<std::vector<uint32_t>> masks(static_cast<size_t>(threads),
-                                           std::vector<uint32_t>(kGroup * kSub / kBlock));
+  // at a time through the kernel, which flags the sums at or under each query's current k-th.
+  constexpr size_t kGroup = 4;
+  std::vector<fast_scan::Scanner> scanners(static_cast<size_t>(threads));
   TopKSet heaps = scan_blocks(
       nq, ntotal_, k, kVectorsPerTask, threads,
       [&](size_t g, size_t begin, size_t count, TopKSet& top, size_t w) {
         const size_t q0 = g * kGroup, nqg = std::min(kGroup, nq - q0);
-        uint16_t* a = acc[w].data();
-        uint32_t* below = masks[w].data();
-        uint16_t limit[kGroup];
-        for (size_t s0 = 0; s0 < count; s0 += kSub) {
-          const size_t sub = std::min(kSub, count - s0), nblocks = (sub + kBlock - 1) / kBlock;
-          for (size_t q = 0; q < nqg; ++q) {
-            const float t = top.threshold(q0 + q);
-            limit[q] = t == -std::numeric_limits<float>::infinity() ? uint16_t(65535) : uint16_t(-t);
-          }
-          kern.pq4_accumulate(blocks_.data() + (begin + s0) / kBlock * np * 32, nblocks, np,
-                              luts.data() + q0 * np * 32, nqg, limit, a, below);
-          for (size_t q = 0; q < nqg; ++q)
-            for (size_t b = 0; b < nblocks; ++b)
-              for (uint32_t bits = below[q * nblocks + b]; bits; bits &= bits - 1) {
-                const size_t r = 32 * b + size_t(__builtin_ctz(bits));
-                if (r < sub)
-                  top.push(q0 + q, -float(a[q * nblocks * 32 + r]), int64_t(begin + s0 + r));
-              }
-        }
+        scanners[w].scan(
+            kern, blocks_.data() + begin / kBlock * np * 32, count, pq_.m(),
+            luts.data() + q0 * np * 32, nqg,
+            [&](size_t q) {
+              const float t = top.threshold(q0 + q);
+              return t == -std::numeric_limits<float>::infinity() ? uint16_t(65535) : uint16_t(-t);
+            },
+            [&](size_t q, size_t r, uint16_t sum) {
+              top.push(q0 + q, -float(sum), int64_t(begin + r));
+            });
       },
       kGroup);
   const bool l2 = metric_ == Metric::l2;
@@ -187,17 +142,14 @@ void PQFastScanIndex::reconstruct(const int64_t* ids, size_t n, float* out) cons
     const int64_t pos = labels_.position_of(ids[i], ntotal_);
     if (pos < 0) throw std::out_of_range("reconstruct: id " + std::to_string(ids[i]) +
                                          " is not in the index");
-    std::fill(code.begin(), code.end(), uint8_t(0));
-    for (size_t j = 0; j < pq_.m(); ++j) code[j / 2] |= uint8_t(code_of(size_t(pos), j) << (4 * (j % 2)));
+    fast_scan::unpack(blocks_.data(), pq_.m(), size_t(pos), 1, code.data());
     pq_.decode(code.data(), 1, out + i * dim());
   }
 }
 
 std::vector<uint8_t> PQFastScanIndex::codes() const {
-  std::vector<uint8_t> out(ntotal_ * pq_.code_size(), 0);
-  for (size_t pos = 0; pos < ntotal_; ++pos)
-    for (size_t j = 0; j < pq_.m(); ++j)
-      out[pos * pq_.code_size() + j / 2] |= uint8_t(code_of(pos, j) << (4 * (j % 2)));
+  std::vector<uint8_t> out(ntotal_ * pq_.code_size());
+  fast_scan::unpack(blocks_.data(), pq_.m(), 0, ntotal_, out.data());
   return out;
 }
 
@@ -212,8 +164,8 @@ void PQFastScanIndex::restore(const std::vector<uint8_t>& codes, std::vector<int
     for (size_t i = 0; i < ntotal; ++i)
       if (codes[(i + 1) * cs - 1] >> 4)
         throw std::invalid_argument("corrupt index data: code out of range");
-  blocks_.assign((ntotal + kBlock - 1) / kBlock * npairs() * 32, 0);
-  pack(codes.data(), 0, ntotal);
+  blocks_.assign(fast_scan::bytes_for(ntotal, pq_.m()), 0);
+  fast_scan::pack(codes.data(), ntotal, pq_.m(), 0, blocks_.data());
   labels_.assign(std::move(ids));
   ntotal_ = ntotal;
 }

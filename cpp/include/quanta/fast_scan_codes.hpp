@@ -1,0 +1,73 @@
+// The 4-bit fast-scan code layout (after faiss's IndexPQFastScan and Quick ADC), shared by the
+// flat fast-scan index and the IVF lists: codes sit in blocks of 32 vectors so that one 32-byte
+// load holds two sub-quantizers' codes for the whole block, and the per-query lookup tables,
+// quantized to uint8, live in SIMD registers (vpshufb).
+//
+// Block b, pair t (sub-quantizers 2t, 2t+1): 32 bytes; byte 16 * h + v holds, for
+// sub-quantizer 2t + h, vector v's code in its low nibble and vector v + 16's in its high
+// nibble. Sums of the quantized tables are exact uint16 integers, so every SIMD level gives
+// the same results.
+#pragma once
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "quanta/kernels.hpp"
+
+namespace quanta {
+namespace fast_scan {
+
+constexpr size_t kBlock = 32;
+inline size_t npairs(size_t m) { return (m + 1) / 2; }
+inline size_t block_bytes(size_t m) { return npairs(m) * 32; }
+inline size_t bytes_for(size_t n, size_t m) { return (n + kBlock - 1) / kBlock * block_bytes(m); }
+
+// Writes n plain 4-bit codes (two per byte, low nibble first) at positions first.. of blocks,
+// which must already hold bytes_for(first + n, m) bytes.
+void pack(const uint8_t* codes, size_t n, size_t m, size_t first, uint8_t* blocks);
+// The plain codes of positions first .. first + n - 1.
+void unpack(const uint8_t* blocks, size_t m, size_t first, size_t n, uint8_t* codes);
+size_t code_of(const uint8_t* blocks, size_t m, size_t pos, size_t j);
+
+// Quantizes nt float tables (m x 16 each, smaller is better) to uint8 luts (npairs * 32 bytes
+// each) with one scale for all: table t's sum over sub-quantizers is estimated by
+// acc / scale + bias[t]. One scale lets the sums of several tables (an IVF query's probed
+// lists) be compared with each other.
+void quantize_tables(const float* tables, size_t nt, size_t m, uint8_t* luts, float* scale,
+                     float* bias);
+
+// Scans positions [0, n) of `blocks` for nq <= 4 queries (consecutive luts). Every sub-chunk
+// re-reads limit(q) (the largest uint16 sum still worth reporting) and calls emit(q, pos, sum)
+// for each position whose sum is at or under it.
+class Scanner {
+ public:
+  static constexpr size_t kSub = 1024;  // vectors per kernel call: keeps the limits fresh
+  Scanner() : acc_(4 * kSub), below_(4 * kSub / kBlock) {}
+
+  template <class Limit, class Emit>
+  void scan(const Kernels& kern, const uint8_t* blocks, size_t n, size_t m, const uint8_t* luts,
+            size_t nq, Limit&& limit, Emit&& emit) {
+    const size_t np = npairs(m);
+    uint16_t lim[4];
+    for (size_t s0 = 0; s0 < n; s0 += kSub) {
+      const size_t sub = std::min(kSub, n - s0), nblocks = (sub + kBlock - 1) / kBlock;
+      for (size_t q = 0; q < nq; ++q) lim[q] = limit(q);
+      kern.pq4_accumulate(blocks + s0 / kBlock * np * 32, nblocks, np, luts, nq, lim,
+                          acc_.data(), below_.data());
+      for (size_t q = 0; q < nq; ++q)
+        for (size_t b = 0; b < nblocks; ++b)
+          for (uint32_t bits = below_[q * nblocks + b]; bits; bits &= bits - 1) {
+            const size_t r = 32 * b + size_t(__builtin_ctz(bits));
+            if (r < sub) emit(q, s0 + r, acc_[q * nblocks * 32 + r]);
+          }
+    }
+  }
+
+ private:
+  std::vector<uint16_t> acc_;
+  std::vector<uint32_t> below_;
+};
+
+}  // namespace fast_scan
+}  // namespace quanta
