@@ -1,19 +1,26 @@
-"""Flat PQ benchmark: quanta PQIndex vs faiss IndexPQ on the same data, same code size.
+"""PQ benchmark: quanta against faiss on the same data, same code size, in one run.
 
-    python -m bench.pq --data clustered --n 100000 --d 128 --nq 1000 --m 16,32 [--threads 1]
+    python -m bench.pq --data clustered --n 100000 --d 128 --nq 1000 --plot pq.png
 
-Also 4-bit fast-scan (--m-fs) against faiss IndexPQFastScan. Prints recall@10 against exact
-L2 search, training time, and QPS at 1 thread and all threads, with quanta/faiss ratios.
-(IVF-PQ and refinement come later.)
+1. Flat PQ (--m, 8-bit) vs faiss IndexPQ, and 4-bit fast-scan (--m-fs) vs IndexPQFastScan.
+2. IVF-PQ (--ivf, "nlist:m" for 8-bit codes, "nlist:mfs" for 4-bit fast-scan) vs
+   IndexIVFPQ / IndexIVFPQFastScan over an nprobe sweep, then both with exact re-ranking
+   (faiss IndexRefineFlat, quanta refine="f32", same bytes) over nprobe x re-rank depth
+   (--kfactor), plus quanta refine="f8e4m3" (a quarter of the re-rank bytes).
+
+Prints recall@10 against exact L2 search, training time (1 thread), QPS at 1 thread and all
+threads, and quanta/faiss QPS ratios at equal recall (the best QPS of each system among its
+points with recall >= 0.90 / 0.95). --plot writes recall-vs-QPS curves (PNG).
 """
 from __future__ import annotations
 
 import argparse
 import time
 
-
 from bench import adapters as A
 from bench import datasets
+
+TARGETS = (0.90, 0.95)
 
 
 def _time(fn):
@@ -22,93 +29,218 @@ def _time(fn):
     return out, time.perf_counter() - t
 
 
+def _ints(s):
+    return [int(v) for v in s.split(",") if v]
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--data", default="clustered", choices=["clustered", "real"])
     p.add_argument("--n", type=int, default=100_000)
     p.add_argument("--d", type=int, default=128)
     p.add_argument("--nq", type=int, default=1000)
-    p.add_argument("--m", default="16,32")
-    p.add_argument("--nbits", type=int, default=8)
+    p.add_argument("--m", default="16,32", help="m values for 8-bit flat PQ ('' to skip)")
     p.add_argument("--m-fs", default="32,64", help="m values for 4-bit fast-scan ('' to skip)")
-    p.add_argument("--ivf", default="256:32", help="nlist:m for IVF-PQ ('' to skip)")
-    p.add_argument("--nprobe", default="1,4,16,64")
+    p.add_argument("--ivf", default="256:32,256:64fs",
+                   help="IVF configs nlist:m (8-bit) or nlist:mfs (4-bit fast-scan) ('' to skip)")
+    p.add_argument("--nprobe", default="1,2,4,8,16,32,64")
+    p.add_argument("--kfactor", default="2,4,8", help="re-rank depths (k * factor candidates)")
+    p.add_argument("--refine-nprobe", default="4,8,16,32")
+    p.add_argument("--plot", help="write the recall/QPS curves to this PNG")
     args = p.parse_args(argv)
     A.openblas_coretype_fix()
     import faiss
     import quanta
 
     xb, xq = datasets.load(args.data, args.n, args.nq, args.d)
-    d = xb.shape[1]
     _, gt = datasets.ground_truth(xb, xq, 10, "l2")
     threads = A.default_threads()
+    print(f"# PQ benchmark: data={args.data} n={len(xb)} d={xb.shape[1]} nq={len(xq)} "
+          f"threads=1,{threads}\n")
+    flat_rows = flat_pq(args, xb, xq, gt, threads, faiss, quanta)
+    curves = {}
+    for cfg in [c for c in args.ivf.split(",") if c]:
+        curves.update(ivf_pq(cfg, args, xb, xq, gt, threads, faiss, quanta))
+    if args.plot and (curves or flat_rows):
+        plot(args.plot, curves, flat_rows, threads, f"{args.data} n={len(xb)} d={xb.shape[1]}")
+
+
+def _measure(search, xq, gt, threads):
+    """(recall@10, QPS 1 thread, QPS all threads) of search(t) -> ids."""
+    out = {}
+    for t in (1, threads):
+        I, s = _time(lambda: search(t))
+        out[t] = (datasets.recall_at_k(I, gt, 10), len(xq) / s)
+    return out[1][0], out[1][1], out[threads][1]
+
+
+def flat_pq(args, xb, xq, gt, threads, faiss, quanta):
+    d = xb.shape[1]
     rows = []
-    configs = [(int(v), args.nbits, False) for v in args.m.split(",") if v]
-    configs += [(int(v), 4, True) for v in args.m_fs.split(",") if v]
+    configs = [(m, 8, False) for m in _ints(args.m)] + [(m, 4, True) for m in _ints(args.m_fs)]
     for m, nbits, fs in configs:
-        res = {}
         faiss.omp_set_num_threads(1)
         f = faiss.IndexPQFastScan(d, m, 4) if fs else faiss.IndexPQ(d, m, nbits)
-        _, res["faiss", "train"] = _time(lambda: f.train(xb))
+        _, tf = _time(lambda: f.train(xb))
         f.add(xb)
         q = quanta.PQIndex(d, m, nbits, metric="l2", fast_scan=fs)
-        _, res["quanta", "train"] = _time(lambda: q.train(xb, threads=1))
+        _, tq = _time(lambda: q.train(xb, threads=1))
         q.add(xb)
-        for t in (1, threads):
+
+        def fsearch(t):
             faiss.omp_set_num_threads(t)
-            (_, If), tf = _time(lambda: f.search(xq, 10))
-            (_, Iq), tq = _time(lambda: q.search(xq, 10, threads=t))
-            res["faiss", t] = (len(xq) / tf, datasets.recall_at_k(If, gt, 10))
-            res["quanta", t] = (len(xq) / tq, datasets.recall_at_k(Iq, gt, 10))
-        rows.append((m, nbits, fs, res))
-    print(f"## flat PQ: data={args.data} n={len(xb)} d={d} nq={len(xq)} threads=1,{threads}\n")
+            return f.search(xq, 10)[1]
+        spec = f"PQ{m}x{nbits}" + ("fs" if fs else "")
+        rows.append((spec, m * nbits // 8, "faiss " + ("IndexPQFastScan" if fs else "IndexPQ"), tf,
+                     *_measure(fsearch, xq, gt, threads)))
+        rows.append((spec, m * nbits // 8, "quanta PQIndex" + (" fast_scan" if fs else ""), tq,
+                     *_measure(lambda t: q.search(xq, 10, threads=t).ids, xq, gt, threads)))
+    if not rows:
+        return rows
+    print("## flat PQ\n")
     print("| code | system | recall@10 | train s (1T) | QPS 1T | QPS all | QPS× 1T | QPS× all | train× |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
-    for m, nbits, fs, res in rows:
-        names = (("faiss IndexPQFastScan", "faiss"), ("quanta PQIndex fast_scan", "quanta")) if fs \
-            else (("faiss IndexPQ", "faiss"), ("quanta PQIndex", "quanta"))
-        for sysname, peer in names:
-            q1, r = res[peer, 1]
-            qa, _ = res[peer, threads]
-            ratio = ("", "", "") if peer == "faiss" else (
-                f"{q1 / res['faiss', 1][0]:.2f}", f"{qa / res['faiss', threads][0]:.2f}",
-                f"{res['quanta', 'train'] / res['faiss', 'train']:.2f}")
-            spec = f"PQ{m}x{nbits}" + ("fs" if fs else "")
-            print(f"| {spec} ({m * nbits // 8} B) | {sysname} | {r:.4f} | "
-                  f"{res[peer, 'train']:.2f} | {q1:,.0f} | {qa:,.0f} | " + " | ".join(ratio) + " |")
-
-    if args.ivf:
-        ivf(args, xb, xq, gt, threads, faiss, quanta)
+    for i, (spec, nbytes, name, tr, rec, q1, qa) in enumerate(rows):
+        ratio = ["", "", ""]
+        if name.startswith("quanta"):
+            _, _, _, ftr, _, f1, fa = rows[i - 1]
+            ratio = [f"{q1 / f1:.2f}", f"{qa / fa:.2f}", f"{tr / ftr:.2f}"]
+        print(f"| {spec} ({nbytes} B) | {name} | {rec:.4f} | {tr:.2f} | {q1:,.0f} | {qa:,.0f} | "
+              + " | ".join(ratio) + " |")
+    print()
+    return rows
 
 
-def ivf(args, xb, xq, gt, threads, faiss, quanta):
-    """IVF-PQ (8-bit codes on residuals) against faiss IndexIVFPQ over an nprobe sweep."""
-    nlist, m = (int(v) for v in args.ivf.split(":"))
+def ivf_pq(cfg, args, xb, xq, gt, threads, faiss, quanta):
+    """Sweeps one IVF config for faiss and quanta, without and with re-ranking."""
+    nlist, m = cfg.split(":")
+    fs = m.endswith("fs")
+    nlist, m = int(nlist), int(m.removesuffix("fs"))
+    nbits = 4 if fs else 8
     d = xb.shape[1]
+    spec = f"IVF{nlist},PQ{m}x{nbits}" + ("fs" if fs else "")
+    fname = "IndexIVFPQFastScan" if fs else "IndexIVFPQ"
+
     faiss.omp_set_num_threads(1)
-    f = faiss.IndexIVFPQ(faiss.IndexFlatL2(d), d, nlist, m, 8)
-    _, tf = _time(lambda: f.train(xb))
-    f.add(xb)
-    q = quanta.IVFPQIndex(d, nlist, m, 8, "l2")
-    _, tq = _time(lambda: q.train(xb, threads=1))
-    q.add(xb)
-    print(f"\n## IVF{nlist},PQ{m}x8 ({m} B): train faiss {tf:.2f} s, quanta {tq:.2f} s (1 thread)\n")
-    print("| nprobe | faiss recall@10 | quanta recall@10 | faiss QPS 1T | quanta QPS 1T | QPS× 1T | "
-          "faiss QPS all | quanta QPS all | QPS× all |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for nprobe in [int(v) for v in args.nprobe.split(",")]:
-        f.nprobe = nprobe
-        out = {}
-        for t in (1, threads):
+    coarse = faiss.IndexFlatL2(d)
+    base = faiss.IndexIVFPQFastScan(coarse, d, nlist, m, 4) if fs else \
+        faiss.IndexIVFPQ(coarse, d, nlist, m, 8)
+    refined = faiss.IndexRefineFlat(base)  # adds go to both; base alone searches unrefined
+    _, t_faiss = _time(lambda: refined.train(xb))
+    refined.add(xb)
+    built = {}
+    for refine in (None, "f32", "f8e4m3"):
+        ix = quanta.IVFPQIndex(d, nlist, m, nbits, "l2", fast_scan=fs, refine=refine)
+        _, built[refine, "train"] = _time(lambda: ix.train(xb, threads=1))
+        ix.add(xb)
+        built[refine] = ix
+    t_quanta = built[None, "train"]
+
+    def faiss_search(index, nprobe, kf=None):
+        def run(t):
             faiss.omp_set_num_threads(t)
-            (_, If), sf = _time(lambda: f.search(xq, 10))
-            (_, Iq), sq = _time(lambda: q.search(xq, 10, nprobe=nprobe, threads=t))
-            out[t] = (len(xq) / sf, len(xq) / sq, datasets.recall_at_k(If, gt, 10),
-                      datasets.recall_at_k(Iq, gt, 10))
-        f1, q1, rf, rq = out[1]
-        fa, qa, _, _ = out[threads]
-        print(f"| {nprobe} | {rf:.4f} | {rq:.4f} | {f1:,.0f} | {q1:,.0f} | {q1 / f1:.2f} | "
-              f"{fa:,.0f} | {qa:,.0f} | {qa / fa:.2f} |")
+            base.nprobe = nprobe
+            if kf is not None:
+                refined.k_factor = kf
+            return index.search(xq, 10)[1]
+        return run
+
+    def quanta_search(ix, nprobe, kf=None):
+        def run(t):
+            if kf is not None:
+                ix.refine_factor = kf
+            return ix.search(xq, 10, nprobe=nprobe, threads=t).ids
+        return run
+
+    nprobes = [p for p in _ints(args.nprobe) if p <= nlist]
+    rprobes = [p for p in _ints(args.refine_nprobe) if p <= nlist]
+    kfs = _ints(args.kfactor)
+    curves = {
+        f"faiss {fname}": [(p, None, *_measure(faiss_search(base, p), xq, gt, threads))
+                           for p in nprobes],
+        "quanta IVFPQIndex": [(p, None, *_measure(quanta_search(built[None], p), xq, gt, threads))
+                              for p in nprobes],
+        f"faiss {fname} + IndexRefineFlat": [
+            (p, kf, *_measure(faiss_search(refined, p, kf), xq, gt, threads))
+            for p in rprobes for kf in kfs],
+        "quanta IVFPQIndex refine=f32": [
+            (p, kf, *_measure(quanta_search(built["f32"], p, kf), xq, gt, threads))
+            for p in rprobes for kf in kfs],
+        "quanta IVFPQIndex refine=f8e4m3": [
+            (p, kf, *_measure(quanta_search(built["f8e4m3"], p, kf), xq, gt, threads))
+            for p in rprobes for kf in kfs],
+    }
+    code = m * nbits // 8
+    print(f"## {spec} ({code} B codes; re-rank vectors f32 {4 * d} B, f8e4m3 {d} B)\n")
+    print(f"train (1 thread): faiss {t_faiss:.2f} s, quanta {t_quanta:.2f} s "
+          f"(ratio {t_quanta / t_faiss:.2f}); with refine=f32 {built['f32', 'train']:.2f} s\n")
+    print("| system | nprobe | k_factor | recall@10 | QPS 1T | QPS all |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, pts in curves.items():
+        for nprobe, kf, rec, q1, qa in pts:
+            print(f"| {name} | {nprobe} | {kf or ''} | {rec:.4f} | {q1:,.0f} | {qa:,.0f} |")
+    print(f"\nQPS at equal recall@10 (best point with recall >= target), quanta / faiss:\n")
+    print("| comparison | target | faiss QPS 1T | quanta QPS 1T | × 1T | faiss QPS all | "
+          "quanta QPS all | × all |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    pairs = [(f"faiss {fname}", "quanta IVFPQIndex"),
+             (f"faiss {fname} + IndexRefineFlat", "quanta IVFPQIndex refine=f32"),
+             (f"faiss {fname} + IndexRefineFlat", "quanta IVFPQIndex refine=f8e4m3")]
+    for fk, qk in pairs:
+        for target in TARGETS:
+            f = [_best(curves[fk], target, i) for i in (3, 4)]
+            q = [_best(curves[qk], target, i) for i in (3, 4)]
+            cells = []
+            for i in range(2):
+                ratio = f"{q[i] / f[i]:.2f}" if f[i] and q[i] else "n/a"
+                cells += [f"{f[i]:,.0f}" if f[i] else "not reached",
+                          f"{q[i]:,.0f}" if q[i] else "not reached", ratio]
+            print(f"| {qk.removeprefix('quanta IVFPQIndex').strip() or 'no refine'} vs faiss | "
+                  f"{target} | " + " | ".join(cells) + " |")
+    print()
+    return {f"{spec}: {k}": v for k, v in curves.items()}
+
+
+def _best(points, target, col):
+    """Highest QPS (column col) among points with recall >= target, or None."""
+    ok = [p[col] for p in points if p[2] >= target]
+    return max(ok) if ok else None
+
+
+def plot(path, curves, flat_rows, threads, title):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(15, 6.5), sharey=True)
+    for ax, col, label in ((axes[0], 3, "1 thread"), (axes[1], 4, f"{threads} threads")):
+        for name, pts in curves.items():
+            pts = _frontier(pts, col)
+            style = "-" if "quanta" in name else "--"
+            ax.plot([p[2] for p in pts], [p[col] for p in pts], style, marker="o", ms=3,
+                    label=name)
+        for spec, _, name, _, rec, q1, qa in flat_rows:
+            ax.scatter([rec], [q1 if col == 3 else qa], marker="x" if "faiss" in name else "+",
+                       s=50, label=f"{spec}: {name}")
+        ax.set_yscale("log")
+        ax.set_xlabel("recall@10")
+        ax.set_title(f"{label}")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].set_ylabel("queries per second")
+    axes[1].legend(fontsize=6, loc="lower left")
+    fig.suptitle(f"quanta vs faiss, PQ / IVF-PQ ({title})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"plot written to {path}")
+
+
+def _frontier(points, col):
+    """The Pareto frontier (recall up, QPS up) of a sweep, sorted by recall."""
+    pts = sorted(points, key=lambda p: (p[2], p[col]))
+    out = []
+    for p in reversed(pts):
+        if not out or p[col] > out[-1][col]:
+            out.append(p)
+    return out[::-1]
 
 
 if __name__ == "__main__":

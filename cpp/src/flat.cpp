@@ -380,10 +380,19 @@ void FlatIndex::search_subset(const float* q, size_t nq, const int64_t* cand, si
   TopKSet heaps(nq, k);
   // One query per task: its heap is touched by one thread only.
   parallel_for(nq, resolve_threads(threads), [&](size_t i, size_t) {
+    // Candidates are scattered rows, each a cache miss: look them all up and prefetch them
+    // first so the misses overlap instead of queueing one after another.
+    std::vector<int64_t> where(nc);
+    const size_t bytes = code_size();
     for (size_t c = 0; c < nc; ++c) {
       const int64_t id = cand[i * nc + c];
-      if (id < 0) continue;
-      const int64_t pos = labels_.position_of(id, ntotal_);
+      where[c] = id < 0 ? -1 : labels_.position_of(id, ntotal_);
+      if (where[c] >= 0)
+        for (size_t off = 0; off < bytes; off += 64)
+          __builtin_prefetch(codes_.data() + size_t(where[c]) * bytes + off);
+    }
+    for (size_t c = 0; c < nc; ++c) {
+      const int64_t pos = where[c];
       if (pos < 0) continue;
       float s;
       kern.dot_rows(storage_, qs.data() + i * dim_, codes_.data() + size_t(pos) * code_size(), 1,

@@ -107,18 +107,40 @@ void pq4_accumulate_one(const uint8_t* codes, size_t nblocks, size_t npairs, con
   }
 }
 
-void pq4_accumulate(const uint8_t* codes, size_t nblocks, size_t npairs, const uint8_t* lut,
-                    size_t nq, const uint16_t* limit, uint16_t* out, uint32_t* below) {
+void pq4_accumulate(const uint8_t* codes, size_t nblocks, size_t npairs,
+                    const uint8_t* const* luts, size_t nq, const uint16_t* limit, uint16_t* out,
+                    uint32_t* below) {
   for (size_t q = 0; q < nq; ++q)
-    pq4_accumulate_one(codes, nblocks, npairs, lut + q * npairs * 32, limit[q],
+    pq4_accumulate_one(codes, nblocks, npairs, luts[q], limit[q],
                        out + q * nblocks * 32, below + q * nblocks);
+}
+
+void row16_minmax(const float* rows, size_t n, float* lo, float* hi) {
+  for (size_t r = 0; r < n; ++r) {
+    const float* x = rows + 16 * r;
+    lo[r] = *std::min_element(x, x + 16);
+    hi[r] = *std::max_element(x, x + 16);
+  }
+}
+
+void row16_table_minmax(const float* a, const float* b, size_t n, float* rows, float* lo,
+                        float* hi) {
+  for (size_t e = 0; e < 16 * n; ++e) rows[e] = a[e] - (b[e] + b[e]);
+  row16_minmax(rows, n, lo, hi);
+}
+
+void row16_quantize(const float* rows, size_t n, const float* lo, float a, uint8_t* out) {
+  for (size_t r = 0; r < n; ++r)
+    for (size_t c = 0; c < 16; ++c)
+      out[16 * r + c] = uint8_t(std::min(255.0f, std::nearbyint((rows[16 * r + c] - lo[r]) * a)));
 }
 
 }  // namespace
 
 const Kernels& scalar_kernels() {
-  static const Kernels k{kMq,         kMr,     dot_rows,      decode_rows,
-                         gemm_tile,   dot_rows_i8, nearest,   pq4_accumulate};
+  static const Kernels k{kMq,         kMr,         dot_rows,      decode_rows,
+                         gemm_tile,   dot_rows_i8, nearest,       pq4_accumulate,
+                         row16_minmax, row16_table_minmax, row16_quantize};
   return k;
 }
 

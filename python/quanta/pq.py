@@ -74,8 +74,7 @@ class _QuantizedIndex:
             self._refine.train(x)
 
     def _add_both(self, x, ids, threads):
-        if self._refine is not None and ids is None:  # both stages must agree on the ids
-            ids = np.arange(self.ntotal, self.ntotal + x.shape[0], dtype=np.int64)
+        # Both stages label the same rows alike (given ids, or positions when ids is None).
         self._index.add(x, ids, threads)
         if self._refine is not None:
             self._refine.add(x, ids, threads=threads)

@@ -30,14 +30,14 @@ void pack(const uint8_t* codes, size_t n, size_t m, size_t first, uint8_t* block
 void unpack(const uint8_t* blocks, size_t m, size_t first, size_t n, uint8_t* codes);
 size_t code_of(const uint8_t* blocks, size_t m, size_t pos, size_t j);
 
-// Quantizes nt float tables (m x 16 each, smaller is better) to uint8 luts (npairs * 32 bytes
-// each) with one scale for all: table t's sum over sub-quantizers is estimated by
-// acc / scale + bias[t]. One scale lets the sums of several tables (an IVF query's probed
-// lists) be compared with each other.
-void quantize_tables(const float* tables, size_t nt, size_t m, uint8_t* luts, float* scale,
-                     float* bias);
+// Quantizes nt float tables (m x 16 each, smaller is better; lo / hi: each row's minimum and
+// maximum, from Kernels::row16_minmax) to uint8 luts (npairs * 32 bytes each) with one scale
+// for all: table t's sum over sub-quantizers is estimated by acc / scale + bias[t]. One scale
+// lets the sums of several tables (an IVF query's probed lists) be compared with each other.
+void quantize_tables(const float* tables, const float* lo, const float* hi, size_t nt, size_t m,
+                     uint8_t* luts, float* scale, float* bias);
 
-// Scans positions [0, n) of `blocks` for nq <= 4 queries (consecutive luts). Every sub-chunk
+// Scans positions [0, n) of `blocks` for nq <= 4 queries (tables luts[q]). Every sub-chunk
 // re-reads limit(q) (the largest uint16 sum still worth reporting) and calls emit(q, pos, sum)
 // for each position whose sum is at or under it.
 class Scanner {
@@ -46,8 +46,8 @@ class Scanner {
   Scanner() : acc_(4 * kSub), below_(4 * kSub / kBlock) {}
 
   template <class Limit, class Emit>
-  void scan(const Kernels& kern, const uint8_t* blocks, size_t n, size_t m, const uint8_t* luts,
-            size_t nq, Limit&& limit, Emit&& emit) {
+  void scan(const Kernels& kern, const uint8_t* blocks, size_t n, size_t m,
+            const uint8_t* const* luts, size_t nq, Limit&& limit, Emit&& emit) {
     const size_t np = npairs(m);
     uint16_t lim[4];
     for (size_t s0 = 0; s0 < n; s0 += kSub) {

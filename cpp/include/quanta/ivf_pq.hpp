@@ -63,8 +63,13 @@ class IVFPQIndex {
   // One query's scan of its probed lists (coarse distances cd, lists cl, best first).
   void scan_lists(const float* q, const float* cd, const int64_t* cl, size_t nprobe,
                   TopKSet& top) const;
-  void scan_lists_fast(const float* q, const int64_t* cl, size_t nprobe, TopKSet& top,
-                       fast_scan::Scanner& scanner) const;
+  // One query's quantized fast-scan tables for its non-empty probed lists (written to lists,
+  // best first; returns how many): luts (npairs * 32 bytes each), off (score = off - sum /
+  // scale) and the query's scale.
+  size_t fast_scan_tables(const float* q, const int64_t* cl, size_t nprobe, uint8_t* luts,
+                          float* off, int64_t* lists, float* scale) const;
+  TopKSet search_fast_scan(const float* qs, size_t nq, size_t k, const int64_t* cl,
+                           size_t nprobe, int threads) const;
   // The l2 ADC table of list l for a query with sub-dots qdots (precomputed or from q - c_l).
   void l2_table(const float* q, const float* qdots, size_t l, float* table) const;
 

@@ -34,14 +34,24 @@ struct Kernels {
   void (*nearest)(const float* x, size_t n, size_t dim, const float* ct, const float* cnorm,
                   size_t kpad, int64_t* assign, float* best);
   // 4-bit PQ fast-scan. codes: nblocks blocks of 32 vectors, each npairs x 32 bytes (see
-  // pq_fast_scan.hpp); lut: npairs x 32 bytes (16 entries of sub-quantizer 2t, then 2t+1).
+  // fast_scan_codes.hpp); luts[q]: npairs x 32 bytes (16 entries of sub-quantizer 2t, then 2t+1).
   // out[32 * b + v] = sum over sub-quantizers of lut[code of vector v of block b]: exact
   // uint16 sums (255 * 2 * npairs <= 65535), the same at every SIMD level. Bit v of
   // below[b] is set when out[32 * b + v] <= limit (a top-k candidate). For nq <= 4 queries at
-  // once (they share each code load): lut, limit, out and below hold nq consecutive entries
-  // (npairs * 32 bytes, 1, nblocks * 32 and nblocks each).
-  void (*pq4_accumulate)(const uint8_t* codes, size_t nblocks, size_t npairs, const uint8_t* lut,
-                         size_t nq, const uint16_t* limit, uint16_t* out, uint32_t* below);
+  // once (they share each code load): luts has nq pointers; limit, out and below hold nq
+  // consecutive entries (1, nblocks * 32 and nblocks each).
+  void (*pq4_accumulate)(const uint8_t* codes, size_t nblocks, size_t npairs,
+                         const uint8_t* const* luts, size_t nq, const uint16_t* limit,
+                         uint16_t* out, uint32_t* below);
+  // Fast-scan table quantization over n rows of 16 floats: the minimum and maximum of each
+  // row, and out[16 * r + c] = min(255, round-to-nearest-even((row[c] - lo[r]) * a)). No
+  // fused multiply-add, so every ISA gives the same bytes.
+  void (*row16_minmax)(const float* rows, size_t n, float* lo, float* hi);
+  // rows = a - (b + b) (an IVF list's precomputed l2 table minus twice the query's sub-dots;
+  // no multiply, so nothing to fuse), with row16_minmax of the result.
+  void (*row16_table_minmax)(const float* a, const float* b, size_t n, float* rows, float* lo,
+                             float* hi);
+  void (*row16_quantize)(const float* rows, size_t n, const float* lo, float a, uint8_t* out);
 };
 
 const Kernels& kernels(Isa isa);

@@ -1,7 +1,9 @@
 // The int64 labels of stored items, shared by the indexes: no memory while the labels are the
 // positions 0..n-1, one int64 per item once the user gives ids; an id -> position map is
-// built on demand (reconstruct) under a lock, so searches stay safe to run concurrently.
+// built once on demand (reconstruct, re-ranking) under a lock, then read without one, so
+// concurrent searches neither race nor serialize.
 #pragma once
+#include <atomic>
 #include <cstdint>
 #include <limits>
 #include <mutex>
@@ -38,20 +40,27 @@ class Labels {
     std::lock_guard<std::mutex> lock(mutex_);
     ids_ = std::move(ids);
     map_.clear();
+    map_ready_.store(false);
   }
   // Installs the result of with_added() (an empty list keeps the positional labels).
   void commit(std::vector<int64_t>&& next) {
     std::lock_guard<std::mutex> lock(mutex_);
     if (!next.empty()) ids_.swap(next);
     map_.clear();
+    map_ready_.store(false);
   }
   int64_t at(int64_t pos) const { return pos < 0 || ids_.empty() ? pos : ids_[size_t(pos)]; }
   // Position of the first item labelled `id`, or -1.
   int64_t position_of(int64_t id, size_t ntotal) const {
     if (ids_.empty()) return (id >= 0 && size_t(id) < ntotal) ? id : -1;
-    std::lock_guard<std::mutex> lock(mutex_);
-    if (map_.empty())
-      for (size_t i = ids_.size(); i-- > 0;) map_[ids_[i]] = int64_t(i);
+    if (!map_ready_.load(std::memory_order_acquire)) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (!map_ready_.load(std::memory_order_relaxed)) {
+        map_.reserve(ids_.size());
+        for (size_t i = ids_.size(); i-- > 0;) map_[ids_[i]] = int64_t(i);
+        map_ready_.store(true, std::memory_order_release);
+      }
+    }
     auto it = map_.find(id);
     return it == map_.end() ? -1 : it->second;
   }
@@ -62,6 +71,7 @@ class Labels {
   std::vector<int64_t> ids_;
   mutable std::mutex mutex_;
   mutable std::unordered_map<int64_t, int64_t> map_;
+  mutable std::atomic<bool> map_ready_{false};
 };
 
 // Writes each query's k best (best first) as (distance, label), padding with (pad, -1).

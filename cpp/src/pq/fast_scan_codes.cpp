@@ -1,6 +1,7 @@
 #include "quanta/fast_scan_codes.hpp"
 
-#include <cmath>
+#include "quanta/dispatch.hpp"
+
 
 namespace quanta {
 namespace fast_scan {
@@ -37,30 +38,22 @@ void unpack(const uint8_t* blocks, size_t m, size_t first, size_t n, uint8_t* co
       codes[i * cs + j / 2] |= uint8_t(code_of(blocks, m, first + i, j) << (4 * (j % 2)));
 }
 
-void quantize_tables(const float* tables, size_t nt, size_t m, uint8_t* luts, float* scale,
-                     float* bias) {
+void quantize_tables(const float* tables, const float* lo, const float* hi, size_t nt, size_t m,
+                     uint8_t* luts, float* scale, float* bias) {
   // Per (table, sub-quantizer) minimum, subtracted; one span over all of them sets the scale.
-  std::vector<float> lo(nt * m);
-  float span = 0;
-  for (size_t e = 0; e < nt * m; ++e) {
-    const float* t = tables + e * 16;
-    lo[e] = *std::min_element(t, t + 16);
-    span = std::max(span, *std::max_element(t, t + 16) - lo[e]);
-  }
+  const Kernels& kern = kernels(active_isa());
+  const size_t rows = nt * m, lb = block_bytes(m);
+  float part[8] = {};  // eight partial maxima / sums: no long chain of dependent operations
+  for (size_t r = 0; r < rows; ++r) part[r % 8] = std::max(part[r % 8], hi[r] - lo[r]);
+  const float span = *std::max_element(part, part + 8);
   const float a = span > 0 ? 255.0f / span : 1.0f;
-  const size_t lb = block_bytes(m);
-  std::fill(luts, luts + nt * lb, uint8_t(0));
   for (size_t t = 0; t < nt; ++t) {
-    double b = 0;
-    for (size_t j = 0; j < m; ++j) {
-      const float* row = tables + (t * m + j) * 16;
-      const float l = lo[t * m + j];
-      b += l;
-      for (size_t c = 0; c < 16; ++c)
-        luts[t * lb + (j / 2) * 32 + 16 * (j % 2) + c] =
-            uint8_t(std::min(255.0f, std::nearbyint((row[c] - l) * a)));
-    }
-    bias[t] = float(b);
+    // Sub-quantizer j's 16 bytes sit at 16 * j of its table's lut; an odd m leaves 16 zeros.
+    kern.row16_quantize(tables + t * m * 16, m, lo + t * m, a, luts + t * lb);
+    if (m % 2) std::fill(luts + t * lb + 16 * m, luts + (t + 1) * lb, uint8_t(0));
+    std::fill(part, part + 8, 0.0f);
+    for (size_t j = 0; j < m; ++j) part[j % 8] += lo[t * m + j];
+    bias[t] = ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
   }
   *scale = a;
 }

@@ -148,22 +148,25 @@ void IVFPQIndex::search(const float* q, size_t nq, size_t k, size_t nprobe, int 
   SearchParams sp;
   sp.threads = threads;
   coarse_->search(qs.data(), nq, nprobe, sp, cd.data(), cl.data());
-  // One query per task: its lists in order, so ties (equal scores) break by id the same way
-  // whatever the thread count.
-  std::vector<fast_scan::Scanner> scanners(fast_scan_ ? size_t(threads) : 0);
-  parallel_for(nq, threads, [&](size_t i, size_t w) {
-    TopKSet top(1, k);
-    const float* qi = qs.data() + i * dim_;
-    if (fast_scan_)
-      scan_lists_fast(qi, cl.data() + i * nprobe, nprobe, top, scanners[w]);
-    else
-      scan_lists(qi, cd.data() + i * nprobe, cl.data() + i * nprobe, nprobe, top);
-    top.write_sorted(0, distances + i * k, labels + i * k,
-                     l2 ? std::numeric_limits<float>::infinity()
-                        : -std::numeric_limits<float>::infinity());
+  const float pad = l2 ? std::numeric_limits<float>::infinity()
+                      : -std::numeric_limits<float>::infinity();
+  const auto finish = [&](size_t i, TopKSet& top, size_t slot) {
+    top.write_sorted(slot, distances + i * k, labels + i * k, pad);
     if (l2)
       for (size_t j = 0; j < k; ++j)
         if (labels[i * k + j] >= 0) distances[i * k + j] = -distances[i * k + j];
+  };
+  if (fast_scan_) {
+    TopKSet top = search_fast_scan(qs.data(), nq, k, cl.data(), nprobe, threads);
+    for (size_t i = 0; i < nq; ++i) finish(i, top, i);
+    return;
+  }
+  // One query per task: its lists in order, so ties (equal scores) break by id the same way
+  // whatever the thread count.
+  parallel_for(nq, threads, [&](size_t i, size_t) {
+    TopKSet top(1, k);
+    scan_lists(qs.data() + i * dim_, cd.data() + i * nprobe, cl.data() + i * nprobe, nprobe, top);
+    finish(i, top, 0);
   });
 }
 
@@ -215,50 +218,115 @@ void IVFPQIndex::scan_lists(const float* q, const float* cd, const int64_t* cl, 
   }
 }
 
-void IVFPQIndex::scan_lists_fast(const float* q, const int64_t* cl, size_t nprobe, TopKSet& top,
-                                 fast_scan::Scanner& scanner) const {
+size_t IVFPQIndex::fast_scan_tables(const float* q, const int64_t* cl, size_t nprobe,
+                                    uint8_t* luts, float* off, int64_t* lists,
+                                    float* scale) const {
   const bool l2 = metric_ == Metric::l2, pre = !precomputed_.empty();
-  const size_t m = pq_.m(), n16 = m * 16, lb = fast_scan::block_bytes(m);
-  std::vector<size_t> probes;  // the non-empty probed lists, best first
+  const size_t m = pq_.m(), n16 = m * 16;
+  size_t nt = 0;  // the non-empty probed lists, best first
   for (size_t pr = 0; pr < nprobe; ++pr)
-    if (cl[pr] >= 0 && !ids_[size_t(cl[pr])].empty()) probes.push_back(pr);
-  if (probes.empty()) return;
-  // Float tables (smaller is better), one per probed list for l2, one shared for ip.
-  const size_t nt = l2 ? probes.size() : 1;
-  std::vector<float> tables(nt * n16), qdots(pre ? n16 : 0);
-  if (l2) {
-    if (pre)
-      for (size_t j = 0; j < m; ++j) pq_.sub_dots(j, q + j * pq_.dsub(), qdots.data() + j * 16);
-    for (size_t t = 0; t < nt; ++t) l2_table(q, qdots.data(), size_t(cl[probes[t]]), &tables[t * n16]);
-  } else {
-    pq_.distance_tables(q, 1, false, tables.data());
-    for (float& v : tables) v = -v;
-  }
-  std::vector<uint8_t> luts(nt * lb);
-  std::vector<float> bias(nt);
-  float a;
-  fast_scan::quantize_tables(tables.data(), nt, m, luts.data(), &a, bias.data());
+    if (cl[pr] >= 0 && !ids_[size_t(cl[pr])].empty()) lists[nt++] = cl[pr];
+  if (nt == 0) return 0;
+  // Float tables (smaller is better): one per probed list for l2, one shared for ip.
+  const size_t ntab = l2 ? nt : 1;
+  thread_local std::vector<float> tables, qdots, bias, lo, hi;  // scratch, reused per query
+  tables.resize(ntab * n16);
+  qdots.resize(pre ? n16 : 0);
+  bias.resize(ntab);
+  lo.resize(ntab * m);
+  hi.resize(ntab * m);
   const Kernels& kern = kernels(active_isa());
-  for (size_t u = 0; u < probes.size(); ++u) {
-    const size_t pr = probes[u], l = size_t(cl[pr]), t = l2 ? u : 0;
-    // score = off - sum / a: minus the estimated distance (l2), the estimated ip (ip). The
-    // coarse term is recomputed in plain double arithmetic (the coarse search's SIMD GEMM
-    // rounds differently per SIMD level), so results are the same at every level.
-    const float* c = centroids_.data() + l * dim_;
-    double coarse = 0;
-    for (size_t p = 0; p < dim_; ++p)
-      coarse += l2 ? (double(q[p]) - c[p]) * (double(q[p]) - c[p]) : double(q[p]) * c[p];
-    const float off = l2 ? -(float(pre ? coarse : 0) + bias[t]) : float(coarse) - bias[t];
-    const int64_t* id = ids_[l].data();
-    if (top.threshold(0) > off) continue;  // no code of this list can score above off
-    scanner.scan(
-        kern, codes_[l].data(), ids_[l].size(), m, luts.data() + t * lb, 1,
-        [&](size_t) {  // sums up to (off - threshold) * a can still enter (float slack: + 1)
-          const double room = (double(off) - top.threshold(0)) * a;
-          return room >= 65534 ? uint16_t(65535) : room < 0 ? uint16_t(0) : uint16_t(room + 1);
-        },
-        [&](size_t, size_t r, uint16_t sum) { top.push(0, off - float(sum) / a, id[r]); });
+  if (l2 && pre) {
+    for (size_t j = 0; j < m; ++j) pq_.sub_dots(j, q + j * pq_.dsub(), qdots.data() + j * 16);
+    for (size_t t = 0; t < nt; ++t)
+      kern.row16_table_minmax(precomputed_.data() + size_t(lists[t]) * n16, qdots.data(), m,
+                              &tables[t * n16], &lo[t * m], &hi[t * m]);
+  } else {
+    if (l2)
+      for (size_t t = 0; t < nt; ++t) l2_table(q, nullptr, size_t(lists[t]), &tables[t * n16]);
+    else
+      pq_.distance_tables(q, 1, false, tables.data());
+    if (!l2)
+      for (float& v : tables) v = -v;
+    kern.row16_minmax(tables.data(), ntab * m, lo.data(), hi.data());
   }
+  const size_t lb = fast_scan::block_bytes(m);
+  fast_scan::quantize_tables(tables.data(), lo.data(), hi.data(), ntab, m, luts, scale,
+                             bias.data());
+  for (size_t t = 1; t < nt && !l2; ++t) std::copy(luts, luts + lb, luts + t * lb);
+  for (size_t t = 0; t < nt; ++t) {
+    // score = off - sum / scale: minus the estimated distance (l2), the estimated ip (ip).
+    // The coarse term is recomputed here in portable code (the coarse search's SIMD GEMM
+    // rounds differently per SIMD level), so results are the same at every level.
+    const float* c = centroids_.data() + size_t(lists[t]) * dim_;
+    float coarse = 0;
+    if (l2 && pre)
+      for (size_t p = 0; p < dim_; ++p) coarse += (q[p] - c[p]) * (q[p] - c[p]);
+    else if (!l2)
+      for (size_t p = 0; p < dim_; ++p) coarse += q[p] * c[p];
+    off[t] = l2 ? -(coarse + bias[t]) : coarse - bias[0];
+  }
+  return nt;
+}
+
+TopKSet IVFPQIndex::search_fast_scan(const float* qs, size_t nq, size_t k, const int64_t* cl,
+                                     size_t nprobe, int threads) const {
+  // List-major, as faiss's IVF fast-scan: build every (query, probed list) table of a chunk of
+  // queries, then scan each list once for up to 4 of its queries at a time, so a block of
+  // codes loaded from memory serves several queries. Each worker keeps heaps for all queries;
+  // the merge is a total order on (score, id), so results do not depend on the schedule.
+  const size_t m = pq_.m(), lb = fast_scan::block_bytes(m);
+  const size_t chunk = std::max<size_t>(4, std::min(nq, (size_t(8) << 20) / (nprobe * lb)));
+  std::vector<uint8_t> luts(chunk * nprobe * lb);
+  std::vector<float> off(chunk * nprobe), scale(chunk);
+  std::vector<int64_t> lists(chunk * nprobe);
+  std::vector<size_t> count(chunk);
+  const size_t nw = static_cast<size_t>(threads);
+  std::vector<TopKSet> heaps(nw, TopKSet(nq, k));
+  std::vector<fast_scan::Scanner> scanners(nw);
+  const Kernels& kern = kernels(active_isa());
+  for (size_t q0 = 0; q0 < nq; q0 += chunk) {
+    const size_t nc = std::min(chunk, nq - q0);
+    parallel_for(nc, threads, [&](size_t c, size_t) {
+      count[c] = fast_scan_tables(qs + (q0 + c) * dim_, cl + (q0 + c) * nprobe, nprobe,
+                                  &luts[c * nprobe * lb], &off[c * nprobe], &lists[c * nprobe],
+                                  &scale[c]);
+    });
+    // (query, slot) pairs grouped by list: a counting sort.
+    std::vector<size_t> start(nlist_ + 1, 0);
+    for (size_t c = 0; c < nc; ++c)
+      for (size_t u = 0; u < count[c]; ++u) ++start[size_t(lists[c * nprobe + u]) + 1];
+    for (size_t l = 0; l < nlist_; ++l) start[l + 1] += start[l];
+    std::vector<size_t> pairs(start[nlist_]), fill(start.begin(), start.end() - 1);
+    for (size_t c = 0; c < nc; ++c)
+      for (size_t u = 0; u < count[c]; ++u)
+        pairs[fill[size_t(lists[c * nprobe + u])]++] = c * nprobe + u;
+    parallel_for(nlist_, threads, [&](size_t l, size_t w) {
+      TopKSet& top = heaps[w];
+      const int64_t* id = ids_[l].data();
+      for (size_t g = start[l]; g < start[l + 1]; g += 4) {
+        const size_t ng = std::min<size_t>(4, start[l + 1] - g);
+        size_t qi[4];
+        const uint8_t* lut[4];
+        for (size_t e = 0; e < ng; ++e) {
+          qi[e] = pairs[g + e] / nprobe;
+          lut[e] = &luts[pairs[g + e] * lb];
+        }
+        scanners[w].scan(
+            kern, codes_[l].data(), ids_[l].size(), m, lut, ng,
+            [&](size_t e) {  // sums up to (off - threshold) * scale can still enter (+1: slack)
+              const float thr = top.threshold(q0 + qi[e]);
+              const double room = (double(off[pairs[g + e]]) - thr) * scale[qi[e]];
+              return room >= 65534 ? uint16_t(65535) : room < 0 ? uint16_t(0) : uint16_t(room + 1);
+            },
+            [&](size_t e, size_t r, uint16_t sum) {
+              top.push(q0 + qi[e], off[pairs[g + e]] - float(sum) / scale[qi[e]], id[r]);
+            });
+      }
+    });
+  }
+  for (size_t w = 1; w < heaps.size(); ++w) heaps[0].merge(heaps[w]);
+  return std::move(heaps[0]);
 }
 
 void IVFPQIndex::reconstruct(const int64_t* ids, size_t n, float* out) const {

@@ -88,7 +88,9 @@ void PQFastScanIndex::quantized_tables(const float* q, uint8_t* lut, float* scal
       }
       t[j * 16 + c] = float(v);
     }
-  fast_scan::quantize_tables(t.data(), 1, m, lut, scale, bias);
+  std::vector<float> lo(m), hi(m);
+  kernels(active_isa()).row16_minmax(t.data(), m, lo.data(), hi.data());
+  fast_scan::quantize_tables(t.data(), lo.data(), hi.data(), 1, m, lut, scale, bias);
 }
 
 void PQFastScanIndex::search(const float* q, size_t nq, size_t k, int threads, float* distances,
@@ -116,9 +118,10 @@ void PQFastScanIndex::search(const float* q, size_t nq, size_t k, int threads, f
       nq, ntotal_, k, kVectorsPerTask, threads,
       [&](size_t g, size_t begin, size_t count, TopKSet& top, size_t w) {
         const size_t q0 = g * kGroup, nqg = std::min(kGroup, nq - q0);
+        const uint8_t* lut[kGroup];
+        for (size_t q = 0; q < nqg; ++q) lut[q] = luts.data() + (q0 + q) * np * 32;
         scanners[w].scan(
-            kern, blocks_.data() + begin / kBlock * np * 32, count, pq_.m(),
-            luts.data() + q0 * np * 32, nqg,
+            kern, blocks_.data() + begin / kBlock * np * 32, count, pq_.m(), lut, nqg,
             [&](size_t q) {
               const float t = top.threshold(q0 + q);
               return t == -std::numeric_limits<float>::infinity() ? uint16_t(65535) : uint16_t(-t);

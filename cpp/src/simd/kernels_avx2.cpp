@@ -250,18 +250,70 @@ void pq4_accumulate_one(const uint8_t* codes, size_t nblocks, size_t npairs, con
   }
 }
 
-void pq4_accumulate(const uint8_t* codes, size_t nblocks, size_t npairs, const uint8_t* lut,
-                    size_t nq, const uint16_t* limit, uint16_t* out, uint32_t* below) {
+void pq4_accumulate(const uint8_t* codes, size_t nblocks, size_t npairs,
+                    const uint8_t* const* luts, size_t nq, const uint16_t* limit, uint16_t* out,
+                    uint32_t* below) {
   for (size_t q = 0; q < nq; ++q)
-    pq4_accumulate_one(codes, nblocks, npairs, lut + q * npairs * 32, limit[q],
+    pq4_accumulate_one(codes, nblocks, npairs, luts[q], limit[q],
                        out + q * nblocks * 32, below + q * nblocks);
+}
+
+float hmin(__m256 v) {
+  __m128 m = _mm_min_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  m = _mm_min_ps(m, _mm_movehl_ps(m, m));
+  return _mm_cvtss_f32(_mm_min_ss(m, _mm_shuffle_ps(m, m, 1)));
+}
+
+float hmax(__m256 v) {
+  __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+  return _mm_cvtss_f32(_mm_max_ss(m, _mm_shuffle_ps(m, m, 1)));
+}
+
+void row16_minmax(const float* rows, size_t n, float* lo, float* hi) {
+  for (size_t r = 0; r < n; ++r) {
+    const __m256 a = _mm256_loadu_ps(rows + 16 * r), b = _mm256_loadu_ps(rows + 16 * r + 8);
+    lo[r] = hmin(_mm256_min_ps(a, b));
+    hi[r] = hmax(_mm256_max_ps(a, b));
+  }
+}
+
+void row16_table_minmax(const float* a, const float* b, size_t n, float* rows, float* lo,
+                        float* hi) {
+  for (size_t r = 0; r < n; ++r) {
+    const __m256 b0 = _mm256_loadu_ps(b + 16 * r), b1 = _mm256_loadu_ps(b + 16 * r + 8);
+    const __m256 x = _mm256_sub_ps(_mm256_loadu_ps(a + 16 * r), _mm256_add_ps(b0, b0));
+    const __m256 y = _mm256_sub_ps(_mm256_loadu_ps(a + 16 * r + 8), _mm256_add_ps(b1, b1));
+    _mm256_storeu_ps(rows + 16 * r, x);
+    _mm256_storeu_ps(rows + 16 * r + 8, y);
+    lo[r] = hmin(_mm256_min_ps(x, y));
+    hi[r] = hmax(_mm256_max_ps(x, y));
+  }
+}
+
+void row16_quantize(const float* rows, size_t n, const float* lo, float a, uint8_t* out) {
+  const __m256 va = _mm256_set1_ps(a);
+  const __m256i cap = _mm256_set1_epi32(255);
+  for (size_t r = 0; r < n; ++r) {
+    const __m256 l = _mm256_set1_ps(lo[r]);
+    const __m256i x = _mm256_min_epi32(
+        _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(rows + 16 * r), l), va)), cap);
+    const __m256i y = _mm256_min_epi32(
+        _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(rows + 16 * r + 8), l), va)),
+        cap);
+    // packus interleaves 128-bit lanes: [x0-3 y0-3 x4-7 y4-7]; reorder to [x0-7 y0-7].
+    const __m256i w = _mm256_permute4x64_epi64(_mm256_packus_epi32(x, y), 0xD8);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 16 * r),
+                     _mm_packus_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1)));
+  }
 }
 
 }  // namespace
 
 const Kernels* avx2_kernels() {
-  static const Kernels k{kMq,       kMr,         dot_rows, decode_rows,
-                         gemm_tile, dot_rows_i8, nearest,  pq4_accumulate};
+  static const Kernels k{kMq,         kMr,         dot_rows, decode_rows,
+                         gemm_tile,   dot_rows_i8, nearest,  pq4_accumulate,
+                         row16_minmax, row16_table_minmax, row16_quantize};
   return &k;
 }
 

@@ -393,8 +393,9 @@ void nearest(const float* x, size_t n, size_t dim, const float* ct, const float*
 // sub-quantizers per 64-byte load, four 128-bit lanes, and NQ queries sharing each code load
 // and nibble split; an odd last pair runs at 256 bits.
 template <int NQ>
-void pq4_accumulate_t(const uint8_t* codes, size_t nblocks, size_t npairs, const uint8_t* lut,
-                      const uint16_t* limit, uint16_t* out, uint32_t* below) {
+void pq4_accumulate_t(const uint8_t* codes, size_t nblocks, size_t npairs,
+                      const uint8_t* const* luts, const uint16_t* limit, uint16_t* out,
+                      uint32_t* below) {
   const __m512i low4 = _mm512_set1_epi8(15);
   const __m256i low4y = _mm256_set1_epi8(15);
   const size_t lstride = npairs * 32;
@@ -409,7 +410,7 @@ void pq4_accumulate_t(const uint8_t* codes, size_t nblocks, size_t npairs, const
       const __m512i nib_lo = _mm512_and_si512(code, low4);
       const __m512i nib_hi = _mm512_and_si512(_mm512_srli_epi16(code, 4), low4);
       for (int q = 0; q < NQ; ++q) {
-        const __m512i table = _mm512_loadu_si512(lut + q * lstride + 32 * t);
+        const __m512i table = _mm512_loadu_si512(luts[q] + 32 * t);
         const __m512i r_lo = _mm512_shuffle_epi8(table, nib_lo);
         const __m512i r_hi = _mm512_shuffle_epi8(table, nib_hi);
         all_lo[q] = _mm512_add_epi16(all_lo[q], r_lo);
@@ -434,7 +435,7 @@ void pq4_accumulate_t(const uint8_t* codes, size_t nblocks, size_t npairs, const
       __m256i a_hi = fold(all_hi[q]), h_hi = fold(high_hi[q]);
       if (odd) {
         const __m256i table =
-            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(lut + q * lstride + 32 * t));
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(luts[q] + 32 * t));
         const __m256i r_lo = _mm256_shuffle_epi8(table, nl);
         const __m256i r_hi = _mm256_shuffle_epi8(table, nh);
         a_lo = _mm256_add_epi16(a_lo, r_lo);
@@ -463,13 +464,44 @@ void pq4_accumulate_t(const uint8_t* codes, size_t nblocks, size_t npairs, const
   }
 }
 
-void pq4_accumulate(const uint8_t* codes, size_t nblocks, size_t npairs, const uint8_t* lut,
-                    size_t nq, const uint16_t* limit, uint16_t* out, uint32_t* below) {
+void pq4_accumulate(const uint8_t* codes, size_t nblocks, size_t npairs,
+                    const uint8_t* const* luts, size_t nq, const uint16_t* limit, uint16_t* out,
+                    uint32_t* below) {
   switch (nq) {
-    case 1: return pq4_accumulate_t<1>(codes, nblocks, npairs, lut, limit, out, below);
-    case 2: return pq4_accumulate_t<2>(codes, nblocks, npairs, lut, limit, out, below);
-    case 3: return pq4_accumulate_t<3>(codes, nblocks, npairs, lut, limit, out, below);
-    default: return pq4_accumulate_t<4>(codes, nblocks, npairs, lut, limit, out, below);
+    case 1: return pq4_accumulate_t<1>(codes, nblocks, npairs, luts, limit, out, below);
+    case 2: return pq4_accumulate_t<2>(codes, nblocks, npairs, luts, limit, out, below);
+    case 3: return pq4_accumulate_t<3>(codes, nblocks, npairs, luts, limit, out, below);
+    default: return pq4_accumulate_t<4>(codes, nblocks, npairs, luts, limit, out, below);
+  }
+}
+
+void row16_minmax(const float* rows, size_t n, float* lo, float* hi) {
+  for (size_t r = 0; r < n; ++r) {
+    const __m512 v = _mm512_loadu_ps(rows + 16 * r);
+    lo[r] = _mm512_reduce_min_ps(v);
+    hi[r] = _mm512_reduce_max_ps(v);
+  }
+}
+
+void row16_table_minmax(const float* a, const float* b, size_t n, float* rows, float* lo,
+                        float* hi) {
+  for (size_t r = 0; r < n; ++r) {
+    const __m512 vb = _mm512_loadu_ps(b + 16 * r);
+    const __m512 v = _mm512_sub_ps(_mm512_loadu_ps(a + 16 * r), _mm512_add_ps(vb, vb));
+    _mm512_storeu_ps(rows + 16 * r, v);
+    lo[r] = _mm512_reduce_min_ps(v);
+    hi[r] = _mm512_reduce_max_ps(v);
+  }
+}
+
+void row16_quantize(const float* rows, size_t n, const float* lo, float a, uint8_t* out) {
+  const __m512 va = _mm512_set1_ps(a);
+  const __m512i cap = _mm512_set1_epi32(255);
+  for (size_t r = 0; r < n; ++r) {
+    const __m512 v = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(rows + 16 * r),
+                                                 _mm512_set1_ps(lo[r])), va);
+    const __m512i q = _mm512_min_epi32(_mm512_cvtps_epi32(v), cap);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 16 * r), _mm512_cvtepi32_epi8(q));
   }
 }
 
@@ -483,7 +515,10 @@ const Kernels* avx512_kernels() {
                          gemm_tile,
                          __builtin_cpu_supports("avx512vnni") ? dot_rows_i8_vnni : dot_rows_i8_bw,
                          nearest,
-                         pq4_accumulate};
+                         pq4_accumulate,
+                         row16_minmax,
+                         row16_table_minmax,
+                         row16_quantize};
   return &k;
 }
 
