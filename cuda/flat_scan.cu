@@ -8,6 +8,7 @@
 #include <string>
 
 #include "flat_scan.cuh"
+#include "pq_scan.cuh"
 
 namespace quanta {
 namespace cuda {
@@ -180,8 +181,7 @@ void flat_search(const uint8_t* codes, size_t n, size_t dim, int storage, const 
   cudaStream_t st = reinterpret_cast<cudaStream_t>(stream);
   static const size_t elem[] = {4, 2, 2, 1, 1, 1};
   const size_t row_bytes = dim * elem[storage];
-  const size_t total = nq * k;
-  fill_kernel<<<unsigned((total + 255) / 256), 256, 0, st>>>(out_scores, out_pos, total);
+  fill_kernel<<<unsigned((nq * k + 255) / 256), 256, 0, st>>>(out_scores, out_pos, nq * k);
   check(cudaGetLastError(), "fill");
   if (n == 0) return;
   // Score the database in chunks so the score matrix stays within about 256 MB.
@@ -198,19 +198,31 @@ void flat_search(const uint8_t* codes, size_t n, size_t dim, int storage, const 
                                                      dim, storage, a + row0, b + row0, queries,
                                                      nq, scores, chunk);
       check(cudaGetLastError(), "scores kernel");
-      if (k <= 32)
-        run_topk<32>(scores, chunk, row0, rows, nq, k, out_scores, out_pos, st);
-      else if (k <= 128)
-        run_topk<128>(scores, chunk, row0, rows, nq, k, out_scores, out_pos, st);
-      else
-        run_topk<1024>(scores, chunk, row0, rows, nq, k, out_scores, out_pos, st);
-      check(cudaGetLastError(), "top-k kernel");
+      topk(scores, chunk, row0, rows, nq, k, out_scores, out_pos, false, stream);
     }
   } catch (...) {
     cudaFreeAsync(scores, st);
     throw;
   }
   check(cudaFreeAsync(scores, st), "cudaFreeAsync");
+}
+
+void topk(const float* scores, size_t ld, size_t row0, size_t rows, size_t nq, size_t k,
+          float* best_s, int64_t* best_p, bool reset, uintptr_t stream) {
+  if (k > 1024) throw std::invalid_argument("GPU top-k supports k <= 1024");
+  if (nq == 0) return;
+  cudaStream_t st = reinterpret_cast<cudaStream_t>(stream);
+  if (reset) {
+    fill_kernel<<<unsigned((nq * k + 255) / 256), 256, 0, st>>>(best_s, best_p, nq * k);
+    check(cudaGetLastError(), "fill");
+  }
+  if (k <= 32)
+    run_topk<32>(scores, ld, row0, rows, nq, k, best_s, best_p, st);
+  else if (k <= 128)
+    run_topk<128>(scores, ld, row0, rows, nq, k, best_s, best_p, st);
+  else
+    run_topk<1024>(scores, ld, row0, rows, nq, k, best_s, best_p, st);
+  check(cudaGetLastError(), "top-k kernel");
 }
 
 }  // namespace cuda

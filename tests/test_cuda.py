@@ -43,3 +43,56 @@ def test_gpu_padding_and_errors():
         gpu.search(cp.ones((2, 9), cp.float32), 1)
     with pytest.raises(ValueError):
         gpu.search(cp.full((1, 8), cp.nan, cp.float32), 1)
+
+
+@pytest.mark.parametrize("spec", ["PQ8x8", "PQ8x4", "PQ8x4fs"])
+@pytest.mark.parametrize("metric", ["l2", "ip"])
+def test_gpu_pq_matches_cpu_adc(spec, metric):
+    xb, xq = clustered(4000, 64, 40, seed=5)
+    cpu = quanta.index_factory(64, spec, metric=metric)
+    cpu.train(xb, niter=5)
+    cpu.add(xb, ids=np.arange(4000) * 2)
+    gpu = quanta.cuda.PQIndex(cpu)
+    D, I = gpu.search(cp.asarray(xq), 10)
+    D, I = cp.asnumpy(D), cp.asnumpy(I)
+    # reference: float-table ADC of the stored codes
+    xr = cpu.reconstruct(np.arange(4000) * 2)
+    ref = ((xq[:, None] - xr[None]) ** 2).sum(-1) if metric == "l2" else xq @ xr.T
+    np.testing.assert_allclose(D, np.take_along_axis(ref, I // 2, 1), rtol=1e-4, atol=1e-4)
+    best = np.sort(ref, 1)[:, :10] if metric == "l2" else -np.sort(-ref, 1)[:, :10]
+    np.testing.assert_allclose(D, best, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("spec", ["IVF16,PQ8x8", "IVF16,PQ8x4fs", "IVF16,PQ8x8,Refine(f16)"])
+@pytest.mark.parametrize("metric", ["l2", "ip"])
+def test_gpu_ivfpq_matches_cpu(spec, metric):
+    xb, xq = clustered(4000, 64, 40, seed=6)
+    cpu = quanta.index_factory(64, spec, metric=metric)
+    cpu.train(xb, niter=5)
+    cpu.add(xb)
+    gpu = quanta.cuda.IVFPQIndex(cpu)
+    for nprobe in (1, 4, 16):
+        D, I = gpu.search(xq, 10, nprobe=nprobe)
+        if cpu.refine is None:
+            xr = cpu.reconstruct(np.arange(4000))
+            ref = ((xq[:, None] - xr[None]) ** 2).sum(-1) if metric == "l2" else xq @ xr.T
+            np.testing.assert_allclose(D, np.take_along_axis(ref, I, 1), rtol=1e-4, atol=1e-4)
+        D0, I0 = cpu.search(xq, 10, nprobe=nprobe)
+        if not cpu.fast_scan:  # fast-scan CPU distances come from uint8 tables
+            np.testing.assert_allclose(D, D0, rtol=1e-3, atol=1e-3)
+        overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(I, I0)])
+        assert overlap >= (0.8 if cpu.fast_scan else 0.98), overlap
+
+
+def test_gpu_kmeans():
+    xb, _ = clustered(20000, 32, 1, seed=7)
+    c, assign = quanta.cuda.kmeans(xb, 64, niter=10, seed=1)
+    assert c.shape == (64, 32) and assign.shape == (20000,)
+    d = ((xb[:, None] - c[None]) ** 2).sum(-1)
+    assert (assign == d.argmin(1)).mean() >= 0.999  # the nearest centroid (float32 ties aside)
+    inertia = d.min(1).sum()
+    cpu = quanta.kmeans(xb, 64, niter=10, seed=1)
+    cpu_inertia = ((xb[:, None] - cpu.centroids[None]) ** 2).sum(-1).min(1).sum()
+    assert inertia <= 1.1 * cpu_inertia
+    with pytest.raises(ValueError):
+        quanta.cuda.kmeans(xb, 0)

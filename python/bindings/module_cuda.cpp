@@ -3,6 +3,7 @@
 #include <pybind11/pybind11.h>
 
 #include "flat_scan.cuh"
+#include "pq_scan.cuh"
 
 namespace py = pybind11;
 
@@ -20,5 +21,34 @@ PYBIND11_MODULE(_cuda, m) {
                               reinterpret_cast<const float*>(queries), nq, k,
                               reinterpret_cast<float*>(out_s), reinterpret_cast<int64_t*>(out_p),
                               stream);
+  });
+  m.def("adc_scores", [](uintptr_t codes, size_t n, int pq_m, int nbits, uintptr_t luts,
+                         uintptr_t bias, float sign, size_t nq, uintptr_t scores, size_t ld,
+                         uintptr_t stream) {
+    if (nbits != 4 && nbits != 8) throw py::value_error("nbits must be 4 or 8");
+    py::gil_scoped_release nogil;
+    quanta::cuda::adc_scores(reinterpret_cast<const uint8_t*>(codes), n, pq_m, nbits,
+                             reinterpret_cast<const float*>(luts),
+                             reinterpret_cast<const float*>(bias), sign, nq,
+                             reinterpret_cast<float*>(scores), ld, stream);
+  });
+  m.def("ivf_adc_scores", [](uintptr_t codes, uintptr_t offsets, uintptr_t probes, size_t nprobe,
+                             int pq_m, int nbits, uintptr_t luts, uintptr_t bias, float sign,
+                             size_t nq, size_t maxlen, uintptr_t scores, uintptr_t stream) {
+    if (nbits != 4 && nbits != 8) throw py::value_error("nbits must be 4 or 8");
+    py::gil_scoped_release nogil;
+    quanta::cuda::ivf_adc_scores(reinterpret_cast<const uint8_t*>(codes),
+                                 reinterpret_cast<const int64_t*>(offsets),
+                                 reinterpret_cast<const int64_t*>(probes), nprobe, pq_m, nbits,
+                                 reinterpret_cast<const float*>(luts),
+                                 reinterpret_cast<const float*>(bias), sign, nq, maxlen,
+                                 reinterpret_cast<float*>(scores), stream);
+  });
+  m.def("topk", [](uintptr_t scores, size_t ld, size_t row0, size_t rows, size_t nq, size_t k,
+                   uintptr_t best_s, uintptr_t best_p, bool reset, uintptr_t stream) {
+    py::gil_scoped_release nogil;
+    quanta::cuda::topk(reinterpret_cast<const float*>(scores), ld, row0, rows, nq, k,
+                       reinterpret_cast<float*>(best_s), reinterpret_cast<int64_t*>(best_p), reset,
+                       stream);
   });
 }

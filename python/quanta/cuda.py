@@ -1,4 +1,5 @@
-"""GPU flat search over the same storages as :class:`quanta.FlatIndex` (CuPy in, CuPy out).
+"""GPU search (CuPy in, CuPy out): flat scans over the storages of :class:`quanta.FlatIndex`,
+ADC scans of :class:`quanta.PQIndex` / :class:`quanta.IVFPQIndex`, and k-means.
 
 >>> gpu = quanta.cuda.FlatIndex(cpu_index)       # uploads the codes once
 >>> D, I = gpu.search(cupy_queries, k=10)         # cupy arrays back; numpy in gives numpy out
@@ -95,3 +96,230 @@ class FlatIndex:
         if on_host:
             return SearchResult(cp.asnumpy(D), cp.asnumpy(I))
         return SearchResult(D, I)
+
+
+# -- PQ / IVF-PQ ADC scans and k-means --------------------------------------------------------
+
+_SCORE_BYTES = 256 << 20  # device memory for one batch of scores or lookup tables
+
+
+def _queries(cp, q, dim, metric):
+    """Validated float32 device queries (normalized for cosine) and whether q was on the host."""
+    on_host = not hasattr(q, "__cuda_array_interface__")
+    q = cp.asarray(q)
+    if q.dtype.kind not in "fiu":
+        raise TypeError(f"queries must hold real numbers; got dtype {q.dtype}")
+    if q.ndim == 1:
+        q = q[None, :]
+    if q.ndim != 2 or q.shape[1] != dim:
+        raise ValueError(f"queries must have shape (nq, {dim}); got {q.shape}")
+    q = cp.ascontiguousarray(q, dtype=cp.float32)
+    if not bool(cp.isfinite(q).all()):
+        raise ValueError("queries contain NaN or infinity")
+    if metric == "cosine":
+        norms = cp.linalg.norm(q, axis=1, keepdims=True)
+        q = q / cp.where(norms > 0, norms, 1)
+    return q, on_host
+
+
+def _tables(cp, q, centroids, l2):
+    """ADC tables (nq, m, ksub): |q_j - c_jk|^2 for l2, <q_j, c_jk> for ip."""
+    m, ksub, dsub = centroids.shape
+    qs = q.reshape(q.shape[0], m, dsub)
+    dots = cp.einsum("imd,mkd->imk", qs, centroids)
+    if not l2:
+        return cp.ascontiguousarray(dots, dtype=cp.float32)
+    t = (qs * qs).sum(-1)[:, :, None] - 2 * dots + (centroids * centroids).sum(-1)[None]
+    return cp.ascontiguousarray(cp.maximum(t, 0), dtype=cp.float32)
+
+
+class _GpuQuantized:
+    """Shared by the GPU PQ indexes: the CPU index's re-ranking (if any) runs on the host."""
+
+    def _finish(self, cp, q, on_host, D, I, k, cpu):
+        if cpu._refine is not None:
+            res = cpu._refine._index.search_subset(cp.asnumpy(q), cp.asnumpy(I), k, 0)
+            return SearchResult(*res) if on_host else SearchResult(cp.asarray(res[0]),
+                                                                   cp.asarray(res[1]))
+        return SearchResult(cp.asnumpy(D), cp.asnumpy(I)) if on_host else SearchResult(D, I)
+
+
+class PQIndex(_GpuQuantized):
+    """A device copy of a CPU :class:`quanta.PQIndex` (8-bit or 4-bit / fast-scan codes),
+    searched by ADC with float lookup tables in shared memory (the same distances as the CPU's
+    float-table ADC; fast-scan indexes get exact tables here, not uint8 ones). A CPU index
+    with ``refine`` re-ranks the GPU's candidates on the host. Supports k <= 1024."""
+
+    def __init__(self, index):
+        from .pq import PQIndex as _CpuPQ
+        if not isinstance(index, _CpuPQ):
+            raise TypeError("index must be a quanta.PQIndex")
+        if not index.is_trained:
+            raise ValueError("index must be trained")
+        self._mod, cp = _module(), _cupy()
+        self._cpu = index
+        self.dim, self.m, self.nbits, self.metric = index.dim, index.m, index.nbits, index.metric
+        self.ntotal = index.ntotal
+        self._cent = cp.asarray(index.pq.centroids)
+        self._codes = cp.asarray(index._index.codes())
+        ids = index._index.ids()
+        self._ids = cp.asarray(ids) if ids.size else None
+
+    def search(self, q, k: int = 10) -> SearchResult:
+        cp = _cupy()
+        k = as_k(k)
+        q, on_host = _queries(cp, q, self.dim, self.metric)
+        kk = k * self._cpu.refine_factor if self._cpu._refine is not None else k
+        l2 = self.metric == "l2"
+        nq, n = q.shape[0], self.ntotal
+        D = cp.empty((nq, kk), cp.float32)
+        I = cp.empty((nq, kk), cp.int64)
+        stream = cp.cuda.get_current_stream().ptr
+        tsize = self.m << self.nbits
+        qb = max(1, min(nq, _SCORE_BYTES // (4 * tsize)))
+        cs = self._codes.shape[1] if self._codes.ndim == 2 else 0
+        for i0 in range(0, nq, qb):
+            qc = q[i0:i0 + qb]
+            nqc = qc.shape[0]
+            luts = _tables(cp, qc, self._cent, l2)
+            Dc, Ic = D[i0:i0 + nqc], I[i0:i0 + nqc]
+            self._mod.topk(0, 1, 0, 0, nqc, kk, Dc.data.ptr, Ic.data.ptr, True, stream)
+            chunk = max(1, min(n, _SCORE_BYTES // (4 * nqc)))
+            scores = cp.empty((nqc, chunk), cp.float32)
+            for r0 in range(0, n, chunk):
+                rows = min(chunk, n - r0)
+                self._mod.adc_scores(self._codes.data.ptr + r0 * cs, rows, self.m, self.nbits,
+                                     luts.data.ptr, 0, -1.0 if l2 else 1.0, nqc,
+                                     scores.data.ptr, chunk, stream)
+                self._mod.topk(scores.data.ptr, chunk, r0, rows, nqc, kk, Dc.data.ptr,
+                               Ic.data.ptr, False, stream)
+        if l2:
+            D = cp.where(I >= 0, -D, cp.inf).astype(cp.float32)
+        if self._ids is not None:
+            I = cp.where(I >= 0, self._ids[cp.maximum(I, 0)], -1)
+        return self._finish(cp, q, on_host, D, I, k, self._cpu)
+
+
+class IVFPQIndex(_GpuQuantized):
+    """A device copy of a CPU :class:`quanta.IVFPQIndex`: the coarse step is the GPU flat scan
+    over the centroids, then one thread block per (query, probed list) scores the list's codes
+    with that pair's float table in shared memory (l2: from q - centroid; ip: one table per
+    query plus <q, centroid>). Distances match the CPU's float-table ADC; fast-scan indexes
+    get exact tables here. Supports k <= 1024."""
+
+    def __init__(self, index):
+        from .pq import IVFPQIndex as _CpuIVF
+        if not isinstance(index, _CpuIVF):
+            raise TypeError("index must be a quanta.IVFPQIndex")
+        if not index.is_trained:
+            raise ValueError("index must be trained")
+        self._mod, cp = _module(), _cupy()
+        self._cpu = index
+        self.dim, self.m, self.nbits, self.metric = index.dim, index.m, index.nbits, index.metric
+        self.nlist, self.nprobe, self.ntotal = index.nlist, index.nprobe, index.ntotal
+        st = index._index.state()
+        sizes = st["sizes"].astype(np.int64)
+        self._offsets = cp.asarray(np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64))
+        self._maxlen = int(sizes.max()) if sizes.size else 0
+        self._codes = cp.asarray(st["codes"])
+        self._ids = cp.asarray(st["ids"])
+        cen = st["centroids"].reshape(self.nlist, self.dim)
+        self._coarse_cen = cp.asarray(cen)
+        coarse = _CpuFlatIndex(self.dim, "l2" if self.metric == "l2" else "ip")
+        coarse.add(cen)
+        self._coarse = FlatIndex(coarse)
+        self._cent = cp.asarray(index.pq.centroids)
+
+    def search(self, q, k: int = 10, *, nprobe: int | None = None) -> SearchResult:
+        cp = _cupy()
+        k = as_k(k)
+        nprobe = self.nprobe if nprobe is None else nprobe
+        if isinstance(nprobe, bool) or not isinstance(nprobe, (int, np.integer)) \
+                or not 1 <= nprobe <= self.nlist:
+            raise ValueError(f"nprobe must be an integer in [1, nlist={self.nlist}]; got {nprobe!r}")
+        q, on_host = _queries(cp, q, self.dim, self.metric)
+        kk = k * self._cpu.refine_factor if self._cpu._refine is not None else k
+        l2 = self.metric == "l2"
+        nq = q.shape[0]
+        D = cp.full((nq, kk), -cp.inf, cp.float32)
+        I = cp.full((nq, kk), -1, cp.int64)
+        if self.ntotal == 0 or nq == 0:
+            return self._finish(cp, q, on_host, cp.where(I >= 0, D, cp.inf if l2 else -cp.inf),
+                                I, k, self._cpu)
+        _, probes = self._coarse.search(q, nprobe)
+        stream = cp.cuda.get_current_stream().ptr
+        tsize = self.m << self.nbits
+        per_query = 4 * nprobe * max(self._maxlen, tsize)
+        qb = max(1, min(nq, _SCORE_BYTES // per_query))
+        cs = self._codes.shape[1] if self._codes.ndim == 2 else 0
+        for i0 in range(0, nq, qb):
+            qc, pc = q[i0:i0 + qb], cp.ascontiguousarray(probes[i0:i0 + qb])
+            nqc = qc.shape[0]
+            cen = self._coarse_cen[cp.maximum(pc, 0)]  # (nqc, nprobe, dim)
+            if l2:
+                luts = _tables(cp, (qc[:, None, :] - cen).reshape(-1, self.dim), self._cent, True)
+                bias = cp.zeros(nqc * nprobe, cp.float32)
+            else:
+                luts = cp.ascontiguousarray(cp.repeat(_tables(cp, qc, self._cent, False), nprobe, 0))
+                bias = cp.ascontiguousarray((cen * qc[:, None, :]).sum(-1).ravel(), cp.float32)
+            width = nprobe * self._maxlen
+            scores = cp.empty((nqc, width), cp.float32)
+            self._mod.ivf_adc_scores(self._codes.data.ptr, self._offsets.data.ptr, pc.data.ptr,
+                                     nprobe, self.m, self.nbits, luts.data.ptr, bias.data.ptr,
+                                     -1.0 if l2 else 1.0, nqc, self._maxlen, scores.data.ptr,
+                                     stream)
+            Dc, Ic = D[i0:i0 + nqc], I[i0:i0 + nqc]
+            self._mod.topk(scores.data.ptr, width, 0, width, nqc, kk, Dc.data.ptr, Ic.data.ptr,
+                           True, stream)
+            # position p * maxlen + r -> row offsets[list] + r; -inf marks padding past a list
+            p, r = Ic // self._maxlen, Ic % self._maxlen
+            lists = cp.take_along_axis(pc, cp.maximum(p, 0), 1)
+            valid = (Ic >= 0) & cp.isfinite(Dc) & (lists >= 0)
+            rows = self._offsets[cp.maximum(lists, 0)] + r
+            I[i0:i0 + nqc] = cp.where(valid, self._ids[cp.where(valid, rows, 0)], -1)
+        D = cp.where(I >= 0, -D if l2 else D, cp.inf if l2 else -cp.inf).astype(cp.float32)
+        return self._finish(cp, q, on_host, D, I, k, self._cpu)
+
+
+def kmeans(x, k: int, *, niter: int = 25, seed: int = 0, spherical: bool = False):
+    """Lloyd's k-means on the GPU: seeded random initial centroids (distinct rows), assignment
+    by the GPU flat scan, centroid update by scatter-add, empty clusters re-seeded from random
+    rows; ``spherical`` normalizes the centroids (inner-product clustering). Returns
+    ``(centroids, assign)``, CuPy arrays for CuPy input and NumPy arrays for NumPy input."""
+    mod, cp = _module(), _cupy()
+    import cupyx
+    on_host = not hasattr(x, "__cuda_array_interface__")
+    x = cp.ascontiguousarray(cp.asarray(x), dtype=cp.float32)
+    if x.ndim != 2 or x.shape[0] == 0:
+        raise ValueError(f"x must be a non-empty 2-D array; got shape {x.shape}")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= x.shape[0]:
+        raise ValueError(f"k must be an integer in [1, n={x.shape[0]}]; got {k!r}")
+    if not bool(cp.isfinite(x).all()):
+        raise ValueError("x contains NaN or infinity")
+    n, d = x.shape
+    rng = np.random.default_rng(seed)
+    c = x[cp.asarray(rng.choice(n, k, replace=False))].copy()
+    stream = cp.cuda.get_current_stream().ptr
+    s = cp.empty((n, 1), cp.float32)
+    assign = cp.empty((n, 1), cp.int64)
+    for it in range(niter + 1):
+        if spherical:
+            c /= cp.maximum(cp.linalg.norm(c, axis=1, keepdims=True), 1e-30)
+        a = cp.full(k, 1.0 if spherical else 2.0, cp.float32)
+        b = cp.zeros(k, cp.float32) if spherical else -(c * c).sum(1).astype(cp.float32)
+        mod.flat_search(c.data.ptr, k, d, 0, a.data.ptr, b.data.ptr, x.data.ptr, n, 1,
+                        s.data.ptr, assign.data.ptr, stream)
+        if it == niter:
+            break
+        lab = assign.ravel()
+        sums = cp.zeros((k, d), cp.float32)
+        cupyx.scatter_add(sums, lab, x)
+        counts = cp.bincount(lab, minlength=k).astype(cp.float32)
+        empty = counts == 0
+        c = cp.where(empty[:, None], c, sums / cp.maximum(counts, 1)[:, None])
+        ne = int(empty.sum())
+        if ne:
+            c[cp.nonzero(empty)[0]] = x[cp.asarray(rng.choice(n, ne, replace=False))]
+    c = cp.ascontiguousarray(c)
+    lab = assign.ravel()
+    return (cp.asnumpy(c), cp.asnumpy(lab)) if on_host else (c, lab)
