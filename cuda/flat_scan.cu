@@ -8,17 +8,13 @@
 #include <string>
 
 #include "flat_scan.cuh"
+#include "check.cuh"
 #include "pq_scan.cuh"
 
 namespace quanta {
 namespace cuda {
 
 namespace {
-
-void check(cudaError_t err, const char* what) {
-  if (err != cudaSuccess)
-    throw std::runtime_error(std::string("CUDA error in ") + what + ": " + cudaGetErrorString(err));
-}
 
 // Exact float value of element p of a stored row.
 __device__ __forceinline__ float load_elem(const uint8_t* row, size_t p, int storage) {

@@ -3,17 +3,13 @@
 #include <stdexcept>
 #include <string>
 
+#include "check.cuh"
 #include "pq_scan.cuh"
 
 namespace quanta {
 namespace cuda {
 
 namespace {
-
-void check(cudaError_t err, const char* what) {
-  if (err != cudaSuccess)
-    throw std::runtime_error(std::string("CUDA error in ") + what + ": " + cudaGetErrorString(err));
-}
 
 constexpr int kThreads = 256;
 

@@ -65,20 +65,7 @@ class FlatIndex:
     def search(self, q, k: int = 10) -> SearchResult:
         cp = _cupy()
         k = as_k(k)
-        on_host = not hasattr(q, "__cuda_array_interface__")
-        q = cp.asarray(q)
-        if q.dtype.kind not in "fiu":
-            raise TypeError(f"queries must hold real numbers; got dtype {q.dtype}")
-        if q.ndim == 1:
-            q = q[None, :]
-        if q.ndim != 2 or q.shape[1] != self.dim:
-            raise ValueError(f"queries must have shape (nq, {self.dim}); got {q.shape}")
-        q = cp.ascontiguousarray(q, dtype=cp.float32)
-        if not bool(cp.isfinite(q).all()):
-            raise ValueError("queries contain NaN or infinity")
-        if self.metric == "cosine":
-            norms = cp.linalg.norm(q, axis=1, keepdims=True)
-            q = q / cp.where(norms > 0, norms, 1)
+        q, on_host = _queries(cp, q, self.dim, self.metric)
         qnorm = (q * q).sum(axis=1) if self.metric == "l2" else None
         if self._dim_scale is not None:
             q = cp.ascontiguousarray(q * self._dim_scale[None, :])
@@ -136,6 +123,18 @@ def _tables(cp, q, centroids, l2):
 class _GpuQuantized:
     """Shared by the GPU PQ indexes: the CPU index's re-ranking (if any) runs on the host."""
 
+    def _setup(self, index, cpu_cls):
+        if not isinstance(index, cpu_cls):
+            raise TypeError(f"index must be a quanta.{cpu_cls.__name__}")
+        if not index.is_trained:
+            raise ValueError("index must be trained")
+        self._mod, cp = _module(), _cupy()
+        self._cpu = index
+        self.dim, self.m, self.nbits, self.metric = index.dim, index.m, index.nbits, index.metric
+        self.ntotal = index.ntotal
+        self._cent = cp.asarray(index.pq.centroids)
+        return cp
+
     def _finish(self, cp, q, on_host, D, I, k, cpu):
         if cpu._refine is not None:
             res = cpu._refine._index.search_subset(cp.asnumpy(q), cp.asnumpy(I), k, 0)
@@ -152,15 +151,7 @@ class PQIndex(_GpuQuantized):
 
     def __init__(self, index):
         from .pq import PQIndex as _CpuPQ
-        if not isinstance(index, _CpuPQ):
-            raise TypeError("index must be a quanta.PQIndex")
-        if not index.is_trained:
-            raise ValueError("index must be trained")
-        self._mod, cp = _module(), _cupy()
-        self._cpu = index
-        self.dim, self.m, self.nbits, self.metric = index.dim, index.m, index.nbits, index.metric
-        self.ntotal = index.ntotal
-        self._cent = cp.asarray(index.pq.centroids)
+        cp = self._setup(index, _CpuPQ)
         self._codes = cp.asarray(index._index.codes())
         ids = index._index.ids()
         self._ids = cp.asarray(ids) if ids.size else None
@@ -209,14 +200,8 @@ class IVFPQIndex(_GpuQuantized):
 
     def __init__(self, index):
         from .pq import IVFPQIndex as _CpuIVF
-        if not isinstance(index, _CpuIVF):
-            raise TypeError("index must be a quanta.IVFPQIndex")
-        if not index.is_trained:
-            raise ValueError("index must be trained")
-        self._mod, cp = _module(), _cupy()
-        self._cpu = index
-        self.dim, self.m, self.nbits, self.metric = index.dim, index.m, index.nbits, index.metric
-        self.nlist, self.nprobe, self.ntotal = index.nlist, index.nprobe, index.ntotal
+        cp = self._setup(index, _CpuIVF)
+        self.nlist, self.nprobe = index.nlist, index.nprobe
         st = index._index.state()
         sizes = st["sizes"].astype(np.int64)
         self._offsets = cp.asarray(np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64))
@@ -228,7 +213,6 @@ class IVFPQIndex(_GpuQuantized):
         coarse = _CpuFlatIndex(self.dim, "l2" if self.metric == "l2" else "ip")
         coarse.add(cen)
         self._coarse = FlatIndex(coarse)
-        self._cent = cp.asarray(index.pq.centroids)
 
     def search(self, q, k: int = 10, *, nprobe: int | None = None) -> SearchResult:
         cp = _cupy()
