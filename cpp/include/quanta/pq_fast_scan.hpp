@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "quanta/fast_scan_codes.hpp"
 #include "quanta/flat.hpp"
 #include "quanta/labels.hpp"
 #include "quanta/pq.hpp"
@@ -19,7 +20,7 @@ class PQFastScanIndex {
   Metric metric() const { return metric_; }
   size_t ntotal() const { return ntotal_; }
   bool is_trained() const { return pq_.is_trained(); }
-  size_t npairs() const { return (pq_.m() + 1) / 2; }
+  size_t npairs() const { return fast_scan::npairs(pq_.m()); }
   size_t memory_usage() const;
   ProductQuantizer& pq() { return pq_; }
   const ProductQuantizer& pq() const { return pq_; }

@@ -2,7 +2,6 @@
 
 #include "quanta/dispatch.hpp"
 
-
 namespace quanta {
 namespace fast_scan {
 

@@ -204,12 +204,11 @@ void IVFPQIndex::scan_lists(const float* q, const float* cd, const int64_t* cl, 
       bias = cd[pr];  // <q, centroid>
     }
     scores.resize(len);
-    float* sc = scores.data();
-    pq_.scan(table.data(), codes_[size_t(l)].data(), len, sc);
+    pq_.scan(table.data(), codes_[size_t(l)].data(), len, scores.data());
     const int64_t* id = ids_[size_t(l)].data();
     float thr = top.threshold(0);
     for (size_t r = 0; r < len; ++r) {
-      const float s = (l2 ? -sc[r] : sc[r]) + bias;
+      const float s = (l2 ? -scores[r] : scores[r]) + bias;
       if (s >= thr) {
         top.push(0, s, id[r]);
         thr = top.threshold(0);
@@ -242,12 +241,12 @@ size_t IVFPQIndex::fast_scan_tables(const float* q, const int64_t* cl, size_t np
       kern.row16_table_minmax(precomputed_.data() + size_t(lists[t]) * n16, qdots.data(), m,
                               &tables[t * n16], &lo[t * m], &hi[t * m]);
   } else {
-    if (l2)
+    if (l2) {  // no precomputed tables: full tables from q - centroid
       for (size_t t = 0; t < nt; ++t) l2_table(q, nullptr, size_t(lists[t]), &tables[t * n16]);
-    else
+    } else {
       pq_.distance_tables(q, 1, false, tables.data());
-    if (!l2)
       for (float& v : tables) v = -v;
+    }
     kern.row16_minmax(tables.data(), ntab * m, lo.data(), hi.data());
   }
   const size_t lb = fast_scan::block_bytes(m);
