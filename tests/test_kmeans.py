@@ -24,9 +24,10 @@ def test_recovers_separated_clusters():
         assert np.linalg.norm(found - centres[c]) < 0.5
 
 
-def test_objective_decreases_and_matches_assignment():
+@pytest.mark.parametrize("init", ["k-means++", "random"])
+def test_objective_decreases_and_matches_assignment(init):
     x = quanta.datasets.clustered(5000, 32, 1, seed=2)[0]
-    res = quanta.kmeans(x, 50, niter=15, seed=1)
+    res = quanta.kmeans(x, 50, niter=15, seed=1, init=init)
     obj = res.objective
     assert len(obj) == 15 and np.all(np.diff(obj) <= 1e-6 * obj[0])
     # assignments are the nearest centroids (NumPy reference)
@@ -35,11 +36,13 @@ def test_objective_decreases_and_matches_assignment():
     np.testing.assert_allclose(d[np.arange(len(x)), res.assignments], best, rtol=1e-4, atol=1e-6)
 
 
-def test_deterministic_for_seed_whatever_threads():
-    x = quanta.datasets.clustered(20000, 24, 1, seed=4)[0]
-    a = quanta.kmeans(x, 64, seed=7, threads=1)
-    b = quanta.kmeans(x, 64, seed=7, threads=2)
-    c = quanta.kmeans(x, 64, seed=8, threads=2)
+@pytest.mark.parametrize("init", ["k-means++", "random"])
+@pytest.mark.parametrize("dim", [24, 96])  # per-point kernel and GEMM assignment
+def test_deterministic_for_seed_whatever_threads(init, dim):
+    x = quanta.datasets.clustered(20000, dim, 1, seed=4)[0]
+    a = quanta.kmeans(x, 64, seed=7, threads=1, init=init)
+    b = quanta.kmeans(x, 64, seed=7, threads=2, init=init)
+    c = quanta.kmeans(x, 64, seed=8, threads=2, init=init)
     np.testing.assert_array_equal(a.centroids, b.centroids)
     np.testing.assert_array_equal(a.assignments, b.assignments)
     assert not np.array_equal(a.centroids, c.centroids)
@@ -76,6 +79,8 @@ def test_errors():
         quanta.kmeans(x, 0)
     with pytest.raises(TypeError):
         quanta.kmeans(x, 2.5)
+    with pytest.raises(ValueError, match="init"):
+        quanta.kmeans(x, 2, init="kmeans")
     with pytest.raises(ValueError, match="NaN"):
         quanta.kmeans(np.full((10, 3), np.nan, np.float32), 2)
     with pytest.raises(TypeError):

@@ -216,16 +216,19 @@ void FlatIndex::reconstruct(const int64_t* ids, size_t n, float* out) const {
 
 // Queries as the kernels see them: normalized for cosine, times the per-dimension scale for
 // i8; qnorm gets |q|^2 (l2) for turning scores back into distances.
-void FlatIndex::prepare_queries(const float* q, size_t nq, std::vector<float>& qs,
-                                std::vector<float>& qnorm) const {
-  qs.assign(q, q + nq * dim_);
-  if (metric_ == Metric::cosine) normalize_rows(qs.data(), nq, dim_);
+// The queries as scanned: q itself, or a normalized / scaled copy in qs.
+const float* FlatIndex::prepare_queries(const float* q, size_t nq, std::vector<float>& qs,
+                                        std::vector<float>& qnorm) const {
   qnorm.assign(nq, 0.0f);
   if (metric_ == Metric::l2)
-    for (size_t i = 0; i < nq; ++i) qnorm[i] = float(sq_norm(qs.data() + i * dim_, dim_));
+    for (size_t i = 0; i < nq; ++i) qnorm[i] = float(sq_norm(q + i * dim_, dim_));
+  if (metric_ != Metric::cosine && dim_scale_.empty()) return q;
+  qs.assign(q, q + nq * dim_);
+  if (metric_ == Metric::cosine) normalize_rows(qs.data(), nq, dim_);
   if (!dim_scale_.empty())
     for (size_t i = 0; i < nq; ++i)
       for (size_t p = 0; p < dim_; ++p) qs[i * dim_ + p] *= dim_scale_[p];
+  return qs.data();
 }
 
 void FlatIndex::search(const float* q, size_t nq, size_t k, const SearchParams& params,
@@ -236,11 +239,11 @@ void FlatIndex::search(const float* q, size_t nq, size_t k, const SearchParams& 
           "search: quantize_queries needs storage 'i8'");
   if (nq == 0) return;
   std::vector<float> qs, qnorm;
-  prepare_queries(q, nq, qs, qnorm);
+  const float* qp = prepare_queries(q, nq, qs, qnorm);
   if (nq >= kMinGemmQueries && !params.quantize_queries)
-    search_gemm(qs.data(), nq, k, resolve_threads(params.threads), qnorm.data(), distances, labels);
+    search_gemm(qp, nq, k, resolve_threads(params.threads), qnorm.data(), distances, labels);
   else
-    search_rows(qs.data(), nq, k, params, qnorm.data(), distances, labels);
+    search_rows(qp, nq, k, params, qnorm.data(), distances, labels);
 }
 
 // Scores back to distances (l2: |q|^2 - score), positions to labels.
@@ -259,8 +262,11 @@ void FlatIndex::search_gemm(const float* q, size_t nq, size_t k, int threads, co
   const size_t npanels = (nq + mq - 1) / mq;
   // Queries transposed into panels [panel][dim][mq], zero beyond nq.
   std::vector<float> panels(npanels * dim_ * mq, 0.0f);
-  for (size_t i = 0; i < nq; ++i)
-    for (size_t p = 0; p < dim_; ++p) panels[(i / mq) * dim_ * mq + p * mq + i % mq] = q[i * dim_ + p];
+  for (size_t i = 0; i < nq; ++i) {
+    float* panel = panels.data() + (i / mq) * dim_ * mq + i % mq;
+    const float* row = q + i * dim_;
+    for (size_t p = 0; p < dim_; ++p) panel[p * mq] = row[p];
+  }
 
   const size_t block = std::max(mr, kBlockBytes / (4 * dim_) / mr * mr);
   const size_t nblocks = (ntotal_ + block - 1) / block;
@@ -373,7 +379,7 @@ void FlatIndex::search_subset(const float* q, size_t nq, const int64_t* cand, si
   require(k > 0, "search: k must be >= 1; got 0");
   require_finite(q, nq * dim_, "search: queries");
   std::vector<float> qs, qnorm;
-  prepare_queries(q, nq, qs, qnorm);
+  const float* qp = prepare_queries(q, nq, qs, qnorm);
   const Kernels& kern = kernels(active_isa());
   const float a = (metric_ == Metric::l2 ? 2.0f : 1.0f) *
                   (f8_scale_ == F8Scale::global ? global_scale_ : 1.0f);
@@ -395,7 +401,7 @@ void FlatIndex::search_subset(const float* q, size_t nq, const int64_t* cand, si
       const int64_t pos = where[c];
       if (pos < 0) continue;
       float s;
-      kern.dot_rows(storage_, qs.data() + i * dim_, codes_.data() + size_t(pos) * code_size(), 1,
+      kern.dot_rows(storage_, qp + i * dim_, codes_.data() + size_t(pos) * code_size(), 1,
                     dim_, &s);
       s *= vector_scale_.empty() ? a : a * vector_scale_[size_t(pos)];
       if (metric_ == Metric::l2) s -= sq_norms_[size_t(pos)];

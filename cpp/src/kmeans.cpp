@@ -66,6 +66,18 @@ std::vector<float> seed_plus_plus(const float* x, size_t n, size_t dim, size_t k
   return c;
 }
 
+// k distinct points of the sample, drawn uniformly (a partial Fisher-Yates shuffle).
+std::vector<float> seed_sample(const float* x, size_t n, size_t dim, size_t k, Rng& rng) {
+  std::vector<size_t> perm(n);
+  std::iota(perm.begin(), perm.end(), size_t(0));
+  std::vector<float> c(k * dim);
+  for (size_t j = 0; j < k; ++j) {
+    std::swap(perm[j], perm[j + rng.below(n - j)]);
+    std::copy(x + perm[j] * dim, x + (perm[j] + 1) * dim, c.begin() + j * dim);
+  }
+  return c;
+}
+
 }  // namespace
 
 void assign_nearest(const float* x, size_t n, const float* centroids, size_t k, size_t dim,
@@ -128,7 +140,14 @@ KMeansResult kmeans(const float* x, size_t n, size_t dim, size_t k, const KMeans
   }
 
   KMeansResult res;
-  res.centroids = seed_plus_plus(xs, ns, dim, k, params.spherical, rng, threads);
+  if (params.init_centroids) {
+    res.centroids.assign(params.init_centroids, params.init_centroids + k * dim);
+  } else if (params.init == KMeansInit::sample) {
+    res.centroids = seed_sample(xs, ns, dim, k, rng);
+  } else {
+    res.centroids = seed_plus_plus(xs, ns, dim, k, params.spherical, rng, threads);
+  }
+  if (params.spherical) normalize_rows(res.centroids.data(), k, dim);
   std::vector<int64_t> assign(ns);
   std::vector<float> dist(ns);
   std::vector<double> sums(k * dim);

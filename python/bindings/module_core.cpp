@@ -184,7 +184,8 @@ PYBIND11_MODULE(_core, m) {
   });
 
   m.def("kmeans", [](const py::array& x, size_t k, size_t niter, uint64_t seed,
-                     size_t max_points_per_centroid, bool spherical, int threads) {
+                     size_t max_points_per_centroid, bool spherical, int threads,
+                     bool sample_init) {
     if (x.ndim() != 2) throw py::value_error("x must be 2-D");
     size_t n;
     const float* p = f32_rows(x, size_t(x.shape(1)), n, "x");
@@ -194,6 +195,7 @@ PYBIND11_MODULE(_core, m) {
     params.max_points_per_centroid = max_points_per_centroid;
     params.spherical = spherical;
     params.threads = threads;
+    params.init = sample_init ? KMeansInit::sample : KMeansInit::plus_plus;
     const size_t dim = size_t(x.shape(1));
     KMeansResult res;
     {
@@ -233,12 +235,13 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("code_size", &ProductQuantizer::code_size)
       .def_property_readonly("is_trained", &ProductQuantizer::is_trained)
       .def("train", [kmeans_params](ProductQuantizer& self, const py::array& x, size_t niter,
-                                    uint64_t seed, size_t mppc, int threads) {
+                                    uint64_t seed, size_t mppc, int threads, bool warm_start) {
         size_t n;
         const float* p = f32_rows(x, self.dim(), n, "x");
         py::gil_scoped_release nogil;
-        self.train(p, n, kmeans_params(niter, seed, mppc, threads));
-      })
+        self.train(p, n, kmeans_params(niter, seed, mppc, threads), warm_start);
+      }, py::arg("x"), py::arg("niter"), py::arg("seed"), py::arg("mppc"), py::arg("threads"),
+         py::arg("warm_start") = false)
       .def("encode", [](const ProductQuantizer& self, const py::array& x, int threads) {
         size_t n;
         const float* p = f32_rows(x, self.dim(), n, "x");

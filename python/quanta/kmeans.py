@@ -20,8 +20,10 @@ class KMeansResult(NamedTuple):
 
 
 def kmeans(x, k: int, *, niter: int = 25, seed: int = 0, max_points_per_centroid: int = 256,
-           threads: int = 0, spherical: bool = False) -> KMeansResult:
-    """Lloyd's k-means with k-means++ seeding.
+           threads: int = 0, spherical: bool = False, init: str = "k-means++") -> KMeansResult:
+    """Lloyd's k-means, seeded by k-means++ (``init="k-means++"``) or by ``k`` distinct
+    training points drawn at random (``init="random"``, faiss's choice: no seeding pass,
+    what IVF uses for its lists).
 
     Inputs above ``k * max_points_per_centroid`` rows are subsampled (seeded) for training;
     ``assignments`` still covers every row. Empty clusters are repaired by splitting a large
@@ -37,8 +39,10 @@ def kmeans(x, k: int, *, niter: int = 25, seed: int = 0, max_points_per_centroid
         raise ValueError(f"k must be >= 1; got {k}")
     if niter < 0 or max_points_per_centroid < 0 or seed < 0:
         raise ValueError("niter, max_points_per_centroid and seed must be >= 0")
+    if init not in ("k-means++", "random"):
+        raise ValueError(f"init must be 'k-means++' or 'random'; got {init!r}")
     if x.shape[0] < k:
         raise ValueError(f"x has {x.shape[0]} rows but k={k}: need at least k training points")
     c, a, obj = _core.kmeans(x, int(k), int(niter), int(seed), int(max_points_per_centroid),
-                             bool(spherical), as_threads(threads))
+                             bool(spherical), as_threads(threads), init == "random")
     return KMeansResult(c, a, obj)

@@ -80,8 +80,8 @@ class FlatIndex {
                    float* norms) const;
   void decode_row(size_t pos, float* out) const;
   float row_scale(size_t pos) const;
-  void prepare_queries(const float* q, size_t nq, std::vector<float>& qs,
-                       std::vector<float>& qnorm) const;
+  const float* prepare_queries(const float* q, size_t nq, std::vector<float>& qs,
+                              std::vector<float>& qnorm) const;
   void search_gemm(const float* q, size_t nq, size_t k, int threads, const float* qnorm,
                    float* distances, int64_t* labels) const;
   void search_rows(const float* q, size_t nq, size_t k, const SearchParams& params,

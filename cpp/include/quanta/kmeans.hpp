@@ -1,4 +1,4 @@
-// k-means (Lloyd) with k-means++ seeding, subsampling of large training sets, empty-cluster
+// k-means (Lloyd) with k-means++ or sampled seeding, subsampling of large training sets, empty-cluster
 // repair, and a spherical (inner product) variant. The result depends only on the inputs and
 // the seed, never on the thread count: assignment runs through FlatIndex's exact search and
 // the sums are accumulated in point order.
@@ -9,8 +9,15 @@
 
 namespace quanta {
 
+enum class KMeansInit {
+  plus_plus,  // k-means++: better starts, one pass over the sample per centroid
+  sample,     // k distinct sample points (faiss's default): no seeding cost
+};
+
 struct KMeansParams {
   size_t niter = 25;
+  KMeansInit init = KMeansInit::plus_plus;
+  const float* init_centroids = nullptr;  // k x dim: start here instead (warm start)
   uint64_t seed = 0;
   size_t max_points_per_centroid = 256;  // larger training sets are subsampled to k * this
   bool spherical = false;                // unit-norm centroids, assignment by inner product

@@ -22,8 +22,9 @@ class ProductQuantizer {
   size_t code_size() const { return (m_ * nbits_ + 7) / 8; }
   bool is_trained() const { return !centroids_.empty(); }
 
-  // k-means per sub-space (seed + j for sub-space j). Needs n >= 2^nbits.
-  void train(const float* x, size_t n, const KMeansParams& params);
+  // k-means per sub-space (seed + j for sub-space j). Needs n >= 2^nbits. warm_start: when
+  // already trained, start from the current codebook (OPQ's alternating updates).
+  void train(const float* x, size_t n, const KMeansParams& params, bool warm_start = false);
   void encode(const float* x, size_t n, uint8_t* codes, int threads) const;
   void decode(const uint8_t* codes, size_t n, float* x) const;
 

@@ -51,6 +51,8 @@ void IVFPQIndex::train(const float* x, size_t n, const KMeansParams& coarse,
   std::vector<float> xs = prepared(x, n);
   KMeansParams cp = coarse;
   cp.spherical = metric_ != Metric::l2;  // ip / cosine lists by inner product
+  cp.init = KMeansInit::sample;  // as faiss: with nlist clusters, k-means++ costs more than
+                                 // it gains in list quality
   KMeansResult km = kmeans(xs.data(), n, dim_, nlist_, cp);
   std::vector<float> old = std::move(centroids_);
   centroids_ = std::move(km.centroids);

@@ -60,7 +60,8 @@ static std::vector<float> sub_vectors(const float* x, size_t n, size_t dim, size
   return s;
 }
 
-void ProductQuantizer::train(const float* x, size_t n, const KMeansParams& params) {
+void ProductQuantizer::train(const float* x, size_t n, const KMeansParams& params,
+                             bool warm_start) {
   if (n < ksub())
     throw std::invalid_argument("PQ.train: " + std::to_string(n) + " training vectors for " +
                                 std::to_string(ksub()) + " centroids per sub-space; need at least " +
@@ -70,6 +71,7 @@ void ProductQuantizer::train(const float* x, size_t n, const KMeansParams& param
     KMeansParams p = params;
     p.seed = params.seed + j;
     p.spherical = false;
+    if (warm_start && is_trained()) p.init_centroids = centroids_.data() + j * ksub() * dsub();
     const std::vector<float> s = sub_vectors(x, n, dim_, j, dsub());
     KMeansResult r = kmeans(s.data(), n, dsub(), ksub(), p);
     std::copy(r.centroids.begin(), r.centroids.end(), c.begin() + j * ksub() * dsub());
