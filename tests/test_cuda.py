@@ -45,7 +45,7 @@ def test_gpu_padding_and_errors():
         gpu.search(cp.full((1, 8), cp.nan, cp.float32), 1)
 
 
-@pytest.mark.parametrize("spec", ["PQ8x8", "PQ8x4", "PQ8x4fs"])
+@pytest.mark.parametrize("spec", ["PQ8x8", "PQ8x4", "PQ8x4fs", "OPQ8,PQ8x8"])
 @pytest.mark.parametrize("metric", ["l2", "ip"])
 def test_gpu_pq_matches_cpu_adc(spec, metric):
     xb, xq = clustered(4000, 64, 40, seed=5)
@@ -63,7 +63,8 @@ def test_gpu_pq_matches_cpu_adc(spec, metric):
     np.testing.assert_allclose(D, best, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("spec", ["IVF16,PQ8x8", "IVF16,PQ8x4fs", "IVF16,PQ8x8,Refine(f16)"])
+@pytest.mark.parametrize("spec", ["IVF16,PQ8x8", "IVF16,PQ8x4fs", "IVF16,PQ8x8,Refine(f16)",
+                                  "OPQ8,IVF16,PQ8x8"])
 @pytest.mark.parametrize("metric", ["l2", "ip"])
 def test_gpu_ivfpq_matches_cpu(spec, metric):
     xb, xq = clustered(4000, 64, 40, seed=6)

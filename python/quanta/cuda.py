@@ -133,7 +133,12 @@ class _GpuQuantized:
         self.dim, self.m, self.nbits, self.metric = index.dim, index.m, index.nbits, index.metric
         self.ntotal = index.ntotal
         self._cent = cp.asarray(index.pq.centroids)
+        self._rot = None if index.rotation is None else cp.asarray(index.rotation)
         return cp
+
+    def _scan_queries(self, cp, q):
+        """The queries in the codes' space (rotated by an OPQ index's rotation)."""
+        return q if self._rot is None else cp.ascontiguousarray(q @ self._rot)
 
     def _finish(self, cp, q, on_host, D, I, k, cpu):
         if cpu._refine is not None:
@@ -169,8 +174,9 @@ class PQIndex(_GpuQuantized):
         tsize = self.m << self.nbits
         qb = max(1, min(nq, _SCORE_BYTES // (4 * tsize)))
         cs = self._codes.shape[1] if self._codes.ndim == 2 else 0
+        qs = self._scan_queries(cp, q)
         for i0 in range(0, nq, qb):
-            qc = q[i0:i0 + qb]
+            qc = qs[i0:i0 + qb]
             nqc = qc.shape[0]
             luts = _tables(cp, qc, self._cent, l2)
             Dc, Ic = D[i0:i0 + nqc], I[i0:i0 + nqc]
@@ -230,14 +236,15 @@ class IVFPQIndex(_GpuQuantized):
         if self.ntotal == 0 or nq == 0:
             return self._finish(cp, q, on_host, cp.where(I >= 0, D, cp.inf if l2 else -cp.inf),
                                 I, k, self._cpu)
-        _, probes = self._coarse.search(q, nprobe)
+        qs = self._scan_queries(cp, q)
+        _, probes = self._coarse.search(qs, nprobe)
         stream = cp.cuda.get_current_stream().ptr
         tsize = self.m << self.nbits
         per_query = 4 * nprobe * max(self._maxlen, tsize)
         qb = max(1, min(nq, _SCORE_BYTES // per_query))
         cs = self._codes.shape[1] if self._codes.ndim == 2 else 0
         for i0 in range(0, nq, qb):
-            qc, pc = q[i0:i0 + qb], cp.ascontiguousarray(probes[i0:i0 + qb])
+            qc, pc = qs[i0:i0 + qb], cp.ascontiguousarray(probes[i0:i0 + qb])
             nqc = qc.shape[0]
             cen = self._coarse_cen[cp.maximum(pc, 0)]  # (nqc, nprobe, dim)
             if l2:

@@ -10,6 +10,7 @@ from .storage import STORAGES
 _FLAT = re.compile(r"^Flat(?:\((?P<storage>[a-z0-9]+)\))?$")
 _PQ = re.compile(r"^PQ(?P<m>[0-9]+)(?:x(?P<nbits>[0-9]+))?(?P<fs>fs)?$")
 _IVF = re.compile(r"^IVF(?P<nlist>[0-9]+),(?P<rest>.+)$")
+_OPQ = re.compile(r"^OPQ(?P<m>[0-9]+),(?P<rest>.+)$")
 _REFINE = re.compile(r"^(?P<base>.+),(?:Refine\((?P<storage>[a-z0-9]+)\)|(?P<rflat>RFlat))$")
 
 
@@ -21,11 +22,17 @@ def index_factory(dim: int, spec: str, metric: str = "ip"):
     default 8): a flat PQ index searched by ADC, ``"PQ<m>x4fs"``: 4-bit fast-scan, and
     ``"IVF<nlist>,PQ<m>x<nbits>"`` / ``"IVF<nlist>,PQ<m>x4fs"``: IVF-PQ on residuals. A PQ or IVF-PQ spec may end with
     ``",Refine(<storage>)"`` (or ``",RFlat"`` for f32): exact re-ranking of ``refine_factor``
-    (default 4) times k candidates against vectors kept in that storage.
+    (default 4) times k candidates against vectors kept in that storage. A PQ or IVF-PQ spec
+    may start with ``"OPQ<m>,"`` (m equal to the PQ's): an OPQ rotation learned in ``train``,
+    e.g. ``"OPQ32,IVF1024,PQ32x8,Refine(f8e4m3)"``.
     """
     if not isinstance(spec, str):
         raise TypeError(f"spec must be a string; got {type(spec).__name__}")
     kw = {}
+    o = _OPQ.match(spec.strip())
+    if o:
+        kw["opq"] = True
+        spec = o.group("rest")
     r = _REFINE.match(spec.strip())
     if r:
         kw["refine"] = "f32" if r.group("rflat") else r.group("storage")
@@ -36,6 +43,8 @@ def index_factory(dim: int, spec: str, metric: str = "ip"):
         if not (_IVF.match(spec.strip()) or _PQ.match(spec.strip())):
             raise ValueError(f"index spec {spec!r}: Refine(...) follows a PQ or IVF-PQ spec")
     m = _FLAT.match(spec.strip())
+    if m and "opq" in kw:
+        raise ValueError(f"index spec {spec!r}: OPQ<m>, precedes a PQ or IVF-PQ spec")
     if m:
         storage = m.group("storage") or "f32"
         if storage not in STORAGES:
@@ -49,16 +58,18 @@ def index_factory(dim: int, spec: str, metric: str = "ip"):
             raise ValueError(f"index spec {spec!r}: 'IVF<nlist>,' must be followed by "
                              f"'PQ<m>x<nbits>' or 'PQ<m>x4fs'")
         nbits = _pq_bits(spec, m)
+        _check_opq(o, m)
         return IVFPQIndex(dim, int(ivf.group("nlist")), int(m.group("m")), nbits, metric,
                           fast_scan=bool(m.group("fs")), **kw)
     m = _PQ.match(spec.strip())
     if m:
         nbits = _pq_bits(spec, m)
+        _check_opq(o, m)
         return PQIndex(dim, int(m.group("m")), nbits, metric, fast_scan=bool(m.group("fs")), **kw)
     raise ValueError(f"unknown index spec {spec!r}; supported: 'Flat', 'Flat(<storage>)' with "
                      f"storage in {', '.join(STORAGES)}, 'PQ<m>x<nbits>', 'PQ<m>x4fs', "
                      f"'IVF<nlist>,PQ<m>x<nbits>[fs]', each PQ spec optionally followed by "
-                     f"',Refine(<storage>)'")
+                     f"',Refine(<storage>)' and optionally preceded by 'OPQ<m>,'")
 
 
 def _pq_bits(spec, m):
@@ -67,3 +78,9 @@ def _pq_bits(spec, m):
         raise ValueError(f"index spec {spec!r}: fast-scan ('fs') needs 4-bit codes, "
                          f"e.g. 'PQ{m.group('m')}x4fs'")
     return nbits
+
+
+def _check_opq(opq, pq):
+    if opq and opq.group("m") != pq.group("m"):
+        raise ValueError(f"index spec: OPQ{opq.group('m')} must match the PQ's m "
+                         f"(PQ{pq.group('m')}); the rotation is learned for that PQ")

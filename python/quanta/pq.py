@@ -7,13 +7,16 @@ from . import _core
 from ._validate import as_f32_matrix, as_ids, as_k, as_threads, reconstruct_ids
 from .flat import METRICS, FlatIndex, SearchResult
 from .io import FormatError, Persistent, register_kind, write_container
+from .opq import train_rotation
 
 
 class _QuantizedIndex:
     """What PQIndex and IVFPQIndex share: the native index in ``_index``, add / reconstruct /
     reset, and the optional exact re-ranking: the vectors are also kept in a FlatIndex of
     storage ``refine`` (any foundation storage), the base index returns ``k * refine_factor``
-    candidates and they are re-scored exactly against those vectors."""
+    candidates and they are re-scored exactly against those vectors. With ``opq=True`` the
+    native index codes ``x @ rotation`` (see ``quanta.opq``); the re-ranking vectors and
+    everything returned stay in the caller's space."""
 
     metric = property(lambda self: self._index.metric)
     ntotal = property(lambda self: self._index.ntotal)
@@ -33,7 +36,21 @@ class _QuantizedIndex:
 
     def reconstruct(self, ids) -> np.ndarray:
         """The decoded vectors for `ids`, shape (len(ids), dim)."""
-        return reconstruct_ids(self._index, ids)
+        out = reconstruct_ids(self._index, ids)
+        return out if self._rotation is None else out @ self._rotation.T
+
+    opq = property(lambda self: self._opq, doc="whether an OPQ rotation precedes the codes")
+    rotation = property(lambda self: self._rotation,
+                        doc="the learned OPQ rotation R (dim, dim), codes are of x @ R; or None")
+
+    def _rotated(self, x):
+        return x if self._rotation is None else np.ascontiguousarray(x @ self._rotation)
+
+    def _fit_rotation(self, x, seed, threads):
+        """Learns the OPQ rotation (when opq is set) and returns x in the coded space."""
+        if self._opq:
+            self._rotation = train_rotation(x, self.m, self.nbits, seed=seed, threads=threads)
+        return self._rotated(x)
 
     def reset(self) -> None:
         """Removes all vectors (keeps the trained quantizers)."""
@@ -43,13 +60,16 @@ class _QuantizedIndex:
 
     @property
     def pq(self):
-        """The product quantizer (a copy of its codebook; for IVF it codes residuals)."""
-        out = PQ(self.dim, self.m, self.nbits)
+        """The product quantizer (a copy of its codebook and rotation; for IVF it codes
+        residuals)."""
+        out = PQ(self.dim, self.m, self.nbits, opq=self.opq)
         if self._index.pq().is_trained:
             out._pq.set_centroids(self._index.pq().centroids())
+        out._rotation = self._rotation
         return out
 
-    def _init_refine(self, dim, metric, refine, refine_factor):
+    def _init_refine(self, dim, metric, refine, refine_factor, opq=False):
+        self._opq, self._rotation = bool(opq), None
         self._refine = None
         self.refine_factor = refine_factor
         if refine is not None:
@@ -75,29 +95,35 @@ class _QuantizedIndex:
 
     def _add_both(self, x, ids, threads):
         # Both stages label the same rows alike (given ids, or positions when ids is None).
-        self._index.add(x, ids, threads)
+        self._index.add(self._rotated(x), ids, threads)
         if self._refine is not None:
             self._refine.add(x, ids, threads=threads)
 
     def _search_refined(self, q, k, threads, base_search):
+        """base_search(qr, kk) searches the native index with the queries in its space."""
+        qr = self._rotated(q)
         if self._refine is None:
-            return SearchResult(*base_search(k))
-        D, I = base_search(k * self.refine_factor)
+            return SearchResult(*base_search(qr, k))
+        D, I = base_search(qr, k * self.refine_factor)
         return SearchResult(*self._refine._index.search_subset(q, np.ascontiguousarray(I), k,
                                                                threads))
 
-    def _refine_parts(self):
+    def _extra_parts(self):
+        """What the re-ranking stage and the rotation add to a saved index."""
+        rot = {} if self._rotation is None else {"ROTM": self._rotation}
         if self._refine is None:
-            return {}, {}
+            return {"opq": self._opq}, rot
         st = self._refine._index.state()
-        meta = {"refine": {"storage": self._refine.storage, "f8_scale": self._refine.f8_scale,
+        meta = {"opq": self._opq,
+                "refine": {"storage": self._refine.storage, "f8_scale": self._refine.f8_scale,
                            "f8_rounding": self._refine.f8_rounding,
                            "global_scale": st["global_scale"], "factor": self.refine_factor}}
         arrays = {"RCOD": st["codes"], "RVSC": st["vector_scale"], "RNRM": st["sq_norms"],
-                  "RDSC": st["dim_scale"], "RIDS": st["ids"]}
+                  "RDSC": st["dim_scale"], "RIDS": st["ids"], **rot}
         return meta, arrays
 
-    def _restore_refine(self, meta, arrays, ntotal):
+    def _restore_extra(self, meta, arrays, ntotal):
+        self._rotation = _rotation_from(arrays, self.dim)
         r = meta.get("refine")
         if r is None:
             return
@@ -107,6 +133,15 @@ class _QuantizedIndex:
         self._refine._index.restore(*(np.ascontiguousarray(arrays[t]) for t in
                                       ("RCOD", "RVSC", "RNRM", "RDSC", "RIDS")),
                                     float(r["global_scale"]), ntotal)
+
+
+def _rotation_from(arrays, dim):
+    if "ROTM" not in arrays:
+        return None
+    r = np.ascontiguousarray(arrays["ROTM"], np.float32)
+    if r.shape != (dim, dim) or not np.isfinite(r).all():
+        raise ValueError(f"the OPQ rotation must be a finite ({dim}, {dim}) matrix")
+    return r
 
 
 def _check_shape(dim, m, nbits):
@@ -142,11 +177,15 @@ class PQ(Persistent):
     >>> pq = quanta.PQ(128, m=16, nbits=8); pq.train(x)
     >>> codes = pq.encode(x); x_hat = pq.decode(codes)
     >>> tables = pq.compute_distance_tables(q)        # (nq, m, 2**nbits), for your own scans
+
+    ``opq=True`` learns an orthogonal rotation first (OPQ, see ``quanta.opq``): codes are of
+    ``x @ pq.rotation``, ``decode`` rotates back, and the tables take unrotated queries.
     """
 
-    def __init__(self, dim: int, m: int, nbits: int = 8):
+    def __init__(self, dim: int, m: int, nbits: int = 8, *, opq: bool = False):
         _check_shape(dim, m, nbits)
         self._pq = _core.PQ(int(dim), int(m), int(nbits))
+        self._opq, self._rotation = bool(opq), None
 
     dim = property(lambda self: self._pq.dim)
     m = property(lambda self: self._pq.m)
@@ -161,8 +200,17 @@ class PQ(Persistent):
         """The codebooks, shape (m, ksub, dsub)."""
         return self._pq.centroids().reshape(self.m, self.ksub, self.dsub)
 
+    opq = property(lambda self: self._opq, doc="whether an OPQ rotation precedes the codes")
+    rotation = property(lambda self: self._rotation,
+                        doc="the learned OPQ rotation R (dim, dim): codes are of x @ R; or None")
+
     def __repr__(self):
-        return f"PQ(dim={self.dim}, m={self.m}, nbits={self.nbits}, trained={self.is_trained})"
+        opq = ", opq=True" if self.opq else ""
+        return (f"PQ(dim={self.dim}, m={self.m}, nbits={self.nbits}{opq}, "
+                f"trained={self.is_trained})")
+
+    def _rotated(self, x):
+        return x if self._rotation is None else np.ascontiguousarray(x @ self._rotation)
 
     def train(self, x, *, niter: int = 25, seed: int = 0, max_points_per_centroid: int = 256,
               threads: int = 0) -> None:
@@ -170,7 +218,10 @@ class PQ(Persistent):
         x = as_f32_matrix(x, self.dim, "x")
         if x.shape[0] < self.ksub:
             raise ValueError(f"train: {x.shape[0]} vectors; need at least {self.ksub}")
-        self._pq.train(x, *_train_args(niter, seed, max_points_per_centroid, threads))
+        args = _train_args(niter, seed, max_points_per_centroid, threads)
+        if self._opq:
+            self._rotation = train_rotation(x, self.m, self.nbits, seed=args[1], threads=args[3])
+        self._pq.train(self._rotated(x), *args)
 
     def _trained(self):
         if not self.is_trained:
@@ -178,7 +229,7 @@ class PQ(Persistent):
 
     def encode(self, x, *, threads: int = 0) -> np.ndarray:
         self._trained()
-        return self._pq.encode(as_f32_matrix(x, self.dim, "x"), as_threads(threads))
+        return self._pq.encode(self._rotated(as_f32_matrix(x, self.dim, "x")), as_threads(threads))
 
     def decode(self, codes) -> np.ndarray:
         self._trained()
@@ -187,15 +238,18 @@ class PQ(Persistent):
             raise TypeError(f"codes must be uint8; got {codes.dtype}")
         if codes.ndim == 1:
             codes = codes[None, :]
-        return self._pq.decode(np.ascontiguousarray(codes))
+        out = self._pq.decode(np.ascontiguousarray(codes))
+        return out if self._rotation is None else out @ self._rotation.T
 
     def compute_distance_tables(self, q, metric: str = "l2") -> np.ndarray:
-        """ADC tables (nq, m, ksub): |q_j - c_jk|^2 for "l2", <q_j, c_jk> for "ip". The ADC
-        distance of a code is the sum over j of table[j, code_j]."""
+        """ADC tables (nq, m, ksub): |q_j - c_jk|^2 for "l2", <q_j, c_jk> for "ip" (q_j: the
+        sub-vectors of the rotated query when opq is set). The ADC distance of a code is the sum
+        over j of table[j, code_j]."""
         self._trained()
         if metric not in ("l2", "ip"):
             raise ValueError(f"metric must be 'l2' or 'ip'; got {metric!r}")
-        return self._pq.distance_tables(as_f32_matrix(q, self.dim, "queries"), metric == "l2")
+        q = self._rotated(as_f32_matrix(q, self.dim, "queries"))
+        return self._pq.distance_tables(q, metric == "l2")
 
     def compute_sdc_table(self, metric: str = "l2") -> np.ndarray:
         """SDC tables (m, ksub, ksub) between the centroids of every sub-space."""
@@ -206,15 +260,18 @@ class PQ(Persistent):
 
     # persistence: the codebook travels in the same container as the indexes
     def _write(self, f):
-        write_container(f, "PQ__", self.dim, 0, {"m": self.m, "nbits": self.nbits},
-                        {"CENT": self._pq.centroids() if self.is_trained else np.zeros(0, np.float32)})
+        rot = {} if self._rotation is None else {"ROTM": self._rotation}
+        write_container(f, "PQ__", self.dim, 0, {"m": self.m, "nbits": self.nbits, "opq": self.opq},
+                        {"CENT": self._pq.centroids() if self.is_trained else np.zeros(0, np.float32),
+                         **rot})
 
     @classmethod
     def _from_parts(cls, dim, ntotal, meta, arrays, source):
         try:
-            pq = cls(dim, meta["m"], meta["nbits"])
+            pq = cls(dim, meta["m"], meta["nbits"], opq=bool(meta.get("opq", False)))
             if arrays["CENT"].size:
                 pq._pq.set_centroids(np.ascontiguousarray(arrays["CENT"], dtype=np.float32))
+            pq._rotation = _rotation_from(arrays, dim)
         except (KeyError, TypeError, ValueError) as e:
             raise FormatError(f"{source}: not a valid PQ ({e})") from None
         return pq
@@ -233,7 +290,8 @@ class PQIndex(_QuantizedIndex, Persistent):
     """
 
     def __init__(self, dim: int, m: int, nbits: int = 8, metric: str = "l2", *,
-                 fast_scan: bool = False, refine: str | None = None, refine_factor: int = 4):
+                 fast_scan: bool = False, opq: bool = False, refine: str | None = None,
+                 refine_factor: int = 4):
         _check_shape(dim, m, nbits)
         if metric not in METRICS:
             raise ValueError(f"metric must be one of {METRICS}; got {metric!r}")
@@ -244,7 +302,7 @@ class PQIndex(_QuantizedIndex, Persistent):
             self._index = _core.PQIndex(int(dim), int(m), int(nbits), metric)
         self._dim, self._m, self._nbits = int(dim), int(m), int(nbits)
         self._fast_scan = bool(fast_scan)
-        self._init_refine(int(dim), metric, refine, refine_factor)
+        self._init_refine(int(dim), metric, refine, refine_factor, opq)
 
     dim = property(lambda self: self._dim)
     m = property(lambda self: self._m)
@@ -253,7 +311,7 @@ class PQIndex(_QuantizedIndex, Persistent):
     fast_scan = property(lambda self: self._fast_scan)
 
     def __repr__(self):
-        fs = ", fast_scan=True" if self.fast_scan else ""
+        fs = (", fast_scan=True" if self.fast_scan else "") + (", opq=True" if self.opq else "")
         return (f"PQIndex(dim={self.dim}, m={self.m}, nbits={self.nbits}, "
                 f"metric={self.metric!r}{fs}, ntotal={self.ntotal})")
 
@@ -263,7 +321,8 @@ class PQIndex(_QuantizedIndex, Persistent):
         x = as_f32_matrix(x, self.dim, "x")
         if x.shape[0] < 2 ** self.nbits:
             raise ValueError(f"train: {x.shape[0]} vectors; need at least {2 ** self.nbits}")
-        self._index.train(x, *_train_args(niter, seed, max_points_per_centroid, threads))
+        args = _train_args(niter, seed, max_points_per_centroid, threads)
+        self._index.train(self._fit_rotation(x, args[1], args[3]), *args)
         self._train_refine(x)
 
     def search(self, q, k: int = 10, *, threads: int = 0, sdc: bool = False) -> SearchResult:
@@ -274,15 +333,15 @@ class PQIndex(_QuantizedIndex, Persistent):
         if self.fast_scan and sdc:
             raise ValueError("sdc=True is not available with fast_scan")
 
-        def base(kk):
+        def base(qr, kk):
             if self.fast_scan:
-                return self._index.search(q, kk, threads)
-            return self._index.search(q, kk, threads, bool(sdc))
+                return self._index.search(qr, kk, threads)
+            return self._index.search(qr, kk, threads, bool(sdc))
         return self._search_refined(q, k, threads, base)
 
     def _write(self, f):
         cent = self._index.pq().centroids() if self.is_trained else np.zeros(0, np.float32)
-        rmeta, rarrays = self._refine_parts()
+        rmeta, rarrays = self._extra_parts()
         write_container(f, "PQIX", self.dim, self.ntotal,
                         {"m": self.m, "nbits": self.nbits, "metric": self.metric,
                          "fast_scan": self.fast_scan, **rmeta},
@@ -293,12 +352,13 @@ class PQIndex(_QuantizedIndex, Persistent):
     def _from_parts(cls, dim, ntotal, meta, arrays, source):
         try:
             index = cls(dim, meta["m"], meta["nbits"], meta["metric"],
-                        fast_scan=bool(meta.get("fast_scan", False)))
+                        fast_scan=bool(meta.get("fast_scan", False)),
+                        opq=bool(meta.get("opq", False)))
             if arrays["CENT"].size:
                 index._index.pq().set_centroids(np.ascontiguousarray(arrays["CENT"], np.float32))
             index._index.restore(np.ascontiguousarray(arrays["CODE"], np.uint8),
                                  np.ascontiguousarray(arrays["IDS_"], np.int64), ntotal)
-            index._restore_refine(meta, arrays, ntotal)
+            index._restore_extra(meta, arrays, ntotal)
         except (KeyError, TypeError, ValueError) as e:
             raise FormatError(f"{source}: not a valid PQIX index ({e})") from None
         return index
@@ -321,7 +381,8 @@ class IVFPQIndex(_QuantizedIndex, Persistent):
     """
 
     def __init__(self, dim: int, nlist: int, m: int, nbits: int = 8, metric: str = "l2", *,
-                 fast_scan: bool = False, refine: str | None = None, refine_factor: int = 4):
+                 fast_scan: bool = False, opq: bool = False, refine: str | None = None,
+                 refine_factor: int = 4):
         _check_shape(dim, m, nbits)
         if isinstance(nlist, bool) or not isinstance(nlist, (int, np.integer)) or nlist < 1:
             raise ValueError(f"nlist must be an integer >= 1; got {nlist!r}")
@@ -333,7 +394,7 @@ class IVFPQIndex(_QuantizedIndex, Persistent):
         self._fast_scan = bool(fast_scan)
         self._dim, self._nlist, self._m, self._nbits = int(dim), int(nlist), int(m), int(nbits)
         self.nprobe = 1
-        self._init_refine(int(dim), metric, refine, refine_factor)
+        self._init_refine(int(dim), metric, refine, refine_factor, opq)
 
     dim = property(lambda self: self._dim)
     nlist = property(lambda self: self._nlist)
@@ -344,10 +405,11 @@ class IVFPQIndex(_QuantizedIndex, Persistent):
     @property
     def coarse_centroids(self) -> np.ndarray:
         """The list centroids, shape (nlist, dim) (empty before training)."""
-        return self._index.coarse_centroids().reshape(-1, self.dim)
+        c = self._index.coarse_centroids().reshape(-1, self.dim)
+        return c if self._rotation is None else c @ self._rotation.T
 
     def __repr__(self):
-        fs = ", fast_scan=True" if self.fast_scan else ""
+        fs = (", fast_scan=True" if self.fast_scan else "") + (", opq=True" if self.opq else "")
         return (f"IVFPQIndex(dim={self.dim}, nlist={self.nlist}, m={self.m}, nbits={self.nbits}, "
                 f"metric={self.metric!r}{fs}, nprobe={self.nprobe}, ntotal={self.ntotal})")
 
@@ -362,7 +424,8 @@ class IVFPQIndex(_QuantizedIndex, Persistent):
                 or coarse_niter < 0:
             raise ValueError(f"coarse_niter must be an integer >= 0; got {coarse_niter!r}")
         niter, seed, mppc, threads = _train_args(niter, seed, max_points_per_centroid, threads)
-        self._index.train(x, int(coarse_niter), niter, seed, mppc, threads)
+        self._index.train(self._fit_rotation(x, seed, threads), int(coarse_niter), niter, seed,
+                          mppc, threads)
         self._train_refine(x)
 
     def search(self, q, k: int = 10, *, nprobe: int | None = None, threads: int = 0) -> SearchResult:
@@ -376,11 +439,11 @@ class IVFPQIndex(_QuantizedIndex, Persistent):
         q = as_f32_matrix(q, self.dim, "queries")
         k, threads = as_k(k), as_threads(threads)
         return self._search_refined(
-            q, k, threads, lambda kk: self._index.search(q, kk, int(nprobe), threads))
+            q, k, threads, lambda qr, kk: self._index.search(qr, kk, int(nprobe), threads))
 
     def _write(self, f):
         st = self._index.state()
-        rmeta, rarrays = self._refine_parts()
+        rmeta, rarrays = self._extra_parts()
         cent = self._index.pq().centroids() if self.is_trained else np.zeros(0, np.float32)
         write_container(f, "IVPQ", self.dim, self.ntotal,
                         {"nlist": self.nlist, "m": self.m, "nbits": self.nbits,
@@ -393,7 +456,8 @@ class IVFPQIndex(_QuantizedIndex, Persistent):
     def _from_parts(cls, dim, ntotal, meta, arrays, source):
         try:
             index = cls(dim, meta["nlist"], meta["m"], meta["nbits"], meta["metric"],
-                        fast_scan=bool(meta.get("fast_scan", False)))
+                        fast_scan=bool(meta.get("fast_scan", False)),
+                        opq=bool(meta.get("opq", False)))
             index.nprobe = int(meta.get("nprobe", 1))
             if arrays["CENT"].size:
                 index._index.pq().set_centroids(np.ascontiguousarray(arrays["CENT"], np.float32))
@@ -401,7 +465,7 @@ class IVFPQIndex(_QuantizedIndex, Persistent):
                                    ("COAR", "SIZE", "CODE", "IDS_")))
             if index.ntotal != ntotal:
                 raise ValueError("ntotal does not match the lists")
-            index._restore_refine(meta, arrays, ntotal)
+            index._restore_extra(meta, arrays, ntotal)
         except (KeyError, TypeError, ValueError) as e:
             raise FormatError(f"{source}: not a valid IVPQ index ({e})") from None
         return index
