@@ -6,7 +6,6 @@
 #include <stdexcept>
 #include <string>
 
-#include "quanta/flat.hpp"
 #include "quanta/kernels.hpp"
 #include "quanta/parallel.hpp"
 #include "quanta/random.hpp"
@@ -80,16 +79,64 @@ std::vector<float> seed_sample(const float* x, size_t n, size_t dim, size_t k, R
 
 }  // namespace
 
+std::vector<size_t> sample_rows(size_t n, size_t cap, uint64_t seed) {
+  std::vector<size_t> perm(n);
+  std::iota(perm.begin(), perm.end(), size_t(0));
+  if (n <= cap) return perm;
+  Rng rng(seed);  // a partial Fisher-Yates shuffle
+  for (size_t i = 0; i < cap; ++i) std::swap(perm[i], perm[i + rng.below(n - i)]);
+  perm.resize(cap);
+  std::sort(perm.begin(), perm.end());
+  return perm;
+}
+
 void assign_nearest(const float* x, size_t n, const float* centroids, size_t k, size_t dim,
                     bool spherical, int threads, int64_t* assign, float* distances) {
+  const Kernels& kern = kernels(active_isa());
   if (dim > kDirectMaxDim) {
-    // Large dim: a GEMM through the exact flat index (k = 1).
-    FlatIndex index(dim, spherical ? Metric::ip : Metric::l2, Storage::f32, F8Scale::none, false);
-    index.add(centroids, k, nullptr, threads);
-    std::vector<float> d(n);
-    SearchParams params;
-    params.threads = threads;
-    index.search(x, n, 1, params, distances ? distances : d.data(), assign);
+    // Large dim: a GEMM with the points as rows (read in place) and the centroids packed as
+    // the column panels; each point's best centroid is reduced straight from the tiles.
+    const size_t mq = size_t(kern.mq), mr = size_t(kern.mr);
+    const size_t npanels = (k + mq - 1) / mq;
+    std::vector<float> panels(npanels * dim * mq, 0.0f);
+    std::vector<float> cterm(npanels * mq, -INFINITY);  // -|c|^2 (0 when spherical); pads -inf
+    for (size_t c = 0; c < k; ++c) {
+      float* col = panels.data() + (c / mq) * dim * mq + c % mq;
+      for (size_t p = 0; p < dim; ++p) col[p * mq] = centroids[c * dim + p];
+      cterm[c] = spherical ? 0.0f : -float(sq_norm(centroids + c * dim, dim));
+    }
+    const float a = spherical ? 1.0f : 2.0f;
+    const size_t nchunks = (n + kChunk - 1) / kChunk;
+    parallel_for(nchunks, threads, [&](size_t t, size_t) {
+      std::vector<float> tile(mr * mq), scale(mr, a), zero(mr, 0.0f), thr(mq, INFINITY);
+      float best[64];
+      int64_t arg[64];
+      const size_t e = std::min(n, (t + 1) * kChunk);
+      for (size_t r0 = t * kChunk; r0 < e; r0 += mr) {
+        const size_t nr = std::min(mr, e - r0);
+        std::fill(best, best + nr, -INFINITY);
+        std::fill(arg, arg + nr, int64_t(0));
+        for (size_t pn = 0; pn < npanels; ++pn) {
+          kern.gemm_tile(x + r0 * dim, nr, panels.data() + pn * dim * mq, dim, scale.data(),
+                         zero.data(), thr.data(), tile.data());
+          const float* ct = cterm.data() + pn * mq;
+          for (size_t r = 0; r < nr; ++r)
+            for (size_t j = 0; j < mq; ++j) {  // strict >: the lowest centroid wins ties
+              const float v = tile[r * mq + j] + ct[j];
+              if (v > best[r]) {
+                best[r] = v;
+                arg[r] = int64_t(pn * mq + j);
+              }
+            }
+        }
+        for (size_t r = 0; r < nr; ++r) {
+          assign[r0 + r] = arg[r];
+          if (distances)
+            distances[r0 + r] = spherical ? best[r]
+                                          : std::max(0.0f, float(sq_norm(x + (r0 + r) * dim, dim)) - best[r]);
+        }
+      }
+    });
     return;
   }
   // Small dim (PQ sub-spaces): all centroids against one point at a time, transposed so the
@@ -100,7 +147,6 @@ void assign_nearest(const float* x, size_t n, const float* centroids, size_t k, 
     cnorm[c] = spherical ? 0.0f : float(sq_norm(centroids + c * dim, dim));
     for (size_t p = 0; p < dim; ++p) ct[p * kpad + c] = centroids[c * dim + p];
   }
-  const Kernels& kern = kernels(active_isa());
   const size_t nchunks = (n + kChunk - 1) / kChunk;
   parallel_for(nchunks, threads, [&](size_t t, size_t) {
     const size_t b = t * kChunk, e = std::min(n, b + kChunk);
@@ -122,19 +168,16 @@ KMeansResult kmeans(const float* x, size_t n, size_t dim, size_t k, const KMeans
   const int threads = resolve_threads(params.threads);
   Rng rng(params.seed);
 
-  // Subsample: a seeded partial Fisher-Yates shuffle, kept in input order.
+  // Subsample (seeded, kept in input order).
   std::vector<float> sample;
   const float* xs = x;
   size_t ns = n;
   const size_t cap = params.max_points_per_centroid ? k * params.max_points_per_centroid : n;
   if (n > cap) {
-    std::vector<size_t> perm(n);
-    std::iota(perm.begin(), perm.end(), size_t(0));
-    for (size_t i = 0; i < cap; ++i) std::swap(perm[i], perm[i + rng.below(n - i)]);
-    std::sort(perm.begin(), perm.begin() + cap);
+    const std::vector<size_t> rows = sample_rows(n, cap, rng.next());
     sample.resize(cap * dim);
     for (size_t i = 0; i < cap; ++i)
-      std::copy(x + perm[i] * dim, x + (perm[i] + 1) * dim, sample.begin() + i * dim);
+      std::copy(x + rows[i] * dim, x + (rows[i] + 1) * dim, sample.begin() + i * dim);
     xs = sample.data();
     ns = cap;
   }
@@ -194,6 +237,7 @@ KMeansResult kmeans(const float* x, size_t n, size_t dim, size_t k, const KMeans
     }
     if (params.spherical) normalize_rows(res.centroids.data(), k, dim);
   }
+  if (!params.assign_all) return res;
   // Final assignment of the full input to the final centroids.
   res.assign.resize(n);
   assign_nearest(x, n, res.centroids.data(), k, dim, params.spherical, threads,

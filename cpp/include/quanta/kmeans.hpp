@@ -18,6 +18,7 @@ struct KMeansParams {
   size_t niter = 25;
   KMeansInit init = KMeansInit::plus_plus;
   const float* init_centroids = nullptr;  // k x dim: start here instead (warm start)
+  bool assign_all = true;  // false: skip the final assignment of every input row (PQ training)
   uint64_t seed = 0;
   size_t max_points_per_centroid = 256;  // larger training sets are subsampled to k * this
   bool spherical = false;                // unit-norm centroids, assignment by inner product
@@ -26,10 +27,14 @@ struct KMeansParams {
 
 struct KMeansResult {
   std::vector<float> centroids;    // k x dim
-  std::vector<int64_t> assign;     // n: centroid of each input point (after the last update)
+  std::vector<int64_t> assign;     // n: centroid of each input point (after the last update);
+                                   // empty when params.assign_all is false
   std::vector<double> objective;   // per iteration: sum of squared distances (l2) or of
                                    // inner products (spherical) of the training points
 };
+
+// Sorted positions of a seeded uniform sample of `cap` rows out of n (all n when n <= cap).
+std::vector<size_t> sample_rows(size_t n, size_t cap, uint64_t seed);
 
 // Throws std::invalid_argument for n < k, k == 0, dim == 0.
 KMeansResult kmeans(const float* x, size_t n, size_t dim, size_t k, const KMeansParams& params);

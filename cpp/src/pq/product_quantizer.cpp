@@ -51,12 +51,13 @@ void ProductQuantizer::sub_dots(size_t j, const float* v, float* out) const {
   }
 }
 
-// Sub-vector j of n rows, made contiguous (n x dsub).
-static std::vector<float> sub_vectors(const float* x, size_t n, size_t dim, size_t j,
-                                      size_t dsub) {
+// Sub-vector j of n rows (rows[i], or row i when rows is null), made contiguous (n x dsub).
+static std::vector<float> sub_vectors(const float* x, size_t n, const size_t* rows, size_t dim,
+                                      size_t j, size_t dsub) {
   std::vector<float> s(n * dsub);
   for (size_t i = 0; i < n; ++i)
-    std::memcpy(s.data() + i * dsub, x + i * dim + j * dsub, dsub * sizeof(float));
+    std::memcpy(s.data() + i * dsub, x + (rows ? rows[i] : i) * dim + j * dsub,
+                dsub * sizeof(float));
   return s;
 }
 
@@ -66,14 +67,20 @@ void ProductQuantizer::train(const float* x, size_t n, const KMeansParams& param
     throw std::invalid_argument("PQ.train: " + std::to_string(n) + " training vectors for " +
                                 std::to_string(ksub()) + " centroids per sub-space; need at least " +
                                 std::to_string(ksub()));
+  // One seeded sample of rows serves every sub-space; k-means then uses all of it and skips
+  // its final assignment of the whole input (PQ training only needs the codebook).
+  const size_t cap = params.max_points_per_centroid ? ksub() * params.max_points_per_centroid : n;
+  const std::vector<size_t> rows = sample_rows(n, cap, params.seed);
   std::vector<float> c(m_ * ksub() * dsub());
   for (size_t j = 0; j < m_; ++j) {
     KMeansParams p = params;
     p.seed = params.seed + j;
     p.spherical = false;
+    p.max_points_per_centroid = 0;
+    p.assign_all = false;
     if (warm_start && is_trained()) p.init_centroids = centroids_.data() + j * ksub() * dsub();
-    const std::vector<float> s = sub_vectors(x, n, dim_, j, dsub());
-    KMeansResult r = kmeans(s.data(), n, dsub(), ksub(), p);
+    const std::vector<float> s = sub_vectors(x, rows.size(), rows.data(), dim_, j, dsub());
+    KMeansResult r = kmeans(s.data(), rows.size(), dsub(), ksub(), p);
     std::copy(r.centroids.begin(), r.centroids.end(), c.begin() + j * ksub() * dsub());
   }
   centroids_ = std::move(c);
@@ -85,7 +92,7 @@ void ProductQuantizer::encode(const float* x, size_t n, uint8_t* codes, int thre
   std::memset(codes, 0, n * code_size());
   std::vector<int64_t> assign(n);
   for (size_t j = 0; j < m_; ++j) {
-    const std::vector<float> s = sub_vectors(x, n, dim_, j, dsub());
+    const std::vector<float> s = sub_vectors(x, n, nullptr, dim_, j, dsub());
     assign_nearest(s.data(), n, centroids_.data() + j * ksub() * dsub(), ksub(), dsub(), false,
                    threads, assign.data(), nullptr);
     for (size_t i = 0; i < n; ++i) {
