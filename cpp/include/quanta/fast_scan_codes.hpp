@@ -42,7 +42,10 @@ void quantize_tables(const float* tables, const float* lo, const float* hi, size
 // for each position whose sum is at or under it.
 class Scanner {
  public:
-  static constexpr size_t kSub = 1024;  // vectors per kernel call: keeps the limits fresh
+  static constexpr size_t kSub = 1024;   // vectors per kernel call: keeps the limits fresh
+  static constexpr size_t kFirst = 64;   // the first calls are short: while a query's heap is
+                                         // still filling, its limit is loose and every position
+                                         // is reported, so it must tighten early
   Scanner() : acc_(4 * kSub), below_(4 * kSub / kBlock) {}
 
   template <class Limit, class Emit>
@@ -50,8 +53,9 @@ class Scanner {
             const uint8_t* const* luts, size_t nq, Limit&& limit, Emit&& emit) {
     const size_t np = npairs(m);
     uint16_t lim[4];
-    for (size_t s0 = 0; s0 < n; s0 += kSub) {
-      const size_t sub = std::min(kSub, n - s0), nblocks = (sub + kBlock - 1) / kBlock;
+    size_t len = kFirst;
+    for (size_t s0 = 0; s0 < n; s0 += len, len = std::min(kSub, 2 * len)) {
+      const size_t sub = std::min(len, n - s0), nblocks = (sub + kBlock - 1) / kBlock;
       for (size_t q = 0; q < nq; ++q) lim[q] = limit(q);
       kern.pq4_accumulate(blocks + s0 / kBlock * np * 32, nblocks, np, luts, nq, lim,
                           acc_.data(), below_.data());
