@@ -79,17 +79,26 @@ struct Fp8Tables {
   __m512i lo_a, lo_b, hi_a, hi_b;  // low / high bf16 byte, magnitudes 0..63 and 64..127
 };
 
-Fp8Tables fp8_tables(Storage s) {
-  alignas(64) uint8_t lo[128], hi[128];
-  for (int m = 0; m < 128; ++m) {
-    const uint8_t code = uint8_t(m);
-    const float v = s == Storage::f8e4m3 ? e4m3_to_f32(code) : e5m2_to_f32(code);
-    const uint16_t b = std::isfinite(v) ? f32_to_bf16(v) : 0;  // NaN/inf are never stored
-    lo[m] = uint8_t(b & 0xff);
-    hi[m] = uint8_t(b >> 8);
+// The byte tables of one format, built once (a search calls this per query or per row).
+struct Fp8Bytes {
+  alignas(64) uint8_t lo[128];
+  alignas(64) uint8_t hi[128];
+  explicit Fp8Bytes(Storage s) {
+    for (int m = 0; m < 128; ++m) {
+      const uint8_t code = uint8_t(m);
+      const float v = s == Storage::f8e4m3 ? e4m3_to_f32(code) : e5m2_to_f32(code);
+      const uint16_t b = std::isfinite(v) ? f32_to_bf16(v) : 0;  // NaN/inf are never stored
+      lo[m] = uint8_t(b & 0xff);
+      hi[m] = uint8_t(b >> 8);
+    }
   }
-  return {_mm512_load_si512(lo), _mm512_load_si512(lo + 64), _mm512_load_si512(hi),
-          _mm512_load_si512(hi + 64)};
+};
+
+Fp8Tables fp8_tables(Storage s) {
+  static const Fp8Bytes e4m3(Storage::f8e4m3), e5m2(Storage::f8e5m2);
+  const Fp8Bytes& t = s == Storage::f8e4m3 ? e4m3 : e5m2;
+  return {_mm512_load_si512(t.lo), _mm512_load_si512(t.lo + 64), _mm512_load_si512(t.hi),
+          _mm512_load_si512(t.hi + 64)};
 }
 
 // Element (within a 64-block) that lane j of the k-th widened vector holds.
