@@ -135,12 +135,36 @@ void row16_quantize(const float* rows, size_t n, const float* lo, float a, uint8
       out[16 * r + c] = uint8_t(std::min(255.0f, std::nearbyint((rows[16 * r + c] - lo[r]) * a)));
 }
 
+// Bit count without the POPCNT instruction (this file targets the baseline ISA).
+inline uint64_t popcount64(uint64_t x) {
+  x -= (x >> 1) & 0x5555555555555555ull;
+  x = (x & 0x3333333333333333ull) + ((x >> 2) & 0x3333333333333333ull);
+  x = (x + (x >> 4)) & 0x0F0F0F0F0F0F0F0Full;
+  return (x * 0x0101010101010101ull) >> 56;
+}
+
+void rbe_dots(const uint64_t* q, const uint64_t* codes, size_t n, size_t planes, size_t words,
+              int32_t* out) {
+  const size_t cw = planes * words;
+  for (size_t r = 0; r < n; ++r) {
+    const uint64_t* d = codes + r * cw;
+    uint64_t s = 0;
+    for (size_t i = 0; i < planes; ++i)
+      for (size_t k = 0; k < planes; ++k) {
+        uint64_t c = 0;
+        for (size_t w = 0; w < words; ++w) c += popcount64(q[i * words + w] & d[k * words + w]);
+        s += c << (2 * (planes - 1) - i - k);
+      }
+    out[r] = int32_t(s);
+  }
+}
+
 }  // namespace
 
 const Kernels& scalar_kernels() {
   static const Kernels k{kMq,         kMr,         dot_rows,      decode_rows,
                          gemm_tile,   dot_rows_i8, nearest,       pq4_accumulate,
-                         row16_minmax, row16_table_minmax, row16_quantize};
+                         row16_minmax, row16_table_minmax, row16_quantize, rbe_dots};
   return k;
 }
 

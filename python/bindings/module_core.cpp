@@ -15,88 +15,13 @@
 #include "quanta/pq_index.hpp"
 #include "quanta/parallel.hpp"
 #include "quanta/storage.hpp"
+#include "common.hpp"
 
-namespace py = pybind11;
-using namespace quanta;
+void bind_binary(py::module_& m);  // binary.cpp
 
 namespace {
 
-using F32Array = py::array_t<float, py::array::c_style>;
-
-// A C-contiguous float32 matrix with `cols` columns (any leading shape is flattened).
-const float* f32_rows(const py::array& a, size_t cols, size_t& rows, const char* what) {
-  if (!py::isinstance<F32Array>(a) || !(a.flags() & py::array::c_style))
-    throw py::type_error(std::string(what) + " must be a C-contiguous float32 array");
-  if (a.ndim() != 2 || size_t(a.shape(1)) != cols)
-    throw py::value_error(std::string(what) + " must have shape (n, " + std::to_string(cols) +
-                          ")");
-  rows = size_t(a.shape(0));
-  return static_cast<const float*>(a.data());
-}
-
-template <class T>
-py::array_t<T> to_numpy(const std::vector<T>& v) {
-  py::array_t<T> out{py::ssize_t(v.size())};
-  if (!v.empty()) std::memcpy(out.mutable_data(), v.data(), v.size() * sizeof(T));
-  return out;
-}
-
-template <class T>
-std::vector<T> from_numpy(const py::array& a, const char* what) {
-  if (!py::isinstance<py::array_t<T, py::array::c_style>>(a) || !(a.flags() & py::array::c_style))
-    throw py::type_error(std::string("restore: ") + what + " has the wrong dtype");
-  const T* p = static_cast<const T*>(a.data());
-  return std::vector<T>(p, p + a.size());
-}
-
-// Validates queries, allocates (D, I), releases the GIL around run(queries, nq, D, I).
-template <class Run>
-py::tuple search_into(size_t dim, const py::array& q, size_t k, Run&& run) {
-  size_t nq;
-  const float* p = f32_rows(q, dim, nq, "queries");
-  py::array_t<float> D({py::ssize_t(nq), py::ssize_t(k)});
-  py::array_t<int64_t> I({py::ssize_t(nq), py::ssize_t(k)});
-  float* dp = D.mutable_data();
-  int64_t* ip = I.mutable_data();
-  {
-    py::gil_scoped_release nogil;
-    run(p, nq, dp, ip);
-  }
-  return py::make_tuple(D, I);
-}
-
-// The methods every index binds the same way.
-template <class Index>
-void bind_common(py::class_<Index>& c) {
-  c.def_property_readonly("ntotal", &Index::ntotal)
-      .def_property_readonly("is_trained", &Index::is_trained)
-      .def_property_readonly("memory_usage", &Index::memory_usage)
-      .def_property_readonly("metric", [](const Index& s) { return metric_name(s.metric()); })
-      .def("add", [](Index& self, const py::array& x, const py::object& ids, int threads) {
-        size_t n;
-        const float* p = f32_rows(x, self.dim(), n, "x");
-        py::array_t<int64_t, py::array::c_style> id_arr;
-        const int64_t* idp = nullptr;
-        if (!ids.is_none()) {
-          id_arr = ids.cast<py::array_t<int64_t, py::array::c_style>>();
-          if (id_arr.ndim() != 1 || size_t(id_arr.shape(0)) != n)
-            throw py::value_error("ids must be a 1-D int64 array with one id per row");
-          idp = id_arr.data();
-        }
-        py::gil_scoped_release nogil;
-        self.add(p, n, idp, threads);
-      }, py::arg("x"), py::arg("ids"), py::arg("threads"))
-      .def("reconstruct", [](const Index& self, const py::array_t<int64_t, py::array::c_style>& ids) {
-        const size_t n = size_t(ids.size());
-        py::array_t<float> out({py::ssize_t(n), py::ssize_t(self.dim())});
-        const int64_t* ip = ids.data();
-        float* op = out.mutable_data();
-        py::gil_scoped_release nogil;
-        self.reconstruct(ip, n, op);
-        return out;
-      })
-      .def("reset", &Index::reset);
-}
+using namespace quanta_py;
 
 template <class Index>
 void bind_pq_accessor(py::class_<Index>& c) {
@@ -109,6 +34,7 @@ template <class Index, class Params>
 py::class_<Index> bind_pq_index(py::module_& m, const char* name, Params kmeans_params) {
   py::class_<Index> c(m, name);
   bind_common(c);
+  bind_reconstruct(c);
   bind_pq_accessor(c);
   c.def("train", [kmeans_params](Index& self, const py::array& x, size_t niter, uint64_t seed,
                                  size_t mppc, int threads) {
@@ -130,6 +56,7 @@ py::class_<Index> bind_pq_index(py::module_& m, const char* name, Params kmeans_
 PYBIND11_MODULE(_core, m) {
   m.doc() = "quanta native core";
   py::register_exception<Error>(m, "QuantaError", PyExc_RuntimeError);
+  bind_binary(m);
 
   m.def("compiled_isas", &compiled_isas);
   m.def("cpu_features", &cpu_features);
@@ -306,6 +233,7 @@ PYBIND11_MODULE(_core, m) {
 
   py::class_<IVFPQIndex> ivf(m, "IVFPQIndex");
   bind_common(ivf);
+  bind_reconstruct(ivf);
   bind_pq_accessor(ivf);
   ivf.def(py::init([](size_t dim, size_t nlist, size_t m, size_t nbits, const std::string& metric,
                       bool fast_scan) {
@@ -342,6 +270,7 @@ PYBIND11_MODULE(_core, m) {
 
   py::class_<FlatIndex> flat(m, "FlatIndex");
   bind_common(flat);
+  bind_reconstruct(flat);
   flat.def(py::init([](size_t dim, const std::string& metric, const std::string& storage,
                        const std::string& f8_scale, bool f8_anisotropic) {
              return new FlatIndex(dim, metric_from_name(metric), storage_from_name(storage),

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 
+from .binary import BinaryIndex
 from .flat import FlatIndex
 from .pq import IVFPQIndex, PQIndex
 from .storage import STORAGES
@@ -10,6 +11,7 @@ from .storage import STORAGES
 _FLAT = re.compile(r"^Flat(?:\((?P<storage>[a-z0-9]+)\))?$")
 _PQ = re.compile(r"^PQ(?P<m>[0-9]+)(?:x(?P<nbits>[0-9]+))?(?P<fs>fs)?$")
 _IVF = re.compile(r"^IVF(?P<nlist>[0-9]+),(?P<rest>.+)$")
+_RBE = re.compile(r"^RBE(?P<bits>[0-9]+)x(?P<planes>[0-9]+)$")
 _OPQ = re.compile(r"^OPQ(?P<m>[0-9]+),(?P<rest>.+)$")
 _REFINE = re.compile(r"^(?P<base>.+),(?:Refine\((?P<storage>[a-z0-9]+)\)|(?P<rflat>RFlat))$")
 
@@ -24,7 +26,10 @@ def index_factory(dim: int, spec: str, metric: str = "ip"):
     ``",Refine(<storage>)"`` (or ``",RFlat"`` for f32): exact re-ranking of ``refine_factor``
     (default 4) times k candidates against vectors kept in that storage. A PQ or IVF-PQ spec
     may start with ``"OPQ<m>,"`` (m equal to the PQ's): an OPQ rotation learned in ``train``,
-    e.g. ``"OPQ32,IVF1024,PQ32x8,Refine(f8e4m3)"``.
+    e.g. ``"OPQ32,IVF1024,PQ32x8,Refine(f8e4m3)"``. ``"RBE<bits>x<planes>"``: recurrent binary
+    codes of ``bits`` bits per plane and ``planes`` planes (bits per dimension), searched by
+    exact code scores, e.g. ``"RBE384x2"`` or ``"RBE384x2,Refine(f8e4m3)"`` (metric ip or
+    cosine).
     """
     if not isinstance(spec, str):
         raise TypeError(f"spec must be a string; got {type(spec).__name__}")
@@ -40,8 +45,16 @@ def index_factory(dim: int, spec: str, metric: str = "ip"):
             raise ValueError(f"index spec {spec!r}: unknown refine storage {kw['refine']!r}; "
                              f"expected one of {', '.join(STORAGES)}")
         spec = r.group("base")
-        if not (_IVF.match(spec.strip()) or _PQ.match(spec.strip())):
-            raise ValueError(f"index spec {spec!r}: Refine(...) follows a PQ or IVF-PQ spec")
+        if not (_IVF.match(spec.strip()) or _PQ.match(spec.strip()) or _RBE.match(spec.strip())):
+            raise ValueError(f"index spec {spec!r}: Refine(...) follows a PQ, IVF-PQ or RBE spec")
+    rbe = _RBE.match(spec.strip())
+    if rbe:
+        if "opq" in kw:
+            raise ValueError(f"index spec {spec!r}: OPQ<m>, precedes a PQ or IVF-PQ spec")
+        planes = int(rbe.group("planes"))
+        if not 1 <= planes <= 8:
+            raise ValueError(f"index spec {spec!r}: RBE<bits>x<planes> needs 1 to 8 planes")
+        return BinaryIndex(dim, int(rbe.group("bits")), planes - 1, metric, **kw)
     m = _FLAT.match(spec.strip())
     if m and "opq" in kw:
         raise ValueError(f"index spec {spec!r}: OPQ<m>, precedes a PQ or IVF-PQ spec")
@@ -69,7 +82,7 @@ def index_factory(dim: int, spec: str, metric: str = "ip"):
     raise ValueError(f"unknown index spec {spec!r}; supported: 'Flat', 'Flat(<storage>)' with "
                      f"storage in {', '.join(STORAGES)}, 'PQ<m>x<nbits>', 'PQ<m>x4fs', "
                      f"'IVF<nlist>,PQ<m>x<nbits>[fs]', each PQ spec optionally followed by "
-                     f"',Refine(<storage>)' and optionally preceded by 'OPQ<m>,'")
+                     f"',Refine(<storage>)' and optionally preceded by 'OPQ<m>,', 'RBE<bits>x<planes>'")
 
 
 def _pq_bits(spec, m):

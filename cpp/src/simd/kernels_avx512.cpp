@@ -581,6 +581,32 @@ void row16_quantize(const float* rows, size_t n, const float* lo, float a, uint8
   }
 }
 
+// Recurrent-code dot products. With VPOPCNTDQ a plane of up to 512 bits is one register, and
+// every plane pair costs an and, a popcount, a shift and an add.
+__attribute__((target("avx512vpopcntdq"))) void rbe_dots_vpopcnt(const uint64_t* q,
+                                                                 const uint64_t* codes, size_t n,
+                                                                 size_t planes, size_t words,
+                                                                 int32_t* out) {
+  const size_t cw = planes * words;
+  for (size_t r = 0; r < n; ++r) {
+    const uint64_t* d = codes + r * cw;
+    __m512i acc = _mm512_setzero_si512();
+    for (size_t w0 = 0; w0 < words; w0 += 8) {
+      const __mmask8 keep = words - w0 >= 8 ? __mmask8(0xFF) : __mmask8((1u << (words - w0)) - 1);
+      for (size_t k = 0; k < planes; ++k) {
+        const __m512i dk = _mm512_maskz_loadu_epi64(keep, d + k * words + w0);
+        for (size_t i = 0; i < planes; ++i) {
+          const __m512i qi = _mm512_maskz_loadu_epi64(keep, q + i * words + w0);
+          const __m512i c = _mm512_popcnt_epi64(_mm512_and_si512(qi, dk));
+          acc = _mm512_add_epi64(
+              acc, _mm512_sll_epi64(c, _mm_cvtsi64_si128(long(2 * (planes - 1) - i - k))));
+        }
+      }
+    }
+    out[r] = int32_t(_mm512_reduce_add_epi64(acc));
+  }
+}
+
 }  // namespace
 
 const Kernels* avx512_kernels() {
@@ -594,7 +620,9 @@ const Kernels* avx512_kernels() {
                          pq4_accumulate,
                          row16_minmax,
                          row16_table_minmax,
-                         row16_quantize};
+                         row16_quantize,
+                         __builtin_cpu_supports("avx512vpopcntdq") ? rbe_dots_vpopcnt
+                                                                   : avx2_kernels()->rbe_dots};
   return &k;
 }
 

@@ -1,0 +1,129 @@
+// Bindings of the recurrent binary codes: RecurrentBinarizer and BinaryIndex.
+#include <pybind11/stl.h>
+
+#include "common.hpp"
+#include "quanta/binary_index.hpp"
+#include "quanta/dispatch.hpp"
+#include "quanta/kernels.hpp"
+#include "quanta/recurrent_binary.hpp"
+
+using namespace quanta_py;
+
+namespace {
+
+using LayerSpec = std::tuple<py::array, py::array, bool>;  // (w (out, in), b (out,), relu)
+
+Transform to_transform(const std::vector<LayerSpec>& layers) {
+  Transform t;
+  for (const auto& [w, b, relu] : layers) {
+    if (w.ndim() != 2) throw py::value_error("a layer's weights must be 2-D (out, in)");
+    DenseLayer l;
+    l.out = size_t(w.shape(0));
+    l.in = size_t(w.shape(1));
+    l.w = from_numpy<float>(w, "weights");
+    l.b = from_numpy<float>(b, "bias");
+    l.relu = relu;
+    t.push_back(std::move(l));
+  }
+  return t;
+}
+
+py::list from_transform(const Transform& t) {
+  py::list out;
+  for (const DenseLayer& l : t) {
+    py::array_t<float> w({py::ssize_t(l.out), py::ssize_t(l.in)});
+    std::memcpy(w.mutable_data(), l.w.data(), l.w.size() * sizeof(float));
+    out.append(py::make_tuple(w, to_numpy(l.b), l.relu));
+  }
+  return out;
+}
+
+const uint64_t* code_rows(const py::array& a, size_t cw, size_t& n, const char* what) {
+  if (!py::isinstance<py::array_t<uint64_t, py::array::c_style>>(a) || !(a.flags() & py::array::c_style))
+    throw py::type_error(std::string(what) + " must be a C-contiguous uint64 array");
+  if (a.ndim() != 2 || size_t(a.shape(1)) != cw)
+    throw py::value_error(std::string(what) + " must have shape (n, " + std::to_string(cw) + ")");
+  n = size_t(a.shape(0));
+  return static_cast<const uint64_t*>(a.data());
+}
+
+}  // namespace
+
+void bind_binary(py::module_& m) {
+  py::class_<RecurrentBinarizer>(m, "RecurrentBinarizer")
+      .def(py::init<size_t, size_t, size_t>(), py::arg("dim"), py::arg("m"), py::arg("levels"))
+      .def_property_readonly("dim", &RecurrentBinarizer::dim)
+      .def_property_readonly("m", &RecurrentBinarizer::m)
+      .def_property_readonly("levels", &RecurrentBinarizer::levels)
+      .def_property_readonly("code_words", &RecurrentBinarizer::code_words)
+      .def_property_readonly("is_trained", &RecurrentBinarizer::is_trained)
+      .def("set_transforms",
+           [](RecurrentBinarizer& self, const std::vector<LayerSpec>& first,
+              const std::vector<std::vector<LayerSpec>>& recon,
+              const std::vector<std::vector<LayerSpec>>& resid, bool normalize) {
+             std::vector<Transform> rc, rs;
+             for (const auto& t : recon) rc.push_back(to_transform(t));
+             for (const auto& t : resid) rs.push_back(to_transform(t));
+             self.set_transforms(to_transform(first), std::move(rc), std::move(rs), normalize);
+           })
+      .def("transforms", [](const RecurrentBinarizer& self) {
+        py::list rc, rs;
+        for (const auto& t : self.recon()) rc.append(from_transform(t));
+        for (const auto& t : self.resid()) rs.append(from_transform(t));
+        return py::make_tuple(from_transform(self.first()), rc, rs, self.normalize_recon());
+      })
+      .def("encode", [](const RecurrentBinarizer& self, const py::array& x, int threads) {
+        size_t n;
+        const float* p = f32_rows(x, self.dim(), n, "x");
+        py::array_t<uint64_t> out({py::ssize_t(n), py::ssize_t(self.code_words())});
+        uint64_t* o = out.mutable_data();
+        py::gil_scoped_release nogil;
+        self.encode(p, n, o, threads);
+        return out;
+      })
+      .def("unpack", [](const RecurrentBinarizer& self, const py::array& codes) {
+        size_t n;
+        const uint64_t* c = code_rows(codes, self.code_words(), n, "codes");
+        py::array_t<uint8_t> out({py::ssize_t(n), py::ssize_t(self.m())});
+        for (size_t i = 0; i < n; ++i)
+          self.unpack(c + i * self.code_words(), out.mutable_data() + i * self.m());
+        return out;
+      })
+      // sum_j c_q c_d for every (query, code) pair, with the active SIMD level's kernel.
+      .def("dots", [](const RecurrentBinarizer& self, const py::array& q, const py::array& codes) {
+        size_t nq, n;
+        const uint64_t* qp = code_rows(q, self.code_words(), nq, "queries");
+        const uint64_t* cp = code_rows(codes, self.code_words(), n, "codes");
+        py::array_t<int32_t> out({py::ssize_t(nq), py::ssize_t(n)});
+        int32_t* o = out.mutable_data();
+        const Kernels& kern = kernels(active_isa());
+        py::gil_scoped_release nogil;
+        for (size_t i = 0; i < nq; ++i)
+          kern.rbe_dots(qp + i * self.code_words(), cp, n, self.planes(), self.words(), o + i * n);
+        return out;
+      });
+
+  py::class_<BinaryIndex> c(m, "BinaryIndex");
+  bind_common(c);
+  c.def(py::init([](size_t dim, size_t bits, size_t levels, const std::string& metric) {
+     return new BinaryIndex(dim, bits, levels, metric_from_name(metric));
+   }))
+      .def("binarizer", [](BinaryIndex& self) -> RecurrentBinarizer& { return self.binarizer(); },
+           py::return_value_policy::reference_internal)
+      .def("add_codes", [](BinaryIndex& self, const py::array& codes) {
+        size_t n;
+        const uint64_t* p = code_rows(codes, self.binarizer().code_words(), n, "codes");
+        self.add_codes(p, n, nullptr);
+      })
+      .def("search", [](const BinaryIndex& self, const py::array& q, size_t k, int threads) {
+        return search_into(self.dim(), q, k, [&](const float* p, size_t nq, float* D, int64_t* I) {
+          self.search(p, nq, k, threads, D, I);
+        });
+      })
+      .def("codes", [](const BinaryIndex& self) { return to_numpy(self.codes()); })
+      .def("ids", [](const BinaryIndex& self) { return to_numpy(self.ids()); })
+      .def("restore", [](BinaryIndex& self, const py::array& codes, const py::array& ids,
+                         size_t ntotal) {
+        self.restore(from_numpy<uint64_t>(codes, "codes"), from_numpy<int64_t>(ids, "ids"), ntotal);
+      });
+}

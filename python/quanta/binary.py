@@ -1,0 +1,290 @@
+"""Recurrent binary codes (BEBR) and the flat index that searches them.
+
+A float vector becomes ``levels + 1`` sign planes of ``bits`` bits (BEBR, Gan et al., KDD
+2023): the first plane is the sign of a projection W(x); each further level reconstructs x
+from the code so far, and adds the signs of the projected residual at half the previous
+weight. Each output dimension thus takes one of 2**(levels + 1) evenly spaced values, and the
+score of two codes (their inner product or cosine) is exact integer arithmetic: queries are
+encoded by the same binarizer as the documents (symmetric distance calculation).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import _core
+from ._validate import as_f32_matrix, as_k, as_threads
+from .flat import SearchResult
+from .io import FormatError, Persistent, register_kind, write_container
+from .pq import _QuantizedIndex
+
+TRANSFORMS = ("pca", "rotation")
+
+
+def _check_shape(dim, bits, levels):
+    for name, v in (("dim", dim), ("bits", bits), ("levels", levels)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise TypeError(f"{name} must be an integer; got {type(v).__name__}")
+    if dim < 1 or bits < 1:
+        raise ValueError(f"dim and bits must be >= 1; got dim={dim}, bits={bits}")
+    if not 0 <= levels <= 7:
+        raise ValueError(f"levels must be in [0, 7] (1 to 8 bits per dimension); got {levels}")
+
+
+def _random_orthogonal(rng, rows, cols):
+    """A (rows, cols) matrix with orthonormal rows (rows <= cols) or columns (rows > cols)."""
+    a = rng.standard_normal((max(rows, cols), min(rows, cols)))
+    q, r = np.linalg.qr(a)
+    q *= np.sign(np.diag(r))  # a uniformly distributed rotation, not one biased by QR's signs
+    return q.T if rows <= cols else q
+
+
+def _signs(z):
+    return np.where(z >= 0, 1.0, -1.0)  # sign(0) = +1, as in the native encoder
+
+
+class RecurrentBinarizer(Persistent):
+    """Encodes float vectors (dim) as recurrent binary codes of ``bits`` bits per plane and
+    ``levels + 1`` planes, i.e. ``levels + 1`` bits per output dimension.
+
+    ``fit(x)`` is training-free and closed-form: the first level projects with W (PCA
+    directions turned by a random rotation, so every output bit carries similar variance, or a
+    random orthogonal map with ``transform="rotation"``; centred on the sample mean unless
+    ``center=False``); each further level reconstructs x from the code so far by least squares
+    and takes the signs of W times the residual. ``set_transforms`` installs any other
+    transforms, such as learned MLPs, as plain arrays.
+
+    Codes are uint64 arrays (n, code_words): plane i (level i, most significant first) is
+    ``ceil(bits / 64)`` words, bit j of the plane in word j // 64. ``values(codes)`` gives the
+    per-dimension integers c in [0, 2**planes - 1] and ``decode(codes)`` the code vectors
+    b = (2c - K) / 2**levels, K = 2**planes - 1.
+    """
+
+    def __init__(self, dim: int, bits: int | None = None, levels: int = 1, *,
+                 transform: str = "pca", center: bool = True, seed: int = 0):
+        bits = dim if bits is None else bits
+        _check_shape(dim, bits, levels)
+        if transform not in TRANSFORMS:
+            raise ValueError(f"transform must be one of {TRANSFORMS}; got {transform!r}")
+        self._b = _core.RecurrentBinarizer(int(dim), int(bits), int(levels))
+        self.transform, self.center, self.seed = transform, bool(center), int(seed)
+
+    dim = property(lambda self: self._b.dim)
+    bits = property(lambda self: self._b.m, doc="bits per plane (output dimensions)")
+    levels = property(lambda self: self._b.levels)
+    planes = property(lambda self: self._b.levels + 1, doc="bits per output dimension")
+    code_words = property(lambda self: self._b.code_words, doc="uint64 words per code")
+    is_trained = property(lambda self: self._b.is_trained)
+
+    def __repr__(self):
+        return (f"RecurrentBinarizer(dim={self.dim}, bits={self.bits}, levels={self.levels}, "
+                f"transform={self.transform!r}, trained={self.is_trained})")
+
+    def fit(self, x, *, max_train_points: int = 20000) -> "RecurrentBinarizer":
+        """Fits the training-free transforms on a sample of x (n, dim) and returns self."""
+        x = as_f32_matrix(x, self.dim, "x")
+        if x.shape[0] < 2:
+            raise ValueError(f"fit: {x.shape[0]} vectors; need at least 2")
+        rng = np.random.default_rng(self.seed)
+        if x.shape[0] > max_train_points:
+            x = x[np.sort(rng.choice(x.shape[0], max_train_points, replace=False))]
+        x = x.astype(np.float64)
+        m, dim = self.bits, self.dim
+        mu = x.mean(0) if self.center else np.zeros(dim)
+        if self.transform == "pca":
+            _, _, vt = np.linalg.svd(x - mu, full_matrices=False)
+            if m <= vt.shape[0]:
+                w = _random_orthogonal(rng, m, m) @ vt[:m]
+            else:  # more bits than directions: an orthonormal-column map of all of them
+                w = _random_orthogonal(rng, m, vt.shape[0]) @ vt
+        else:
+            w = _random_orthogonal(rng, m, dim)
+        first = [(w, -w @ mu, False)]
+        recon, resid = [], []
+        b = _signs((x - mu) @ w.T)
+        ones = np.ones((len(x), 1))
+        for level in range(1, self.levels + 1):
+            # x ~ B b + c by least squares, then the signs of W (x - that)
+            sol = np.linalg.lstsq(np.hstack([b, ones]), x, rcond=None)[0]
+            bmat, c = sol[:m].T, sol[m]
+            recon.append([(bmat, c, False)])
+            resid.append([(w, np.zeros(m), False)])
+            b = b + 0.5 ** level * _signs((x - (b @ bmat.T + c)) @ w.T)
+        self.set_transforms(first, recon, resid)
+        return self
+
+    def set_transforms(self, first, recon, resid, *, normalize_reconstruction: bool = False):
+        """Installs transforms given as lists of layers ``(w (out, in), b (out,), relu)``:
+        ``first`` maps dim -> bits; ``recon[i]`` bits -> dim and ``resid[i]`` dim -> bits for
+        each level i >= 1. ``normalize_reconstruction`` scales each reconstruction to unit
+        norm (BEBR's learned head does, for L2-normalized inputs)."""
+        def conv(t):
+            return [(np.ascontiguousarray(w, np.float32), np.ascontiguousarray(b, np.float32),
+                     bool(relu)) for w, b, relu in t]
+        self._b.set_transforms(conv(first), [conv(t) for t in recon], [conv(t) for t in resid],
+                               bool(normalize_reconstruction))
+
+    def _trained(self):
+        if not self.is_trained:
+            raise ValueError("the binarizer is not fitted; call fit(x) first")
+
+    def encode(self, x, *, threads: int = 0) -> np.ndarray:
+        """Codes of x (n, dim): uint64 (n, code_words). Multi-threaded, GIL released."""
+        self._trained()
+        return self._b.encode(as_f32_matrix(x, self.dim, "x"), as_threads(threads))
+
+    def _codes(self, codes, name="codes"):
+        codes = np.asarray(codes)
+        if codes.dtype != np.uint64:
+            raise TypeError(f"{name} must be uint64 codes from encode(); got {codes.dtype}")
+        if codes.ndim == 1:
+            codes = codes[None, :]
+        if codes.ndim != 2 or codes.shape[1] != self.code_words:
+            raise ValueError(f"{name} must have shape (n, {self.code_words}); got {codes.shape}")
+        return np.ascontiguousarray(codes)
+
+    def values(self, codes) -> np.ndarray:
+        """The integers c (n, bits), uint8 in [0, 2**planes - 1]."""
+        return self._b.unpack(self._codes(codes))
+
+    def decode(self, codes) -> np.ndarray:
+        """The code vectors b = sum_i 2**-i s_i (n, bits), float32."""
+        c = self.values(codes).astype(np.float32)
+        return (2 * c - (2 ** self.planes - 1)) / np.float32(2 ** self.levels)
+
+    def dots(self, q_codes, codes) -> np.ndarray:
+        """sum_j c_q[j] c[j] for every pair (nq, n), int32: the exact integer part of the score,
+        computed by the active SIMD level's kernel."""
+        return self._b.dots(self._codes(q_codes, "q_codes"), self._codes(codes))
+
+    # persistence: every layer's weights in one float array, their shapes in the metadata
+    def _state(self):
+        if not self.is_trained:
+            return {"layers": [], "normalize": False}, np.zeros(0, np.float32)
+        first, recon, resid, normalize = self._b.transforms()
+        layers, parts = [], []
+        for role, level, t in ([("first", 0, first)] + [("recon", i + 1, t) for i, t in enumerate(recon)]
+                               + [("resid", i + 1, t) for i, t in enumerate(resid)]):
+            for w, b, relu in t:
+                layers.append([role, level, int(w.shape[0]), int(w.shape[1]), int(b.size), relu])
+                parts += [w.ravel(), b.ravel()]
+        return {"layers": layers, "normalize": normalize}, np.concatenate(parts)
+
+    def _restore(self, meta, flat):
+        if not meta["layers"]:
+            return
+        first, recon, resid = [], [[] for _ in range(self.levels)], [[] for _ in range(self.levels)]
+        at = 0
+        for role, level, out, inp, nb, relu in meta["layers"]:
+            w = flat[at:at + out * inp].reshape(out, inp)
+            b = flat[at + out * inp:at + out * inp + nb]
+            at += out * inp + nb
+            dest = first if role == "first" else (recon if role == "recon" else resid)[level - 1]
+            dest.append((w, b, relu))
+        if at != flat.size:
+            raise ValueError("weights do not match the layer shapes")
+        self.set_transforms(first, recon, resid, normalize_reconstruction=meta["normalize"])
+
+    def _meta(self):
+        return {"bits": self.bits, "levels": self.levels, "transform": self.transform,
+                "center": self.center, "seed": self.seed}
+
+    def _write(self, f):
+        state, flat = self._state()
+        write_container(f, "RBIN", self.dim, 0, {**self._meta(), **state}, {"WTS_": flat})
+
+    @classmethod
+    def _from_parts(cls, dim, ntotal, meta, arrays, source):
+        try:
+            out = cls(dim, meta["bits"], meta["levels"], transform=meta["transform"],
+                      center=meta["center"], seed=meta["seed"])
+            out._restore(meta, np.asarray(arrays["WTS_"], np.float32))
+        except (KeyError, TypeError, ValueError) as e:
+            raise FormatError(f"{source}: not a valid RecurrentBinarizer ({e})") from None
+        return out
+
+
+register_kind("RBIN", RecurrentBinarizer)
+
+
+class BinaryIndex(_QuantizedIndex, Persistent):
+    """Flat index of recurrent binary codes (factory ``"RBE<bits>x<planes>"``, e.g.
+    ``"RBE384x2"``: 384 bits per plane, 2 planes = 2 bits per dimension).
+
+    Documents and queries go through the same binarizer; the score of two codes is the cosine
+    of their code vectors (BEBR's ranking), from an exact integer dot product of bit-plane
+    popcounts (AVX-512 VPOPCNTDQ where the CPU has it). Distances are those cosines, higher is
+    better. ``metric`` ("ip" or "cosine") is that of the float vectors: ``refine="<storage>"``
+    keeps them in any foundation storage and re-ranks ``k * refine_factor`` candidates
+    exactly by it.
+    """
+
+    def __init__(self, dim: int, bits: int | None = None, levels: int = 1, metric: str = "ip",
+                 *, transform: str = "pca", center: bool = True, seed: int = 0,
+                 refine: str | None = None, refine_factor: int = 4):
+        bits = dim if bits is None else bits
+        _check_shape(dim, bits, levels)
+        if metric not in ("ip", "cosine"):
+            raise ValueError(f"metric must be 'ip' or 'cosine'; got {metric!r}")
+        self._index = _core.BinaryIndex(int(dim), int(bits), int(levels), metric)
+        self._binarizer = RecurrentBinarizer(int(dim), int(bits), int(levels),
+                                             transform=transform, center=center, seed=seed)
+        self._binarizer._b = self._index.binarizer()  # share the index's native binarizer
+        self._dim = int(dim)
+        self._init_refine(int(dim), metric, refine, refine_factor)
+
+    dim = property(lambda self: self._dim)
+    bits = property(lambda self: self._binarizer.bits)
+    levels = property(lambda self: self._binarizer.levels)
+    planes = property(lambda self: self._binarizer.planes)
+    binarizer = property(lambda self: self._binarizer, doc="the index's RecurrentBinarizer")
+    code_size = property(lambda self: 8 * self._binarizer.code_words, doc="bytes per code")
+
+    def __repr__(self):
+        return (f"BinaryIndex(dim={self.dim}, bits={self.bits}, levels={self.levels}, "
+                f"metric={self.metric!r}, ntotal={self.ntotal})")
+
+    @property
+    def pq(self):
+        raise AttributeError("a BinaryIndex has no product quantizer; see .binarizer")
+
+    def reconstruct(self, ids):
+        raise NotImplementedError("binary codes do not decode to the input space; "
+                                  "binarizer.decode gives the code vectors")
+
+    def train(self, x, *, max_train_points: int = 20000, threads: int = 0) -> None:
+        """Fits the binarizer (closed form) and, with refine, the re-ranking storage."""
+        x = as_f32_matrix(x, self.dim, "x")
+        self._binarizer.fit(x, max_train_points=max_train_points)
+        self._train_refine(x)
+
+    def search(self, q, k: int = 10, *, threads: int = 0) -> SearchResult:
+        if not self.is_trained:
+            raise ValueError("search: the index is not trained; call train(x) first")
+        q = as_f32_matrix(q, self.dim, "queries")
+        k, threads = as_k(k), as_threads(threads)
+        return self._search_refined(q, k, threads,
+                                    lambda qr, kk: self._index.search(qr, kk, threads))
+
+    def _write(self, f):
+        state, flat = self._binarizer._state()
+        rmeta, rarrays = self._extra_parts()
+        write_container(f, "RBIX", self.dim, self.ntotal,
+                        {**self._binarizer._meta(), **state, "metric": self.metric, **rmeta},
+                        {"WTS_": flat, "CODE": self._index.codes(), "IDS_": self._index.ids(),
+                         **rarrays})
+
+    @classmethod
+    def _from_parts(cls, dim, ntotal, meta, arrays, source):
+        try:
+            index = cls(dim, meta["bits"], meta["levels"], meta["metric"],
+                        transform=meta["transform"], center=meta["center"], seed=meta["seed"])
+            index._binarizer._restore(meta, np.asarray(arrays["WTS_"], np.float32))
+            index._index.restore(np.ascontiguousarray(arrays["CODE"], np.uint64),
+                                 np.ascontiguousarray(arrays["IDS_"], np.int64), ntotal)
+            index._restore_extra(meta, arrays, ntotal)
+        except (KeyError, TypeError, ValueError) as e:
+            raise FormatError(f"{source}: not a valid RBIX index ({e})") from None
+        return index
+
+
+register_kind("RBIX", BinaryIndex)
