@@ -61,6 +61,41 @@ def test_dots_exact_at_every_simd_level(clustered, simd_level):
         np.testing.assert_array_equal(b.dots(q, d), ref)
 
 
+@pytest.mark.parametrize("bits, levels", [(64, 0), (100, 1), (128, 1), (72, 2)])
+def test_scoring_paths_identical_at_every_simd_level(clustered, simd_level, bits, levels):
+    xb, xq = clustered
+    paths = ["popcount", "u8"] + (["sdc"] if levels <= 1 and bits % (4 // (levels + 1)) == 0 else [])
+    out = {}
+    for path in paths:
+        index = quanta.BinaryIndex(64, bits, levels, scoring=path, seed=5)
+        assert index.scoring == path
+        index.train(xb)
+        index.add(xb[:3000], ids=np.arange(3000) * 3)
+        out[path] = index.search(xq, 12)
+        np.testing.assert_array_equal(index._index.codes(), index.binarizer.encode(xb[:3000]))
+        b = index.binarizer
+        np.testing.assert_array_equal(
+            b.dots(b.encode(xq[:5]), b.encode(xb[:50])),
+            b.values(b.encode(xq[:5])).astype(np.int64) @ b.values(b.encode(xb[:50])).astype(np.int64).T)
+    for path in paths[1:]:
+        np.testing.assert_array_equal(out[path].ids, out["popcount"].ids)
+        np.testing.assert_array_equal(out[path].distances, out["popcount"].distances)
+
+
+def test_auto_scoring_and_sdc_limits():
+    assert quanta.BinaryIndex(64, 64, 1).scoring == "sdc"
+    assert quanta.BinaryIndex(64, 64, 0).scoring == "sdc"
+    assert quanta.BinaryIndex(64, 64, 2).scoring in ("popcount", "u8")
+    assert quanta.BinaryIndex(64, 66, 0).scoring in ("popcount", "u8")  # bits % 4 != 0
+    for bits, levels in ((66, 0), (64, 2), (4096, 1)):
+        with pytest.raises(ValueError, match="sdc"):
+            quanta.BinaryIndex(64, bits, levels, scoring="sdc")
+    with pytest.raises(ValueError, match="u8"):
+        quanta.BinaryIndex(64, 64, 7, scoring="u8")
+    with pytest.raises(ValueError, match="scoring"):
+        quanta.BinaryIndex(64, 64, 1, scoring="hamming")
+
+
 def test_index_scores_are_code_cosines(clustered):
     xb, xq = clustered
     index = quanta.BinaryIndex(64, 96, 1)
@@ -103,9 +138,11 @@ def test_real_embeddings_recall_and_refine():
     assert r_plain >= 0.55 and r_ref >= 0.94, (r_plain, r_ref)  # measured: 0.589, 0.966
 
 
-def test_thread_invariance_persistence_and_pickle(clustered, tmp_path):
+@pytest.mark.parametrize("spec, bits, levels, refine", [("RBE100x3,Refine(f16)", 100, 2, "f16"),
+                                                        ("RBE64x2", 64, 1, None)])
+def test_thread_invariance_persistence_and_pickle(clustered, tmp_path, spec, bits, levels, refine):
     xb, xq = clustered
-    index = quanta.index_factory(64, "RBE100x3,Refine(f16)", metric="cosine")
+    index = quanta.index_factory(64, spec, metric="cosine")
     index.train(xb)
     index.add(xb, ids=np.arange(len(xb)) * 2)
     a = index.search(xq, 10, threads=1)
@@ -116,7 +153,9 @@ def test_thread_invariance_persistence_and_pickle(clustered, tmp_path):
                                   index.binarizer.encode(xb[:100], threads=2))
     index.save(tmp_path / "b.qnt")
     for other in (quanta.load(tmp_path / "b.qnt"), pickle.loads(pickle.dumps(index))):
-        assert (other.bits, other.levels, other.refine, other.metric) == (100, 2, "f16", "cosine")
+        assert (other.bits, other.levels, other.refine, other.metric) == (bits, levels, refine,
+                                                                           "cosine")
+        assert other.scoring == index.scoring
         got = other.search(xq, 10)
         np.testing.assert_array_equal(got.ids, a.ids)
         np.testing.assert_array_equal(got.distances, a.distances)

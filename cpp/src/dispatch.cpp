@@ -7,8 +7,6 @@
 
 namespace quanta {
 
-namespace {
-
 bool cpu_has(const char* feature) {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_cpu_init();
@@ -29,6 +27,8 @@ bool cpu_has(const char* feature) {
   (void)feature;
   return false;
 }
+
+namespace {
 
 Isa detect_best() {
   // Never call into an ISA file before the CPU check: its code may use those instructions.

@@ -159,12 +159,34 @@ void rbe_dots(const uint64_t* q, const uint64_t* codes, size_t n, size_t planes,
   }
 }
 
+// c_j of a code (planes of `words` words), for 64 * words dimensions (padding gives 0).
+void rbe_values(const uint64_t* code, size_t planes, size_t words, uint8_t* c) {
+  for (size_t j = 0; j < 64 * words; ++j) {
+    uint32_t v = 0;
+    for (size_t i = 0; i < planes; ++i) v = (v << 1) | ((code[i * words + j / 64] >> (j % 64)) & 1);
+    c[j] = uint8_t(v);
+  }
+}
+
+void rbe_dots_u8(const uint64_t* q, const uint64_t* codes, size_t n, size_t planes, size_t words,
+                 int32_t* out) {
+  std::vector<uint8_t> cq(64 * words), cd(64 * words);
+  rbe_values(q, planes, words, cq.data());
+  for (size_t r = 0; r < n; ++r) {
+    rbe_values(codes + r * planes * words, planes, words, cd.data());
+    int32_t s = 0;
+    for (size_t j = 0; j < 64 * words; ++j) s += int32_t(cq[j]) * int32_t(cd[j]);
+    out[r] = s;
+  }
+}
+
 }  // namespace
 
 const Kernels& scalar_kernels() {
   static const Kernels k{kMq,         kMr,         dot_rows,      decode_rows,
                          gemm_tile,   dot_rows_i8, nearest,       pq4_accumulate,
-                         row16_minmax, row16_table_minmax, row16_quantize, rbe_dots};
+                         row16_minmax, row16_table_minmax, row16_quantize, rbe_dots,
+                         rbe_dots_u8};
   return k;
 }
 

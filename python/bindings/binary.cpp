@@ -105,9 +105,13 @@ void bind_binary(py::module_& m) {
 
   py::class_<BinaryIndex> c(m, "BinaryIndex");
   bind_common(c);
-  c.def(py::init([](size_t dim, size_t bits, size_t levels, const std::string& metric) {
-     return new BinaryIndex(dim, bits, levels, metric_from_name(metric));
+  c.def(py::init([](size_t dim, size_t bits, size_t levels, const std::string& metric,
+                    const std::string& scoring) {
+     return new BinaryIndex(dim, bits, levels, metric_from_name(metric), scoring);
    }))
+      .def_property_readonly("scoring", [](const BinaryIndex& self) {
+        return std::string(binary_scoring_name(self.scoring()));
+      })
       .def("binarizer", [](BinaryIndex& self) -> RecurrentBinarizer& { return self.binarizer(); },
            py::return_value_policy::reference_internal)
       .def("add_codes", [](BinaryIndex& self, const py::array& codes) {
@@ -120,7 +124,12 @@ void bind_binary(py::module_& m) {
           self.search(p, nq, k, threads, D, I);
         });
       })
-      .def("codes", [](const BinaryIndex& self) { return to_numpy(self.codes()); })
+      .def("codes", [](const BinaryIndex& self) {
+        const std::vector<uint64_t> codes = self.codes();
+        py::array_t<uint64_t> out({py::ssize_t(self.ntotal()), py::ssize_t(self.binarizer().code_words())});
+        if (!codes.empty()) std::memcpy(out.mutable_data(), codes.data(), codes.size() * 8);
+        return out;
+      })
       .def("ids", [](const BinaryIndex& self) { return to_numpy(self.ids()); })
       .def("restore", [](BinaryIndex& self, const py::array& codes, const py::array& ids,
                          size_t ntotal) {

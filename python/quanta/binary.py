@@ -18,6 +18,7 @@ from .io import FormatError, Persistent, register_kind, write_container
 from .pq import _QuantizedIndex
 
 TRANSFORMS = ("pca", "rotation")
+SCORINGS = ("auto", "sdc", "popcount", "u8")
 
 
 def _check_shape(dim, bits, levels):
@@ -211,21 +212,27 @@ class BinaryIndex(_QuantizedIndex, Persistent):
     ``"RBE384x2"``: 384 bits per plane, 2 planes = 2 bits per dimension).
 
     Documents and queries go through the same binarizer; the score of two codes is the cosine
-    of their code vectors (BEBR's ranking), from an exact integer dot product of bit-plane
-    popcounts (AVX-512 VPOPCNTDQ where the CPU has it). Distances are those cosines, higher is
-    better. ``metric`` ("ip" or "cosine") is that of the float vectors: ``refine="<storage>"``
+    of their code vectors (BEBR's ranking), from an exact integer dot product computed one of
+    three ways (``scoring``), all with identical results: ``"sdc"``, BEBR's symmetric distance
+    calculation (codes in the 4-bit fast-scan layout, one exact 16-entry table per query
+    nibble; 1 or 2 planes), ``"popcount"`` (bit-plane AND + popcount, AVX-512 VPOPCNTDQ) and
+    ``"u8"`` (planes expanded to bytes, an unsigned 8-bit dot product with AVX-512 VNNI).
+    ``"auto"`` takes sdc where the code shape allows it, else popcount (u8 on CPUs with VNNI
+    but no VPOPCNTDQ). Distances are the code cosines, higher is better. ``metric`` ("ip" or "cosine") is that of the float vectors: ``refine="<storage>"``
     keeps them in any foundation storage and re-ranks ``k * refine_factor`` candidates
     exactly by it.
     """
 
     def __init__(self, dim: int, bits: int | None = None, levels: int = 1, metric: str = "ip",
-                 *, transform: str = "pca", center: bool = True, seed: int = 0,
-                 refine: str | None = None, refine_factor: int = 4):
+                 *, scoring: str = "auto", transform: str = "pca", center: bool = True,
+                 seed: int = 0, refine: str | None = None, refine_factor: int = 4):
         bits = dim if bits is None else bits
         _check_shape(dim, bits, levels)
         if metric not in ("ip", "cosine"):
             raise ValueError(f"metric must be 'ip' or 'cosine'; got {metric!r}")
-        self._index = _core.BinaryIndex(int(dim), int(bits), int(levels), metric)
+        if scoring not in SCORINGS:
+            raise ValueError(f"scoring must be one of {SCORINGS}; got {scoring!r}")
+        self._index = _core.BinaryIndex(int(dim), int(bits), int(levels), metric, scoring)
         self._binarizer = RecurrentBinarizer(int(dim), int(bits), int(levels),
                                              transform=transform, center=center, seed=seed)
         self._binarizer._b = self._index.binarizer()  # share the index's native binarizer
@@ -237,11 +244,14 @@ class BinaryIndex(_QuantizedIndex, Persistent):
     levels = property(lambda self: self._binarizer.levels)
     planes = property(lambda self: self._binarizer.planes)
     binarizer = property(lambda self: self._binarizer, doc="the index's RecurrentBinarizer")
-    code_size = property(lambda self: 8 * self._binarizer.code_words, doc="bytes per code")
+    code_size = property(lambda self: (self.bits * self.planes + 7) // 8,
+                         doc="bytes of code per vector (bits x planes / 8)")
+    scoring = property(lambda self: self._index.scoring,
+                       doc="the scoring path in use: 'sdc', 'popcount' or 'u8'")
 
     def __repr__(self):
         return (f"BinaryIndex(dim={self.dim}, bits={self.bits}, levels={self.levels}, "
-                f"metric={self.metric!r}, ntotal={self.ntotal})")
+                f"metric={self.metric!r}, scoring={self.scoring!r}, ntotal={self.ntotal})")
 
     @property
     def pq(self):
@@ -269,7 +279,8 @@ class BinaryIndex(_QuantizedIndex, Persistent):
         state, flat = self._binarizer._state()
         rmeta, rarrays = self._extra_parts()
         write_container(f, "RBIX", self.dim, self.ntotal,
-                        {**self._binarizer._meta(), **state, "metric": self.metric, **rmeta},
+                        {**self._binarizer._meta(), **state, "metric": self.metric,
+                         "scoring": self.scoring, **rmeta},
                         {"WTS_": flat, "CODE": self._index.codes(), "IDS_": self._index.ids(),
                          **rarrays})
 
@@ -277,7 +288,8 @@ class BinaryIndex(_QuantizedIndex, Persistent):
     def _from_parts(cls, dim, ntotal, meta, arrays, source):
         try:
             index = cls(dim, meta["bits"], meta["levels"], meta["metric"],
-                        transform=meta["transform"], center=meta["center"], seed=meta["seed"])
+                        scoring=meta.get("scoring", "auto"), transform=meta["transform"],
+                        center=meta["center"], seed=meta["seed"])
             index._binarizer._restore(meta, np.asarray(arrays["WTS_"], np.float32))
             index._index.restore(np.ascontiguousarray(arrays["CODE"], np.uint64),
                                  np.ascontiguousarray(arrays["IDS_"], np.int64), ntotal)

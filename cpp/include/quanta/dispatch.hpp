@@ -15,6 +15,7 @@ std::vector<Isa> supported_isas();             // scalar .. best
 Isa active_isa();
 void set_active_isa(Isa isa);                  // throws if above best_supported_isa()
 std::vector<std::string> cpu_features();       // e.g. "avx512vnni", "f16c"
+bool cpu_has(const char* feature);             // one of the names cpu_features() can list
 std::vector<std::string> compiled_isas();
 
 }  // namespace quanta

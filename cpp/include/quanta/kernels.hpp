@@ -58,6 +58,10 @@ struct Kernels {
   // 2^(2 (planes - 1) - i - k) * popcount(q_i & r_k). Exact integers: the same everywhere.
   void (*rbe_dots)(const uint64_t* q, const uint64_t* codes, size_t n, size_t planes,
                    size_t words, int32_t* out);
+  // The same sums as an unsigned 8-bit dot product: each code's planes are expanded to one
+  // byte per dimension (AVX-512: masked byte moves, then VNNI vpdpbusd). planes <= 7.
+  void (*rbe_dots_u8)(const uint64_t* q, const uint64_t* codes, size_t n, size_t planes,
+                      size_t words, int32_t* out);
 };
 
 const Kernels& kernels(Isa isa);

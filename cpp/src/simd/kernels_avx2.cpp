@@ -332,7 +332,8 @@ __attribute__((target("popcnt"))) void rbe_dots(const uint64_t* q, const uint64_
 const Kernels* avx2_kernels() {
   static const Kernels k{kMq,         kMr,         dot_rows, decode_rows,
                          gemm_tile,   dot_rows_i8, nearest,  pq4_accumulate,
-                         row16_minmax, row16_table_minmax, row16_quantize, rbe_dots};
+                         row16_minmax, row16_table_minmax, row16_quantize, rbe_dots,
+                         scalar_kernels().rbe_dots_u8};
   return &k;
 }
 

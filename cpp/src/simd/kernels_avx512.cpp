@@ -607,6 +607,28 @@ __attribute__((target("avx512vpopcntdq"))) void rbe_dots_vpopcnt(const uint64_t*
   }
 }
 
+// The unsigned 8-bit route: a plane word is a 64-bit mask, so each plane adds its level's
+// weight to 64 bytes with one masked move, and vpdpbusd multiplies by the query's bytes.
+__attribute__((target("avx512vnni"))) void rbe_dots_vnni(const uint64_t* q, const uint64_t* codes,
+                                                         size_t n, size_t planes, size_t words,
+                                                         int32_t* out) {
+  const size_t cw = planes * words;
+  auto expand = [&](const uint64_t* code, size_t w) {
+    __m512i c = _mm512_setzero_si512();
+    for (size_t i = 0; i < planes; ++i)
+      c = _mm512_mask_add_epi8(c, __mmask64(code[i * words + w]), c,
+                               _mm512_set1_epi8(char(1u << (planes - 1 - i))));
+    return c;
+  };
+  std::vector<__m512i> qb(words);  // c_q < 128 for planes <= 7: valid signed bytes
+  for (size_t w = 0; w < words; ++w) qb[w] = expand(q, w);
+  for (size_t r = 0; r < n; ++r) {
+    __m512i acc = _mm512_setzero_si512();
+    for (size_t w = 0; w < words; ++w) acc = _mm512_dpbusd_epi32(acc, expand(codes + r * cw, w), qb[w]);
+    out[r] = _mm512_reduce_add_epi32(acc);
+  }
+}
+
 }  // namespace
 
 const Kernels* avx512_kernels() {
@@ -622,7 +644,9 @@ const Kernels* avx512_kernels() {
                          row16_table_minmax,
                          row16_quantize,
                          __builtin_cpu_supports("avx512vpopcntdq") ? rbe_dots_vpopcnt
-                                                                   : avx2_kernels()->rbe_dots};
+                                                                   : avx2_kernels()->rbe_dots,
+                         __builtin_cpu_supports("avx512vnni") ? rbe_dots_vnni
+                                                              : scalar_kernels().rbe_dots_u8};
   return &k;
 }
 
