@@ -15,18 +15,12 @@ points with recall >= 0.90 / 0.95 / faiss's best recall on the sweep). --plot wr
 from __future__ import annotations
 
 import argparse
-import time
 
 from bench import adapters as A
 from bench import datasets
+from bench.timing import best_time, time_once
 
 TARGETS = (0.90, 0.95)
-
-
-def _time(fn):
-    t = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - t
 
 
 def _ints(s):
@@ -65,22 +59,11 @@ def main(argv=None):
         plot(args.plot, curves, flat_rows, threads, f"{args.data} n={len(xb)} d={xb.shape[1]}")
 
 
-def _best_time(fn, reps=3, min_seconds=0.25):
-    """fn's result and its fastest run: one warm-up call, then at least `reps` timed runs and
-    at least `min_seconds` in all (a 1000-query batch can take a few ms: one run is noise)."""
-    out = fn()
-    best, spent, runs = float("inf"), 0.0, 0
-    while runs < reps or spent < min_seconds:
-        _, s = _time(fn)
-        best, spent, runs = min(best, s), spent + s, runs + 1
-    return out, best
-
-
 def _measure(search, xq, gt, threads):
     """(recall@10, QPS 1 thread, QPS all threads) of search(t) -> ids."""
     out = {}
     for t in (1, threads):
-        I, s = _best_time(lambda: search(t))
+        I, s = best_time(lambda: search(t))
         out[t] = (datasets.recall_at_k(I, gt, 10), len(xq) / s)
     return out[1][0], out[1][1], out[threads][1]
 
@@ -92,10 +75,10 @@ def flat_pq(args, xb, xq, gt, threads, faiss, quanta):
     for m, nbits, fs in configs:
         faiss.omp_set_num_threads(1)
         f = faiss.IndexPQFastScan(d, m, 4) if fs else faiss.IndexPQ(d, m, nbits)
-        _, tf = _time(lambda: f.train(xb))
+        _, tf = time_once(lambda: f.train(xb))
         f.add(xb)
         q = quanta.PQIndex(d, m, nbits, metric="l2", fast_scan=fs)
-        _, tq = _time(lambda: q.train(xb, threads=1))
+        _, tq = time_once(lambda: q.train(xb, threads=1))
         q.add(xb)
 
         def fsearch(t):
@@ -137,12 +120,12 @@ def ivf_pq(cfg, args, xb, xq, gt, threads, faiss, quanta):
     base = faiss.IndexIVFPQFastScan(coarse, d, nlist, m, 4) if fs else \
         faiss.IndexIVFPQ(coarse, d, nlist, m, 8)
     refined = faiss.IndexRefineFlat(base)  # adds go to both; base alone searches unrefined
-    _, t_faiss = _time(lambda: refined.train(xb))
+    _, t_faiss = time_once(lambda: refined.train(xb))
     refined.add(xb)
     built = {}
     for refine in (None, "f32", "f8e4m3"):
         ix = quanta.IVFPQIndex(d, nlist, m, nbits, "l2", fast_scan=fs, refine=refine)
-        _, built[refine, "train"] = _time(lambda: ix.train(xb, threads=1))
+        _, built[refine, "train"] = time_once(lambda: ix.train(xb, threads=1))
         ix.add(xb)
         built[refine] = ix
     t_quanta = built[None, "train"]

@@ -582,13 +582,55 @@ void row16_quantize(const float* rows, size_t n, const float* lo, float a, uint8
 }
 
 // Recurrent-code dot products. With VPOPCNTDQ a plane of up to 512 bits is one register, and
-// every plane pair costs an and, a popcount, a shift and an add.
+// every plane pair costs an and, a popcount, a shift and an add. Codes of up to 512 bits per
+// plane keep the query planes in registers and reduce eight codes' accumulators at once.
+__attribute__((target("avx512vpopcntdq"))) inline __m512i rbe_code_acc(
+    const __m512i* qv, const uint64_t* d, size_t planes, size_t words, __mmask8 keep) {
+  __m512i acc = _mm512_setzero_si512();
+  for (size_t k = 0; k < planes; ++k) {
+    const __m512i dk = _mm512_maskz_loadu_epi64(keep, d + k * words);
+    __m512i t = _mm512_setzero_si512();  // sum over i of popcount(q_i & d_k) << (p - 1 - i)
+    for (size_t i = 0; i < planes; ++i)
+      t = _mm512_add_epi64(t, _mm512_sll_epi64(_mm512_popcnt_epi64(_mm512_and_si512(qv[i], dk)),
+                                               _mm_cvtsi64_si128(long(planes - 1 - i))));
+    acc = _mm512_add_epi64(acc, _mm512_sll_epi64(t, _mm_cvtsi64_si128(long(planes - 1 - k))));
+  }
+  return acc;
+}
+
+// The eight lane sums of a[0..7], in order.
+inline __m512i reduce8(const __m512i* a) {
+  __m512i u[4], v[2];
+  for (int p = 0; p < 4; ++p)
+    u[p] = _mm512_add_epi64(_mm512_unpacklo_epi64(a[2 * p], a[2 * p + 1]),
+                            _mm512_unpackhi_epi64(a[2 * p], a[2 * p + 1]));
+  for (int p = 0; p < 2; ++p)
+    v[p] = _mm512_add_epi64(_mm512_shuffle_i64x2(u[2 * p], u[2 * p + 1], 0x88),
+                            _mm512_shuffle_i64x2(u[2 * p], u[2 * p + 1], 0xDD));
+  return _mm512_add_epi64(_mm512_shuffle_i64x2(v[0], v[1], 0x88),
+                          _mm512_shuffle_i64x2(v[0], v[1], 0xDD));
+}
+
 __attribute__((target("avx512vpopcntdq"))) void rbe_dots_vpopcnt(const uint64_t* q,
                                                                  const uint64_t* codes, size_t n,
                                                                  size_t planes, size_t words,
                                                                  int32_t* out) {
   const size_t cw = planes * words;
-  for (size_t r = 0; r < n; ++r) {
+  if (words <= 8) {
+    const __mmask8 keep = __mmask8((1u << words) - 1);
+    __m512i qv[8];
+    for (size_t i = 0; i < planes; ++i) qv[i] = _mm512_maskz_loadu_epi64(keep, q + i * words);
+    size_t r = 0;
+    for (; r + 8 <= n; r += 8) {
+      __m512i acc[8];
+      for (size_t c = 0; c < 8; ++c) acc[c] = rbe_code_acc(qv, codes + (r + c) * cw, planes, words, keep);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + r), _mm512_cvtepi64_epi32(reduce8(acc)));
+    }
+    for (; r < n; ++r)
+      out[r] = int32_t(_mm512_reduce_add_epi64(rbe_code_acc(qv, codes + r * cw, planes, words, keep)));
+    return;
+  }
+  for (size_t r = 0; r < n; ++r) {  // longer planes: 512 bits at a time
     const uint64_t* d = codes + r * cw;
     __m512i acc = _mm512_setzero_si512();
     for (size_t w0 = 0; w0 < words; w0 += 8) {
