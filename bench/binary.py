@@ -183,28 +183,34 @@ def plot(path, rows, title):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, 2, figsize=(14, 6), sharey=True)
+
+    def key_of(name):
+        key = name.split(" (")[0]
+        if key.startswith("quanta RBE"):
+            return "quanta RBE (recurrent binary)"
+        if key.startswith("quanta PQ"):
+            return "quanta PQ fast-scan"
+        return key.split(" nb_bits")[0]
+    keys = sorted({key_of(r[1]) for r in rows})
+    colors = {k: f"C{i}" for i, k in enumerate(keys)}  # the same colour in both panels
     for ax, rr, label in ((axes[0], False, "without re-rank"), (axes[1], True, "re-rank top 100")):
         series = {}
         for b, name, rec, q1, rec_rr, qrr in rows:
-            key = name.split(" (")[0]
-            key = "quanta RBE" if key.startswith("quanta RBE") else (
-                "quanta PQ fast-scan" if key.startswith("quanta PQ") else key.split(" nb_bits")[0])
             r, q = (rec_rr, qrr) if rr else (rec, q1)
-            if r is None or q is None:
-                continue
-            series.setdefault(key, []).append((b, r, q))
+            if r is not None and q is not None:
+                series.setdefault(key_of(name), []).append((b, r, q))
         for key, pts in sorted(series.items()):
             pts.sort()
             ax.plot([p[1] for p in pts], [p[2] for p in pts], "-" if "quanta" in key else "--",
-                    marker="o", label=key)
+                    marker="o", color=colors[key], label=key)
             for b, r, q in pts:
                 ax.annotate(f"{b}b", (r, q), fontsize=7, xytext=(3, 3), textcoords="offset points")
         ax.set_yscale("log")
         ax.set_xlabel("recall@10")
         ax.set_title(label)
         ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
     axes[0].set_ylabel("queries per second, 1 thread")
-    axes[0].legend(fontsize=8)
     fig.suptitle(f"binary codes, 1-4 bits per dimension ({title})")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
