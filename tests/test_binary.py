@@ -61,23 +61,30 @@ def test_dots_exact_at_every_simd_level(clustered, simd_level):
         np.testing.assert_array_equal(b.dots(q, d), ref)
 
 
-@pytest.mark.parametrize("bits, levels", [(64, 0), (100, 1), (128, 1), (72, 2)])
-def test_scoring_paths_identical_at_every_simd_level(clustered, simd_level, bits, levels):
+@pytest.mark.parametrize("bits, levels, query_levels",
+                         [(64, 0, 0), (64, 0, 4), (100, 1, 1), (128, 1, 3), (72, 2, 2), (72, 2, 5)])
+def test_scoring_paths_identical_at_every_simd_level(clustered, simd_level, bits, levels,
+                                                     query_levels):
     xb, xq = clustered
-    paths = ["popcount", "u8"] + (["sdc"] if levels <= 1 and bits % (4 // (levels + 1)) == 0 else [])
     out = {}
-    for path in paths:
-        index = quanta.BinaryIndex(64, bits, levels, scoring=path, seed=5)
+    for path in ("popcount", "u8", "sdc"):
+        try:
+            index = quanta.BinaryIndex(64, bits, levels, query_levels=query_levels, scoring=path,
+                                       seed=5)
+        except ValueError:
+            assert path == "sdc" and levels == 2  # 3-plane documents do not tile nibbles
+            continue
         assert index.scoring == path
         index.train(xb)
         index.add(xb[:3000], ids=np.arange(3000) * 3)
         out[path] = index.search(xq, 12)
-        np.testing.assert_array_equal(index._index.codes(), index.binarizer.encode(xb[:3000]))
         b = index.binarizer
-        np.testing.assert_array_equal(
-            b.dots(b.encode(xq[:5]), b.encode(xb[:50])),
-            b.values(b.encode(xq[:5])).astype(np.int64) @ b.values(b.encode(xb[:50])).astype(np.int64).T)
-    for path in paths[1:]:
+        np.testing.assert_array_equal(index._index.codes(), b.encode(xb[:3000], levels=levels))
+        q, d = b.encode(xq[:5]), b.encode(xb[:50], levels=levels)
+        ref = b.values(q).astype(np.int64) @ b.values(d).astype(np.int64).T
+        for kernel in ("popcount", "u8"):
+            np.testing.assert_array_equal(b.dots(q, d, path=kernel), ref)
+    for path in out:
         np.testing.assert_array_equal(out[path].ids, out["popcount"].ids)
         np.testing.assert_array_equal(out[path].distances, out["popcount"].distances)
 
@@ -103,7 +110,8 @@ def test_index_scores_are_code_cosines(clustered):
     index.add(xb[:2000], ids=np.arange(2000) + 7)
     D, I = index.search(xq, 15)
     b = index.binarizer
-    vq, vd = b.decode(b.encode(xq)).astype(np.float64), b.decode(b.encode(xb[:2000])).astype(np.float64)
+    vq = b.decode(b.encode(xq)).astype(np.float64)  # 4-bit queries (query_levels 3)
+    vd = b.decode(b.encode(xb[:2000], levels=1)).astype(np.float64)
     cos = (vq @ vd.T) / np.linalg.norm(vq, axis=1)[:, None] / np.linalg.norm(vd, axis=1)[None]
     np.testing.assert_allclose(D, np.take_along_axis(cos, I - 7, 1), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(D, -np.sort(-cos, 1)[:, :15], rtol=1e-5, atol=1e-6)
@@ -113,14 +121,17 @@ def test_more_planes_raise_recall_and_beat_one_bit_at_equal_bits(clustered):
     xb, xq = clustered
     _, gt = brute_force_knn(xb, xq, 10, "ip")
     r = {}
-    for spec in ("RBE64x1", "RBE128x1", "RBE64x2", "RBE64x3"):
+    for spec in ("RBE64x1q1", "RBE128x1q1", "RBE64x2q2", "RBE64x3", "RBE64x1", "RBE64x2"):
         index = quanta.index_factory(64, spec)
         index.train(xb)
         index.add(xb)
         r[spec] = recall_at_k(index.search(xq, 10).ids, gt)
-    # measured: 0.371, 0.498, 0.580, 0.679
-    assert r["RBE64x1"] < r["RBE64x2"] < r["RBE64x3"], r
-    assert r["RBE64x2"] > r["RBE128x1"] + 0.05, r  # 2 bits/dim beats 1 bit at 128 total bits
+    # measured: 0.371, 0.498, 0.580, 0.679, 0.452, 0.645
+    # symmetric codes: more planes, more recall; 2 bits/dim beats 1 bit at 128 total bits
+    assert r["RBE64x1q1"] < r["RBE64x2q2"] < r["RBE64x3"], r
+    assert r["RBE64x2q2"] > r["RBE128x1q1"] + 0.05, r
+    # 4-bit queries (the default for 1-2 plane codes) beat symmetric ones
+    assert r["RBE64x1"] > r["RBE64x1q1"] + 0.05 and r["RBE64x2"] > r["RBE64x2q2"] + 0.02, r
 
 
 def test_real_embeddings_recall_and_refine():
@@ -135,7 +146,7 @@ def test_real_embeddings_recall_and_refine():
         ix.add(xb)
     r_plain = recall_at_k(plain.search(xq, 10).ids, gt)
     r_ref = recall_at_k(refined.search(xq, 10).ids, gt)
-    assert r_plain >= 0.55 and r_ref >= 0.94, (r_plain, r_ref)  # measured: 0.589, 0.966
+    assert r_plain >= 0.57 and r_ref >= 0.94, (r_plain, r_ref)  # measured: 0.610, 0.971
 
 
 @pytest.mark.parametrize("spec, bits, levels, refine", [("RBE100x3,Refine(f16)", 100, 2, "f16"),
@@ -201,6 +212,10 @@ def test_errors(clustered):
     index.add(xb[:10])
     D, I = index.search(xq[:2], 20)  # k > ntotal pads
     assert (I[:, 10:] == -1).all() and index.ntotal == 10
-    for bad in ("RBE64x0", "RBE64x9", "RBE64x2,Refine(f4)", "OPQ8,RBE64x2"):
+    with pytest.raises(ValueError, match="query_levels"):
+        quanta.BinaryIndex(64, 64, 2, query_levels=1)
+    with pytest.raises(ValueError, match="levels"):
+        quanta.RecurrentBinarizer(64, 64, 1).fit(xb).encode(xq, levels=2)
+    for bad in ("RBE64x0", "RBE64x9", "RBE64x2q1", "RBE64x2,Refine(f4)", "OPQ8,RBE64x2"):
         with pytest.raises(ValueError, match="spec"):
             quanta.index_factory(64, bad)

@@ -143,17 +143,16 @@ inline uint64_t popcount64(uint64_t x) {
   return (x * 0x0101010101010101ull) >> 56;
 }
 
-void rbe_dots(const uint64_t* q, const uint64_t* codes, size_t n, size_t planes, size_t words,
-              int32_t* out) {
-  const size_t cw = planes * words;
+void rbe_dots(const uint64_t* q, size_t qplanes, const uint64_t* codes, size_t planes, size_t n,
+              size_t words, int32_t* out) {
   for (size_t r = 0; r < n; ++r) {
-    const uint64_t* d = codes + r * cw;
+    const uint64_t* d = codes + r * planes * words;
     uint64_t s = 0;
-    for (size_t i = 0; i < planes; ++i)
+    for (size_t i = 0; i < qplanes; ++i)
       for (size_t k = 0; k < planes; ++k) {
         uint64_t c = 0;
         for (size_t w = 0; w < words; ++w) c += popcount64(q[i * words + w] & d[k * words + w]);
-        s += c << (2 * (planes - 1) - i - k);
+        s += c << (qplanes - 1 - i + planes - 1 - k);
       }
     out[r] = int32_t(s);
   }
@@ -168,10 +167,10 @@ void rbe_values(const uint64_t* code, size_t planes, size_t words, uint8_t* c) {
   }
 }
 
-void rbe_dots_u8(const uint64_t* q, const uint64_t* codes, size_t n, size_t planes, size_t words,
-                 int32_t* out) {
+void rbe_dots_u8(const uint64_t* q, size_t qplanes, const uint64_t* codes, size_t planes,
+                 size_t n, size_t words, int32_t* out) {
   std::vector<uint8_t> cq(64 * words), cd(64 * words);
-  rbe_values(q, planes, words, cq.data());
+  rbe_values(q, qplanes, words, cq.data());
   for (size_t r = 0; r < n; ++r) {
     rbe_values(codes + r * planes * words, planes, words, cd.data());
     int32_t s = 0;

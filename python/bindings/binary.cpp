@@ -47,6 +47,16 @@ const uint64_t* code_rows(const py::array& a, size_t cw, size_t& n, const char* 
   return static_cast<const uint64_t*>(a.data());
 }
 
+// Codes of any level count the binarizer can make: returns their plane count.
+size_t code_planes(const RecurrentBinarizer& b, const py::array& a, const char* what) {
+  const size_t w = b.words();
+  if (a.ndim() != 2 || size_t(a.shape(1)) % w || size_t(a.shape(1)) / w == 0 ||
+      size_t(a.shape(1)) / w > b.planes())
+    throw py::value_error(std::string(what) + " must have shape (n, planes * " + std::to_string(w) +
+                          ") with 1 <= planes <= " + std::to_string(b.planes()));
+  return size_t(a.shape(1)) / w;
+}
+
 }  // namespace
 
 void bind_binary(py::module_& m) {
@@ -72,43 +82,57 @@ void bind_binary(py::module_& m) {
         for (const auto& t : self.resid()) rs.append(from_transform(t));
         return py::make_tuple(from_transform(self.first()), rc, rs, self.normalize_recon());
       })
-      .def("encode", [](const RecurrentBinarizer& self, const py::array& x, int threads) {
+      .def("encode", [](const RecurrentBinarizer& self, const py::array& x, int threads,
+                        size_t levels) {
         size_t n;
         const float* p = f32_rows(x, self.dim(), n, "x");
-        py::array_t<uint64_t> out({py::ssize_t(n), py::ssize_t(self.code_words())});
+        if (levels > self.levels())
+          throw py::value_error("levels must be <= " + std::to_string(self.levels()));
+        py::array_t<uint64_t> out({py::ssize_t(n), py::ssize_t((levels + 1) * self.words())});
         uint64_t* o = out.mutable_data();
         py::gil_scoped_release nogil;
-        self.encode(p, n, o, threads);
+        self.encode(p, n, o, threads, levels);
         return out;
       })
       .def("unpack", [](const RecurrentBinarizer& self, const py::array& codes) {
+        const size_t planes = code_planes(self, codes, "codes");
         size_t n;
-        const uint64_t* c = code_rows(codes, self.code_words(), n, "codes");
+        const uint64_t* c = code_rows(codes, planes * self.words(), n, "codes");
         py::array_t<uint8_t> out({py::ssize_t(n), py::ssize_t(self.m())});
         for (size_t i = 0; i < n; ++i)
-          self.unpack(c + i * self.code_words(), out.mutable_data() + i * self.m());
+          self.unpack(c + i * planes * self.words(), planes, out.mutable_data() + i * self.m());
         return out;
       })
-      // sum_j c_q c_d for every (query, code) pair, with the active SIMD level's kernel.
-      .def("dots", [](const RecurrentBinarizer& self, const py::array& q, const py::array& codes) {
+      // sum_j c_q c_d for every (query, code) pair, with the active SIMD level's kernel
+      // (path "popcount" or "u8").
+      .def("dots", [](const RecurrentBinarizer& self, const py::array& q, const py::array& codes,
+                      const std::string& path) {
+        const size_t qplanes = code_planes(self, q, "q_codes"), planes = code_planes(self, codes, "codes");
         size_t nq, n;
-        const uint64_t* qp = code_rows(q, self.code_words(), nq, "queries");
-        const uint64_t* cp = code_rows(codes, self.code_words(), n, "codes");
+        const uint64_t* qp = code_rows(q, qplanes * self.words(), nq, "q_codes");
+        const uint64_t* cp = code_rows(codes, planes * self.words(), n, "codes");
+        const Kernels& kern = kernels(active_isa());
+        if (path != "popcount" && path != "u8") throw py::value_error("path must be 'popcount' or 'u8'");
+        if (path == "u8" && (qplanes > 7 || planes > 7))
+          throw py::value_error("the u8 path supports at most 7 planes");
+        const auto fn = path == "u8" ? kern.rbe_dots_u8 : kern.rbe_dots;
         py::array_t<int32_t> out({py::ssize_t(nq), py::ssize_t(n)});
         int32_t* o = out.mutable_data();
-        const Kernels& kern = kernels(active_isa());
         py::gil_scoped_release nogil;
         for (size_t i = 0; i < nq; ++i)
-          kern.rbe_dots(qp + i * self.code_words(), cp, n, self.planes(), self.words(), o + i * n);
+          fn(qp + i * qplanes * self.words(), qplanes, cp, planes, n, self.words(), o + i * n);
         return out;
       });
 
   py::class_<BinaryIndex> c(m, "BinaryIndex");
   bind_common(c);
-  c.def(py::init([](size_t dim, size_t bits, size_t levels, const std::string& metric,
-                    const std::string& scoring) {
-     return new BinaryIndex(dim, bits, levels, metric_from_name(metric), scoring);
+  c.def(py::init([](size_t dim, size_t bits, size_t levels, size_t query_levels,
+                    const std::string& metric, const std::string& scoring) {
+     return new BinaryIndex(dim, bits, levels, query_levels, metric_from_name(metric), scoring);
    }))
+      .def_static("sdc_possible", &BinaryIndex::sdc_possible)
+      .def_property_readonly("levels", &BinaryIndex::levels)
+      .def_property_readonly("query_levels", &BinaryIndex::query_levels)
       .def_property_readonly("scoring", [](const BinaryIndex& self) {
         return std::string(binary_scoring_name(self.scoring()));
       })
@@ -116,7 +140,7 @@ void bind_binary(py::module_& m) {
            py::return_value_policy::reference_internal)
       .def("add_codes", [](BinaryIndex& self, const py::array& codes) {
         size_t n;
-        const uint64_t* p = code_rows(codes, self.binarizer().code_words(), n, "codes");
+        const uint64_t* p = code_rows(codes, self.code_words(), n, "codes");
         self.add_codes(p, n, nullptr);
       })
       .def("search", [](const BinaryIndex& self, const py::array& q, size_t k, int threads) {
@@ -126,7 +150,7 @@ void bind_binary(py::module_& m) {
       })
       .def("codes", [](const BinaryIndex& self) {
         const std::vector<uint64_t> codes = self.codes();
-        py::array_t<uint64_t> out({py::ssize_t(self.ntotal()), py::ssize_t(self.binarizer().code_words())});
+        py::array_t<uint64_t> out({py::ssize_t(self.ntotal()), py::ssize_t(self.code_words())});
         if (!codes.empty()) std::memcpy(out.mutable_data(), codes.data(), codes.size() * 8);
         return out;
       })

@@ -128,10 +128,18 @@ class RecurrentBinarizer(Persistent):
         if not self.is_trained:
             raise ValueError("the binarizer is not fitted; call fit(x) first")
 
-    def encode(self, x, *, threads: int = 0) -> np.ndarray:
-        """Codes of x (n, dim): uint64 (n, code_words). Multi-threaded, GIL released."""
+    words = property(lambda self: (self.bits + 63) // 64, doc="uint64 words per plane")
+
+    def encode(self, x, *, levels: int | None = None, threads: int = 0) -> np.ndarray:
+        """Codes of x (n, dim) with ``levels`` levels (default: all; fewer stops the recurrence
+        early, giving a prefix of the longer code): uint64 (n, (levels + 1) * words).
+        Multi-threaded, GIL released."""
         self._trained()
-        return self._b.encode(as_f32_matrix(x, self.dim, "x"), as_threads(threads))
+        levels = self.levels if levels is None else levels
+        if isinstance(levels, bool) or not isinstance(levels, (int, np.integer)) \
+                or not 0 <= levels <= self.levels:
+            raise ValueError(f"levels must be an integer in [0, {self.levels}]; got {levels!r}")
+        return self._b.encode(as_f32_matrix(x, self.dim, "x"), as_threads(threads), int(levels))
 
     def _codes(self, codes, name="codes"):
         codes = np.asarray(codes)
@@ -139,8 +147,10 @@ class RecurrentBinarizer(Persistent):
             raise TypeError(f"{name} must be uint64 codes from encode(); got {codes.dtype}")
         if codes.ndim == 1:
             codes = codes[None, :]
-        if codes.ndim != 2 or codes.shape[1] != self.code_words:
-            raise ValueError(f"{name} must have shape (n, {self.code_words}); got {codes.shape}")
+        if codes.ndim != 2 or codes.shape[1] % self.words or \
+                not 1 <= codes.shape[1] // self.words <= self.planes:
+            raise ValueError(f"{name} must have shape (n, planes * {self.words}) with 1 <= planes "
+                             f"<= {self.planes}; got {codes.shape}")
         return np.ascontiguousarray(codes)
 
     def values(self, codes) -> np.ndarray:
@@ -149,13 +159,16 @@ class RecurrentBinarizer(Persistent):
 
     def decode(self, codes) -> np.ndarray:
         """The code vectors b = sum_i 2**-i s_i (n, bits), float32."""
-        c = self.values(codes).astype(np.float32)
-        return (2 * c - (2 ** self.planes - 1)) / np.float32(2 ** self.levels)
+        codes = self._codes(codes)
+        planes = codes.shape[1] // self.words
+        c = self._b.unpack(codes).astype(np.float32)
+        return (2 * c - (2 ** planes - 1)) / np.float32(2 ** (planes - 1))
 
-    def dots(self, q_codes, codes) -> np.ndarray:
+    def dots(self, q_codes, codes, *, path: str = "popcount") -> np.ndarray:
         """sum_j c_q[j] c[j] for every pair (nq, n), int32: the exact integer part of the score,
-        computed by the active SIMD level's kernel."""
-        return self._b.dots(self._codes(q_codes, "q_codes"), self._codes(codes))
+        by the active SIMD level's kernel of ``path`` ("popcount" or "u8"). The two sides may
+        have different level counts."""
+        return self._b.dots(self._codes(q_codes, "q_codes"), self._codes(codes), path)
 
     # persistence: every layer's weights in one float array, their shapes in the metadata
     def _state(self):
@@ -207,12 +220,26 @@ class RecurrentBinarizer(Persistent):
 register_kind("RBIN", RecurrentBinarizer)
 
 
+def _default_query_levels(bits, levels):
+    """Up to 4-bit queries while the sdc tables stay exact in uint8 (1-2 plane documents):
+    the query's extra levels cost no storage and, with sdc, no scan time. Deeper documents keep
+    symmetric codes (popcount work grows with the query's planes)."""
+    if levels <= 1:
+        for q in (3, 2, 1):
+            if q >= levels and _core.BinaryIndex.sdc_possible(int(bits), int(levels), q):
+                return q
+    return levels
+
+
 class BinaryIndex(_QuantizedIndex, Persistent):
     """Flat index of recurrent binary codes (factory ``"RBE<bits>x<planes>"``, e.g.
     ``"RBE384x2"``: 384 bits per plane, 2 planes = 2 bits per dimension).
 
-    Documents and queries go through the same binarizer; the score of two codes is the cosine
-    of their code vectors (BEBR's ranking), from an exact integer dot product computed one of
+    Documents and queries go through the same binarizer; queries may keep more levels of its
+    recurrence than the documents (``query_levels``; by default up to 4 bits per dimension for
+    1-2 plane documents while sdc stays exact, ``query_levels=levels`` for BEBR's symmetric
+    codes): a finer query at no storage or scan cost. The score of two codes is the cosine of
+    their code vectors (BEBR's ranking), from an exact integer dot product computed one of
     three ways (``scoring``), all with identical results: ``"sdc"``, BEBR's symmetric distance
     calculation (codes in the 4-bit fast-scan layout, one exact 16-entry table per query
     nibble; 1 or 2 planes), ``"popcount"`` (bit-plane AND + popcount, AVX-512 VPOPCNTDQ) and
@@ -224,16 +251,22 @@ class BinaryIndex(_QuantizedIndex, Persistent):
     """
 
     def __init__(self, dim: int, bits: int | None = None, levels: int = 1, metric: str = "ip",
-                 *, scoring: str = "auto", transform: str = "pca", center: bool = True,
-                 seed: int = 0, refine: str | None = None, refine_factor: int = 4):
+                 *, query_levels: int | None = None, scoring: str = "auto",
+                 transform: str = "pca", center: bool = True, seed: int = 0,
+                 refine: str | None = None, refine_factor: int = 4):
         bits = dim if bits is None else bits
         _check_shape(dim, bits, levels)
+        query_levels = _default_query_levels(bits, levels) if query_levels is None else query_levels
+        _check_shape(dim, bits, query_levels)
+        if query_levels < levels:
+            raise ValueError(f"query_levels ({query_levels}) must be >= levels ({levels})")
         if metric not in ("ip", "cosine"):
             raise ValueError(f"metric must be 'ip' or 'cosine'; got {metric!r}")
         if scoring not in SCORINGS:
             raise ValueError(f"scoring must be one of {SCORINGS}; got {scoring!r}")
-        self._index = _core.BinaryIndex(int(dim), int(bits), int(levels), metric, scoring)
-        self._binarizer = RecurrentBinarizer(int(dim), int(bits), int(levels),
+        self._index = _core.BinaryIndex(int(dim), int(bits), int(levels), int(query_levels),
+                                        metric, scoring)
+        self._binarizer = RecurrentBinarizer(int(dim), int(bits), int(query_levels),
                                              transform=transform, center=center, seed=seed)
         self._binarizer._b = self._index.binarizer()  # share the index's native binarizer
         self._dim = int(dim)
@@ -241,8 +274,10 @@ class BinaryIndex(_QuantizedIndex, Persistent):
 
     dim = property(lambda self: self._dim)
     bits = property(lambda self: self._binarizer.bits)
-    levels = property(lambda self: self._binarizer.levels)
-    planes = property(lambda self: self._binarizer.planes)
+    levels = property(lambda self: self._index.levels, doc="the documents' levels")
+    query_levels = property(lambda self: self._index.query_levels,
+                            doc="the queries' levels (>= levels: a finer query, same storage)")
+    planes = property(lambda self: self._index.levels + 1, doc="bits per dimension stored")
     binarizer = property(lambda self: self._binarizer, doc="the index's RecurrentBinarizer")
     code_size = property(lambda self: (self.bits * self.planes + 7) // 8,
                          doc="bytes of code per vector (bits x planes / 8)")
@@ -251,7 +286,8 @@ class BinaryIndex(_QuantizedIndex, Persistent):
 
     def __repr__(self):
         return (f"BinaryIndex(dim={self.dim}, bits={self.bits}, levels={self.levels}, "
-                f"metric={self.metric!r}, scoring={self.scoring!r}, ntotal={self.ntotal})")
+                f"query_levels={self.query_levels}, metric={self.metric!r}, "
+                f"scoring={self.scoring!r}, ntotal={self.ntotal})")
 
     @property
     def pq(self):
@@ -280,16 +316,16 @@ class BinaryIndex(_QuantizedIndex, Persistent):
         rmeta, rarrays = self._extra_parts()
         write_container(f, "RBIX", self.dim, self.ntotal,
                         {**self._binarizer._meta(), **state, "metric": self.metric,
-                         "scoring": self.scoring, **rmeta},
+                         "scoring": self.scoring, "doc_levels": self.levels, **rmeta},
                         {"WTS_": flat, "CODE": self._index.codes(), "IDS_": self._index.ids(),
                          **rarrays})
 
     @classmethod
     def _from_parts(cls, dim, ntotal, meta, arrays, source):
         try:
-            index = cls(dim, meta["bits"], meta["levels"], meta["metric"],
-                        scoring=meta.get("scoring", "auto"), transform=meta["transform"],
-                        center=meta["center"], seed=meta["seed"])
+            index = cls(dim, meta["bits"], meta["doc_levels"], meta["metric"],
+                        query_levels=meta["levels"], scoring=meta["scoring"],
+                        transform=meta["transform"], center=meta["center"], seed=meta["seed"])
             index._binarizer._restore(meta, np.asarray(arrays["WTS_"], np.float32))
             index._index.restore(np.ascontiguousarray(arrays["CODE"], np.uint64),
                                  np.ascontiguousarray(arrays["IDS_"], np.int64), ntotal)

@@ -11,7 +11,7 @@ from .storage import STORAGES
 _FLAT = re.compile(r"^Flat(?:\((?P<storage>[a-z0-9]+)\))?$")
 _PQ = re.compile(r"^PQ(?P<m>[0-9]+)(?:x(?P<nbits>[0-9]+))?(?P<fs>fs)?$")
 _IVF = re.compile(r"^IVF(?P<nlist>[0-9]+),(?P<rest>.+)$")
-_RBE = re.compile(r"^RBE(?P<bits>[0-9]+)x(?P<planes>[0-9]+)$")
+_RBE = re.compile(r"^RBE(?P<bits>[0-9]+)x(?P<planes>[0-9]+)(?:q(?P<qplanes>[0-9]+))?$")
 _OPQ = re.compile(r"^OPQ(?P<m>[0-9]+),(?P<rest>.+)$")
 _REFINE = re.compile(r"^(?P<base>.+),(?:Refine\((?P<storage>[a-z0-9]+)\)|(?P<rflat>RFlat))$")
 
@@ -29,7 +29,7 @@ def index_factory(dim: int, spec: str, metric: str = "ip"):
     e.g. ``"OPQ32,IVF1024,PQ32x8,Refine(f8e4m3)"``. ``"RBE<bits>x<planes>"``: recurrent binary
     codes of ``bits`` bits per plane and ``planes`` planes (bits per dimension), searched by
     exact code scores, e.g. ``"RBE384x2"`` or ``"RBE384x2,Refine(f8e4m3)"`` (metric ip or
-    cosine).
+    cosine); ``"RBE384x2q2"`` sets the query's planes (here symmetric codes, as BEBR).
     """
     if not isinstance(spec, str):
         raise TypeError(f"spec must be a string; got {type(spec).__name__}")
@@ -52,9 +52,12 @@ def index_factory(dim: int, spec: str, metric: str = "ip"):
         if "opq" in kw:
             raise ValueError(f"index spec {spec!r}: OPQ<m>, precedes a PQ or IVF-PQ spec")
         planes = int(rbe.group("planes"))
-        if not 1 <= planes <= 8:
-            raise ValueError(f"index spec {spec!r}: RBE<bits>x<planes> needs 1 to 8 planes")
-        return BinaryIndex(dim, int(rbe.group("bits")), planes - 1, metric, **kw)
+        qplanes = int(rbe.group("qplanes")) if rbe.group("qplanes") else None
+        if not 1 <= planes <= 8 or not (qplanes is None or planes <= qplanes <= 8):
+            raise ValueError(f"index spec {spec!r}: RBE<bits>x<planes>[q<query planes>] needs 1 "
+                             f"to 8 planes, and query planes >= planes")
+        return BinaryIndex(dim, int(rbe.group("bits")), planes - 1, metric,
+                           query_levels=None if qplanes is None else qplanes - 1, **kw)
     m = _FLAT.match(spec.strip())
     if m and "opq" in kw:
         raise ValueError(f"index spec {spec!r}: OPQ<m>, precedes a PQ or IVF-PQ spec")

@@ -52,16 +52,17 @@ struct Kernels {
   void (*row16_table_minmax)(const float* a, const float* b, size_t n, float* rows, float* lo,
                              float* hi);
   void (*row16_quantize)(const float* rows, size_t n, const float* lo, float a, uint8_t* out);
-  // Recurrent binary codes (recurrent_binary.hpp): each code is `planes` bit planes of `words`
-  // uint64, most significant level first. out[r] = sum over dimensions of c_q * c_r, the
-  // product of the two codes' integer values, as sum over plane pairs (i, k) of
-  // 2^(2 (planes - 1) - i - k) * popcount(q_i & r_k). Exact integers: the same everywhere.
-  void (*rbe_dots)(const uint64_t* q, const uint64_t* codes, size_t n, size_t planes,
-                   size_t words, int32_t* out);
-  // The same sums as an unsigned 8-bit dot product: each code's planes are expanded to one
-  // byte per dimension (AVX-512: masked byte moves, then VNNI vpdpbusd). planes <= 7.
-  void (*rbe_dots_u8)(const uint64_t* q, const uint64_t* codes, size_t n, size_t planes,
-                      size_t words, int32_t* out);
+  // Recurrent binary codes (recurrent_binary.hpp): bit planes of `words` uint64, most
+  // significant level first; the query has qplanes planes, each of the n codes `planes`.
+  // out[r] = sum over dimensions of c_q * c_r, the product of the two codes' integer values,
+  // as sum over plane pairs (i, k) of 2^(qplanes - 1 - i + planes - 1 - k) * popcount(q_i & r_k).
+  // Exact integers: the same everywhere.
+  void (*rbe_dots)(const uint64_t* q, size_t qplanes, const uint64_t* codes, size_t planes,
+                   size_t n, size_t words, int32_t* out);
+  // The same sums as an unsigned 8-bit dot product: the planes expanded to one byte per
+  // dimension (AVX-512: masked byte adds, then VNNI vpdpbusd). qplanes, planes <= 7.
+  void (*rbe_dots_u8)(const uint64_t* q, size_t qplanes, const uint64_t* codes, size_t planes,
+                      size_t n, size_t words, int32_t* out);
 };
 
 const Kernels& kernels(Isa isa);

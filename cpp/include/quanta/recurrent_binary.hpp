@@ -49,13 +49,18 @@ class RecurrentBinarizer {
   const std::vector<Transform>& resid() const { return resid_; }
   bool normalize_recon() const { return normalize_recon_; }
 
-  // n x code_words codes (the same for any thread count).
-  void encode(const float* x, size_t n, uint64_t* codes, int threads) const;
+  // n codes of levels + 1 planes (<= levels() + 1: the recurrence stops early, so a shorter
+  // code is a prefix of the longer one), (levels + 1) * words uint64 each; the same for any
+  // thread count.
+  void encode(const float* x, size_t n, uint64_t* codes, int threads, size_t levels) const;
+  void encode(const float* x, size_t n, uint64_t* codes, int threads) const {
+    encode(x, n, codes, threads, levels_);
+  }
 
-  // Per-code integers of a stored code: sum_j c_j, and |b|^2 * 4^u = sum_j (2 c_j - K)^2.
-  void code_stats(const uint64_t* code, int32_t* sum, int64_t* norm2) const;
-  // The values c_j (m bytes) of one code.
-  void unpack(const uint64_t* code, uint8_t* c) const;
+  // Integers of a code of `planes` planes: sum_j c_j, and sum_j (2 c_j - K)^2 (= |b|^2 4^u).
+  void code_stats(const uint64_t* code, size_t planes, int32_t* sum, int64_t* norm2) const;
+  // The values c_j (m bytes) of one code of `planes` planes.
+  void unpack(const uint64_t* code, size_t planes, uint8_t* c) const;
 
  private:
   size_t dim_, m_, levels_;

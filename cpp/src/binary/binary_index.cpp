@@ -22,11 +22,12 @@ constexpr size_t kGroup = 4;               // sdc: queries per code load
 // The sdc nibbles of n codes (fast-scan's plain 4-bit codes: two per byte, low first):
 // nibble g holds dimensions D g .. D g + D - 1 (D = 4 / planes), `planes` bits each, the first
 // dimension in the lowest bits.
-std::vector<uint8_t> to_nibbles(const RecurrentBinarizer& b, const uint64_t* codes, size_t n) {
-  const size_t p = b.planes(), d = 4 / p, groups = b.m() / d, cs = (groups + 1) / 2;
+std::vector<uint8_t> to_nibbles(const RecurrentBinarizer& b, size_t p, const uint64_t* codes,
+                                size_t n) {
+  const size_t d = 4 / p, groups = b.m() / d, cs = (groups + 1) / 2;
   std::vector<uint8_t> out(n * cs, 0), c(b.m());
   for (size_t i = 0; i < n; ++i) {
-    b.unpack(codes + i * b.code_words(), c.data());
+    b.unpack(codes + i * p * b.words(), p, c.data());
     for (size_t g = 0; g < groups; ++g) {
       uint32_t v = 0;
       for (size_t t = 0; t < d; ++t) v |= uint32_t(c[d * g + t]) << (p * t);
@@ -36,36 +37,37 @@ std::vector<uint8_t> to_nibbles(const RecurrentBinarizer& b, const uint64_t* cod
   return out;
 }
 
-void from_nibbles(const RecurrentBinarizer& b, const uint8_t* nib, size_t n, uint64_t* codes) {
-  const size_t p = b.planes(), d = 4 / p, groups = b.m() / d, cs = (groups + 1) / 2;
-  const size_t words = b.words(), cw = b.code_words();
+void from_nibbles(const RecurrentBinarizer& b, size_t p, const uint8_t* nib, size_t n,
+                  uint64_t* codes) {
+  const size_t d = 4 / p, groups = b.m() / d, cs = (groups + 1) / 2;
+  const size_t words = b.words(), cw = p * words;
   std::fill(codes, codes + n * cw, uint64_t(0));
   for (size_t i = 0; i < n; ++i)
     for (size_t g = 0; g < groups; ++g) {
       const uint32_t v = (nib[i * cs + g / 2] >> (4 * (g % 2))) & 15;
       for (size_t t = 0; t < d; ++t) {
         const size_t j = d * g + t;
-        const uint32_t c = (v >> (p * t)) & b.max_value();
+        const uint32_t c = (v >> (p * t)) & ((1u << p) - 1);
         for (size_t l = 0; l < p; ++l)
           codes[i * cw + l * words + j / 64] |= uint64_t((c >> (p - 1 - l)) & 1) << (j % 64);
       }
     }
 }
 
-// sdc table of one query (values cq): entry e of nibble g is mx - sum over its dimensions of
-// (2 c_q - K)(2 v - K) + K^2, v the dimension's value in e: exact, in [0, mx], smaller is
-// better, as the fast-scan kernel wants. Returns mx.
-uint32_t sdc_table(const uint8_t* cq, size_t m, size_t p, uint8_t* lut) {
-  const int32_t k = (1 << p) - 1;
+// sdc table of one query (values cq, qp planes) for documents of p planes: entry e of nibble g
+// is mx - sum over its dimensions of (2 c_q - K_q)(2 v - K_d) + K_q K_d, v the dimension's
+// value in e: exact, in [0, mx], smaller is better, as the fast-scan kernel wants. Returns mx.
+uint32_t sdc_table(const uint8_t* cq, size_t qp, size_t m, size_t p, uint8_t* lut) {
+  const int32_t k = (1 << p) - 1, kq = (1 << qp) - 1;
   const size_t d = 4 / p, groups = m / d;
-  const int32_t mx = int32_t(d) * 2 * k * k;
+  const int32_t mx = int32_t(d) * 2 * kq * k;
   std::fill(lut, lut + fast_scan::block_bytes(groups), uint8_t(0));
   for (size_t g = 0; g < groups; ++g)
     for (int32_t e = 0; e < 16; ++e) {
       int32_t t = 0;
       for (size_t s = 0; s < d; ++s) {
         const int32_t v = (e >> (p * s)) & k;
-        t += (2 * int32_t(cq[d * g + s]) - k) * (2 * v - k) + k * k;
+        t += (2 * int32_t(cq[d * g + s]) - kq) * (2 * v - k) + kq * k;
       }
       lut[16 * g + size_t(e)] = uint8_t(mx - t);
     }
@@ -85,23 +87,28 @@ const char* binary_scoring_name(BinaryScoring s) {
   return s == BinaryScoring::sdc ? "sdc" : s == BinaryScoring::u8 ? "u8" : "popcount";
 }
 
-BinaryIndex::BinaryIndex(size_t dim, size_t m, size_t levels, Metric metric,
-                         const std::string& scoring)
-    : bin_(dim, m, levels), metric_(metric) {
+BinaryIndex::BinaryIndex(size_t dim, size_t m, size_t levels, size_t query_levels,
+                         Metric metric, const std::string& scoring)
+    : bin_(dim, m, std::max(levels, query_levels)), levels_(levels), metric_(metric) {
   if (metric == Metric::l2)
     throw std::invalid_argument("BinaryIndex: metric must be 'ip' or 'cosine'");
+  if (query_levels < levels)
+    throw std::invalid_argument("BinaryIndex: query_levels must be >= levels");
+  const bool u8_ok = query_levels < 7;
   if (scoring == "auto") {
-    scoring_ = sdc_possible(m, levels) ? BinaryScoring::sdc
-               : !cpu_has("avx512vpopcntdq") && cpu_has("avx512vnni") && levels < 7
+    scoring_ = sdc_possible(m, levels, query_levels) ? BinaryScoring::sdc
+               : !cpu_has("avx512vpopcntdq") && cpu_has("avx512vnni") && u8_ok
                    ? BinaryScoring::u8
                    : BinaryScoring::popcount;
   } else {
     scoring_ = binary_scoring_from_name(scoring);
   }
-  if (scoring_ == BinaryScoring::sdc && !sdc_possible(m, levels))
-    throw std::invalid_argument("BinaryIndex: sdc scoring needs 1 plane with bits % 4 == 0 or 2 "
-                                "planes with bits % 2 == 0, and the uint16 sums to fit");
-  if (scoring_ == BinaryScoring::u8 && levels >= 7)
+  if (scoring_ == BinaryScoring::sdc && !sdc_possible(m, levels, query_levels))
+    throw std::invalid_argument("BinaryIndex: sdc scoring needs documents of 1 plane with "
+                                "bits % 4 == 0 or 2 planes with bits % 2 == 0, a query of at "
+                                "most 5 (1 plane) or 4 (2 planes) planes, and 2 bits K_q K_d "
+                                "<= 65535");
+  if (scoring_ == BinaryScoring::u8 && !u8_ok)
     throw std::invalid_argument("BinaryIndex: u8 scoring supports at most 7 planes");
 }
 
@@ -115,17 +122,17 @@ void BinaryIndex::add(const float* x, size_t n, const int64_t* ids, int threads)
   if (n == 0) return;
   require_finite(x, n * dim(), "add: x");
   Labels::check(ids, n);
-  std::vector<uint64_t> codes(n * bin_.code_words());
-  bin_.encode(x, n, codes.data(), resolve_threads(threads));
+  std::vector<uint64_t> codes(n * code_words());
+  bin_.encode(x, n, codes.data(), resolve_threads(threads), levels_);
   add_codes(codes.data(), n, ids);
 }
 
 void BinaryIndex::add_codes(const uint64_t* codes, size_t n, const int64_t* ids) {
   Labels::check(ids, n);
-  const size_t words = bin_.words(), cw = bin_.code_words(), tail = bin_.m() % 64;
+  const size_t words = bin_.words(), cw = code_words(), tail = bin_.m() % 64;
   if (tail)
     for (size_t i = 0; i < n; ++i)
-      for (size_t p = 0; p < bin_.planes(); ++p)
+      for (size_t p = 0; p <= levels_; ++p)
         require((codes[i * cw + p * words + words - 1] >> tail) == 0,
                 "add_codes: code " + std::to_string(i) + " has bits set beyond m");
   std::vector<int32_t> sums(n);
@@ -133,13 +140,13 @@ void BinaryIndex::add_codes(const uint64_t* codes, size_t n, const int64_t* ids)
   int64_t min_norm2 = ntotal_ ? min_norm2_ : std::numeric_limits<int64_t>::max();
   for (size_t i = 0; i < n; ++i) {
     int64_t norm2;  // >= m: K is odd, so every (2 c - K)^2 >= 1
-    bin_.code_stats(codes + i * cw, &sums[i], &norm2);
+    bin_.code_stats(codes + i * cw, levels_ + 1, &sums[i], &norm2);
     inv[i] = float(1.0 / std::sqrt(double(norm2)));
     min_norm2 = std::min(min_norm2, norm2);
   }
   std::vector<int64_t> next = labels_.with_added(ids, n, ntotal_);
   if (scoring_ == BinaryScoring::sdc) {  // may throw: nothing changed yet
-    const std::vector<uint8_t> nib = to_nibbles(bin_, codes, n);
+    const std::vector<uint8_t> nib = to_nibbles(bin_, levels_ + 1, codes, n);
     blocks_.resize(fast_scan::bytes_for(ntotal_ + n, nibbles()), 0);
     fast_scan::pack(nib.data(), n, nibbles(), ntotal_, blocks_.data());
   } else {
@@ -169,23 +176,26 @@ void BinaryIndex::search(const float* q, size_t nq, size_t k, int threads, float
   require_finite(q, nq * dim(), "search: queries");
   threads = resolve_threads(threads);
   const Kernels& kern = kernels(active_isa());
-  const size_t cw = bin_.code_words(), planes = bin_.planes(), words = bin_.words();
+  const size_t qplanes = bin_.planes(), planes = levels_ + 1, words = bin_.words();
+  const size_t qcw = qplanes * words, cw = code_words();
   const size_t m = bin_.m(), nw = static_cast<size_t>(threads);
-  const int64_t K = int64_t(bin_.max_value()), mk2 = int64_t(m) * K * K;
+  const int64_t kd = (int64_t(1) << planes) - 1, kq = (int64_t(1) << qplanes) - 1;
+  const int64_t mkk = int64_t(m) * kq * kd;
   for (size_t q0 = 0; q0 < nq; q0 += kQueriesPerBatch) {
     const size_t nb = std::min(kQueriesPerBatch, nq - q0);
-    std::vector<uint64_t> qcodes(nb * cw);
+    std::vector<uint64_t> qcodes(nb * qcw);
     bin_.encode(q + q0 * dim(), nb, qcodes.data(), threads);
     std::vector<int32_t> qsum(nb);
     std::vector<double> qnorm2(nb);
     std::vector<float> qinv(nb);
     for (size_t i = 0; i < nb; ++i) {
       int64_t n2;
-      bin_.code_stats(qcodes.data() + i * cw, &qsum[i], &n2);
+      bin_.code_stats(qcodes.data() + i * qcw, qplanes, &qsum[i], &n2);
       qnorm2[i] = double(n2);
       qinv[i] = float(1.0 / std::sqrt(double(n2)));
     }
-    // cos = num / (|4^u b_q| |4^u b_d|), num = 4^u <b_q, b_d> exact: one formula for all paths
+    // cos = num / (|2c_q - K_q| |2c_d - K_d|), num = sum_j (2c_q - K_q)(2c_d - K_d) exact: one
+    // formula for all paths
     auto cosine = [&](size_t i, size_t pos, int64_t num) {
       return float(double(num) * qinv[i] * inv_norms_[pos]);
     };
@@ -195,8 +205,9 @@ void BinaryIndex::search(const float* q, size_t nq, size_t k, int threads, float
       std::vector<uint8_t> luts(nb * np * 32), cq(m);
       int64_t c0 = 0;  // num = c0 - sum
       for (size_t i = 0; i < nb; ++i) {
-        bin_.unpack(qcodes.data() + i * cw, cq.data());
-        c0 = int64_t(groups) * sdc_table(cq.data(), m, planes, luts.data() + i * np * 32) - mk2;
+        bin_.unpack(qcodes.data() + i * qcw, qplanes, cq.data());
+        c0 = int64_t(groups) * sdc_table(cq.data(), qplanes, m, planes, luts.data() + i * np * 32) -
+             mkk;
       }
       std::vector<fast_scan::Scanner> scanners(nw);
       heaps = scan_blocks(
@@ -228,10 +239,11 @@ void BinaryIndex::search(const float* q, size_t nq, size_t k, int threads, float
           [&](size_t i, size_t begin, size_t count, TopKSet& top, size_t w) {
             int32_t* d = dots[w].data();
             float* s = scores[w].data();
-            dots_fn(qcodes.data() + i * cw, codes_.data() + begin * cw, count, planes, words, d);
-            for (size_t r = 0; r < count; ++r)  // 4 S - 2K (sum c_q + sum c_d) + m K^2
+            dots_fn(qcodes.data() + i * qcw, qplanes, codes_.data() + begin * cw, planes, count,
+                    words, d);
+            for (size_t r = 0; r < count; ++r)  // 4 S - 2 K_d sum c_q - 2 K_q sum c_d + m K_q K_d
               s[r] = cosine(i, begin + r,
-                            4 * int64_t(d[r]) - 2 * K * (int64_t(qsum[i]) + sums_[begin + r]) + mk2);
+                            4 * int64_t(d[r]) - 2 * kd * qsum[i] - 2 * kq * sums_[begin + r] + mkk);
             push_scores(top, i, begin, s, count);
           });
     }
@@ -245,18 +257,19 @@ std::vector<uint64_t> BinaryIndex::codes() const {
   const size_t groups = nibbles();
   std::vector<uint8_t> nib(ntotal_ * ((groups + 1) / 2));
   fast_scan::unpack(blocks_.data(), groups, 0, ntotal_, nib.data());
-  std::vector<uint64_t> out(ntotal_ * bin_.code_words());
-  from_nibbles(bin_, nib.data(), ntotal_, out.data());
+  std::vector<uint64_t> out(ntotal_ * code_words());
+  from_nibbles(bin_, levels_ + 1, nib.data(), ntotal_, out.data());
   return out;
 }
 
 void BinaryIndex::restore(const std::vector<uint64_t>& codes, std::vector<int64_t> ids,
                           size_t ntotal) {
-  if (codes.size() != ntotal * bin_.code_words())
+  if (codes.size() != ntotal * code_words())
     throw std::invalid_argument("corrupt index data: code array has the wrong size");
   if (!(ids.empty() || ids.size() == ntotal))
     throw std::invalid_argument("corrupt index data: ids");
-  BinaryIndex fresh(dim(), bin_.m(), bin_.levels(), metric_, binary_scoring_name(scoring_));
+  BinaryIndex fresh(dim(), bin_.m(), levels_, query_levels(), metric_,
+                    binary_scoring_name(scoring_));
   fresh.add_codes(codes.data(), ntotal, ids.empty() ? nullptr : ids.data());  // validates
   codes_ = std::move(fresh.codes_);
   blocks_ = std::move(fresh.blocks_);

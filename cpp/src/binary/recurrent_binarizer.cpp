@@ -111,13 +111,17 @@ void RecurrentBinarizer::set_transforms(Transform first, std::vector<Transform> 
   normalize_recon_ = normalize_recon;
 }
 
-void RecurrentBinarizer::encode(const float* x, size_t n, uint64_t* codes, int threads) const {
+void RecurrentBinarizer::encode(const float* x, size_t n, uint64_t* codes, int threads,
+                                size_t levels) const {
   if (!is_trained()) throw std::invalid_argument("encode: the binarizer has no transforms; fit it first");
+  if (levels > levels_)
+    throw std::invalid_argument("encode: " + std::to_string(levels) + " levels asked of a " +
+                                std::to_string(levels_) + "-level binarizer");
   const Kernels& kern = kernels(active_isa());
-  const size_t mq = size_t(kern.mq), words = this->words(), cw = code_words();
+  const size_t mq = size_t(kern.mq), words = this->words(), cw = (levels + 1) * words;
   const PackedTransform first = pack(first_, mq);
   std::vector<PackedTransform> recon, resid;
-  for (size_t i = 0; i < levels_; ++i) {
+  for (size_t i = 0; i < levels; ++i) {
     recon.push_back(pack(recon_[i], mq));
     resid.push_back(pack(resid_[i], mq));
   }
@@ -139,7 +143,7 @@ void RecurrentBinarizer::encode(const float* x, size_t n, uint64_t* codes, int t
     };
     run(kern, first, xs, nr, z, tmp);
     take_signs(0, 1.0f);
-    for (size_t level = 1; level <= levels_; ++level) {
+    for (size_t level = 1; level <= levels; ++level) {
       run(kern, recon[level - 1], b.data(), nr, xh, tmp);
       if (normalize_recon_) normalize_rows(xh.data(), nr, dim_);
       for (size_t e = 0; e < nr * dim_; ++e) r[e] = xs[e] - xh[e];
@@ -149,19 +153,20 @@ void RecurrentBinarizer::encode(const float* x, size_t n, uint64_t* codes, int t
   });
 }
 
-void RecurrentBinarizer::unpack(const uint64_t* code, uint8_t* c) const {
+void RecurrentBinarizer::unpack(const uint64_t* code, size_t planes, uint8_t* c) const {
   const size_t words = this->words();
   for (size_t j = 0; j < m_; ++j) {
     uint32_t v = 0;
-    for (size_t i = 0; i < planes(); ++i) v = (v << 1) | ((code[i * words + j / 64] >> (j % 64)) & 1);
+    for (size_t i = 0; i < planes; ++i) v = (v << 1) | ((code[i * words + j / 64] >> (j % 64)) & 1);
     c[j] = uint8_t(v);
   }
 }
 
-void RecurrentBinarizer::code_stats(const uint64_t* code, int32_t* sum, int64_t* norm2) const {
+void RecurrentBinarizer::code_stats(const uint64_t* code, size_t planes, int32_t* sum,
+                                    int64_t* norm2) const {
   std::vector<uint8_t> c(m_);
-  unpack(code, c.data());
-  const int64_t k = int64_t(max_value());
+  unpack(code, planes, c.data());
+  const int64_t k = (int64_t(1) << planes) - 1;
   int64_t s = 0, q = 0;
   for (uint8_t v : c) {
     s += v;

@@ -309,19 +309,18 @@ void row16_quantize(const float* rows, size_t n, const float* lo, float a, uint8
 }
 
 // Scalar POPCNT over 64-bit words (every AVX2 CPU has it; there is no vector popcount here).
-__attribute__((target("popcnt"))) void rbe_dots(const uint64_t* q, const uint64_t* codes,
-                                                size_t n, size_t planes, size_t words,
-                                                int32_t* out) {
-  const size_t cw = planes * words;
+__attribute__((target("popcnt"))) void rbe_dots(const uint64_t* q, size_t qplanes,
+                                                const uint64_t* codes, size_t planes, size_t n,
+                                                size_t words, int32_t* out) {
   for (size_t r = 0; r < n; ++r) {
-    const uint64_t* d = codes + r * cw;
+    const uint64_t* d = codes + r * planes * words;
     uint64_t s = 0;
-    for (size_t i = 0; i < planes; ++i)
+    for (size_t i = 0; i < qplanes; ++i)
       for (size_t k = 0; k < planes; ++k) {
         uint64_t c = 0;
         for (size_t w = 0; w < words; ++w)
           c += uint64_t(_mm_popcnt_u64(q[i * words + w] & d[k * words + w]));
-        s += c << (2 * (planes - 1) - i - k);
+        s += c << (qplanes - 1 - i + planes - 1 - k);
       }
     out[r] = int32_t(s);
   }

@@ -585,14 +585,15 @@ void row16_quantize(const float* rows, size_t n, const float* lo, float a, uint8
 // every plane pair costs an and, a popcount, a shift and an add. Codes of up to 512 bits per
 // plane keep the query planes in registers and reduce eight codes' accumulators at once.
 __attribute__((target("avx512vpopcntdq"))) inline __m512i rbe_code_acc(
-    const __m512i* qv, const uint64_t* d, size_t planes, size_t words, __mmask8 keep) {
+    const __m512i* qv, size_t qplanes, const uint64_t* d, size_t planes, size_t words,
+    __mmask8 keep) {
   __m512i acc = _mm512_setzero_si512();
   for (size_t k = 0; k < planes; ++k) {
     const __m512i dk = _mm512_maskz_loadu_epi64(keep, d + k * words);
-    __m512i t = _mm512_setzero_si512();  // sum over i of popcount(q_i & d_k) << (p - 1 - i)
-    for (size_t i = 0; i < planes; ++i)
+    __m512i t = _mm512_setzero_si512();  // sum over i of popcount(q_i & d_k) << (qplanes - 1 - i)
+    for (size_t i = 0; i < qplanes; ++i)
       t = _mm512_add_epi64(t, _mm512_sll_epi64(_mm512_popcnt_epi64(_mm512_and_si512(qv[i], dk)),
-                                               _mm_cvtsi64_si128(long(planes - 1 - i))));
+                                               _mm_cvtsi64_si128(long(qplanes - 1 - i))));
     acc = _mm512_add_epi64(acc, _mm512_sll_epi64(t, _mm_cvtsi64_si128(long(planes - 1 - k))));
   }
   return acc;
@@ -611,62 +612,47 @@ inline __m512i reduce8(const __m512i* a) {
                           _mm512_shuffle_i64x2(v[0], v[1], 0xDD));
 }
 
-__attribute__((target("avx512vpopcntdq"))) void rbe_dots_vpopcnt(const uint64_t* q,
-                                                                 const uint64_t* codes, size_t n,
-                                                                 size_t planes, size_t words,
-                                                                 int32_t* out) {
+__attribute__((target("avx512vpopcntdq"))) void rbe_dots_vpopcnt(
+    const uint64_t* q, size_t qplanes, const uint64_t* codes, size_t planes, size_t n,
+    size_t words, int32_t* out) {
   const size_t cw = planes * words;
-  if (words <= 8) {
-    const __mmask8 keep = __mmask8((1u << words) - 1);
-    __m512i qv[8];
-    for (size_t i = 0; i < planes; ++i) qv[i] = _mm512_maskz_loadu_epi64(keep, q + i * words);
-    size_t r = 0;
-    for (; r + 8 <= n; r += 8) {
-      __m512i acc[8];
-      for (size_t c = 0; c < 8; ++c) acc[c] = rbe_code_acc(qv, codes + (r + c) * cw, planes, words, keep);
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + r), _mm512_cvtepi64_epi32(reduce8(acc)));
-    }
-    for (; r < n; ++r)
-      out[r] = int32_t(_mm512_reduce_add_epi64(rbe_code_acc(qv, codes + r * cw, planes, words, keep)));
+  if (words > 8) {  // longer planes: the portable POPCNT loop
+    avx2_kernels()->rbe_dots(q, qplanes, codes, planes, n, words, out);
     return;
   }
-  for (size_t r = 0; r < n; ++r) {  // longer planes: 512 bits at a time
-    const uint64_t* d = codes + r * cw;
-    __m512i acc = _mm512_setzero_si512();
-    for (size_t w0 = 0; w0 < words; w0 += 8) {
-      const __mmask8 keep = words - w0 >= 8 ? __mmask8(0xFF) : __mmask8((1u << (words - w0)) - 1);
-      for (size_t k = 0; k < planes; ++k) {
-        const __m512i dk = _mm512_maskz_loadu_epi64(keep, d + k * words + w0);
-        for (size_t i = 0; i < planes; ++i) {
-          const __m512i qi = _mm512_maskz_loadu_epi64(keep, q + i * words + w0);
-          const __m512i c = _mm512_popcnt_epi64(_mm512_and_si512(qi, dk));
-          acc = _mm512_add_epi64(
-              acc, _mm512_sll_epi64(c, _mm_cvtsi64_si128(long(2 * (planes - 1) - i - k))));
-        }
-      }
-    }
-    out[r] = int32_t(_mm512_reduce_add_epi64(acc));
+  const __mmask8 keep = __mmask8((1u << words) - 1);
+  __m512i qv[8];
+  for (size_t i = 0; i < qplanes; ++i) qv[i] = _mm512_maskz_loadu_epi64(keep, q + i * words);
+  size_t r = 0;
+  for (; r + 8 <= n; r += 8) {
+    __m512i acc[8];
+    for (size_t c = 0; c < 8; ++c)
+      acc[c] = rbe_code_acc(qv, qplanes, codes + (r + c) * cw, planes, words, keep);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + r), _mm512_cvtepi64_epi32(reduce8(acc)));
   }
+  for (; r < n; ++r)
+    out[r] = int32_t(_mm512_reduce_add_epi64(
+        rbe_code_acc(qv, qplanes, codes + r * cw, planes, words, keep)));
 }
 
 // The unsigned 8-bit route: a plane word is a 64-bit mask, so each plane adds its level's
-// weight to 64 bytes with one masked move, and vpdpbusd multiplies by the query's bytes.
-__attribute__((target("avx512vnni"))) void rbe_dots_vnni(const uint64_t* q, const uint64_t* codes,
-                                                         size_t n, size_t planes, size_t words,
-                                                         int32_t* out) {
-  const size_t cw = planes * words;
-  auto expand = [&](const uint64_t* code, size_t w) {
+// weight to 64 bytes with one masked add, and vpdpbusd multiplies by the query's bytes.
+__attribute__((target("avx512vnni"))) void rbe_dots_vnni(const uint64_t* q, size_t qplanes,
+                                                         const uint64_t* codes, size_t planes,
+                                                         size_t n, size_t words, int32_t* out) {
+  auto expand = [&](const uint64_t* code, size_t np, size_t w) {
     __m512i c = _mm512_setzero_si512();
-    for (size_t i = 0; i < planes; ++i)
+    for (size_t i = 0; i < np; ++i)
       c = _mm512_mask_add_epi8(c, __mmask64(code[i * words + w]), c,
-                               _mm512_set1_epi8(char(1u << (planes - 1 - i))));
+                               _mm512_set1_epi8(char(1u << (np - 1 - i))));
     return c;
   };
-  std::vector<__m512i> qb(words);  // c_q < 128 for planes <= 7: valid signed bytes
-  for (size_t w = 0; w < words; ++w) qb[w] = expand(q, w);
+  std::vector<__m512i> qb(words);  // c_q < 128 for qplanes <= 7: valid signed bytes
+  for (size_t w = 0; w < words; ++w) qb[w] = expand(q, qplanes, w);
   for (size_t r = 0; r < n; ++r) {
     __m512i acc = _mm512_setzero_si512();
-    for (size_t w = 0; w < words; ++w) acc = _mm512_dpbusd_epi32(acc, expand(codes + r * cw, w), qb[w]);
+    for (size_t w = 0; w < words; ++w)
+      acc = _mm512_dpbusd_epi32(acc, expand(codes + r * planes * words, planes, w), qb[w]);
     out[r] = _mm512_reduce_add_epi32(acc);
   }
 }
