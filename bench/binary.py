@@ -4,8 +4,10 @@
 
 For 1, 2, 3 and 4 bits per dimension (codes of d bits per plane, 1-4 planes), at the same
 bytes per vector:
-  * quanta RBE<d>x<b>: recall@10 against exact inner-product search, without and with an exact
-    re-rank of the top 100 (refine f32), QPS at 1 thread and all threads;
+  * quanta RBE<d>x<b>q<p>: recall@10 against exact inner-product search, without and with an
+    exact re-rank of the top 100 (refine f32), QPS at 1 thread and all threads; by default the
+    queries keep up to 4 bits per dimension (q4), and BEBR's symmetric codes (q = b) are shown
+    too;
   * faiss IndexBinaryFlat on sign bits (Hamming) of a random orthogonal projection to b*d
     dimensions: recall without and with the same re-rank (done in NumPy, untimed);
   * faiss IndexRaBitQ with b bits (and IndexRaBitQFastScan at 1 bit), without and with
@@ -81,16 +83,21 @@ def main(argv=None):
 
     for b in [int(v) for v in args.bits.split(",") if v]:
         nbytes = b * d // 8
-        # quanta recurrent binary codes
-        ix = quanta.BinaryIndex(d, d, b - 1, "ip", refine="f32", refine_factor=RERANK // 10)
-        _, tq = time_once(lambda: ix.train(xb))
-        ix.add(xb)
-        plain = quanta.BinaryIndex(d, d, b - 1, "ip")
-        plain.train(xb)
-        plain.add(xb)
-        rec, q1, qa = _measure(lambda t: plain.search(xq, 10, threads=t).ids, xq, gt, threads)
-        rec_rr, qrr, _ = _measure(lambda t: ix.search(xq, 10, threads=t).ids, xq, gt, 1)
-        row(b, nbytes, f"quanta RBE{d}x{b} ({plain.scoring})", tq, rec, rec_rr, q1, qa, qrr)
+        # quanta recurrent binary codes: default (finer queries where sdc allows) and, where
+        # that differs, BEBR's symmetric codes
+        symmetric = quanta.BinaryIndex(d, d, b - 1).query_levels == b - 1
+        for ql in [None] if symmetric else [None, b - 1]:
+            ix = quanta.BinaryIndex(d, d, b - 1, "ip", query_levels=ql, refine="f32",
+                                    refine_factor=RERANK // 10)
+            _, tq = time_once(lambda: ix.train(xb))
+            ix.add(xb)
+            plain = quanta.BinaryIndex(d, d, b - 1, "ip", query_levels=ql)
+            plain.train(xb)
+            plain.add(xb)
+            rec, q1, qa = _measure(lambda t: plain.search(xq, 10, threads=t).ids, xq, gt, threads)
+            rec_rr, qrr, _ = _measure(lambda t: ix.search(xq, 10, threads=t).ids, xq, gt, 1)
+            row(b, nbytes, f"quanta RBE{d}x{b}q{plain.query_levels + 1} ({plain.scoring})", tq,
+                rec, rec_rr, q1, qa, qrr)
 
         # faiss Hamming on sign bits of a random orthogonal projection to b*d dimensions
         a = rng.standard_normal((b * d, d))
@@ -158,8 +165,8 @@ def scan_speed(quanta, faiss, xb, xq, d, bits):
     for b in bits:
         speed = {}
         for path in ("sdc", "popcount", "u8"):
-            try:
-                ix = quanta.BinaryIndex(d, d, b - 1, "ip", scoring=path)
+            try:  # symmetric codes: the same bits on both sides as the Hamming scan
+                ix = quanta.BinaryIndex(d, d, b - 1, "ip", query_levels=b - 1, scoring=path)
             except ValueError:
                 continue
             ix.train(xb)
@@ -187,7 +194,8 @@ def plot(path, rows, title):
     def key_of(name):
         key = name.split(" (")[0]
         if key.startswith("quanta RBE"):
-            return "quanta RBE (recurrent binary)"
+            return "quanta RBE, symmetric" if key.endswith(f"q{key.split('x')[1].split('q')[0]}") \
+                else "quanta RBE, finer queries"
         if key.startswith("quanta PQ"):
             return "quanta PQ fast-scan"
         return key.split(" nb_bits")[0]

@@ -219,3 +219,61 @@ def test_errors(clustered):
     for bad in ("RBE64x0", "RBE64x9", "RBE64x2q1", "RBE64x2,Refine(f4)", "OPQ8,RBE64x2"):
         with pytest.raises(ValueError, match="spec"):
             quanta.index_factory(64, bad)
+
+
+# -- IVF ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("spec", ["IVF16,RBE64x2", "IVF16,RBE72x3q3", "IVF16,RBE64x1q1"])
+def test_ivf_full_probe_equals_flat(clustered, spec):
+    xb, xq = clustered
+    flat = quanta.index_factory(64, spec.split(",", 1)[1], metric="cosine")
+    ivf = quanta.index_factory(64, spec, metric="cosine")
+    assert isinstance(ivf, quanta.IVFBinaryIndex) and ivf.nlist == 16
+    for ix in (flat, ivf):
+        ix.train(xb)
+        ix.add(xb, ids=np.arange(len(xb)) + 100)
+    a, b = flat.search(xq, 10), ivf.search(xq, 10, nprobe=16)
+    # the same fitted binarizer (same seed, same data), so the same code scores
+    np.testing.assert_array_equal(a.distances, b.distances)
+    same = a.distances[:, :-1] > a.distances[:, 1:]  # where no tie makes the order arbitrary
+    assert np.mean(a.ids[:, :-1][same] == b.ids[:, :-1][same]) > 0.99
+
+
+def test_ivf_recall_rises_with_nprobe_threads_and_persistence(clustered, tmp_path):
+    xb, xq = clustered
+    _, gt = brute_force_knn(xb, xq, 10, "ip")
+    index = quanta.index_factory(64, "IVF32,RBE64x2,Refine(f16)")
+    index.refine_factor = 10
+    index.train(xb)
+    index.add(xb)
+    r = [recall_at_k(index.search(xq, 10, nprobe=p).ids, gt) for p in (1, 4, 32)]
+    assert r[0] < r[1] <= r[2] and r[2] >= 0.95, r
+    a = index.search(xq, 10, nprobe=4, threads=1)
+    b = index.search(xq, 10, nprobe=4, threads=2)
+    np.testing.assert_array_equal(a.ids, b.ids)
+    np.testing.assert_array_equal(a.distances, b.distances)
+    index.nprobe = 4
+    index.save(tmp_path / "ivf.qnt")
+    for other in (quanta.load(tmp_path / "ivf.qnt"), pickle.loads(pickle.dumps(index))):
+        assert (other.nlist, other.nprobe, other.refine, other.scoring) == (32, 4, "f16", index.scoring)
+        got = other.search(xq, 10)
+        np.testing.assert_array_equal(got.ids, a.ids)
+        np.testing.assert_array_equal(got.distances, a.distances)
+
+
+def test_ivf_errors(clustered):
+    xb, xq = clustered
+    index = quanta.IVFBinaryIndex(64, 8, 64, 1)
+    with pytest.raises(ValueError, match="not trained"):
+        index.search(xq, 10)
+    with pytest.raises(ValueError, match="at least nlist"):
+        index.train(xb[:5])
+    index.train(xb)
+    index.add(xb[:100])
+    for bad in (0, 9):
+        with pytest.raises(ValueError, match="nprobe"):
+            index.search(xq, 10, nprobe=bad)
+    with pytest.raises(ValueError, match="nlist"):
+        quanta.IVFBinaryIndex(64, 0, 64, 1)
+    with pytest.raises(ValueError, match="spec"):
+        quanta.index_factory(64, "IVF8,RBE64x0")

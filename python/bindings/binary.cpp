@@ -4,6 +4,8 @@
 #include "common.hpp"
 #include "quanta/binary_index.hpp"
 #include "quanta/dispatch.hpp"
+#include "quanta/ivf_binary.hpp"
+#include "quanta/kmeans.hpp"
 #include "quanta/kernels.hpp"
 #include "quanta/recurrent_binary.hpp"
 
@@ -130,7 +132,7 @@ void bind_binary(py::module_& m) {
                     const std::string& metric, const std::string& scoring) {
      return new BinaryIndex(dim, bits, levels, query_levels, metric_from_name(metric), scoring);
    }))
-      .def_static("sdc_possible", &BinaryIndex::sdc_possible)
+      .def_static("sdc_possible", &sdc_possible)
       .def_property_readonly("levels", &BinaryIndex::levels)
       .def_property_readonly("query_levels", &BinaryIndex::query_levels)
       .def_property_readonly("scoring", [](const BinaryIndex& self) {
@@ -158,5 +160,53 @@ void bind_binary(py::module_& m) {
       .def("restore", [](BinaryIndex& self, const py::array& codes, const py::array& ids,
                          size_t ntotal) {
         self.restore(from_numpy<uint64_t>(codes, "codes"), from_numpy<int64_t>(ids, "ids"), ntotal);
+      });
+
+  py::class_<IVFBinaryIndex> ivf(m, "IVFBinaryIndex");
+  bind_common(ivf);
+  ivf.def(py::init([](size_t dim, size_t nlist, size_t bits, size_t levels, size_t query_levels,
+                      const std::string& metric, const std::string& scoring) {
+       return new IVFBinaryIndex(dim, nlist, bits, levels, query_levels, metric_from_name(metric),
+                                 scoring);
+     }))
+      .def_property_readonly("levels", &IVFBinaryIndex::levels)
+      .def_property_readonly("query_levels", &IVFBinaryIndex::query_levels)
+      .def_property_readonly("nlist", &IVFBinaryIndex::nlist)
+      .def_property_readonly("scoring", [](const IVFBinaryIndex& self) {
+        return std::string(binary_scoring_name(self.scoring()));
+      })
+      .def("binarizer", [](IVFBinaryIndex& self) -> RecurrentBinarizer& { return self.binarizer(); },
+           py::return_value_policy::reference_internal)
+      .def("train_coarse", [](IVFBinaryIndex& self, const py::array& x, size_t niter, uint64_t seed,
+                              size_t mppc, int threads) {
+        size_t n;
+        const float* p = f32_rows(x, self.dim(), n, "x");
+        KMeansParams params;
+        params.niter = niter;
+        params.seed = seed;
+        params.max_points_per_centroid = mppc;
+        params.threads = threads;
+        py::gil_scoped_release nogil;
+        self.train_coarse(p, n, params);
+      })
+      .def("search", [](const IVFBinaryIndex& self, const py::array& q, size_t k, size_t nprobe,
+                        int threads) {
+        return search_into(self.dim(), q, k, [&](const float* p, size_t nq, float* D, int64_t* I) {
+          self.search(p, nq, k, nprobe, threads, D, I);
+        });
+      })
+      .def("coarse_centroids", [](const IVFBinaryIndex& self) { return to_numpy(self.centroids()); })
+      .def("state", [](const IVFBinaryIndex& self) {
+        py::dict d;
+        d["centroids"] = to_numpy(self.centroids());
+        d["sizes"] = to_numpy(self.list_sizes());
+        d["codes"] = to_numpy(self.all_codes());
+        d["ids"] = to_numpy(self.all_ids());
+        return d;
+      })
+      .def("restore", [](IVFBinaryIndex& self, const py::array& centroids, const py::array& sizes,
+                         const py::array& codes, const py::array& ids) {
+        self.restore(from_numpy<float>(centroids, "centroids"), from_numpy<uint64_t>(sizes, "sizes"),
+                     from_numpy<uint64_t>(codes, "codes"), from_numpy<int64_t>(ids, "ids"));
       });
 }

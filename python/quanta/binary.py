@@ -231,46 +231,33 @@ def _default_query_levels(bits, levels):
     return levels
 
 
-class BinaryIndex(_QuantizedIndex, Persistent):
-    """Flat index of recurrent binary codes (factory ``"RBE<bits>x<planes>"``, e.g.
-    ``"RBE384x2"``: 384 bits per plane, 2 planes = 2 bits per dimension).
+def _binary_args(dim, bits, levels, query_levels, metric, scoring):
+    """Validated (bits, query_levels) for a binary index."""
+    bits = dim if bits is None else bits
+    _check_shape(dim, bits, levels)
+    query_levels = _default_query_levels(bits, levels) if query_levels is None else query_levels
+    _check_shape(dim, bits, query_levels)
+    if query_levels < levels:
+        raise ValueError(f"query_levels ({query_levels}) must be >= levels ({levels})")
+    if metric not in ("ip", "cosine"):
+        raise ValueError(f"metric must be 'ip' or 'cosine'; got {metric!r}")
+    if scoring not in SCORINGS:
+        raise ValueError(f"scoring must be one of {SCORINGS}; got {scoring!r}")
+    return int(bits), int(query_levels)
 
-    Documents and queries go through the same binarizer; queries may keep more levels of its
-    recurrence than the documents (``query_levels``; by default up to 4 bits per dimension for
-    1-2 plane documents while sdc stays exact, ``query_levels=levels`` for BEBR's symmetric
-    codes): a finer query at no storage or scan cost. The score of two codes is the cosine of
-    their code vectors (BEBR's ranking), from an exact integer dot product computed one of
-    three ways (``scoring``), all with identical results: ``"sdc"``, BEBR's symmetric distance
-    calculation (codes in the 4-bit fast-scan layout, one exact 16-entry table per query
-    nibble; 1 or 2 planes), ``"popcount"`` (bit-plane AND + popcount, AVX-512 VPOPCNTDQ) and
-    ``"u8"`` (planes expanded to bytes, an unsigned 8-bit dot product with AVX-512 VNNI).
-    ``"auto"`` takes sdc where the code shape allows it, else popcount (u8 on CPUs with VNNI
-    but no VPOPCNTDQ). Distances are the code cosines, higher is better. ``metric`` ("ip" or "cosine") is that of the float vectors: ``refine="<storage>"``
-    keeps them in any foundation storage and re-ranks ``k * refine_factor`` candidates
-    exactly by it.
-    """
 
-    def __init__(self, dim: int, bits: int | None = None, levels: int = 1, metric: str = "ip",
-                 *, query_levels: int | None = None, scoring: str = "auto",
-                 transform: str = "pca", center: bool = True, seed: int = 0,
-                 refine: str | None = None, refine_factor: int = 4):
-        bits = dim if bits is None else bits
-        _check_shape(dim, bits, levels)
-        query_levels = _default_query_levels(bits, levels) if query_levels is None else query_levels
-        _check_shape(dim, bits, query_levels)
-        if query_levels < levels:
-            raise ValueError(f"query_levels ({query_levels}) must be >= levels ({levels})")
-        if metric not in ("ip", "cosine"):
-            raise ValueError(f"metric must be 'ip' or 'cosine'; got {metric!r}")
-        if scoring not in SCORINGS:
-            raise ValueError(f"scoring must be one of {SCORINGS}; got {scoring!r}")
-        self._index = _core.BinaryIndex(int(dim), int(bits), int(levels), int(query_levels),
-                                        metric, scoring)
-        self._binarizer = RecurrentBinarizer(int(dim), int(bits), int(query_levels),
-                                             transform=transform, center=center, seed=seed)
-        self._binarizer._b = self._index.binarizer()  # share the index's native binarizer
-        self._dim = int(dim)
-        self._init_refine(int(dim), metric, refine, refine_factor)
+class _BinaryCodesIndex(_QuantizedIndex):
+    """What the flat and IVF binary indexes share: the binarizer (the native index's own),
+    its persistence, and the parts of the PQ indexes' interface that do not apply."""
+
+    def _init_binary(self, native, dim, bits, query_levels, transform, center, seed, metric,
+                     refine, refine_factor):
+        self._index = native
+        self._binarizer = RecurrentBinarizer(dim, bits, query_levels, transform=transform,
+                                             center=center, seed=seed)
+        self._binarizer._b = native.binarizer()  # share the index's native binarizer
+        self._dim = dim
+        self._init_refine(dim, metric, refine, refine_factor)
 
     dim = property(lambda self: self._dim)
     bits = property(lambda self: self._binarizer.bits)
@@ -284,24 +271,68 @@ class BinaryIndex(_QuantizedIndex, Persistent):
     scoring = property(lambda self: self._index.scoring,
                        doc="the scoring path in use: 'sdc', 'popcount' or 'u8'")
 
-    def __repr__(self):
-        return (f"BinaryIndex(dim={self.dim}, bits={self.bits}, levels={self.levels}, "
-                f"query_levels={self.query_levels}, metric={self.metric!r}, "
-                f"scoring={self.scoring!r}, ntotal={self.ntotal})")
-
     @property
     def pq(self):
-        raise AttributeError("a BinaryIndex has no product quantizer; see .binarizer")
+        raise AttributeError("a binary index has no product quantizer; see .binarizer")
 
     def reconstruct(self, ids):
         raise NotImplementedError("binary codes do not decode to the input space; "
                                   "binarizer.decode gives the code vectors")
 
-    def train(self, x, *, max_train_points: int = 20000, threads: int = 0) -> None:
-        """Fits the binarizer (closed form) and, with refine, the re-ranking storage."""
-        x = as_f32_matrix(x, self.dim, "x")
+    def _fit_binarizer(self, x, max_train_points):
         self._binarizer.fit(x, max_train_points=max_train_points)
         self._train_refine(x)
+
+    def _binary_parts(self):
+        state, flat = self._binarizer._state()
+        rmeta, rarrays = self._extra_parts()
+        meta = {**self._binarizer._meta(), **state, "metric": self.metric,
+                "scoring": self.scoring, "doc_levels": self.levels, **rmeta}
+        return meta, {"WTS_": flat, **rarrays}
+
+    @staticmethod
+    def _binary_kwargs(meta):
+        return dict(query_levels=meta["levels"], scoring=meta["scoring"],
+                    transform=meta["transform"], center=meta["center"], seed=meta["seed"])
+
+
+class BinaryIndex(_BinaryCodesIndex, Persistent):
+    """Flat index of recurrent binary codes (factory ``"RBE<bits>x<planes>"``, e.g.
+    ``"RBE384x2"``: 384 bits per plane, 2 planes = 2 bits per dimension).
+
+    Documents and queries go through the same binarizer; queries may keep more levels of its
+    recurrence than the documents (``query_levels``; by default up to 4 bits per dimension for
+    1-2 plane documents while sdc stays exact, ``query_levels=levels`` or the spec suffix
+    ``q<planes>`` for BEBR's symmetric codes): a finer query at no storage or scan cost. The
+    score of two codes is the cosine of their code vectors (BEBR's ranking), from an exact
+    integer dot product computed one of three ways (``scoring``), all with identical results:
+    ``"sdc"``, BEBR's symmetric distance calculation (codes in the 4-bit fast-scan layout, one
+    exact 16-entry table per query nibble; 1 or 2 planes), ``"popcount"`` (bit-plane AND +
+    popcount, AVX-512 VPOPCNTDQ) and ``"u8"`` (planes expanded to bytes, an unsigned 8-bit
+    dot product with AVX-512 VNNI). ``"auto"`` takes sdc where the code shape allows it, else
+    popcount (u8 on CPUs with VNNI but no VPOPCNTDQ). Distances are the code cosines, higher
+    is better. ``metric`` ("ip" or "cosine") is that of the float vectors:
+    ``refine="<storage>"`` keeps them in any foundation storage and re-ranks
+    ``k * refine_factor`` candidates exactly by it.
+    """
+
+    def __init__(self, dim: int, bits: int | None = None, levels: int = 1, metric: str = "ip",
+                 *, query_levels: int | None = None, scoring: str = "auto",
+                 transform: str = "pca", center: bool = True, seed: int = 0,
+                 refine: str | None = None, refine_factor: int = 4):
+        bits, query_levels = _binary_args(dim, bits, levels, query_levels, metric, scoring)
+        native = _core.BinaryIndex(int(dim), bits, int(levels), query_levels, metric, scoring)
+        self._init_binary(native, int(dim), bits, query_levels, transform, center, seed, metric,
+                          refine, refine_factor)
+
+    def __repr__(self):
+        return (f"BinaryIndex(dim={self.dim}, bits={self.bits}, levels={self.levels}, "
+                f"query_levels={self.query_levels}, metric={self.metric!r}, "
+                f"scoring={self.scoring!r}, ntotal={self.ntotal})")
+
+    def train(self, x, *, max_train_points: int = 20000, threads: int = 0) -> None:
+        """Fits the binarizer (closed form) and, with refine, the re-ranking storage."""
+        self._fit_binarizer(as_f32_matrix(x, self.dim, "x"), max_train_points)
 
     def search(self, q, k: int = 10, *, threads: int = 0) -> SearchResult:
         if not self.is_trained:
@@ -312,20 +343,15 @@ class BinaryIndex(_QuantizedIndex, Persistent):
                                     lambda qr, kk: self._index.search(qr, kk, threads))
 
     def _write(self, f):
-        state, flat = self._binarizer._state()
-        rmeta, rarrays = self._extra_parts()
-        write_container(f, "RBIX", self.dim, self.ntotal,
-                        {**self._binarizer._meta(), **state, "metric": self.metric,
-                         "scoring": self.scoring, "doc_levels": self.levels, **rmeta},
-                        {"WTS_": flat, "CODE": self._index.codes(), "IDS_": self._index.ids(),
-                         **rarrays})
+        meta, arrays = self._binary_parts()
+        write_container(f, "RBIX", self.dim, self.ntotal, meta,
+                        {"CODE": self._index.codes(), "IDS_": self._index.ids(), **arrays})
 
     @classmethod
     def _from_parts(cls, dim, ntotal, meta, arrays, source):
         try:
             index = cls(dim, meta["bits"], meta["doc_levels"], meta["metric"],
-                        query_levels=meta["levels"], scoring=meta["scoring"],
-                        transform=meta["transform"], center=meta["center"], seed=meta["seed"])
+                        **cls._binary_kwargs(meta))
             index._binarizer._restore(meta, np.asarray(arrays["WTS_"], np.float32))
             index._index.restore(np.ascontiguousarray(arrays["CODE"], np.uint64),
                                  np.ascontiguousarray(arrays["IDS_"], np.int64), ntotal)
@@ -336,3 +362,92 @@ class BinaryIndex(_QuantizedIndex, Persistent):
 
 
 register_kind("RBIX", BinaryIndex)
+
+
+class IVFBinaryIndex(_BinaryCodesIndex, Persistent):
+    """IVF over recurrent binary codes (factory ``"IVF<nlist>,RBE<bits>x<planes>"``): a coarse
+    spherical k-means splits the documents into ``nlist`` lists, each keeping the codes of its
+    documents in the scoring path's layout (see :class:`BinaryIndex`); ``search`` scans the
+    ``nprobe`` closest lists (``index.nprobe`` by default, 1 to start, as in faiss)."""
+
+    def __init__(self, dim: int, nlist: int, bits: int | None = None, levels: int = 1,
+                 metric: str = "ip", *, query_levels: int | None = None, scoring: str = "auto",
+                 transform: str = "pca", center: bool = True, seed: int = 0,
+                 refine: str | None = None, refine_factor: int = 4):
+        if isinstance(nlist, bool) or not isinstance(nlist, (int, np.integer)) or nlist < 1:
+            raise ValueError(f"nlist must be an integer >= 1; got {nlist!r}")
+        bits, query_levels = _binary_args(dim, bits, levels, query_levels, metric, scoring)
+        native = _core.IVFBinaryIndex(int(dim), int(nlist), bits, int(levels), query_levels,
+                                      metric, scoring)
+        self._init_binary(native, int(dim), bits, query_levels, transform, center, seed, metric,
+                          refine, refine_factor)
+        self.nprobe = 1
+
+    nlist = property(lambda self: self._index.nlist)
+
+    @property
+    def coarse_centroids(self) -> np.ndarray:
+        """The list centroids, shape (nlist, dim) (empty before training)."""
+        return self._index.coarse_centroids().reshape(-1, self.dim)
+
+    def __repr__(self):
+        return (f"IVFBinaryIndex(dim={self.dim}, nlist={self.nlist}, bits={self.bits}, "
+                f"levels={self.levels}, query_levels={self.query_levels}, "
+                f"metric={self.metric!r}, scoring={self.scoring!r}, nprobe={self.nprobe}, "
+                f"ntotal={self.ntotal})")
+
+    def train(self, x, *, coarse_niter: int = 10, seed: int = 0,
+              max_points_per_centroid: int = 256, max_train_points: int = 20000,
+              threads: int = 0) -> None:
+        """Coarse k-means (coarse_niter iterations), then the binarizer (closed form)."""
+        x = as_f32_matrix(x, self.dim, "x")
+        if x.shape[0] < self.nlist:
+            raise ValueError(f"train: {x.shape[0]} vectors; need at least nlist ({self.nlist})")
+        for name, v in (("coarse_niter", coarse_niter), ("seed", seed),
+                        ("max_points_per_centroid", max_points_per_centroid)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+                raise ValueError(f"{name} must be an integer >= 0; got {v!r}")
+        self._index.train_coarse(x, int(coarse_niter), int(seed), int(max_points_per_centroid),
+                                 as_threads(threads))
+        self._fit_binarizer(x, max_train_points)
+
+    def search(self, q, k: int = 10, *, nprobe: int | None = None, threads: int = 0) -> SearchResult:
+        if not self.is_trained:
+            raise ValueError("search: the index is not trained; call train(x) first")
+        nprobe = self.nprobe if nprobe is None else nprobe
+        if isinstance(nprobe, bool) or not isinstance(nprobe, (int, np.integer)):
+            raise TypeError(f"nprobe must be an integer; got {type(nprobe).__name__}")
+        if not 1 <= nprobe <= self.nlist:
+            raise ValueError(f"nprobe must be in [1, nlist={self.nlist}]; got {nprobe}")
+        q = as_f32_matrix(q, self.dim, "queries")
+        k, threads = as_k(k), as_threads(threads)
+        return self._search_refined(
+            q, k, threads, lambda qr, kk: self._index.search(qr, kk, int(nprobe), threads))
+
+    def _write(self, f):
+        meta, arrays = self._binary_parts()
+        st = self._index.state()
+        write_container(f, "IVRB", self.dim, self.ntotal,
+                        {**meta, "nlist": self.nlist, "nprobe": self.nprobe},
+                        {"COAR": st["centroids"], "SIZE": st["sizes"], "CODE": st["codes"],
+                         "IDS_": st["ids"], **arrays})
+
+    @classmethod
+    def _from_parts(cls, dim, ntotal, meta, arrays, source):
+        try:
+            index = cls(dim, meta["nlist"], meta["bits"], meta["doc_levels"], meta["metric"],
+                        **cls._binary_kwargs(meta))
+            index.nprobe = int(meta.get("nprobe", 1))
+            index._binarizer._restore(meta, np.asarray(arrays["WTS_"], np.float32))
+            if arrays["COAR"].size:
+                index._index.restore(*(np.ascontiguousarray(arrays[t]) for t in
+                                       ("COAR", "SIZE", "CODE", "IDS_")))
+            if index.ntotal != ntotal:
+                raise ValueError("ntotal does not match the lists")
+            index._restore_extra(meta, arrays, ntotal)
+        except (KeyError, TypeError, ValueError) as e:
+            raise FormatError(f"{source}: not a valid IVRB index ({e})") from None
+        return index
+
+
+register_kind("IVRB", IVFBinaryIndex)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 
-from .binary import BinaryIndex
+from .binary import BinaryIndex, IVFBinaryIndex
 from .flat import FlatIndex
 from .pq import IVFPQIndex, PQIndex
 from .storage import STORAGES
@@ -29,7 +29,8 @@ def index_factory(dim: int, spec: str, metric: str = "ip"):
     e.g. ``"OPQ32,IVF1024,PQ32x8,Refine(f8e4m3)"``. ``"RBE<bits>x<planes>"``: recurrent binary
     codes of ``bits`` bits per plane and ``planes`` planes (bits per dimension), searched by
     exact code scores, e.g. ``"RBE384x2"`` or ``"RBE384x2,Refine(f8e4m3)"`` (metric ip or
-    cosine); ``"RBE384x2q2"`` sets the query's planes (here symmetric codes, as BEBR).
+    cosine); ``"RBE384x2q2"`` sets the query's planes (here symmetric codes, as BEBR), and
+    ``"IVF1024,RBE384x2"`` keeps the codes in inverted lists.
     """
     if not isinstance(spec, str):
         raise TypeError(f"spec must be a string; got {type(spec).__name__}")
@@ -47,7 +48,8 @@ def index_factory(dim: int, spec: str, metric: str = "ip"):
         spec = r.group("base")
         if not (_IVF.match(spec.strip()) or _PQ.match(spec.strip()) or _RBE.match(spec.strip())):
             raise ValueError(f"index spec {spec!r}: Refine(...) follows a PQ, IVF-PQ or RBE spec")
-    rbe = _RBE.match(spec.strip())
+    ivf = _IVF.match(spec.strip())
+    rbe = _RBE.match((ivf.group("rest") if ivf else spec).strip())
     if rbe:
         if "opq" in kw:
             raise ValueError(f"index spec {spec!r}: OPQ<m>, precedes a PQ or IVF-PQ spec")
@@ -56,8 +58,11 @@ def index_factory(dim: int, spec: str, metric: str = "ip"):
         if not 1 <= planes <= 8 or not (qplanes is None or planes <= qplanes <= 8):
             raise ValueError(f"index spec {spec!r}: RBE<bits>x<planes>[q<query planes>] needs 1 "
                              f"to 8 planes, and query planes >= planes")
-        return BinaryIndex(dim, int(rbe.group("bits")), planes - 1, metric,
-                           query_levels=None if qplanes is None else qplanes - 1, **kw)
+        kw["query_levels"] = None if qplanes is None else qplanes - 1
+        if ivf:
+            return IVFBinaryIndex(dim, int(ivf.group("nlist")), int(rbe.group("bits")),
+                                  planes - 1, metric, **kw)
+        return BinaryIndex(dim, int(rbe.group("bits")), planes - 1, metric, **kw)
     m = _FLAT.match(spec.strip())
     if m and "opq" in kw:
         raise ValueError(f"index spec {spec!r}: OPQ<m>, precedes a PQ or IVF-PQ spec")

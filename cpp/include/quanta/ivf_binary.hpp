@@ -1,0 +1,68 @@
+// IVF over recurrent binary codes: a coarse spherical k-means splits the documents into nlist
+// lists (by inner product, on normalized vectors for cosine); each list keeps the documents'
+// codes (of the vectors themselves, so one prepared query serves every list) in the layout
+// of the scoring path (binary_codes.hpp). A search scans the nprobe best lists of each query.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "quanta/binary_codes.hpp"
+#include "quanta/flat.hpp"
+#include "quanta/kmeans.hpp"
+#include "quanta/recurrent_binary.hpp"
+
+namespace quanta {
+
+class IVFBinaryIndex {
+ public:
+  IVFBinaryIndex(size_t dim, size_t nlist, size_t m, size_t levels, size_t query_levels,
+                 Metric metric, const std::string& scoring);
+  IVFBinaryIndex(const IVFBinaryIndex&) = delete;
+  IVFBinaryIndex& operator=(const IVFBinaryIndex&) = delete;
+
+  size_t dim() const { return bin_.dim(); }
+  size_t nlist() const { return nlist_; }
+  size_t levels() const { return levels_; }
+  size_t query_levels() const { return bin_.levels(); }
+  size_t code_words() const { return (levels_ + 1) * bin_.words(); }
+  Metric metric() const { return metric_; }
+  BinaryScoring scoring() const { return scoring_; }
+  size_t ntotal() const { return ntotal_; }
+  // The binarizer is fitted separately (binarizer().set_transforms).
+  bool is_trained() const { return !centroids_.empty() && bin_.is_trained(); }
+  size_t memory_usage() const;
+  RecurrentBinarizer& binarizer() { return bin_; }
+  const RecurrentBinarizer& binarizer() const { return bin_; }
+
+  void train_coarse(const float* x, size_t n, const KMeansParams& params);
+  void add(const float* x, size_t n, const int64_t* ids, int threads);
+  void search(const float* q, size_t nq, size_t k, size_t nprobe, int threads, float* distances,
+              int64_t* labels) const;
+  void reset();
+
+  const std::vector<float>& centroids() const { return centroids_; }
+  // Serialized form: list sizes, then all codes and all ids, list by list.
+  std::vector<uint64_t> list_sizes() const;
+  std::vector<uint64_t> all_codes() const;
+  std::vector<int64_t> all_ids() const;
+  void restore(std::vector<float> centroids, const std::vector<uint64_t>& sizes,
+               const std::vector<uint64_t>& codes, const std::vector<int64_t>& ids);
+
+ private:
+  std::vector<float> prepared(const float* x, size_t n) const;  // normalized for cosine
+  void set_centroids(std::vector<float> c);
+
+  RecurrentBinarizer bin_;
+  size_t levels_, nlist_;
+  Metric metric_;
+  BinaryScoring scoring_;
+  std::vector<float> centroids_;
+  std::unique_ptr<FlatIndex> coarse_;  // inner product over the centroids
+  std::vector<BinaryCodes> lists_;     // refer to bin_
+  std::vector<std::vector<int64_t>> ids_;
+  size_t ntotal_ = 0;
+};
+
+}  // namespace quanta

@@ -1,0 +1,188 @@
+#include "quanta/ivf_binary.hpp"
+
+#include <cmath>
+#include <limits>
+#include <stdexcept>
+#include <string>
+
+#include "quanta/error.hpp"
+#include "quanta/parallel.hpp"
+#include "quanta/rows.hpp"
+#include "quanta/topk.hpp"
+
+namespace quanta {
+
+IVFBinaryIndex::IVFBinaryIndex(size_t dim, size_t nlist, size_t m, size_t levels,
+                               size_t query_levels, Metric metric, const std::string& scoring)
+    : bin_(dim, m, std::max(levels, query_levels)),
+      levels_(levels),
+      nlist_(nlist),
+      metric_(metric),
+      scoring_(choose_binary_scoring(scoring, m, levels, query_levels)) {
+  if (nlist == 0) throw std::invalid_argument("IVFBinaryIndex: nlist must be >= 1");
+  if (metric == Metric::l2)
+    throw std::invalid_argument("IVFBinaryIndex: metric must be 'ip' or 'cosine'");
+  if (query_levels < levels)
+    throw std::invalid_argument("IVFBinaryIndex: query_levels must be >= levels");
+  for (size_t l = 0; l < nlist; ++l) lists_.emplace_back(bin_, levels, scoring_);
+  ids_.resize(nlist);
+}
+
+size_t IVFBinaryIndex::memory_usage() const {
+  size_t s = centroids_.size() * sizeof(float);
+  for (size_t l = 0; l < nlist_; ++l)
+    s += lists_[l].memory_usage() + ids_[l].size() * sizeof(int64_t);
+  return s;
+}
+
+std::vector<float> IVFBinaryIndex::prepared(const float* x, size_t n) const {
+  std::vector<float> out(x, x + n * dim());
+  if (metric_ == Metric::cosine) normalize_rows(out.data(), n, dim());
+  return out;
+}
+
+void IVFBinaryIndex::set_centroids(std::vector<float> c) {
+  centroids_ = std::move(c);
+  coarse_ = std::make_unique<FlatIndex>(dim(), Metric::ip, Storage::f32, F8Scale::none, false);
+  coarse_->add(centroids_.data(), nlist_, nullptr, 0);
+}
+
+void IVFBinaryIndex::train_coarse(const float* x, size_t n, const KMeansParams& params) {
+  require_finite(x, n * dim(), "train: x");
+  if (n < nlist_)
+    throw std::invalid_argument("train: " + std::to_string(n) + " vectors; need at least nlist (" +
+                                std::to_string(nlist_) + ")");
+  KMeansParams p = params;
+  p.spherical = true;               // lists by inner product
+  p.init = KMeansInit::sample;      // as the IVF-PQ lists
+  p.assign_all = false;
+  const std::vector<float> xs = prepared(x, n);
+  set_centroids(kmeans(xs.data(), n, dim(), nlist_, p).centroids);
+}
+
+void IVFBinaryIndex::add(const float* x, size_t n, const int64_t* ids, int threads) {
+  if (!is_trained()) throw std::invalid_argument("add: the index is not trained; call train first");
+  if (n == 0) return;
+  require_finite(x, n * dim(), "add: x");
+  Labels::check(ids, n);
+  threads = resolve_threads(threads);
+  const std::vector<float> xs = prepared(x, n);
+  std::vector<int64_t> lists(n);
+  assign_nearest(xs.data(), n, centroids_.data(), nlist_, dim(), true, threads, lists.data(),
+                 nullptr);
+  const size_t cw = code_words();
+  std::vector<uint64_t> codes(n * cw);
+  bin_.encode(x, n, codes.data(), threads, levels_);
+  // Grouped by list, in input order within each.
+  std::vector<std::vector<size_t>> members(nlist_);
+  for (size_t i = 0; i < n; ++i) members[size_t(lists[i])].push_back(i);
+  std::vector<uint64_t> buf;
+  for (size_t l = 0; l < nlist_; ++l) {
+    if (members[l].empty()) continue;
+    buf.resize(members[l].size() * cw);
+    for (size_t j = 0; j < members[l].size(); ++j)
+      std::copy_n(codes.data() + members[l][j] * cw, cw, buf.data() + j * cw);
+    lists_[l].append(buf.data(), members[l].size());
+    for (size_t i : members[l]) ids_[l].push_back(ids ? ids[i] : int64_t(ntotal_ + i));
+  }
+  ntotal_ += n;
+}
+
+void IVFBinaryIndex::reset() {
+  for (size_t l = 0; l < nlist_; ++l) {
+    lists_[l].clear();
+    ids_[l].clear();
+  }
+  ntotal_ = 0;
+}
+
+void IVFBinaryIndex::search(const float* q, size_t nq, size_t k, size_t nprobe, int threads,
+                            float* distances, int64_t* labels) const {
+  require(k > 0, "search: k must be >= 1; got 0");
+  require(nprobe >= 1 && nprobe <= nlist_, "search: nprobe must be in [1, nlist=" +
+                                               std::to_string(nlist_) + "]; got " +
+                                               std::to_string(nprobe));
+  if (!is_trained()) throw std::invalid_argument("search: the index is not trained");
+  require_finite(q, nq * dim(), "search: queries");
+  threads = resolve_threads(threads);
+  const std::vector<float> qs = prepared(q, nq);
+  std::vector<float> cd(nq * nprobe);
+  std::vector<int64_t> cl(nq * nprobe);
+  SearchParams sp;
+  sp.threads = threads;
+  coarse_->search(qs.data(), nq, nprobe, sp, cd.data(), cl.data());
+  const size_t qcw = bin_.code_words();
+  std::vector<uint64_t> qcodes(nq * qcw);
+  bin_.encode(q, nq, qcodes.data(), threads);
+  // One query per task, its lists in probe order: the same result for any thread count.
+  parallel_for(nq, threads, [&](size_t i, size_t) {
+    thread_local fast_scan::Scanner scanner;
+    thread_local std::vector<int32_t> dots;
+    thread_local std::vector<float> scores;
+    const BinaryQuery bq = lists_[0].prepare(qcodes.data() + i * qcw);
+    const BinaryQuery* qp = &bq;
+    TopKSet top(1, k);
+    for (size_t pr = 0; pr < nprobe; ++pr) {
+      const int64_t l = cl[i * nprobe + pr];
+      if (l < 0 || lists_[size_t(l)].size() == 0) continue;
+      const int64_t* id = ids_[size_t(l)].data();
+      lists_[size_t(l)].scan(
+          &qp, 1, 0, lists_[size_t(l)].size(), scanner, dots, scores,
+          [&](size_t) { return top.threshold(0); },
+          [&](size_t, size_t pos, float s) { top.push(0, s, id[pos]); });
+    }
+    top.write_sorted(0, distances + i * k, labels + i * k, -std::numeric_limits<float>::infinity());
+  });
+}
+
+std::vector<uint64_t> IVFBinaryIndex::list_sizes() const {
+  std::vector<uint64_t> s(nlist_);
+  for (size_t l = 0; l < nlist_; ++l) s[l] = ids_[l].size();
+  return s;
+}
+
+std::vector<uint64_t> IVFBinaryIndex::all_codes() const {
+  std::vector<uint64_t> out;
+  for (const BinaryCodes& list : lists_) {
+    const std::vector<uint64_t> c = list.codes();
+    out.insert(out.end(), c.begin(), c.end());
+  }
+  return out;
+}
+
+std::vector<int64_t> IVFBinaryIndex::all_ids() const {
+  std::vector<int64_t> out;
+  for (const auto& v : ids_) out.insert(out.end(), v.begin(), v.end());
+  return out;
+}
+
+void IVFBinaryIndex::restore(std::vector<float> centroids, const std::vector<uint64_t>& sizes,
+                             const std::vector<uint64_t>& codes, const std::vector<int64_t>& ids) {
+  const auto bad = [](const std::string& what) {
+    throw std::invalid_argument("corrupt index data: " + what);
+  };
+  if (centroids.size() != nlist_ * dim() || sizes.size() != nlist_) bad("list count");
+  for (float v : centroids)
+    if (!std::isfinite(v)) bad("non-finite centroid");
+  size_t total = 0;
+  for (uint64_t s : sizes) total += size_t(s);
+  const size_t cw = code_words();
+  if (codes.size() != total * cw || ids.size() != total) bad("codes or ids");
+  for (int64_t id : ids)
+    if (id < 0) bad("negative id");
+  std::vector<BinaryCodes> lists;
+  std::vector<std::vector<int64_t>> id_lists(nlist_);
+  size_t at = 0;
+  for (size_t l = 0; l < nlist_; ++l) {
+    lists.emplace_back(bin_, levels_, scoring_);
+    lists.back().append(codes.data() + at * cw, size_t(sizes[l]));  // validates
+    id_lists[l].assign(ids.begin() + long(at), ids.begin() + long(at + sizes[l]));
+    at += size_t(sizes[l]);
+  }
+  set_centroids(std::move(centroids));
+  lists_ = std::move(lists);
+  ids_ = std::move(id_lists);
+  ntotal_ = total;
+}
+
+}  // namespace quanta
