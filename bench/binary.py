@@ -24,17 +24,13 @@ import numpy as np
 
 from bench import adapters as A
 from bench import datasets
-from bench.timing import best_time, time_once
+from bench.timing import best_time, measure, time_once
 
 RERANK = 100  # candidates re-ranked exactly (k * 10)
 
 
 def _measure(search, xq, gt, threads):
-    out = {}
-    for t in (1, threads):
-        I, s = best_time(lambda: search(t))
-        out[t] = (datasets.recall_at_k(I, gt, 10), len(xq) / s)
-    return out[1][0], out[1][1], out[threads][1]
+    return measure(search, xq, gt, threads, lambda ids, g: datasets.recall_at_k(ids, g, 10))
 
 
 def _rerank(xb, xq, cand):

@@ -18,7 +18,7 @@ import argparse
 
 from bench import adapters as A
 from bench import datasets
-from bench.timing import best_time, time_once
+from bench.timing import measure, time_once
 
 TARGETS = (0.90, 0.95)
 
@@ -60,12 +60,7 @@ def main(argv=None):
 
 
 def _measure(search, xq, gt, threads):
-    """(recall@10, QPS 1 thread, QPS all threads) of search(t) -> ids."""
-    out = {}
-    for t in (1, threads):
-        I, s = best_time(lambda: search(t))
-        out[t] = (datasets.recall_at_k(I, gt, 10), len(xq) / s)
-    return out[1][0], out[1][1], out[threads][1]
+    return measure(search, xq, gt, threads, lambda ids, g: datasets.recall_at_k(ids, g, 10))
 
 
 def flat_pq(args, xb, xq, gt, threads, faiss, quanta):
@@ -173,7 +168,7 @@ def ivf_pq(cfg, args, xb, xq, gt, threads, faiss, quanta):
     for name, pts in curves.items():
         for nprobe, kf, rec, q1, qa in pts:
             print(f"| {name} | {nprobe} | {kf or ''} | {rec:.4f} | {q1:,.0f} | {qa:,.0f} |")
-    print(f"\nQPS at equal recall@10 (best point with recall >= target), quanta / faiss:\n")
+    print("\nQPS at equal recall@10 (best point with recall >= target), quanta / faiss:\n")
     print("| comparison | target | faiss QPS 1T | quanta QPS 1T | × 1T | faiss QPS all | "
           "quanta QPS all | × all |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")

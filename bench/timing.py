@@ -20,3 +20,13 @@ def best_time(fn, reps: int = 3, min_seconds: float = 0.25):
         _, s = time_once(fn)
         best, spent, runs = min(best, s), spent + s, runs + 1
     return out, best
+
+
+def measure(search, xq, gt, threads, recall):
+    """(recall, QPS at 1 thread, QPS at `threads`) of search(t) -> ids, best of several runs;
+    recall(ids, gt) scores the result."""
+    out = {}
+    for t in (1, threads):
+        ids, s = best_time(lambda: search(t))
+        out[t] = (recall(ids, gt), len(xq) / s)
+    return out[1][0], out[1][1], out[threads][1]

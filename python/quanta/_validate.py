@@ -54,6 +54,15 @@ def as_k(k) -> int:
     return int(k)
 
 
+def as_nprobe(nprobe, nlist: int) -> int:
+    """An IVF search's nprobe, an integer in [1, nlist]."""
+    if isinstance(nprobe, bool) or not isinstance(nprobe, (int, np.integer)):
+        raise TypeError(f"nprobe must be an integer; got {type(nprobe).__name__}")
+    if not 1 <= nprobe <= nlist:
+        raise ValueError(f"nprobe must be in [1, nlist={nlist}]; got {nprobe}")
+    return int(nprobe)
+
+
 def as_threads(threads) -> int:
     if isinstance(threads, (bool, np.bool_)) or not isinstance(threads, (int, np.integer)):
         raise TypeError(f"threads must be an integer (0 = all cores); got {type(threads).__name__}")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _core
-from ._validate import as_f32_matrix, as_k, as_threads
+from ._validate import as_f32_matrix, as_k, as_nprobe, as_threads
 from .flat import SearchResult
 from .io import FormatError, Persistent, register_kind, write_container
 from .pq import _QuantizedIndex
@@ -414,11 +414,7 @@ class IVFBinaryIndex(_BinaryCodesIndex, Persistent):
     def search(self, q, k: int = 10, *, nprobe: int | None = None, threads: int = 0) -> SearchResult:
         if not self.is_trained:
             raise ValueError("search: the index is not trained; call train(x) first")
-        nprobe = self.nprobe if nprobe is None else nprobe
-        if isinstance(nprobe, bool) or not isinstance(nprobe, (int, np.integer)):
-            raise TypeError(f"nprobe must be an integer; got {type(nprobe).__name__}")
-        if not 1 <= nprobe <= self.nlist:
-            raise ValueError(f"nprobe must be in [1, nlist={self.nlist}]; got {nprobe}")
+        nprobe = as_nprobe(self.nprobe if nprobe is None else nprobe, self.nlist)
         q = as_f32_matrix(q, self.dim, "queries")
         k, threads = as_k(k), as_threads(threads)
         return self._search_refined(

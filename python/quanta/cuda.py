@@ -242,7 +242,6 @@ class IVFPQIndex(_GpuQuantized):
         tsize = self.m << self.nbits
         per_query = 4 * nprobe * max(self._maxlen, tsize)
         qb = max(1, min(nq, _SCORE_BYTES // per_query))
-        cs = self._codes.shape[1] if self._codes.ndim == 2 else 0
         for i0 in range(0, nq, qb):
             qc, pc = qs[i0:i0 + qb], cp.ascontiguousarray(probes[i0:i0 + qb])
             nqc = qc.shape[0]
