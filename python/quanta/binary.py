@@ -113,6 +113,19 @@ class RecurrentBinarizer(Persistent):
         self.set_transforms(first, recon, resid)
         return self
 
+    def fit_learned(self, x, pairs=None, **options) -> "RecurrentBinarizer":
+        """Trains the transforms with PyTorch (``pip install "quanta[train]"``), BEBR's
+        embedding-to-embedding way, and returns self. Positive pairs are (x[i], pairs[i]) when
+        ``pairs`` is given (e.g. query and document embeddings), else each row and one of its
+        ``neighbors`` nearest rows in x. Options: hidden (0: linear transforms started from
+        ``fit``'s closed form; > 0: Linear-BatchNorm-ReLU-Linear MLPs of that width), epochs,
+        batch_size, lr, momentum, weight_decay, tau, hard_negatives, neighbors,
+        normalize_reconstruction, max_train_points, progress. The result is plain arrays:
+        encoding never needs PyTorch. Inputs are L2-normalized for training; encode normalized
+        vectors too."""
+        from .binary_train import fit_learned
+        return fit_learned(self, x, pairs, **options)
+
     def set_transforms(self, first, recon, resid, *, normalize_reconstruction: bool = False):
         """Installs transforms given as lists of layers ``(w (out, in), b (out,), relu)``:
         ``first`` maps dim -> bits; ``recon[i]`` bits -> dim and ``resid[i]`` dim -> bits for
@@ -279,8 +292,21 @@ class _BinaryCodesIndex(_QuantizedIndex):
         raise NotImplementedError("binary codes do not decode to the input space; "
                                   "binarizer.decode gives the code vectors")
 
-    def _fit_binarizer(self, x, max_train_points):
-        self._binarizer.fit(x, max_train_points=max_train_points)
+    def _fit_binarizer(self, x, max_train_points, binarizer=None):
+        """Fits the index's binarizer (closed form), or copies a fitted one's transforms."""
+        if binarizer is None:
+            self._binarizer.fit(x, max_train_points=max_train_points)
+        else:
+            if not isinstance(binarizer, RecurrentBinarizer) or not binarizer.is_trained:
+                raise TypeError("binarizer must be a fitted quanta.RecurrentBinarizer")
+            if (binarizer.dim, binarizer.bits) != (self.dim, self.bits) or \
+                    binarizer.levels < self.query_levels:
+                raise ValueError(f"binarizer must have dim {self.dim}, bits {self.bits} and at "
+                                 f"least {self.query_levels} levels; got {binarizer!r}")
+            first, recon, resid, normalize = binarizer._b.transforms()
+            q = self.query_levels
+            self._binarizer.set_transforms(first, recon[:q], resid[:q],
+                                           normalize_reconstruction=normalize)
         self._train_refine(x)
 
     def _binary_parts(self):
@@ -330,9 +356,11 @@ class BinaryIndex(_BinaryCodesIndex, Persistent):
                 f"query_levels={self.query_levels}, metric={self.metric!r}, "
                 f"scoring={self.scoring!r}, ntotal={self.ntotal})")
 
-    def train(self, x, *, max_train_points: int = 20000, threads: int = 0) -> None:
-        """Fits the binarizer (closed form) and, with refine, the re-ranking storage."""
-        self._fit_binarizer(as_f32_matrix(x, self.dim, "x"), max_train_points)
+    def train(self, x, *, binarizer: RecurrentBinarizer | None = None,
+              max_train_points: int = 20000, threads: int = 0) -> None:
+        """Fits the binarizer (closed form; or takes the transforms of ``binarizer``, e.g. one
+        from ``fit_learned``) and, with refine, the re-ranking storage."""
+        self._fit_binarizer(as_f32_matrix(x, self.dim, "x"), max_train_points, binarizer)
 
     def search(self, q, k: int = 10, *, threads: int = 0) -> SearchResult:
         if not self.is_trained:
@@ -396,10 +424,11 @@ class IVFBinaryIndex(_BinaryCodesIndex, Persistent):
                 f"metric={self.metric!r}, scoring={self.scoring!r}, nprobe={self.nprobe}, "
                 f"ntotal={self.ntotal})")
 
-    def train(self, x, *, coarse_niter: int = 10, seed: int = 0,
-              max_points_per_centroid: int = 256, max_train_points: int = 20000,
+    def train(self, x, *, binarizer: RecurrentBinarizer | None = None, coarse_niter: int = 10,
+              seed: int = 0, max_points_per_centroid: int = 256, max_train_points: int = 20000,
               threads: int = 0) -> None:
-        """Coarse k-means (coarse_niter iterations), then the binarizer (closed form)."""
+        """Coarse k-means (coarse_niter iterations), then the binarizer (closed form, or the
+        transforms of ``binarizer``)."""
         x = as_f32_matrix(x, self.dim, "x")
         if x.shape[0] < self.nlist:
             raise ValueError(f"train: {x.shape[0]} vectors; need at least nlist ({self.nlist})")
@@ -409,7 +438,7 @@ class IVFBinaryIndex(_BinaryCodesIndex, Persistent):
                 raise ValueError(f"{name} must be an integer >= 0; got {v!r}")
         self._index.train_coarse(x, int(coarse_niter), int(seed), int(max_points_per_centroid),
                                  as_threads(threads))
-        self._fit_binarizer(x, max_train_points)
+        self._fit_binarizer(x, max_train_points, binarizer)
 
     def search(self, q, k: int = 10, *, nprobe: int | None = None, threads: int = 0) -> SearchResult:
         if not self.is_trained:
