@@ -97,3 +97,18 @@ def test_gpu_kmeans():
     assert inertia <= 1.1 * cpu_inertia
     with pytest.raises(ValueError):
         quanta.cuda.kmeans(xb, 0)
+
+
+@pytest.mark.parametrize("spec", ["RBE64x2", "RBE100x3", "RBE64x1q1,Refine(f16)"])
+def test_gpu_binary_matches_cpu(spec):
+    xb, xq = clustered(4000, 64, 40, seed=7)
+    cpu = quanta.index_factory(64, spec)
+    cpu.train(xb)
+    cpu.add(xb, ids=np.arange(4000) * 5)
+    gpu = quanta.cuda.BinaryIndex(cpu)
+    D, I = gpu.search(cp.asarray(xq), 10)
+    D0, I0 = cpu.search(xq, 10)
+    # exact integer scores and the CPU's arithmetic: identical distances
+    np.testing.assert_array_equal(cp.asnumpy(D), D0)
+    same = D0[:, :-1] > D0[:, 1:]  # ties may order differently
+    assert np.mean(cp.asnumpy(I)[:, :-1][same] == I0[:, :-1][same]) > 0.99

@@ -3,6 +3,7 @@
 #include <pybind11/pybind11.h>
 
 #include "flat_scan.cuh"
+#include "binary_scan.cuh"
 #include "pq_scan.cuh"
 
 namespace py = pybind11;
@@ -50,5 +51,19 @@ PYBIND11_MODULE(_cuda, m) {
     quanta::cuda::topk(reinterpret_cast<const float*>(scores), ld, row0, rows, nq, k,
                        reinterpret_cast<float*>(best_s), reinterpret_cast<int64_t*>(best_p), reset,
                        stream);
+  });
+  m.def("rbe_scores", [](uintptr_t codes, size_t n, int planes, uintptr_t dsum, uintptr_t dinv,
+                         uintptr_t queries, size_t nq, int qplanes, uintptr_t qsum, uintptr_t qinv,
+                         int words, int bits, uintptr_t scores, size_t ld, uintptr_t stream) {
+    if (planes < 1 || qplanes < planes || qplanes > 8)
+      throw py::value_error("planes must be in [1, qplanes] and qplanes <= 8");
+    py::gil_scoped_release nogil;
+    quanta::cuda::rbe_scores(reinterpret_cast<const uint64_t*>(codes), n, planes,
+                             reinterpret_cast<const int32_t*>(dsum),
+                             reinterpret_cast<const float*>(dinv),
+                             reinterpret_cast<const uint64_t*>(queries), nq, qplanes,
+                             reinterpret_cast<const int32_t*>(qsum),
+                             reinterpret_cast<const float*>(qinv), words, bits,
+                             reinterpret_cast<float*>(scores), ld, stream);
   });
 }

@@ -1,5 +1,6 @@
 """GPU search (CuPy in, CuPy out): flat scans over the storages of :class:`quanta.FlatIndex`,
-ADC scans of :class:`quanta.PQIndex` / :class:`quanta.IVFPQIndex`, and k-means.
+ADC scans of :class:`quanta.PQIndex` / :class:`quanta.IVFPQIndex`, exact scans of recurrent
+binary codes (:class:`quanta.BinaryIndex`), and k-means.
 
 >>> gpu = quanta.cuda.FlatIndex(cpu_index)       # uploads the codes once
 >>> D, I = gpu.search(cupy_queries, k=10)         # cupy arrays back; numpy in gives numpy out
@@ -268,6 +269,75 @@ class IVFPQIndex(_GpuQuantized):
             rows = self._offsets[cp.maximum(lists, 0)] + r
             I[i0:i0 + nqc] = cp.where(valid, self._ids[cp.where(valid, rows, 0)], -1)
         D = cp.where(I >= 0, -D if l2 else D, cp.inf if l2 else -cp.inf).astype(cp.float32)
+        return self._finish(cp, q, on_host, D, I, k, self._cpu)
+
+
+class BinaryIndex(_GpuQuantized):
+    """A device copy of a CPU :class:`quanta.BinaryIndex` (recurrent binary codes): one thread
+    per code sums bit-plane popcounts (``__popcll``) against the query's planes in shared
+    memory, and the code cosine comes from the same integer formula and double arithmetic as
+    on the CPU, so scores are identical to the CPU's whatever its scoring path. Queries are
+    encoded on the host by the index's binarizer; a CPU ``refine`` re-ranks on the host.
+    Supports k <= 1024."""
+
+    def __init__(self, index):
+        from .binary import BinaryIndex as _CpuBinary
+        if not isinstance(index, _CpuBinary):
+            raise TypeError("index must be a quanta.BinaryIndex")
+        if not index.is_trained:
+            raise ValueError("index must be trained")
+        self._mod, cp = _module(), _cupy()
+        self._cpu = index
+        self.dim, self.metric, self.ntotal = index.dim, index.metric, index.ntotal
+        self._planes, self._qplanes = index.levels + 1, index.query_levels + 1
+        self._words = index.binarizer.words
+        codes = index._index.codes()
+        self._codes = cp.asarray(codes)
+        sums, inv = self._stats(codes, self._planes)
+        self._dsum, self._dinv = cp.asarray(sums), cp.asarray(inv)
+        ids = index._index.ids()
+        self._ids = cp.asarray(ids) if ids.size else None
+
+    def _stats(self, codes, planes):
+        """sum_j c_j and 1 / sqrt(sum_j (2 c_j - K)^2), as the CPU index computes them."""
+        if len(codes) == 0:
+            return np.zeros(0, np.int32), np.zeros(0, np.float32)
+        v = self._cpu.binarizer.values(codes).astype(np.int64)
+        norm2 = ((2 * v - (2 ** planes - 1)) ** 2).sum(1).astype(np.float64)
+        return v.sum(1).astype(np.int32), (1.0 / np.sqrt(norm2)).astype(np.float32)
+
+    def search(self, q, k: int = 10) -> SearchResult:
+        cp = _cupy()
+        k = as_k(k)
+        q, on_host = _queries(cp, q, self.dim, "ip")
+        kk = k * self._cpu.refine_factor if self._cpu._refine is not None else k
+        qcodes = self._cpu.binarizer.encode(cp.asnumpy(q))
+        qsum, qinv = self._stats(qcodes, self._qplanes)
+        qc, qs, qi = cp.asarray(qcodes), cp.asarray(qsum), cp.asarray(qinv)
+        nq, n = q.shape[0], self.ntotal
+        D = cp.empty((nq, kk), cp.float32)
+        I = cp.empty((nq, kk), cp.int64)
+        stream = cp.cuda.get_current_stream().ptr
+        qw = self._qplanes * self._words
+        qb = max(1, min(nq, 4096))
+        for i0 in range(0, nq, qb):
+            nqc = min(qb, nq - i0)
+            Dc, Ic = D[i0:i0 + nqc], I[i0:i0 + nqc]
+            self._mod.topk(0, 1, 0, 0, nqc, kk, Dc.data.ptr, Ic.data.ptr, True, stream)
+            chunk = max(1, min(n, _SCORE_BYTES // (4 * nqc)))
+            scores = cp.empty((nqc, chunk), cp.float32)
+            for r0 in range(0, n, chunk):
+                rows = min(chunk, n - r0)
+                self._mod.rbe_scores(self._codes.data.ptr + r0 * self._planes * self._words * 8,
+                                     rows, self._planes, self._dsum.data.ptr + 4 * r0,
+                                     self._dinv.data.ptr + 4 * r0,
+                                     qc.data.ptr + i0 * qw * 8, nqc, self._qplanes,
+                                     qs.data.ptr + 4 * i0, qi.data.ptr + 4 * i0, self._words,
+                                     self._cpu.bits, scores.data.ptr, chunk, stream)
+                self._mod.topk(scores.data.ptr, chunk, r0, rows, nqc, kk, Dc.data.ptr,
+                               Ic.data.ptr, False, stream)
+        if self._ids is not None:
+            I = cp.where(I >= 0, self._ids[cp.maximum(I, 0)], -1)
         return self._finish(cp, q, on_host, D, I, k, self._cpu)
 
 
