@@ -133,7 +133,7 @@ def main(argv=None):
 
         # quanta PQ fast-scan at the same bytes
         m = b * d // 4
-        if d % m == 0:
+        if d % m == 0 and m <= 256:  # fast-scan supports up to 256 sub-quantizers
             pq = quanta.PQIndex(d, m, 4, "ip", fast_scan=True)
             pqr = quanta.PQIndex(d, m, 4, "ip", fast_scan=True, refine="f32",
                                  refine_factor=RERANK // 10)

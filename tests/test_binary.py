@@ -126,7 +126,7 @@ def test_more_planes_raise_recall_and_beat_one_bit_at_equal_bits(clustered):
         index.train(xb)
         index.add(xb)
         r[spec] = recall_at_k(index.search(xq, 10).ids, gt)
-    # measured: 0.371, 0.498, 0.580, 0.679, 0.452, 0.645
+    # measured: 0.322, 0.442, 0.568, 0.730, 0.426, 0.625
     # symmetric codes: more planes, more recall; 2 bits/dim beats 1 bit at 128 total bits
     assert r["RBE64x1q1"] < r["RBE64x2q2"] < r["RBE64x3"], r
     assert r["RBE64x2q2"] > r["RBE128x1q1"] + 0.05, r
@@ -146,7 +146,7 @@ def test_real_embeddings_recall_and_refine():
         ix.add(xb)
     r_plain = recall_at_k(plain.search(xq, 10).ids, gt)
     r_ref = recall_at_k(refined.search(xq, 10).ids, gt)
-    assert r_plain >= 0.57 and r_ref >= 0.94, (r_plain, r_ref)  # measured: 0.610, 0.971
+    assert r_plain >= 0.78 and r_ref >= 0.95, (r_plain, r_ref)  # measured: 0.820, 0.981
 
 
 @pytest.mark.parametrize("spec, bits, levels, refine", [("RBE100x3,Refine(f16)", 100, 2, "f16"),

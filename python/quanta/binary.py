@@ -43,16 +43,36 @@ def _signs(z):
     return np.where(z >= 0, 1.0, -1.0)  # sign(0) = +1, as in the native encoder
 
 
+def _grid_scale(z, w, levels):
+    """The reconstruction scale s minimizing |z - s P b|^2 over (up to 5000 rows of) the
+    sample, b the recurrent code of z with `levels` levels and P = W W^T (the identity when W
+    has orthonormal rows, m <= dim; else 1000 rows, P costs two products)."""
+    z = z[:5000 if w.shape[0] <= w.shape[1] else 1000]
+    sigma = float(np.sqrt((z * z).mean())) or 1.0
+    proj = (lambda b: b) if w.shape[0] <= w.shape[1] else (lambda b: (b @ w) @ w.T)
+    best = None
+    for f in np.arange(0.4, 3.01, 0.1):
+        s = f * sigma
+        b = _signs(z)
+        for level in range(1, levels + 1):
+            b = b + 0.5 ** level * _signs(z - s * proj(b))
+        err = float(((z - s * proj(b)) ** 2).sum())
+        if best is None or err < best[0]:
+            best = (err, s)
+    return best[1]
+
+
 class RecurrentBinarizer(Persistent):
     """Encodes float vectors (dim) as recurrent binary codes of ``bits`` bits per plane and
     ``levels + 1`` planes, i.e. ``levels + 1`` bits per output dimension.
 
     ``fit(x)`` is training-free and closed-form: the first level projects with W (PCA
     directions turned by a random rotation, so every output bit carries similar variance, or a
-    random orthogonal map with ``transform="rotation"``; centred on the sample mean unless
-    ``center=False``); each further level reconstructs x from the code so far by least squares
-    and takes the signs of W times the residual. ``set_transforms`` installs any other
-    transforms, such as learned MLPs, as plain arrays.
+    random orthogonal map with ``transform="rotation"``; centred on the sample mean with
+    ``center=True``, which suits data whose mean is noise but not inner products of real
+    embeddings); each further level reconstructs x from the code so far at the scale that
+    fits the sample best and takes the signs of W times the residual. ``set_transforms``
+    installs any other transforms, such as learned MLPs, as plain arrays.
 
     Codes are uint64 arrays (n, code_words): plane i (level i, most significant first) is
     ``ceil(bits / 64)`` words, bit j of the plane in word j // 64. ``values(codes)`` gives the
@@ -61,7 +81,7 @@ class RecurrentBinarizer(Persistent):
     """
 
     def __init__(self, dim: int, bits: int | None = None, levels: int = 1, *,
-                 transform: str = "pca", center: bool = True, seed: int = 0):
+                 transform: str = "pca", center: bool = False, seed: int = 0):
         bits = dim if bits is None else bits
         _check_shape(dim, bits, levels)
         if transform not in TRANSFORMS:
@@ -80,11 +100,20 @@ class RecurrentBinarizer(Persistent):
         return (f"RecurrentBinarizer(dim={self.dim}, bits={self.bits}, levels={self.levels}, "
                 f"transform={self.transform!r}, trained={self.is_trained})")
 
-    def fit(self, x, *, max_train_points: int = 20000) -> "RecurrentBinarizer":
-        """Fits the training-free transforms on a sample of x (n, dim) and returns self."""
+    def fit(self, x, *, max_train_points: int = 20000,
+            levels: int | None = None) -> "RecurrentBinarizer":
+        """Fits the training-free transforms on a sample of x (n, dim) and returns self.
+
+        W projects (PCA directions turned by a random rotation, or a random orthogonal map),
+        centred on the sample mean when ``center``. Each level i >= 1 reconstructs x as
+        mu + s W^T b from the code b so far and takes the signs of W (x - that), so the code
+        is a uniform grid of step s 2^-u around W (x - mu); the scale s is the one whose codes
+        of ``levels`` levels (default: all; an index passes its documents') reconstruct the
+        sample's projections with the least squared error."""
         x = as_f32_matrix(x, self.dim, "x")
         if x.shape[0] < 2:
             raise ValueError(f"fit: {x.shape[0]} vectors; need at least 2")
+        levels = self.levels if levels is None else int(levels)
         rng = np.random.default_rng(self.seed)
         if x.shape[0] > max_train_points:
             x = x[np.sort(rng.choice(x.shape[0], max_train_points, replace=False))]
@@ -99,18 +128,11 @@ class RecurrentBinarizer(Persistent):
                 w = _random_orthogonal(rng, m, vt.shape[0]) @ vt
         else:
             w = _random_orthogonal(rng, m, dim)
-        first = [(w, -w @ mu, False)]
-        recon, resid = [], []
-        b = _signs((x - mu) @ w.T)
-        ones = np.ones((len(x), 1))
-        for level in range(1, self.levels + 1):
-            # x ~ B b + c by least squares, then the signs of W (x - that)
-            sol = np.linalg.lstsq(np.hstack([b, ones]), x, rcond=None)[0]
-            bmat, c = sol[:m].T, sol[m]
-            recon.append([(bmat, c, False)])
-            resid.append([(w, np.zeros(m), False)])
-            b = b + 0.5 ** level * _signs((x - (b @ bmat.T + c)) @ w.T)
-        self.set_transforms(first, recon, resid)
+        z = (x - mu) @ w.T
+        scale = _grid_scale(z, w, levels)
+        recon = [[(scale * w.T, mu, False)] for _ in range(self.levels)]
+        resid = [[(w, np.zeros(m), False)] for _ in range(self.levels)]
+        self.set_transforms([(w, -w @ mu, False)], recon, resid)
         return self
 
     def fit_learned(self, x, pairs=None, **options) -> "RecurrentBinarizer":
@@ -295,7 +317,7 @@ class _BinaryCodesIndex(_QuantizedIndex):
     def _fit_binarizer(self, x, max_train_points, binarizer=None):
         """Fits the index's binarizer (closed form), or copies a fitted one's transforms."""
         if binarizer is None:
-            self._binarizer.fit(x, max_train_points=max_train_points)
+            self._binarizer.fit(x, max_train_points=max_train_points, levels=self.levels)
         else:
             if not isinstance(binarizer, RecurrentBinarizer) or not binarizer.is_trained:
                 raise TypeError("binarizer must be a fitted quanta.RecurrentBinarizer")
@@ -344,7 +366,7 @@ class BinaryIndex(_BinaryCodesIndex, Persistent):
 
     def __init__(self, dim: int, bits: int | None = None, levels: int = 1, metric: str = "ip",
                  *, query_levels: int | None = None, scoring: str = "auto",
-                 transform: str = "pca", center: bool = True, seed: int = 0,
+                 transform: str = "pca", center: bool = False, seed: int = 0,
                  refine: str | None = None, refine_factor: int = 4):
         bits, query_levels = _binary_args(dim, bits, levels, query_levels, metric, scoring)
         native = _core.BinaryIndex(int(dim), bits, int(levels), query_levels, metric, scoring)
@@ -400,7 +422,7 @@ class IVFBinaryIndex(_BinaryCodesIndex, Persistent):
 
     def __init__(self, dim: int, nlist: int, bits: int | None = None, levels: int = 1,
                  metric: str = "ip", *, query_levels: int | None = None, scoring: str = "auto",
-                 transform: str = "pca", center: bool = True, seed: int = 0,
+                 transform: str = "pca", center: bool = False, seed: int = 0,
                  refine: str | None = None, refine_factor: int = 4):
         if isinstance(nlist, bool) or not isinstance(nlist, (int, np.integer)) or nlist < 1:
             raise ValueError(f"nlist must be an integer >= 1; got {nlist!r}")
