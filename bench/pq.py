@@ -119,7 +119,9 @@ def ivf_pq(cfg, args, xb, xq, gt, threads, faiss, quanta):
     refined.add(xb)
     built = {}
     for refine in (None, "f32", "f8e4m3"):
-        ix = quanta.IVFPQIndex(d, nlist, m, nbits, "l2", fast_scan=fs, refine=refine)
+        # the same coding as faiss's index (IndexIVFPQFastScan codes the vectors themselves)
+        ix = quanta.IVFPQIndex(d, nlist, m, nbits, "l2", fast_scan=fs, refine=refine,
+                               by_residual=bool(base.by_residual))
         _, built[refine, "train"] = time_once(lambda: ix.train(xb, threads=1))
         ix.add(xb)
         built[refine] = ix
@@ -160,7 +162,8 @@ def ivf_pq(cfg, args, xb, xq, gt, threads, faiss, quanta):
             for p in rprobes for kf in kfs],
     }
     code = m * nbits // 8
-    print(f"## {spec} ({code} B codes; re-rank vectors f32 {4 * d} B, f8e4m3 {d} B)\n")
+    print(f"## {spec} ({code} B codes; re-rank vectors f32 {4 * d} B, f8e4m3 {d} B; "
+          f"by_residual={bool(base.by_residual)} in both)\n")
     print(f"train (1 thread): faiss {t_faiss:.2f} s, quanta {t_quanta:.2f} s "
           f"(ratio {t_quanta / t_faiss:.2f}); with refine=f32 {built['f32', 'train']:.2f} s\n")
     print("| system | nprobe | k_factor | recall@10 | QPS 1T | QPS all |")

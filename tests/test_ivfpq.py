@@ -12,10 +12,11 @@ def data():
     return quanta.datasets.clustered(20000, 64, 100, seed=11)
 
 
+@pytest.mark.parametrize("by_residual", [True, False])
 @pytest.mark.parametrize("metric", ["l2", "ip", "cosine"])
-def test_full_probe_equals_exhaustive_adc(metric):
+def test_full_probe_equals_exhaustive_adc(metric, by_residual):
     xb, xq = quanta.datasets.clustered(3000, 32, 20, seed=12)
-    index = quanta.IVFPQIndex(32, 16, 8, 8, metric)
+    index = quanta.IVFPQIndex(32, 16, 8, 8, metric, by_residual=by_residual)
     index.train(xb, niter=5, coarse_niter=5)
     index.add(xb, ids=np.arange(3000) * 3)
     D, I = index.search(xq, 10, nprobe=16)
@@ -207,3 +208,23 @@ def test_issue_factory_spec():
     for bad in ("IVF32,PQ24x8fs", "IVF32,PQ24x4fs,Refine(f4)", "IVF32,Flat"):
         with pytest.raises(ValueError, match="spec"):
             quanta.index_factory(48, bad)
+
+
+@pytest.mark.parametrize("metric", ["l2", "ip"])
+def test_fast_scan_without_residuals(data, metric, tmp_path):
+    xb, xq = data
+    _, gt = brute_force_knn(xb, xq, 10, metric)
+    index = quanta.IVFPQIndex(64, 32, 16, 4, metric, fast_scan=True, by_residual=False)
+    exact = quanta.IVFPQIndex(64, 32, 16, 4, metric, by_residual=False)
+    for ix in (index, exact):
+        ix.train(xb, niter=10)
+        ix.add(xb)
+    assert not index.by_residual and "by_residual=False" in repr(index)
+    a, b = index.search(xq, 10, nprobe=32), exact.search(xq, 10, nprobe=32)
+    # uint8 tables against float ones on the same codes: nearly the same neighbours
+    assert np.mean([len(set(u) & set(v)) / 10 for u, v in zip(a.ids, b.ids)]) > 0.9
+    assert recall_at_k(a.ids, gt) > 0.3
+    index.save(tmp_path / "nr.qnt")
+    other = quanta.load(tmp_path / "nr.qnt")
+    assert not other.by_residual
+    np.testing.assert_array_equal(other.search(xq, 10, nprobe=8).ids, index.search(xq, 10, nprobe=8).ids)

@@ -236,9 +236,11 @@ PYBIND11_MODULE(_core, m) {
   bind_reconstruct(ivf);
   bind_pq_accessor(ivf);
   ivf.def(py::init([](size_t dim, size_t nlist, size_t m, size_t nbits, const std::string& metric,
-                      bool fast_scan) {
-       return new IVFPQIndex(dim, nlist, m, nbits, metric_from_name(metric), fast_scan);
+                      bool fast_scan, bool by_residual) {
+       return new IVFPQIndex(dim, nlist, m, nbits, metric_from_name(metric), fast_scan,
+                             by_residual);
      }))
+      .def_property_readonly("by_residual", &IVFPQIndex::by_residual)
       .def("train", [kmeans_params](IVFPQIndex& self, const py::array& x, size_t coarse_niter,
                                     size_t niter, uint64_t seed, size_t mppc, int threads) {
         size_t n;

@@ -208,6 +208,8 @@ class IVFPQIndex(_GpuQuantized):
     def __init__(self, index):
         from .pq import IVFPQIndex as _CpuIVF
         cp = self._setup(index, _CpuIVF)
+        if not index.by_residual:
+            raise ValueError("quanta.cuda.IVFPQIndex supports by_residual=True indexes only")
         self.nlist, self.nprobe = index.nlist, index.nprobe
         st = index._index.state()
         sizes = st["sizes"].astype(np.int64)

@@ -378,11 +378,14 @@ class IVFPQIndex(_QuantizedIndex, Persistent):
     ``fast_scan=True`` (4-bit codes, m <= 256; factory "IVF<nlist>,PQ<m>x4fs") keeps each list
     in blocks of 32 codes scanned with uint8 tables in SIMD registers; a query's tables for all
     its probed lists share one quantization scale, and distances are estimates from them.
+    ``by_residual=False`` codes the vectors themselves instead of their residuals (faiss's
+    default for IndexIVFPQFastScan): one table per query serves every list; on data without
+    strong clusters it can be the more accurate choice.
     """
 
     def __init__(self, dim: int, nlist: int, m: int, nbits: int = 8, metric: str = "l2", *,
-                 fast_scan: bool = False, opq: bool = False, refine: str | None = None,
-                 refine_factor: int = 4):
+                 fast_scan: bool = False, by_residual: bool = True, opq: bool = False,
+                 refine: str | None = None, refine_factor: int = 4):
         _check_shape(dim, m, nbits)
         if isinstance(nlist, bool) or not isinstance(nlist, (int, np.integer)) or nlist < 1:
             raise ValueError(f"nlist must be an integer >= 1; got {nlist!r}")
@@ -390,7 +393,7 @@ class IVFPQIndex(_QuantizedIndex, Persistent):
             raise ValueError(f"metric must be one of {METRICS}; got {metric!r}")
         _check_fast_scan(fast_scan, m, nbits)
         self._index = _core.IVFPQIndex(int(dim), int(nlist), int(m), int(nbits), metric,
-                                       bool(fast_scan))
+                                       bool(fast_scan), bool(by_residual))
         self._fast_scan = bool(fast_scan)
         self._dim, self._nlist, self._m, self._nbits = int(dim), int(nlist), int(m), int(nbits)
         self.nprobe = 1
@@ -401,6 +404,8 @@ class IVFPQIndex(_QuantizedIndex, Persistent):
     m = property(lambda self: self._m)
     nbits = property(lambda self: self._nbits)
     fast_scan = property(lambda self: self._fast_scan)
+    by_residual = property(lambda self: self._index.by_residual,
+                           doc="whether the codes are of residuals (else of the vectors)")
 
     @property
     def coarse_centroids(self) -> np.ndarray:
@@ -409,7 +414,8 @@ class IVFPQIndex(_QuantizedIndex, Persistent):
         return c if self._rotation is None else c @ self._rotation.T
 
     def __repr__(self):
-        fs = (", fast_scan=True" if self.fast_scan else "") + (", opq=True" if self.opq else "")
+        fs = (", fast_scan=True" if self.fast_scan else "") + (", opq=True" if self.opq else "") \
+            + ("" if self.by_residual else ", by_residual=False")
         return (f"IVFPQIndex(dim={self.dim}, nlist={self.nlist}, m={self.m}, nbits={self.nbits}, "
                 f"metric={self.metric!r}{fs}, nprobe={self.nprobe}, ntotal={self.ntotal})")
 
@@ -444,7 +450,7 @@ class IVFPQIndex(_QuantizedIndex, Persistent):
         write_container(f, "IVPQ", self.dim, self.ntotal,
                         {"nlist": self.nlist, "m": self.m, "nbits": self.nbits,
                          "metric": self.metric, "nprobe": self.nprobe,
-                         "fast_scan": self.fast_scan, **rmeta},
+                         "fast_scan": self.fast_scan, "by_residual": self.by_residual, **rmeta},
                         {"CENT": cent, "COAR": st["centroids"], "SIZE": st["sizes"],
                          "CODE": st["codes"], "IDS_": st["ids"], **rarrays})
 
@@ -453,6 +459,7 @@ class IVFPQIndex(_QuantizedIndex, Persistent):
         try:
             index = cls(dim, meta["nlist"], meta["m"], meta["nbits"], meta["metric"],
                         fast_scan=bool(meta.get("fast_scan", False)),
+                        by_residual=bool(meta.get("by_residual", True)),
                         opq=bool(meta.get("opq", False)))
             index.nprobe = int(meta.get("nprobe", 1))
             if arrays["CENT"].size:

@@ -24,12 +24,15 @@ namespace quanta {
 class IVFPQIndex {
  public:
   IVFPQIndex(size_t dim, size_t nlist, size_t m, size_t nbits, Metric metric,
-             bool fast_scan = false);
+             bool fast_scan = false, bool by_residual = true);
 
   size_t dim() const { return dim_; }
   size_t nlist() const { return nlist_; }
   Metric metric() const { return metric_; }
   bool fast_scan() const { return fast_scan_; }
+  // false: the PQ codes the vectors themselves (faiss's IndexIVFPQFastScan default): one
+  // table per query serves every list; true: residuals to the list centroid.
+  bool by_residual() const { return by_residual_; }
   size_t ntotal() const { return ntotal_; }
   bool is_trained() const { return !centroids_.empty() && pq_.is_trained(); }
   size_t memory_usage() const;
@@ -76,6 +79,7 @@ class IVFPQIndex {
   size_t dim_, nlist_;
   Metric metric_;
   bool fast_scan_;
+  bool by_residual_;
   ProductQuantizer pq_;
   std::vector<float> centroids_;  // nlist x dim
   std::vector<float> precomputed_;  // nlist x m x ksub (l2, when within the cap), else empty

@@ -16,8 +16,9 @@
 namespace quanta {
 
 IVFPQIndex::IVFPQIndex(size_t dim, size_t nlist, size_t m, size_t nbits, Metric metric,
-                       bool fast_scan)
-    : dim_(dim), nlist_(nlist), metric_(metric), fast_scan_(fast_scan), pq_(dim, m, nbits),
+                       bool fast_scan, bool by_residual)
+    : dim_(dim), nlist_(nlist), metric_(metric), fast_scan_(fast_scan), by_residual_(by_residual),
+      pq_(dim, m, nbits),
       codes_(nlist), ids_(nlist) {
   require(nlist > 0, "nlist must be >= 1");
   // uint16 sums of up to m entries of 255 must not overflow.
@@ -59,7 +60,7 @@ void IVFPQIndex::train(const float* x, size_t n, const KMeansParams& coarse,
   try {
     for (size_t i = 0; i < n; ++i) {
       const float* c = centroids_.data() + size_t(km.assign[i]) * dim_;
-      for (size_t p = 0; p < dim_; ++p) xs[i * dim_ + p] -= c[p];
+      for (size_t p = 0; p < dim_ && by_residual_; ++p) xs[i * dim_ + p] -= c[p];
     }
     pq_.train(xs.data(), n, fine);
   } catch (...) {
@@ -78,7 +79,7 @@ void IVFPQIndex::precompute() {
   }
   precomputed_.clear();
   const size_t m = pq_.m(), ks = pq_.ksub(), ds = pq_.dsub();
-  if (metric_ != Metric::l2 || centroids_.empty() || !pq_.is_trained() ||
+  if (metric_ != Metric::l2 || !by_residual_ || centroids_.empty() || !pq_.is_trained() ||
       nlist_ * m * ks * sizeof(float) > kMaxPrecomputedBytes)
     return;
   precomputed_.resize(nlist_ * m * ks);
@@ -102,7 +103,7 @@ void IVFPQIndex::add(const float* x, size_t n, const int64_t* ids, int threads) 
   assign(xs.data(), n, threads, lists.data());
   for (size_t i = 0; i < n; ++i) {
     const float* c = centroids_.data() + size_t(lists[i]) * dim_;
-    for (size_t p = 0; p < dim_; ++p) xs[i * dim_ + p] -= c[p];
+    for (size_t p = 0; p < dim_ && by_residual_; ++p) xs[i * dim_ + p] -= c[p];
   }
   const size_t cs = pq_.code_size();
   std::vector<uint8_t> codes(n * cs);
@@ -191,7 +192,8 @@ void IVFPQIndex::scan_lists(const float* q, const float* cd, const int64_t* cl, 
   const bool l2 = metric_ == Metric::l2, pre = !precomputed_.empty();
   const size_t m = pq_.m(), ks = pq_.ksub();
   std::vector<float> table(m * ks), qdots(pre ? m * ks : 0), scores;
-  if (!l2) pq_.distance_tables(q, 1, false, table.data());
+  const bool per_list = l2 && by_residual_;  // else one table serves every list
+  if (!per_list) pq_.distance_tables(q, 1, l2, table.data());
   if (pre)  // <q_j, code c> once per query, shared by every probed list
     for (size_t j = 0; j < m; ++j) pq_.sub_dots(j, q + j * pq_.dsub(), qdots.data() + j * ks);
   for (size_t pr = 0; pr < nprobe; ++pr) {
@@ -199,10 +201,10 @@ void IVFPQIndex::scan_lists(const float* q, const float* cd, const int64_t* cl, 
     if (l < 0 || ids_[size_t(l)].empty()) continue;
     const size_t len = ids_[size_t(l)].size();
     float bias = 0;
-    if (l2) {
+    if (per_list) {
       l2_table(q, qdots.data(), size_t(l), table.data());
       bias = pre ? -cd[pr] : 0;  // minus |q - centroid|^2
-    } else {
+    } else if (!l2 && by_residual_) {
       bias = cd[pr];  // <q, centroid>
     }
     scores.resize(len);
@@ -228,8 +230,9 @@ size_t IVFPQIndex::fast_scan_tables(const float* q, const int64_t* cl, size_t np
   for (size_t pr = 0; pr < nprobe; ++pr)
     if (cl[pr] >= 0 && !ids_[size_t(cl[pr])].empty()) lists[nt++] = cl[pr];
   if (nt == 0) return 0;
-  // Float tables (smaller is better): one per probed list for l2, one shared for ip.
-  const size_t ntab = l2 ? nt : 1;
+  // Float tables (smaller is better): one per probed list for l2 residuals, else one shared.
+  const bool per_list = l2 && by_residual_;
+  const size_t ntab = per_list ? nt : 1;
   thread_local std::vector<float> tables, qdots, bias, lo, hi;  // scratch, reused per query
   tables.resize(ntab * n16);
   qdots.resize(pre ? n16 : 0);
@@ -237,35 +240,36 @@ size_t IVFPQIndex::fast_scan_tables(const float* q, const int64_t* cl, size_t np
   lo.resize(ntab * m);
   hi.resize(ntab * m);
   const Kernels& kern = kernels(active_isa());
-  if (l2 && pre) {
+  if (pre) {  // l2 residuals
     for (size_t j = 0; j < m; ++j) pq_.sub_dots(j, q + j * pq_.dsub(), qdots.data() + j * 16);
     for (size_t t = 0; t < nt; ++t)
       kern.row16_table_minmax(precomputed_.data() + size_t(lists[t]) * n16, qdots.data(), m,
                               &tables[t * n16], &lo[t * m], &hi[t * m]);
   } else {
-    if (l2) {  // no precomputed tables: full tables from q - centroid
+    if (per_list) {  // no precomputed tables: full tables from q - centroid
       for (size_t t = 0; t < nt; ++t) l2_table(q, nullptr, size_t(lists[t]), &tables[t * n16]);
     } else {
-      pq_.distance_tables(q, 1, false, tables.data());
-      for (float& v : tables) v = -v;
+      pq_.distance_tables(q, 1, l2, tables.data());
+      if (!l2)
+        for (float& v : tables) v = -v;
     }
     kern.row16_minmax(tables.data(), ntab * m, lo.data(), hi.data());
   }
   const size_t lb = fast_scan::block_bytes(m);
   fast_scan::quantize_tables(tables.data(), lo.data(), hi.data(), ntab, m, luts, scale,
                              bias.data());
-  for (size_t t = 1; t < nt && !l2; ++t) std::copy(luts, luts + lb, luts + t * lb);
+  for (size_t t = 1; t < nt && !per_list; ++t) std::copy(luts, luts + lb, luts + t * lb);
   for (size_t t = 0; t < nt; ++t) {
     // score = off - sum / scale: minus the estimated distance (l2), the estimated ip (ip).
     // The coarse term is recomputed here in portable code (the coarse search's SIMD GEMM
     // rounds differently per SIMD level), so results are the same at every level.
     const float* c = centroids_.data() + size_t(lists[t]) * dim_;
     float coarse = 0;
-    if (l2 && pre)
+    if (pre)
       for (size_t p = 0; p < dim_; ++p) coarse += (q[p] - c[p]) * (q[p] - c[p]);
-    else if (!l2)
+    else if (!l2 && by_residual_)
       for (size_t p = 0; p < dim_; ++p) coarse += q[p] * c[p];
-    off[t] = l2 ? -(coarse + bias[t]) : coarse - bias[0];
+    off[t] = l2 ? -(coarse + bias[per_list ? t : 0]) : coarse - bias[0];
   }
   return nt;
 }
@@ -348,7 +352,7 @@ void IVFPQIndex::reconstruct(const int64_t* ids, size_t n, float* out) const {
     } else {
       pq_.decode(codes_[l].data() + r * pq_.code_size(), 1, o);
     }
-    for (size_t p = 0; p < dim_; ++p) o[p] += centroids_[l * dim_ + p];
+    for (size_t p = 0; p < dim_ && by_residual_; ++p) o[p] += centroids_[l * dim_ + p];
   }
 }
 
