@@ -5,7 +5,6 @@
 #include "quanta/binary_index.hpp"
 #include "quanta/dispatch.hpp"
 #include "quanta/ivf_binary.hpp"
-#include "quanta/kmeans.hpp"
 #include "quanta/kernels.hpp"
 #include "quanta/recurrent_binary.hpp"
 
@@ -181,11 +180,7 @@ void bind_binary(py::module_& m) {
                               size_t mppc, int threads) {
         size_t n;
         const float* p = f32_rows(x, self.dim(), n, "x");
-        KMeansParams params;
-        params.niter = niter;
-        params.seed = seed;
-        params.max_points_per_centroid = mppc;
-        params.threads = threads;
+        const KMeansParams params = kmeans_params(niter, seed, mppc, threads);
         py::gil_scoped_release nogil;
         self.train_coarse(p, n, params);
       })

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "quanta/flat.hpp"
+#include "quanta/kmeans.hpp"
 
 namespace py = pybind11;
 using namespace quanta;
@@ -17,6 +18,16 @@ namespace quanta_py {
 using F32Array = py::array_t<float, py::array::c_style>;
 
 // A C-contiguous float32 matrix with `cols` columns (any leading shape is flattened).
+// The k-means settings every train() binding takes.
+inline KMeansParams kmeans_params(size_t niter, uint64_t seed, size_t mppc, int threads) {
+  KMeansParams p;
+  p.niter = niter;
+  p.seed = seed;
+  p.max_points_per_centroid = mppc;
+  p.threads = threads;
+  return p;
+}
+
 inline const float* f32_rows(const py::array& a, size_t cols, size_t& rows, const char* what) {
   if (!py::isinstance<F32Array>(a) || !(a.flags() & py::array::c_style))
     throw py::type_error(std::string(what) + " must be a C-contiguous float32 array");

@@ -30,13 +30,13 @@ void bind_pq_accessor(py::class_<Index>& c) {
 }
 
 // PQIndex and PQFastScanIndex: everything but the constructor and search.
-template <class Index, class Params>
-py::class_<Index> bind_pq_index(py::module_& m, const char* name, Params kmeans_params) {
+template <class Index>
+py::class_<Index> bind_pq_index(py::module_& m, const char* name) {
   py::class_<Index> c(m, name);
   bind_common(c);
   bind_reconstruct(c);
   bind_pq_accessor(c);
-  c.def("train", [kmeans_params](Index& self, const py::array& x, size_t niter, uint64_t seed,
+  c.def("train", [](Index& self, const py::array& x, size_t niter, uint64_t seed,
                                  size_t mppc, int threads) {
      size_t n;
      const float* p = f32_rows(x, self.dim(), n, "x");
@@ -116,12 +116,8 @@ PYBIND11_MODULE(_core, m) {
     if (x.ndim() != 2) throw py::value_error("x must be 2-D");
     size_t n;
     const float* p = f32_rows(x, size_t(x.shape(1)), n, "x");
-    KMeansParams params;
-    params.niter = niter;
-    params.seed = seed;
-    params.max_points_per_centroid = max_points_per_centroid;
+    KMeansParams params = kmeans_params(niter, seed, max_points_per_centroid, threads);
     params.spherical = spherical;
-    params.threads = threads;
     params.init = sample_init ? KMeansInit::sample : KMeansInit::plus_plus;
     const size_t dim = size_t(x.shape(1));
     KMeansResult res;
@@ -134,14 +130,6 @@ PYBIND11_MODULE(_core, m) {
     return py::make_tuple(c, to_numpy(res.assign), to_numpy(res.objective));
   });
 
-  auto kmeans_params = [](size_t niter, uint64_t seed, size_t mppc, int threads) {
-    KMeansParams p;
-    p.niter = niter;
-    p.seed = seed;
-    p.max_points_per_centroid = mppc;
-    p.threads = threads;
-    return p;
-  };
   auto u8_codes = [](const py::array& codes, size_t code_size, size_t& n) {
     if (!py::isinstance<py::array_t<uint8_t, py::array::c_style>>(codes) ||
         !(codes.flags() & py::array::c_style))
@@ -161,7 +149,7 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("dsub", &ProductQuantizer::dsub)
       .def_property_readonly("code_size", &ProductQuantizer::code_size)
       .def_property_readonly("is_trained", &ProductQuantizer::is_trained)
-      .def("train", [kmeans_params](ProductQuantizer& self, const py::array& x, size_t niter,
+      .def("train", [](ProductQuantizer& self, const py::array& x, size_t niter,
                                     uint64_t seed, size_t mppc, int threads, bool warm_start) {
         size_t n;
         const float* p = f32_rows(x, self.dim(), n, "x");
@@ -210,7 +198,7 @@ PYBIND11_MODULE(_core, m) {
         self.set_centroids(from_numpy<float>(c, "centroids"));
       });
 
-  auto pq_index = bind_pq_index<PQIndex>(m, "PQIndex", kmeans_params);
+  auto pq_index = bind_pq_index<PQIndex>(m, "PQIndex");
   pq_index.def(py::init([](size_t dim, size_t m, size_t nbits, const std::string& metric) {
     return new PQIndex(dim, m, nbits, metric_from_name(metric));
   }));
@@ -220,7 +208,7 @@ PYBIND11_MODULE(_core, m) {
       self.search(p, nq, k, threads, sdc, D, I);
     });
   });
-  auto fast_scan = bind_pq_index<PQFastScanIndex>(m, "PQFastScanIndex", kmeans_params);
+  auto fast_scan = bind_pq_index<PQFastScanIndex>(m, "PQFastScanIndex");
   fast_scan.def(py::init([](size_t dim, size_t m, const std::string& metric) {
     return new PQFastScanIndex(dim, m, metric_from_name(metric));
   }));
@@ -241,7 +229,7 @@ PYBIND11_MODULE(_core, m) {
                              by_residual);
      }))
       .def_property_readonly("by_residual", &IVFPQIndex::by_residual)
-      .def("train", [kmeans_params](IVFPQIndex& self, const py::array& x, size_t coarse_niter,
+      .def("train", [](IVFPQIndex& self, const py::array& x, size_t coarse_niter,
                                     size_t niter, uint64_t seed, size_t mppc, int threads) {
         size_t n;
         const float* p = f32_rows(x, self.dim(), n, "x");

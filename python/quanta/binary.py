@@ -282,8 +282,9 @@ def _binary_args(dim, bits, levels, query_levels, metric, scoring):
 
 
 class _BinaryCodesIndex(_QuantizedIndex):
-    """What the flat and IVF binary indexes share: the binarizer (the native index's own),
-    its persistence, and the parts of the PQ indexes' interface that do not apply."""
+    """What the flat and IVF binary indexes share: the binarizer (the native index's own) and
+    its persistence. There is no reconstruct(): binary codes do not decode to the input space
+    (binarizer.decode gives the code vectors)."""
 
     def _init_binary(self, native, dim, bits, query_levels, transform, center, seed, metric,
                      refine, refine_factor):
@@ -305,14 +306,6 @@ class _BinaryCodesIndex(_QuantizedIndex):
                          doc="bytes of code per vector (bits x planes / 8)")
     scoring = property(lambda self: self._index.scoring,
                        doc="the scoring path in use: 'sdc', 'popcount' or 'u8'")
-
-    @property
-    def pq(self):
-        raise AttributeError("a binary index has no product quantizer; see .binarizer")
-
-    def reconstruct(self, ids):
-        raise NotImplementedError("binary codes do not decode to the input space; "
-                                  "binarizer.decode gives the code vectors")
 
     def _fit_binarizer(self, x, max_train_points, binarizer=None):
         """Fits the index's binarizer (closed form), or copies a fitted one's transforms."""

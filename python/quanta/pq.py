@@ -11,8 +11,8 @@ from .opq import train_rotation
 
 
 class _QuantizedIndex:
-    """What PQIndex and IVFPQIndex share: the native index in ``_index``, add / reconstruct /
-    reset, and the optional exact re-ranking: the vectors are also kept in a FlatIndex of
+    """What the PQ and binary indexes share: the native index in ``_index``, add / reset, and
+    the optional exact re-ranking: the vectors are also kept in a FlatIndex of
     storage ``refine`` (any foundation storage), the base index returns ``k * refine_factor``
     candidates and they are re-scored exactly against those vectors. With ``opq=True`` the
     native index codes ``x @ rotation`` (see ``quanta.opq``); the re-ranking vectors and
@@ -34,11 +34,6 @@ class _QuantizedIndex:
         ids = None if ids is None else as_ids(ids, x.shape[0])
         self._add_both(x, ids, as_threads(threads))
 
-    def reconstruct(self, ids) -> np.ndarray:
-        """The decoded vectors for `ids`, shape (len(ids), dim)."""
-        out = reconstruct_ids(self._index, ids)
-        return out if self._rotation is None else out @ self._rotation.T
-
     opq = property(lambda self: self._opq, doc="whether an OPQ rotation precedes the codes")
     rotation = property(lambda self: self._rotation,
                         doc="the learned OPQ rotation R (dim, dim), codes are of x @ R; or None")
@@ -57,16 +52,6 @@ class _QuantizedIndex:
         self._index.reset()
         if self._refine is not None:
             self._refine.reset()
-
-    @property
-    def pq(self):
-        """The product quantizer (a copy of its codebook and rotation; for IVF it codes
-        residuals)."""
-        out = PQ(self.dim, self.m, self.nbits, opq=self.opq)
-        if self._index.pq().is_trained:
-            out._pq.set_centroids(self._index.pq().centroids())
-        out._rotation = self._rotation
-        return out
 
     def _init_refine(self, dim, metric, refine, refine_factor, opq=False):
         self._opq, self._rotation = bool(opq), None
@@ -133,6 +118,25 @@ class _QuantizedIndex:
         self._refine._index.restore(*(np.ascontiguousarray(arrays[t]) for t in
                                       ("RCOD", "RVSC", "RNRM", "RDSC", "RIDS")),
                                     float(r["global_scale"]), ntotal)
+
+
+class _PQCodesIndex(_QuantizedIndex):
+    """What the PQ indexes add: their product quantizer and decoding."""
+
+    def reconstruct(self, ids) -> np.ndarray:
+        """The decoded vectors for `ids`, shape (len(ids), dim)."""
+        out = reconstruct_ids(self._index, ids)
+        return out if self._rotation is None else out @ self._rotation.T
+
+    @property
+    def pq(self):
+        """The product quantizer (a copy of its codebook and rotation; for IVF it codes
+        residuals)."""
+        out = PQ(self.dim, self.m, self.nbits, opq=self.opq)
+        if self._index.pq().is_trained:
+            out._pq.set_centroids(self._index.pq().centroids())
+        out._rotation = self._rotation
+        return out
 
 
 def _rotation_from(arrays, dim):
@@ -278,7 +282,7 @@ class PQ(Persistent):
 
 
 
-class PQIndex(_QuantizedIndex, Persistent):
+class PQIndex(_PQCodesIndex, Persistent):
     """Flat product-quantization index: ``m`` sub-quantizers of ``nbits`` (4 or 8) bits, so
     ``m * nbits / 8`` bytes per vector, searched with ADC lookup tables (the query stays
     float; ``sdc=True`` encodes it too). Distances are to the reconstructed vectors: squared
@@ -369,7 +373,7 @@ register_kind("PQ__", PQ)
 register_kind("PQIX", PQIndex)
 
 
-class IVFPQIndex(_QuantizedIndex, Persistent):
+class IVFPQIndex(_PQCodesIndex, Persistent):
     """IVF-PQ: ``nlist`` inverted lists from a coarse k-means; each vector stored as the PQ code
     (``m`` x ``nbits``) of its residual to its list's centroid. ``search`` visits the ``nprobe``
     closest lists (``index.nprobe`` by default, 1 to start, as in faiss). Distances are to the

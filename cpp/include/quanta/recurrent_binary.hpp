@@ -37,7 +37,6 @@ class RecurrentBinarizer {
   size_t planes() const { return levels_ + 1; }
   size_t words() const { return (m_ + 63) / 64; }
   size_t code_words() const { return planes() * words(); }
-  uint32_t max_value() const { return (1u << planes()) - 1; }  // K
   bool is_trained() const { return !first_.empty(); }
 
   // first: dim -> m; recon[i]: m -> dim and resid[i]: dim -> m for levels i = 1 .. u.
