@@ -112,3 +112,41 @@ def test_gpu_binary_matches_cpu(spec):
     np.testing.assert_array_equal(cp.asnumpy(D), D0)
     same = D0[:, :-1] > D0[:, 1:]  # ties may order differently
     assert np.mean(cp.asnumpy(I)[:, :-1][same] == I0[:, :-1][same]) > 0.99
+
+
+@pytest.mark.parametrize("options", [
+    dict(k_sim=4, d_proj=8, r_reps=5),
+    dict(k_sim=3, d_proj=6, r_reps=3, projection="count_sketch", bucket_order="gray"),
+    dict(k_sim=3, d_proj=None, r_reps=2),
+    dict(k_sim=3, d_proj=8, r_reps=4, final_dim=50),
+])
+def test_gpu_fde_matches_cpu(options):
+    rng = np.random.default_rng(5)
+    sets = [rng.standard_normal((int(rng.integers(1, 40)), 32)).astype(np.float32)
+            for _ in range(60)]
+    enc = quanta.FDEEncoder(32, seed=2, **options)
+    gpu = quanta.cuda.FDEEncoder(enc)
+    for cpu_fn, gpu_fn in ((enc.encode_documents, gpu.encode_documents),
+                           (enc.encode_queries, gpu.encode_queries)):
+        ref = cpu_fn(sets)
+        got = gpu_fn([cp.asarray(s) for s in sets])
+        assert isinstance(got, cp.ndarray)
+        # a token whose hyperplane product is within rounding of 0 may change bucket: rare
+        close = np.isclose(cp.asnumpy(got), ref, rtol=1e-4, atol=1e-4).all(axis=1)
+        assert close.mean() >= 0.95
+
+
+def test_gpu_multivector_matches_cpu():
+    rng = np.random.default_rng(6)
+    topics = rng.standard_normal((50, 64)).astype(np.float32)
+    docs = [topics[rng.integers(0, 50, int(rng.integers(5, 30)))] +
+            0.3 * rng.standard_normal((1, 64)).astype(np.float32) for _ in range(800)]
+    queries = [topics[rng.integers(0, 50, 8)] for _ in range(20)]
+    cpu = quanta.MultiVectorIndex(64, k_sim=3, d_proj=8, r_reps=8, storage="f16", index="Flat")
+    cpu.add(docs)
+    gpu = quanta.cuda.MultiVectorIndex(cpu)
+    for exact in (True, False):
+        D0, I0 = cpu.search(queries, k=10, exact=exact, candidates=100)
+        D, I = gpu.search(queries, k=10, exact=exact, candidates=100)
+        np.testing.assert_allclose(D, D0, rtol=1e-4, atol=1e-3)
+        assert (I == I0).mean() >= 0.95

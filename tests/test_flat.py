@@ -11,12 +11,21 @@ STORAGES = quanta.STORAGES
 METRICS = ("ip", "l2", "cosine")
 
 
+def amx_rounds_queries(index, nq):
+    """bf16 rows searched in a batch on AMX tiles: the queries are rounded to bf16 too."""
+    return (index.storage == "bf16" and index.dim % 32 == 0 and nq >= 4
+            and quanta._core.amx_bf16_active())
+
+
 def reference_scores(index, xq, metric):
     """NumPy scores against the index's own decoded rows: what the kernels must reproduce."""
     xr = index.reconstruct(np.arange(index.ntotal)).astype(np.float64)
     q = xq.astype(np.float64)
     if metric == "cosine":
         q = q / np.linalg.norm(q, axis=1, keepdims=True)
+    if amx_rounds_queries(index, len(xq)):
+        import ml_dtypes
+        q = q.astype(np.float32).astype(ml_dtypes.bfloat16).astype(np.float64)
     if metric == "l2":
         return (q ** 2).sum(1)[:, None] - 2 * q @ xr.T + (xr ** 2).sum(1)[None, :]
     return q @ xr.T

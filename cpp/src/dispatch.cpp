@@ -1,4 +1,6 @@
 #include "quanta/dispatch.hpp"
+#include "quanta/amx.hpp"
+#include "quanta/error.hpp"
 
 #include <atomic>
 #include <cstdlib>
@@ -124,3 +126,27 @@ std::vector<std::string> compiled_isas() {
 }
 
 }  // namespace quanta
+
+#ifndef QUANTA_HAVE_AMX
+// Built without the AMX kernels (amx.cpp): never active, so nothing below is reached.
+namespace quanta {
+bool amx_bf16_active() { return false; }
+bool amx_int8_active() { return false; }
+std::vector<uint16_t> amx_pack_columns(const float* const*, size_t, size_t) { return {}; }
+std::vector<int8_t> amx_pack_columns_i8(const int8_t* const*, size_t, size_t) { return {}; }
+AmxScope::AmxScope() {}
+AmxScope::~AmxScope() {}
+void amx_bf16_products(const uint16_t*, size_t, size_t, const uint16_t*, const uint16_t*, size_t,
+                       size_t, size_t, size_t, bool, float*, size_t) {
+  throw Error("AMX kernel not built");
+}
+void amx_bf16_colmax(const uint16_t*, size_t, const uint16_t*, const uint16_t*, size_t, size_t,
+                     float*) {
+  throw Error("AMX kernel not built");
+}
+void amx_i8_colmax(const int8_t*, size_t, const int8_t*, const int8_t*, size_t, size_t,
+                   int32_t*) {
+  throw Error("AMX kernel not built");
+}
+}  // namespace quanta
+#endif

@@ -6,6 +6,7 @@
 #include <limits>
 #include <stdexcept>
 
+#include "quanta/amx.hpp"
 #include "quanta/block_scan.hpp"
 #include "quanta/error.hpp"
 #include "quanta/kernels.hpp"
@@ -240,7 +241,10 @@ void FlatIndex::search(const float* q, size_t nq, size_t k, const SearchParams& 
   if (nq == 0) return;
   std::vector<float> qs, qnorm;
   const float* qp = prepare_queries(q, nq, qs, qnorm);
-  if (nq >= kMinGemmQueries && !params.quantize_queries)
+  if (nq >= kMinGemmQueries && storage_ == Storage::bf16 && dim_ % kAmxDepth == 0 &&
+      amx_bf16_active())
+    search_amx(qp, nq, k, resolve_threads(params.threads), qnorm.data(), distances, labels);
+  else if (nq >= kMinGemmQueries && !params.quantize_queries)
     search_gemm(qp, nq, k, resolve_threads(params.threads), qnorm.data(), distances, labels);
   else
     search_rows(qp, nq, k, params, qnorm.data(), distances, labels);
@@ -324,6 +328,61 @@ void FlatIndex::search_gemm(const float* q, size_t nq, size_t k, int threads, co
   });
   for (size_t w = 1; w < nworkers; ++w) heaps[0].merge(heaps[w]);
   finish(heaps[0], k, qnorm, distances, labels);
+}
+
+// bf16 rows on AMX tiles (queries rounded to bf16). Tasks: 256 rows x 256 queries, the depth
+// in slices of 1024 so a slice of rows and of queries stays in L2 while the float32 sums
+// accumulate in a per-task buffer.
+void FlatIndex::search_amx(const float* q, size_t nq, size_t k, int threads, const float* qnorm,
+                           float* distances, int64_t* labels) const {
+  constexpr size_t kRows = 256, kQueries = 256, kDepth = 1024;
+  std::vector<const float*> cols(nq);
+  for (size_t i = 0; i < nq; ++i) cols[i] = q + i * dim_;
+  const std::vector<uint16_t> packed = amx_pack_columns(cols.data(), nq, dim_);
+  const size_t nk = dim_ / kAmxDepth;
+  const size_t nblocks = (ntotal_ + kRows - 1) / kRows, nchunks = (nq + kQueries - 1) / kQueries;
+  const size_t ntasks = nblocks * nchunks;
+  const size_t nworkers = std::max<size_t>(1, std::min<size_t>(ntasks, size_t(threads)));
+  std::vector<TopKSet> heaps(nworkers, TopKSet(nq, k));
+  std::vector<std::vector<float>> sums(nworkers, std::vector<float>(kRows * kQueries));
+  const uint16_t* rows = reinterpret_cast<const uint16_t*>(codes_.data());
+  const uint16_t* rows_end = rows + ntotal_ * dim_;
+  const bool l2 = metric_ == Metric::l2;
+  parallel_for(ntasks, int(nworkers), [&](size_t t, size_t w) {
+    const size_t b = t % nblocks, c = t / nblocks;
+    const size_t r0 = b * kRows, nr = std::min(kRows, ntotal_ - r0);
+    const size_t q0 = c * kQueries, qn = std::min(kQueries, nq - q0);
+    float* acc = sums[w].data();
+    {
+      AmxScope tiles;
+      for (size_t k0 = 0; k0 < dim_; k0 += kDepth)
+        amx_bf16_products(rows + r0 * dim_, dim_, nr, rows_end, packed.data() + q0 / 16 * nk * 512,
+                          dim_, k0, std::min(dim_, k0 + kDepth), qn, k0 > 0, acc, kQueries);
+    }
+    TopKSet& mine = heaps[w];
+    float thr[kQueries];
+    for (size_t j = 0; j < qn; ++j) thr[j] = mine.threshold(q0 + j);
+    for (size_t r = 0; r < nr; ++r) {
+      const float* row = acc + r * kQueries;
+      const float bias = l2 ? sq_norms_[r0 + r] : 0.0f, mul = l2 ? 2.0f : 1.0f;
+      for (size_t j = 0; j < qn; ++j) {
+        const float s = mul * row[j] - bias;
+        if (s >= thr[j]) {
+          mine.push(q0 + j, s, int64_t(r0 + r));
+          thr[j] = mine.threshold(q0 + j);
+        }
+      }
+    }
+  });
+  for (size_t w = 1; w < nworkers; ++w) heaps[0].merge(heaps[w]);
+  // l2 distances of the queries as scored: |q|^2 of the bf16-rounded query.
+  std::vector<float> qn_bf16(nq, 0.0f), row(dim_);
+  if (l2)
+    for (size_t i = 0; i < nq; ++i) {
+      for (size_t p = 0; p < dim_; ++p) row[p] = bf16_to_f32(f32_to_bf16(q[i * dim_ + p]));
+      qn_bf16[i] = float(sq_norm(row.data(), dim_));
+    }
+  finish(heaps[0], k, l2 ? qn_bf16.data() : qnorm, distances, labels);
 }
 
 void FlatIndex::search_rows(const float* q, size_t nq, size_t k, const SearchParams& params,

@@ -5,6 +5,7 @@
 
 #include <cstring>
 
+#include "quanta/amx.hpp"
 #include "quanta/dispatch.hpp"
 #include "quanta/error.hpp"
 #include "quanta/flat.hpp"
@@ -18,6 +19,7 @@
 #include "common.hpp"
 
 void bind_binary(py::module_& m);  // binary.cpp
+void bind_multivector(py::module_& m);  // multivector.cpp
 
 namespace {
 
@@ -57,6 +59,7 @@ PYBIND11_MODULE(_core, m) {
   m.doc() = "quanta native core";
   py::register_exception<Error>(m, "QuantaError", PyExc_RuntimeError);
   bind_binary(m);
+  bind_multivector(m);
 
   m.def("compiled_isas", &compiled_isas);
   m.def("cpu_features", &cpu_features);
@@ -65,6 +68,8 @@ PYBIND11_MODULE(_core, m) {
     for (Isa i : supported_isas()) out.push_back(isa_name(i));
     return out;
   });
+  m.def("amx_bf16_active", &amx_bf16_active, "AMX bf16 tiles in use (bf16 tokens and flat rows)");
+  m.def("amx_int8_active", &amx_int8_active, "AMX int8 tiles in use (i8 tokens)");
   m.def("active_isa", [] { return std::string(isa_name(active_isa())); });
   m.def("set_simd_level", [](const std::string& name) { set_active_isa(isa_from_name(name)); });
   m.def("hardware_threads", &hardware_threads);

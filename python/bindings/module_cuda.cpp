@@ -4,6 +4,7 @@
 
 #include "flat_scan.cuh"
 #include "binary_scan.cuh"
+#include "multivector.cuh"
 #include "pq_scan.cuh"
 
 namespace py = pybind11;
@@ -65,5 +66,39 @@ PYBIND11_MODULE(_cuda, m) {
                              reinterpret_cast<const int32_t*>(qsum),
                              reinterpret_cast<const float*>(qinv), words, bits,
                              reinterpret_cast<float*>(scores), ld, stream);
+  });
+  m.def("fde_aggregate", [](uintptr_t y, size_t ystride, long proj_col, uintptr_t x,
+                            size_t dim, uintptr_t offsets, size_t n, int k_sim, int d_proj,
+                            int r_reps, bool gray, bool documents, bool fill_empty, uintptr_t out,
+                            uintptr_t stream) {
+    if (k_sim < 0 || k_sim > 10) throw py::value_error("the GPU encoder takes k_sim <= 10");
+    py::gil_scoped_release nogil;
+    quanta::cuda::fde_aggregate(reinterpret_cast<const float*>(y), ystride, proj_col,
+                                reinterpret_cast<const float*>(x), dim,
+                                reinterpret_cast<const int64_t*>(offsets), n, k_sim, d_proj,
+                                r_reps, gray, documents, fill_empty,
+                                reinterpret_cast<float*>(out), stream);
+  });
+  m.def("fde_final", [](uintptr_t fde, size_t n, size_t fde_dim, uintptr_t ptr, uintptr_t idx,
+                        uintptr_t sign, size_t final_dim, uintptr_t out, uintptr_t stream) {
+    py::gil_scoped_release nogil;
+    quanta::cuda::fde_final(reinterpret_cast<const float*>(fde), n, fde_dim,
+                            reinterpret_cast<const int64_t*>(ptr),
+                            reinterpret_cast<const int32_t*>(idx),
+                            reinterpret_cast<const float*>(sign), final_dim,
+                            reinterpret_cast<float*>(out), stream);
+  });
+  m.def("chamfer_scores", [](uintptr_t q, uintptr_t q_offsets, size_t nq, uintptr_t tokens,
+                             uintptr_t doc_offsets, uintptr_t cand, size_t nc, size_t dim,
+                             uintptr_t scores, uintptr_t stream) {
+    if (dim > quanta::cuda::kMaxChamferDim)
+      throw py::value_error("the GPU Chamfer kernel takes dim <= 768");
+    py::gil_scoped_release nogil;
+    quanta::cuda::chamfer_scores(reinterpret_cast<const float*>(q),
+                                 reinterpret_cast<const int64_t*>(q_offsets), nq,
+                                 reinterpret_cast<const float*>(tokens),
+                                 reinterpret_cast<const int64_t*>(doc_offsets),
+                                 reinterpret_cast<const int64_t*>(cand), nc, dim,
+                                 reinterpret_cast<float*>(scores), stream);
   });
 }

@@ -17,6 +17,7 @@ from . import datasets  # noqa: F401  (quanta.datasets.clustered for users)
 from .kmeans import KMeansResult, kmeans
 from .pq import PQ, IVFPQIndex, PQIndex
 from .binary import BinaryIndex, IVFBinaryIndex, RecurrentBinarizer
+from .multivector import FDEEncoder, MultiVectorIndex, merge_query_tokens
 from . import opq  # noqa: F401  (quanta.opq.train_rotation)
 from .storage import STORAGES, decode, encode
 
@@ -27,7 +28,7 @@ try:  # the CUDA module exists only in builds that found nvcc
 except ImportError:
     _cuda = None
 
-__all__ = ["FlatIndex", "PQIndex", "IVFPQIndex", "PQ", "BinaryIndex", "IVFBinaryIndex", "RecurrentBinarizer", "index_factory", "kmeans", "KMeansResult", "SearchResult", "encode", "decode", "load", "from_bytes", "read_header",
+__all__ = ["FlatIndex", "PQIndex", "IVFPQIndex", "PQ", "BinaryIndex", "IVFBinaryIndex", "RecurrentBinarizer", "FDEEncoder", "MultiVectorIndex", "merge_query_tokens", "index_factory", "kmeans", "KMeansResult", "SearchResult", "encode", "decode", "load", "from_bytes", "read_header",
            "build_info", "set_simd_level", "simd_level", "set_num_threads", "get_num_threads",
            "cuda_available", "FormatError", "QuantaError", "STORAGES"]
 

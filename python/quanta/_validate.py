@@ -4,10 +4,11 @@ from __future__ import annotations
 import numpy as np
 
 
-def as_f32_matrix(x, dim: int | None, name: str) -> np.ndarray:
+def as_f32_matrix(x, dim: int | None, name: str, check_finite: bool = True) -> np.ndarray:
     """Returns `x` as a C-contiguous float32 (n, dim) array (a 1-D array is one row).
 
     Real numeric input of another dtype is converted (this may copy); anything else raises.
+    check_finite=False leaves the NaN / infinity check to the native call that follows.
     """
     if not isinstance(x, np.ndarray):
         if hasattr(x, "__cuda_array_interface__"):
@@ -23,7 +24,7 @@ def as_f32_matrix(x, dim: int | None, name: str) -> np.ndarray:
     if dim is not None and x.shape[1] != dim:
         raise ValueError(f"{name} has dim {x.shape[1]} but the index has dim {dim}")
     x = np.ascontiguousarray(x, dtype=np.float32)
-    if not np.isfinite(x).all():
+    if check_finite and not np.isfinite(x).all():
         bad = int(np.argwhere(~np.isfinite(x))[0][0])
         raise ValueError(f"{name} contains NaN or infinity (first at row {bad}); only finite "
                          f"values are accepted")

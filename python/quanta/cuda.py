@@ -385,3 +385,160 @@ def kmeans(x, k: int, *, niter: int = 25, seed: int = 0, spherical: bool = False
     c = cp.ascontiguousarray(c)
     lab = assign.ravel()
     return (cp.asnumpy(c), cp.asnumpy(lab)) if on_host else (c, lab)
+
+
+# -- MUVERA: FDE encoding and Chamfer re-ranking -----------------------------------------------
+
+def _ragged(cp, tokens, offsets, dim, name):
+    """Validated device (tokens float32, offsets int64) and whether the input was on the host.
+    A list of arrays (host or device) is concatenated; offsets are checked on the host."""
+    if offsets is None:
+        sets = list(tokens) if isinstance(tokens, (list, tuple)) else [tokens]
+        on_host = not any(hasattr(s, "__cuda_array_interface__") for s in sets)
+        sets = [cp.asarray(s) for s in sets]
+        if not sets or any(s.ndim != 2 or s.shape[0] == 0 for s in sets):
+            raise ValueError(f"{name}: every set must be a non-empty 2-D (n_i, dim) array")
+        off = np.concatenate([[0], np.cumsum([s.shape[0] for s in sets])]).astype(np.int64)
+        x = cp.concatenate(sets)
+    else:
+        on_host = not hasattr(tokens, "__cuda_array_interface__")
+        x = cp.asarray(tokens)
+        off = np.asarray(cp.asnumpy(offsets) if hasattr(offsets, "__cuda_array_interface__")
+                         else offsets)
+        if off.dtype.kind not in "iu" or off.ndim != 1 or len(off) < 2:
+            raise TypeError(f"{name} offsets must be a 1-D integer array of n + 1 >= 2 entries")
+        off = off.astype(np.int64)
+        if x.ndim != 2 or off[0] != 0 or off[-1] != x.shape[0] or (np.diff(off) <= 0).any():
+            raise ValueError(f"{name} offsets must start at 0, end at the token count and "
+                             f"leave no set empty")
+    if x.dtype.kind not in "fiu":
+        raise TypeError(f"{name} must hold real numbers; got dtype {x.dtype}")
+    if x.shape[1] != dim:
+        raise ValueError(f"{name} has dim {x.shape[1]}; expected {dim}")
+    x = cp.ascontiguousarray(x, dtype=cp.float32)
+    if not bool(cp.isfinite(x).all()):
+        raise ValueError(f"{name} contain NaN or infinity")
+    return x, cp.asarray(off), on_host
+
+
+class FDEEncoder:
+    """A device copy of a :class:`quanta.FDEEncoder` (same matrices, same encodings up to float
+    rounding): one cuBLAS GEMM of the tokens with the hyperplanes and projections of every
+    repetition, then one warp per (set, repetition) adds the tokens of each bucket in order
+    (averages and the Hamming-nearest fill for documents), and a gather kernel applies the
+    final count-sketch. CuPy in, CuPy out (NumPy in gives NumPy out)."""
+
+    def __init__(self, encoder):
+        from .multivector import FDEEncoder as _CpuEncoder
+        if not isinstance(encoder, _CpuEncoder):
+            raise TypeError("encoder must be a quanta.FDEEncoder")
+        if encoder.k_sim > 10:
+            raise ValueError("the GPU encoder takes k_sim <= 10")
+        self._mod, cp = _module(), _cupy()
+        self.cpu = encoder
+        m, R, d, k, dp = encoder._matrices, encoder.r_reps, encoder.dim, encoder.k_sim, encoder.d_proj
+        cols = [m["SIMH"].reshape(R, d, k).transpose(1, 0, 2).reshape(d, R * k)]
+        self._proj_col = -1
+        if m["PROJ"].size:
+            self._proj_col = R * k
+            cols.append(m["PROJ"].reshape(R, d, dp).transpose(1, 0, 2).reshape(d, R * dp))
+        self._fused = cp.asarray(np.ascontiguousarray(np.hstack(cols), np.float32))
+        self.fde_dim = R * (1 << k) * dp
+        if encoder.final_dim:  # count-sketch as a gather: per output, its inputs in order
+            order = np.argsort(m["FIDX"], kind="stable")
+            ptr = np.zeros(encoder.final_dim + 1, np.int64)
+            np.cumsum(np.bincount(m["FIDX"], minlength=encoder.final_dim), out=ptr[1:])
+            self._final = (cp.asarray(ptr), cp.asarray(order.astype(np.int32)),
+                           cp.asarray(m["FSGN"][order]))
+
+    def _encode(self, cp, x, off, documents):
+        enc = self.cpu
+        n = int(off.shape[0]) - 1
+        y = cp.ascontiguousarray(x @ self._fused)
+        stream = cp.cuda.get_current_stream().ptr
+        out = cp.empty((n, self.fde_dim), cp.float32)
+        self._mod.fde_aggregate(y.data.ptr, y.shape[1], self._proj_col, x.data.ptr, enc.dim,
+                                off.data.ptr, n, enc.k_sim, enc.d_proj, enc.r_reps,
+                                enc.bucket_order == "gray", documents,
+                                documents and enc.fill_empty, out.data.ptr, stream)
+        if not enc.final_dim:
+            return out
+        ptr, idx, sign = self._final
+        fin = cp.empty((n, enc.final_dim), cp.float32)
+        self._mod.fde_final(out.data.ptr, n, self.fde_dim, ptr.data.ptr, idx.data.ptr,
+                            sign.data.ptr, enc.final_dim, fin.data.ptr, stream)
+        return fin
+
+    def encode_documents(self, tokens, offsets=None):
+        cp = _cupy()
+        x, off, on_host = _ragged(cp, tokens, offsets, self.cpu.dim, "tokens")
+        out = self._encode(cp, x, off, True)
+        return cp.asnumpy(out) if on_host else out
+
+    def encode_queries(self, tokens, offsets=None):
+        cp = _cupy()
+        x, off, on_host = _ragged(cp, tokens, offsets, self.cpu.dim, "tokens")
+        out = self._encode(cp, x, off, False)
+        return cp.asnumpy(out) if on_host else out
+
+
+class MultiVectorIndex:
+    """A device copy of a :class:`quanta.MultiVectorIndex` whose inner FDE index is flat: FDEs
+    of the queries on the GPU, the flat FDE scan, then exact Chamfer scores of the candidates
+    (one block per (query, candidate), tokens staged through shared memory, float32) and the
+    GPU top-k. Tokens are held as float32 (decoded from the index's storage). ``exact=True``
+    scores every document. Supports k <= 1024 and dim <= 768."""
+
+    def __init__(self, index):
+        from .multivector import MultiVectorIndex as _CpuMV
+        from .storage import decode
+        if not isinstance(index, _CpuMV):
+            raise TypeError("index must be a quanta.MultiVectorIndex")
+        if not isinstance(index._fde_index, _CpuFlatIndex):
+            raise ValueError("the GPU copy needs a flat inner FDE index ('Flat' or 'Flat(<storage>)')")
+        if index.dim > 768:
+            raise ValueError("the GPU Chamfer kernel takes dim <= 768")
+        self._mod, cp = _module(), _cupy()
+        self.cpu, self.dim, self.ntotal = index, index.dim, index.ntotal
+        self.encoder = FDEEncoder(index.encoder)
+        self._fde = FlatIndex(index._fde_index)
+        codes = index._tokens.codes()
+        raw = {"f32": np.float32, "f16": np.uint16, "bf16": np.uint16}.get(index.storage, np.uint8)
+        tok = decode(codes.view(raw), index.storage) if index.storage != "i8" else \
+            codes.view(np.int8).astype(np.float32)
+        scale = index._tokens.scale or 1.0
+        self._tokens = cp.asarray((tok.reshape(-1, index.dim) / scale).astype(np.float32))
+        self._offsets = cp.asarray(index._tokens.offsets())
+
+    def search(self, q_tokens, q_offsets=None, k: int = 10, *, candidates: int | None = None,
+               exact: bool = False) -> SearchResult:
+        cp = _cupy()
+        k = as_k(k)
+        if self.ntotal == 0:
+            raise ValueError("search: the index is empty")
+        q, qoff, on_host = _ragged(cp, q_tokens, q_offsets, self.dim, "q_tokens")
+        nq = int(qoff.shape[0]) - 1
+        if exact:
+            cand = cp.broadcast_to(cp.arange(self.ntotal, dtype=cp.int64), (nq, self.ntotal))
+        else:
+            nc = self.cpu.candidates if candidates is None else int(candidates)
+            fde = self.encoder._encode(cp, q, qoff, False)
+            cand = self._fde.search(fde, min(max(nc, k), 1024)).ids
+        cand = cp.ascontiguousarray(cand)
+        stream = cp.cuda.get_current_stream().ptr
+        nc = cand.shape[1]
+        D = cp.empty((nq, k), cp.float32)
+        I = cp.empty((nq, k), cp.int64)
+        self._mod.topk(0, 1, 0, 0, nq, k, D.data.ptr, I.data.ptr, True, stream)
+        chunk = max(1, min(nc, _SCORE_BYTES // (4 * nq)))
+        scores = cp.empty((nq, chunk), cp.float32)
+        for c0 in range(0, nc, chunk):
+            cols = min(chunk, nc - c0)
+            part = cp.ascontiguousarray(cand[:, c0:c0 + cols])
+            self._mod.chamfer_scores(q.data.ptr, qoff.data.ptr, nq, self._tokens.data.ptr,
+                                     self._offsets.data.ptr, part.data.ptr, cols, self.dim,
+                                     scores.data.ptr, stream)
+            self._mod.topk(scores.data.ptr, cols, c0, cols, nq, k, D.data.ptr, I.data.ptr,
+                           False, stream)
+        I = cp.where(I >= 0, cp.take_along_axis(cand, cp.maximum(I, 0), axis=1), -1)
+        return SearchResult(cp.asnumpy(D), cp.asnumpy(I)) if on_host else SearchResult(D, I)

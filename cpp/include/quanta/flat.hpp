@@ -86,6 +86,8 @@ class FlatIndex {
                    float* distances, int64_t* labels) const;
   void search_rows(const float* q, size_t nq, size_t k, const SearchParams& params,
                    const float* qnorm, float* distances, int64_t* labels) const;
+  void search_amx(const float* q, size_t nq, size_t k, int threads, const float* qnorm,
+                  float* distances, int64_t* labels) const;
   void finish(TopKSet& heaps, size_t k, const float* qnorm, float* distances,
               int64_t* labels) const;
   int64_t position_of(int64_t id) const;

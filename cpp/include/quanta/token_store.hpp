@@ -1,0 +1,69 @@
+// Multi-vector documents (sets of token vectors) in a compact storage, scored exactly by
+// Chamfer / MaxSim similarity: CHAMFER(Q, P) = sum over q in Q of max over p in P of <q, p>.
+//
+// Scoring is the GEMM micro-kernel: query tokens packed as panels, a document's tokens (decoded
+// to float32) as rows, a running max per query token, then a sum per query in token order, so
+// a score is the same whichever thread or batch computed it. i8 and float8 rows are stored
+// times one global scale (set by the first add) and scores divided by it. On a CPU with AMX
+// (Sapphire Rapids+), bf16 rows are scored by AMX bf16 tiles with the query tokens rounded to
+// bf16, and i8 rows by AMX int8 tiles with each query token rounded to int8 at its own scale.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "quanta/storage.hpp"
+
+namespace quanta {
+
+class TokenStore {
+ public:
+  TokenStore(size_t dim, Storage storage);
+
+  size_t dim() const { return dim_; }
+  Storage storage() const { return storage_; }
+  size_t ndocs() const { return offsets_.size() - 1; }
+  size_t ntokens() const { return size_t(offsets_.back()); }
+  float scale() const { return scale_; }
+  size_t memory_usage() const;
+
+  // Appends n documents (ntokens rows, offsets of n + 1). Validates first: on an exception
+  // nothing changes.
+  void add(const float* tokens, size_t ntokens, const int64_t* offsets, size_t n, int threads);
+
+  // Exact top-k by Chamfer over every document, batched over the queries.
+  void search(const float* q, size_t nq_tokens, const int64_t* q_offsets, size_t nq, size_t k,
+              int threads, float* scores, int64_t* labels) const;
+  // Exact top-k of each query among its nc candidates (cand[i * nc ..]; -1 skipped, other
+  // out-of-range positions rejected).
+  void rerank(const float* q, size_t nq_tokens, const int64_t* q_offsets, size_t nq,
+              const int64_t* cand, size_t nc, size_t k, int threads, float* scores,
+              int64_t* labels) const;
+  // The decoded tokens of document i (times 1 / scale()).
+  std::vector<float> tokens(size_t i) const;
+
+  const std::vector<uint8_t>& codes() const { return codes_; }
+  const std::vector<int64_t>& offsets() const { return offsets_; }
+  void restore(std::vector<uint8_t> codes, std::vector<int64_t> offsets, float scale);
+  void reset();
+  // Keeps the first n documents (undoes an add).
+  void truncate(size_t n);
+
+ private:
+  struct Group;
+  Group make_group(const float* q, const int64_t* q_offsets, size_t q0, size_t q1) const;
+  // AMX tiles for bf16 rows (dim a multiple of 32) or i8 rows (of 64), when present and allowed.
+  enum class Amx { none, bf16, i8 };
+  Amx amx_kind() const;
+  static void sum_queries(const Group& g, const float* colmax, float inv, float* out);
+  void score_docs(const Group& g, const int64_t* docs, size_t ndocs, std::vector<float>& rows,
+                  std::vector<float>& colmax, float* out) const;
+
+  size_t dim_;
+  Storage storage_;
+  float scale_ = 0.0f;  // 0 until the first add
+  std::vector<uint8_t> codes_;
+  std::vector<int64_t> offsets_{0};
+};
+
+}  // namespace quanta

@@ -1,0 +1,277 @@
+#include "quanta/token_store.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numeric>
+#include <optional>
+#include <string>
+
+#include "quanta/amx.hpp"
+#include "quanta/error.hpp"
+#include "quanta/gemm_panels.hpp"
+#include "quanta/kernels.hpp"
+#include "quanta/parallel.hpp"
+#include "quanta/token_sets.hpp"
+#include "quanta/topk.hpp"
+
+namespace quanta {
+
+namespace {
+constexpr size_t kGroupCols = 256;    // query tokens per batch of panels (stays in L2)
+constexpr size_t kDocsPerTask = 256;  // documents per exhaustive-search task
+constexpr size_t kAddRowsPerTask = 4096;
+}  // namespace
+
+// The queries q0 .. q1 with their tokens packed as panels, column c = token offsets[q0] + c.
+struct TokenStore::Group {
+  size_t q0, q1, ncols;
+  std::vector<size_t> col;  // first column of each query, q1 - q0 + 1 entries
+  std::vector<float> panels;
+  // The same columns as AMX tiles, for bf16 rows (the columns rounded to bf16) or i8 rows
+  // (each column rounded to int8 at its own scale; qinv: 1 / that scale).
+  std::vector<uint16_t> amx;
+  std::vector<int8_t> amx_i8;
+  std::vector<float> qinv;
+};
+
+TokenStore::Amx TokenStore::amx_kind() const {
+  if (storage_ == Storage::bf16 && dim_ % kAmxDepth == 0 && amx_bf16_active()) return Amx::bf16;
+  if (storage_ == Storage::i8 && dim_ % kAmxDepthI8 == 0 && amx_int8_active()) return Amx::i8;
+  return Amx::none;
+}
+
+TokenStore::TokenStore(size_t dim, Storage storage) : dim_(dim), storage_(storage) {
+  require(dim > 0, "dim must be positive");
+}
+
+size_t TokenStore::memory_usage() const {
+  return codes_.capacity() + offsets_.capacity() * sizeof(int64_t) + sizeof(*this);
+}
+
+void TokenStore::reset() {
+  codes_.clear();
+  offsets_.assign(1, 0);
+  scale_ = 0.0f;
+}
+
+void TokenStore::add(const float* tokens, size_t ntokens, const int64_t* offsets, size_t n,
+                     int threads) {
+  validate_sets(offsets, n, ntokens, "offsets");
+  require_finite(tokens, ntokens * dim_, "tokens");
+  float scale = scale_;
+  if (scale == 0.0f) {
+    float m = 0.0f;
+    for (size_t i = 0; i < ntokens * dim_; ++i) m = std::max(m, std::fabs(tokens[i]));
+    scale = 1.0f;
+    if (m > 0.0f && storage_ == Storage::i8) scale = 127.0f / m;
+    if (m > 0.0f && (storage_ == Storage::f8e4m3 || storage_ == Storage::f8e5m2))
+      scale = std::ldexp(1.0f, int(std::floor(std::log2(storage_max(storage_) / m))));
+  }
+  const size_t bytes = dim_ * storage_bytes(storage_), old = codes_.size();
+  codes_.resize(old + ntokens * bytes);
+  const size_t ntasks = (ntokens + kAddRowsPerTask - 1) / kAddRowsPerTask;
+  parallel_for(ntasks, resolve_threads(threads), [&](size_t t, size_t) {
+    const size_t r0 = t * kAddRowsPerTask, r1 = std::min(ntokens, r0 + kAddRowsPerTask);
+    std::vector<float> buf((r1 - r0) * dim_);
+    for (size_t i = 0; i < buf.size(); ++i) buf[i] = tokens[r0 * dim_ + i] * scale;
+    encode_array(storage_, buf.data(), buf.size(), codes_.data() + old + r0 * bytes);
+  });
+  const int64_t base = offsets_.back();
+  for (size_t i = 1; i <= n; ++i) offsets_.push_back(base + offsets[i]);
+  scale_ = scale;
+}
+
+void TokenStore::truncate(size_t n) {
+  require(n <= ndocs(), "truncate: only " + std::to_string(ndocs()) + " documents");
+  offsets_.resize(n + 1);
+  codes_.resize(size_t(offsets_.back()) * dim_ * storage_bytes(storage_));
+  if (n == 0) scale_ = 0.0f;
+}
+
+TokenStore::Group TokenStore::make_group(const float* q, const int64_t* q_offsets, size_t q0,
+                                         size_t q1) const {
+  Group g{q0, q1, size_t(q_offsets[q1] - q_offsets[q0]), {}, {}, {}, {}, {}};
+  for (size_t i = q0; i <= q1; ++i) g.col.push_back(size_t(q_offsets[i] - q_offsets[q0]));
+  const float* base = q + size_t(q_offsets[q0]) * dim_;
+  const Amx kind = amx_kind();
+  if (kind == Amx::bf16) {
+    std::vector<const float*> cols(g.ncols);
+    for (size_t c = 0; c < g.ncols; ++c) cols[c] = base + c * dim_;
+    g.amx = amx_pack_columns(cols.data(), g.ncols, dim_);
+    return g;
+  }
+  if (kind == Amx::i8) {  // each query token at its own scale: max |q| -> 127
+    std::vector<int8_t> q8(g.ncols * dim_);
+    std::vector<const int8_t*> cols(g.ncols);
+    g.qinv.resize(g.ncols);
+    for (size_t c = 0; c < g.ncols; ++c) {
+      const float* v = base + c * dim_;
+      float m = 0.0f;
+      for (size_t p = 0; p < dim_; ++p) m = std::max(m, std::fabs(v[p]));
+      const float sc = m > 0.0f ? 127.0f / m : 1.0f;
+      g.qinv[c] = 1.0f / sc;
+      for (size_t p = 0; p < dim_; ++p)
+        q8[c * dim_ + p] = int8_t(std::lrint(std::min(127.0f, std::max(-127.0f, v[p] * sc))));
+      cols[c] = q8.data() + c * dim_;
+    }
+    g.amx_i8 = amx_pack_columns_i8(cols.data(), g.ncols, dim_);
+    return g;
+  }
+  g.panels = pack_panels(g.ncols, dim_, size_t(kernels(active_isa()).mq),
+                         [&](size_t c, size_t p) { return base[c * dim_ + p]; });
+  return g;
+}
+
+void TokenStore::score_docs(const Group& g, const int64_t* docs, size_t ndocs,
+                            std::vector<float>& rows, std::vector<float>& colmax,
+                            float* out) const {
+  const Kernels& kern = kernels(active_isa());
+  const size_t mq = size_t(kern.mq), mr = size_t(kern.mr);
+  const size_t npanels = (g.ncols + mq - 1) / mq, nqg = g.q1 - g.q0;
+  const size_t bytes = dim_ * storage_bytes(storage_);
+  const float inv = 1.0f / scale_;
+  float tile[64 * 64];
+  colmax.resize(std::max(npanels * mq, (g.ncols + 15) / 16 * 16));
+  std::optional<AmxScope> tiles;
+  if (!g.amx.empty() || !g.amx_i8.empty()) tiles.emplace();
+  std::vector<int32_t> imax(g.amx_i8.empty() ? 0 : colmax.size());
+  for (size_t i = 0; i < ndocs; ++i) {
+    const size_t doc = size_t(docs[i]);
+    const size_t t0 = size_t(offsets_[doc]), nt = size_t(offsets_[doc + 1]) - t0;
+    if (i + 3 < ndocs) {  // candidates are scattered: fetch a later one's rows meanwhile
+      const size_t next = size_t(docs[i + 3]);
+      const uint8_t* p = codes_.data() + size_t(offsets_[next]) * bytes;
+      const uint8_t* e = codes_.data() + size_t(offsets_[next + 1]) * bytes;
+      for (; p < e; p += 64) __builtin_prefetch(p);
+    }
+    if (!g.amx.empty()) {
+      const uint16_t* base = reinterpret_cast<const uint16_t*>(codes_.data());
+      std::fill(colmax.begin(), colmax.end(), -std::numeric_limits<float>::infinity());
+      amx_bf16_colmax(base + t0 * dim_, nt, base + ntokens() * dim_, g.amx.data(), g.ncols, dim_,
+                      colmax.data());
+      sum_queries(g, colmax.data(), inv, out + i * nqg);
+      continue;
+    }
+    if (!g.amx_i8.empty()) {  // int32 maxima, then each column's own scale
+      const int8_t* base = reinterpret_cast<const int8_t*>(codes_.data());
+      std::fill(imax.begin(), imax.end(), std::numeric_limits<int32_t>::min());
+      amx_i8_colmax(base + t0 * dim_, nt, base + ntokens() * dim_, g.amx_i8.data(), g.ncols,
+                    dim_, imax.data());
+      for (size_t c = 0; c < g.ncols; ++c) colmax[c] = float(imax[c]) * g.qinv[c];
+      sum_queries(g, colmax.data(), inv, out + i * nqg);
+      continue;
+    }
+    const float* r;
+    if (storage_ == Storage::f32) {
+      r = reinterpret_cast<const float*>(codes_.data()) + t0 * dim_;
+    } else {
+      rows.resize(nt * dim_);
+      kern.decode_rows(storage_, codes_.data() + t0 * bytes, nt, dim_, rows.data());
+      r = rows.data();
+    }
+    std::fill(colmax.begin(), colmax.end(), -std::numeric_limits<float>::infinity());
+    for (size_t pn = 0; pn < npanels; ++pn) {
+      const float* panel = g.panels.data() + pn * dim_ * mq;
+      float* cm = colmax.data() + pn * mq;
+      for (size_t r0 = 0; r0 < nt; r0 += mr) {
+        const size_t nr = std::min(mr, nt - r0);
+        gemm_tile_plain(kern, r + r0 * dim_, nr, panel, dim_, tile);
+        for (size_t rr = 0; rr < nr; ++rr)
+          for (size_t j = 0; j < mq; ++j) cm[j] = std::max(cm[j], tile[rr * mq + j]);
+      }
+    }
+    sum_queries(g, colmax.data(), inv, out + i * nqg);
+  }
+}
+
+void TokenStore::sum_queries(const Group& g, const float* colmax, float inv, float* out) {
+  for (size_t qi = 0; qi + g.q0 < g.q1; ++qi) {
+    float s = 0.0f;
+    for (size_t c = g.col[qi]; c < g.col[qi + 1]; ++c) s += colmax[c];
+    out[qi] = s * inv;
+  }
+}
+
+void TokenStore::search(const float* q, size_t nq_tokens, const int64_t* q_offsets, size_t nq,
+                        size_t k, int threads, float* scores, int64_t* labels) const {
+  validate_sets(q_offsets, nq, nq_tokens, "query offsets");
+  require_finite(q, nq_tokens * dim_, "queries");
+  // Groups of whole queries, about kGroupCols tokens each.
+  std::vector<Group> groups;
+  for (size_t q0 = 0; q0 < nq;) {
+    size_t q1 = q0 + 1;
+    while (q1 < nq && size_t(q_offsets[q1 + 1] - q_offsets[q0]) <= kGroupCols) ++q1;
+    groups.push_back(make_group(q, q_offsets, q0, q1));
+    q0 = q1;
+  }
+  const size_t n = ndocs(), nblocks = (n + kDocsPerTask - 1) / kDocsPerTask;
+  const size_t ntasks = nblocks * groups.size();
+  const size_t nworkers = std::max<size_t>(1, std::min<size_t>(ntasks, resolve_threads(threads)));
+  std::vector<TopKSet> heaps(nworkers, TopKSet(nq, k));
+  std::vector<std::vector<float>> rows(nworkers), colmax(nworkers), out(nworkers);
+  parallel_for(ntasks, int(nworkers), [&](size_t t, size_t w) {
+    const Group& g = groups[t / nblocks];
+    const size_t b0 = (t % nblocks) * kDocsPerTask, b1 = std::min(n, b0 + kDocsPerTask);
+    std::vector<int64_t> docs(b1 - b0);
+    std::iota(docs.begin(), docs.end(), int64_t(b0));
+    const size_t nqg = g.q1 - g.q0;
+    out[w].resize(docs.size() * nqg);
+    score_docs(g, docs.data(), docs.size(), rows[w], colmax[w], out[w].data());
+    for (size_t i = 0; i < docs.size(); ++i)
+      for (size_t qi = 0; qi < nqg; ++qi) heaps[w].push(g.q0 + qi, out[w][i * nqg + qi], docs[i]);
+  });
+  for (size_t w = 1; w < nworkers; ++w) heaps[0].merge(heaps[w]);
+  for (size_t i = 0; i < nq; ++i)
+    heaps[0].write_sorted(i, scores + i * k, labels + i * k,
+                          -std::numeric_limits<float>::infinity());
+}
+
+void TokenStore::rerank(const float* q, size_t nq_tokens, const int64_t* q_offsets, size_t nq,
+                        const int64_t* cand, size_t nc, size_t k, int threads, float* scores,
+                        int64_t* labels) const {
+  validate_sets(q_offsets, nq, nq_tokens, "query offsets");
+  require_finite(q, nq_tokens * dim_, "queries");
+  for (size_t i = 0; i < nq * nc; ++i)
+    require(cand[i] >= -1 && cand[i] < int64_t(ndocs()),
+            "candidate " + std::to_string(cand[i]) + " is not a document position");
+  const size_t nworkers = std::max<size_t>(1, std::min<size_t>(nq, resolve_threads(threads)));
+  std::vector<std::vector<float>> rows(nworkers), colmax(nworkers), out(nworkers);
+  parallel_for(nq, int(nworkers), [&](size_t i, size_t w) {
+    const Group g = make_group(q, q_offsets, i, i + 1);
+    std::vector<int64_t> docs;
+    for (size_t c = 0; c < nc; ++c)
+      if (cand[i * nc + c] >= 0) docs.push_back(cand[i * nc + c]);
+    std::sort(docs.begin(), docs.end());  // rows in address order (ties resolve by position)
+    out[w].resize(docs.size());
+    score_docs(g, docs.data(), docs.size(), rows[w], colmax[w], out[w].data());
+    TopKSet heap(1, k);
+    for (size_t j = 0; j < docs.size(); ++j) heap.push(0, out[w][j], docs[j]);
+    heap.write_sorted(0, scores + i * k, labels + i * k, -std::numeric_limits<float>::infinity());
+  });
+}
+
+std::vector<float> TokenStore::tokens(size_t i) const {
+  require(i < ndocs(), "document " + std::to_string(i) + " out of range");
+  const size_t t0 = size_t(offsets_[i]), nt = size_t(offsets_[i + 1]) - t0;
+  std::vector<float> out(nt * dim_);
+  decode_array(storage_, codes_.data() + t0 * dim_ * storage_bytes(storage_), out.size(),
+               out.data());
+  for (float& v : out) v /= scale_;
+  return out;
+}
+
+void TokenStore::restore(std::vector<uint8_t> codes, std::vector<int64_t> offsets, float scale) {
+  require(!offsets.empty() && offsets[0] == 0, "restore: offsets must start at 0");
+  for (size_t i = 1; i < offsets.size(); ++i)
+    require(offsets[i] > offsets[i - 1], "restore: offsets must increase");
+  require(codes.size() == size_t(offsets.back()) * dim_ * storage_bytes(storage_),
+          "restore: codes do not match the offsets");
+  require(std::isfinite(scale) && (offsets.size() == 1 ? scale >= 0 : scale > 0),
+          "restore: bad scale");
+  codes_ = std::move(codes);
+  offsets_ = std::move(offsets);
+  scale_ = scale;
+}
+
+}  // namespace quanta

@@ -1,0 +1,127 @@
+// Bindings of the multi-vector core: MUVERA encoder and the Chamfer token store. Ragged
+// batches arrive as (tokens float32 [ntokens, dim], offsets int64 [n + 1]); the Python layer
+// builds them from lists of arrays.
+#include "common.hpp"
+#include "quanta/fde.hpp"
+#include "quanta/token_store.hpp"
+
+using namespace quanta_py;
+
+namespace {
+
+using I64Array = py::array_t<int64_t, py::array::c_style>;
+
+struct Ragged {
+  const float* tokens;
+  size_t ntokens;
+  const int64_t* offsets;
+  size_t n;
+};
+
+// Checks dtypes and shapes; offsets are validated by the core.
+Ragged ragged(const py::array& tokens, const py::array& offsets, size_t dim, const char* what) {
+  Ragged r;
+  r.tokens = f32_rows(tokens, dim, r.ntokens, what);
+  if (!py::isinstance<I64Array>(offsets) || !(offsets.flags() & py::array::c_style) ||
+      offsets.ndim() != 1 || offsets.shape(0) < 1)
+    throw py::type_error(std::string(what) + " offsets must be a 1-D C-contiguous int64 array");
+  r.offsets = static_cast<const int64_t*>(offsets.data());
+  r.n = size_t(offsets.shape(0)) - 1;
+  return r;
+}
+
+}  // namespace
+
+void bind_multivector(py::module_& m) {
+  py::class_<FDEEncoder>(m, "FDEEncoder")
+      .def(py::init([](size_t dim, size_t k_sim, size_t d_proj, size_t r_reps, bool gray,
+                       size_t final_dim, const py::array& simhash, const py::array& projection,
+                       const py::array& final_index, const py::array& final_sign) {
+             FdeConfig c;
+             c.dim = dim;
+             c.k_sim = k_sim;
+             c.d_proj = d_proj;
+             c.r_reps = r_reps;
+             c.order = gray ? BucketOrder::gray : BucketOrder::binary;
+             c.final_dim = final_dim;
+             return FDEEncoder(c, from_numpy<float>(simhash, "simhash"),
+                               from_numpy<float>(projection, "projection"),
+                               from_numpy<int32_t>(final_index, "final_index"),
+                               from_numpy<float>(final_sign, "final_sign"));
+           }),
+           py::arg("dim"), py::arg("k_sim"), py::arg("d_proj"), py::arg("r_reps"),
+           py::arg("gray"), py::arg("final_dim"), py::arg("simhash"), py::arg("projection"),
+           py::arg("final_index"), py::arg("final_sign"))
+      .def_property_readonly("output_dim", &FDEEncoder::output_dim)
+      .def("encode", [](const FDEEncoder& self, const py::array& tokens, const py::array& offsets,
+                        bool documents, bool fill_empty, int threads) {
+        const Ragged r = ragged(tokens, offsets, self.config().dim, "tokens");
+        py::array_t<float> out({py::ssize_t(r.n), py::ssize_t(self.output_dim())});
+        float* op = out.mutable_data();
+        py::gil_scoped_release nogil;
+        self.encode(r.tokens, r.ntokens, r.offsets, r.n, documents, fill_empty, threads, op);
+        return out;
+      });
+
+  py::class_<TokenStore>(m, "TokenStore")
+      .def(py::init([](size_t dim, const std::string& storage) {
+             return TokenStore(dim, storage_from_name(storage));
+           }),
+           py::arg("dim"), py::arg("storage"))
+      .def_property_readonly("ndocs", &TokenStore::ndocs)
+      .def_property_readonly("ntokens", &TokenStore::ntokens)
+      .def_property_readonly("scale", &TokenStore::scale)
+      .def_property_readonly("memory_usage", &TokenStore::memory_usage)
+      .def("add", [](TokenStore& self, const py::array& tokens, const py::array& offsets,
+                     int threads) {
+        const Ragged r = ragged(tokens, offsets, self.dim(), "tokens");
+        py::gil_scoped_release nogil;
+        self.add(r.tokens, r.ntokens, r.offsets, r.n, threads);
+      })
+      .def("search", [](const TokenStore& self, const py::array& q, const py::array& q_offsets,
+                        size_t k, int threads) {
+        const Ragged r = ragged(q, q_offsets, self.dim(), "query tokens");
+        py::array_t<float> D({py::ssize_t(r.n), py::ssize_t(k)});
+        py::array_t<int64_t> I({py::ssize_t(r.n), py::ssize_t(k)});
+        float* dp = D.mutable_data();
+        int64_t* ip = I.mutable_data();
+        {
+          py::gil_scoped_release nogil;
+          self.search(r.tokens, r.ntokens, r.offsets, r.n, k, threads, dp, ip);
+        }
+        return py::make_tuple(D, I);
+      })
+      .def("rerank", [](const TokenStore& self, const py::array& q, const py::array& q_offsets,
+                        const py::array& cand, size_t k, int threads) {
+        const Ragged r = ragged(q, q_offsets, self.dim(), "query tokens");
+        if (!py::isinstance<I64Array>(cand) || !(cand.flags() & py::array::c_style) ||
+            cand.ndim() != 2 || size_t(cand.shape(0)) != r.n)
+          throw py::type_error("candidates must be a C-contiguous int64 array of shape (nq, nc)");
+        const size_t nc = size_t(cand.shape(1));
+        const int64_t* cp = static_cast<const int64_t*>(cand.data());
+        py::array_t<float> D({py::ssize_t(r.n), py::ssize_t(k)});
+        py::array_t<int64_t> I({py::ssize_t(r.n), py::ssize_t(k)});
+        float* dp = D.mutable_data();
+        int64_t* ip = I.mutable_data();
+        {
+          py::gil_scoped_release nogil;
+          self.rerank(r.tokens, r.ntokens, r.offsets, r.n, cp, nc, k, threads, dp, ip);
+        }
+        return py::make_tuple(D, I);
+      })
+      .def("tokens", [](const TokenStore& self, size_t i) {
+        const std::vector<float> t = self.tokens(i);
+        py::array_t<float> out({py::ssize_t(t.size() / self.dim()), py::ssize_t(self.dim())});
+        std::copy(t.begin(), t.end(), out.mutable_data());
+        return out;
+      })
+      .def("codes", [](const TokenStore& self) { return to_numpy(self.codes()); })
+      .def("offsets", [](const TokenStore& self) { return to_numpy(self.offsets()); })
+      .def("restore", [](TokenStore& self, const py::array& codes, const py::array& offsets,
+                         float scale) {
+        self.restore(from_numpy<uint8_t>(codes, "codes"), from_numpy<int64_t>(offsets, "offsets"),
+                     scale);
+      })
+      .def("truncate", &TokenStore::truncate)
+      .def("reset", &TokenStore::reset);
+}
