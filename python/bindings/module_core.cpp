@@ -20,6 +20,7 @@
 
 void bind_binary(py::module_& m);  // binary.cpp
 void bind_multivector(py::module_& m);  // multivector.cpp
+void bind_sparse(py::module_& m);       // sparse.cpp
 
 namespace {
 
@@ -60,6 +61,7 @@ PYBIND11_MODULE(_core, m) {
   py::register_exception<Error>(m, "QuantaError", PyExc_RuntimeError);
   bind_binary(m);
   bind_multivector(m);
+  bind_sparse(m);
 
   m.def("compiled_isas", &compiled_isas);
   m.def("cpu_features", &cpu_features);

@@ -18,6 +18,7 @@ from .kmeans import KMeansResult, kmeans
 from .pq import PQ, IVFPQIndex, PQIndex
 from .binary import BinaryIndex, IVFBinaryIndex, RecurrentBinarizer
 from .multivector import FDEEncoder, MultiVectorIndex, merge_query_tokens
+from .sparse import SparseIndex
 from . import opq  # noqa: F401  (quanta.opq.train_rotation)
 from .storage import STORAGES, decode, encode
 
@@ -28,7 +29,7 @@ try:  # the CUDA module exists only in builds that found nvcc
 except ImportError:
     _cuda = None
 
-__all__ = ["FlatIndex", "PQIndex", "IVFPQIndex", "PQ", "BinaryIndex", "IVFBinaryIndex", "RecurrentBinarizer", "FDEEncoder", "MultiVectorIndex", "merge_query_tokens", "index_factory", "kmeans", "KMeansResult", "SearchResult", "encode", "decode", "load", "from_bytes", "read_header",
+__all__ = ["FlatIndex", "PQIndex", "IVFPQIndex", "PQ", "BinaryIndex", "IVFBinaryIndex", "RecurrentBinarizer", "FDEEncoder", "MultiVectorIndex", "merge_query_tokens", "SparseIndex", "index_factory", "kmeans", "KMeansResult", "SearchResult", "encode", "decode", "load", "from_bytes", "read_header",
            "build_info", "set_simd_level", "simd_level", "set_num_threads", "get_num_threads",
            "cuda_available", "FormatError", "QuantaError", "STORAGES"]
 

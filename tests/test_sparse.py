@@ -1,0 +1,152 @@
+"""Seismic-style sparse index: exhaustive equality without pruning, recall trends, persistence,
+batch == single, bad input."""
+import pickle
+
+import numpy as np
+import pytest
+
+import quanta
+
+sp = pytest.importorskip("scipy.sparse")
+
+
+def splade_like(n, nq, dim=3000, doc_nnz=50, q_nnz=16, ntopics=60, seed=0):
+    """Zipf-popular terms, documents and queries drawn around topics, exponential weights."""
+    rng = np.random.default_rng(seed)
+    pop = 1.0 / np.arange(1, dim + 1) ** 0.8
+    pop /= pop.sum()
+    topics = [rng.choice(dim, 150, replace=False, p=pop) for _ in range(ntopics)]
+
+    def draw(m, nnz):
+        rows = []
+        for _ in range(m):
+            t = topics[rng.integers(ntopics)]
+            terms = np.unique(np.concatenate([rng.choice(t, nnz // 2), rng.choice(dim, nnz // 2, p=pop)]))
+            rows.append((terms, rng.exponential(1.0, len(terms)).astype(np.float32)))
+        indptr = np.concatenate([[0], np.cumsum([len(r[0]) for r in rows])])
+        return sp.csr_matrix((np.concatenate([r[1] for r in rows]),
+                              np.concatenate([r[0] for r in rows]), indptr), shape=(m, dim))
+
+    return draw(n, doc_nnz), draw(nq, q_nnz)
+
+
+def exact_topk(X, Q, k):
+    """NumPy truth on the f16-rounded document values the index stores."""
+    Xr = X.copy()
+    Xr.data = Xr.data.astype(np.float16).astype(np.float32)
+    s = (Q @ Xr.T).toarray().astype(np.float64)
+    order = np.argsort(-s, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(s, order, 1), order
+
+
+def recall(I, I_true):
+    return float(np.mean([len(set(a) & set(b)) / len(b) for a, b in zip(I, I_true)]))
+
+
+@pytest.fixture(scope="module")
+def data():
+    return splade_like(3000, 60)
+
+
+def test_exhaustive_search_matches_numpy(data):
+    X, Q = data
+    index = quanta.SparseIndex(n_postings=100)
+    index.add(X)
+    D, I = index.search(Q, k=10, exact=True)
+    Dt, It = exact_topk(X, Q, 10)
+    np.testing.assert_allclose(D, Dt, rtol=1e-4, atol=1e-4)
+    assert recall(I, It) >= 0.99  # only float near-ties may swap
+
+
+def test_no_pruning_exact_summaries_equal_exhaustive(data):
+    """Every posting kept, summaries whole (quantized upward: upper bounds), every query term,
+    heap_factor 1: a block is skipped only when no document in it can enter the top-k."""
+    X, Q = data
+    index = quanta.SparseIndex(n_postings=10**6, max_fraction=10.0, summary_energy=1.0)
+    index.add(X)
+    assert index._index.npostings == X.nnz
+    D, I = index.search(Q, k=10, query_cut=10**6, heap_factor=1.0)
+    De, Ie = index.search(Q, k=10, exact=True)
+    np.testing.assert_allclose(D, De, rtol=1e-5, atol=1e-5)
+    assert recall(I, Ie) >= 0.99
+
+
+def test_recall_rises_with_query_cut_and_lower_heap_factor(data):
+    X, Q = data
+    index = quanta.SparseIndex(n_postings=60, summary_energy=0.4)
+    index.add(X)
+    _, It = index.search(Q, k=10, exact=True)
+    by_cut = [recall(index.search(Q, 10, qc, 0.9).ids, It) for qc in (1, 3, 6, 12)]
+    by_hf = [recall(index.search(Q, 10, 4, hf).ids, It) for hf in (1.2, 1.0, 0.8, 0.5)]
+    assert all(a <= b + 0.01 for a, b in zip(by_cut, by_cut[1:])), by_cut
+    assert all(a <= b + 0.01 for a, b in zip(by_hf, by_hf[1:])), by_hf
+    assert by_cut[-1] > by_cut[0] and by_cut[-1] >= 0.9
+
+
+def test_u8_values_and_inputs(data):
+    X, Q = data
+    a = quanta.SparseIndex(n_postings=100, values="u8")
+    a.add((X.indptr, X.indices, X.data))  # the tuple form
+    _, It = exact_topk(X, Q, 10)
+    assert recall(a.search(Q, 10, exact=True).ids, It) >= 0.95
+    assert a.memory_usage > 0 and a.ntotal == X.shape[0]
+
+
+def test_batch_threads_and_persistence(data, tmp_path):
+    X, Q = data
+    index = quanta.SparseIndex(n_postings=80)
+    index.add(X, threads=2)
+    other = quanta.SparseIndex(n_postings=80)
+    other.add(X, threads=1)  # the build does not depend on the thread count
+    D, I = index.search(Q, 10, 5, 0.8, threads=2)
+    D1, I1 = other.search(Q, 10, 5, 0.8, threads=1)
+    np.testing.assert_array_equal(I, I1)
+    np.testing.assert_array_equal(D, D1)
+    for i in (0, 7, 31):  # batch == one query at a time, in query order
+        d, j = index.search(Q[i], 10, 5, 0.8)
+        np.testing.assert_array_equal(j[0], I[i])
+    index.save(tmp_path / "s.qnt")
+    for back in (quanta.load(tmp_path / "s.qnt"), quanta.load(tmp_path / "s.qnt", mmap=True),
+                 pickle.loads(pickle.dumps(index))):
+        Db, Ib = back.search(Q, 10, 5, 0.8)
+        np.testing.assert_array_equal(Ib, I)
+        np.testing.assert_array_equal(Db, D)
+    raw = (tmp_path / "s.qnt").read_bytes()
+    (tmp_path / "bad.qnt").write_bytes(raw[: len(raw) // 3])
+    with pytest.raises(quanta.FormatError):
+        quanta.load(tmp_path / "bad.qnt")
+
+
+def test_bad_input():
+    index = quanta.SparseIndex(n_postings=10)
+    ok = (np.array([0, 2, 3]), np.array([1, 4, 2]), np.array([0.5, 1.0, 2.0], np.float32))
+    with pytest.raises(ValueError, match="empty"):
+        index.search(ok, 3)
+    with pytest.raises(ValueError, match="negative"):
+        quanta.SparseIndex().add((np.array([0, 2]), np.array([1, 4]), np.array([0.5, -1.0])))
+    with pytest.raises(ValueError, match="non-finite"):
+        quanta.SparseIndex().add((np.array([0, 2]), np.array([1, 4]), np.array([0.5, np.nan])))
+    with pytest.raises(ValueError, match="unsorted"):
+        quanta.SparseIndex().add((np.array([0, 2]), np.array([4, 1]), np.array([0.5, 1.0])))
+    with pytest.raises(ValueError, match="indptr"):
+        quanta.SparseIndex().add((np.array([0, 5]), np.array([4, 1]), np.array([0.5, 1.0])))
+    with pytest.raises(TypeError):
+        quanta.SparseIndex().add(np.ones((3, 3)))
+    with pytest.raises(ValueError, match="summary_energy"):
+        quanta.SparseIndex(summary_energy=0.0)
+    with pytest.raises(ValueError, match="knn"):
+        quanta.SparseIndex(knn=10)
+    index.add(ok)
+    with pytest.raises(ValueError, match="static"):
+        index.add(ok)
+    with pytest.raises(ValueError, match="beyond"):
+        index.search((np.array([0, 1]), np.array([9]), np.array([1.0])), 2)
+    with pytest.raises(ValueError, match="heap_factor"):
+        index.search(ok, 2, heap_factor=0)
+    with pytest.raises(ValueError, match="query_cut"):
+        index.search(ok, 2, query_cut=0)
+    # empty documents are kept (they score 0); k beyond the index pads with -1
+    empty = quanta.SparseIndex()
+    empty.add((np.array([0, 1, 1, 2]), np.array([3, 5]), np.array([1.0, 2.0], np.float32)))
+    D, I = empty.search((np.array([0, 1]), np.array([5]), np.array([1.0])), 5, exact=True)
+    assert I[0, 0] == 2 and (I[0, 3:] == -1).all()
