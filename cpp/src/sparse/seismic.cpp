@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <numeric>
 #include <string>
@@ -36,6 +37,17 @@ void validate_csr(const int64_t* ptr, const int32_t* idx, const float* val, size
               w + ": row " + std::to_string(i) + " has a negative or non-finite value");
     }
   }
+}
+
+// f16 -> f32 for the scoring loops: normal numbers by a shift and a bias (the forward values
+// are non-negative and rarely subnormal), the rest by the exact codec.
+inline float half(uint16_t h) {
+  const uint32_t e = h & 0x7c00u;
+  if (e == 0 || e == 0x7c00u) return f16_to_f32(h);
+  const uint32_t u = (uint32_t(h & 0x8000u) << 16) | ((uint32_t(h & 0x7fffu) << 13) + 0x38000000u);
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
 }
 
 // Scratch of one search thread: the query as a dense array, and visited marks by epoch.
@@ -77,9 +89,9 @@ float SparseIndex::doc_dot(size_t doc, const float* q) const {
     return s * doc_scale_[doc];
   }
   if (!comp16_.empty())
-    for (int64_t i = b; i < e; ++i) s += q[comp16_[i]] * f16_to_f32(val16_[i]);
+    for (int64_t i = b; i < e; ++i) s += q[comp16_[i]] * half(val16_[i]);
   else
-    for (int64_t i = b; i < e; ++i) s += q[comp32_[i]] * f16_to_f32(val16_[i]);
+    for (int64_t i = b; i < e; ++i) s += q[comp32_[i]] * half(val16_[i]);
   return s;
 }
 
@@ -148,6 +160,28 @@ void SparseIndex::prune_and_block(int threads) {
   }
   const size_t cap = std::max<size_t>(1, size_t(float(p_.n_postings) * p_.max_fraction));
 
+  // Each document's doc_cut largest entries (what k-means compares), once for all its lists.
+  const size_t cut = p_.doc_cut;
+  std::vector<int64_t> top_ptr(n + 1, 0);
+  for (size_t d = 0; d < n; ++d)
+    top_ptr[d + 1] =
+        top_ptr[d] + std::min<int64_t>(int64_t(cut), doc_ptr_[d + 1] - doc_ptr_[d]);
+  std::vector<std::pair<float, uint32_t>> top_all(static_cast<size_t>(top_ptr[n]));
+  const size_t doc_tasks = (n + kDocsPerTask - 1) / kDocsPerTask;
+  parallel_for(doc_tasks, resolve_threads(threads), [&](size_t task, size_t) {
+    std::vector<std::pair<float, uint32_t>> buf;
+    for (size_t d = task * kDocsPerTask; d < std::min(n, (task + 1) * kDocsPerTask); ++d) {
+      buf.clear();
+      for (int64_t e = doc_ptr_[d]; e < doc_ptr_[d + 1]; ++e)
+        buf.emplace_back(value(size_t(e), d), uint32_t(comp(size_t(e))));
+      const size_t c = size_t(top_ptr[d + 1] - top_ptr[d]);
+      std::partial_sort(buf.begin(), buf.begin() + c, buf.end(), [](const auto& a, const auto& b) {
+        return a.first > b.first || (a.first == b.first && a.second < b.second);
+      });
+      std::copy(buf.begin(), buf.begin() + c, top_all.begin() + top_ptr[d]);
+    }
+  });
+
   // Per list (in parallel): cap, cluster into blocks, summarize. Results per list, then
   // concatenated in term order.
   struct ListOut {
@@ -192,19 +226,12 @@ void SparseIndex::prune_and_block(int threads) {
       }
       std::sort(mini.begin(), mini.end());
       std::vector<float> score(nc);
-      std::vector<std::pair<float, uint32_t>> top;
       std::vector<char> alive(nc, 1);
       auto best_centroid = [&](size_t doc) {  // on the doc's doc_cut largest entries
-        top.clear();
-        for (int64_t e = doc_ptr_[doc]; e < doc_ptr_[doc + 1]; ++e)
-          top.emplace_back(value(size_t(e), doc), uint32_t(comp(size_t(e))));
-        const size_t cut = std::min(top.size(), p_.doc_cut);
-        std::partial_sort(top.begin(), top.begin() + cut, top.end(),
-                          [](const auto& a, const auto& b) {
-                            return a.first > b.first || (a.first == b.first && a.second < b.second);
-                          });
+        const std::pair<float, uint32_t>* top = top_all.data() + top_ptr[doc];
+        const size_t ntop = size_t(top_ptr[doc + 1] - top_ptr[doc]);
         std::fill(score.begin(), score.end(), 0.0f);
-        for (size_t i = 0; i < cut; ++i) {
+        for (size_t i = 0; i < ntop; ++i) {
           auto it = std::lower_bound(mini.begin(), mini.end(),
                                      std::make_tuple(top[i].second, 0u, -1.0f));
           for (; it != mini.end() && std::get<0>(*it) == top[i].second; ++it)
