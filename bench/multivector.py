@@ -34,7 +34,7 @@ import time
 import numpy as np
 
 from bench import adapters as A
-from bench.datasets import cache_dir
+from bench.datasets import cache_dir, recall_at_k
 from bench.timing import best_time
 
 K = 10
@@ -79,7 +79,7 @@ def split(x, off):
 
 
 def recall(I, gt):
-    return float(np.mean([len(set(a[:K]) & set(b[:K])) / K for a, b in zip(I, gt)]))
+    return recall_at_k(I, gt, K)
 
 
 def recall_within(I, gt, n):

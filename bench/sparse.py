@@ -16,6 +16,8 @@ import time
 
 import numpy as np
 
+from bench.datasets import recall_at_k
+
 
 def splade_like(n, nq, dim=30000, doc_nnz=120, q_nnz=40, ntopics=2000, seed=0):
     rng = np.random.default_rng(seed)
@@ -47,7 +49,8 @@ def rows(csr):
 
 
 def recall(I, gt):
-    return float(np.mean([len(set(a) & set(b)) / len(b) for a, b in zip(I, gt)]))
+    """recall@10; ragged result lists are padded with -1."""
+    return recall_at_k(np.array([list(r) + [-1] * (10 - len(r)) for r in I]), gt, 10)
 
 
 def main(argv=None):

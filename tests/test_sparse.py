@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import quanta
+from conftest import recall_at_k
 
 sp = pytest.importorskip("scipy.sparse")
 
@@ -40,7 +41,7 @@ def exact_topk(X, Q, k):
 
 
 def recall(I, I_true):
-    return float(np.mean([len(set(a) & set(b)) / len(b) for a, b in zip(I, I_true)]))
+    return recall_at_k(np.asarray(I), np.asarray(I_true))
 
 
 @pytest.fixture(scope="module")

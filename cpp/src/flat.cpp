@@ -9,6 +9,7 @@
 #include "quanta/amx.hpp"
 #include "quanta/block_scan.hpp"
 #include "quanta/error.hpp"
+#include "quanta/gemm_panels.hpp"
 #include "quanta/kernels.hpp"
 #include "quanta/parallel.hpp"
 #include "quanta/rows.hpp"
@@ -265,12 +266,8 @@ void FlatIndex::search_gemm(const float* q, size_t nq, size_t k, int threads, co
   const size_t mq = size_t(kern.mq), mr = size_t(kern.mr);
   const size_t npanels = (nq + mq - 1) / mq;
   // Queries transposed into panels [panel][dim][mq], zero beyond nq.
-  std::vector<float> panels(npanels * dim_ * mq, 0.0f);
-  for (size_t i = 0; i < nq; ++i) {
-    float* panel = panels.data() + (i / mq) * dim_ * mq + i % mq;
-    const float* row = q + i * dim_;
-    for (size_t p = 0; p < dim_; ++p) panel[p * mq] = row[p];
-  }
+  const std::vector<float> panels =
+      pack_panels(nq, dim_, mq, [&](size_t i, size_t p) { return q[i * dim_ + p]; });
 
   const size_t block = std::max(mr, kBlockBytes / (4 * dim_) / mr * mr);
   const size_t nblocks = (ntotal_ + block - 1) / block;

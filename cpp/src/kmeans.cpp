@@ -6,6 +6,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "quanta/gemm_panels.hpp"
 #include "quanta/kernels.hpp"
 #include "quanta/parallel.hpp"
 #include "quanta/random.hpp"
@@ -98,13 +99,11 @@ void assign_nearest(const float* x, size_t n, const float* centroids, size_t k, 
     // the column panels; each point's best centroid is reduced straight from the tiles.
     const size_t mq = size_t(kern.mq), mr = size_t(kern.mr);
     const size_t npanels = (k + mq - 1) / mq;
-    std::vector<float> panels(npanels * dim * mq, 0.0f);
+    const std::vector<float> panels =
+        pack_panels(k, dim, mq, [&](size_t c, size_t p) { return centroids[c * dim + p]; });
     std::vector<float> cterm(npanels * mq, -INFINITY);  // -|c|^2 (0 when spherical); pads -inf
-    for (size_t c = 0; c < k; ++c) {
-      float* col = panels.data() + (c / mq) * dim * mq + c % mq;
-      for (size_t p = 0; p < dim; ++p) col[p * mq] = centroids[c * dim + p];
+    for (size_t c = 0; c < k; ++c)
       cterm[c] = spherical ? 0.0f : -float(sq_norm(centroids + c * dim, dim));
-    }
     const float a = spherical ? 1.0f : 2.0f;
     const size_t nchunks = (n + kChunk - 1) / kChunk;
     parallel_for(nchunks, threads, [&](size_t t, size_t) {

@@ -53,20 +53,26 @@ std::vector<T> from_numpy(const py::array& a, const char* what) {
   return std::vector<T>(p, p + a.size());
 }
 
-// Validates queries, allocates (D, I), releases the GIL around run(queries, nq, D, I).
+// Allocates (D, I) of nq x k, releases the GIL around run(D, I).
 template <class Run>
-py::tuple search_into(size_t dim, const py::array& q, size_t k, Run&& run) {
-  size_t nq;
-  const float* p = f32_rows(q, dim, nq, "queries");
+py::tuple results_into(size_t nq, size_t k, Run&& run) {
   py::array_t<float> D({py::ssize_t(nq), py::ssize_t(k)});
   py::array_t<int64_t> I({py::ssize_t(nq), py::ssize_t(k)});
   float* dp = D.mutable_data();
   int64_t* ip = I.mutable_data();
   {
     py::gil_scoped_release nogil;
-    run(p, nq, dp, ip);
+    run(dp, ip);
   }
   return py::make_tuple(D, I);
+}
+
+// Validates queries, then results_into with run(queries, nq, D, I).
+template <class Run>
+py::tuple search_into(size_t dim, const py::array& q, size_t k, Run&& run) {
+  size_t nq;
+  const float* p = f32_rows(q, dim, nq, "queries");
+  return results_into(nq, k, [&](float* dp, int64_t* ip) { run(p, nq, dp, ip); });
 }
 
 // The methods every index binds the same way.

@@ -81,15 +81,9 @@ void bind_multivector(py::module_& m) {
       .def("search", [](const TokenStore& self, const py::array& q, const py::array& q_offsets,
                         size_t k, int threads) {
         const Ragged r = ragged(q, q_offsets, self.dim(), "query tokens");
-        py::array_t<float> D({py::ssize_t(r.n), py::ssize_t(k)});
-        py::array_t<int64_t> I({py::ssize_t(r.n), py::ssize_t(k)});
-        float* dp = D.mutable_data();
-        int64_t* ip = I.mutable_data();
-        {
-          py::gil_scoped_release nogil;
+        return results_into(r.n, k, [&](float* dp, int64_t* ip) {
           self.search(r.tokens, r.ntokens, r.offsets, r.n, k, threads, dp, ip);
-        }
-        return py::make_tuple(D, I);
+        });
       })
       .def("rerank", [](const TokenStore& self, const py::array& q, const py::array& q_offsets,
                         const py::array& cand, size_t k, int threads) {
@@ -99,15 +93,9 @@ void bind_multivector(py::module_& m) {
           throw py::type_error("candidates must be a C-contiguous int64 array of shape (nq, nc)");
         const size_t nc = size_t(cand.shape(1));
         const int64_t* cp = static_cast<const int64_t*>(cand.data());
-        py::array_t<float> D({py::ssize_t(r.n), py::ssize_t(k)});
-        py::array_t<int64_t> I({py::ssize_t(r.n), py::ssize_t(k)});
-        float* dp = D.mutable_data();
-        int64_t* ip = I.mutable_data();
-        {
-          py::gil_scoped_release nogil;
+        return results_into(r.n, k, [&](float* dp, int64_t* ip) {
           self.rerank(r.tokens, r.ntokens, r.offsets, r.n, cp, nc, k, threads, dp, ip);
-        }
-        return py::make_tuple(D, I);
+        });
       })
       .def("tokens", [](const TokenStore& self, size_t i) {
         const std::vector<float> t = self.tokens(i);

@@ -106,15 +106,9 @@ void bind_sparse(py::module_& m) {
                         const py::array& values, size_t k, size_t query_cut, float heap_factor,
                         bool exact, int threads) {
         const Csr c = csr(indptr, indices, values, "queries");
-        py::array_t<float> D({py::ssize_t(c.n), py::ssize_t(k)});
-        py::array_t<int64_t> I({py::ssize_t(c.n), py::ssize_t(k)});
-        float* dp = D.mutable_data();
-        int64_t* ip = I.mutable_data();
-        {
-          py::gil_scoped_release nogil;
+        return results_into(c.n, k, [&](float* dp, int64_t* ip) {
           self.search(c.ptr, c.idx, c.val, c.n, k, query_cut, heap_factor, exact, threads, dp,
                       ip);
-        }
-        return py::make_tuple(D, I);
+        });
       });
 }

@@ -39,6 +39,16 @@ void validate_csr(const int64_t* ptr, const int32_t* idx, const float* val, size
   }
 }
 
+// (weight, id) pairs heaviest first, lower id first on ties: a total order, so every sort and
+// selection below is deterministic.
+struct Heavier {
+  template <class Id>
+  bool operator()(const std::pair<float, Id>& a, const std::pair<float, Id>& b) const {
+    return a.first > b.first || (a.first == b.first && a.second < b.second);
+  }
+};
+constexpr Heavier heavier{};
+
 // f16 -> f32 for the scoring loops: normal numbers by a shift and a bias (the forward values
 // are non-negative and rarely subnormal), the rest by the exact codec.
 inline float half(uint16_t h) {
@@ -130,33 +140,30 @@ void SparseIndex::build(const int64_t* indptr, const int32_t* indices, const flo
 void SparseIndex::prune_and_block(int threads) {
   const size_t n = ndocs(), nnz = this->nnz();
   auto comp = [&](size_t e) { return comp16_.empty() ? size_t(comp32_[e]) : size_t(comp16_[e]); };
-  auto value = [&](size_t e, size_t doc) {
-    return p_.u8_values ? float(val8_[e]) * doc_scale_[doc] : f16_to_f32(val16_[e]);
-  };
-  // Global threshold: the budget T = n_postings * dim largest values of the collection.
-  std::vector<float> all(nnz);
+  // The stored values, decoded once for the whole build.
+  std::vector<float> val(nnz);
   for (size_t d = 0; d < n; ++d)
-    for (int64_t e = doc_ptr_[d]; e < doc_ptr_[d + 1]; ++e) all[e] = value(size_t(e), d);
+    for (int64_t e = doc_ptr_[d]; e < doc_ptr_[d + 1]; ++e)
+      val[e] = p_.u8_values ? float(val8_[e]) * doc_scale_[d] : f16_to_f32(val16_[e]);
+  // Global threshold: the budget T = n_postings * dim largest values of the collection.
   const size_t budget = std::min(nnz, p_.n_postings * dim_);
   float tau = 0.0f;
   if (budget > 0 && budget < nnz) {
+    std::vector<float> all(val);
     std::nth_element(all.begin(), all.begin() + (budget - 1), all.end(), std::greater<float>());
     tau = all[budget - 1];
   }
   // Candidate entries by term (value >= tau), then each list's cap in decreasing value.
   std::vector<int64_t> cand_ptr(dim_ + 1, 0);
-  for (size_t d = 0; d < n; ++d)
-    for (int64_t e = doc_ptr_[d]; e < doc_ptr_[d + 1]; ++e)
-      if (value(size_t(e), d) >= tau && (budget > 0)) ++cand_ptr[comp(size_t(e)) + 1];
+  for (size_t e = 0; e < nnz; ++e)
+    if (val[e] >= tau) ++cand_ptr[comp(e) + 1];
   std::partial_sum(cand_ptr.begin(), cand_ptr.end(), cand_ptr.begin());
   std::vector<std::pair<float, uint32_t>> cand(size_t(cand_ptr[dim_]));
   {
     std::vector<int64_t> fill(cand_ptr.begin(), cand_ptr.end() - 1);
     for (size_t d = 0; d < n; ++d)
-      for (int64_t e = doc_ptr_[d]; e < doc_ptr_[d + 1]; ++e) {
-        const float v = value(size_t(e), d);
-        if (v >= tau && budget > 0) cand[fill[comp(size_t(e))]++] = {v, uint32_t(d)};
-      }
+      for (int64_t e = doc_ptr_[d]; e < doc_ptr_[d + 1]; ++e)
+        if (val[e] >= tau) cand[fill[comp(size_t(e))]++] = {val[e], uint32_t(d)};
   }
   const size_t cap = std::max<size_t>(1, size_t(float(p_.n_postings) * p_.max_fraction));
 
@@ -173,11 +180,9 @@ void SparseIndex::prune_and_block(int threads) {
     for (size_t d = task * kDocsPerTask; d < std::min(n, (task + 1) * kDocsPerTask); ++d) {
       buf.clear();
       for (int64_t e = doc_ptr_[d]; e < doc_ptr_[d + 1]; ++e)
-        buf.emplace_back(value(size_t(e), d), uint32_t(comp(size_t(e))));
+        buf.emplace_back(val[e], uint32_t(comp(size_t(e))));
       const size_t c = size_t(top_ptr[d + 1] - top_ptr[d]);
-      std::partial_sort(buf.begin(), buf.begin() + c, buf.end(), [](const auto& a, const auto& b) {
-        return a.first > b.first || (a.first == b.first && a.second < b.second);
-      });
+      std::partial_sort(buf.begin(), buf.begin() + c, buf.end(), heavier);
       std::copy(buf.begin(), buf.begin() + c, top_all.begin() + top_ptr[d]);
     }
   });
@@ -202,9 +207,7 @@ void SparseIndex::prune_and_block(int threads) {
       auto* first = cand.data() + cand_ptr[t];
       size_t len = size_t(cand_ptr[t + 1] - cand_ptr[t]);
       if (len == 0) continue;
-      std::sort(first, first + len, [](const auto& a, const auto& b) {
-        return a.first > b.first || (a.first == b.first && a.second < b.second);
-      });
+      std::sort(first, first + len, heavier);
       len = std::min(len, cap);
       std::vector<uint32_t> docs(len);
       for (size_t i = 0; i < len; ++i) docs[i] = first[i].second;
@@ -222,7 +225,7 @@ void SparseIndex::prune_and_block(int threads) {
       for (size_t c = 0; c < nc; ++c) {
         const size_t doc = docs[centroid[c]];
         for (int64_t e = doc_ptr_[doc]; e < doc_ptr_[doc + 1]; ++e)
-          mini.emplace_back(uint32_t(comp(size_t(e))), uint32_t(c), value(size_t(e), doc));
+          mini.emplace_back(uint32_t(comp(size_t(e))), uint32_t(c), val[e]);
       }
       std::sort(mini.begin(), mini.end());
       std::vector<float> score(nc);
@@ -274,7 +277,7 @@ void SparseIndex::prune_and_block(int threads) {
           for (int64_t e = doc_ptr_[doc]; e < doc_ptr_[doc + 1]; ++e) {
             const size_t k = comp(size_t(e));
             if (acc[k] == 0.0f) touched.push_back(uint32_t(k));
-            acc[k] = std::max(acc[k], std::max(value(size_t(e), doc), 1e-30f));
+            acc[k] = std::max(acc[k], std::max(val[e], 1e-30f));
           }
         entries.clear();
         double mass = 0.0;
@@ -283,9 +286,7 @@ void SparseIndex::prune_and_block(int threads) {
           mass += acc[k];
           acc[k] = 0.0f;
         }
-        std::sort(entries.begin(), entries.end(), [](const auto& a, const auto& b) {
-          return a.first > b.first || (a.first == b.first && a.second < b.second);
-        });
+        std::sort(entries.begin(), entries.end(), heavier);
         size_t keep = 0;
         double run = 0.0;
         while (keep < entries.size() && run < p_.summary_energy * mass) run += entries[keep++].first;
@@ -429,9 +430,7 @@ void SparseIndex::search(const int64_t* qptr, const int32_t* qidx, const float* 
         if (qval[e] > 0.0f) terms.emplace_back(qval[e], uint32_t(qidx[e]));
       const size_t cut = std::min(terms.size(), query_cut);
       std::partial_sort(terms.begin(), terms.begin() + cut, terms.end(),
-                        [](const auto& a, const auto& b) {
-                          return a.first > b.first || (a.first == b.first && a.second < b.second);
-                        });
+                        heavier);
       std::vector<std::pair<float, int64_t>> blocks;
       for (size_t ti = 0; ti < cut; ++ti) {
         const uint32_t t = terms[ti].second;
@@ -445,9 +444,7 @@ void SparseIndex::search(const int64_t* qptr, const int32_t* qidx, const float* 
         }
         // The heaviest term's blocks in decreasing summary score: the threshold rises early.
         if (ti == 0)
-          std::sort(blocks.begin(), blocks.end(), [](const auto& a, const auto& b) {
-            return a.first > b.first || (a.first == b.first && a.second < b.second);
-          });
+          std::sort(blocks.begin(), blocks.end(), heavier);
         for (const auto& [sd, b] : blocks) {
           const float theta = heap.threshold(0);
           if (std::isfinite(theta) && sd < heap_factor * theta) continue;
