@@ -1,22 +1,38 @@
 """Seismic-style sparse search: quanta.SparseIndex against pyseismic-lsr on the same data.
 
-    python -m bench.sparse --n 100000 --nq 200
+    python -m bench.sparse --data synthetic --n 200000 --nq 200 --plot bench/results/sparse_synthetic.png
+    python -m bench.sparse --data bm25 --n 150000 --nq 200 --plot bench/results/sparse_bm25.png
 
-Data: synthetic SPLADE-like vectors: a 30,000-term vocabulary with Zipf-like popularity,
-documents of about 120 non-zeros and queries of about 40 drawn around shared topics (so
-neighbours exist), log-normal weights. Ground truth: exact inner-product top-10 (quanta's
-exhaustive search, tested against SciPy). Both libraries get the same build parameters; the
-sweep covers query_cut and heap_factor; QPS at 1 thread (pyseismic-lsr: one search call per
-query) and all threads (batch calls), build time and index memory.
+Data:
+- synthetic: SPLADE-like vectors: a 30,000-term vocabulary with Zipf-like popularity, documents
+  of 120 non-zeros and queries of 40 drawn around shared topics (so neighbours exist),
+  log-normal weights.
+- bm25: BM25 vectors of GCIDE dictionary definitions (apt package dict-gcide): document weights
+  tf (k1 + 1) / (tf + k1 (1 - b + b len / avglen)), query weights idf, so the inner product is
+  the BM25 score; queries are held-out definitions.
+Ground truth: exact inner products (SciPy); recall@10 counts a returned document as correct when
+its exact score reaches the true 10th score (ties handled). Both libraries get the same build
+parameters (quanta also with summary_cut, summaries from each document's largest entries);
+the sweep covers query_cut and heap_factor; QPS at 1 thread (pyseismic-lsr: one
+search call per query) and all threads (batch calls); build time on 1 thread (pyseismic-lsr in
+a subprocess with RAYON_NUM_THREADS=1, the only thread control it obeys) and all threads; index
+memory. The summary gives, per recall target, each system's fastest single-thread point
+reaching it and the ratio.
 """
 from __future__ import annotations
 
 import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
 import time
 
 import numpy as np
 
-from bench.datasets import recall_at_k
+SWEEP = [(qc, hf) for qc in (3, 5, 8, 10, 15, 20) for hf in (1.0, 0.9, 0.8, 0.7)]
+TARGETS = (0.90, 0.95, 0.97, 0.99)
 
 
 def splade_like(n, nq, dim=30000, doc_nnz=120, q_nnz=40, ntopics=2000, seed=0):
@@ -28,12 +44,11 @@ def splade_like(n, nq, dim=30000, doc_nnz=120, q_nnz=40, ntopics=2000, seed=0):
     def draw(m, nnz):
         t = rng.integers(0, ntopics, m)
         half = nnz // 2
-        own = topic_terms[t[:, None], rng.integers(0, 300, (m, half))]
-        background = rng.choice(dim, (m, nnz - half), p=pop)
-        terms = np.concatenate([own, background], axis=1)
         rows, vals = [], []
         for i in range(m):
-            u = np.unique(terms[i])
+            u = np.unique(topic_terms[t[i], rng.integers(0, 300, half)])
+            while len(u) < nnz:  # background terms until the row has nnz distinct terms
+                u = np.unique(np.concatenate([u, rng.choice(dim, nnz - len(u), p=pop)]))
             rows.append(u)
             vals.append(rng.lognormal(-0.5, 0.8, len(u)).astype(np.float32))
         indptr = np.concatenate([[0], np.cumsum([len(r) for r in rows])]).astype(np.int64)
@@ -42,85 +57,262 @@ def splade_like(n, nq, dim=30000, doc_nnz=120, q_nnz=40, ntopics=2000, seed=0):
     return draw(n, doc_nnz), draw(nq, q_nnz), dim
 
 
-def rows(csr):
+_STOP = set("a an the of to in and or for on by with as at from is be it its that this which "
+            "are was were not any one".split())
+
+
+def bm25(n, nq, k1=0.9, b=0.4):
+    """BM25 term vectors of GCIDE definitions (n documents, nq held-out queries)."""
+    from bench.build_embeddings import gcide_texts
+    import scipy.sparse as sp
+    texts = gcide_texts()
+    rng = np.random.default_rng(0)
+    pick = rng.permutation(len(texts))[:n + nq]
+    toks = [[w for w in re.findall(r"[a-z0-9]+", texts[i].lower()) if w not in _STOP]
+            for i in pick]
+    from collections import Counter
+    df = Counter(w for t in toks[:n] for w in set(t))
+    # terms of two or more documents (min_df = 2): 16-bit term ids for both libraries
+    vocab = {w: j for j, w in enumerate(sorted(w for w, c in df.items() if c >= 2))}
+
+    def counts(rows):
+        indptr, idx, val = [0], [], []
+        for t in rows:
+            ids, c = np.unique([vocab[w] for w in t if w in vocab], return_counts=True)
+            idx.append(ids)
+            val.append(c)
+            indptr.append(indptr[-1] + len(ids))
+        return sp.csr_matrix((np.concatenate(val).astype(np.float32), np.concatenate(idx),
+                              np.array(indptr)), shape=(len(rows), len(vocab)))
+
+    D, Q = counts(toks[:n]), counts(toks[n:])
+    df = np.bincount(D.indices, minlength=len(vocab))
+    idf = np.log(1 + (n - df + 0.5) / (df + 0.5)).astype(np.float32)
+    dl = np.diff(D.indptr)
+    norm = np.repeat(k1 * (1 - b + b * dl / dl.mean()), dl).astype(np.float32)
+    D.data = (D.data * (k1 + 1) / (D.data + norm)).astype(np.float32)
+    Q.data = idf[Q.indices]
+    keep = np.diff(Q.indptr) > 0
+    Q = Q[keep]
+
+    def tup(m):
+        return (m.indptr.astype(np.int64), m.indices.astype(np.int32), m.data.astype(np.float32))
+
+    return tup(D), tup(Q), len(vocab)
+
+
+def exact_scores(docs, queries, dim):
+    import scipy.sparse as sp
+    D = sp.csr_matrix((docs[2], docs[1], docs[0]), shape=(len(docs[0]) - 1, dim))
+    Q = sp.csr_matrix((queries[2], queries[1], queries[0]), shape=(len(queries[0]) - 1, dim))
+    return (Q @ D.T).toarray()
+
+
+def recall_ties(I, S, k=10):
+    """Share of returned ids whose exact score reaches the true k-th score (ties count)."""
+    kth = -np.partition(-S, k - 1, axis=1)[:, k - 1]
+    hits = 0
+    for i, row in enumerate(I):
+        row = [d for d in row if d >= 0][:k]
+        hits += int(np.sum(S[i, row] >= kth[i] - 1e-5 * abs(kth[i])))
+    return hits / (k * len(I))
+
+
+def csr_rows(csr):
     indptr, indices, data = csr
     return [(indices[indptr[i]:indptr[i + 1]], data[indptr[i]:indptr[i + 1]])
             for i in range(len(indptr) - 1)]
 
 
-def recall(I, gt):
-    """recall@10; ragged result lists are padded with -1."""
-    return recall_at_k(np.array([list(r) + [-1] * (10 - len(r)) for r in I]), gt, 10)
+_SEISMIC_BUILD = r"""
+import sys, time, seismic
+path, out, params = sys.argv[1], sys.argv[2], eval(sys.argv[3])
+t0 = time.perf_counter()
+cls = seismic.SeismicIndexRaw if int(sys.argv[4]) <= 65536 else seismic.SeismicIndexRawLV
+index = cls.build(path, **params)
+print("BUILD_SECONDS", time.perf_counter() - t0, flush=True)
+index.save(out)
+"""
+
+
+def seismic_build(docs, dim, build, threads, tmp):
+    """pyseismic-lsr build in a subprocess (RAYON_NUM_THREADS is read once per process):
+    returns (seconds, saved index path)."""
+    import quanta
+    path = os.path.join(tmp, "docs.bin")
+    if not os.path.exists(path):
+        quanta.sparse.write_inner_binary(path, docs)
+    out = os.path.join(tmp, f"seismic_{threads}")
+    env = dict(os.environ, RAYON_NUM_THREADS=str(threads))
+    r = subprocess.run([sys.executable, "-c", _SEISMIC_BUILD, path, out, repr(build), str(dim)], env=env,
+                       capture_output=True, text=True, check=True)
+    secs = float(next(line.split()[1] for line in r.stdout.splitlines()
+                      if line.startswith("BUILD_SECONDS")))
+    return secs, out
+
+
+def frontier(pts, col):
+    """The points no other point beats in both recall and QPS column `col`, by recall."""
+    pts = sorted(pts, key=lambda pt: (-pt[2], -pt[col]))
+    out, best = [], -1.0
+    for pt in pts:
+        if pt[col] > best:
+            out.append(pt)
+            best = pt[col]
+    return out[::-1]
+
+
+def plot(rows, title, path):
+    """Recall@10 vs QPS: every sweep point, and each system's frontier (1 and all threads)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i, (name, pts) in enumerate(rows.items()):
+        color = f"C{i}"
+        for col, style, label in ((3, "o-", "1 thread"), (4, "s--", f"{os.cpu_count()} threads")):
+            ax.scatter([pt[2] for pt in pts], [pt[col] for pt in pts], s=8, color=color,
+                       alpha=0.35)
+            f = frontier(pts, col)
+            ax.plot([pt[2] for pt in f], [pt[col] for pt in f], style, color=color,
+                    label=f"{name}, {label}")
+    ax.set_yscale("log")
+    ax.set_xlabel("recall@10")
+    ax.set_ylabel("queries per second")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"plot: {path}")
+
+
+def replot(md_path, png_path):
+    """Redraws the chart from a results file's sweep table."""
+    rows, title = {}, os.path.basename(md_path)
+    for line in open(md_path):
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 6 and cells[1].isdigit():
+            rows.setdefault(cells[0], []).append(
+                (int(cells[1]), float(cells[2]), float(cells[3]),
+                 float(cells[4].replace(",", "")), float(cells[5].replace(",", ""))))
+        elif line.startswith("data "):
+            title = line.split(" (")[0][len("data "):]
+    plot(rows, title, png_path)
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--n", type=int, default=100_000)
+    p.add_argument("--data", choices=("synthetic", "bm25"), default="synthetic")
+    p.add_argument("--n", type=int, default=200_000)
     p.add_argument("--nq", type=int, default=200)
     p.add_argument("--n-postings", type=int, default=3500)
+    p.add_argument("--values", choices=("f16", "u8"), default="f16")
+    p.add_argument("--summary-cut", type=int, default=32,
+                   help="also build quanta with this summary_cut (0: only the default build)")
     p.add_argument("--skip-seismic", action="store_true")
+    p.add_argument("--plot", help="write the recall/QPS chart to this PNG")
+    p.add_argument("--replot", metavar="RESULTS_MD",
+                   help="only redraw --plot from a saved results file (bench/results/sparse_*.md)")
     args = p.parse_args(argv)
+    if args.replot:
+        return replot(args.replot, args.plot)
     import quanta
 
     t0 = time.perf_counter()
-    docs, queries, dim = splade_like(args.n, args.nq)
-    print(f"data: {args.n} documents ({len(docs[1]) / args.n:.0f} nnz), {args.nq} queries "
-          f"({len(queries[1]) / args.nq:.0f} nnz), {dim} terms; generated in "
+    docs, queries, dim = (splade_like if args.data == "synthetic" else bm25)(args.n, args.nq)
+    nq = len(queries[0]) - 1
+    print(f"data {args.data}: {args.n} documents ({len(docs[1]) / args.n:.1f} nnz), {nq} queries "
+          f"({len(queries[1]) / nq:.1f} nnz), {dim} terms; made in "
           f"{time.perf_counter() - t0:.0f} s")
+    S = exact_scores(docs, queries, dim)
     build = dict(n_postings=args.n_postings, centroid_fraction=0.1, min_cluster_size=2,
                  summary_energy=0.4, max_fraction=1.5, doc_cut=15)
     csr_bytes = docs[0].nbytes + docs[1].nbytes + docs[2].nbytes
-    qi = quanta.SparseIndex(**build)
-    t0 = time.perf_counter()
-    qi.add(docs, threads=1)
-    qb1 = time.perf_counter() - t0
-    qi2 = quanta.SparseIndex(**build)
-    t0 = time.perf_counter()
-    qi2.add(docs)
-    qb_all = time.perf_counter() - t0
-    del qi2
-    gt = qi.search(queries, 10, exact=True).ids
-    print(f"quanta build {qb1:.1f} s (1 thread), {qb_all:.1f} s (all); memory "
-          f"{qi.memory_usage / 2**20:.0f} MiB (f32 CSR {csr_bytes / 2**20:.0f} MiB)")
+    variants = {"quanta": {}}
+    if args.summary_cut:
+        variants[f"quanta sc{args.summary_cut}"] = {"summary_cut": args.summary_cut}
+    indexes, build_s = {}, {}
+    for name, extra in variants.items():
+        times = []
+        for threads in (1, 0):
+            qi = quanta.SparseIndex(**build, **extra, values=args.values)
+            t0 = time.perf_counter()
+            qi.add(docs, threads=threads)
+            times.append(time.perf_counter() - t0)
+        indexes[name], build_s[name] = qi, times
+        print(f"{name} build: {times[0]:.1f} s (1 thread), {times[1]:.1f} s (all "
+              f"{os.cpu_count()}); memory {qi.memory_usage / 2**20:.1f} MiB (f32 CSR "
+              f"{csr_bytes / 2**20:.1f} MiB, {qi.memory_usage / csr_bytes:.2f}x)")
 
     se = None
+    rows = {}
     if not args.skip_seismic:
         import seismic
-        ds = seismic.SeismicDataset()
-        string_type = seismic.get_seismic_string()
-        for i, (t, v) in enumerate(rows(docs)):
-            ds.add_document(str(i), t.astype(str).astype(string_type), v)
-        t0 = time.perf_counter()
-        se = seismic.SeismicIndex.build_from_dataset(ds, **build)
-        sb = time.perf_counter() - t0
-        print(f"pyseismic-lsr build {sb:.1f} s (its default threads), quanta x {sb / qb1:.1f} "
-              f"faster on 1 thread")
-        q_rows = [(t.astype(str).astype(string_type), v) for t, v in rows(queries)]
+        with tempfile.TemporaryDirectory() as tmp:
+            sb1, _ = seismic_build(docs, dim, build, 1, tmp)
+            sb_all, path = seismic_build(docs, dim, build, os.cpu_count(), tmp)
+            cls = seismic.SeismicIndexRaw if dim <= 65536 else seismic.SeismicIndexRawLV
+            se = cls.load(path)
+            fsize = os.path.getsize(path)
+            qpath = os.path.join(tmp, "queries.bin")
+            quanta.sparse.write_inner_binary(qpath, queries)
+            qdata = open(qpath, "rb").read()
+        qfile = tempfile.NamedTemporaryFile(suffix=".bin")
+        qfile.write(qdata)
+        qfile.flush()
+        print(f"pyseismic-lsr build: {sb1:.1f} s (1 thread), {sb_all:.1f} s (all); saved index "
+              f"{fsize / 2**20:.1f} MiB ({fsize / csr_bytes:.2f}x CSR)")
+        for name, (b1, ball) in build_s.items():
+            print(f"  {name}: builds {sb1 / b1:.1f}x faster on 1 thread; its all-thread build "
+                  f"takes 1/{sb1 / ball:.1f} of pyseismic-lsr's single-thread build; memory "
+                  f"{indexes[name].memory_usage / fsize:.2f}x pyseismic-lsr's saved index")
+        q_rows = [(t.astype(np.int32), v.astype(np.float32)) for t, v in csr_rows(queries)]
 
-    print("| system | query_cut | heap_factor | recall@10 | QPS 1 thread | QPS all threads |")
+    print("\n| system | query_cut | heap_factor | recall@10 | QPS 1 thread | QPS all threads |")
     print("|---|---:|---:|---:|---:|---:|")
-    for qc in (3, 5, 10, 20):
-        for hf in (1.0, 0.9, 0.8, 0.7):
+    for qc, hf in SWEEP:
+        for name, qi in indexes.items():
             t0 = time.perf_counter()
             I = qi.search(queries, 10, qc, hf, threads=1).ids
             t1 = time.perf_counter() - t0
             t0 = time.perf_counter()
             qi.search(queries, 10, qc, hf)
             ta = time.perf_counter() - t0
-            print(f"| quanta | {qc} | {hf} | {recall(I, gt):.3f} | {args.nq / t1:,.0f} | "
-                  f"{args.nq / ta:,.0f} |")
-            if se is not None:
-                t0 = time.perf_counter()
-                res = [se.search(str(i), t, v, 10, qc, hf) for i, (t, v) in enumerate(q_rows)]
-                s1 = time.perf_counter() - t0
-                Is = [[int(d) for _, _, d in r] for r in res]
-                t0 = time.perf_counter()
-                se.batch_search(np.array([str(i) for i in range(len(q_rows))], dtype=string_type),
-                                [t for t, _ in q_rows],
-                                [v for _, v in q_rows], 10, qc, hf)
-                sa = time.perf_counter() - t0
-                print(f"| pyseismic-lsr | {qc} | {hf} | {recall(Is, gt):.3f} | "
-                      f"{args.nq / s1:,.0f} | {args.nq / sa:,.0f} |")
+            rows.setdefault(name, []).append((qc, hf, recall_ties(I, S), nq / t1, nq / ta))
+        if se is not None:
+            t0 = time.perf_counter()
+            res = [se.search(t, v, 10, qc, hf, 0, True) for t, v in q_rows]
+            s1 = time.perf_counter() - t0
+            Is = [[int(d) for _, d in r] for r in res]
+            t0 = time.perf_counter()
+            se.batch_search(qfile.name, 10, qc, hf, 0, True)
+            sa = time.perf_counter() - t0
+            rows.setdefault("pyseismic-lsr", []).append((qc, hf, recall_ties(Is, S), nq / s1,
+                                                          nq / sa))
+        for name in rows:
+            qc_, hf_, r, a, b = rows[name][-1]
+            print(f"| {name} | {qc_} | {hf_} | {r:.3f} | {a:,.0f} | {b:,.0f} |")
+
+    print("\nBest single-thread QPS reaching each recall@10 target (all-thread QPS at that point):")
+    print("| recall@10 >= | index | QPS 1 / all threads (qc, hf, recall) | pyseismic-lsr: QPS 1 / "
+          "all (qc, hf, recall) | x pyseismic, 1 thread | all threads |")
+    print("|---:|---|---:|---:|---:|---:|")
+    for target in TARGETS:
+        best = {}
+        for name, pts in rows.items():
+            ok = [pt for pt in pts if pt[2] >= target]
+            best[name] = max(ok, key=lambda pt: pt[3]) if ok else None
+        s = best.get("pyseismic-lsr")
+        fs = f"{s[3]:,.0f} / {s[4]:,.0f} ({s[0]}, {s[1]}, {s[2]:.3f})" if s else "not reached"
+        for name in indexes:
+            q = best.get(name)
+            fq = f"{q[3]:,.0f} / {q[4]:,.0f} ({q[0]}, {q[1]}, {q[2]:.3f})" if q else "not reached"
+            ratio = f"{q[3] / s[3]:.2f} | {q[4] / s[4]:.2f}" if q and s else "- | -"
+            print(f"| {target:.2f} | {name} | {fq} | {fs} | {ratio} |")
+
+    if args.plot:
+        plot(rows, f"{args.data}: {args.n:,} documents, {nq} queries", args.plot)
 
 
 if __name__ == "__main__":

@@ -150,3 +150,23 @@ def test_gpu_multivector_matches_cpu():
         D, I = gpu.search(queries, k=10, exact=exact, candidates=100)
         np.testing.assert_allclose(D, D0, rtol=1e-4, atol=1e-3)
         assert (I == I0).mean() >= 0.95
+
+
+@pytest.mark.parametrize("values", ["f16", "u8"])
+def test_sparse_exact_search_and_rescore(values):
+    sp = pytest.importorskip("scipy.sparse")
+    rng = np.random.default_rng(5)
+    for dim in (3000, 70_000):  # u16 and u32 term ids
+        X = sp.random(2000, dim, density=40 / dim, format="csr", dtype=np.float32, random_state=rng)
+        Q = sp.random(30, dim, density=20 / dim, format="csr", dtype=np.float32, random_state=rng)
+        X.data = rng.uniform(0.01, 2.0, X.nnz).astype(np.float32)
+        cpu = quanta.SparseIndex(n_postings=50, values=values)
+        cpu.add(X)
+        gpu = quanta.cuda.SparseIndex(cpu)
+        D, I = gpu.search(Q, 10)
+        Dc, Ic = cpu.search(Q, 10, exact=True)
+        np.testing.assert_allclose(D, Dc, rtol=1e-4, atol=1e-5)
+        assert (I == Ic).mean() > 0.98  # float near-ties may swap
+        cand = np.where(Ic >= 0, Ic, -1)
+        S = gpu.rescore(Q, cand)
+        np.testing.assert_allclose(S, np.where(cand >= 0, Dc, -np.inf), rtol=1e-4, atol=1e-5)

@@ -59,6 +59,36 @@ def test_exhaustive_search_matches_numpy(data):
     assert recall(I, It) >= 0.99  # only float near-ties may swap
 
 
+@pytest.mark.parametrize("values", ["f16", "u8"])
+def test_forward_dot_products_every_simd_level(simd_level, values):
+    """The scoring kernels (gathers of the dense query) against SciPy, with documents longer
+    and shorter than a vector and term ids over the whole 16-bit range; u32 ids (vocabularies
+    over 65,536 terms) take the scalar path."""
+    rng = np.random.default_rng(3)
+    for dim in (70_000, 65_536, 40):
+        X = sp.random(300, dim, density=min(1.0, 37 / dim), format="csr", dtype=np.float32,
+                      random_state=rng)
+        X.data = rng.uniform(0.01, 3.0, X.nnz).astype(np.float32)
+        Q = sp.random(5, dim, density=min(1.0, 900 / dim), format="csr", dtype=np.float32,
+                      random_state=rng)
+        index = quanta.SparseIndex(n_postings=5, values=values)
+        index.add(X)
+        D, I = index.search(Q, 300, exact=True)
+        Xr = X.copy()
+        if values == "f16":
+            Xr.data = Xr.data.astype(np.float16).astype(np.float32)
+        else:  # u8 times each row's max / 255
+            for r in range(Xr.shape[0]):
+                row = Xr.data[Xr.indptr[r]:Xr.indptr[r + 1]]
+                if len(row):
+                    s = row.max() / 255
+                    row[:] = np.rint(row / s) * s
+        S = (Q @ Xr.T).toarray()
+        got = np.full_like(S, np.nan)
+        np.put_along_axis(got, np.where(I < 0, 0, I), D, 1)
+        np.testing.assert_allclose(got, S, rtol=2e-5, atol=2e-5)
+
+
 def test_no_pruning_exact_summaries_equal_exhaustive(data):
     """Every posting kept, summaries whole (quantized upward: upper bounds), every query term,
     heap_factor 1: a block is skipped only when no document in it can enter the top-k."""
@@ -112,10 +142,77 @@ def test_batch_threads_and_persistence(data, tmp_path):
         Db, Ib = back.search(Q, 10, 5, 0.8)
         np.testing.assert_array_equal(Ib, I)
         np.testing.assert_array_equal(Db, D)
+    assert quanta.load(tmp_path / "s.qnt", mmap=True)._index.borrowed  # views, not copies
     raw = (tmp_path / "s.qnt").read_bytes()
     (tmp_path / "bad.qnt").write_bytes(raw[: len(raw) // 3])
     with pytest.raises(quanta.FormatError):
         quanta.load(tmp_path / "bad.qnt")
+
+
+def test_corrupt_mapped_contents_give_errors_or_clamped_reads(data, tmp_path):
+    """A loaded file is checked whole; a memory-mapped one only in its offsets (so the first
+    query need not read it all), and the search clamps what it reads: no crash either way."""
+    X, Q = data
+    index = quanta.SparseIndex(n_postings=80)
+    index.add(X)
+    index.save(tmp_path / "s.qnt")
+    st = index._index.state()
+    raw = bytearray((tmp_path / "s.qnt").read_bytes())
+    for name in ("postings", "comp16", "sblock"):
+        a = st[name]
+        at = bytes(raw).find(a.tobytes()[:64])
+        assert at > 0
+        bad = bytearray(raw)
+        bad[at:at + 64] = b"\xff" * 64  # huge document numbers / term ids / block numbers
+        (tmp_path / "c.qnt").write_bytes(bytes(bad))
+        if name != "comp16":  # u16 term ids cannot leave the 65,536-entry query
+            with pytest.raises(quanta.FormatError):
+                quanta.load(tmp_path / "c.qnt")
+        mapped = quanta.load(tmp_path / "c.qnt", mmap=True)
+        D, I = mapped.search(Q, 10, 5, 0.8)
+        assert ((I >= -1) & (I < X.shape[0])).all()
+
+
+def test_file_formats(data, tmp_path):
+    """The Seismic tools' inner binary format and JSONL rows build the same index as CSR."""
+    X, Q = data
+    base = quanta.SparseIndex(n_postings=80)
+    base.add(X)
+    D, I = base.search(Q, 10, 5, 0.8)
+    quanta.sparse.write_inner_binary(tmp_path / "docs.bin", X)
+    back = quanta.sparse.read_inner_binary(tmp_path / "docs.bin")
+    for a, b in zip(back, (X.indptr, X.indices, X.data)):
+        np.testing.assert_array_equal(a, b)
+    from_bin = quanta.SparseIndex(n_postings=80, dim=X.shape[1])
+    from_bin.add(tmp_path / "docs.bin")
+    np.testing.assert_array_equal(from_bin.search(Q, 10, 5, 0.8).ids, I)
+    raw = (tmp_path / "docs.bin").read_bytes()
+    (tmp_path / "cut.bin").write_bytes(raw[:-12])
+    with pytest.raises(quanta.FormatError):
+        quanta.sparse.read_inner_binary(tmp_path / "cut.bin")
+
+    import json
+    def write_jsonl(path, M):
+        with open(path, "w") as f:
+            for r in range(M.shape[0]):
+                row = M[r]
+                vec = {f"t{j:05d}": float(v) for j, v in zip(row.indices, row.data)}
+                f.write(json.dumps({"id": r, "content": "", "vector": vec}) + "\n")
+    write_jsonl(tmp_path / "docs.jsonl", X)
+    write_jsonl(tmp_path / "queries.jsonl", Q)
+    js = quanta.SparseIndex(n_postings=80)
+    js.add(tmp_path / "docs.jsonl")
+    # the vocabulary is the sorted token set: the same order as the ids when every term occurs
+    used = np.unique(X.indices)
+    assert js.vocabulary == [f"t{j:05d}" for j in used]
+    Dj, Ij = js.search(tmp_path / "queries.jsonl", 10, exact=True)
+    De, Ie = base.search(Q, 10, exact=True)
+    np.testing.assert_allclose(Dj, De, rtol=1e-5, atol=1e-6)
+    js.save(tmp_path / "js.qnt")
+    assert quanta.load(tmp_path / "js.qnt").vocabulary == js.vocabulary
+    (tmp_path / "bad.jsonl").write_text('{"id": 1, "vector": [1, 2]}\n')
+    with pytest.raises(quanta.FormatError):
+        quanta.SparseIndex().add(tmp_path / "bad.jsonl")
 
 
 def test_bad_input():
@@ -151,3 +248,26 @@ def test_bad_input():
     empty.add((np.array([0, 1, 1, 2]), np.array([3, 5]), np.array([1.0, 2.0], np.float32)))
     D, I = empty.search((np.array([0, 1]), np.array([5]), np.array([1.0])), 5, exact=True)
     assert I[0, 0] == 2 and (I[0, 3:] == -1).all()
+
+
+def test_summary_cut_and_progress(data, tmp_path, capsys):
+    """summary_cut builds summaries from each document's largest entries: fewer entries, recall
+    close to the full summaries'; it is saved with the index. progress=True reports on stderr."""
+    X, Q = data
+    full = quanta.SparseIndex(n_postings=60)
+    full.add(X)
+    cut = quanta.SparseIndex(n_postings=60, summary_cut=8)
+    cut.add(X, progress=True)
+    assert "SparseIndex build" in capsys.readouterr().err
+    assert cut._index.nsummary_entries < 0.7 * full._index.nsummary_entries
+    assert cut.memory_usage < full.memory_usage
+    _, It = full.search(Q, 10, exact=True)
+    r_full = recall(full.search(Q, 10, 8, 0.9).ids, It)
+    r_cut = recall(cut.search(Q, 10, 8, 0.9).ids, It)
+    assert r_cut >= r_full - 0.1 and r_cut >= 0.8, (r_cut, r_full)
+    cut.save(tmp_path / "c.qnt")
+    back = quanta.load(tmp_path / "c.qnt")
+    assert back.params["summary_cut"] == 8
+    np.testing.assert_array_equal(back.search(Q, 10, 8, 0.9).ids, cut.search(Q, 10, 8, 0.9).ids)
+    with pytest.raises(ValueError, match="summary_cut"):
+        quanta.SparseIndex(summary_cut=0)

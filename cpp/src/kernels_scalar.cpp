@@ -179,13 +179,35 @@ void rbe_dots_u8(const uint64_t* q, size_t qplanes, const uint64_t* codes, size_
   }
 }
 
+// f16 -> f32: normal numbers by a shift and a bias, the rest by the exact codec.
+inline float half(uint16_t h) {
+  const uint32_t e = h & 0x7c00u;
+  if (e == 0 || e == 0x7c00u) return f16_to_f32(h);
+  const uint32_t u = (uint32_t(h & 0x8000u) << 16) | ((uint32_t(h & 0x7fffu) << 13) + 0x38000000u);
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+float sparse_dot_f16(const uint16_t* comp, const uint16_t* val, size_t n, const float* q) {
+  float s = 0.0f;
+  for (size_t i = 0; i < n; ++i) s += q[comp[i]] * half(val[i]);
+  return s;
+}
+
+float sparse_dot_u8(const uint16_t* comp, const uint8_t* val, size_t n, const float* q) {
+  float s = 0.0f;
+  for (size_t i = 0; i < n; ++i) s += q[comp[i]] * float(val[i]);
+  return s;
+}
+
 }  // namespace
 
 const Kernels& scalar_kernels() {
   static const Kernels k{kMq,         kMr,         dot_rows,      decode_rows,
                          gemm_tile,   dot_rows_i8, nearest,       pq4_accumulate,
                          row16_minmax, row16_table_minmax, row16_quantize, rbe_dots,
-                         rbe_dots_u8};
+                         rbe_dots_u8, sparse_dot_f16, sparse_dot_u8};
   return k;
 }
 

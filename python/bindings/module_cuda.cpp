@@ -5,6 +5,7 @@
 #include "flat_scan.cuh"
 #include "binary_scan.cuh"
 #include "multivector.cuh"
+#include "sparse_scan.cuh"
 #include "pq_scan.cuh"
 
 namespace py = pybind11;
@@ -100,5 +101,17 @@ PYBIND11_MODULE(_cuda, m) {
                                  reinterpret_cast<const int64_t*>(doc_offsets),
                                  reinterpret_cast<const int64_t*>(cand), nc, dim,
                                  reinterpret_cast<float*>(scores), stream);
+  });
+  m.def("sparse_scores", [](uintptr_t qdense, size_t nq, size_t dim, uintptr_t doc_ptr,
+                            uintptr_t comp16, uintptr_t comp32, uintptr_t val16, uintptr_t val8,
+                            uintptr_t scale, uintptr_t cand, size_t row0, size_t nc,
+                            uintptr_t scores, uintptr_t stream) {
+    py::gil_scoped_release nogil;
+    quanta::cuda::sparse_scores(
+        reinterpret_cast<const float*>(qdense), nq, dim, reinterpret_cast<const int64_t*>(doc_ptr),
+        reinterpret_cast<const uint16_t*>(comp16), reinterpret_cast<const uint32_t*>(comp32),
+        reinterpret_cast<const uint16_t*>(val16), reinterpret_cast<const uint8_t*>(val8),
+        reinterpret_cast<const float*>(scale), reinterpret_cast<const int64_t*>(cand), row0, nc,
+        reinterpret_cast<float*>(scores), stream);
   });
 }

@@ -2,6 +2,9 @@
 #include "common.hpp"
 #include "quanta/seismic.hpp"
 
+#include <cstring>
+#include <type_traits>
+
 using namespace quanta_py;
 
 namespace {
@@ -41,7 +44,7 @@ void bind_sparse(py::module_& m) {
   py::class_<SparseIndex>(m, "SparseIndex")
       .def(py::init([](size_t dim, size_t n_postings, float centroid_fraction,
                        size_t min_cluster_size, float summary_energy, float max_fraction,
-                       size_t doc_cut, bool u8_values, uint64_t seed) {
+                       size_t doc_cut, size_t summary_cut, bool u8_values, uint64_t seed) {
              SparseParams p;
              p.n_postings = n_postings;
              p.centroid_fraction = centroid_fraction;
@@ -49,17 +52,23 @@ void bind_sparse(py::module_& m) {
              p.summary_energy = summary_energy;
              p.max_fraction = max_fraction;
              p.doc_cut = doc_cut;
+             p.summary_cut = summary_cut;
              p.u8_values = u8_values;
              p.seed = seed;
              return SparseIndex(dim, p);
            }),
            py::arg("dim"), py::arg("n_postings"), py::arg("centroid_fraction"),
            py::arg("min_cluster_size"), py::arg("summary_energy"), py::arg("max_fraction"),
-           py::arg("doc_cut"), py::arg("u8_values"), py::arg("seed"))
+           py::arg("doc_cut"), py::arg("summary_cut"), py::arg("u8_values"), py::arg("seed"))
       .def_property_readonly("ndocs", &SparseIndex::ndocs)
       .def_property_readonly("nnz", &SparseIndex::nnz)
       .def_property_readonly("npostings", &SparseIndex::npostings)
       .def_property_readonly("nblocks", &SparseIndex::nblocks)
+      .def_property_readonly("nsummary_entries", &SparseIndex::nsummary_entries)
+      .def_property_readonly("build_progress", &SparseIndex::build_progress)
+      .def_property_readonly("borrowed", [](const SparseIndex& self) {  // views of a loaded file
+        return self.state().postings.viewing();
+      })
       .def_property_readonly("memory_usage", &SparseIndex::memory_usage)
       .def("build", [](SparseIndex& self, const py::array& indptr, const py::array& indices,
                        const py::array& values, int threads) {
@@ -68,40 +77,35 @@ void bind_sparse(py::module_& m) {
         self.build(c.ptr, c.idx, c.val, c.n, threads);
       })
       .def("state", [](const SparseIndex& self) {
-        const SparseIndex::State s = self.state();
         py::dict d;
-        d["doc_ptr"] = to_numpy(s.doc_ptr);
-        d["comp"] = to_numpy(s.comp);
-        d["val16"] = to_numpy(s.val16);
-        d["val8"] = to_numpy(s.val8);
-        d["doc_scale"] = to_numpy(s.doc_scale);
-        d["list_ptr"] = to_numpy(s.list_ptr);
-        d["block_ptr"] = to_numpy(s.block_ptr);
-        d["sum_ptr"] = to_numpy(s.sum_ptr);
-        d["postings"] = to_numpy(s.postings);
-        d["sum_comp"] = to_numpy(s.sum_comp);
-        d["sum_code"] = to_numpy(s.sum_code);
-        d["block_min"] = to_numpy(s.block_min);
-        d["block_step"] = to_numpy(s.block_step);
+        SparseIndex::State::each(self.state(), [&](const char* name, const auto& buf) {
+          using T = std::decay_t<decltype(buf[0])>;
+          py::array_t<T> a{py::ssize_t(buf.size())};
+          if (!buf.empty()) std::memcpy(a.mutable_data(), buf.data(), buf.size() * sizeof(T));
+          d[name] = a;
+        });
         return d;
       })
-      .def("restore", [](SparseIndex& self, const py::dict& d) {
+      // borrow: the arrays are viewed, not copied (the caller keeps them alive); contents
+      // are then checked only when check_contents is set.
+      .def("restore", [](SparseIndex& self, const py::dict& d, bool borrow, bool check_contents) {
         SparseIndex::State s;
-        s.doc_ptr = from_numpy<int64_t>(d["doc_ptr"], "doc_ptr");
-        s.comp = from_numpy<uint32_t>(d["comp"], "comp");
-        s.val16 = from_numpy<uint16_t>(d["val16"], "val16");
-        s.val8 = from_numpy<uint8_t>(d["val8"], "val8");
-        s.doc_scale = from_numpy<float>(d["doc_scale"], "doc_scale");
-        s.list_ptr = from_numpy<int64_t>(d["list_ptr"], "list_ptr");
-        s.block_ptr = from_numpy<int64_t>(d["block_ptr"], "block_ptr");
-        s.sum_ptr = from_numpy<int64_t>(d["sum_ptr"], "sum_ptr");
-        s.postings = from_numpy<uint32_t>(d["postings"], "postings");
-        s.sum_comp = from_numpy<uint32_t>(d["sum_comp"], "sum_comp");
-        s.sum_code = from_numpy<uint8_t>(d["sum_code"], "sum_code");
-        s.block_min = from_numpy<float>(d["block_min"], "block_min");
-        s.block_step = from_numpy<float>(d["block_step"], "block_step");
-        self.restore(std::move(s));
-      })
+        SparseIndex::State::each(s, [&](const char* name, auto& buf) {
+          using T = std::decay_t<decltype(buf[0])>;
+          if (!d.contains(name)) throw py::value_error(std::string("restore: no ") + name);
+          const py::object a = d[name];
+          if (!py::isinstance<py::array_t<T, py::array::c_style>>(a) ||
+              !(py::array(a).flags() & py::array::c_style))
+            throw py::type_error(std::string("restore: ") + name + " has the wrong dtype");
+          const py::array arr(a);
+          const T* p = static_cast<const T*>(arr.data());
+          const size_t n = size_t(arr.size());
+          using B = std::decay_t<decltype(buf)>;
+          buf = borrow ? B::view(p, n) : B(std::vector<T>(p, p + n));
+        });
+        py::gil_scoped_release nogil;
+        self.restore(std::move(s), check_contents);
+      }, py::arg("state"), py::arg("borrow") = false, py::arg("check_contents") = true)
       .def("search", [](const SparseIndex& self, const py::array& indptr, const py::array& indices,
                         const py::array& values, size_t k, size_t query_cut, float heap_factor,
                         bool exact, int threads) {

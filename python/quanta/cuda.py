@@ -91,6 +91,22 @@ class FlatIndex:
 _SCORE_BYTES = 256 << 20  # device memory for one batch of scores or lookup tables
 
 
+def _chunked_topk(mod, cp, nq, ncols, k, score):
+    """The k best (score desc, column asc) of nq rows whose ncols columns are scored in chunks
+    by score(c0, cols, out) into out (nq x chunk float32): (D, I) on the device."""
+    stream = cp.cuda.get_current_stream().ptr
+    D = cp.empty((nq, k), cp.float32)
+    I = cp.empty((nq, k), cp.int64)
+    mod.topk(0, 1, 0, 0, nq, k, D.data.ptr, I.data.ptr, True, stream)
+    chunk = max(1, min(ncols, _SCORE_BYTES // (4 * nq)))
+    scores = cp.empty((nq, chunk), cp.float32)
+    for c0 in range(0, ncols, chunk):
+        cols = min(chunk, ncols - c0)
+        score(c0, cols, scores)
+        mod.topk(scores.data.ptr, cols, c0, cols, nq, k, D.data.ptr, I.data.ptr, False, stream)
+    return D, I
+
+
 def _queries(cp, q, dim, metric):
     """Validated float32 device queries (normalized for cosine) and whether q was on the host."""
     on_host = not hasattr(q, "__cuda_array_interface__")
@@ -526,19 +542,86 @@ class MultiVectorIndex:
             cand = self._fde.search(fde, min(max(nc, k), 1024)).ids
         cand = cp.ascontiguousarray(cand)
         stream = cp.cuda.get_current_stream().ptr
-        nc = cand.shape[1]
-        D = cp.empty((nq, k), cp.float32)
-        I = cp.empty((nq, k), cp.int64)
-        self._mod.topk(0, 1, 0, 0, nq, k, D.data.ptr, I.data.ptr, True, stream)
-        chunk = max(1, min(nc, _SCORE_BYTES // (4 * nq)))
-        scores = cp.empty((nq, chunk), cp.float32)
-        for c0 in range(0, nc, chunk):
-            cols = min(chunk, nc - c0)
+
+        def score(c0, cols, scores):
             part = cp.ascontiguousarray(cand[:, c0:c0 + cols])
             self._mod.chamfer_scores(q.data.ptr, qoff.data.ptr, nq, self._tokens.data.ptr,
                                      self._offsets.data.ptr, part.data.ptr, cols, self.dim,
                                      scores.data.ptr, stream)
-            self._mod.topk(scores.data.ptr, cols, c0, cols, nq, k, D.data.ptr, I.data.ptr,
-                           False, stream)
+
+        D, I = _chunked_topk(self._mod, cp, nq, cand.shape[1], k, score)
         I = cp.where(I >= 0, cp.take_along_axis(cand, cp.maximum(I, 0), axis=1), -1)
         return SearchResult(cp.asnumpy(D), cp.asnumpy(I)) if on_host else SearchResult(D, I)
+
+
+class SparseIndex:
+    """The forward index of a :class:`quanta.SparseIndex` on the GPU: exact inner products,
+    one warp per (query, document), for exhaustive search (``search``, the ground truth of
+    a large query batch) and for re-scoring candidate batches (``rescore``). The block loop
+    of approximate search stays on the CPU index. Queries: anything the CPU index takes;
+    results on the host. Supports k <= 1024."""
+
+    def __init__(self, index):
+        from .sparse import SparseIndex as _CpuSparse
+        if not isinstance(index, _CpuSparse):
+            raise TypeError("index must be a quanta.SparseIndex")
+        if index._index is None:
+            raise ValueError("the index is empty; add documents first")
+        self._mod, cp = _module(), _cupy()
+        self.cpu, self.dim, self.ntotal = index, index.dim, index.ntotal
+        st = index._index.state()
+        self._arrays = {name: cp.asarray(st[name]) for name in
+                        ("doc_ptr", "comp16", "comp32", "val16", "val8", "doc_scale")}
+
+    def _ptr(self, name):
+        a = self._arrays[name]
+        return a.data.ptr if a.size else 0
+
+    def _dense(self, cp, queries):
+        from .sparse import as_csr
+        indptr, indices, data, _ = as_csr(self.cpu._rows(queries), self.dim, "queries")
+        nq = len(indptr) - 1
+        if len(data) and (not np.isfinite(data).all() or data.min() < 0):
+            raise ValueError("queries: values must be finite and >= 0")
+        q = np.zeros((nq, self.dim), np.float32)
+        q[np.repeat(np.arange(nq), np.diff(indptr)), indices] = data
+        return q
+
+    def _scores(self, cp, qd, cand, row0, nc, out):
+        a = self._ptr
+        self._mod.sparse_scores(qd.data.ptr, qd.shape[0], self.dim, a("doc_ptr"), a("comp16"),
+                                a("comp32"), a("val16"), a("val8"), a("doc_scale"),
+                                0 if cand is None else cand.data.ptr, row0, nc, out.data.ptr,
+                                cp.cuda.get_current_stream().ptr)
+
+    def rescore(self, queries, candidates):
+        """Exact scores (nq x nc float32, -inf where a candidate is -1) of candidate document
+        positions (nq x nc integers) for each query row."""
+        cp = _cupy()
+        q = self._dense(cp, queries)
+        cand = np.asarray(candidates)
+        if cand.ndim != 2 or cand.shape[0] != len(q) or cand.dtype.kind not in "iu":
+            raise ValueError(f"candidates must be an integer array of shape ({len(q)}, nc)")
+        if cand.size and (cand.max() >= self.ntotal or cand.min() < -1):
+            raise ValueError(f"candidates must be in [-1, {self.ntotal})")
+        out = cp.empty(cand.shape, cp.float32)
+        self._scores(cp, cp.asarray(q), cp.asarray(cand, cp.int64), 0, cand.shape[1], out)
+        return cp.asnumpy(out)
+
+    def search(self, queries, k: int = 10) -> SearchResult:
+        """Exhaustive top-k by inner product (every document scored on the GPU)."""
+        cp = _cupy()
+        k = as_k(k)
+        if k > 1024:
+            raise ValueError("the GPU top-k takes k <= 1024")
+        q = self._dense(cp, queries)
+        nq, n = len(q), self.ntotal
+        D = np.empty((nq, k), np.float32)
+        I = np.empty((nq, k), np.int64)
+        qb = max(1, min(nq, _SCORE_BYTES // (4 * max(self.dim, 1))))
+        for q0 in range(0, nq, qb):
+            qd = cp.asarray(q[q0:q0 + qb])
+            Dc, Ic = _chunked_topk(self._mod, cp, qd.shape[0], n, k,
+                                   lambda c0, cols, out: self._scores(cp, qd, None, c0, cols, out))
+            D[q0:q0 + len(qd)], I[q0:q0 + len(qd)] = cp.asnumpy(Dc), cp.asnumpy(Ic)
+        return SearchResult(D, I)

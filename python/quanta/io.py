@@ -194,6 +194,8 @@ def load(path, *, mmap: bool = False):
         kind, dim, ntotal, meta, arrays = read_container(data, path)
     if kind not in _KINDS:
         raise FormatError(f"{path}: unknown index kind {kind!r}")
+    if mmap and getattr(_KINDS[kind], "maps_arrays", False):
+        return _KINDS[kind]._from_parts(dim, ntotal, meta, arrays, path, mapped=True)
     return _KINDS[kind]._from_parts(dim, ntotal, meta, arrays, path)
 
 

@@ -1,7 +1,7 @@
 """Seismic-style approximate top-k inner-product search over learned sparse vectors.
 
 >>> index = quanta.SparseIndex(n_postings=3500, summary_energy=0.4)
->>> index.add(docs_csr)                         # scipy.sparse CSR, or (indptr, indices, data)
+>>> index.add(docs_csr)              # scipy.sparse CSR, (indptr, indices, data), .jsonl or .bin
 >>> D, I = index.search(queries_csr, k=10, query_cut=10, heap_factor=0.8)
 >>> D, I = index.search(queries_csr, k=10, exact=True)   # every document scored: the truth
 
@@ -10,21 +10,34 @@ documents (term ids as u16 for vocabularies up to 65,536 terms, else u32; values
 times a per-document scale with ``values="u8"``); per term a posting list pruned globally (the
 ``n_postings * vocabulary`` largest entries of the collection, at most
 ``n_postings * max_fraction`` per list), cut into blocks by one pass of k-means around
-sampled documents (``centroid_fraction`` of the list; documents compared on their ``doc_cut``
-largest entries; clusters of at most ``min_cluster_size`` documents dissolve), each block
-summarized by the coordinate-wise maximum of its documents, cut to ``summary_energy`` of its
-L1 mass and quantized to 8 bits (rounded up). Defaults are pyseismic-lsr's build defaults.
+sampled documents (``centroid_fraction`` of the list; documents and centroids compared on
+their ``doc_cut`` largest entries; clusters of at most ``min_cluster_size`` documents
+dissolve), each block summarized by the coordinate-wise maximum of its documents, cut to
+``summary_energy`` of its L1 mass and quantized to 8 bits (rounded up). Defaults are
+pyseismic-lsr's build defaults. ``summary_cut`` (a quanta addition, off by default) builds
+the summaries from each document's ``summary_cut`` largest entries only: smaller summaries,
+a faster build and search, slightly lower recall at the same search settings.
 
-Search: the query's ``query_cut`` heaviest terms, heaviest first (its blocks in decreasing
-summary score); a block whose summary dot product is below ``heap_factor`` times the current
-k-th best score is skipped, the others' documents are scored exactly against the whole query.
-Lower ``heap_factor`` and higher ``query_cut`` raise recall and cost. Batches run on all cores
-(``threads``), results in query order.
+Search: the query's ``query_cut`` heaviest terms; the blocks of their lists in one decreasing
+order of summary score, until the first whose summary dot product is below ``heap_factor``
+times the current k-th best score; visited blocks' documents are scored exactly against the
+whole query. Lower ``heap_factor`` and higher ``query_cut`` raise recall and cost. Batches
+run on all cores (``threads``, GIL released), results in query order.
 
-Presets (build, then search) in the spirit of the reference's grid-searched configurations
-(``SparseIndex.PRESETS``); measure on your data: recall depends on the encoder.
+Files: ``add`` and ``search`` also take paths: JSONL rows of the Seismic tools (``{"id",
+"content", "vector": {token: weight}}``, the vocabulary kept with the index) or their inner
+binary format (u32 row count, then per row u32 n, n u32 term ids, n f32 values); see
+``read_jsonl``, ``read_inner_binary``, ``write_inner_binary``. ``quanta.load(path,
+mmap=True)`` maps the arrays instead of reading them.
+
+Presets: ``SparseIndex.PRESETS`` / ``SparseIndex.preset(recall)``, measured here (see
+bench/results/sparse_*.md); recall depends on the encoder: measure on your data.
 """
 from __future__ import annotations
+
+import os
+import sys
+import threading
 
 import numpy as np
 
@@ -33,13 +46,7 @@ from ._validate import as_k, as_threads
 from .flat import SearchResult
 from .io import FormatError, Persistent, register_kind, write_container
 
-_STATE = ("doc_ptr", "comp", "val16", "val8", "doc_scale", "list_ptr", "block_ptr", "sum_ptr",
-          "postings", "sum_comp", "sum_code", "block_min", "block_step")
-_DTYPES = {"doc_ptr": np.int64, "comp": np.uint32, "val16": np.uint16, "val8": np.uint8,
-           "doc_scale": np.float32, "list_ptr": np.int64, "block_ptr": np.int64,
-           "sum_ptr": np.int64, "postings": np.uint32, "sum_comp": np.uint32,
-           "sum_code": np.uint8, "block_min": np.float32, "block_step": np.float32}
-
+_LAYOUT = 2  # of the saved arrays (SparseIndex.State in cpp/include/quanta/seismic.hpp)
 
 def as_csr(x, dim: int | None = None, name: str = "documents"):
     """(indptr int64, indices int32, values float32, dim) from a SciPy sparse matrix or an
@@ -73,22 +80,126 @@ def as_csr(x, dim: int | None = None, name: str = "documents"):
             np.ascontiguousarray(data, np.float32), dim or need)
 
 
+def read_inner_binary(path):
+    """(indptr, indices, data) of a file in the Seismic tools' inner binary format:
+    little-endian u32 row count, then per row u32 n, n u32 term ids, n f32 values."""
+    raw = np.fromfile(os.fspath(path), dtype="<u4")
+    if len(raw) < 1:
+        raise FormatError(f"{path}: empty file, not in the inner binary format")
+    n, pos = int(raw[0]), 1
+    indptr = np.zeros(n + 1, np.int64)
+    starts = np.empty(n, np.int64)
+    for i in range(n):
+        if pos >= len(raw):
+            raise FormatError(f"{path}: truncated at row {i} of {n}")
+        m = int(raw[pos])
+        starts[i] = pos + 1
+        indptr[i + 1] = indptr[i] + m
+        pos += 1 + 2 * m
+    if pos != len(raw):
+        raise FormatError(f"{path}: {4 * (len(raw) - pos):+d} bytes beyond the {n} rows it declares")
+    take = np.repeat(starts - indptr[:-1], np.diff(indptr)) + np.arange(indptr[-1])
+    lens = np.repeat(np.diff(indptr), np.diff(indptr))
+    indices = raw[take].astype(np.int64)
+    if len(indices) and indices.max() >= 2**31:
+        raise FormatError(f"{path}: term id {int(indices.max())} beyond 2^31")
+    data = raw[take + lens].view(np.float32)
+    return indptr, indices.astype(np.int32), np.ascontiguousarray(data)
+
+
+def write_inner_binary(path, x) -> None:
+    """Writes sparse rows (SciPy matrix or (indptr, indices, data)) in the inner binary format."""
+    indptr, indices, data, _ = as_csr(x)
+    lens = np.diff(indptr).astype("<u4")
+    out = np.empty(1 + len(lens) + 2 * len(indices), "<u4")
+    out[0] = len(lens)
+    head = np.arange(len(lens)) + 2 * indptr[:-1] + 1  # where each row's length goes
+    out[head] = lens
+    ent = np.repeat(head + 1 - indptr[:-1], lens) + np.arange(len(indices))
+    out[ent] = indices
+    out[ent + np.repeat(lens, lens)] = data.astype("<f4").view("<u4")
+    with open(os.fspath(path), "wb") as f:
+        out.tofile(f)
+
+
+def read_jsonl(path, vocabulary=None):
+    """((indptr, indices, data), ids, vocabulary) from a JSONL file of the Seismic tools: one
+    object per line with "id", optional "content" and "vector" ({token: weight}). Without a
+    `vocabulary` (list of tokens) one is made from the file's tokens, sorted; with one, tokens
+    outside it are dropped (queries against a built index)."""
+    import json
+    rows, ids = [], []
+    with open(os.fspath(path), encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+                vec = obj["vector"]
+                ids.append(obj.get("id", len(ids)))
+            except (ValueError, KeyError, TypeError) as e:
+                raise FormatError(f"{path}:{line_no}: not a JSONL vector row ({e})") from None
+            if not isinstance(vec, dict):
+                raise FormatError(f"{path}:{line_no}: 'vector' must be an object token -> weight")
+            rows.append(vec)
+    if vocabulary is None:
+        vocabulary = sorted({t for r in rows for t in r})
+    lookup = {t: i for i, t in enumerate(vocabulary)}
+    indptr, indices, data = [0], [], []
+    for r in rows:
+        pairs = sorted((lookup[t], float(v)) for t, v in r.items() if t in lookup)
+        indices += [p[0] for p in pairs]
+        data += [p[1] for p in pairs]
+        indptr.append(len(indices))
+    return ((np.array(indptr, np.int64), np.array(indices, np.int32),
+             np.array(data, np.float32)), ids, list(vocabulary))
+
+
+def _run_with_progress(work, native, label):
+    """Runs `work` (a native call that releases the GIL) in a thread; with a label, prints
+    the native build progress to stderr meanwhile. Exceptions reach the caller."""
+    if label is None:
+        return work()
+    failure = []
+
+    def target():
+        try:
+            work()
+        except BaseException as e:  # re-raised below, in the caller's thread
+            failure.append(e)
+
+    t = threading.Thread(target=target, daemon=True)
+    t.start()
+    while t.is_alive():
+        t.join(0.5)
+        print(f"\r{label}: {100 * native.build_progress:5.1f}% of the posting lists", end="",
+              file=sys.stderr, flush=True)
+    if failure:
+        print(file=sys.stderr)
+        raise failure[0]
+    print(f"\r{label}: 100.0% of the posting lists", file=sys.stderr)
+
+
 class SparseIndex(Persistent):
     """Seismic-style index for non-negative sparse vectors (see the module docstring)."""
 
-    PRESETS = {  # build and search settings for recall@10 targets (MS MARCO SPLADE, reference)
-        0.90: (dict(n_postings=2000, centroid_fraction=0.2, summary_energy=0.5, max_fraction=3),
-               dict(query_cut=4, heap_factor=0.9)),
-        0.95: (dict(n_postings=4000, centroid_fraction=0.2, summary_energy=0.5, max_fraction=3),
-               dict(query_cut=4, heap_factor=0.9)),
-        0.97: (dict(n_postings=4000, centroid_fraction=0.2, summary_energy=0.5, max_fraction=3),
-               dict(query_cut=6, heap_factor=0.8)),
+    maps_arrays = True  # quanta.load(path, mmap=True) maps the large arrays instead of reading
+
+    # Build and search settings for recall@10 targets, measured by bench.sparse on 200,000
+    # synthetic SPLADE-like documents and 180,000 BM25 documents (recall there: synthetic /
+    # BM25): 0.90: 0.957 / 0.922; 0.95: 0.983 / 0.957; 0.97: 0.984 / 0.970; 0.99: 0.999 / 0.992.
+    PRESETS = {
+        0.90: (dict(summary_cut=32), dict(query_cut=8, heap_factor=1.0)),
+        0.95: (dict(summary_cut=32), dict(query_cut=10, heap_factor=0.9)),
+        0.97: (dict(summary_cut=32), dict(query_cut=10, heap_factor=0.8)),
+        0.99: (dict(summary_cut=32), dict(query_cut=20, heap_factor=0.8)),
     }
 
     def __init__(self, n_postings: int = 3500, centroid_fraction: float = 0.1,
                  min_cluster_size: int = 2, summary_energy: float = 0.4,
                  max_fraction: float = 1.5, doc_cut: int = 15, knn: int = 0, *,
-                 values: str = "f16", dim: int | None = None, seed: int = 1142):
+                 summary_cut: int | None = None, values: str = "f16", dim: int | None = None,
+                 seed: int = 1142):
         if knn:
             raise ValueError("knn graphs are not implemented yet; use knn=0")
         if values not in ("f16", "u8"):
@@ -96,8 +207,9 @@ class SparseIndex(Persistent):
         self.params = dict(n_postings=int(n_postings), centroid_fraction=float(centroid_fraction),
                            min_cluster_size=int(min_cluster_size),
                            summary_energy=float(summary_energy), max_fraction=float(max_fraction),
-                           doc_cut=int(doc_cut))
-        for key in ("n_postings", "doc_cut"):
+                           doc_cut=int(doc_cut),
+                           summary_cut=0 if summary_cut is None else int(summary_cut))
+        for key in ("n_postings", "doc_cut") + (("summary_cut",) if summary_cut is not None else ()):
             if self.params[key] < 1:
                 raise ValueError(f"{key} must be >= 1; got {self.params[key]}")
         if not 0 < self.params["centroid_fraction"] <= 1:
@@ -109,11 +221,11 @@ class SparseIndex(Persistent):
         if self.params["min_cluster_size"] < 0:
             raise ValueError(f"min_cluster_size must be >= 0; got {min_cluster_size}")
         self.values, self.seed, self.dim = values, int(seed), dim
-        self._index = None
+        self._index = self._keep = self.vocabulary = None
 
     @classmethod
     def preset(cls, recall: float, **overrides):
-        """(index, search settings) for a recall@10 target in PRESETS (0.90, 0.95, 0.97)."""
+        """(index, search settings) for a recall@10 target in PRESETS (0.90 .. 0.99)."""
         if recall not in cls.PRESETS:
             raise ValueError(f"recall must be one of {sorted(cls.PRESETS)}; got {recall}")
         build, search = cls.PRESETS[recall]
@@ -123,30 +235,55 @@ class SparseIndex(Persistent):
         p = self.params
         return _core.SparseIndex(dim, p["n_postings"], p["centroid_fraction"],
                                  p["min_cluster_size"], p["summary_energy"], p["max_fraction"],
-                                 p["doc_cut"], self.values == "u8", self.seed)
+                                 p["doc_cut"], p["summary_cut"], self.values == "u8", self.seed)
 
     ntotal = property(lambda self: 0 if self._index is None else self._index.ndocs)
 
     @property
     def memory_usage(self) -> int:
+        """Bytes of the index's arrays (memory-mapped ones included)."""
         return 0 if self._index is None else int(self._index.memory_usage)
 
     def __repr__(self):
         return (f"SparseIndex({', '.join(f'{k}={v}' for k, v in self.params.items())}, "
                 f"values={self.values!r}, dim={self.dim}, ntotal={self.ntotal})")
 
-    def add(self, docs, *, threads: int = 0) -> None:
-        """Builds the index over `docs` (scipy.sparse CSR or (indptr, indices, data)). The
-        index is static: build it once from all documents."""
+    def add(self, docs, *, threads: int = 0, progress: bool | None = None) -> None:
+        """Builds the index over `docs`: a SciPy sparse matrix, an (indptr, indices, data)
+        tuple, or a file path: ``.jsonl`` (Seismic's JSONL rows; the token vocabulary is kept
+        in ``self.vocabulary`` and saved with the index) or the inner binary format. The index
+        is static: build it once from all documents. `progress`: a progress line on stderr
+        (default: for 100,000 documents or more when stderr is a terminal)."""
         if self._index is not None:
             raise ValueError("the index is built already (Seismic indexes are static); build a "
                              "new SparseIndex from all documents")
+        if isinstance(docs, (str, os.PathLike)):
+            if os.fspath(docs).endswith(".jsonl"):
+                docs, _, vocabulary = read_jsonl(docs)
+                self.vocabulary = vocabulary
+                self.dim = self.dim or max(1, len(vocabulary))
+            else:
+                docs = read_inner_binary(docs)
         indptr, indices, data, dim = as_csr(docs, self.dim)
         if len(indptr) < 2:
             raise ValueError("documents: no rows")
         native = self._native(dim)
-        native.build(indptr, indices, data, as_threads(threads))
+        if progress is None:
+            progress = len(indptr) > 100_000 and sys.stderr.isatty()
+        _run_with_progress(lambda: native.build(indptr, indices, data, as_threads(threads)),
+                           native, "SparseIndex build" if progress else None)
         self._index, self.dim = native, dim
+
+    def _rows(self, queries):
+        """Query rows from the same kinds of input as add (JSONL through the vocabulary)."""
+        if isinstance(queries, (str, os.PathLike)):
+            if os.fspath(queries).endswith(".jsonl"):
+                if self.vocabulary is None:
+                    raise ValueError("JSONL queries need an index built from JSONL (its "
+                                     "vocabulary); pass term ids instead")
+                return read_jsonl(queries, self.vocabulary)[0]
+            return read_inner_binary(queries)
+        return queries
 
     def search(self, queries, k: int = 10, query_cut: int = 10, heap_factor: float = 0.8, *,
                exact: bool = False, threads: int = 0) -> SearchResult:
@@ -161,33 +298,41 @@ class SparseIndex(Persistent):
         if not (isinstance(heap_factor, (int, float, np.floating)) and np.isfinite(heap_factor)
                 and heap_factor > 0):
             raise ValueError(f"heap_factor must be a positive number; got {heap_factor!r}")
-        indptr, indices, data, _ = as_csr(queries, self.dim, "queries")
+        indptr, indices, data, _ = as_csr(self._rows(queries), self.dim, "queries")
         D, I = self._index.search(indptr, indices, data, k, int(query_cut), float(heap_factor),
                                   bool(exact), threads)
         return SearchResult(D, I)
 
     def _write(self, f):
-        meta = {**self.params, "values": self.values, "seed": self.seed, "dim": self.dim}
+        meta = {**self.params, "values": self.values, "seed": self.seed, "dim": self.dim,
+                "layout": _LAYOUT, "vocabulary": self.vocabulary}
         arrays = {}
         if self._index is not None:
             st = self._index.state()
-            arrays = {f"S{i:03d}": np.asarray(st[name]) for i, name in enumerate(_STATE)}
+            meta["fields"] = list(st)
+            arrays = {f"S{i:03d}": a for i, a in enumerate(st.values())}
         write_container(f, "SPRS", self.dim or 0, self.ntotal, meta, arrays)
 
     @classmethod
-    def _from_parts(cls, dim, ntotal, meta, arrays, source):
+    def _from_parts(cls, dim, ntotal, meta, arrays, source, mapped=False):
         try:
             out = cls(**{k: meta[k] for k in ("n_postings", "centroid_fraction",
                                               "min_cluster_size", "summary_energy",
                                               "max_fraction", "doc_cut")},
+                      summary_cut=meta.get("summary_cut") or None,
                       values=meta["values"], seed=meta["seed"], dim=meta["dim"])
+            out.vocabulary = meta.get("vocabulary")
             if arrays:
+                if meta.get("layout") != _LAYOUT:
+                    raise ValueError(f"layout {meta.get('layout')}, this quanta reads {_LAYOUT}")
+                state = {name: arrays[f"S{i:03d}"] for i, name in enumerate(meta["fields"])}
                 native = out._native(dim)
-                native.restore({name: np.ascontiguousarray(arrays[f"S{i:03d}"], _DTYPES[name])
-                                for i, name in enumerate(_STATE)})
+                # The arrays are views of the file's buffer or memory map: borrowed, not
+                # copied; a memory-mapped file's contents are not all read up front.
+                native.restore(state, borrow=True, check_contents=not mapped)
                 if native.ndocs != ntotal:
                     raise ValueError("document count mismatch")
-                out._index = native
+                out._index, out._keep = native, state
         except (KeyError, TypeError, ValueError) as e:
             raise FormatError(f"{source}: not a valid SparseIndex ({e})") from None
         return out

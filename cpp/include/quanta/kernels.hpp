@@ -63,6 +63,11 @@ struct Kernels {
   // dimension (AVX-512: masked byte adds, then VNNI vpdpbusd). qplanes, planes <= 7.
   void (*rbe_dots_u8)(const uint64_t* q, size_t qplanes, const uint64_t* codes, size_t planes,
                       size_t n, size_t words, int32_t* out);
+  // A sparse row against a dense query: sum over i < n of q[comp[i]] * value i, values as f16
+  // or u8 (the caller applies the row's scale). SIMD levels gather 8 or 16 entries at once
+  // (sums in another order than the scalar loop's).
+  float (*sparse_dot_f16)(const uint16_t* comp, const uint16_t* val, size_t n, const float* q);
+  float (*sparse_dot_u8)(const uint16_t* comp, const uint8_t* val, size_t n, const float* q);
 };
 
 const Kernels& kernels(Isa isa);

@@ -4,18 +4,27 @@
 // Build: a forward index of every document (term ids, f16 or u8 values); per term a posting
 // list pruned globally (the n_postings * dim largest entries of the collection, at most
 // n_postings * max_fraction per list), split into blocks by one pass of k-means around
-// sampled documents (each document scored on its doc_cut largest entries), each block with a
-// summary: the coordinate-wise maximum of its documents, cut to summary_energy of its L1 mass
-// and quantized to 8 bits.
-// Search: the query's query_cut largest terms in decreasing weight; a block is skipped when
-// the heap is full and its summary's dot product with the query is below heap_factor times
-// the current k-th score; otherwise its unseen documents are scored exactly.
+// sampled documents (documents and centroids compared on their doc_cut largest entries),
+// each block with a summary: the coordinate-wise maximum of its documents (of their
+// summary_cut largest entries when set), cut to summary_energy of its L1 mass and quantized
+// to 8 bits (rounded up, so it stays an upper bound of what it keeps).
+// Search: the query's query_cut largest terms; the blocks of their lists are visited in one
+// decreasing order of summary score (a heap), until the first whose summary dot product is
+// below heap_factor times the current k-th score; a visited block's unseen documents are
+// scored exactly against the whole query.
 #pragma once
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
+#include "quanta/buffer.hpp"
+
 namespace quanta {
+
+struct SparseScratch;
+struct Kernels;
 
 struct SparseParams {
   size_t n_postings = 3500;
@@ -24,6 +33,7 @@ struct SparseParams {
   float summary_energy = 0.4f;
   float max_fraction = 1.5f;
   size_t doc_cut = 15;
+  size_t summary_cut = 0;  // summaries from each document's summary_cut largest entries (0: all)
   bool u8_values = false;  // forward values as u8 times a per-document scale (else f16)
   uint64_t seed = 1142;
 };
@@ -33,32 +43,59 @@ class SparseIndex {
   SparseIndex(size_t dim, const SparseParams& params);
 
   size_t dim() const { return dim_; }
-  size_t ndocs() const { return doc_ptr_.size() - 1; }
-  size_t nnz() const { return size_t(doc_ptr_.back()); }
-  size_t npostings() const { return postings_.size(); }
-  size_t nblocks() const { return block_min_.size(); }
+  size_t ndocs() const { return s_.doc_ptr.size() - 1; }
+  size_t nnz() const { return size_t(s_.doc_ptr.back()); }
+  size_t npostings() const { return s_.postings.size(); }
+  size_t nblocks() const { return s_.block_step.size(); }
+  size_t nsummary_entries() const { return s_.sblock.size(); }
   const SparseParams& params() const { return p_; }
   size_t memory_usage() const;
+  // Share of the posting lists built so far by a running build() (0 .. 1), for progress bars.
+  double build_progress() const { return double(progress_->load()) / double(dim_); }
 
   // CSR documents (indptr n + 1, indices sorted ascending per row, values finite and >= 0).
   // Replaces any previous content; validates everything first.
   void build(const int64_t* indptr, const int32_t* indices, const float* values, size_t n,
              int threads);
 
-  // Raw state, for serialization; restore() checks sizes and offsets.
+  // The whole index as flat arrays (term ids as u16 when dim <= 65536, else u32: one of each
+  // pair is empty). Forward index: document d = entries doc_ptr[d] .. doc_ptr[d + 1].
+  // List t = blocks list_ptr[t] .. list_ptr[t + 1]; block b = postings block_ptr[b] ..
+  // block_ptr[b + 1]. Summaries of list t, transposed so a query touches only its own terms:
+  // terms sterm[sdict_ptr[t] .. sdict_ptr[t + 1]) ascending; the j-th term's entries are
+  // soff[sdict_ptr[t] + t + j] .. soff[... + 1] (relative to sent_ptr[t]) of (block within
+  // the list, 8-bit code); a block's summary value is code * block_step[b].
   struct State {
-    std::vector<int64_t> doc_ptr;
-    std::vector<uint32_t> comp;  // term ids (as u32 whatever the stored width)
-    std::vector<uint16_t> val16;
-    std::vector<uint8_t> val8;
-    std::vector<float> doc_scale;
-    std::vector<int64_t> list_ptr, block_ptr, sum_ptr;
-    std::vector<uint32_t> postings, sum_comp;
-    std::vector<uint8_t> sum_code;
-    std::vector<float> block_min, block_step;
+    Buffer<int64_t> doc_ptr{std::vector<int64_t>{0}};
+    Buffer<uint16_t> comp16, val16;
+    Buffer<uint32_t> comp32;
+    Buffer<uint8_t> val8;
+    Buffer<float> doc_scale;
+    Buffer<int64_t> list_ptr;
+    Buffer<uint32_t> block_ptr{std::vector<uint32_t>{0}}, postings;
+    Buffer<uint32_t> postoff;  // doc_ptr of each posting (empty at 2^32 entries or more)
+    Buffer<float> block_step;
+    Buffer<int64_t> sdict_ptr, sent_ptr;
+    Buffer<uint16_t> sterm16, sblock;
+    Buffer<uint32_t> sterm32, soff;
+    Buffer<uint8_t> scode;
+
+    // f(name, buffer) for every array, in the order the files store them.
+    template <class S, class F>
+    static void each(S& s, F&& f) {
+      f("doc_ptr", s.doc_ptr), f("comp16", s.comp16), f("comp32", s.comp32);
+      f("val16", s.val16), f("val8", s.val8), f("doc_scale", s.doc_scale);
+      f("list_ptr", s.list_ptr), f("block_ptr", s.block_ptr), f("postings", s.postings);
+      f("postoff", s.postoff);
+      f("block_step", s.block_step), f("sdict_ptr", s.sdict_ptr), f("sent_ptr", s.sent_ptr);
+      f("sterm16", s.sterm16), f("sterm32", s.sterm32), f("soff", s.soff);
+      f("sblock", s.sblock), f("scode", s.scode);
+    }
   };
-  State state() const;
-  void restore(State s);
+  const State& state() const { return s_; }
+  // Checks sizes and every offset array; with check_contents also every term id, posting and
+  // block number (skipped for memory-mapped arrays, which the search clamps instead).
+  void restore(State s, bool check_contents);
 
   // CSR queries (the same rules). exact: every document scored (ground truth).
   void search(const int64_t* qptr, const int32_t* qidx, const float* qval, size_t nq, size_t k,
@@ -66,27 +103,22 @@ class SparseIndex {
               int64_t* labels) const;
 
  private:
-  float doc_dot(size_t doc, const float* qdense) const;
-  void prune_and_block(int threads);
+  template <class Comp>
+  float doc_dot(const Comp* comp, size_t doc, const float* qdense, const Kernels& kr) const;
+  template <class Comp>
+  void prefetch_doc(const Comp* comp, size_t offset, size_t bytes) const;
+  template <class Comp, class Term>
+  void search_one(const Comp* comp, const Term* sterm, const int64_t* qptr, const int32_t* qidx,
+                  const float* qval, size_t i, size_t k, size_t query_cut, float heap_factor,
+                  bool exact, SparseScratch& s, const Kernels& kr, float* scores,
+                  int64_t* labels) const;
+  void prune_and_block(const float* val, int threads);
+  size_t qdense_size() const { return s_.comp16.empty() ? dim_ + 1 : 65536; }
 
   size_t dim_;
   SparseParams p_;
-  // forward index
-  std::vector<int64_t> doc_ptr_{0};
-  std::vector<uint16_t> comp16_;  // term ids when dim <= 65536
-  std::vector<uint32_t> comp32_;  // otherwise
-  std::vector<uint16_t> val16_;   // f16 values
-  std::vector<uint8_t> val8_;     // u8 values ...
-  std::vector<float> doc_scale_;  // ... times max / 255 of their document
-  // inverted index: list t = blocks list_ptr_[t] .. list_ptr_[t + 1]; block b = postings
-  // block_ptr_[b] .. block_ptr_[b + 1] and summary entries sum_ptr_[b] .. sum_ptr_[b + 1]
-  std::vector<int64_t> list_ptr_;
-  std::vector<int64_t> block_ptr_{0};
-  std::vector<uint32_t> postings_;
-  std::vector<int64_t> sum_ptr_{0};
-  std::vector<uint32_t> sum_comp_;
-  std::vector<uint8_t> sum_code_;
-  std::vector<float> block_min_, block_step_;
+  State s_;
+  std::shared_ptr<std::atomic<size_t>> progress_ = std::make_shared<std::atomic<size_t>>(0);
 };
 
 }  // namespace quanta

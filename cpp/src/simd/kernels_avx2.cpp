@@ -326,13 +326,34 @@ __attribute__((target("popcnt"))) void rbe_dots(const uint64_t* q, size_t qplane
   }
 }
 
+// Eight forward-index values as floats, and one (f16 or u8).
+inline __m256 values8(const uint16_t* v) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)v)); }
+inline __m256 values8(const uint8_t* v) {
+  return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i*)v)));
+}
+inline float value1(uint16_t v) { return _cvtsh_ss(v); }
+inline float value1(uint8_t v) { return float(v); }
+
+template <class V>
+float sparse_dot(const uint16_t* comp, const V* val, size_t n, const float* q) {
+  __m256 acc = _mm256_setzero_ps();
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256i idx = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i*)(comp + i)));
+    acc = _mm256_fmadd_ps(_mm256_i32gather_ps(q, idx, 4), values8(val + i), acc);
+  }
+  float s = hsum(acc);
+  for (; i < n; ++i) s += q[comp[i]] * value1(val[i]);
+  return s;
+}
+
 }  // namespace
 
 const Kernels* avx2_kernels() {
   static const Kernels k{kMq,         kMr,         dot_rows, decode_rows,
                          gemm_tile,   dot_rows_i8, nearest,  pq4_accumulate,
                          row16_minmax, row16_table_minmax, row16_quantize, rbe_dots,
-                         scalar_kernels().rbe_dots_u8};
+                         scalar_kernels().rbe_dots_u8, sparse_dot<uint16_t>, sparse_dot<uint8_t>};
   return &k;
 }
 

@@ -657,6 +657,27 @@ __attribute__((target("avx512vnni"))) void rbe_dots_vnni(const uint64_t* q, size
   }
 }
 
+// The lanes of m whose term's bit is set in `bits`.
+// The forward-index values of lanes m as floats (f16 or u8), zero elsewhere.
+inline __m512 values16(__mmask16 m, const uint16_t* v) {
+  return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, v));
+}
+inline __m512 values16(__mmask16 m, const uint8_t* v) {
+  return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, v)));
+}
+
+template <class V>
+float sparse_dot(const uint16_t* comp, const V* val, size_t n, const float* q) {
+  __m512 acc = _mm512_setzero_ps();
+  for (size_t i = 0; i < n; i += 16) {
+    const __mmask16 m = n - i >= 16 ? __mmask16(0xffff) : __mmask16((1u << (n - i)) - 1);
+    const __m512i idx = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, comp + i));
+    const __m512 g = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, q, 4);
+    acc = _mm512_fmadd_ps(g, values16(m, val + i), acc);
+  }
+  return _mm512_reduce_add_ps(acc);
+}
+
 }  // namespace
 
 const Kernels* avx512_kernels() {
@@ -674,7 +695,9 @@ const Kernels* avx512_kernels() {
                          __builtin_cpu_supports("avx512vpopcntdq") ? rbe_dots_vpopcnt
                                                                    : avx2_kernels()->rbe_dots,
                          __builtin_cpu_supports("avx512vnni") ? rbe_dots_vnni
-                                                              : scalar_kernels().rbe_dots_u8};
+                                                              : scalar_kernels().rbe_dots_u8,
+                         sparse_dot<uint16_t>,
+                         sparse_dot<uint8_t>};
   return &k;
 }
 

@@ -6,8 +6,11 @@
 #include <limits>
 #include <numeric>
 #include <string>
+#include <utility>
 
+#include "quanta/dispatch.hpp"
 #include "quanta/error.hpp"
+#include "quanta/kernels.hpp"
 #include "quanta/parallel.hpp"
 #include "quanta/random.hpp"
 #include "quanta/storage.hpp"
@@ -49,25 +52,74 @@ struct Heavier {
 };
 constexpr Heavier heavier{};
 
-// f16 -> f32 for the scoring loops: normal numbers by a shift and a bias (the forward values
-// are non-negative and rarely subnormal), the rest by the exact codec.
-inline float half(uint16_t h) {
-  const uint32_t e = h & 0x7c00u;
-  if (e == 0 || e == 0x7c00u) return f16_to_f32(h);
-  const uint32_t u = (uint32_t(h & 0x8000u) << 16) | ((uint32_t(h & 0x7fffu) << 13) + 0x38000000u);
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
+// Moves the heaviest entries to the front and returns the smallest count whose mass reaches
+// `need` (all of them if none does), as a full sort would: a 256-bin histogram finds the bin
+// where the running mass crosses `need`; only that bin's entries are sorted.
+size_t heaviest_prefix(std::vector<std::pair<float, uint32_t>>& e, double need) {
+  if (e.size() <= 64) {
+    std::sort(e.begin(), e.end(), heavier);
+  } else {
+    float hi = 0.0f;
+    for (const auto& x : e) hi = std::max(hi, x.first);
+    const float scale = 255.999f / hi;
+    double mass[256] = {};
+    for (const auto& x : e) mass[size_t(x.first * scale)] += x.first;
+    size_t cross = 0;  // entries of bins above `cross` are kept whole
+    double above = 0.0;
+    for (size_t bin = 255; bin > 0; --bin) {
+      if (above + mass[bin] >= need) {
+        cross = bin;
+        break;
+      }
+      above += mass[bin];
+    }
+    const auto mid = std::partition(e.begin(), e.end(),
+                                    [&](const auto& x) { return size_t(x.first * scale) > cross; });
+    const auto end = std::partition(mid, e.end(),
+                                    [&](const auto& x) { return size_t(x.first * scale) == cross; });
+    std::sort(mid, end, heavier);
+    size_t keep = size_t(mid - e.begin());
+    while (keep < e.size() && above < need) above += e[keep++].first;
+    return keep;
+  }
+  size_t keep = 0;
+  double run = 0.0;
+  while (keep < e.size() && run < need) run += e[keep++].first;
+  return keep;
 }
 
-// Scratch of one search thread: the query as a dense array, and visited marks by epoch.
-struct Scratch {
-  std::vector<float> q;
-  std::vector<uint32_t> seen;
-  uint32_t epoch = 0;
+// GCC 12 deletes loops of __builtin_prefetch here as dead code; the asm form stays.
+inline void prefetch_line(const char* p) {
+#if defined(__x86_64__) || defined(__i386__)
+  asm volatile("prefetcht0 %0" : : "m"(*p));
+#else
+  __builtin_prefetch(p);
+#endif
+}
+
+// The block list of one posting list as the build produces it.
+struct ListOut {
+  std::vector<uint32_t> postings, block_len;
+  std::vector<float> step;
+  std::vector<uint64_t> sum;  // term << 24 | block << 8 | code, sorted: the transposed summaries
 };
 
+constexpr size_t kMaxBlocksPerList = 65535;  // block numbers within a list are u16
+constexpr size_t kPrefetchAhead = 4;           // documents whose forward entries are prefetched
+
 }  // namespace
+
+// Scratch of one search thread: the query as a dense array, visited marks by epoch, and the
+// summary scores of one list.
+struct SparseScratch {
+  std::vector<float> q, acc;
+  std::vector<uint8_t> seen;  // one byte per document: small enough to stay in cache
+  uint8_t epoch = 0;          // cleared every 255 queries
+  std::vector<uint32_t> docs;
+  std::vector<size_t> offs;
+  std::vector<std::pair<float, uint32_t>> terms;
+  std::vector<std::pair<float, int64_t>> blocks;
+};
 
 SparseIndex::SparseIndex(size_t dim, const SparseParams& params) : dim_(dim), p_(params) {
   require(dim > 0 && dim <= (size_t(1) << 31), "dim must be in [1, 2^31]");
@@ -78,31 +130,46 @@ SparseIndex::SparseIndex(size_t dim, const SparseParams& params) : dim_(dim), p_
           "summary_energy must be in (0, 1]");
   require(p_.max_fraction > 0.0f, "max_fraction must be positive");
   require(p_.doc_cut > 0, "doc_cut must be positive");
-  list_ptr_.assign(dim_ + 1, 0);
+  s_.list_ptr = std::vector<int64_t>(dim_ + 1, 0);
+  s_.sdict_ptr = std::vector<int64_t>(dim_ + 1, 0);
+  s_.sent_ptr = std::vector<int64_t>(dim_ + 1, 0);
+  s_.soff = std::vector<uint32_t>(dim_, 0);
 }
 
 size_t SparseIndex::memory_usage() const {
-  return doc_ptr_.size() * 8 + comp16_.size() * 2 + comp32_.size() * 4 + val16_.size() * 2 +
-         val8_.size() + doc_scale_.size() * 4 + list_ptr_.size() * 8 + block_ptr_.size() * 8 +
-         postings_.size() * 4 + sum_ptr_.size() * 8 + sum_comp_.size() * 4 + sum_code_.size() +
-         block_min_.size() * 8;
+  auto b = [](const auto& buf) { return buf.size() * sizeof(buf[0]); };
+  const State& s = s_;
+  return b(s.doc_ptr) + b(s.comp16) + b(s.comp32) + b(s.val16) + b(s.val8) + b(s.doc_scale) +
+         b(s.list_ptr) + b(s.block_ptr) + b(s.postings) + b(s.postoff) + b(s.block_step) + b(s.sdict_ptr) +
+         b(s.sent_ptr) + b(s.sterm16) + b(s.sterm32) + b(s.soff) + b(s.sblock) + b(s.scode);
 }
 
-float SparseIndex::doc_dot(size_t doc, const float* q) const {
-  const int64_t b = doc_ptr_[doc], e = doc_ptr_[doc + 1];
-  float s = 0.0f;
-  if (p_.u8_values) {
-    if (!comp16_.empty())
-      for (int64_t i = b; i < e; ++i) s += q[comp16_[i]] * float(val8_[i]);
-    else
-      for (int64_t i = b; i < e; ++i) s += q[comp32_[i]] * float(val8_[i]);
-    return s * doc_scale_[doc];
+template <class Comp>
+float SparseIndex::doc_dot(const Comp* comp, size_t doc, const float* q, const Kernels& kr) const {
+  const size_t b = size_t(s_.doc_ptr[doc]), e = size_t(s_.doc_ptr[doc + 1]);
+  if constexpr (sizeof(Comp) == 2) {  // u16 ids index a 65,536-entry query: never out of range
+    if (p_.u8_values)
+      return kr.sparse_dot_u8(comp + b, s_.val8.data() + b, e - b, q) * s_.doc_scale[doc];
+    return kr.sparse_dot_f16(comp + b, s_.val16.data() + b, e - b, q);
+  } else {  // wider ids are clamped to the query's spare last slot (a corrupt mapped file)
+    float s = 0.0f;
+    for (size_t i = b; i < e; ++i)
+      s += q[std::min<size_t>(comp[i], dim_)] *
+           (p_.u8_values ? float(s_.val8[i]) : f16_to_f32(s_.val16[i]));
+    return p_.u8_values ? s * s_.doc_scale[doc] : s;
   }
-  if (!comp16_.empty())
-    for (int64_t i = b; i < e; ++i) s += q[comp16_[i]] * half(val16_[i]);
-  else
-    for (int64_t i = b; i < e; ++i) s += q[comp32_[i]] * half(val16_[i]);
-  return s;
+}
+
+// Pulls a document's forward entries (from `offset`, about `bytes` of term ids and as many
+// values per id width) towards the cache while earlier ones are scored.
+template <class Comp>
+void SparseIndex::prefetch_doc(const Comp* comp, size_t offset, size_t bytes) const {
+  const char* c = reinterpret_cast<const char*>(comp + offset);
+  const char* v = p_.u8_values ? reinterpret_cast<const char*>(s_.val8.data() + offset)
+                               : reinterpret_cast<const char*>(s_.val16.data() + offset);
+  const size_t vb = bytes / sizeof(Comp) * (p_.u8_values ? 1 : 2);
+  for (size_t o = 0; o < bytes; o += 64) prefetch_line(c + o);
+  for (size_t o = 0; o < vb; o += 64) prefetch_line(v + o);
 }
 
 void SparseIndex::build(const int64_t* indptr, const int32_t* indices, const float* values,
@@ -110,46 +177,54 @@ void SparseIndex::build(const int64_t* indptr, const int32_t* indices, const flo
   validate_csr(indptr, indices, values, n, dim_, "documents");
   require(n < (size_t(1) << 32), "at most 2^32 - 1 documents");
   const size_t nnz = size_t(indptr[n]);
-  doc_ptr_.assign(indptr, indptr + n + 1);
-  comp16_.clear();
-  comp32_.clear();
-  val16_.clear();
-  val8_.clear();
-  doc_scale_.clear();
+  State st;
+  st.doc_ptr = std::vector<int64_t>(indptr, indptr + n + 1);
   if (dim_ <= 65536)
-    comp16_.assign(indices, indices + nnz);
+    st.comp16 = std::vector<uint16_t>(indices, indices + nnz);
   else
-    comp32_.assign(indices, indices + nnz);
+    st.comp32 = std::vector<uint32_t>(indices, indices + nnz);
+  // The stored values, decoded: what the blocks and summaries are built from.
+  std::vector<float> val(nnz);
   if (p_.u8_values) {
-    val8_.resize(nnz);
-    doc_scale_.resize(n);
+    std::vector<uint8_t> v8(nnz);
+    std::vector<float> scale(n);
     for (size_t d = 0; d < n; ++d) {
       float m = 0.0f;
       for (int64_t e = indptr[d]; e < indptr[d + 1]; ++e) m = std::max(m, values[e]);
-      doc_scale_[d] = m > 0.0f ? m / 255.0f : 1.0f;
-      for (int64_t e = indptr[d]; e < indptr[d + 1]; ++e)
-        val8_[e] = uint8_t(std::lrint(values[e] / doc_scale_[d]));
+      scale[d] = m > 0.0f ? m / 255.0f : 1.0f;
+      for (int64_t e = indptr[d]; e < indptr[d + 1]; ++e) {
+        v8[e] = uint8_t(std::lrint(values[e] / scale[d]));
+        val[e] = float(v8[e]) * scale[d];
+      }
     }
+    st.val8 = std::move(v8);
+    st.doc_scale = std::move(scale);
   } else {
-    val16_.resize(nnz);
-    for (size_t e = 0; e < nnz; ++e) val16_[e] = f32_to_f16(values[e]);
+    std::vector<uint16_t> v16(nnz);
+    for (size_t e = 0; e < nnz; ++e) val[e] = f16_to_f32(v16[e] = f32_to_f16(values[e]));
+    st.val16 = std::move(v16);
   }
-  prune_and_block(threads);
+  std::swap(s_, st);
+  try {
+    prune_and_block(val.data(), threads);
+  } catch (...) {
+    std::swap(s_, st);  // nothing stored is lost on a failed build
+    throw;
+  }
 }
 
-void SparseIndex::prune_and_block(int threads) {
+void SparseIndex::prune_and_block(const float* val, int threads) {
+  progress_->store(0);
   const size_t n = ndocs(), nnz = this->nnz();
-  auto comp = [&](size_t e) { return comp16_.empty() ? size_t(comp32_[e]) : size_t(comp16_[e]); };
-  // The stored values, decoded once for the whole build.
-  std::vector<float> val(nnz);
-  for (size_t d = 0; d < n; ++d)
-    for (int64_t e = doc_ptr_[d]; e < doc_ptr_[d + 1]; ++e)
-      val[e] = p_.u8_values ? float(val8_[e]) * doc_scale_[d] : f16_to_f32(val16_[e]);
+  const int64_t* doc_ptr = s_.doc_ptr.data();
+  const uint16_t* c16 = s_.comp16.empty() ? nullptr : s_.comp16.data();
+  const uint32_t* c32 = s_.comp32.data();
+  auto comp = [c16, c32](size_t e) { return c16 ? size_t(c16[e]) : size_t(c32[e]); };
   // Global threshold: the budget T = n_postings * dim largest values of the collection.
   const size_t budget = std::min(nnz, p_.n_postings * dim_);
   float tau = 0.0f;
   if (budget > 0 && budget < nnz) {
-    std::vector<float> all(val);
+    std::vector<float> all(val, val + nnz);
     std::nth_element(all.begin(), all.begin() + (budget - 1), all.end(), std::greater<float>());
     tau = all[budget - 1];
   }
@@ -162,24 +237,32 @@ void SparseIndex::prune_and_block(int threads) {
   {
     std::vector<int64_t> fill(cand_ptr.begin(), cand_ptr.end() - 1);
     for (size_t d = 0; d < n; ++d)
-      for (int64_t e = doc_ptr_[d]; e < doc_ptr_[d + 1]; ++e)
+      for (int64_t e = doc_ptr[d]; e < doc_ptr[d + 1]; ++e)
         if (val[e] >= tau) cand[fill[comp(size_t(e))]++] = {val[e], uint32_t(d)};
   }
   const size_t cap = std::max<size_t>(1, size_t(float(p_.n_postings) * p_.max_fraction));
 
   // Each document's doc_cut largest entries (what k-means compares), once for all its lists.
-  const size_t cut = p_.doc_cut;
+  // Each document's largest entries, heaviest first, once for all its lists: the first
+  // doc_cut are what k-means compares; with summary_cut, the first summary_cut are what the
+  // block summaries are built from.
+  const size_t cut = std::max(p_.doc_cut, p_.summary_cut);
   std::vector<int64_t> top_ptr(n + 1, 0);
   for (size_t d = 0; d < n; ++d)
-    top_ptr[d + 1] =
-        top_ptr[d] + std::min<int64_t>(int64_t(cut), doc_ptr_[d + 1] - doc_ptr_[d]);
+    top_ptr[d + 1] = top_ptr[d] + std::min<int64_t>(int64_t(cut), doc_ptr[d + 1] - doc_ptr[d]);
   std::vector<std::pair<float, uint32_t>> top_all(static_cast<size_t>(top_ptr[n]));
+  auto kmeans_end = [&](size_t doc) {
+    return std::min(top_ptr[doc + 1], top_ptr[doc] + int64_t(p_.doc_cut));
+  };
+  auto summary_len = [&](size_t doc) {
+    return std::min(top_ptr[doc + 1] - top_ptr[doc], int64_t(p_.summary_cut));
+  };
   const size_t doc_tasks = (n + kDocsPerTask - 1) / kDocsPerTask;
   parallel_for(doc_tasks, resolve_threads(threads), [&](size_t task, size_t) {
     std::vector<std::pair<float, uint32_t>> buf;
     for (size_t d = task * kDocsPerTask; d < std::min(n, (task + 1) * kDocsPerTask); ++d) {
       buf.clear();
-      for (int64_t e = doc_ptr_[d]; e < doc_ptr_[d + 1]; ++e)
+      for (int64_t e = doc_ptr[d]; e < doc_ptr[d + 1]; ++e)
         buf.emplace_back(val[e], uint32_t(comp(size_t(e))));
       const size_t c = size_t(top_ptr[d + 1] - top_ptr[d]);
       std::partial_sort(buf.begin(), buf.begin() + c, buf.end(), heavier);
@@ -187,19 +270,13 @@ void SparseIndex::prune_and_block(int threads) {
     }
   });
 
-  // Per list (in parallel): cap, cluster into blocks, summarize. Results per list, then
-  // concatenated in term order.
-  struct ListOut {
-    std::vector<uint32_t> postings;
-    std::vector<int64_t> block_len, sum_len;
-    std::vector<uint32_t> sum_comp;
-    std::vector<uint8_t> sum_code;
-    std::vector<float> bmin, bstep;
-  };
+  // Per list (in parallel): cap, cluster into blocks, summarize; concatenated in term order.
   std::vector<ListOut> lists(dim_);
   const size_t ntasks = (dim_ + kListsPerTask - 1) / kListsPerTask;
   const int nworkers = int(std::max<size_t>(1, std::min<size_t>(ntasks, resolve_threads(threads))));
   std::vector<std::vector<float>> dense(size_t(nworkers), std::vector<float>(dim_, 0.0f));
+  std::vector<std::vector<uint32_t>> heads(size_t(nworkers), std::vector<uint32_t>(dim_, 0)),
+      counts = heads;
   parallel_for(ntasks, nworkers, [&](size_t task, size_t w) {
     std::vector<float>& acc = dense[w];
     const size_t t_end = std::min(dim_, (task + 1) * kListsPerTask);
@@ -207,42 +284,76 @@ void SparseIndex::prune_and_block(int threads) {
       auto* first = cand.data() + cand_ptr[t];
       size_t len = size_t(cand_ptr[t + 1] - cand_ptr[t]);
       if (len == 0) continue;
+      if (len > cap) {
+        std::nth_element(first, first + cap, first + len, heavier);
+        len = cap;
+      }
       std::sort(first, first + len, heavier);
-      len = std::min(len, cap);
       std::vector<uint32_t> docs(len);
       for (size_t i = 0; i < len; ++i) docs[i] = first[i].second;
 
       // Centroids: sampled documents of the list (seeded per list: any thread count builds
       // the same index).
-      const size_t nc = std::max<size_t>(1, size_t(p_.centroid_fraction * float(len)));
+      const size_t nc = std::min(kMaxBlocksPerList,
+                                 std::max<size_t>(1, size_t(p_.centroid_fraction * float(len))));
       std::vector<uint32_t> order(len);
       std::iota(order.begin(), order.end(), 0u);
       Rng rng(p_.seed * 0x100000001B3ull + t);
       for (size_t i = 0; i < nc; ++i) std::swap(order[i], order[i + rng.below(len - i)]);
       std::vector<uint32_t> centroid(order.begin(), order.begin() + nc);
-      // A mini inverted index over the centroids: (term, centroid, value) sorted by term.
-      std::vector<std::tuple<uint32_t, uint32_t, float>> mini;
+      // A mini inverted index over the centroids: term k's (centroid, value) entries are
+      // mini[head[k] - 1 .. head[k] - 1 + count[k]) (the worker's dense arrays, reset after).
+      std::vector<uint32_t>& head = heads[w];
+      std::vector<uint32_t>& count = counts[w];
+      std::vector<uint32_t> terms;
       for (size_t c = 0; c < nc; ++c) {
         const size_t doc = docs[centroid[c]];
-        for (int64_t e = doc_ptr_[doc]; e < doc_ptr_[doc + 1]; ++e)
-          mini.emplace_back(uint32_t(comp(size_t(e))), uint32_t(c), val[e]);
-      }
-      std::sort(mini.begin(), mini.end());
-      std::vector<float> score(nc);
-      std::vector<char> alive(nc, 1);
-      auto best_centroid = [&](size_t doc) {  // on the doc's doc_cut largest entries
-        const std::pair<float, uint32_t>* top = top_all.data() + top_ptr[doc];
-        const size_t ntop = size_t(top_ptr[doc + 1] - top_ptr[doc]);
-        std::fill(score.begin(), score.end(), 0.0f);
-        for (size_t i = 0; i < ntop; ++i) {
-          auto it = std::lower_bound(mini.begin(), mini.end(),
-                                     std::make_tuple(top[i].second, 0u, -1.0f));
-          for (; it != mini.end() && std::get<0>(*it) == top[i].second; ++it)
-            score[std::get<1>(*it)] += top[i].first * std::get<2>(*it);
+        for (int64_t e = top_ptr[doc]; e < kmeans_end(doc); ++e) {
+          const size_t k = top_all[size_t(e)].second;
+          if (count[k]++ == 0) terms.push_back(uint32_t(k));
         }
-        size_t best = nc;
-        for (size_t c = 0; c < nc; ++c)
-          if (alive[c] && (best == nc || score[c] > score[best])) best = c;
+      }
+      uint32_t run = 1;
+      for (uint32_t k : terms) {
+        head[k] = run;
+        run += count[k];
+        count[k] = 0;
+      }
+      std::vector<std::pair<uint32_t, float>> mini(run - 1);
+      for (size_t c = 0; c < nc; ++c) {
+        const size_t doc = docs[centroid[c]];
+        for (int64_t e = top_ptr[doc]; e < kmeans_end(doc); ++e) {
+          const size_t k = top_all[size_t(e)].second;
+          mini[head[k] - 1 + count[k]++] = {uint32_t(c), top_all[size_t(e)].first};
+        }
+      }
+      std::vector<float> score(nc, 0.0f);
+      std::vector<char> alive(nc, 1), hit(nc, 0);
+      std::vector<uint32_t> reached;
+      size_t first_alive = 0;
+      // The alive centroid of highest dot product with the doc's doc_cut largest entries
+      // (lowest number on ties; the first alive one when none is reached).
+      auto best_centroid = [&](size_t doc) {
+        const std::pair<float, uint32_t>* top = top_all.data() + top_ptr[doc];
+        const size_t ntop = size_t(kmeans_end(doc) - top_ptr[doc]);
+        reached.clear();
+        for (size_t i = 0; i < ntop; ++i) {
+          const uint32_t k = top[i].second;
+          if (head[k] == 0) continue;
+          for (uint32_t x = head[k] - 1, xe = x + count[k]; x < xe; ++x) {
+            const uint32_t c = mini[x].first;
+            if (!hit[c]) hit[c] = 1, reached.push_back(c);
+            score[c] += top[i].first * mini[x].second;
+          }
+        }
+        size_t best = first_alive;
+        float best_score = 0.0f;
+        for (uint32_t c : reached) {
+          if (alive[c] && (score[c] > best_score || (score[c] == best_score && c < best)))
+            best = c, best_score = score[c];
+          score[c] = 0.0f;
+          hit[c] = 0;
+        }
         return best;
       };
       std::vector<uint32_t> assign(len);
@@ -253,9 +364,11 @@ void SparseIndex::prune_and_block(int threads) {
       for (size_t c = 0; c < nc; ++c) survivors += size[c] > p_.min_cluster_size;
       if (survivors > 0 && survivors < nc) {
         for (size_t c = 0; c < nc; ++c) alive[c] = size[c] > p_.min_cluster_size;
+        first_alive = size_t(std::find(alive.begin(), alive.end(), 1) - alive.begin());
         for (size_t i = 0; i < len; ++i)
           if (!alive[assign[i]]) assign[i] = uint32_t(best_centroid(docs[i]));
       }
+      for (uint32_t k : terms) head[k] = count[k] = 0;
       // Blocks ordered by their centroid's document id, documents in list order.
       std::vector<uint32_t> cl(nc);
       std::iota(cl.begin(), cl.end(), 0u);
@@ -269,16 +382,23 @@ void SparseIndex::prune_and_block(int threads) {
       std::vector<std::pair<float, uint32_t>> entries;
       for (uint32_t c : cl) {
         if (members[c].empty()) continue;
+        const uint64_t block = out.block_len.size();
         out.postings.insert(out.postings.end(), members[c].begin(), members[c].end());
-        out.block_len.push_back(int64_t(members[c].size()));
+        out.block_len.push_back(uint32_t(members[c].size()));
         // Summary: coordinate-wise max, cut to summary_energy of its L1 mass, 8 bits.
         touched.clear();
-        for (uint32_t doc : members[c])
-          for (int64_t e = doc_ptr_[doc]; e < doc_ptr_[doc + 1]; ++e) {
-            const size_t k = comp(size_t(e));
-            if (acc[k] == 0.0f) touched.push_back(uint32_t(k));
-            acc[k] = std::max(acc[k], std::max(val[e], 1e-30f));
+        auto take = [&](size_t k, float v) {
+          if (acc[k] == 0.0f) touched.push_back(uint32_t(k));
+          acc[k] = std::max(acc[k], std::max(v, 1e-30f));
+        };
+        for (uint32_t doc : members[c]) {
+          if (p_.summary_cut > 0) {
+            for (int64_t e = top_ptr[doc]; e < top_ptr[doc] + summary_len(doc); ++e)
+              take(top_all[size_t(e)].second, top_all[size_t(e)].first);
+          } else {
+            for (int64_t e = doc_ptr[doc]; e < doc_ptr[doc + 1]; ++e) take(comp(size_t(e)), val[e]);
           }
+        }
         entries.clear();
         double mass = 0.0;
         for (uint32_t k : touched) {
@@ -286,113 +406,259 @@ void SparseIndex::prune_and_block(int threads) {
           mass += acc[k];
           acc[k] = 0.0f;
         }
-        std::sort(entries.begin(), entries.end(), heavier);
-        size_t keep = 0;
-        double run = 0.0;
-        while (keep < entries.size() && run < p_.summary_energy * mass) run += entries[keep++].first;
-        entries.resize(std::max<size_t>(keep, 1));
-        std::sort(entries.begin(), entries.end(),
-                  [](const auto& a, const auto& b) { return a.second < b.second; });
-        float lo = entries[0].first, hi = entries[0].first;
+        entries.resize(std::max<size_t>(1, heaviest_prefix(entries, p_.summary_energy * mass)));
+        float hi = 0.0f;
+        for (const auto& en : entries) hi = std::max(hi, en.first);
+        // codes times hi / 255, rounded up: the summary stays an upper bound of the maxima
+        const float step = hi / 255.0f;
         for (const auto& en : entries) {
-          lo = std::min(lo, en.first);
-          hi = std::max(hi, en.first);
+          uint32_t code = std::min(255u, uint32_t(std::ceil(en.first / step)));
+          if (code < 255 && float(code) * step < en.first) ++code;
+          out.sum.push_back(uint64_t(en.second) << 24 | block << 8 | code);
         }
-        const float step = (hi - lo) / 255.0f;
-        for (const auto& en : entries) {
-          out.sum_comp.push_back(en.second);
-          // round up: the summary stays an upper bound of the block's maxima (up to f16)
-          out.sum_code.push_back(step > 0.0f ? uint8_t(std::min(255.0f, std::ceil((en.first - lo) / step)))
-                                             : uint8_t(0));
-        }
-        out.sum_len.push_back(int64_t(entries.size()));
-        out.bmin.push_back(lo);
-        out.bstep.push_back(step);
+        out.step.push_back(step);
       }
+      // Transpose: entries grouped by term (ascending), blocks ascending within a term (a
+      // counting sort through the worker's dense arrays, which are left zeroed).
+      terms.clear();
+      for (uint64_t x : out.sum)
+        if (count[x >> 24]++ == 0) terms.push_back(uint32_t(x >> 24));
+      std::sort(terms.begin(), terms.end());
+      uint32_t at = 0;
+      for (uint32_t k : terms) {
+        head[k] = at;
+        at += std::exchange(count[k], 0);
+      }
+      std::vector<uint64_t> sorted(out.sum.size());
+      for (uint64_t x : out.sum) sorted[head[x >> 24]++] = x;
+      for (uint32_t k : terms) head[k] = 0;
+      out.sum = std::move(sorted);
     }
+    progress_->fetch_add(t_end - task * kListsPerTask);
   });
-  list_ptr_.assign(dim_ + 1, 0);
-  block_ptr_.assign(1, 0);
-  sum_ptr_.assign(1, 0);
-  postings_.clear();
-  sum_comp_.clear();
-  sum_code_.clear();
-  block_min_.clear();
-  block_step_.clear();
+
+  // Concatenate the lists in term order.
+  std::vector<int64_t> list_ptr(dim_ + 1, 0), sdict_ptr(dim_ + 1, 0), sent_ptr(dim_ + 1, 0);
+  size_t nblk = 0, npost = 0, ndict = 0, nent = 0;
+  for (size_t t = 0; t < dim_; ++t) {
+    const ListOut& l = lists[t];
+    nblk += l.block_len.size();
+    npost += l.postings.size();
+    nent += l.sum.size();
+    for (size_t i = 0; i < l.sum.size(); ++i) ndict += i == 0 || (l.sum[i] >> 24) != (l.sum[i - 1] >> 24);
+  }
+  require(npost < (size_t(1) << 32) && nent < (size_t(1) << 32),
+          "more than 2^32 postings or summary entries: raise pruning (lower n_postings)");
+  std::vector<uint32_t> block_ptr{0}, postings, soff;
+  std::vector<float> step;
+  std::vector<uint32_t> sterm;
+  std::vector<uint16_t> sblock;
+  std::vector<uint8_t> scode;
+  block_ptr.reserve(nblk + 1);
+  postings.reserve(npost);
+  step.reserve(nblk);
+  sterm.reserve(ndict);
+  soff.reserve(ndict + dim_);
+  sblock.reserve(nent);
+  scode.reserve(nent);
   for (size_t t = 0; t < dim_; ++t) {
     ListOut& l = lists[t];
-    postings_.insert(postings_.end(), l.postings.begin(), l.postings.end());
-    sum_comp_.insert(sum_comp_.end(), l.sum_comp.begin(), l.sum_comp.end());
-    sum_code_.insert(sum_code_.end(), l.sum_code.begin(), l.sum_code.end());
-    block_min_.insert(block_min_.end(), l.bmin.begin(), l.bmin.end());
-    block_step_.insert(block_step_.end(), l.bstep.begin(), l.bstep.end());
-    for (size_t b = 0; b < l.block_len.size(); ++b) {
-      block_ptr_.push_back(block_ptr_.back() + l.block_len[b]);
-      sum_ptr_.push_back(sum_ptr_.back() + l.sum_len[b]);
+    postings.insert(postings.end(), l.postings.begin(), l.postings.end());
+    step.insert(step.end(), l.step.begin(), l.step.end());
+    for (uint32_t len : l.block_len) block_ptr.push_back(block_ptr.back() + len);
+    for (size_t i = 0; i < l.sum.size(); ++i) {
+      if (i == 0 || (l.sum[i] >> 24) != (l.sum[i - 1] >> 24)) {
+        sterm.push_back(uint32_t(l.sum[i] >> 24));
+        soff.push_back(uint32_t(i));
+      }
+      sblock.push_back(uint16_t(l.sum[i] >> 8));
+      scode.push_back(uint8_t(l.sum[i]));
     }
-    list_ptr_[t + 1] = int64_t(block_min_.size());
+    soff.push_back(uint32_t(l.sum.size()));
+    list_ptr[t + 1] = int64_t(step.size());
+    sdict_ptr[t + 1] = int64_t(sterm.size());
+    sent_ptr[t + 1] = int64_t(sblock.size());
     l = ListOut();
   }
+  s_.list_ptr = std::move(list_ptr);
+  s_.block_ptr = std::move(block_ptr);
+  if (nnz < (size_t(1) << 32)) {
+    std::vector<uint32_t> off(postings.size());
+    for (size_t i = 0; i < off.size(); ++i) off[i] = uint32_t(doc_ptr[postings[i]]);
+    s_.postoff = std::move(off);
+  } else {
+    s_.postoff = Buffer<uint32_t>();
+  }
+  s_.postings = std::move(postings);
+  s_.block_step = std::move(step);
+  s_.sdict_ptr = std::move(sdict_ptr);
+  s_.sent_ptr = std::move(sent_ptr);
+  s_.sterm16 = Buffer<uint16_t>();
+  s_.sterm32 = Buffer<uint32_t>();
+  if (dim_ <= 65536)
+    s_.sterm16 = std::vector<uint16_t>(sterm.begin(), sterm.end());
+  else
+    s_.sterm32 = std::move(sterm);
+  s_.soff = std::move(soff);
+  s_.sblock = std::move(sblock);
+  s_.scode = std::move(scode);
 }
 
-SparseIndex::State SparseIndex::state() const {
-  State s;
-  s.doc_ptr = doc_ptr_;
-  s.comp = comp16_.empty() ? comp32_ : std::vector<uint32_t>(comp16_.begin(), comp16_.end());
-  s.val16 = val16_;
-  s.val8 = val8_;
-  s.doc_scale = doc_scale_;
-  s.list_ptr = list_ptr_;
-  s.block_ptr = block_ptr_;
-  s.sum_ptr = sum_ptr_;
-  s.postings = postings_;
-  s.sum_comp = sum_comp_;
-  s.sum_code = sum_code_;
-  s.block_min = block_min_;
-  s.block_step = block_step_;
-  return s;
-}
-
-void SparseIndex::restore(State s) {
-  auto offsets_ok = [](const std::vector<int64_t>& p, size_t total) {
-    if (p.empty() || p[0] != 0 || size_t(p.back()) != total) return false;
+void SparseIndex::restore(State s, bool check_contents) {
+  auto offsets_ok = [](const auto& p, size_t count, size_t total) {
+    if (p.size() != count || p[0] != 0 || size_t(p.back()) != total) return false;
     for (size_t i = 1; i < p.size(); ++i)
       if (p[i] < p[i - 1]) return false;
     return true;
   };
-  const size_t n = s.doc_ptr.empty() ? 0 : s.doc_ptr.size() - 1, nnz = s.comp.size();
-  const size_t nb = s.block_min.size();
-  require(offsets_ok(s.doc_ptr, nnz), "restore: bad document offsets");
+  const size_t n = s.doc_ptr.empty() ? 0 : s.doc_ptr.size() - 1;
+  const bool narrow = dim_ <= 65536;
+  const size_t nnz = narrow ? s.comp16.size() : s.comp32.size();
+  const size_t nb = s.block_step.size(), ndict = narrow ? s.sterm16.size() : s.sterm32.size();
+  const size_t nent = s.sblock.size();
+  require(n > 0 && offsets_ok(s.doc_ptr, n + 1, nnz), "restore: bad document offsets");
+  require(narrow ? s.comp32.empty() && s.sterm32.empty() : s.comp16.empty() && s.sterm16.empty(),
+          "restore: term ids of the wrong width");
   require(p_.u8_values ? s.val8.size() == nnz && s.doc_scale.size() == n && s.val16.empty()
                        : s.val16.size() == nnz && s.val8.empty(),
           "restore: values do not match the offsets");
-  require(s.list_ptr.size() == dim_ + 1 && offsets_ok(s.list_ptr, nb),
-          "restore: bad list offsets");
-  require(s.block_ptr.size() == nb + 1 && offsets_ok(s.block_ptr, s.postings.size()) &&
-              s.sum_ptr.size() == nb + 1 && offsets_ok(s.sum_ptr, s.sum_comp.size()) &&
-              s.sum_code.size() == s.sum_comp.size() && s.block_step.size() == nb,
-          "restore: bad blocks");
-  for (uint32_t c : s.comp) require(c < dim_, "restore: term id out of range");
-  for (uint32_t c : s.sum_comp) require(c < dim_, "restore: summary term out of range");
-  for (uint32_t d : s.postings) require(d < n, "restore: posting out of range");
-  doc_ptr_ = std::move(s.doc_ptr);
-  comp16_.clear();
-  comp32_.clear();
-  if (dim_ <= 65536)
-    comp16_.assign(s.comp.begin(), s.comp.end());
-  else
-    comp32_ = std::move(s.comp);
-  val16_ = std::move(s.val16);
-  val8_ = std::move(s.val8);
-  doc_scale_ = std::move(s.doc_scale);
-  list_ptr_ = std::move(s.list_ptr);
-  block_ptr_ = std::move(s.block_ptr);
-  sum_ptr_ = std::move(s.sum_ptr);
-  postings_ = std::move(s.postings);
-  sum_comp_ = std::move(s.sum_comp);
-  sum_code_ = std::move(s.sum_code);
-  block_min_ = std::move(s.block_min);
-  block_step_ = std::move(s.block_step);
+  require(offsets_ok(s.list_ptr, dim_ + 1, nb), "restore: bad list offsets");
+  require(offsets_ok(s.block_ptr, nb + 1, s.postings.size()), "restore: bad block offsets");
+  require(s.postoff.empty() || s.postoff.size() == s.postings.size(),
+          "restore: posting offsets do not match the postings");
+  require(offsets_ok(s.sdict_ptr, dim_ + 1, ndict) && offsets_ok(s.sent_ptr, dim_ + 1, nent) &&
+              s.scode.size() == nent && s.soff.size() == ndict + dim_,
+          "restore: bad summary offsets");
+  for (size_t t = 0; t < dim_; ++t) {
+    const uint32_t* off = s.soff.data() + s.sdict_ptr[t] + t;
+    const size_t m = size_t(s.sdict_ptr[t + 1] - s.sdict_ptr[t]);
+    require(off[0] == 0 && off[m] == uint64_t(s.sent_ptr[t + 1] - s.sent_ptr[t]) &&
+                std::is_sorted(off, off + m + 1) &&
+                s.list_ptr[t + 1] - s.list_ptr[t] <= int64_t(kMaxBlocksPerList),
+            "restore: bad summary offsets");
+  }
+  if (check_contents) {
+    auto below = [](const auto& buf, size_t bound) {
+      for (size_t i = 0; i < buf.size(); ++i)
+        if (size_t(buf[i]) >= bound) return false;
+      return true;
+    };
+    require(below(s.comp16, dim_) && below(s.comp32, dim_) && below(s.sterm16, dim_) &&
+                below(s.sterm32, dim_),
+            "restore: term id out of range");
+    require(below(s.postings, n), "restore: posting out of range");
+    for (size_t i = 0; i < s.postoff.size(); ++i)
+      require(s.postoff[i] == uint64_t(s.doc_ptr[s.postings[i]]), "restore: bad posting offset");
+    for (size_t t = 0; t < dim_; ++t)
+      for (int64_t e = s.sent_ptr[t]; e < s.sent_ptr[t + 1]; ++e)
+        require(s.sblock[size_t(e)] < s.list_ptr[t + 1] - s.list_ptr[t],
+                "restore: summary block out of range");
+  }
+  s_ = std::move(s);
+}
+
+template <class Comp, class Term>
+void SparseIndex::search_one(const Comp* comp, const Term* sterm, const int64_t* qptr,
+                             const int32_t* qidx, const float* qval, size_t i, size_t k,
+                             size_t query_cut, float heap_factor, bool exact, SparseScratch& s,
+                             const Kernels& kr, float* scores, int64_t* labels) const {
+  const size_t n = ndocs();
+  if (s.q.empty()) {
+    s.q.assign(qdense_size(), 0.0f);
+    s.seen.assign(n, 0);
+    s.acc.assign(kMaxBlocksPerList + 1, 0.0f);
+  }
+  if (++s.epoch == 0) {  // wrapped: clear the marks
+    std::fill(s.seen.begin(), s.seen.end(), uint8_t(0));
+    s.epoch = 1;
+  }
+  for (int64_t e = qptr[i]; e < qptr[i + 1]; ++e) s.q[qidx[e]] = qval[e];
+  TopKSet heap(1, k);
+  if (exact) {
+    for (size_t d = 0; d < n; ++d) heap.push(0, doc_dot(comp, d, s.q.data(), kr), int64_t(d));
+  } else {
+    s.terms.clear();
+    for (int64_t e = qptr[i]; e < qptr[i + 1]; ++e)
+      if (qval[e] > 0.0f) s.terms.emplace_back(qval[e], uint32_t(qidx[e]));
+    const size_t cut = std::min(s.terms.size(), query_cut);
+    std::partial_sort(s.terms.begin(), s.terms.begin() + cut, s.terms.end(), heavier);
+    const uint32_t* postings = s_.postings.data();
+    const uint32_t* postoff = s_.postoff.empty() ? nullptr : s_.postoff.data();
+    // bytes of term ids to prefetch per document: the average row, at most 8 cache lines
+    const size_t doc_bytes =
+        std::min<size_t>(512, (nnz() / std::max<size_t>(1, n) + 1) * sizeof(Comp));
+    const uint32_t* block_ptr = s_.block_ptr.data();
+    // Appends the summary scores of list t's blocks to s.blocks: the list's summary terms
+    // met by the query's (both ascending).
+    auto summarize = [&](uint32_t t) {
+      const int64_t b0 = s_.list_ptr[t];
+      const size_t nb = size_t(s_.list_ptr[t + 1] - b0);
+      if (nb == 0) return;
+      float* acc = s.acc.data();
+      std::fill(acc, acc + nb, 0.0f);
+      const Term* dict = sterm + s_.sdict_ptr[t];
+      const size_t m = size_t(s_.sdict_ptr[t + 1] - s_.sdict_ptr[t]);
+      const uint32_t* off = s_.soff.data() + s_.sdict_ptr[t] + t;
+      const uint16_t* blk = s_.sblock.data() + s_.sent_ptr[t];
+      const uint8_t* code = s_.scode.data() + s_.sent_ptr[t];
+      size_t j = 0;
+      for (int64_t e = qptr[i]; e < qptr[i + 1] && j < m; ++e) {
+        const uint32_t term = uint32_t(qidx[e]);
+        // forward in strides of 64 terms (a prefetch-friendly walk of a large dictionary
+        // instead of scattered binary-search probes), then a binary search in the stride
+        while (j + 64 < m && uint32_t(dict[j + 64]) < term) j += 64;
+        j = size_t(std::lower_bound(dict + j, dict + std::min(m, j + 65), term,
+                                    [](Term a, uint32_t b) { return uint32_t(a) < b; }) - dict);
+        if (j == m || uint32_t(dict[j]) != term) continue;
+        const float qv = qval[e];
+        for (uint32_t x = off[j]; x < off[j + 1]; ++x) acc[blk[x]] += qv * float(code[x]);
+      }
+      const float* step = s_.block_step.data() + b0;
+      for (size_t b = 0; b < nb; ++b) s.blocks.emplace_back(acc[b] * step[b], b0 + int64_t(b));
+    };
+    // Scores a block's unseen documents (postings clamped: a corrupt mapped file gives wrong
+    // results, not wild reads), their entries prefetched a few documents ahead from the
+    // postings' stored offsets.
+    auto visit = [&](int64_t b) {
+      const uint32_t last = uint32_t(n - 1);
+      s.docs.clear();
+      s.offs.clear();
+      for (uint32_t p = block_ptr[b]; p < block_ptr[b + 1]; ++p) {
+        const uint32_t doc = std::min(postings[p], last);
+        if (s.seen[doc] == s.epoch) continue;
+        s.seen[doc] = s.epoch;
+        s.docs.push_back(doc);
+        s.offs.push_back(postoff ? postoff[p] : size_t(s_.doc_ptr[doc]));
+        __builtin_prefetch(s_.doc_ptr.data() + doc);
+      }
+      const size_t nd = s.docs.size();
+      for (size_t j = 0; j < std::min(nd, kPrefetchAhead); ++j)
+        prefetch_doc(comp, s.offs[j], doc_bytes);
+      for (size_t j = 0; j < nd; ++j) {
+        if (j + kPrefetchAhead < nd) prefetch_doc(comp, s.offs[j + kPrefetchAhead], doc_bytes);
+        heap.push(0, doc_dot(comp, s.docs[j], s.q.data(), kr), int64_t(s.docs[j]));
+      }
+    };
+    auto skip = [&](float sd) {
+      const float theta = heap.threshold(0);
+      return std::isfinite(theta) && sd < heap_factor * theta;
+    };
+    s.blocks.clear();
+    for (size_t ti = 0; ti < cut; ++ti) summarize(s.terms[ti].second);
+    // Blocks in decreasing summary score, popped from a heap: the loop ends at the first
+    // block below heap_factor * theta (theta only rises), long before most are ordered.
+    auto lighter = [](const std::pair<float, int64_t>& a, const std::pair<float, int64_t>& b) {
+      return heavier(b, a);
+    };
+    std::make_heap(s.blocks.begin(), s.blocks.end(), lighter);
+    for (auto end = s.blocks.end(); end != s.blocks.begin(); --end) {
+      std::pop_heap(s.blocks.begin(), end, lighter);
+      if (skip((end - 1)->first)) break;
+      visit((end - 1)->second);
+    }
+  }
+  for (int64_t e = qptr[i]; e < qptr[i + 1]; ++e) s.q[qidx[e]] = 0.0f;
+  heap.write_sorted(0, scores + i * k, labels + i * k, -std::numeric_limits<float>::infinity());
 }
 
 void SparseIndex::search(const int64_t* qptr, const int32_t* qidx, const float* qval, size_t nq,
@@ -402,58 +668,17 @@ void SparseIndex::search(const int64_t* qptr, const int32_t* qidx, const float* 
   require(query_cut > 0, "query_cut must be >= 1");
   require(std::isfinite(heap_factor) && heap_factor > 0.0f, "heap_factor must be positive");
   validate_csr(qptr, qidx, qval, nq, dim_, "queries");
-  const size_t n = ndocs();
   const int nworkers = int(std::max<size_t>(1, std::min<size_t>(nq, resolve_threads(threads))));
-  std::vector<Scratch> scratch(static_cast<size_t>(nworkers));
+  std::vector<SparseScratch> scratch(static_cast<size_t>(nworkers));
+  const Kernels& kr = kernels(active_isa());
+
   parallel_for(nq, nworkers, [&](size_t i, size_t w) {
-    Scratch& s = scratch[w];
-    if (s.q.empty()) {
-      s.q.assign(dim_, 0.0f);
-      s.seen.assign(n, 0);
-    }
-    if (++s.epoch == 0) {  // wrapped: clear the marks
-      std::fill(s.seen.begin(), s.seen.end(), 0u);
-      s.epoch = 1;
-    }
-    for (int64_t e = qptr[i]; e < qptr[i + 1]; ++e) s.q[qidx[e]] = qval[e];
-    TopKSet heap(1, k);
-    auto visit = [&](uint32_t doc) {
-      if (s.seen[doc] == s.epoch) return;
-      s.seen[doc] = s.epoch;
-      heap.push(0, doc_dot(doc, s.q.data()), int64_t(doc));
-    };
-    if (exact) {
-      for (size_t d = 0; d < n; ++d) heap.push(0, doc_dot(d, s.q.data()), int64_t(d));
-    } else {
-      std::vector<std::pair<float, uint32_t>> terms;
-      for (int64_t e = qptr[i]; e < qptr[i + 1]; ++e)
-        if (qval[e] > 0.0f) terms.emplace_back(qval[e], uint32_t(qidx[e]));
-      const size_t cut = std::min(terms.size(), query_cut);
-      std::partial_sort(terms.begin(), terms.begin() + cut, terms.end(),
-                        heavier);
-      std::vector<std::pair<float, int64_t>> blocks;
-      for (size_t ti = 0; ti < cut; ++ti) {
-        const uint32_t t = terms[ti].second;
-        blocks.clear();
-        for (int64_t b = list_ptr_[t]; b < list_ptr_[t + 1]; ++b) {
-          float sd = 0.0f;
-          const float lo = block_min_[b], st = block_step_[b];
-          for (int64_t e = sum_ptr_[b]; e < sum_ptr_[b + 1]; ++e)
-            sd += s.q[sum_comp_[e]] * (lo + float(sum_code_[e]) * st);
-          blocks.emplace_back(sd, b);
-        }
-        // The heaviest term's blocks in decreasing summary score: the threshold rises early.
-        if (ti == 0)
-          std::sort(blocks.begin(), blocks.end(), heavier);
-        for (const auto& [sd, b] : blocks) {
-          const float theta = heap.threshold(0);
-          if (std::isfinite(theta) && sd < heap_factor * theta) continue;
-          for (int64_t p = block_ptr_[b]; p < block_ptr_[b + 1]; ++p) visit(postings_[p]);
-        }
-      }
-    }
-    for (int64_t e = qptr[i]; e < qptr[i + 1]; ++e) s.q[qidx[e]] = 0.0f;
-    heap.write_sorted(0, scores + i * k, labels + i * k, -std::numeric_limits<float>::infinity());
+    if (dim_ <= 65536)
+      search_one(s_.comp16.data(), s_.sterm16.data(), qptr, qidx, qval, i, k, query_cut,
+                 heap_factor, exact, scratch[w], kr, scores, labels);
+    else
+      search_one(s_.comp32.data(), s_.sterm32.data(), qptr, qidx, qval, i, k, query_cut,
+                 heap_factor, exact, scratch[w], kr, scores, labels);
   });
 }
 
