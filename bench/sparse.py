@@ -211,6 +211,9 @@ def main(argv=None):
     p.add_argument("--summary-cut", type=int, default=32,
                    help="also build quanta with this summary_cut (0: only the default build)")
     p.add_argument("--skip-seismic", action="store_true")
+    p.add_argument("--knn", type=int, default=0,
+                   help="also compare kNN-graph refinement: quanta and pyseismic-lsr built "
+                        "with this many neighbours, searched with n_knn = it")
     p.add_argument("--plot", help="write the recall/QPS chart to this PNG")
     p.add_argument("--replot", metavar="RESULTS_MD",
                    help="only redraw --plot from a saved results file (bench/results/sparse_*.md)")
@@ -232,20 +235,25 @@ def main(argv=None):
     variants = {"quanta": {}}
     if args.summary_cut:
         variants[f"quanta sc{args.summary_cut}"] = {"summary_cut": args.summary_cut}
+    if args.knn:  # built on all threads only (the graph searches every document)
+        variants[f"quanta sc{args.summary_cut} knn{args.knn}"] = {
+            "summary_cut": args.summary_cut or None, "knn": args.knn}
     indexes, build_s = {}, {}
     for name, extra in variants.items():
         times = []
-        for threads in (1, 0):
+        for threads in ((0,) if "knn" in extra else (1, 0)):
             qi = quanta.SparseIndex(**build, **extra, values=args.values)
             t0 = time.perf_counter()
             qi.add(docs, threads=threads)
             times.append(time.perf_counter() - t0)
+        if len(times) == 1:
+            times.insert(0, float("nan"))
         indexes[name], build_s[name] = qi, times
         print(f"{name} build: {times[0]:.1f} s (1 thread), {times[1]:.1f} s (all "
               f"{os.cpu_count()}); memory {qi.memory_usage / 2**20:.1f} MiB (f32 CSR "
               f"{csr_bytes / 2**20:.1f} MiB, {qi.memory_usage / csr_bytes:.2f}x)")
 
-    se = None
+    seismics = {}
     rows = {}
     if not args.skip_seismic:
         import seismic
@@ -253,8 +261,13 @@ def main(argv=None):
             sb1, _ = seismic_build(docs, dim, build, 1, tmp)
             sb_all, path = seismic_build(docs, dim, build, os.cpu_count(), tmp)
             cls = seismic.SeismicIndexRaw if dim <= 65536 else seismic.SeismicIndexRawLV
-            se = cls.load(path)
+            seismics["pyseismic-lsr"] = (cls.load(path), 0)
             fsize = os.path.getsize(path)
+            if args.knn:
+                sbk, path = seismic_build(docs, dim, {**build, "nknn": args.knn},
+                                          os.cpu_count(), tmp)
+                seismics[f"pyseismic-lsr knn{args.knn}"] = (cls.load(path), args.knn)
+                print(f"pyseismic-lsr knn{args.knn} build: {sbk:.1f} s (all threads)")
             qpath = os.path.join(tmp, "queries.bin")
             quanta.sparse.write_inner_binary(qpath, queries)
             qdata = open(qpath, "rb").read()
@@ -264,7 +277,8 @@ def main(argv=None):
         print(f"pyseismic-lsr build: {sb1:.1f} s (1 thread), {sb_all:.1f} s (all); saved index "
               f"{fsize / 2**20:.1f} MiB ({fsize / csr_bytes:.2f}x CSR)")
         for name, (b1, ball) in build_s.items():
-            print(f"  {name}: builds {sb1 / b1:.1f}x faster on 1 thread; its all-thread build "
+            one = "" if b1 != b1 else f"builds {sb1 / b1:.1f}x faster on 1 thread; "
+            print(f"  {name}: {one}its all-thread build "
                   f"takes 1/{sb1 / ball:.1f} of pyseismic-lsr's single-thread build; memory "
                   f"{indexes[name].memory_usage / fsize:.2f}x pyseismic-lsr's saved index")
         q_rows = [(t.astype(np.int32), v.astype(np.float32)) for t, v in csr_rows(queries)]
@@ -273,23 +287,23 @@ def main(argv=None):
     print("|---|---:|---:|---:|---:|---:|")
     for qc, hf in SWEEP:
         for name, qi in indexes.items():
+            nk = qi.params["knn"]
             t0 = time.perf_counter()
-            I = qi.search(queries, 10, qc, hf, threads=1).ids
+            I = qi.search(queries, 10, qc, hf, n_knn=nk, threads=1).ids
             t1 = time.perf_counter() - t0
             t0 = time.perf_counter()
-            qi.search(queries, 10, qc, hf)
+            qi.search(queries, 10, qc, hf, n_knn=nk)
             ta = time.perf_counter() - t0
             rows.setdefault(name, []).append((qc, hf, recall_ties(I, S), nq / t1, nq / ta))
-        if se is not None:
+        for name, (se, nk) in seismics.items():
             t0 = time.perf_counter()
-            res = [se.search(t, v, 10, qc, hf, 0, True) for t, v in q_rows]
+            res = [se.search(t, v, 10, qc, hf, nk, True) for t, v in q_rows]
             s1 = time.perf_counter() - t0
             Is = [[int(d) for _, d in r] for r in res]
             t0 = time.perf_counter()
-            se.batch_search(qfile.name, 10, qc, hf, 0, True)
+            se.batch_search(qfile.name, 10, qc, hf, nk, True)
             sa = time.perf_counter() - t0
-            rows.setdefault("pyseismic-lsr", []).append((qc, hf, recall_ties(Is, S), nq / s1,
-                                                          nq / sa))
+            rows.setdefault(name, []).append((qc, hf, recall_ties(Is, S), nq / s1, nq / sa))
         for name in rows:
             qc_, hf_, r, a, b = rows[name][-1]
             print(f"| {name} | {qc_} | {hf_} | {r:.3f} | {a:,.0f} | {b:,.0f} |")
@@ -303,9 +317,12 @@ def main(argv=None):
         for name, pts in rows.items():
             ok = [pt for pt in pts if pt[2] >= target]
             best[name] = max(ok, key=lambda pt: pt[3]) if ok else None
-        s = best.get("pyseismic-lsr")
-        fs = f"{s[3]:,.0f} / {s[4]:,.0f} ({s[0]}, {s[1]}, {s[2]:.3f})" if s else "not reached"
         for name in indexes:
+            peer = f"pyseismic-lsr knn{args.knn}" if "knn" in name else "pyseismic-lsr"
+            s = best.get(peer)
+            fs = f"{s[3]:,.0f} / {s[4]:,.0f} ({s[0]}, {s[1]}, {s[2]:.3f})" if s else "not reached"
+            if peer != "pyseismic-lsr":
+                fs = f"{peer}: {fs}"
             q = best.get(name)
             fq = f"{q[3]:,.0f} / {q[4]:,.0f} ({q[0]}, {q[1]}, {q[2]:.3f})" if q else "not reached"
             ratio = f"{q[3] / s[3]:.2f} | {q[4] / s[4]:.2f}" if q and s else "- | -"

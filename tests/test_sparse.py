@@ -233,7 +233,7 @@ def test_bad_input():
     with pytest.raises(ValueError, match="summary_energy"):
         quanta.SparseIndex(summary_energy=0.0)
     with pytest.raises(ValueError, match="knn"):
-        quanta.SparseIndex(knn=10)
+        quanta.SparseIndex(knn=-1)
     index.add(ok)
     with pytest.raises(ValueError, match="static"):
         index.add(ok)
@@ -243,6 +243,8 @@ def test_bad_input():
         index.search(ok, 2, heap_factor=0)
     with pytest.raises(ValueError, match="query_cut"):
         index.search(ok, 2, query_cut=0)
+    with pytest.raises(ValueError, match="n_knn"):
+        index.search(ok, 2, n_knn=1)  # built without a graph
     # empty documents are kept (they score 0); k beyond the index pads with -1
     empty = quanta.SparseIndex()
     empty.add((np.array([0, 1, 1, 2]), np.array([3, 5]), np.array([1.0, 2.0], np.float32)))
@@ -271,3 +273,26 @@ def test_summary_cut_and_progress(data, tmp_path, capsys):
     np.testing.assert_array_equal(back.search(Q, 10, 8, 0.9).ids, cut.search(Q, 10, 8, 0.9).ids)
     with pytest.raises(ValueError, match="summary_cut"):
         quanta.SparseIndex(summary_cut=0)
+
+
+def test_knn_graph(data, tmp_path):
+    """The graph holds each document's near neighbours (by the index's own search), and
+    evaluating the results' neighbours never lowers recall; it is saved with the index."""
+    X, Q = data
+    index = quanta.SparseIndex(n_postings=40, knn=8)
+    index.add(X)
+    graph = np.asarray(index._index.state()["knn"]).reshape(X.shape[0], 8)
+    assert (graph < X.shape[0]).mean() > 0.99
+    _, Inn = index.search(X[:200], 9, exact=True)  # true neighbours, the document first
+    hits = np.mean([len(set(graph[d]) & set(Inn[d, 1:])) / 8 for d in range(200)])
+    assert hits > 0.7, hits
+    _, It = index.search(Q, 10, exact=True)
+    base = [recall(index.search(Q, 10, qc, 0.9).ids, It) for qc in (1, 2, 4)]
+    refined = [recall(index.search(Q, 10, qc, 0.9, n_knn=8).ids, It) for qc in (1, 2, 4)]
+    assert all(r >= b for r, b in zip(refined, base)) and refined[0] > base[0], (base, refined)
+    index.save(tmp_path / "g.qnt")
+    for back in (quanta.load(tmp_path / "g.qnt"), quanta.load(tmp_path / "g.qnt", mmap=True)):
+        np.testing.assert_array_equal(back.search(Q, 10, 2, 0.9, n_knn=8).ids,
+                                      index.search(Q, 10, 2, 0.9, n_knn=8).ids)
+    with pytest.raises(ValueError, match="n_knn"):
+        index.search(Q, 10, n_knn=9)

@@ -44,7 +44,8 @@ void bind_sparse(py::module_& m) {
   py::class_<SparseIndex>(m, "SparseIndex")
       .def(py::init([](size_t dim, size_t n_postings, float centroid_fraction,
                        size_t min_cluster_size, float summary_energy, float max_fraction,
-                       size_t doc_cut, size_t summary_cut, bool u8_values, uint64_t seed) {
+                       size_t doc_cut, size_t summary_cut, size_t knn, bool u8_values,
+                       uint64_t seed) {
              SparseParams p;
              p.n_postings = n_postings;
              p.centroid_fraction = centroid_fraction;
@@ -53,13 +54,15 @@ void bind_sparse(py::module_& m) {
              p.max_fraction = max_fraction;
              p.doc_cut = doc_cut;
              p.summary_cut = summary_cut;
+             p.knn = knn;
              p.u8_values = u8_values;
              p.seed = seed;
              return SparseIndex(dim, p);
            }),
            py::arg("dim"), py::arg("n_postings"), py::arg("centroid_fraction"),
            py::arg("min_cluster_size"), py::arg("summary_energy"), py::arg("max_fraction"),
-           py::arg("doc_cut"), py::arg("summary_cut"), py::arg("u8_values"), py::arg("seed"))
+           py::arg("doc_cut"), py::arg("summary_cut"), py::arg("knn"),
+           py::arg("u8_values"), py::arg("seed"))
       .def_property_readonly("ndocs", &SparseIndex::ndocs)
       .def_property_readonly("nnz", &SparseIndex::nnz)
       .def_property_readonly("npostings", &SparseIndex::npostings)
@@ -108,11 +111,16 @@ void bind_sparse(py::module_& m) {
       }, py::arg("state"), py::arg("borrow") = false, py::arg("check_contents") = true)
       .def("search", [](const SparseIndex& self, const py::array& indptr, const py::array& indices,
                         const py::array& values, size_t k, size_t query_cut, float heap_factor,
-                        bool exact, int threads) {
+                        bool exact, size_t n_knn, int threads) {
         const Csr c = csr(indptr, indices, values, "queries");
+        SparseSearch p;
+        p.k = k;
+        p.query_cut = query_cut;
+        p.heap_factor = heap_factor;
+        p.exact = exact;
+        p.n_knn = n_knn;
         return results_into(c.n, k, [&](float* dp, int64_t* ip) {
-          self.search(c.ptr, c.idx, c.val, c.n, k, query_cut, heap_factor, exact, threads, dp,
-                      ip);
+          self.search(c.ptr, c.idx, c.val, c.n, p, threads, dp, ip);
         });
       });
 }

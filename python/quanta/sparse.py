@@ -24,6 +24,11 @@ times the current k-th best score; visited blocks' documents are scored exactly 
 whole query. Lower ``heap_factor`` and higher ``query_cut`` raise recall and cost. Batches
 run on all cores (``threads``, GIL released), results in query order.
 
+kNN graph (``knn`` > 0): at build time every document is searched as a query on the finished
+index (query_cut 10, heap_factor 0.9) and its ``knn`` best other results are kept; at search
+time ``n_knn`` neighbours of each result are scored after the block loop, which lets a small
+query_cut reach the recall of a larger one.
+
 Files: ``add`` and ``search`` also take paths: JSONL rows of the Seismic tools (``{"id",
 "content", "vector": {token: weight}}``, the vocabulary kept with the index) or their inner
 binary format (u32 row count, then per row u32 n, n u32 term ids, n f32 values); see
@@ -46,7 +51,7 @@ from ._validate import as_k, as_threads
 from .flat import SearchResult
 from .io import FormatError, Persistent, register_kind, write_container
 
-_LAYOUT = 2  # of the saved arrays (SparseIndex.State in cpp/include/quanta/seismic.hpp)
+_LAYOUT = 3  # of the saved arrays (SparseIndex.State in cpp/include/quanta/seismic.hpp)
 
 def as_csr(x, dim: int | None = None, name: str = "documents"):
     """(indptr int64, indices int32, values float32, dim) from a SciPy sparse matrix or an
@@ -87,6 +92,8 @@ def read_inner_binary(path):
     if len(raw) < 1:
         raise FormatError(f"{path}: empty file, not in the inner binary format")
     n, pos = int(raw[0]), 1
+    if n > len(raw) - 1:  # every row takes at least its length word
+        raise FormatError(f"{path}: declares {n} rows in {4 * len(raw)} bytes")
     indptr = np.zeros(n + 1, np.int64)
     starts = np.empty(n, np.int64)
     for i in range(n):
@@ -200,15 +207,14 @@ class SparseIndex(Persistent):
                  max_fraction: float = 1.5, doc_cut: int = 15, knn: int = 0, *,
                  summary_cut: int | None = None, values: str = "f16", dim: int | None = None,
                  seed: int = 1142):
-        if knn:
-            raise ValueError("knn graphs are not implemented yet; use knn=0")
         if values not in ("f16", "u8"):
             raise ValueError(f"values must be 'f16' or 'u8'; got {values!r}")
         self.params = dict(n_postings=int(n_postings), centroid_fraction=float(centroid_fraction),
                            min_cluster_size=int(min_cluster_size),
                            summary_energy=float(summary_energy), max_fraction=float(max_fraction),
                            doc_cut=int(doc_cut),
-                           summary_cut=0 if summary_cut is None else int(summary_cut))
+                           summary_cut=0 if summary_cut is None else int(summary_cut),
+                           knn=int(knn))
         for key in ("n_postings", "doc_cut") + (("summary_cut",) if summary_cut is not None else ()):
             if self.params[key] < 1:
                 raise ValueError(f"{key} must be >= 1; got {self.params[key]}")
@@ -218,6 +224,8 @@ class SparseIndex(Persistent):
             raise ValueError(f"summary_energy must be in (0, 1]; got {summary_energy}")
         if not self.params["max_fraction"] > 0:
             raise ValueError(f"max_fraction must be > 0; got {max_fraction}")
+        if self.params["knn"] < 0:
+            raise ValueError(f"knn must be >= 0; got {knn}")
         if self.params["min_cluster_size"] < 0:
             raise ValueError(f"min_cluster_size must be >= 0; got {min_cluster_size}")
         self.values, self.seed, self.dim = values, int(seed), dim
@@ -235,7 +243,8 @@ class SparseIndex(Persistent):
         p = self.params
         return _core.SparseIndex(dim, p["n_postings"], p["centroid_fraction"],
                                  p["min_cluster_size"], p["summary_energy"], p["max_fraction"],
-                                 p["doc_cut"], p["summary_cut"], self.values == "u8", self.seed)
+                                 p["doc_cut"], p["summary_cut"], p["knn"],
+                                 self.values == "u8", self.seed)
 
     ntotal = property(lambda self: 0 if self._index is None else self._index.ndocs)
 
@@ -286,9 +295,10 @@ class SparseIndex(Persistent):
         return queries
 
     def search(self, queries, k: int = 10, query_cut: int = 10, heap_factor: float = 0.8, *,
-               exact: bool = False, threads: int = 0) -> SearchResult:
+               exact: bool = False, n_knn: int = 0, threads: int = 0) -> SearchResult:
         """Top-k documents by inner product for each query row; (scores, positions), -1 where
-        fewer than k documents were reached."""
+        fewer than k documents were reached. n_knn (<= the index's knn): after the block loop,
+        the first n_knn graph neighbours of each result are scored too."""
         if self._index is None:
             raise ValueError("search: the index is empty; add documents first")
         k, threads = as_k(k), as_threads(threads)
@@ -298,9 +308,13 @@ class SparseIndex(Persistent):
         if not (isinstance(heap_factor, (int, float, np.floating)) and np.isfinite(heap_factor)
                 and heap_factor > 0):
             raise ValueError(f"heap_factor must be a positive number; got {heap_factor!r}")
+        if isinstance(n_knn, bool) or not isinstance(n_knn, (int, np.integer)) \
+                or not 0 <= n_knn <= self.params["knn"]:
+            raise ValueError(f"n_knn must be an integer in [0, knn={self.params['knn']}]; "
+                             f"got {n_knn!r}")
         indptr, indices, data, _ = as_csr(self._rows(queries), self.dim, "queries")
         D, I = self._index.search(indptr, indices, data, k, int(query_cut), float(heap_factor),
-                                  bool(exact), threads)
+                                  bool(exact), int(n_knn), threads)
         return SearchResult(D, I)
 
     def _write(self, f):
@@ -318,7 +332,7 @@ class SparseIndex(Persistent):
         try:
             out = cls(**{k: meta[k] for k in ("n_postings", "centroid_fraction",
                                               "min_cluster_size", "summary_energy",
-                                              "max_fraction", "doc_cut")},
+                                              "max_fraction", "doc_cut", "knn")},
                       summary_cut=meta.get("summary_cut") or None,
                       values=meta["values"], seed=meta["seed"], dim=meta["dim"])
             out.vocabulary = meta.get("vocabulary")

@@ -11,7 +11,8 @@
 // Search: the query's query_cut largest terms; the blocks of their lists are visited in one
 // decreasing order of summary score (a heap), until the first whose summary dot product is
 // below heap_factor times the current k-th score; a visited block's unseen documents are
-// scored exactly against the whole query.
+// scored exactly against the whole query. Optional kNN graph: each document's knn best other
+// results of a search with itself as the query; n_knn of them per result are scored last.
 #pragma once
 #include <atomic>
 #include <cstddef>
@@ -26,6 +27,14 @@ namespace quanta {
 struct SparseScratch;
 struct Kernels;
 
+// Search settings; n_knn: graph neighbours of each result evaluated after the block loop.
+struct SparseSearch {
+  size_t k = 10, query_cut = 10;
+  float heap_factor = 0.8f;
+  bool exact = false;
+  size_t n_knn = 0;
+};
+
 struct SparseParams {
   size_t n_postings = 3500;
   float centroid_fraction = 0.1f;
@@ -34,6 +43,7 @@ struct SparseParams {
   float max_fraction = 1.5f;
   size_t doc_cut = 15;
   size_t summary_cut = 0;  // summaries from each document's summary_cut largest entries (0: all)
+  size_t knn = 0;          // neighbours kept per document in a kNN graph (0: none)
   bool u8_values = false;  // forward values as u8 times a per-document scale (else f16)
   uint64_t seed = 1142;
 };
@@ -79,6 +89,8 @@ class SparseIndex {
     Buffer<uint16_t> sterm16, sblock;
     Buffer<uint32_t> sterm32, soff;
     Buffer<uint8_t> scode;
+    // knn[d * knn .. (d + 1) * knn): document d's graph neighbours, best first (padding ~0u)
+    Buffer<uint32_t> knn;
 
     // f(name, buffer) for every array, in the order the files store them.
     template <class S, class F>
@@ -89,7 +101,7 @@ class SparseIndex {
       f("postoff", s.postoff);
       f("block_step", s.block_step), f("sdict_ptr", s.sdict_ptr), f("sent_ptr", s.sent_ptr);
       f("sterm16", s.sterm16), f("sterm32", s.sterm32), f("soff", s.soff);
-      f("sblock", s.sblock), f("scode", s.scode);
+      f("sblock", s.sblock), f("scode", s.scode), f("knn", s.knn);
     }
   };
   const State& state() const { return s_; }
@@ -98,9 +110,8 @@ class SparseIndex {
   void restore(State s, bool check_contents);
 
   // CSR queries (the same rules). exact: every document scored (ground truth).
-  void search(const int64_t* qptr, const int32_t* qidx, const float* qval, size_t nq, size_t k,
-              size_t query_cut, float heap_factor, bool exact, int threads, float* scores,
-              int64_t* labels) const;
+  void search(const int64_t* qptr, const int32_t* qidx, const float* qval, size_t nq,
+              const SparseSearch& p, int threads, float* scores, int64_t* labels) const;
 
  private:
   template <class Comp>
@@ -109,10 +120,11 @@ class SparseIndex {
   void prefetch_doc(const Comp* comp, size_t offset, size_t bytes) const;
   template <class Comp, class Term>
   void search_one(const Comp* comp, const Term* sterm, const int64_t* qptr, const int32_t* qidx,
-                  const float* qval, size_t i, size_t k, size_t query_cut, float heap_factor,
-                  bool exact, SparseScratch& s, const Kernels& kr, float* scores,
-                  int64_t* labels) const;
+                  const float* qval, size_t i, const SparseSearch& p, SparseScratch& s,
+                  const Kernels& kr, float* scores, int64_t* labels) const;
   void prune_and_block(const float* val, int threads);
+  void build_knn(const int64_t* indptr, const int32_t* indices, const float* values, size_t n,
+                 int threads);
   size_t qdense_size() const { return s_.comp16.empty() ? dim_ + 1 : 65536; }
 
   size_t dim_;

@@ -106,6 +106,8 @@ struct ListOut {
 
 constexpr size_t kMaxBlocksPerList = 65535;  // block numbers within a list are u16
 constexpr size_t kPrefetchAhead = 4;           // documents whose forward entries are prefetched
+constexpr size_t kKnnQueryCut = 10;            // search settings of the kNN-graph build
+constexpr float kKnnHeapFactor = 0.9f;
 
 }  // namespace
 
@@ -119,6 +121,8 @@ struct SparseScratch {
   std::vector<size_t> offs;
   std::vector<std::pair<float, uint32_t>> terms;
   std::vector<std::pair<float, int64_t>> blocks;
+  std::vector<float> top_s;  // the results before graph refinement
+  std::vector<int64_t> top_p;
 };
 
 SparseIndex::SparseIndex(size_t dim, const SparseParams& params) : dim_(dim), p_(params) {
@@ -141,7 +145,8 @@ size_t SparseIndex::memory_usage() const {
   const State& s = s_;
   return b(s.doc_ptr) + b(s.comp16) + b(s.comp32) + b(s.val16) + b(s.val8) + b(s.doc_scale) +
          b(s.list_ptr) + b(s.block_ptr) + b(s.postings) + b(s.postoff) + b(s.block_step) + b(s.sdict_ptr) +
-         b(s.sent_ptr) + b(s.sterm16) + b(s.sterm32) + b(s.soff) + b(s.sblock) + b(s.scode);
+         b(s.sent_ptr) + b(s.sterm16) + b(s.sterm32) + b(s.soff) + b(s.sblock) + b(s.scode) +
+         b(s.knn);
 }
 
 template <class Comp>
@@ -207,10 +212,34 @@ void SparseIndex::build(const int64_t* indptr, const int32_t* indices, const flo
   std::swap(s_, st);
   try {
     prune_and_block(val.data(), threads);
+    s_.knn = Buffer<uint32_t>();
+    if (p_.knn > 0) build_knn(indptr, indices, values, n, threads);
   } catch (...) {
     std::swap(s_, st);  // nothing stored is lost on a failed build
     throw;
   }
+}
+
+// The graph: each document searched as a query on the finished index (query_cut and
+// heap_factor fixed), its best results other than itself kept.
+void SparseIndex::build_knn(const int64_t* indptr, const int32_t* indices, const float* values,
+                            size_t n, int threads) {
+  SparseSearch q;
+  q.k = p_.knn + 1;
+  q.query_cut = kKnnQueryCut;
+  q.heap_factor = kKnnHeapFactor;
+  std::vector<float> scores(n * q.k);
+  std::vector<int64_t> labels(n * q.k);
+  search(indptr, indices, values, n, q, threads, scores.data(), labels.data());
+  std::vector<uint32_t> graph(n * p_.knn, ~0u);
+  for (size_t d = 0; d < n; ++d) {
+    size_t j = 0;
+    for (size_t r = 0; r < q.k && j < p_.knn; ++r) {
+      const int64_t x = labels[d * q.k + r];
+      if (x >= 0 && size_t(x) != d) graph[d * p_.knn + j++] = uint32_t(x);
+    }
+  }
+  s_.knn = std::move(graph);
 }
 
 void SparseIndex::prune_and_block(const float* val, int threads) {
@@ -537,6 +566,7 @@ void SparseIndex::restore(State s, bool check_contents) {
                 s.list_ptr[t + 1] - s.list_ptr[t] <= int64_t(kMaxBlocksPerList),
             "restore: bad summary offsets");
   }
+  require(s.knn.size() == (p_.knn ? n * p_.knn : 0), "restore: kNN graph of the wrong size");
   if (check_contents) {
     auto below = [](const auto& buf, size_t bound) {
       for (size_t i = 0; i < buf.size(); ++i)
@@ -547,6 +577,7 @@ void SparseIndex::restore(State s, bool check_contents) {
                 below(s.sterm32, dim_),
             "restore: term id out of range");
     require(below(s.postings, n), "restore: posting out of range");
+    for (uint32_t x : s.knn) require(x < n || x == ~0u, "restore: kNN neighbour out of range");
     for (size_t i = 0; i < s.postoff.size(); ++i)
       require(s.postoff[i] == uint64_t(s.doc_ptr[s.postings[i]]), "restore: bad posting offset");
     for (size_t t = 0; t < dim_; ++t)
@@ -559,9 +590,10 @@ void SparseIndex::restore(State s, bool check_contents) {
 
 template <class Comp, class Term>
 void SparseIndex::search_one(const Comp* comp, const Term* sterm, const int64_t* qptr,
-                             const int32_t* qidx, const float* qval, size_t i, size_t k,
-                             size_t query_cut, float heap_factor, bool exact, SparseScratch& s,
-                             const Kernels& kr, float* scores, int64_t* labels) const {
+                             const int32_t* qidx, const float* qval, size_t i,
+                             const SparseSearch& p, SparseScratch& s, const Kernels& kr,
+                             float* scores, int64_t* labels) const {
+  const size_t k = p.k;
   const size_t n = ndocs();
   if (s.q.empty()) {
     s.q.assign(qdense_size(), 0.0f);
@@ -574,13 +606,13 @@ void SparseIndex::search_one(const Comp* comp, const Term* sterm, const int64_t*
   }
   for (int64_t e = qptr[i]; e < qptr[i + 1]; ++e) s.q[qidx[e]] = qval[e];
   TopKSet heap(1, k);
-  if (exact) {
+  if (p.exact) {
     for (size_t d = 0; d < n; ++d) heap.push(0, doc_dot(comp, d, s.q.data(), kr), int64_t(d));
   } else {
     s.terms.clear();
     for (int64_t e = qptr[i]; e < qptr[i + 1]; ++e)
       if (qval[e] > 0.0f) s.terms.emplace_back(qval[e], uint32_t(qidx[e]));
-    const size_t cut = std::min(s.terms.size(), query_cut);
+    const size_t cut = std::min(s.terms.size(), p.query_cut);
     std::partial_sort(s.terms.begin(), s.terms.begin() + cut, s.terms.end(), heavier);
     const uint32_t* postings = s_.postings.data();
     const uint32_t* postoff = s_.postoff.empty() ? nullptr : s_.postoff.data();
@@ -641,7 +673,7 @@ void SparseIndex::search_one(const Comp* comp, const Term* sterm, const int64_t*
     };
     auto skip = [&](float sd) {
       const float theta = heap.threshold(0);
-      return std::isfinite(theta) && sd < heap_factor * theta;
+      return std::isfinite(theta) && sd < p.heap_factor * theta;
     };
     s.blocks.clear();
     for (size_t ti = 0; ti < cut; ++ti) summarize(s.terms[ti].second);
@@ -657,16 +689,36 @@ void SparseIndex::search_one(const Comp* comp, const Term* sterm, const int64_t*
       visit((end - 1)->second);
     }
   }
+  const float pad = -std::numeric_limits<float>::infinity();
+  if (!p.exact && p.n_knn > 0 && !s_.knn.empty()) {
+    // Graph refinement: the first n_knn unseen neighbours of each result, best result first.
+    s.top_s.resize(k);
+    s.top_p.resize(k);
+    heap.write_sorted(0, s.top_s.data(), s.top_p.data(), pad);
+    TopKSet refined(1, k);
+    for (size_t r = 0; r < k && s.top_p[r] >= 0; ++r) refined.push(0, s.top_s[r], s.top_p[r]);
+    const size_t K = p_.knn, nk = std::min(p.n_knn, K);
+    for (size_t r = 0; r < k && s.top_p[r] >= 0; ++r)
+      for (size_t x = 0; x < nk; ++x) {
+        const uint32_t nb = s_.knn[size_t(s.top_p[r]) * K + x];
+        if (nb >= n || s.seen[nb] == s.epoch) continue;  // padding (or a corrupt mapped file)
+        s.seen[nb] = s.epoch;
+        refined.push(0, doc_dot(comp, nb, s.q.data(), kr), int64_t(nb));
+      }
+    refined.write_sorted(0, scores + i * k, labels + i * k, pad);
+  } else {
+    heap.write_sorted(0, scores + i * k, labels + i * k, pad);
+  }
   for (int64_t e = qptr[i]; e < qptr[i + 1]; ++e) s.q[qidx[e]] = 0.0f;
-  heap.write_sorted(0, scores + i * k, labels + i * k, -std::numeric_limits<float>::infinity());
 }
 
 void SparseIndex::search(const int64_t* qptr, const int32_t* qidx, const float* qval, size_t nq,
-                         size_t k, size_t query_cut, float heap_factor, bool exact, int threads,
-                         float* scores, int64_t* labels) const {
-  require(k > 0, "k must be >= 1");
-  require(query_cut > 0, "query_cut must be >= 1");
-  require(std::isfinite(heap_factor) && heap_factor > 0.0f, "heap_factor must be positive");
+                         const SparseSearch& p, int threads, float* scores,
+                         int64_t* labels) const {
+  require(p.k > 0, "k must be >= 1");
+  require(p.query_cut > 0, "query_cut must be >= 1");
+  require(std::isfinite(p.heap_factor) && p.heap_factor > 0.0f, "heap_factor must be positive");
+  require(p.n_knn <= p_.knn, "n_knn must be at most the graph's knn");
   validate_csr(qptr, qidx, qval, nq, dim_, "queries");
   const int nworkers = int(std::max<size_t>(1, std::min<size_t>(nq, resolve_threads(threads))));
   std::vector<SparseScratch> scratch(static_cast<size_t>(nworkers));
@@ -674,11 +726,11 @@ void SparseIndex::search(const int64_t* qptr, const int32_t* qidx, const float* 
 
   parallel_for(nq, nworkers, [&](size_t i, size_t w) {
     if (dim_ <= 65536)
-      search_one(s_.comp16.data(), s_.sterm16.data(), qptr, qidx, qval, i, k, query_cut,
-                 heap_factor, exact, scratch[w], kr, scores, labels);
+      search_one(s_.comp16.data(), s_.sterm16.data(), qptr, qidx, qval, i, p, scratch[w], kr,
+                 scores, labels);
     else
-      search_one(s_.comp32.data(), s_.sterm32.data(), qptr, qidx, qval, i, k, query_cut,
-                 heap_factor, exact, scratch[w], kr, scores, labels);
+      search_one(s_.comp32.data(), s_.sterm32.data(), qptr, qidx, qval, i, p, scratch[w], kr,
+                 scores, labels);
   });
 }
 
