@@ -189,15 +189,10 @@ inline float half(uint16_t h) {
   return f;
 }
 
-float sparse_dot_f16(const uint16_t* comp, const uint16_t* val, size_t n, const float* q) {
+template <class V>  // V: uint16_t (f16 values) or uint8_t
+float sparse_dot(const uint16_t* comp, const V* val, size_t n, const float* q) {
   float s = 0.0f;
-  for (size_t i = 0; i < n; ++i) s += q[comp[i]] * half(val[i]);
-  return s;
-}
-
-float sparse_dot_u8(const uint16_t* comp, const uint8_t* val, size_t n, const float* q) {
-  float s = 0.0f;
-  for (size_t i = 0; i < n; ++i) s += q[comp[i]] * float(val[i]);
+  for (size_t i = 0; i < n; ++i) s += q[comp[i]] * (sizeof(V) == 2 ? half(val[i]) : float(val[i]));
   return s;
 }
 
@@ -207,7 +202,7 @@ const Kernels& scalar_kernels() {
   static const Kernels k{kMq,         kMr,         dot_rows,      decode_rows,
                          gemm_tile,   dot_rows_i8, nearest,       pq4_accumulate,
                          row16_minmax, row16_table_minmax, row16_quantize, rbe_dots,
-                         rbe_dots_u8, sparse_dot_f16, sparse_dot_u8};
+                         rbe_dots_u8, sparse_dot<uint16_t>, sparse_dot<uint8_t>};
   return k;
 }
 

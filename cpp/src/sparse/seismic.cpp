@@ -141,12 +141,9 @@ SparseIndex::SparseIndex(size_t dim, const SparseParams& params) : dim_(dim), p_
 }
 
 size_t SparseIndex::memory_usage() const {
-  auto b = [](const auto& buf) { return buf.size() * sizeof(buf[0]); };
-  const State& s = s_;
-  return b(s.doc_ptr) + b(s.comp16) + b(s.comp32) + b(s.val16) + b(s.val8) + b(s.doc_scale) +
-         b(s.list_ptr) + b(s.block_ptr) + b(s.postings) + b(s.postoff) + b(s.block_step) + b(s.sdict_ptr) +
-         b(s.sent_ptr) + b(s.sterm16) + b(s.sterm32) + b(s.soff) + b(s.sblock) + b(s.scode) +
-         b(s.knn);
+  size_t bytes = 0;
+  State::each(s_, [&](const char*, const auto& buf) { bytes += buf.size() * sizeof(buf[0]); });
+  return bytes;
 }
 
 template <class Comp>
@@ -271,7 +268,6 @@ void SparseIndex::prune_and_block(const float* val, int threads) {
   }
   const size_t cap = std::max<size_t>(1, size_t(float(p_.n_postings) * p_.max_fraction));
 
-  // Each document's doc_cut largest entries (what k-means compares), once for all its lists.
   // Each document's largest entries, heaviest first, once for all its lists: the first
   // doc_cut are what k-means compares; with summary_cut, the first summary_cut are what the
   // block summaries are built from.
