@@ -96,7 +96,7 @@ def test_no_pruning_exact_summaries_equal_exhaustive(data):
     index = quanta.SparseIndex(n_postings=10**6, max_fraction=10.0, summary_energy=1.0)
     index.add(X)
     assert index._index.npostings == X.nnz
-    D, I = index.search(Q, k=10, query_cut=10**6, heap_factor=1.0)
+    D, I = index.search(Q, k=10, query_cut=10**6, heap_factor=1.0, head=0)
     De, Ie = index.search(Q, k=10, exact=True)
     np.testing.assert_allclose(D, De, rtol=1e-5, atol=1e-5)
     assert recall(I, Ie) >= 0.99
@@ -296,3 +296,41 @@ def test_knn_graph(data, tmp_path):
                                       index.search(Q, 10, 2, 0.9, n_knn=8).ids)
     with pytest.raises(ValueError, match="n_knn"):
         index.search(Q, 10, n_knn=9)
+
+
+def test_head_first_scoring(data):
+    """Rows are stored heaviest first; head scores a document on that prefix first. With every
+    partial score kept (rerank >= the collection) or a head covering whole rows, results equal
+    full scoring; with a head of 12-16 entries (of 50) and the default rerank, recall stays
+    within a point of it."""
+    X, Q = data
+    index = quanta.SparseIndex(n_postings=60)
+    index.add(X)
+    st = index._index.state()
+    vals = np.asarray(st["val16"]).view(np.float16).astype(np.float32)
+    ptr = np.asarray(st["doc_ptr"])
+    for d in range(0, X.shape[0], 97):
+        row = vals[ptr[d]:ptr[d + 1]]
+        assert (np.diff(row) <= 0).all()
+        np.testing.assert_allclose(np.sort(row), np.sort(X[d].data.astype(np.float16)))
+    full = index.search(Q, 10, 8, 0.9, head=0)
+    # the default on these 50-entry rows is head=16
+    np.testing.assert_array_equal(index.search(Q, 10, 8, 0.9).ids,
+                                  index.search(Q, 10, 8, 0.9, head=16).ids)
+    for kw in (dict(head=4, rerank=X.shape[0]), dict(head=X.getnnz(axis=1).max())):
+        got = index.search(Q, 10, 8, 0.9, **kw)
+        np.testing.assert_allclose(got.distances, full.distances, rtol=1e-5, atol=1e-5)
+        assert recall(got.ids, full.ids) >= 0.99
+    _, It = index.search(Q, 10, exact=True)
+    r_full = recall(full.ids, It)
+    for head in (12, 16):
+        r = recall(index.search(Q, 10, 8, 0.9, head=head).ids, It)
+        assert r >= r_full - 0.01, (head, r, r_full)
+    # short heads lose results, fewer the more partial scores are kept: the gate is real
+    by_rerank = [recall(index.search(Q, 10, 8, 0.9, head=4, rerank=r).ids, It)
+                 for r in (10, 30, 100)]
+    assert by_rerank[0] < by_rerank[1] <= by_rerank[2] + 0.01 and by_rerank[0] < r_full
+    with pytest.raises(ValueError, match="head"):
+        index.search(Q, 10, head=-1)
+    with pytest.raises(ValueError, match="rerank"):
+        index.search(Q, 10, head=4, rerank=5)

@@ -7,7 +7,7 @@
 
 Build (Bruch et al., SIGIR 2024, and the pyseismic-lsr reference): a forward index of the
 documents (term ids as u16 for vocabularies up to 65,536 terms, else u32; values as f16, or u8
-times a per-document scale with ``values="u8"``); per term a posting list pruned globally (the
+times a per-document scale with ``values="u8"``; each row stored heaviest entry first); per term a posting list pruned globally (the
 ``n_postings * vocabulary`` largest entries of the collection, at most
 ``n_postings * max_fraction`` per list), cut into blocks by one pass of k-means around
 sampled documents (``centroid_fraction`` of the list; documents and centroids compared on
@@ -23,6 +23,14 @@ order of summary score, until the first whose summary dot product is below ``hea
 times the current k-th best score; visited blocks' documents are scored exactly against the
 whole query. Lower ``heap_factor`` and higher ``query_cut`` raise recall and cost. Batches
 run on all cores (``threads``, GIL released), results in query order.
+
+Head-first scoring (``head``, a quanta addition): a visited document is scored on its
+``head`` largest entries first (the start of its stored row: a cache line or two instead of a
+whole row) and in full only when that partial score is among the ``rerank`` (default 3k) best
+partial scores of the query so far. On the synthetic 120-entry benchmark ``head=16`` is
+2.3-3.0x faster than full scoring at the same recall. The default, ``head=None``, is 16 for
+documents averaging over 32 entries and 0 (every visited document scored whole) otherwise;
+documents no longer than the head are always scored whole.
 
 kNN graph (``knn`` > 0): at build time every document is searched as a query on the finished
 index (query_cut 10, heap_factor 0.9) and its ``knn`` best other results are kept; at search
@@ -51,7 +59,8 @@ from ._validate import as_k, as_threads
 from .flat import SearchResult
 from .io import FormatError, Persistent, register_kind, write_container
 
-_LAYOUT = 3  # of the saved arrays (SparseIndex.State in cpp/include/quanta/seismic.hpp)
+AUTO_HEAD = 16  # search(head=None): the head of documents averaging over 2 * AUTO_HEAD entries
+_LAYOUT = 4  # of the saved arrays (SparseIndex.State in cpp/include/quanta/seismic.hpp)
 
 def as_csr(x, dim: int | None = None, name: str = "documents"):
     """(indptr int64, indices int32, values float32, dim) from a SciPy sparse matrix or an
@@ -295,10 +304,18 @@ class SparseIndex(Persistent):
         return queries
 
     def search(self, queries, k: int = 10, query_cut: int = 10, heap_factor: float = 0.8, *,
-               exact: bool = False, n_knn: int = 0, threads: int = 0) -> SearchResult:
+               exact: bool = False, n_knn: int = 0, head: int | None = None,
+               rerank: int | None = None, threads: int = 0) -> SearchResult:
         """Top-k documents by inner product for each query row; (scores, positions), -1 where
         fewer than k documents were reached. n_knn (<= the index's knn): after the block loop,
-        the first n_knn graph neighbours of each result are scored too."""
+        the first n_knn graph neighbours of each result are scored too.
+
+        head > 0: a visited document is first scored on its head largest entries (a prefix of
+        its stored row) and in full only when that partial score is among the rerank (default
+        3 * k) best partial scores of the query so far: fewer bytes read per document, a few
+        results possibly lost. 0 scores every visited document in full. None (the default):
+        16 when the documents average more than 32 entries (SPLADE-like rows), else 0 (short
+        rows such as BM25's are read whole in one go)."""
         if self._index is None:
             raise ValueError("search: the index is empty; add documents first")
         k, threads = as_k(k), as_threads(threads)
@@ -312,9 +329,16 @@ class SparseIndex(Persistent):
                 or not 0 <= n_knn <= self.params["knn"]:
             raise ValueError(f"n_knn must be an integer in [0, knn={self.params['knn']}]; "
                              f"got {n_knn!r}")
+        if head is None:
+            head = AUTO_HEAD if self._index.nnz > 2 * AUTO_HEAD * self._index.ndocs else 0
+        if isinstance(head, bool) or not isinstance(head, (int, np.integer)) or head < 0:
+            raise ValueError(f"head must be an integer >= 0; got {head!r}")
+        rerank = 3 * k if rerank is None else rerank
+        if isinstance(rerank, bool) or not isinstance(rerank, (int, np.integer)) or rerank < k:
+            raise ValueError(f"rerank must be an integer >= k={k}; got {rerank!r}")
         indptr, indices, data, _ = as_csr(self._rows(queries), self.dim, "queries")
         D, I = self._index.search(indptr, indices, data, k, int(query_cut), float(heap_factor),
-                                  bool(exact), int(n_knn), threads)
+                                  bool(exact), int(n_knn), int(head), int(rerank), threads)
         return SearchResult(D, I)
 
     def _write(self, f):

@@ -27,12 +27,15 @@ namespace quanta {
 struct SparseScratch;
 struct Kernels;
 
-// Search settings; n_knn: graph neighbours of each result evaluated after the block loop.
+// Search settings. n_knn: graph neighbours of each result evaluated after the block loop.
+// head > 0: a visited document is scored on its head largest entries first and in full only
+// when that partial score is among the rerank best partial scores of the query so far.
 struct SparseSearch {
   size_t k = 10, query_cut = 10;
   float heap_factor = 0.8f;
   bool exact = false;
   size_t n_knn = 0;
+  size_t head = 0, rerank = 30;
 };
 
 struct SparseParams {
@@ -69,7 +72,8 @@ class SparseIndex {
              int threads);
 
   // The whole index as flat arrays (term ids as u16 when dim <= 65536, else u32: one of each
-  // pair is empty). Forward index: document d = entries doc_ptr[d] .. doc_ptr[d + 1].
+  // pair is empty). Forward index: document d = entries doc_ptr[d] .. doc_ptr[d + 1], heaviest
+  // first (lower id on ties).
   // List t = blocks list_ptr[t] .. list_ptr[t + 1]; block b = postings block_ptr[b] ..
   // block_ptr[b + 1]. Summaries of list t, transposed so a query touches only its own terms:
   // terms sterm[sdict_ptr[t] .. sdict_ptr[t + 1]) ascending; the j-th term's entries are
@@ -115,7 +119,8 @@ class SparseIndex {
 
  private:
   template <class Comp>
-  float doc_dot(const Comp* comp, size_t doc, const float* qdense, const Kernels& kr) const;
+  float entries_dot(const Comp* comp, size_t doc, size_t b, size_t e, const float* q,
+                    const Kernels& kr) const;
   template <class Comp>
   void prefetch_doc(const Comp* comp, size_t offset, size_t bytes) const;
   template <class Comp, class Term>

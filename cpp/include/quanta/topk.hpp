@@ -15,6 +15,14 @@ class TopKSet {
 
   size_t queries() const { return size_.size(); }
 
+  // Empties every heap and sets k, keeping the storage (no allocation when k does not grow).
+  void reset(size_t k) {
+    k_ = k;
+    std::fill(size_.begin(), size_.end(), size_t(0));
+    score_.resize(size_.size() * k);
+    pos_.resize(size_.size() * k);
+  }
+
   // Scores below this can never enter the top-k of query i (equal ones may, on position).
   float threshold(size_t i) const {
     return size_[i] < k_ ? -std::numeric_limits<float>::infinity() : score_[i * k_];

@@ -23,21 +23,21 @@ namespace {
 constexpr size_t kListsPerTask = 64;
 constexpr size_t kDocsPerTask = 4096;
 
-// Rows of a CSR batch: sorted, in range, finite, non-negative.
+// Rows of a CSR batch: sorted, in range, finite, non-negative (messages built only on failure).
 void validate_csr(const int64_t* ptr, const int32_t* idx, const float* val, size_t n, size_t dim,
                   const char* what) {
   const std::string w(what);
   require(ptr[0] == 0, w + ": indptr must start at 0");
   for (size_t i = 0; i < n; ++i) {
-    require(ptr[i + 1] >= ptr[i], w + ": indptr decreases at row " + std::to_string(i));
+    if (ptr[i + 1] < ptr[i]) require(false, w + ": indptr decreases at row " + std::to_string(i));
     for (int64_t e = ptr[i]; e < ptr[i + 1]; ++e) {
-      require(idx[e] >= 0 && size_t(idx[e]) < dim,
-              w + ": row " + std::to_string(i) + " has term id " + std::to_string(idx[e]) +
-                  " outside [0, " + std::to_string(dim) + ")");
-      require(e == ptr[i] || idx[e] > idx[e - 1],
-              w + ": row " + std::to_string(i) + " has unsorted or repeated term ids");
-      require(std::isfinite(val[e]) && val[e] >= 0.0f,
-              w + ": row " + std::to_string(i) + " has a negative or non-finite value");
+      if (idx[e] < 0 || size_t(idx[e]) >= dim)
+        require(false, w + ": row " + std::to_string(i) + " has term id " +
+                           std::to_string(idx[e]) + " outside [0, " + std::to_string(dim) + ")");
+      if (e > ptr[i] && idx[e] <= idx[e - 1])
+        require(false, w + ": row " + std::to_string(i) + " has unsorted or repeated term ids");
+      if (!(std::isfinite(val[e]) && val[e] >= 0.0f))
+        require(false, w + ": row " + std::to_string(i) + " has a negative or non-finite value");
     }
   }
 }
@@ -108,6 +108,7 @@ constexpr size_t kMaxBlocksPerList = 65535;  // block numbers within a list are 
 constexpr size_t kPrefetchAhead = 4;           // documents whose forward entries are prefetched
 constexpr size_t kKnnQueryCut = 10;            // search settings of the kNN-graph build
 constexpr float kKnnHeapFactor = 0.9f;
+constexpr size_t kKnnHead = 16;
 
 }  // namespace
 
@@ -123,6 +124,7 @@ struct SparseScratch {
   std::vector<std::pair<float, int64_t>> blocks;
   std::vector<float> top_s;  // the results before graph refinement
   std::vector<int64_t> top_p;
+  TopKSet heap{1, 0}, partial{1, 0}, refined{1, 0};  // reset by each query
 };
 
 SparseIndex::SparseIndex(size_t dim, const SparseParams& params) : dim_(dim), p_(params) {
@@ -147,8 +149,8 @@ size_t SparseIndex::memory_usage() const {
 }
 
 template <class Comp>
-float SparseIndex::doc_dot(const Comp* comp, size_t doc, const float* q, const Kernels& kr) const {
-  const size_t b = size_t(s_.doc_ptr[doc]), e = size_t(s_.doc_ptr[doc + 1]);
+float SparseIndex::entries_dot(const Comp* comp, size_t doc, size_t b, size_t e, const float* q,
+                               const Kernels& kr) const {
   if constexpr (sizeof(Comp) == 2) {  // u16 ids index a 65,536-entry query: never out of range
     if (p_.u8_values)
       return kr.sparse_dot_u8(comp + b, s_.val8.data() + b, e - b, q) * s_.doc_scale[doc];
@@ -179,36 +181,58 @@ void SparseIndex::build(const int64_t* indptr, const int32_t* indices, const flo
   validate_csr(indptr, indices, values, n, dim_, "documents");
   require(n < (size_t(1) << 32), "at most 2^32 - 1 documents");
   const size_t nnz = size_t(indptr[n]);
+  // Each row heaviest first (lower id on ties): a document's largest entries are a prefix,
+  // for k-means, the summaries and head-first scoring.
+  std::vector<uint32_t> order(nnz);
+  parallel_for((n + kDocsPerTask - 1) / kDocsPerTask, resolve_threads(threads),
+               [&](size_t task, size_t) {
+                 for (size_t d = task * kDocsPerTask; d < std::min(n, (task + 1) * kDocsPerTask); ++d) {
+                   uint32_t* o = order.data() + indptr[d];
+                   const size_t len = size_t(indptr[d + 1] - indptr[d]);
+                   std::iota(o, o + len, uint32_t(0));
+                   std::sort(o, o + len, [&](uint32_t a, uint32_t b) {
+                     const float va = values[indptr[d] + a], vb = values[indptr[d] + b];
+                     return va > vb || (va == vb && a < b);
+                   });
+                 }
+               });
+  std::vector<int32_t> ids(nnz);
+  std::vector<float> vals(nnz);
+  for (size_t d = 0; d < n; ++d)
+    for (int64_t e = indptr[d]; e < indptr[d + 1]; ++e) {
+      const int64_t from = indptr[d] + order[size_t(e)];
+      ids[size_t(e)] = indices[from];
+      vals[size_t(e)] = values[from];
+    }
+  order = std::vector<uint32_t>();
   State st;
   st.doc_ptr = std::vector<int64_t>(indptr, indptr + n + 1);
   if (dim_ <= 65536)
-    st.comp16 = std::vector<uint16_t>(indices, indices + nnz);
+    st.comp16 = std::vector<uint16_t>(ids.begin(), ids.end());
   else
-    st.comp32 = std::vector<uint32_t>(indices, indices + nnz);
-  // The stored values, decoded: what the blocks and summaries are built from.
-  std::vector<float> val(nnz);
+    st.comp32 = std::vector<uint32_t>(ids.begin(), ids.end());
+  // The values as stored (decoded in place): what the blocks and summaries are built from.
   if (p_.u8_values) {
     std::vector<uint8_t> v8(nnz);
     std::vector<float> scale(n);
     for (size_t d = 0; d < n; ++d) {
-      float m = 0.0f;
-      for (int64_t e = indptr[d]; e < indptr[d + 1]; ++e) m = std::max(m, values[e]);
-      scale[d] = m > 0.0f ? m / 255.0f : 1.0f;
+      const bool empty = indptr[d] == indptr[d + 1];
+      scale[d] = !empty && vals[size_t(indptr[d])] > 0.0f ? vals[size_t(indptr[d])] / 255.0f : 1.0f;
       for (int64_t e = indptr[d]; e < indptr[d + 1]; ++e) {
-        v8[e] = uint8_t(std::lrint(values[e] / scale[d]));
-        val[e] = float(v8[e]) * scale[d];
+        v8[e] = uint8_t(std::lrint(vals[e] / scale[d]));
+        vals[e] = float(v8[e]) * scale[d];
       }
     }
     st.val8 = std::move(v8);
     st.doc_scale = std::move(scale);
   } else {
     std::vector<uint16_t> v16(nnz);
-    for (size_t e = 0; e < nnz; ++e) val[e] = f16_to_f32(v16[e] = f32_to_f16(values[e]));
+    for (size_t e = 0; e < nnz; ++e) vals[e] = f16_to_f32(v16[e] = f32_to_f16(vals[e]));
     st.val16 = std::move(v16);
   }
   std::swap(s_, st);
   try {
-    prune_and_block(val.data(), threads);
+    prune_and_block(vals.data(), threads);
     s_.knn = Buffer<uint32_t>();
     if (p_.knn > 0) build_knn(indptr, indices, values, n, threads);
   } catch (...) {
@@ -225,6 +249,8 @@ void SparseIndex::build_knn(const int64_t* indptr, const int32_t* indices, const
   q.k = p_.knn + 1;
   q.query_cut = kKnnQueryCut;
   q.heap_factor = kKnnHeapFactor;
+  q.head = kKnnHead;
+  q.rerank = 3 * q.k;
   std::vector<float> scores(n * q.k);
   std::vector<int64_t> labels(n * q.k);
   search(indptr, indices, values, n, q, threads, scores.data(), labels.data());
@@ -268,32 +294,15 @@ void SparseIndex::prune_and_block(const float* val, int threads) {
   }
   const size_t cap = std::max<size_t>(1, size_t(float(p_.n_postings) * p_.max_fraction));
 
-  // Each document's largest entries, heaviest first, once for all its lists: the first
-  // doc_cut are what k-means compares; with summary_cut, the first summary_cut are what the
-  // block summaries are built from.
-  const size_t cut = std::max(p_.doc_cut, p_.summary_cut);
-  std::vector<int64_t> top_ptr(n + 1, 0);
-  for (size_t d = 0; d < n; ++d)
-    top_ptr[d + 1] = top_ptr[d] + std::min<int64_t>(int64_t(cut), doc_ptr[d + 1] - doc_ptr[d]);
-  std::vector<std::pair<float, uint32_t>> top_all(static_cast<size_t>(top_ptr[n]));
+  // Rows are stored heaviest first: a document's doc_cut first entries are what k-means
+  // compares, its summary_cut first (with summary_cut) what the block summaries are built from.
   auto kmeans_end = [&](size_t doc) {
-    return std::min(top_ptr[doc + 1], top_ptr[doc] + int64_t(p_.doc_cut));
+    return std::min(doc_ptr[doc + 1], doc_ptr[doc] + int64_t(p_.doc_cut));
   };
-  auto summary_len = [&](size_t doc) {
-    return std::min(top_ptr[doc + 1] - top_ptr[doc], int64_t(p_.summary_cut));
+  auto summary_end = [&](size_t doc) {
+    return p_.summary_cut ? std::min(doc_ptr[doc + 1], doc_ptr[doc] + int64_t(p_.summary_cut))
+                          : doc_ptr[doc + 1];
   };
-  const size_t doc_tasks = (n + kDocsPerTask - 1) / kDocsPerTask;
-  parallel_for(doc_tasks, resolve_threads(threads), [&](size_t task, size_t) {
-    std::vector<std::pair<float, uint32_t>> buf;
-    for (size_t d = task * kDocsPerTask; d < std::min(n, (task + 1) * kDocsPerTask); ++d) {
-      buf.clear();
-      for (int64_t e = doc_ptr[d]; e < doc_ptr[d + 1]; ++e)
-        buf.emplace_back(val[e], uint32_t(comp(size_t(e))));
-      const size_t c = size_t(top_ptr[d + 1] - top_ptr[d]);
-      std::partial_sort(buf.begin(), buf.begin() + c, buf.end(), heavier);
-      std::copy(buf.begin(), buf.begin() + c, top_all.begin() + top_ptr[d]);
-    }
-  });
 
   // Per list (in parallel): cap, cluster into blocks, summarize; concatenated in term order.
   std::vector<ListOut> lists(dim_);
@@ -333,8 +342,8 @@ void SparseIndex::prune_and_block(const float* val, int threads) {
       std::vector<uint32_t> terms;
       for (size_t c = 0; c < nc; ++c) {
         const size_t doc = docs[centroid[c]];
-        for (int64_t e = top_ptr[doc]; e < kmeans_end(doc); ++e) {
-          const size_t k = top_all[size_t(e)].second;
+        for (int64_t e = doc_ptr[doc]; e < kmeans_end(doc); ++e) {
+          const size_t k = comp(size_t(e));
           if (count[k]++ == 0) terms.push_back(uint32_t(k));
         }
       }
@@ -347,9 +356,9 @@ void SparseIndex::prune_and_block(const float* val, int threads) {
       std::vector<std::pair<uint32_t, float>> mini(run - 1);
       for (size_t c = 0; c < nc; ++c) {
         const size_t doc = docs[centroid[c]];
-        for (int64_t e = top_ptr[doc]; e < kmeans_end(doc); ++e) {
-          const size_t k = top_all[size_t(e)].second;
-          mini[head[k] - 1 + count[k]++] = {uint32_t(c), top_all[size_t(e)].first};
+        for (int64_t e = doc_ptr[doc]; e < kmeans_end(doc); ++e) {
+          const size_t k = comp(size_t(e));
+          mini[head[k] - 1 + count[k]++] = {uint32_t(c), val[e]};
         }
       }
       std::vector<float> score(nc, 0.0f);
@@ -359,16 +368,14 @@ void SparseIndex::prune_and_block(const float* val, int threads) {
       // The alive centroid of highest dot product with the doc's doc_cut largest entries
       // (lowest number on ties; the first alive one when none is reached).
       auto best_centroid = [&](size_t doc) {
-        const std::pair<float, uint32_t>* top = top_all.data() + top_ptr[doc];
-        const size_t ntop = size_t(kmeans_end(doc) - top_ptr[doc]);
         reached.clear();
-        for (size_t i = 0; i < ntop; ++i) {
-          const uint32_t k = top[i].second;
+        for (int64_t e = doc_ptr[doc]; e < kmeans_end(doc); ++e) {
+          const size_t k = comp(size_t(e));
           if (head[k] == 0) continue;
           for (uint32_t x = head[k] - 1, xe = x + count[k]; x < xe; ++x) {
             const uint32_t c = mini[x].first;
             if (!hit[c]) hit[c] = 1, reached.push_back(c);
-            score[c] += top[i].first * mini[x].second;
+            score[c] += val[e] * mini[x].second;
           }
         }
         size_t best = first_alive;
@@ -381,9 +388,19 @@ void SparseIndex::prune_and_block(const float* val, int threads) {
         }
         return best;
       };
+      // A document's first entries (the k-means ones) towards the cache.
+      auto prefetch_top = [&](size_t doc) {
+        const int64_t at = doc_ptr[doc];
+        prefetch_line(reinterpret_cast<const char*>(val + at));
+        prefetch_line(c16 ? reinterpret_cast<const char*>(c16 + at)
+                          : reinterpret_cast<const char*>(c32 + at));
+      };
       std::vector<uint32_t> assign(len);
       std::vector<size_t> size(nc, 0);
-      for (size_t i = 0; i < len; ++i) ++size[assign[i] = uint32_t(best_centroid(docs[i]))];
+      for (size_t i = 0; i < len; ++i) {
+        if (i + 2 < len) prefetch_top(docs[i + 2]);
+        ++size[assign[i] = uint32_t(best_centroid(docs[i]))];
+      }
       // Clusters of at most min_cluster_size documents dissolve into the surviving ones.
       size_t survivors = 0;
       for (size_t c = 0; c < nc; ++c) survivors += size[c] > p_.min_cluster_size;
@@ -410,20 +427,24 @@ void SparseIndex::prune_and_block(const float* val, int threads) {
         const uint64_t block = out.block_len.size();
         out.postings.insert(out.postings.end(), members[c].begin(), members[c].end());
         out.block_len.push_back(uint32_t(members[c].size()));
-        // Summary: coordinate-wise max, cut to summary_energy of its L1 mass, 8 bits.
-        touched.clear();
-        auto take = [&](size_t k, float v) {
-          if (acc[k] == 0.0f) touched.push_back(uint32_t(k));
-          acc[k] = std::max(acc[k], std::max(v, 1e-30f));
-        };
-        for (uint32_t doc : members[c]) {
-          if (p_.summary_cut > 0) {
-            for (int64_t e = top_ptr[doc]; e < top_ptr[doc] + summary_len(doc); ++e)
-              take(top_all[size_t(e)].second, top_all[size_t(e)].first);
-          } else {
-            for (int64_t e = doc_ptr[doc]; e < doc_ptr[doc + 1]; ++e) take(comp(size_t(e)), val[e]);
+        // Summary: coordinate-wise max, cut to summary_energy of its L1 mass, 8 bits. The
+        // maxima gather in the dense acc (new terms noted without a branch), the next
+        // document's entries prefetched.
+        const std::vector<uint32_t>& mem = members[c];
+        size_t total = 0;
+        for (uint32_t doc : mem) total += size_t(summary_end(doc) - doc_ptr[doc]);
+        touched.resize(total);
+        size_t nt = 0;
+        for (size_t i = 0; i < mem.size(); ++i) {
+          if (i + 1 < mem.size()) prefetch_top(mem[i + 1]);
+          for (int64_t e = doc_ptr[mem[i]]; e < summary_end(mem[i]); ++e) {
+            const size_t k = comp(size_t(e));
+            touched[nt] = uint32_t(k);
+            nt += acc[k] == 0.0f;
+            acc[k] = std::max(acc[k], std::max(val[e], 1e-30f));
           }
         }
+        touched.resize(nt);
         entries.clear();
         double mass = 0.0;
         for (uint32_t k : touched) {
@@ -445,10 +466,21 @@ void SparseIndex::prune_and_block(const float* val, int threads) {
       }
       // Transpose: entries grouped by term (ascending), blocks ascending within a term (a
       // counting sort through the worker's dense arrays, which are left zeroed).
-      terms.clear();
-      for (uint64_t x : out.sum)
-        if (count[x >> 24]++ == 0) terms.push_back(uint32_t(x >> 24));
-      std::sort(terms.begin(), terms.end());
+      terms.resize(out.sum.size());
+      size_t nterms = 0;
+      for (uint64_t x : out.sum) {
+        const uint32_t k = uint32_t(x >> 24);
+        terms[nterms] = k;
+        nterms += count[k]++ == 0;
+      }
+      terms.resize(nterms);
+      if (nterms * 16 > dim_) {  // many terms: a scan of the counts beats a sort
+        terms.clear();
+        for (size_t k = 0; k < dim_; ++k)
+          if (count[k]) terms.push_back(uint32_t(k));
+      } else {
+        std::sort(terms.begin(), terms.end());
+      }
       uint32_t at = 0;
       for (uint32_t k : terms) {
         head[k] = at;
@@ -601,9 +633,28 @@ void SparseIndex::search_one(const Comp* comp, const Term* sterm, const int64_t*
     s.epoch = 1;
   }
   for (int64_t e = qptr[i]; e < qptr[i + 1]; ++e) s.q[qidx[e]] = qval[e];
-  TopKSet heap(1, k);
+  TopKSet& heap = s.heap;
+  TopKSet& partial = s.partial;  // the best head-only scores
+  heap.reset(k);
+  partial.reset(p.head > 0 ? std::max(p.rerank, k) : 0);
+  // Scores document doc (entries from b) into `into`; with a head, the rest of its entries
+  // only when the head's partial score is among the rerank best so far.
+  auto score = [&](TopKSet& into, size_t doc, size_t b) {
+    const size_t e = size_t(s_.doc_ptr[doc + 1]);
+    if (p.head == 0 || e - b <= p.head) {
+      into.push(0, entries_dot(comp, doc, b, e, s.q.data(), kr), int64_t(doc));
+      return;
+    }
+    const float part = entries_dot(comp, doc, b, b + p.head, s.q.data(), kr);
+    if (!(part > partial.threshold(0))) return;
+    partial.push(0, part, int64_t(doc));
+    into.push(0, part + entries_dot(comp, doc, b + p.head, e, s.q.data(), kr), int64_t(doc));
+  };
   if (p.exact) {
-    for (size_t d = 0; d < n; ++d) heap.push(0, doc_dot(comp, d, s.q.data(), kr), int64_t(d));
+    for (size_t d = 0; d < n; ++d)
+      heap.push(0, entries_dot(comp, d, size_t(s_.doc_ptr[d]), size_t(s_.doc_ptr[d + 1]),
+                               s.q.data(), kr),
+                int64_t(d));
   } else {
     s.terms.clear();
     for (int64_t e = qptr[i]; e < qptr[i + 1]; ++e)
@@ -613,8 +664,8 @@ void SparseIndex::search_one(const Comp* comp, const Term* sterm, const int64_t*
     const uint32_t* postings = s_.postings.data();
     const uint32_t* postoff = s_.postoff.empty() ? nullptr : s_.postoff.data();
     // bytes of term ids to prefetch per document: the average row, at most 8 cache lines
-    const size_t doc_bytes =
-        std::min<size_t>(512, (nnz() / std::max<size_t>(1, n) + 1) * sizeof(Comp));
+    size_t doc_bytes = std::min<size_t>(512, (nnz() / std::max<size_t>(1, n) + 1) * sizeof(Comp));
+    if (p.head > 0) doc_bytes = std::min(doc_bytes, p.head * sizeof(Comp));
     const uint32_t* block_ptr = s_.block_ptr.data();
     // Appends the summary scores of list t's blocks to s.blocks: the list's summary terms
     // met by the query's (both ascending).
@@ -664,7 +715,7 @@ void SparseIndex::search_one(const Comp* comp, const Term* sterm, const int64_t*
         prefetch_doc(comp, s.offs[j], doc_bytes);
       for (size_t j = 0; j < nd; ++j) {
         if (j + kPrefetchAhead < nd) prefetch_doc(comp, s.offs[j + kPrefetchAhead], doc_bytes);
-        heap.push(0, doc_dot(comp, s.docs[j], s.q.data(), kr), int64_t(s.docs[j]));
+        score(heap, s.docs[j], s.offs[j]);
       }
     };
     auto skip = [&](float sd) {
@@ -682,6 +733,11 @@ void SparseIndex::search_one(const Comp* comp, const Term* sterm, const int64_t*
     for (auto end = s.blocks.end(); end != s.blocks.begin(); --end) {
       std::pop_heap(s.blocks.begin(), end, lighter);
       if (skip((end - 1)->first)) break;
+      if (end - 1 != s.blocks.begin()) {  // the next block's postings load during this visit
+        const uint32_t next = block_ptr[s.blocks.front().second];
+        prefetch_line(reinterpret_cast<const char*>(postings + next));
+        if (postoff) prefetch_line(reinterpret_cast<const char*>(postoff + next));
+      }
       visit((end - 1)->second);
     }
   }
@@ -691,7 +747,8 @@ void SparseIndex::search_one(const Comp* comp, const Term* sterm, const int64_t*
     s.top_s.resize(k);
     s.top_p.resize(k);
     heap.write_sorted(0, s.top_s.data(), s.top_p.data(), pad);
-    TopKSet refined(1, k);
+    TopKSet& refined = s.refined;
+    refined.reset(k);
     for (size_t r = 0; r < k && s.top_p[r] >= 0; ++r) refined.push(0, s.top_s[r], s.top_p[r]);
     const size_t K = p_.knn, nk = std::min(p.n_knn, K);
     for (size_t r = 0; r < k && s.top_p[r] >= 0; ++r)
@@ -699,7 +756,7 @@ void SparseIndex::search_one(const Comp* comp, const Term* sterm, const int64_t*
         const uint32_t nb = s_.knn[size_t(s.top_p[r]) * K + x];
         if (nb >= n || s.seen[nb] == s.epoch) continue;  // padding (or a corrupt mapped file)
         s.seen[nb] = s.epoch;
-        refined.push(0, doc_dot(comp, nb, s.q.data(), kr), int64_t(nb));
+        score(refined, nb, size_t(s_.doc_ptr[nb]));
       }
     refined.write_sorted(0, scores + i * k, labels + i * k, pad);
   } else {
