@@ -97,11 +97,13 @@ inline void prefetch_line(const char* p) {
 #endif
 }
 
-// The block list of one posting list as the build produces it.
+// The block list of one posting list as the build produces it, summaries transposed (the
+// list's slices of the State arrays, soff ending with the entry count).
 struct ListOut {
-  std::vector<uint32_t> postings, block_len;
+  std::vector<uint32_t> postings, block_len, sterm, soff;
   std::vector<float> step;
-  std::vector<uint64_t> sum;  // term << 24 | block << 8 | code, sorted: the transposed summaries
+  std::vector<uint16_t> sblock;
+  std::vector<uint8_t> scode;
 };
 
 constexpr size_t kMaxBlocksPerList = 65535;  // block numbers within a list are u16
@@ -422,6 +424,7 @@ void SparseIndex::prune_and_block(const float* val, int threads) {
       ListOut& out = lists[t];
       std::vector<uint32_t> touched;
       std::vector<std::pair<float, uint32_t>> entries;
+      std::vector<uint64_t> sum;  // term << 24 | block << 8 | code
       for (uint32_t c : cl) {
         if (members[c].empty()) continue;
         const uint64_t block = out.block_len.size();
@@ -460,15 +463,15 @@ void SparseIndex::prune_and_block(const float* val, int threads) {
         for (const auto& en : entries) {
           uint32_t code = std::min(255u, uint32_t(std::ceil(en.first / step)));
           if (code < 255 && float(code) * step < en.first) ++code;
-          out.sum.push_back(uint64_t(en.second) << 24 | block << 8 | code);
+          sum.push_back(uint64_t(en.second) << 24 | block << 8 | code);
         }
         out.step.push_back(step);
       }
       // Transpose: entries grouped by term (ascending), blocks ascending within a term (a
       // counting sort through the worker's dense arrays, which are left zeroed).
-      terms.resize(out.sum.size());
+      terms.resize(sum.size());
       size_t nterms = 0;
-      for (uint64_t x : out.sum) {
+      for (uint64_t x : sum) {
         const uint32_t k = uint32_t(x >> 24);
         terms[nterms] = k;
         nterms += count[k]++ == 0;
@@ -481,15 +484,22 @@ void SparseIndex::prune_and_block(const float* val, int threads) {
       } else {
         std::sort(terms.begin(), terms.end());
       }
+      out.sterm = terms;
       uint32_t at = 0;
       for (uint32_t k : terms) {
+        out.soff.push_back(at);
         head[k] = at;
         at += std::exchange(count[k], 0);
       }
-      std::vector<uint64_t> sorted(out.sum.size());
-      for (uint64_t x : out.sum) sorted[head[x >> 24]++] = x;
+      out.soff.push_back(at);
+      out.sblock.resize(sum.size());
+      out.scode.resize(sum.size());
+      for (uint64_t x : sum) {
+        const uint32_t pos = head[x >> 24]++;
+        out.sblock[pos] = uint16_t(x >> 8);
+        out.scode[pos] = uint8_t(x);
+      }
       for (uint32_t k : terms) head[k] = 0;
-      out.sum = std::move(sorted);
     }
     progress_->fetch_add(t_end - task * kListsPerTask);
   });
@@ -497,12 +507,11 @@ void SparseIndex::prune_and_block(const float* val, int threads) {
   // Concatenate the lists in term order.
   std::vector<int64_t> list_ptr(dim_ + 1, 0), sdict_ptr(dim_ + 1, 0), sent_ptr(dim_ + 1, 0);
   size_t nblk = 0, npost = 0, ndict = 0, nent = 0;
-  for (size_t t = 0; t < dim_; ++t) {
-    const ListOut& l = lists[t];
+  for (const ListOut& l : lists) {
     nblk += l.block_len.size();
     npost += l.postings.size();
-    nent += l.sum.size();
-    for (size_t i = 0; i < l.sum.size(); ++i) ndict += i == 0 || (l.sum[i] >> 24) != (l.sum[i - 1] >> 24);
+    ndict += l.sterm.size();
+    nent += l.sblock.size();
   }
   require(npost < (size_t(1) << 32) && nent < (size_t(1) << 32),
           "more than 2^32 postings or summary entries: raise pruning (lower n_postings)");
@@ -518,20 +527,17 @@ void SparseIndex::prune_and_block(const float* val, int threads) {
   soff.reserve(ndict + dim_);
   sblock.reserve(nent);
   scode.reserve(nent);
+  auto append = [](auto& to, const auto& from) { to.insert(to.end(), from.begin(), from.end()); };
   for (size_t t = 0; t < dim_; ++t) {
     ListOut& l = lists[t];
-    postings.insert(postings.end(), l.postings.begin(), l.postings.end());
-    step.insert(step.end(), l.step.begin(), l.step.end());
+    append(postings, l.postings);
+    append(step, l.step);
     for (uint32_t len : l.block_len) block_ptr.push_back(block_ptr.back() + len);
-    for (size_t i = 0; i < l.sum.size(); ++i) {
-      if (i == 0 || (l.sum[i] >> 24) != (l.sum[i - 1] >> 24)) {
-        sterm.push_back(uint32_t(l.sum[i] >> 24));
-        soff.push_back(uint32_t(i));
-      }
-      sblock.push_back(uint16_t(l.sum[i] >> 8));
-      scode.push_back(uint8_t(l.sum[i]));
-    }
-    soff.push_back(uint32_t(l.sum.size()));
+    append(sterm, l.sterm);
+    if (l.soff.empty()) l.soff.push_back(0);  // a list without blocks
+    append(soff, l.soff);
+    append(sblock, l.sblock);
+    append(scode, l.scode);
     list_ptr[t + 1] = int64_t(step.size());
     sdict_ptr[t + 1] = int64_t(sterm.size());
     sent_ptr[t + 1] = int64_t(sblock.size());
