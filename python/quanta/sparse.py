@@ -7,16 +7,16 @@
 
 Build (Bruch et al., SIGIR 2024, and the pyseismic-lsr reference): a forward index of the
 documents (term ids as u16 for vocabularies up to 65,536 terms, else u32; values as f16, or u8
-times a per-document scale with ``values="u8"``; each row stored heaviest entry first); per term a posting list pruned globally (the
-``n_postings * vocabulary`` largest entries of the collection, at most
-``n_postings * max_fraction`` per list), cut into blocks by one pass of k-means around
-sampled documents (``centroid_fraction`` of the list; documents and centroids compared on
-their ``doc_cut`` largest entries; clusters of at most ``min_cluster_size`` documents
-dissolve), each block summarized by the coordinate-wise maximum of its documents, cut to
-``summary_energy`` of its L1 mass and quantized to 8 bits (rounded up). Defaults are
-pyseismic-lsr's build defaults. ``summary_cut`` (a quanta addition, off by default) builds
-the summaries from each document's ``summary_cut`` largest entries only: smaller summaries,
-a faster build and search, slightly lower recall at the same search settings.
+times a per-document scale with ``values="u8"``; each row stored heaviest entry first); per
+term a posting list pruned globally (the ``n_postings * vocabulary`` largest entries of the
+collection, at most ``n_postings * max_fraction`` per list), cut into blocks by one pass of
+k-means around sampled documents (``centroid_fraction`` of the list; documents and centroids
+compared on their ``doc_cut`` largest entries; clusters of at most ``min_cluster_size``
+documents dissolve), each block summarized by the coordinate-wise maximum of its documents, cut
+to ``summary_energy`` of its L1 mass and quantized to 8 bits (rounded up). Defaults are
+pyseismic-lsr's build defaults. ``summary_cut`` (a quanta addition, off by default) builds the
+summaries from each document's ``summary_cut`` largest entries only: smaller summaries, a
+faster build and search, slightly lower recall at the same search settings.
 
 Search: the query's ``query_cut`` heaviest terms; the blocks of their lists in one decreasing
 order of summary score, until the first whose summary dot product is below ``heap_factor``
@@ -28,7 +28,7 @@ Head-first scoring (``head``, a quanta addition): a visited document is scored o
 ``head`` largest entries first (the start of its stored row: a cache line or two instead of a
 whole row) and in full only when that partial score is among the ``rerank`` (default 3k) best
 partial scores of the query so far. On the synthetic 120-entry benchmark ``head=16`` is
-2.3-3.0x faster than full scoring at the same recall. The default, ``head=None``, is 16 for
+2.2-3.0x faster than full scoring, recall within 0.001. The default, ``head=None``, is 16 for
 documents averaging over 32 entries and 0 (every visited document scored whole) otherwise;
 documents no longer than the head are always scored whole.
 
@@ -202,8 +202,9 @@ class SparseIndex(Persistent):
     maps_arrays = True  # quanta.load(path, mmap=True) maps the large arrays instead of reading
 
     # Build and search settings for recall@10 targets, measured by bench.sparse on 200,000
-    # synthetic SPLADE-like documents and 180,000 BM25 documents (recall there: synthetic /
-    # BM25): 0.90: 0.957 / 0.922; 0.95: 0.983 / 0.957; 0.97: 0.984 / 0.970; 0.99: 0.999 / 0.992.
+    # synthetic SPLADE-like documents and 180,000 BM25 documents with the default head (recall
+    # there: synthetic / BM25): 0.90: 0.957 / 0.922; 0.95: 0.983 / 0.957; 0.97: 0.984 / 0.970;
+    # 0.99: 0.999 / 0.992.
     PRESETS = {
         0.90: (dict(summary_cut=32), dict(query_cut=8, heap_factor=1.0)),
         0.95: (dict(summary_cut=32), dict(query_cut=10, heap_factor=0.9)),

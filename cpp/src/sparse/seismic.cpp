@@ -123,7 +123,7 @@ struct SparseScratch {
   std::vector<uint32_t> docs;
   std::vector<size_t> offs;
   std::vector<std::pair<float, uint32_t>> terms;
-  std::vector<std::pair<float, int64_t>> blocks;
+  std::vector<std::pair<float, int64_t>> blocks;  // (summary score, block) to visit
   std::vector<float> top_s;  // the results before graph refinement
   std::vector<int64_t> top_p;
   TopKSet heap{1, 0}, partial{1, 0}, refined{1, 0};  // reset by each query
@@ -188,13 +188,14 @@ void SparseIndex::build(const int64_t* indptr, const int32_t* indices, const flo
   std::vector<uint32_t> order(nnz);
   parallel_for((n + kDocsPerTask - 1) / kDocsPerTask, resolve_threads(threads),
                [&](size_t task, size_t) {
-                 for (size_t d = task * kDocsPerTask; d < std::min(n, (task + 1) * kDocsPerTask); ++d) {
+                 for (size_t d = task * kDocsPerTask; d < std::min(n, (task + 1) * kDocsPerTask);
+                      ++d) {
                    uint32_t* o = order.data() + indptr[d];
+                   const float* v = values + indptr[d];
                    const size_t len = size_t(indptr[d + 1] - indptr[d]);
                    std::iota(o, o + len, uint32_t(0));
-                   std::sort(o, o + len, [&](uint32_t a, uint32_t b) {
-                     const float va = values[indptr[d] + a], vb = values[indptr[d] + b];
-                     return va > vb || (va == vb && a < b);
+                   std::sort(o, o + len, [v](uint32_t a, uint32_t b) {
+                     return v[a] > v[b] || (v[a] == v[b] && a < b);
                    });
                  }
                });
@@ -218,8 +219,8 @@ void SparseIndex::build(const int64_t* indptr, const int32_t* indices, const flo
     std::vector<uint8_t> v8(nnz);
     std::vector<float> scale(n);
     for (size_t d = 0; d < n; ++d) {
-      const bool empty = indptr[d] == indptr[d + 1];
-      scale[d] = !empty && vals[size_t(indptr[d])] > 0.0f ? vals[size_t(indptr[d])] / 255.0f : 1.0f;
+      const float top = indptr[d] < indptr[d + 1] ? vals[size_t(indptr[d])] : 0.0f;  // row max
+      scale[d] = top > 0.0f ? top / 255.0f : 1.0f;
       for (int64_t e = indptr[d]; e < indptr[d + 1]; ++e) {
         v8[e] = uint8_t(std::lrint(vals[e] / scale[d]));
         vals[e] = float(v8[e]) * scale[d];
