@@ -96,10 +96,11 @@ def test_no_pruning_exact_summaries_equal_exhaustive(data):
     index = quanta.SparseIndex(n_postings=10**6, max_fraction=10.0, summary_energy=1.0)
     index.add(X)
     assert index._index.npostings == X.nnz
-    D, I = index.search(Q, k=10, query_cut=10**6, heap_factor=1.0, head=0)
     De, Ie = index.search(Q, k=10, exact=True)
-    np.testing.assert_allclose(D, De, rtol=1e-5, atol=1e-5)
-    assert recall(I, Ie) >= 0.99
+    for order in ("score", "list"):
+        D, I = index.search(Q, k=10, query_cut=10**6, heap_factor=1.0, head=0, order=order)
+        np.testing.assert_allclose(D, De, rtol=1e-5, atol=1e-5)
+        assert recall(I, Ie) >= 0.99
 
 
 def test_recall_rises_with_query_cut_and_lower_heap_factor(data):
@@ -107,11 +108,14 @@ def test_recall_rises_with_query_cut_and_lower_heap_factor(data):
     index = quanta.SparseIndex(n_postings=60, summary_energy=0.4)
     index.add(X)
     _, It = index.search(Q, k=10, exact=True)
-    by_cut = [recall(index.search(Q, 10, qc, 0.9).ids, It) for qc in (1, 3, 6, 12)]
-    by_hf = [recall(index.search(Q, 10, 4, hf).ids, It) for hf in (1.2, 1.0, 0.8, 0.5)]
-    assert all(a <= b + 0.01 for a, b in zip(by_cut, by_cut[1:])), by_cut
-    assert all(a <= b + 0.01 for a, b in zip(by_hf, by_hf[1:])), by_hf
-    assert by_cut[-1] > by_cut[0] and by_cut[-1] >= 0.9
+    for order in ("score", "list"):
+        by_cut = [recall(index.search(Q, 10, qc, 0.9, order=order).ids, It)
+                  for qc in (1, 3, 6, 12)]
+        by_hf = [recall(index.search(Q, 10, 4, hf, order=order).ids, It)
+                 for hf in (1.2, 1.0, 0.8, 0.5)]
+        assert all(a <= b + 0.01 for a, b in zip(by_cut, by_cut[1:])), (order, by_cut)
+        assert all(a <= b + 0.01 for a, b in zip(by_hf, by_hf[1:])), (order, by_hf)
+        assert by_cut[-1] > by_cut[0] and by_cut[-1] >= 0.9
 
 
 def test_u8_values_and_inputs(data):
@@ -245,6 +249,8 @@ def test_bad_input():
         index.search(ok, 2, query_cut=0)
     with pytest.raises(ValueError, match="n_knn"):
         index.search(ok, 2, n_knn=1)  # built without a graph
+    with pytest.raises(ValueError, match="order"):
+        index.search(ok, 2, order="random")
     # empty documents are kept (they score 0); k beyond the index pads with -1
     empty = quanta.SparseIndex()
     empty.add((np.array([0, 1, 1, 2]), np.array([3, 5]), np.array([1.0, 2.0], np.float32)))

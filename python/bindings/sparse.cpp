@@ -111,7 +111,8 @@ void bind_sparse(py::module_& m) {
       }, py::arg("state"), py::arg("borrow") = false, py::arg("check_contents") = true)
       .def("search", [](const SparseIndex& self, const py::array& indptr, const py::array& indices,
                         const py::array& values, size_t k, size_t query_cut, float heap_factor,
-                        bool exact, size_t n_knn, size_t head, size_t rerank, int threads) {
+                        bool exact, size_t n_knn, size_t head, size_t rerank, bool list_order,
+                        int threads) {
         const Csr c = csr(indptr, indices, values, "queries");
         SparseSearch p;
         p.k = k;
@@ -121,6 +122,7 @@ void bind_sparse(py::module_& m) {
         p.n_knn = n_knn;
         p.head = head;
         p.rerank = rerank;
+        p.list_order = list_order;
         return results_into(c.n, k, [&](float* dp, int64_t* ip) {
           self.search(c.ptr, c.idx, c.val, c.n, p, threads, dp, ip);
         });

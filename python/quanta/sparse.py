@@ -60,6 +60,7 @@ from .flat import SearchResult
 from .io import FormatError, Persistent, register_kind, write_container
 
 AUTO_HEAD = 16  # search(head=None): the head of documents averaging over 2 * AUTO_HEAD entries
+#                 (shorter rows: head 0 and order "list")
 _LAYOUT = 4  # of the saved arrays (SparseIndex.State in cpp/include/quanta/seismic.hpp)
 
 def as_csr(x, dim: int | None = None, name: str = "documents"):
@@ -306,7 +307,8 @@ class SparseIndex(Persistent):
 
     def search(self, queries, k: int = 10, query_cut: int = 10, heap_factor: float = 0.8, *,
                exact: bool = False, n_knn: int = 0, head: int | None = None,
-               rerank: int | None = None, threads: int = 0) -> SearchResult:
+               rerank: int | None = None, order: str | None = None,
+               threads: int = 0) -> SearchResult:
         """Top-k documents by inner product for each query row; (scores, positions), -1 where
         fewer than k documents were reached. n_knn (<= the index's knn): after the block loop,
         the first n_knn graph neighbours of each result are scored too.
@@ -316,7 +318,15 @@ class SparseIndex(Persistent):
         3 * k) best partial scores of the query so far: fewer bytes read per document, a few
         results possibly lost. 0 scores every visited document in full. None (the default):
         16 when the documents average more than 32 entries (SPLADE-like rows), else 0 (short
-        rows such as BM25's are read whole in one go)."""
+        rows such as BM25's are read whole in one go).
+
+        order: "score" visits the blocks of all query_cut lists in one decreasing order of
+        summary score and stops at the first below heap_factor * theta; "list" is the
+        reference's loop: list after list (heaviest query term first), each list's blocks in
+        stored order, every block below heap_factor * theta skipped. None (the default):
+        "score" for long rows, where each visit is dear and the order saves visits; "list"
+        for short rows (the same rule as head), where the ordering would cost more than the
+        visits it saves."""
         if self._index is None:
             raise ValueError("search: the index is empty; add documents first")
         k, threads = as_k(k), as_threads(threads)
@@ -330,8 +340,13 @@ class SparseIndex(Persistent):
                 or not 0 <= n_knn <= self.params["knn"]:
             raise ValueError(f"n_knn must be an integer in [0, knn={self.params['knn']}]; "
                              f"got {n_knn!r}")
+        long_rows = self._index.nnz > 2 * AUTO_HEAD * self._index.ndocs
         if head is None:
-            head = AUTO_HEAD if self._index.nnz > 2 * AUTO_HEAD * self._index.ndocs else 0
+            head = AUTO_HEAD if long_rows else 0
+        if order is None:
+            order = "score" if long_rows else "list"
+        if order not in ("score", "list"):
+            raise ValueError(f"order must be 'score' or 'list'; got {order!r}")
         if isinstance(head, bool) or not isinstance(head, (int, np.integer)) or head < 0:
             raise ValueError(f"head must be an integer >= 0; got {head!r}")
         rerank = 3 * k if rerank is None else rerank
@@ -339,7 +354,8 @@ class SparseIndex(Persistent):
             raise ValueError(f"rerank must be an integer >= k={k}; got {rerank!r}")
         indptr, indices, data, _ = as_csr(self._rows(queries), self.dim, "queries")
         D, I = self._index.search(indptr, indices, data, k, int(query_cut), float(heap_factor),
-                                  bool(exact), int(n_knn), int(head), int(rerank), threads)
+                                  bool(exact), int(n_knn), int(head), int(rerank),
+                                  order == "list", threads)
         return SearchResult(D, I)
 
     def _write(self, f):

@@ -731,6 +731,11 @@ void SparseIndex::search_one(const Comp* comp, const Term* sterm, const int64_t*
     };
     s.blocks.clear();
     for (size_t ti = 0; ti < cut; ++ti) summarize(s.terms[ti].second);
+    if (p.list_order) {  // the reference's loop: list by list, blocks in stored order
+      for (const auto& [score, b] : s.blocks)
+        if (!skip(score)) visit(b);
+      s.blocks.clear();
+    }
     // Blocks in decreasing summary score, popped from a heap: the loop ends at the first
     // block below heap_factor * theta (theta only rises), long before most are ordered.
     auto lighter = [](const std::pair<float, int64_t>& a, const std::pair<float, int64_t>& b) {
