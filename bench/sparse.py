@@ -13,9 +13,9 @@ Data:
 Ground truth: exact inner products (SciPy); recall@10 counts a returned document as correct when
 its exact score reaches the true 10th score (ties handled). Both libraries get the same build
 parameters (quanta also with summary_cut, summaries from each document's largest entries);
-the sweep covers query_cut and heap_factor (each quanta index searched with head=0, every
-visited document scored whole as the reference does, and with head=16, documents scored on
-their 16 largest entries first); QPS, the best of repeated timings, at 1 thread
+the sweep covers query_cut and heap_factor (each quanta index searched with its default
+block order and head=0, every visited document scored whole as the reference does, and with
+head=16, documents scored on their 16 largest entries first); QPS, the best of repeated timings, at 1 thread
 (pyseismic-lsr: one search call per query) and all threads (batch calls); build time on 1 thread (pyseismic-lsr in
 a subprocess with RAYON_NUM_THREADS=1, the only thread control it obeys) and all threads; index
 memory. The summary gives, per recall target, each system's fastest single-thread point

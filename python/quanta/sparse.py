@@ -18,11 +18,14 @@ pyseismic-lsr's build defaults. ``summary_cut`` (a quanta addition, off by defau
 summaries from each document's ``summary_cut`` largest entries only: smaller summaries, a
 faster build and search, slightly lower recall at the same search settings.
 
-Search: the query's ``query_cut`` heaviest terms; the blocks of their lists in one decreasing
-order of summary score, until the first whose summary dot product is below ``heap_factor``
-times the current k-th best score; visited blocks' documents are scored exactly against the
-whole query. Lower ``heap_factor`` and higher ``query_cut`` raise recall and cost. Batches
-run on all cores (``threads``, GIL released), results in query order.
+Search: the query's ``query_cut`` heaviest terms; the blocks of their lists are visited
+unless their summary dot product is below ``heap_factor`` times the current k-th best score,
+either list after list in stored order as the reference does (``order="list"``, the default
+for short rows such as BM25's) or all in one decreasing order of summary score up to the
+first below the bar (``order="score"``, the default for long rows: fewer visits); visited
+blocks' documents are scored exactly against the whole query. Lower ``heap_factor`` and
+higher ``query_cut`` raise recall and cost. Batches run on all cores (``threads``, GIL
+released), results in query order.
 
 Head-first scoring (``head``, a quanta addition): a visited document is scored on its
 ``head`` largest entries first (the start of its stored row: a cache line or two instead of a
@@ -203,9 +206,9 @@ class SparseIndex(Persistent):
     maps_arrays = True  # quanta.load(path, mmap=True) maps the large arrays instead of reading
 
     # Build and search settings for recall@10 targets, measured by bench.sparse on 200,000
-    # synthetic SPLADE-like documents and 180,000 BM25 documents with the default head (recall
-    # there: synthetic / BM25): 0.90: 0.957 / 0.922; 0.95: 0.983 / 0.957; 0.97: 0.984 / 0.970;
-    # 0.99: 0.999 / 0.992.
+    # synthetic SPLADE-like documents and 180,000 BM25 documents with the default head and
+    # order (recall there: synthetic / BM25): 0.90: 0.957 / 0.939; 0.95: 0.983 / 0.970;
+    # 0.97: 0.984 / 0.976; 0.99: 0.999 / 0.996.
     PRESETS = {
         0.90: (dict(summary_cut=32), dict(query_cut=8, heap_factor=1.0)),
         0.95: (dict(summary_cut=32), dict(query_cut=10, heap_factor=0.9)),
