@@ -1,7 +1,10 @@
 """Seismic-style sparse search: quanta.SparseIndex against pyseismic-lsr on the same data.
 
-    python -m bench.sparse --data synthetic --n 200000 --nq 200 --plot bench/results/sparse_synthetic.png
-    python -m bench.sparse --data bm25 --n 150000 --nq 200 --plot bench/results/sparse_bm25.png
+    python -m bench.sparse --data synthetic --n 200000 --nq 200 --knn 10 \
+        --plot bench/results/sparse_synthetic.png
+    python -m bench.sparse --data synthetic --n 1000000 --nq 200 --no-default-search \
+        --plot bench/results/sparse_synthetic_1m.png
+    python -m bench.sparse --data bm25 --n 180000 --nq 200 --head 0 --plot bench/results/sparse_bm25.png
 
 Data:
 - synthetic: SPLADE-like vectors: a 30,000-term vocabulary with Zipf-like popularity, documents
@@ -10,16 +13,16 @@ Data:
 - bm25: BM25 vectors of GCIDE dictionary definitions (apt package dict-gcide): document weights
   tf (k1 + 1) / (tf + k1 (1 - b + b len / avglen)), query weights idf, so the inner product is
   the BM25 score; queries are held-out definitions.
-Ground truth: exact inner products (SciPy); recall@10 counts a returned document as correct when
-its exact score reaches the true 10th score (ties handled). Both libraries get the same build
-parameters (quanta also with summary_cut, summaries from each document's largest entries);
-the sweep covers query_cut and heap_factor (each quanta index searched with its default
-block order and head=0, every visited document scored whole as the reference does, and with
-head=16, documents scored on their 16 largest entries first); QPS, the best of repeated timings, at 1 thread
-(pyseismic-lsr: one search call per query) and all threads (batch calls); build time on 1 thread (pyseismic-lsr in
-a subprocess with RAYON_NUM_THREADS=1, the only thread control it obeys) and all threads; index
-memory. The summary gives, per recall target, each system's fastest single-thread point
-reaching it and the ratio.
+Ground truth: exact inner products (SciPy); recall@10 counts a returned document as correct
+when its exact score reaches the true 10th score (ties handled). Both libraries get the same
+build parameters (quanta also with summary_cut, summaries from each document's largest
+entries); the sweep covers query_cut and heap_factor (each quanta index searched with its
+default block order and head=0, every visited document scored whole as the reference does, and
+with head=16, documents scored on their 16 largest entries first); QPS, the best of repeated
+timings, at 1 thread (pyseismic-lsr: one search call per query) and all threads (batch calls);
+build time on 1 thread (pyseismic-lsr in a subprocess with RAYON_NUM_THREADS=1, the only thread
+control it obeys) and all threads; index memory. The summary gives, per recall target, each
+system's fastest single-thread point reaching it and the ratio.
 """
 from __future__ import annotations
 
