@@ -731,26 +731,26 @@ void SparseIndex::search_one(const Comp* comp, const Term* sterm, const int64_t*
     };
     s.blocks.clear();
     for (size_t ti = 0; ti < cut; ++ti) summarize(s.terms[ti].second);
-    if (p.list_order) {  // the reference's loop: list by list, blocks in stored order
-      for (const auto& [score, b] : s.blocks)
-        if (!skip(score)) visit(b);
-      s.blocks.clear();
-    }
-    // Blocks in decreasing summary score, popped from a heap: the loop ends at the first
-    // block below heap_factor * theta (theta only rises), long before most are ordered.
     auto lighter = [](const std::pair<float, int64_t>& a, const std::pair<float, int64_t>& b) {
       return heavier(b, a);
     };
-    std::make_heap(s.blocks.begin(), s.blocks.end(), lighter);
-    for (auto end = s.blocks.end(); end != s.blocks.begin(); --end) {
-      std::pop_heap(s.blocks.begin(), end, lighter);
-      if (skip((end - 1)->first)) break;
-      if (end - 1 != s.blocks.begin()) {  // the next block's postings load during this visit
-        const uint32_t next = block_ptr[s.blocks.front().second];
-        prefetch_line(reinterpret_cast<const char*>(postings + next));
-        if (postoff) prefetch_line(reinterpret_cast<const char*>(postoff + next));
+    if (p.list_order) {  // the reference's loop: list by list, blocks in stored order
+      for (const auto& [score, b] : s.blocks)
+        if (!skip(score)) visit(b);
+    } else {
+      // Blocks in decreasing summary score, popped from a heap: the loop ends at the first
+      // block below heap_factor * theta (theta only rises), long before most are ordered.
+      std::make_heap(s.blocks.begin(), s.blocks.end(), lighter);
+      for (auto end = s.blocks.end(); end != s.blocks.begin(); --end) {
+        std::pop_heap(s.blocks.begin(), end, lighter);
+        if (skip((end - 1)->first)) break;
+        if (end - 1 != s.blocks.begin()) {  // the next block's postings load during this visit
+          const uint32_t next = block_ptr[s.blocks.front().second];
+          prefetch_line(reinterpret_cast<const char*>(postings + next));
+          if (postoff) prefetch_line(reinterpret_cast<const char*>(postoff + next));
+        }
+        visit((end - 1)->second);
       }
-      visit((end - 1)->second);
     }
   }
   const float pad = -std::numeric_limits<float>::infinity();
