@@ -340,3 +340,20 @@ def test_head_first_scoring(data):
         index.search(Q, 10, head=-1)
     with pytest.raises(ValueError, match="rerank"):
         index.search(Q, 10, head=4, rerank=5)
+
+
+def test_without_posting_offsets(data, tmp_path):
+    """posting_offsets=False: 4 bytes less per posting, the same results; saved with the index."""
+    X, Q = data
+    a = quanta.SparseIndex(n_postings=60)
+    a.add(X)
+    b = quanta.SparseIndex(n_postings=60, posting_offsets=False)
+    b.add(X)
+    assert a.memory_usage - b.memory_usage == 4 * a._index.npostings
+    for kw in (dict(), dict(order="list", head=0), dict(exact=True)):
+        np.testing.assert_array_equal(b.search(Q, 10, 6, 0.9, **kw).ids,
+                                      a.search(Q, 10, 6, 0.9, **kw).ids)
+    b.save(tmp_path / "b.qnt")
+    back = quanta.load(tmp_path / "b.qnt", mmap=True)
+    assert back.params["posting_offsets"] is False and back.memory_usage == b.memory_usage
+    np.testing.assert_array_equal(back.search(Q, 10, 6, 0.9).ids, a.search(Q, 10, 6, 0.9).ids)

@@ -45,7 +45,7 @@ void bind_sparse(py::module_& m) {
       .def(py::init([](size_t dim, size_t n_postings, float centroid_fraction,
                        size_t min_cluster_size, float summary_energy, float max_fraction,
                        size_t doc_cut, size_t summary_cut, size_t knn, bool u8_values,
-                       uint64_t seed) {
+                       bool posting_offsets, uint64_t seed) {
              SparseParams p;
              p.n_postings = n_postings;
              p.centroid_fraction = centroid_fraction;
@@ -56,13 +56,14 @@ void bind_sparse(py::module_& m) {
              p.summary_cut = summary_cut;
              p.knn = knn;
              p.u8_values = u8_values;
+             p.posting_offsets = posting_offsets;
              p.seed = seed;
              return SparseIndex(dim, p);
            }),
            py::arg("dim"), py::arg("n_postings"), py::arg("centroid_fraction"),
            py::arg("min_cluster_size"), py::arg("summary_energy"), py::arg("max_fraction"),
            py::arg("doc_cut"), py::arg("summary_cut"), py::arg("knn"),
-           py::arg("u8_values"), py::arg("seed"))
+           py::arg("u8_values"), py::arg("posting_offsets"), py::arg("seed"))
       .def_property_readonly("ndocs", &SparseIndex::ndocs)
       .def_property_readonly("nnz", &SparseIndex::nnz)
       .def_property_readonly("npostings", &SparseIndex::npostings)

@@ -53,6 +53,7 @@ struct SparseParams {
   size_t summary_cut = 0;  // summaries from each document's summary_cut largest entries (0: all)
   size_t knn = 0;          // neighbours kept per document in a kNN graph (0: none)
   bool u8_values = false;  // forward values as u8 times a per-document scale (else f16)
+  bool posting_offsets = true;  // postoff: faster prefetching, 4 bytes per posting
   uint64_t seed = 1142;
 };
 

@@ -546,7 +546,7 @@ void SparseIndex::prune_and_block(const float* val, int threads) {
   }
   s_.list_ptr = std::move(list_ptr);
   s_.block_ptr = std::move(block_ptr);
-  if (nnz < (size_t(1) << 32)) {
+  if (p_.posting_offsets && nnz < (size_t(1) << 32)) {
     std::vector<uint32_t> off(postings.size());
     for (size_t i = 0; i < off.size(); ++i) off[i] = uint32_t(doc_ptr[postings[i]]);
     s_.postoff = std::move(off);
