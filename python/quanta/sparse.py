@@ -354,12 +354,12 @@ class SparseIndex(Persistent):
             raise ValueError(f"order must be 'score' or 'list'; got {order!r}")
         if isinstance(head, bool) or not isinstance(head, (int, np.integer)) or head < 0:
             raise ValueError(f"head must be an integer >= 0; got {head!r}")
-        rerank = 3 * k if rerank is None else rerank
-        if isinstance(rerank, bool) or not isinstance(rerank, (int, np.integer)) or rerank < k:
+        if rerank is not None and (isinstance(rerank, bool) or
+                                   not isinstance(rerank, (int, np.integer)) or rerank < k):
             raise ValueError(f"rerank must be an integer >= k={k}; got {rerank!r}")
         indptr, indices, data, _ = as_csr(self._rows(queries), self.dim, "queries")
         D, I = self._index.search(indptr, indices, data, k, int(query_cut), float(heap_factor),
-                                  bool(exact), int(n_knn), int(head), int(rerank),
+                                  bool(exact), int(n_knn), int(head), int(rerank or 0),
                                   order == "list", threads)
         return SearchResult(D, I)
 

@@ -29,7 +29,7 @@ struct Kernels;
 
 // Search settings. n_knn: graph neighbours of each result evaluated after the block loop.
 // head > 0: a visited document is scored on its head largest entries first and in full only
-// when that partial score is among the rerank best partial scores of the query so far.
+// when that partial score is among the rerank (0: 3k) best partial scores of the query so far.
 // list_order: the query_cut lists one after the other (heaviest query term first), each
 // list's blocks in stored order, every block below heap_factor * theta skipped (the
 // reference's loop); else all their blocks in one decreasing order of summary score, up to
@@ -39,7 +39,7 @@ struct SparseSearch {
   float heap_factor = 0.8f;
   bool exact = false;
   size_t n_knn = 0;
-  size_t head = 0, rerank = 30;
+  size_t head = 0, rerank = 0;
   bool list_order = false;
 };
 

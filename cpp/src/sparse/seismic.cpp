@@ -199,21 +199,23 @@ void SparseIndex::build(const int64_t* indptr, const int32_t* indices, const flo
                    });
                  }
                });
-  std::vector<int32_t> ids(nnz);
-  std::vector<float> vals(nnz);
-  for (size_t d = 0; d < n; ++d)
-    for (int64_t e = indptr[d]; e < indptr[d + 1]; ++e) {
-      const int64_t from = indptr[d] + order[size_t(e)];
-      ids[size_t(e)] = indices[from];
-      vals[size_t(e)] = values[from];
-    }
-  order = std::vector<uint32_t>();
+  // src's entries in that order, as T.
+  auto reordered = [&](const auto* src, auto tag) {
+    using T = decltype(tag);
+    std::vector<T> out(nnz);
+    for (size_t d = 0; d < n; ++d)
+      for (int64_t e = indptr[d]; e < indptr[d + 1]; ++e)
+        out[size_t(e)] = T(src[indptr[d] + order[size_t(e)]]);
+    return out;
+  };
+  std::vector<float> vals = reordered(values, 0.0f);
   State st;
   st.doc_ptr = std::vector<int64_t>(indptr, indptr + n + 1);
   if (dim_ <= 65536)
-    st.comp16 = std::vector<uint16_t>(ids.begin(), ids.end());
+    st.comp16 = reordered(indices, uint16_t(0));
   else
-    st.comp32 = std::vector<uint32_t>(ids.begin(), ids.end());
+    st.comp32 = reordered(indices, uint32_t(0));
+  order = std::vector<uint32_t>();
   // The values as stored (decoded in place): what the blocks and summaries are built from.
   if (p_.u8_values) {
     std::vector<uint8_t> v8(nnz);
@@ -253,7 +255,6 @@ void SparseIndex::build_knn(const int64_t* indptr, const int32_t* indices, const
   q.query_cut = kKnnQueryCut;
   q.heap_factor = kKnnHeapFactor;
   q.head = kKnnHead;
-  q.rerank = 3 * q.k;
   std::vector<float> scores(n * q.k);
   std::vector<int64_t> labels(n * q.k);
   search(indptr, indices, values, n, q, threads, scores.data(), labels.data());
@@ -643,7 +644,7 @@ void SparseIndex::search_one(const Comp* comp, const Term* sterm, const int64_t*
   TopKSet& heap = s.heap;
   TopKSet& partial = s.partial;  // the best head-only scores
   heap.reset(k);
-  partial.reset(p.head > 0 ? std::max(p.rerank, k) : 0);
+  partial.reset(p.head > 0 ? std::max(p.rerank ? p.rerank : 3 * k, k) : 0);
   // Scores document doc (entries from b) into `into`; with a head, the rest of its entries
   // only when the head's partial score is among the rerank best so far.
   auto score = [&](TopKSet& into, size_t doc, size_t b) {
@@ -670,7 +671,8 @@ void SparseIndex::search_one(const Comp* comp, const Term* sterm, const int64_t*
     std::partial_sort(s.terms.begin(), s.terms.begin() + cut, s.terms.end(), heavier);
     const uint32_t* postings = s_.postings.data();
     const uint32_t* postoff = s_.postoff.empty() ? nullptr : s_.postoff.data();
-    // bytes of term ids to prefetch per document: the average row, at most 8 cache lines
+    // bytes of term ids to prefetch per document: the average row (at most 8 cache lines),
+    // or the head when there is one
     size_t doc_bytes = std::min<size_t>(512, (nnz() / std::max<size_t>(1, n) + 1) * sizeof(Comp));
     if (p.head > 0) doc_bytes = std::min(doc_bytes, p.head * sizeof(Comp));
     const uint32_t* block_ptr = s_.block_ptr.data();
@@ -731,15 +733,15 @@ void SparseIndex::search_one(const Comp* comp, const Term* sterm, const int64_t*
     };
     s.blocks.clear();
     for (size_t ti = 0; ti < cut; ++ti) summarize(s.terms[ti].second);
-    auto lighter = [](const std::pair<float, int64_t>& a, const std::pair<float, int64_t>& b) {
-      return heavier(b, a);
-    };
     if (p.list_order) {  // the reference's loop: list by list, blocks in stored order
       for (const auto& [score, b] : s.blocks)
         if (!skip(score)) visit(b);
     } else {
       // Blocks in decreasing summary score, popped from a heap: the loop ends at the first
       // block below heap_factor * theta (theta only rises), long before most are ordered.
+      auto lighter = [](const std::pair<float, int64_t>& a, const std::pair<float, int64_t>& b) {
+        return heavier(b, a);
+      };
       std::make_heap(s.blocks.begin(), s.blocks.end(), lighter);
       for (auto end = s.blocks.end(); end != s.blocks.begin(); --end) {
         std::pop_heap(s.blocks.begin(), end, lighter);
