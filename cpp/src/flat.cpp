@@ -12,6 +12,7 @@
 #include "quanta/gemm_panels.hpp"
 #include "quanta/kernels.hpp"
 #include "quanta/parallel.hpp"
+#include "quanta/range_hits.hpp"
 #include "quanta/rows.hpp"
 
 namespace quanta {
@@ -32,22 +33,6 @@ float max_abs(const float* x, size_t n) {
 bool is_f8(Storage s) { return s == Storage::f8e4m3 || s == Storage::f8e5m2; }
 
 }  // namespace
-
-Metric metric_from_name(const std::string& name) {
-  if (name == "ip") return Metric::ip;
-  if (name == "l2") return Metric::l2;
-  if (name == "cosine") return Metric::cosine;
-  throw std::invalid_argument("metric must be 'ip', 'l2' or 'cosine'; got '" + name + "'");
-}
-
-const char* metric_name(Metric m) {
-  switch (m) {
-    case Metric::ip: return "ip";
-    case Metric::l2: return "l2";
-    case Metric::cosine: return "cosine";
-  }
-  return "?";
-}
 
 F8Scale f8scale_from_name(const std::string& name) {
   if (name == "none") return F8Scale::none;
@@ -233,9 +218,9 @@ const float* FlatIndex::prepare_queries(const float* q, size_t nq, std::vector<f
   return qs.data();
 }
 
-void FlatIndex::search(const float* q, size_t nq, size_t k, const SearchParams& params,
+void FlatIndex::search(const float* q, size_t nq, const FlatSearchParams& params,
                        float* distances, int64_t* labels) const {
-  require(k > 0, "search: k must be >= 1; got 0");
+  require(params.k > 0, "search: k must be >= 1; got 0");
   require_finite(q, nq * dim_, "search: queries");
   require(!params.quantize_queries || storage_ == Storage::i8,
           "search: quantize_queries needs storage 'i8'");
@@ -244,11 +229,19 @@ void FlatIndex::search(const float* q, size_t nq, size_t k, const SearchParams& 
   const float* qp = prepare_queries(q, nq, qs, qnorm);
   if (nq >= kMinGemmQueries && storage_ == Storage::bf16 && dim_ % kAmxDepth == 0 &&
       amx_bf16_active())
-    search_amx(qp, nq, k, resolve_threads(params.threads), qnorm.data(), distances, labels);
+    search_amx(qp, nq, params, qnorm.data(), distances, labels);
   else if (nq >= kMinGemmQueries && !params.quantize_queries)
-    search_gemm(qp, nq, k, resolve_threads(params.threads), qnorm.data(), distances, labels);
+    search_gemm(qp, nq, params, qnorm.data(), distances, labels);
   else
-    search_rows(qp, nq, k, params, qnorm.data(), distances, labels);
+    search_rows(qp, nq, params, qnorm.data(), distances, labels);
+}
+
+size_t FlatIndex::select_rows(size_t begin, size_t count, const IdFilter* f,
+                              uint32_t* out) const {
+  size_t n = 0;
+  for (size_t r = 0; r < count; ++r)
+    if (labels_.allowed(begin + r, f)) out[n++] = uint32_t(r);
+  return n;
 }
 
 // Scores back to distances (l2: |q|^2 - score), positions to labels.
@@ -260,8 +253,10 @@ void FlatIndex::finish(TopKSet& heaps, size_t k, const float* qnorm, float* dist
                 [&](size_t i, float score) { return l2 ? qnorm[i] - score : score; });
 }
 
-void FlatIndex::search_gemm(const float* q, size_t nq, size_t k, int threads, const float* qnorm,
-                            float* distances, int64_t* labels) const {
+void FlatIndex::search_gemm(const float* q, size_t nq, const SearchParams& params,
+                            const float* qnorm, float* distances, int64_t* labels) const {
+  const size_t k = params.k;
+  const int threads = resolve_threads(params.threads);
   const Kernels& kern = kernels(active_isa());
   const size_t mq = size_t(kern.mq), mr = size_t(kern.mr);
   const size_t npanels = (nq + mq - 1) / mq;
@@ -277,26 +272,49 @@ void FlatIndex::search_gemm(const float* q, size_t nq, size_t k, int threads, co
   std::vector<TopKSet> heaps(nworkers, TopKSet(nq, k));
   const bool in_place = storage_ == Storage::f32;
   const float a_mul = metric_ == Metric::l2 ? 2.0f : 1.0f;
+  // A filter shared by every query (or removed rows alone): each block's allowed rows are
+  // gathered and only they are scored. Per-query filters: every row is scored and tested.
+  const bool gather = filtering(params) && params.filter.size() <= 1;
+  const bool per_query = params.filter.size() > 1;
+  const IdFilter* shared = params.filter.of(0);
 
   std::vector<std::vector<float>> rows_bufs(nworkers), tiles(nworkers, std::vector<float>(mr * mq));
+  std::vector<std::vector<uint32_t>> sels(nworkers);
   parallel_for(ntasks, int(nworkers), [&](size_t t, size_t w) {
     std::vector<float>& rows_buf = rows_bufs[w];
     float* tile = tiles[w].data();
     const size_t b = t % nblocks, c = t / nblocks;
     const size_t r_begin = b * block, r_end = std::min(ntotal_, r_begin + block);
-    const size_t nrows = r_end - r_begin;
+    size_t nrows = r_end - r_begin;
+    const uint32_t* sel = nullptr;  // row r is position r_begin + sel[r] when gathered
+    if (gather) {
+      sels[w].resize(nrows);
+      const size_t ns = select_rows(r_begin, nrows, shared, sels[w].data());
+      if (ns == 0) return;
+      if (ns < nrows) {
+        sel = sels[w].data();
+        nrows = ns;
+      }
+    }
     const float* rows;
-    if (in_place) {
+    if (in_place && !sel) {
       rows = reinterpret_cast<const float*>(codes_.data()) + r_begin * dim_;
     } else {
       rows_buf.resize(nrows * dim_);
-      kern.decode_rows(storage_, codes_.data() + r_begin * code_size(), nrows, dim_, rows_buf.data());
+      if (!sel)
+        kern.decode_rows(storage_, codes_.data() + r_begin * code_size(), nrows, dim_,
+                         rows_buf.data());
+      else
+        for (size_t r = 0; r < nrows; ++r)
+          kern.decode_rows(storage_, codes_.data() + (r_begin + sel[r]) * code_size(), 1, dim_,
+                           rows_buf.data() + r * dim_);
       rows = rows_buf.data();
     }
+    const auto pos_of = [&](size_t r) { return r_begin + (sel ? sel[r] : r); };
     std::vector<float> a(nrows), bias(nrows, 0.0f);
     for (size_t r = 0; r < nrows; ++r) {
-      a[r] = a_mul * row_scale(r_begin + r);
-      if (metric_ == Metric::l2) bias[r] = -sq_norms_[r_begin + r];
+      a[r] = a_mul * row_scale(pos_of(r));
+      if (metric_ == Metric::l2) bias[r] = -sq_norms_[pos_of(r)];
     }
     std::vector<float> thr(mq);
     TopKSet& mine = heaps[w];
@@ -315,7 +333,9 @@ void FlatIndex::search_gemm(const float* q, size_t nq, size_t k, int threads, co
           for (size_t r = 0; r < nr; ++r) {
             const float s = tile[r * mq + j];
             if (s >= thr[j]) {
-              mine.push(q0 + j, s, int64_t(r_begin + r0 + r));
+              const size_t pos = pos_of(r0 + r);
+              if (per_query && !labels_.allowed(pos, params.filter.of(q0 + j))) continue;
+              mine.push(q0 + j, s, int64_t(pos));
               thr[j] = mine.threshold(q0 + j);
             }
           }
@@ -330,16 +350,19 @@ void FlatIndex::search_gemm(const float* q, size_t nq, size_t k, int threads, co
 // bf16 rows on AMX tiles (queries rounded to bf16). Tasks: 256 rows x 256 queries, the depth
 // in slices of 1024 so a slice of rows and of queries stays in L2 while the float32 sums
 // accumulate in a per-task buffer.
-void FlatIndex::search_amx(const float* q, size_t nq, size_t k, int threads, const float* qnorm,
-                           float* distances, int64_t* labels) const {
+void FlatIndex::search_amx(const float* q, size_t nq, const SearchParams& params,
+                           const float* qnorm, float* distances, int64_t* labels) const {
   constexpr size_t kRows = 256, kQueries = 256, kDepth = 1024;
+  const size_t k = params.k;
+  const bool filtered = filtering(params);
   std::vector<const float*> cols(nq);
   for (size_t i = 0; i < nq; ++i) cols[i] = q + i * dim_;
   const std::vector<uint16_t> packed = amx_pack_columns(cols.data(), nq, dim_);
   const size_t nk = dim_ / kAmxDepth;
   const size_t nblocks = (ntotal_ + kRows - 1) / kRows, nchunks = (nq + kQueries - 1) / kQueries;
   const size_t ntasks = nblocks * nchunks;
-  const size_t nworkers = std::max<size_t>(1, std::min<size_t>(ntasks, size_t(threads)));
+  const size_t nworkers =
+      std::max<size_t>(1, std::min<size_t>(ntasks, size_t(resolve_threads(params.threads))));
   std::vector<TopKSet> heaps(nworkers, TopKSet(nq, k));
   std::vector<std::vector<float>> sums(nworkers, std::vector<float>(kRows * kQueries));
   const uint16_t* rows = reinterpret_cast<const uint16_t*>(codes_.data());
@@ -365,6 +388,7 @@ void FlatIndex::search_amx(const float* q, size_t nq, size_t k, int threads, con
       for (size_t j = 0; j < qn; ++j) {
         const float s = mul * row[j] - bias;
         if (s >= thr[j]) {
+          if (filtered && !labels_.allowed(r0 + r, params.filter.of(q0 + j))) continue;
           mine.push(q0 + j, s, int64_t(r0 + r));
           thr[j] = mine.threshold(q0 + j);
         }
@@ -382,7 +406,21 @@ void FlatIndex::search_amx(const float* q, size_t nq, size_t k, int threads, con
   finish(heaps[0], k, l2 ? qn_bf16.data() : qnorm, distances, labels);
 }
 
-void FlatIndex::search_rows(const float* q, size_t nq, size_t k, const SearchParams& params,
+void FlatIndex::score_rows(const float* q, const uint8_t* codes, size_t count, size_t first,
+                           const uint32_t* pos, float* s) const {
+  // Scores: a * dot - |x|^2 (l2); the row scale is one per vector, one global, or 1.
+  const float a = (metric_ == Metric::l2 ? 2.0f : 1.0f) *
+                  (f8_scale_ == F8Scale::global ? global_scale_ : 1.0f);
+  kernels(active_isa()).dot_rows(storage_, q, codes, count, dim_, s);
+  const bool vs = !vector_scale_.empty(), l2 = metric_ == Metric::l2;
+  for (size_t r = 0; r < count; ++r) {
+    const size_t p = pos ? first + pos[r] : first + r;
+    s[r] *= vs ? a * vector_scale_[p] : a;
+    if (l2) s[r] -= sq_norms_[p];
+  }
+}
+
+void FlatIndex::search_rows(const float* q, size_t nq, const FlatSearchParams& params,
                             const float* qnorm, float* distances, int64_t* labels) const {
   const Kernels& kern = kernels(active_isa());
   // int8 x int8: each query quantized symmetrically, its scale folded into the score.
@@ -399,35 +437,86 @@ void FlatIndex::search_rows(const float* q, size_t nq, size_t k, const SearchPar
     }
   }
   const int threads = resolve_threads(params.threads);
-  std::vector<std::vector<int32_t>> idots(params.quantize_queries ? size_t(threads) : 0,
-                                          std::vector<int32_t>(kRowsPerTask));
-  std::vector<std::vector<float>> dots(static_cast<size_t>(threads),
-                                       std::vector<float>(kRowsPerTask));
-  // Scores: a * dot - |x|^2 (l2); the row scale is one per vector, one global, or 1.
-  const float a = (metric_ == Metric::l2 ? 2.0f : 1.0f) *
-                  (f8_scale_ == F8Scale::global ? global_scale_ : 1.0f);
+  const size_t cs = code_size();
+  const bool filtered = filtering(params);
+  struct Scratch {
+    std::vector<float> dots = std::vector<float>(kRowsPerTask);
+    std::vector<int32_t> idots;
+    std::vector<uint32_t> sel;
+    std::vector<uint8_t> gathered;
+  };
+  std::vector<Scratch> scratch(static_cast<size_t>(threads));
+  const bool l2 = metric_ == Metric::l2;
   TopKSet heaps = scan_blocks(
-      nq, ntotal_, k, kRowsPerTask, threads,
+      nq, ntotal_, params.k, kRowsPerTask, threads,
       [&](size_t i, size_t begin, size_t count, TopKSet& top, size_t w) {
-        float* s = dots[w].data();
-        const uint8_t* codes = codes_.data() + begin * code_size();
+        Scratch& sc = scratch[w];
+        float* s = sc.dots.data();
+        const uint8_t* codes = codes_.data() + begin * cs;
+        const uint32_t* sel = nullptr;  // row r is position begin + sel[r] when filtered
+        if (filtered) {
+          sc.sel.resize(count);
+          const size_t ns = select_rows(begin, count, params.filter.of(i), sc.sel.data());
+          if (ns == 0) return;
+          if (ns < count) {  // the allowed rows gathered into one run for the kernel
+            sel = sc.sel.data();
+            sc.gathered.resize(ns * cs);
+            for (size_t r = 0; r < ns; ++r)
+              std::memcpy(sc.gathered.data() + r * cs, codes + size_t(sel[r]) * cs, cs);
+            codes = sc.gathered.data();
+            count = ns;
+          }
+        }
         if (params.quantize_queries) {
-          int32_t* id = idots[w].data();
+          sc.idots.resize(kRowsPerTask);
+          int32_t* id = sc.idots.data();
           kern.dot_rows_i8(q8.data() + i * dim_, reinterpret_cast<const int8_t*>(codes), count,
                            dim_, id);
-          for (size_t r = 0; r < count; ++r) s[r] = float(id[r]) * q8_scale[i];
+          for (size_t r = 0; r < count; ++r) {
+            const size_t p = sel ? begin + sel[r] : begin + r;
+            s[r] = float(id[r]) * q8_scale[i] * (l2 ? 2.0f : 1.0f);
+            if (l2) s[r] -= sq_norms_[p];
+          }
         } else {
-          kern.dot_rows(storage_, q + i * dim_, codes, count, dim_, s);
+          score_rows(q + i * dim_, codes, count, begin, sel, s);
         }
-        const float* vscale = vector_scale_.empty() ? nullptr : vector_scale_.data() + begin;
-        const float* norms = metric_ == Metric::l2 ? sq_norms_.data() + begin : nullptr;
-        for (size_t r = 0; r < count; ++r) {
-          s[r] *= vscale ? a * vscale[r] : a;
-          if (norms) s[r] -= norms[r];
+        if (!sel) {
+          push_scores(top, i, begin, s, count);
+          return;
         }
-        push_scores(top, i, begin, s, count);
+        float thr = top.threshold(i);
+        for (size_t r = 0; r < count; ++r)
+          if (s[r] >= thr) {
+            top.push(i, s[r], int64_t(begin + sel[r]));
+            thr = top.threshold(i);
+          }
       });
-  finish(heaps, k, qnorm, distances, labels);
+  finish(heaps, params.k, qnorm, distances, labels);
+}
+
+RangeResult FlatIndex::range_search(const float* q, size_t nq, float radius,
+                                    const SearchParams& params) const {
+  require_finite(q, nq * dim_, "range_search: queries");
+  require(std::isfinite(radius), "range_search: radius must be finite");
+  std::vector<float> qs, qnorm;
+  const float* qp = prepare_queries(q, nq, qs, qnorm);
+  const bool l2 = metric_ == Metric::l2, filtered = filtering(params);
+  RangeHits hits(nq);
+  parallel_for(nq, resolve_threads(params.threads), [&](size_t i, size_t) {
+    // l2: |q|^2 - score < radius; ip / cosine: score > radius.
+    const float floor = l2 ? qnorm[i] - radius : radius;
+    std::vector<float> s(kRowsPerTask);
+    for (size_t begin = 0; begin < ntotal_; begin += kRowsPerTask) {
+      const size_t count = std::min(kRowsPerTask, ntotal_ - begin);
+      score_rows(qp + i * dim_, codes_.data() + begin * code_size(), count, begin, nullptr,
+                 s.data());
+      for (size_t r = 0; r < count; ++r)
+        if (s[r] > floor && (!filtered || labels_.allowed(begin + r, params.filter.of(i))))
+          hits.add(i, s[r], int64_t(begin + r));
+    }
+  });
+  return hits.finish([&](size_t i, float score) { return l2 ? qnorm[i] - score : score; },
+                     [&](int64_t pos) { return labels_.at(pos); });
 }
 
 void FlatIndex::search_subset(const float* q, size_t nq, const int64_t* cand, size_t nc,
@@ -484,7 +573,8 @@ void FlatIndex::search_subset(const float* q, size_t nq, const int64_t* cand, si
 
 void FlatIndex::restore(std::vector<uint8_t> codes, std::vector<float> vector_scale,
                         std::vector<float> sq_norms, std::vector<float> dim_scale,
-                        std::vector<int64_t> ids, float global_scale, size_t ntotal) {
+                        std::vector<int64_t> ids, float global_scale, size_t ntotal,
+                        std::vector<uint64_t> removed) {
   const auto bad = [](const std::string& what) {
     throw std::invalid_argument("corrupt index data: " + what);
   };
@@ -496,13 +586,31 @@ void FlatIndex::restore(std::vector<uint8_t> codes, std::vector<float> vector_sc
   if (!(ids.empty() || ids.size() == ntotal)) bad("ids");
   if (!std::isfinite(global_scale) || global_scale < 0.0f) bad("global scale");
   if (ntotal > 0 && !(storage_ != Storage::i8 || !dim_scale.empty())) bad("missing i8 scales");
+  if (!removed.empty() && removed.size() != (ntotal + 63) / 64) bad("removed-row mask");
   codes_ = std::move(codes);
   vector_scale_ = std::move(vector_scale);
   sq_norms_ = std::move(sq_norms);
   dim_scale_ = std::move(dim_scale);
-  labels_.assign(std::move(ids));
+  labels_.assign(std::move(ids), std::move(removed));
   global_scale_ = global_scale;
   ntotal_ = ntotal;
+}
+
+void FlatIndex::compact() {
+  if (labels_.removed() == 0) return;
+  const std::vector<size_t> keep = labels_.live_positions(ntotal_);
+  const size_t cs = code_size();
+  for (size_t i = 0; i < keep.size(); ++i) {  // keep[i] >= i: moving down in order is safe
+    std::memmove(codes_.data() + i * cs, codes_.data() + keep[i] * cs, cs);
+    if (!vector_scale_.empty()) vector_scale_[i] = vector_scale_[keep[i]];
+    if (!sq_norms_.empty()) sq_norms_[i] = sq_norms_[keep[i]];
+  }
+  codes_.resize(keep.size() * cs);
+  codes_.shrink_to_fit();
+  if (!vector_scale_.empty()) { vector_scale_.resize(keep.size()); vector_scale_.shrink_to_fit(); }
+  if (!sq_norms_.empty()) { sq_norms_.resize(keep.size()); sq_norms_.shrink_to_fit(); }
+  labels_.compact(keep);
+  ntotal_ = keep.size();
 }
 
 }  // namespace quanta

@@ -2,13 +2,17 @@
 #pragma once
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
 #include <cstring>
+#include <limits>
 #include <string>
 #include <vector>
 
 #include "quanta/flat.hpp"
+#include "quanta/id_filter.hpp"
 #include "quanta/kmeans.hpp"
+#include "quanta/search_params.hpp"
 
 namespace py = pybind11;
 using namespace quanta;
@@ -97,6 +101,89 @@ void bind_common(py::class_<Index>& c) {
         self.add(p, n, idp, threads);
       }, py::arg("x"), py::arg("ids"), py::arg("threads"))
       .def("reset", &Index::reset);
+}
+
+// A search's `filter` argument as the Python layer passes it: None, or a list of IdFilter
+// (one shared by every query, or one per query).
+inline QueryFilters query_filters(const py::object& filter, size_t nq) {
+  if (filter.is_none()) return {};
+  auto list = filter.cast<std::vector<IdFilter>>();
+  if (list.size() != 1 && list.size() != nq)
+    throw py::value_error("filter: pass one filter, or one per query (" + std::to_string(nq) +
+                          "); got " + std::to_string(list.size()));
+  return QueryFilters(std::move(list));
+}
+
+// The common search settings from the binding's arguments.
+template <class Params>
+Params search_params(size_t k, int threads, const py::object& filter, size_t nq) {
+  Params p;
+  p.k = k;
+  p.threads = threads;
+  p.filter = query_filters(filter, nq);
+  return p;
+}
+
+// (lims, distances, ids) of a range search, run with the GIL released.
+template <class Run>
+py::tuple range_into(size_t dim, const py::array& q, Run&& run) {
+  size_t nq;
+  const float* p = f32_rows(q, dim, nq, "queries");
+  RangeResult r;
+  {
+    py::gil_scoped_release nogil;
+    r = run(p, nq);
+  }
+  return py::make_tuple(to_numpy(std::vector<uint64_t>(r.lims.begin(), r.lims.end())),
+                        to_numpy(r.distances), to_numpy(r.ids));
+}
+
+// remove / contains / compact, for the indexes with tombstones or in-place removal.
+template <class Index>
+void bind_removal(py::class_<Index>& c) {
+  c.def("remove", [](Index& self, const IdFilter& f) {
+     py::gil_scoped_release nogil;
+     return self.remove(f);
+   }, py::arg("filter"))
+      .def("contains", [](const Index& self, const py::array_t<int64_t, py::array::c_style>& ids) {
+        py::array_t<bool> out{ids.size()};
+        const int64_t* ip = ids.data();
+        bool* op = out.mutable_data();
+        py::gil_scoped_release nogil;
+        for (py::ssize_t i = 0; i < ids.size(); ++i) op[i] = self.contains(ip[i]);
+        return out;
+      }, py::arg("ids"))
+      .def("compact", [](Index& self) {
+        py::gil_scoped_release nogil;
+        self.compact();
+      });
+}
+
+// The filter type the Python layer builds quanta.Filter on.
+inline void bind_id_filter(py::module_& m) {
+  py::class_<IdFilter>(m, "IdFilter")
+      .def(py::init<>())
+      .def_static("from_ids", [](const py::array_t<int64_t, py::array::c_style>& ids) {
+        return IdFilter::from_ids(ids.data(), size_t(ids.size()));
+      }, py::arg("ids"))
+      .def_static("from_range", &IdFilter::from_range, py::arg("lo"), py::arg("hi"))
+      .def_static("from_bitmap", [](const py::array_t<uint8_t, py::array::c_style>& bits,
+                                    size_t nbits) {
+        if (size_t(bits.size()) * 8 < nbits)
+          throw py::value_error("from_bitmap: fewer bytes than nbits / 8");
+        return IdFilter::from_bitmap(bits.data(), nbits);
+      }, py::arg("bits"), py::arg("nbits"))
+      .def("negated", &IdFilter::negated)
+      .def("allows", [](const IdFilter& f, const py::array_t<int64_t, py::array::c_style>& ids) {
+        py::array_t<bool> out{ids.size()};
+        for (py::ssize_t i = 0; i < ids.size(); ++i) out.mutable_data()[i] = f.allows(ids.data()[i]);
+        return out;
+      }, py::arg("ids"))
+      .def_property_readonly("max_allowed", [](const IdFilter& f) -> py::object {
+        const size_t n = f.max_allowed();
+        if (n == std::numeric_limits<size_t>::max()) return py::none();
+        return py::int_(n);
+      });
 }
 
 // For the indexes that can decode their vectors.

@@ -38,6 +38,7 @@ py::class_<Index> bind_pq_index(py::module_& m, const char* name) {
   py::class_<Index> c(m, name);
   bind_common(c);
   bind_reconstruct(c);
+  bind_removal(c);
   bind_pq_accessor(c);
   c.def("train", [](Index& self, const py::array& x, size_t niter, uint64_t seed,
                                  size_t mppc, int threads) {
@@ -48,9 +49,20 @@ py::class_<Index> bind_pq_index(py::module_& m, const char* name) {
    })
       .def("codes", [](const Index& self) { return to_numpy(self.codes()); })
       .def("ids", [](const Index& self) { return to_numpy(self.ids()); })
-      .def("restore", [](Index& self, const py::array& codes, const py::array& ids, size_t ntotal) {
-        self.restore(from_numpy<uint8_t>(codes, "codes"), from_numpy<int64_t>(ids, "ids"), ntotal);
-      });
+      .def("removed", [](const Index& self) { return to_numpy(self.removed_mask()); })
+      .def_property_readonly("rows", &Index::rows)
+      .def("range_search", [](const Index& self, const py::array& q, float radius, int threads,
+                              const py::object& filter) {
+        auto params = search_params<SearchParams>(1, threads, filter, size_t(q.shape(0)));
+        return range_into(self.dim(), q, [&](const float* p, size_t nq) {
+          return self.range_search(p, nq, radius, params);
+        });
+      }, py::arg("queries"), py::arg("radius"), py::arg("threads"), py::arg("filter"))
+      .def("restore", [](Index& self, const py::array& codes, const py::array& ids, size_t rows,
+                         const py::array& removed) {
+        self.restore(from_numpy<uint8_t>(codes, "codes"), from_numpy<int64_t>(ids, "ids"), rows,
+                     from_numpy<uint64_t>(removed, "removed"));
+      }, py::arg("codes"), py::arg("ids"), py::arg("rows"), py::arg("removed"));
   return c;
 }
 
@@ -59,6 +71,7 @@ py::class_<Index> bind_pq_index(py::module_& m, const char* name) {
 PYBIND11_MODULE(_core, m) {
   m.doc() = "quanta native core";
   py::register_exception<Error>(m, "QuantaError", PyExc_RuntimeError);
+  bind_id_filter(m);
   bind_binary(m);
   bind_multivector(m);
   bind_sparse(m);
@@ -210,25 +223,29 @@ PYBIND11_MODULE(_core, m) {
     return new PQIndex(dim, m, nbits, metric_from_name(metric));
   }));
   pq_index.def("search", [](const PQIndex& self, const py::array& q, size_t k, int threads,
-                            bool sdc) {
+                            bool sdc, const py::object& filter) {
+    auto params = search_params<PQSearchParams>(k, threads, filter, size_t(q.shape(0)));
+    params.sdc = sdc;
     return search_into(self.dim(), q, k, [&](const float* p, size_t nq, float* D, int64_t* I) {
-      self.search(p, nq, k, threads, sdc, D, I);
+      self.search(p, nq, params, D, I);
     });
-  });
+  }, py::arg("queries"), py::arg("k"), py::arg("threads"), py::arg("sdc"), py::arg("filter"));
   auto fast_scan = bind_pq_index<PQFastScanIndex>(m, "PQFastScanIndex");
   fast_scan.def(py::init([](size_t dim, size_t m, const std::string& metric) {
     return new PQFastScanIndex(dim, m, metric_from_name(metric));
   }));
   fast_scan.def("search", [](const PQFastScanIndex& self, const py::array& q, size_t k,
-                             int threads) {
+                             int threads, const py::object& filter) {
+    auto params = search_params<SearchParams>(k, threads, filter, size_t(q.shape(0)));
     return search_into(self.dim(), q, k, [&](const float* p, size_t nq, float* D, int64_t* I) {
-      self.search(p, nq, k, threads, D, I);
+      self.search(p, nq, params, D, I);
     });
-  });
+  }, py::arg("queries"), py::arg("k"), py::arg("threads"), py::arg("filter"));
 
   py::class_<IVFPQIndex> ivf(m, "IVFPQIndex");
   bind_common(ivf);
   bind_reconstruct(ivf);
+  bind_removal(ivf);
   bind_pq_accessor(ivf);
   ivf.def(py::init([](size_t dim, size_t nlist, size_t m, size_t nbits, const std::string& metric,
                       bool fast_scan, bool by_residual) {
@@ -245,11 +262,23 @@ PYBIND11_MODULE(_core, m) {
                    kmeans_params(niter, seed + 1, mppc, threads));
       })
       .def("search", [](const IVFPQIndex& self, const py::array& q, size_t k, size_t nprobe,
-                        int threads) {
+                        int threads, const py::object& filter) {
+        auto params = search_params<IVFSearchParams>(k, threads, filter, size_t(q.shape(0)));
+        params.nprobe = nprobe;
         return search_into(self.dim(), q, k, [&](const float* p, size_t nq, float* D, int64_t* I) {
-          self.search(p, nq, k, nprobe, threads, D, I);
+          self.search(p, nq, params, D, I);
         });
-      })
+      }, py::arg("queries"), py::arg("k"), py::arg("nprobe"), py::arg("threads"),
+         py::arg("filter"))
+      .def("range_search", [](const IVFPQIndex& self, const py::array& q, float radius,
+                              size_t nprobe, int threads, const py::object& filter) {
+        auto params = search_params<IVFSearchParams>(1, threads, filter, size_t(q.shape(0)));
+        params.nprobe = nprobe;
+        return range_into(self.dim(), q, [&](const float* p, size_t nq) {
+          return self.range_search(p, nq, radius, params);
+        });
+      }, py::arg("queries"), py::arg("radius"), py::arg("nprobe"), py::arg("threads"),
+         py::arg("filter"))
       .def("coarse_centroids", [](const IVFPQIndex& self) { return to_numpy(self.centroids()); })
       .def("state", [](const IVFPQIndex& self) {
         py::dict d;
@@ -268,6 +297,7 @@ PYBIND11_MODULE(_core, m) {
   py::class_<FlatIndex> flat(m, "FlatIndex");
   bind_common(flat);
   bind_reconstruct(flat);
+  bind_removal(flat);
   flat.def(py::init([](size_t dim, const std::string& metric, const std::string& storage,
                        const std::string& f8_scale, bool f8_anisotropic) {
              return new FlatIndex(dim, metric_from_name(metric), storage_from_name(storage),
@@ -287,14 +317,21 @@ PYBIND11_MODULE(_core, m) {
         self.train(p, n);
       })
       .def("search", [](const FlatIndex& self, const py::array& q, size_t k, int threads,
-                        bool quantize_queries) {
-        SearchParams params;
-        params.threads = threads;
+                        bool quantize_queries, const py::object& filter) {
+        auto params = search_params<FlatSearchParams>(k, threads, filter, size_t(q.shape(0)));
         params.quantize_queries = quantize_queries;
         return search_into(self.dim(), q, k, [&](const float* p, size_t nq, float* D, int64_t* I) {
-          self.search(p, nq, k, params, D, I);
+          self.search(p, nq, params, D, I);
         });
-      }, py::arg("queries"), py::arg("k"), py::arg("threads"), py::arg("quantize_queries"))
+      }, py::arg("queries"), py::arg("k"), py::arg("threads"), py::arg("quantize_queries"),
+         py::arg("filter"))
+      .def("range_search", [](const FlatIndex& self, const py::array& q, float radius,
+                              int threads, const py::object& filter) {
+        auto params = search_params<SearchParams>(1, threads, filter, size_t(q.shape(0)));
+        return range_into(self.dim(), q, [&](const float* p, size_t nq) {
+          return self.range_search(p, nq, radius, params);
+        });
+      }, py::arg("queries"), py::arg("radius"), py::arg("threads"), py::arg("filter"))
       .def("search_subset", [](const FlatIndex& self, const py::array& q,
                                const py::array_t<int64_t, py::array::c_style>& cand, size_t k,
                                int threads) {
@@ -306,8 +343,10 @@ PYBIND11_MODULE(_core, m) {
           self.search_subset(p, nq, cp, nc, k, threads, D, I);
         });
       })
+      .def_property_readonly("rows", &FlatIndex::rows)
       .def("state", [](const FlatIndex& self) {
         py::dict d;
+        d["removed"] = to_numpy(self.removed_mask());
         d["codes"] = to_numpy(self.codes());
         d["vector_scale"] = to_numpy(self.vector_scale());
         d["sq_norms"] = to_numpy(self.sq_norms());
@@ -318,9 +357,12 @@ PYBIND11_MODULE(_core, m) {
       })
       .def("restore", [](FlatIndex& self, const py::array& codes, const py::array& vector_scale,
                          const py::array& sq_norms, const py::array& dim_scale,
-                         const py::array& ids, float global_scale, size_t ntotal) {
+                         const py::array& ids, float global_scale, size_t rows,
+                         const py::array& removed) {
         self.restore(from_numpy<uint8_t>(codes, "codes"), from_numpy<float>(vector_scale, "vector_scale"),
                      from_numpy<float>(sq_norms, "sq_norms"), from_numpy<float>(dim_scale, "dim_scale"),
-                     from_numpy<int64_t>(ids, "ids"), global_scale, ntotal);
-      });
+                     from_numpy<int64_t>(ids, "ids"), global_scale, rows,
+                     from_numpy<uint64_t>(removed, "removed"));
+      }, py::arg("codes"), py::arg("vector_scale"), py::arg("sq_norms"), py::arg("dim_scale"),
+         py::arg("ids"), py::arg("global_scale"), py::arg("rows"), py::arg("removed"));
 }

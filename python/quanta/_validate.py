@@ -82,3 +82,13 @@ def reconstruct_ids(native, ids) -> np.ndarray:
     except IndexError as e:
         raise KeyError(str(e)) from None
     return out[0] if scalar else out
+
+
+def as_radius(radius) -> float:
+    """A range search's radius: a finite real number."""
+    if isinstance(radius, (bool, np.bool_)) or not isinstance(radius, (int, float, np.integer,
+                                                                     np.floating)):
+        raise TypeError(f"radius must be a real number; got {type(radius).__name__}")
+    if not np.isfinite(radius):
+        raise ValueError(f"radius must be finite; got {radius}")
+    return float(radius)

@@ -32,6 +32,14 @@ def _cupy():
     return cupy
 
 
+
+def _require_compact(index):
+    """GPU copies hold live rows only: an index with removed rows must compact() first."""
+    rows = getattr(index._index, "rows", index.ntotal)
+    if rows != index.ntotal:
+        raise ValueError(f"the index holds {rows - index.ntotal} removed vectors; call "
+                         f"index.compact() before copying it to the GPU")
+
 class FlatIndex:
     """A device copy of a CPU :class:`quanta.FlatIndex`, searched with CUDA kernels.
 
@@ -42,6 +50,7 @@ class FlatIndex:
     def __init__(self, index: _CpuFlatIndex):
         if not isinstance(index, _CpuFlatIndex):
             raise TypeError("index must be a quanta.FlatIndex")
+        _require_compact(index)
         self._mod = _module()
         cp = _cupy()
         st = index._index.state()
@@ -145,6 +154,7 @@ class _GpuQuantized:
             raise TypeError(f"index must be a quanta.{cpu_cls.__name__}")
         if not index.is_trained:
             raise ValueError("index must be trained")
+        _require_compact(index)
         self._mod, cp = _module(), _cupy()
         self._cpu = index
         self.dim, self.m, self.nbits, self.metric = index.dim, index.m, index.nbits, index.metric

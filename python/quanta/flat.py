@@ -6,7 +6,9 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _core
-from ._validate import as_f32_matrix, as_ids, as_k, as_threads, reconstruct_ids
+from ._mutable import Removable
+from ._validate import as_f32_matrix, as_ids, as_k, as_radius, as_threads, reconstruct_ids
+from .filter import as_filters
 from .io import FormatError, Persistent, register_kind, write_container
 from .storage import _check_storage
 
@@ -26,7 +28,21 @@ class SearchResult(NamedTuple):
     ids: np.ndarray
 
 
-class FlatIndex(Persistent):
+class RangeResult(NamedTuple):
+    """Range search output in faiss's layout: query i's hits are
+    ``distances[lims[i]:lims[i + 1]]`` and ``ids[lims[i]:lims[i + 1]]``, best first."""
+
+    lims: np.ndarray
+    distances: np.ndarray
+    ids: np.ndarray
+
+    def query(self, i: int):
+        """(distances, ids) of query i."""
+        a, b = int(self.lims[i]), int(self.lims[i + 1])
+        return self.distances[a:b], self.ids[a:b]
+
+
+class FlatIndex(Removable, Persistent):
     """Exact k-NN search over vectors stored as f32, f16, bf16, f8e4m3, f8e5m2 or i8.
 
     Parameters
@@ -108,16 +124,27 @@ class FlatIndex(Persistent):
         self._index.reset()
 
     # -- queries ----------------------------------------------------------------------------
-    def search(self, q, k: int = 10, *, threads: int = 0,
+    def search(self, q, k: int = 10, *, threads: int = 0, filter=None,
                quantize_queries: bool = False) -> SearchResult:
         """The k nearest stored vectors of each query, best first.
 
         threads: 0 uses all cores (see ``quanta.set_num_threads``); results do not depend on it.
+        filter: ids the queries may return (see ``quanta.filter``): an allow-list of ids, a
+            ``quanta.Filter``, or a list with one per query. A filter shared by every query
+            scores only the allowed rows.
         quantize_queries: i8 storage only; int8 x int8 dot products (VNNI where present).
         """
         q = as_f32_matrix(q, self.dim, "queries")
-        D, I = self._index.search(q, as_k(k), as_threads(threads), bool(quantize_queries))
+        D, I = self._index.search(q, as_k(k), as_threads(threads), bool(quantize_queries),
+                                  as_filters(filter, q.shape[0]))
         return SearchResult(D, I)
+
+    def range_search(self, q, radius: float, *, threads: int = 0, filter=None) -> RangeResult:
+        """Every stored vector within `radius` of each query: l2 distance < radius, or
+        ip / cosine similarity > radius; best first per query."""
+        q = as_f32_matrix(q, self.dim, "queries")
+        return RangeResult(*self._index.range_search(q, as_radius(radius), as_threads(threads),
+                                                     as_filters(filter, q.shape[0])))
 
     def reconstruct(self, ids) -> np.ndarray:
         """The stored (decoded) vectors for `ids`, shape (len(ids), dim); cosine: normalized."""
@@ -127,10 +154,10 @@ class FlatIndex(Persistent):
     def _write(self, f) -> None:
         st = self._index.state()
         arrays = {"CODE": st["codes"], "VSCL": st["vector_scale"], "NORM": st["sq_norms"],
-                  "DSCL": st["dim_scale"], "IDS_": st["ids"]}
+                  "DSCL": st["dim_scale"], "IDS_": st["ids"], "DEAD": st["removed"]}
         meta = {"metric": self.metric, "storage": self.storage, "f8_scale": self.f8_scale,
                 "f8_rounding": self.f8_rounding, "global_scale": st["global_scale"]}
-        write_container(f, "FLAT", self.dim, self.ntotal, meta, arrays)
+        write_container(f, "FLAT", self.dim, self._index.rows, meta, arrays)
 
     @classmethod
     def _from_parts(cls, dim, ntotal, meta, arrays, source):
@@ -139,11 +166,16 @@ class FlatIndex(Persistent):
                         f8_rounding=meta["f8_rounding"])
             index._index.restore(*(np.ascontiguousarray(arrays[t]) for t in
                                    ("CODE", "VSCL", "NORM", "DSCL", "IDS_")),
-                                 float(meta["global_scale"]), ntotal)
+                                 float(meta["global_scale"]), ntotal, removed_mask(arrays))
         except (KeyError, TypeError, ValueError) as e:
             raise FormatError(f"{source}: not a valid FLAT index ({e})") from None
         return index
 
+
+
+def removed_mask(arrays, tag="DEAD"):
+    """The removed-row bitmap of a saved index (files written before removal have none)."""
+    return np.ascontiguousarray(arrays.get(tag, np.zeros(0, np.uint64)), dtype=np.uint64)
 
 
 register_kind("FLAT", FlatIndex)

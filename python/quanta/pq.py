@@ -4,8 +4,11 @@ from __future__ import annotations
 import numpy as np
 
 from . import _core
-from ._validate import as_f32_matrix, as_ids, as_k, as_nprobe, as_threads, reconstruct_ids
-from .flat import METRICS, FlatIndex, SearchResult
+from ._mutable import Removable
+from ._validate import (as_f32_matrix, as_ids, as_k, as_nprobe, as_radius, as_threads,
+                        reconstruct_ids)
+from .filter import as_filters
+from .flat import METRICS, FlatIndex, RangeResult, SearchResult, removed_mask
 from .io import FormatError, Persistent, register_kind, write_container
 from .opq import train_rotation
 
@@ -102,9 +105,10 @@ class _QuantizedIndex:
         meta = {"opq": self._opq,
                 "refine": {"storage": self._refine.storage, "f8_scale": self._refine.f8_scale,
                            "f8_rounding": self._refine.f8_rounding,
-                           "global_scale": st["global_scale"], "factor": self.refine_factor}}
+                           "global_scale": st["global_scale"], "factor": self.refine_factor,
+                           "rows": self._refine._index.rows}}
         arrays = {"RCOD": st["codes"], "RVSC": st["vector_scale"], "RNRM": st["sq_norms"],
-                  "RDSC": st["dim_scale"], "RIDS": st["ids"], **rot}
+                  "RDSC": st["dim_scale"], "RIDS": st["ids"], "RDED": st["removed"], **rot}
         return meta, arrays
 
     def _restore_extra(self, meta, arrays, ntotal):
@@ -117,11 +121,24 @@ class _QuantizedIndex:
         self.refine_factor = int(r["factor"])
         self._refine._index.restore(*(np.ascontiguousarray(arrays[t]) for t in
                                       ("RCOD", "RVSC", "RNRM", "RDSC", "RIDS")),
-                                    float(r["global_scale"]), ntotal)
+                                    float(r["global_scale"]), int(r.get("rows", ntotal)),
+                                    removed_mask(arrays, "RDED"))
 
 
-class _PQCodesIndex(_QuantizedIndex):
-    """What the PQ indexes add: their product quantizer and decoding."""
+class _PQCodesIndex(Removable, _QuantizedIndex):
+    """What the PQ indexes add: their product quantizer and decoding, removal, range search."""
+
+    def _removal_targets(self):
+        return [self._index] + ([] if self._refine is None else [self._refine._index])
+
+    def _range(self, q, radius, threads, filter, run):
+        """run(qr, radius, threads, filters) on the native index with the queries in its space.
+        The codes' distances decide (the re-ranking vectors are not used)."""
+        if not self.is_trained:
+            raise ValueError("range_search: the index is not trained; call train(x) first")
+        q = as_f32_matrix(q, self.dim, "queries")
+        return RangeResult(*run(self._rotated(q), as_radius(radius), as_threads(threads),
+                                as_filters(filter, q.shape[0])))
 
     def reconstruct(self, ids) -> np.ndarray:
         """The decoded vectors for `ids`, shape (len(ids), dim)."""
@@ -329,28 +346,41 @@ class PQIndex(_PQCodesIndex, Persistent):
         self._index.train(self._fit_rotation(x, args[1], args[3]), *args)
         self._train_refine(x)
 
-    def search(self, q, k: int = 10, *, threads: int = 0, sdc: bool = False) -> SearchResult:
+    def search(self, q, k: int = 10, *, threads: int = 0, filter=None,
+               sdc: bool = False) -> SearchResult:
+        """The k best codes of each query (re-ranked exactly when ``refine`` is set).
+
+        filter: ids the queries may return (see ``quanta.filter``); a filter shared by every
+        query scans only the allowed codes.
+        """
         if not self.is_trained:
             raise ValueError("search: the index is not trained; call train(x) first")
         q = as_f32_matrix(q, self.dim, "queries")
         k, threads = as_k(k), as_threads(threads)
+        filters = as_filters(filter, q.shape[0])
         if self.fast_scan and sdc:
             raise ValueError("sdc=True is not available with fast_scan")
 
         def base(qr, kk):
             if self.fast_scan:
-                return self._index.search(qr, kk, threads)
-            return self._index.search(qr, kk, threads, bool(sdc))
+                return self._index.search(qr, kk, threads, filters)
+            return self._index.search(qr, kk, threads, bool(sdc), filters)
         return self._search_refined(q, k, threads, base)
+
+    def range_search(self, q, radius: float, *, threads: int = 0, filter=None) -> RangeResult:
+        """Every vector whose code is within `radius` of each query (l2: distance < radius;
+        ip / cosine: inner product > radius), best first. Fast-scan codes use their
+        distance estimates."""
+        return self._range(q, radius, threads, filter, self._index.range_search)
 
     def _write(self, f):
         cent = self._index.pq().centroids() if self.is_trained else np.zeros(0, np.float32)
         rmeta, rarrays = self._extra_parts()
-        write_container(f, "PQIX", self.dim, self.ntotal,
+        write_container(f, "PQIX", self.dim, self._index.rows,
                         {"m": self.m, "nbits": self.nbits, "metric": self.metric,
                          "fast_scan": self.fast_scan, **rmeta},
                         {"CENT": cent, "CODE": self._index.codes(), "IDS_": self._index.ids(),
-                         **rarrays})
+                         "DEAD": self._index.removed(), **rarrays})
 
     @classmethod
     def _from_parts(cls, dim, ntotal, meta, arrays, source):
@@ -361,7 +391,8 @@ class PQIndex(_PQCodesIndex, Persistent):
             if arrays["CENT"].size:
                 index._index.pq().set_centroids(np.ascontiguousarray(arrays["CENT"], np.float32))
             index._index.restore(np.ascontiguousarray(arrays["CODE"], np.uint8),
-                                 np.ascontiguousarray(arrays["IDS_"], np.int64), ntotal)
+                                 np.ascontiguousarray(arrays["IDS_"], np.int64), ntotal,
+                                 removed_mask(arrays))
             index._restore_extra(meta, arrays, ntotal)
         except (KeyError, TypeError, ValueError) as e:
             raise FormatError(f"{source}: not a valid PQIX index ({e})") from None
@@ -438,14 +469,33 @@ class IVFPQIndex(_PQCodesIndex, Persistent):
                           mppc, threads)
         self._train_refine(x)
 
-    def search(self, q, k: int = 10, *, nprobe: int | None = None, threads: int = 0) -> SearchResult:
+    def search(self, q, k: int = 10, *, nprobe: int | None = None, threads: int = 0,
+               filter=None) -> SearchResult:
+        """The k best codes among each query's nprobe closest lists (re-ranked exactly when
+        ``refine`` is set).
+
+        filter: ids the queries may return (see ``quanta.filter``). A query its filter leaves
+        with fewer than k results is searched again with twice the lists, up to all of them;
+        a filter allowing few ids (at most 1/8 of the codes nprobe lists hold) is served by
+        scoring the allowed vectors directly, every list alike.
+        """
         if not self.is_trained:
             raise ValueError("search: the index is not trained; call train(x) first")
         nprobe = as_nprobe(self.nprobe if nprobe is None else nprobe, self.nlist)
         q = as_f32_matrix(q, self.dim, "queries")
         k, threads = as_k(k), as_threads(threads)
+        filters = as_filters(filter, q.shape[0])
         return self._search_refined(
-            q, k, threads, lambda qr, kk: self._index.search(qr, kk, int(nprobe), threads))
+            q, k, threads,
+            lambda qr, kk: self._index.search(qr, kk, int(nprobe), threads, filters))
+
+    def range_search(self, q, radius: float, *, nprobe: int | None = None, threads: int = 0,
+                     filter=None) -> RangeResult:
+        """Every code within `radius` among each query's nprobe closest lists (l2: distance
+        < radius; ip / cosine: inner product > radius), best first."""
+        nprobe = as_nprobe(self.nprobe if nprobe is None else nprobe, self.nlist)
+        return self._range(q, radius, threads, filter,
+                           lambda qr, r, t, f: self._index.range_search(qr, r, int(nprobe), t, f))
 
     def _write(self, f):
         st = self._index.state()

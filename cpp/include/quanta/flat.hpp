@@ -11,25 +11,18 @@
 #include <vector>
 
 #include "quanta/labels.hpp"
+#include "quanta/metric.hpp"
+#include "quanta/search_params.hpp"
 #include "quanta/storage.hpp"
 #include "quanta/topk.hpp"
 
 namespace quanta {
-
-enum class Metric : uint8_t { ip = 0, l2 = 1, cosine = 2 };
-Metric metric_from_name(const std::string& name);
-const char* metric_name(Metric m);
 
 // How float8 rows are scaled before the cast: none, one power of two for the whole index
 // (chosen on the first add), or one float per vector (max |x| maps to the format's max).
 enum class F8Scale : uint8_t { none = 0, global = 1, vector = 2 };
 F8Scale f8scale_from_name(const std::string& name);
 const char* f8scale_name(F8Scale s);
-
-struct SearchParams {
-  int threads = 0;
-  bool quantize_queries = false;  // i8 storage: int8 x int8 dot products (VNNI where present)
-};
 
 class FlatIndex {
  public:
@@ -42,7 +35,8 @@ class FlatIndex {
   Storage storage() const { return storage_; }
   F8Scale f8_scale() const { return f8_scale_; }
   bool f8_anisotropic() const { return f8_anisotropic_; }
-  size_t ntotal() const { return ntotal_; }
+  size_t ntotal() const { return ntotal_ - labels_.removed(); }  // live vectors
+  size_t rows() const { return ntotal_; }  // stored rows, removed ones included
   size_t code_size() const { return dim_ * storage_bytes(storage_); }
   // i8 needs its per-dimension scales and f8 with a global scale its power of two; train()
   // sets them, or the first add() does from its own rows.
@@ -54,8 +48,13 @@ class FlatIndex {
   void train(const float* x, size_t n);
   // Validates everything before changing anything: on an exception the index is unchanged.
   void add(const float* x, size_t n, const int64_t* ids, int threads);
-  void search(const float* q, size_t nq, size_t k, const SearchParams& params, float* distances,
+  // Filtered searches score only the allowed rows when the filter is shared by every query
+  // (gathered block by block), and test each query's own filter before a row enters a heap.
+  void search(const float* q, size_t nq, const FlatSearchParams& params, float* distances,
               int64_t* labels) const;
+  // Every row within `radius`: l2 distance < radius, ip / cosine similarity > radius.
+  RangeResult range_search(const float* q, size_t nq, float radius,
+                           const SearchParams& params) const;
   // Exact re-ranking: the k best of each query among its nc candidate ids (cand[i * nc ..];
   // -1 and unknown ids are skipped), scored against the stored vectors.
   void search_subset(const float* q, size_t nq, const int64_t* cand, size_t nc, size_t k,
@@ -63,6 +62,10 @@ class FlatIndex {
   // Decoded rows (cosine: the normalized vectors); throws std::out_of_range for unknown ids.
   void reconstruct(const int64_t* ids, size_t n, float* out) const;
   void reset();
+  // Tombstones the rows whose ids f allows (skipped by every search); returns how many.
+  size_t remove(const IdFilter& f) { return labels_.remove(f, ntotal_); }
+  bool contains(int64_t id) const { return labels_.position_of(id, ntotal_) >= 0; }
+  void compact();  // drops the removed rows from the arrays
 
   // Raw state, for serialization. restore() validates sizes and throws on mismatch.
   const std::vector<uint8_t>& codes() const { return codes_; }
@@ -70,10 +73,11 @@ class FlatIndex {
   const std::vector<float>& sq_norms() const { return sq_norms_; }
   const std::vector<float>& dim_scale() const { return dim_scale_; }
   const std::vector<int64_t>& ids() const { return labels_.raw(); }
+  const std::vector<uint64_t>& removed_mask() const { return labels_.dead(); }
   float global_scale() const { return global_scale_; }
   void restore(std::vector<uint8_t> codes, std::vector<float> vector_scale,
                std::vector<float> sq_norms, std::vector<float> dim_scale, std::vector<int64_t> ids,
-               float global_scale, size_t ntotal);
+               float global_scale, size_t rows, std::vector<uint64_t> removed = {});
 
  private:
   void encode_rows(const float* x, size_t n, int threads, uint8_t* codes, float* vscale,
@@ -82,12 +86,21 @@ class FlatIndex {
   float row_scale(size_t pos) const;
   const float* prepare_queries(const float* q, size_t nq, std::vector<float>& qs,
                               std::vector<float>& qnorm) const;
-  void search_gemm(const float* q, size_t nq, size_t k, int threads, const float* qnorm,
+  void search_gemm(const float* q, size_t nq, const SearchParams& params, const float* qnorm,
                    float* distances, int64_t* labels) const;
-  void search_rows(const float* q, size_t nq, size_t k, const SearchParams& params,
+  void search_rows(const float* q, size_t nq, const FlatSearchParams& params,
                    const float* qnorm, float* distances, int64_t* labels) const;
-  void search_amx(const float* q, size_t nq, size_t k, int threads, const float* qnorm,
+  void search_amx(const float* q, size_t nq, const SearchParams& params, const float* qnorm,
                   float* distances, int64_t* labels) const;
+  // Scores (higher is better) of `count` rows of codes for query q (prepared): row r is
+  // position pos[r], or first + r when pos is null.
+  void score_rows(const float* q, const uint8_t* codes, size_t count, size_t first,
+                  const uint32_t* pos, float* s) const;
+  // The rows of [begin, begin + count) a search may return under f (nullptr: every live
+  // row), as offsets from begin; returns how many.
+  size_t select_rows(size_t begin, size_t count, const IdFilter* f, uint32_t* out) const;
+  // Whether scans must test rows: removed rows or a filter.
+  bool filtering(const SearchParams& p) const { return labels_.removed() || !p.filter.empty(); }
   void finish(TopKSet& heaps, size_t k, const float* qnorm, float* distances,
               int64_t* labels) const;
   int64_t position_of(int64_t id) const;

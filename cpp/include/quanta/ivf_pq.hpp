@@ -7,6 +7,7 @@
 // with one shared scale, so the sums of different lists compare directly.
 #pragma once
 #include <cstdint>
+#include <atomic>
 #include <memory>
 #include <mutex>
 #include <unordered_map>
@@ -42,10 +43,22 @@ class IVFPQIndex {
   // Coarse k-means (10 iterations by default, as faiss), then PQ on the residuals.
   void train(const float* x, size_t n, const KMeansParams& coarse, const KMeansParams& fine);
   void add(const float* x, size_t n, const int64_t* ids, int threads);
-  void search(const float* q, size_t nq, size_t k, size_t nprobe, int threads, float* distances,
+  // Filters are tested on each candidate's id before it enters a heap. A query left with
+  // fewer than k results by its filter is searched again with twice the lists, up to all of
+  // them; a filter that allows at most kExactFallback-th of the codes nprobe lists hold is
+  // served by scoring the allowed vectors directly (their reconstructions), every list alike.
+  void search(const float* q, size_t nq, const IVFSearchParams& params, float* distances,
               int64_t* labels) const;
+  static constexpr size_t kExactFallback = 8;  // see bench/filtered.py
+  // The codes of the nprobe lists within `radius` (l2: < radius; ip / cosine: > radius).
+  RangeResult range_search(const float* q, size_t nq, float radius,
+                           const IVFSearchParams& params) const;
   void reconstruct(const int64_t* ids, size_t n, float* out) const;
   void reset();
+  // Removes the entries whose ids f allows from their lists (in place, order kept).
+  size_t remove(const IdFilter& f);
+  bool contains(int64_t id) const { return where().count(id) > 0; }
+  void compact();  // returns the lists' spare capacity
 
   const std::vector<float>& centroids() const { return centroids_; }
   // Serialized form: list sizes, all codes and all ids, list by list.
@@ -63,16 +76,28 @@ class IVFPQIndex {
   void precompute();  // also builds coarse_ from the centroids
   static constexpr size_t kMaxPrecomputedBytes = size_t(512) << 20;
   void assign(const float* x, size_t n, int threads, int64_t* lists) const;
-  // One query's scan of its probed lists (coarse distances cd, lists cl, best first).
+  // One query's scan of its probed lists (coarse distances cd, lists cl, best first): calls
+  // emit(score, id) for the codes scoring at least floor() (higher is better), re-reading
+  // floor() whenever emit returns true (a heap took the code).
+  template <class Floor, class Emit>
   void scan_lists(const float* q, const float* cd, const int64_t* cl, size_t nprobe,
-                  TopKSet& top) const;
+                  Floor&& floor, Emit&& emit) const;
+  // One query's exact scores of the vectors f allows (f->max_allowed() must be finite).
+  void score_allowed(const float* q, const IdFilter& f, TopKSet& top, size_t slot) const;
+  // The coarse step: each query's nprobe best lists (distances cd, lists cl), best first.
+  void coarse(const float* qs, size_t nq, size_t nprobe, int threads, float* cd,
+              int64_t* cl) const;
+  using Where = std::unordered_map<int64_t, std::pair<uint32_t, uint32_t>>;
+  const Where& where() const;  // id -> (list, offset), built on first use
+  void forget_where();
+  void decode_entry(size_t l, size_t r, float* out) const;
   // One query's quantized fast-scan tables for its non-empty probed lists (written to lists,
   // best first; returns how many): luts (npairs * 32 bytes each), off (score = off - sum /
   // scale) and the query's scale.
   size_t fast_scan_tables(const float* q, const int64_t* cl, size_t nprobe, uint8_t* luts,
                           float* off, int64_t* lists, float* scale) const;
   TopKSet search_fast_scan(const float* qs, size_t nq, size_t k, const int64_t* cl,
-                           size_t nprobe, int threads) const;
+                           size_t nprobe, int threads, const QueryFilters& filter) const;
   // The l2 ADC table of list l for a query with sub-dots qdots (precomputed or from q - c_l).
   void l2_table(const float* q, const float* qdots, size_t l, float* table) const;
 
@@ -88,7 +113,8 @@ class IVFPQIndex {
   std::vector<std::vector<int64_t>> ids_;
   size_t ntotal_ = 0;
   mutable std::mutex map_mutex_;
-  mutable std::unordered_map<int64_t, std::pair<uint32_t, uint32_t>> where_;  // reconstruct
+  mutable Where where_;  // reconstruct, contains, the exact fallback
+  mutable std::atomic<bool> where_ready_{false};
 };
 
 }  // namespace quanta

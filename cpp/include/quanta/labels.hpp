@@ -1,7 +1,8 @@
 // The int64 labels of stored items, shared by the indexes: no memory while the labels are the
 // positions 0..n-1, one int64 per item once the user gives ids; an id -> position map is
 // built once on demand (reconstruct, re-ranking) under a lock, then read without one, so
-// concurrent searches neither race nor serialize.
+// concurrent searches neither race nor serialize. Removed items are tombstones (one bit per
+// position) that every scan skips until the index compacts its arrays.
 #pragma once
 #include <atomic>
 #include <cstdint>
@@ -12,6 +13,7 @@
 #include <vector>
 
 #include "quanta/error.hpp"
+#include "quanta/id_filter.hpp"
 #include "quanta/topk.hpp"
 
 namespace quanta {
@@ -36,9 +38,12 @@ class Labels {
     for (size_t i = 0; i < n; ++i) out.push_back(ids ? ids[i] : int64_t(ntotal + i));
     return out;
   }
-  void assign(std::vector<int64_t> ids) {
+  void assign(std::vector<int64_t> ids, std::vector<uint64_t> dead = {}) {
     std::lock_guard<std::mutex> lock(mutex_);
     ids_ = std::move(ids);
+    dead_ = std::move(dead);
+    nremoved_ = 0;
+    for (uint64_t w : dead_) nremoved_ += size_t(__builtin_popcountll(w));
     map_.clear();
     map_ready_.store(false);
   }
@@ -50,25 +55,84 @@ class Labels {
     map_ready_.store(false);
   }
   int64_t at(int64_t pos) const { return pos < 0 || ids_.empty() ? pos : ids_[size_t(pos)]; }
-  // Position of the first item labelled `id`, or -1.
+  // Position of the first live item labelled `id`, or -1.
   int64_t position_of(int64_t id, size_t ntotal) const {
-    if (ids_.empty()) return (id >= 0 && size_t(id) < ntotal) ? id : -1;
+    if (ids_.empty()) return (id >= 0 && size_t(id) < ntotal && live(size_t(id))) ? id : -1;
     if (!map_ready_.load(std::memory_order_acquire)) {
       std::lock_guard<std::mutex> lock(mutex_);
       if (!map_ready_.load(std::memory_order_relaxed)) {
         map_.reserve(ids_.size());
-        for (size_t i = ids_.size(); i-- > 0;) map_[ids_[i]] = int64_t(i);
+        for (size_t i = ids_.size(); i-- > 0;)
+          if (live(i)) map_[ids_[i]] = int64_t(i);
         map_ready_.store(true, std::memory_order_release);
       }
     }
     auto it = map_.find(id);
     return it == map_.end() ? -1 : it->second;
   }
+
+  // -- tombstones ---------------------------------------------------------------------------
+  bool live(size_t pos) const {
+    return (pos >> 6) >= dead_.size() || !((dead_[pos >> 6] >> (pos & 63)) & 1);
+  }
+  // Whether a search may return position pos: live and, with a filter, allowed by it.
+  bool allowed(size_t pos, const IdFilter* f) const {
+    return live(pos) && (!f || f->allows(at(int64_t(pos))));
+  }
+  size_t removed() const { return nremoved_; }
+  // Marks every live item whose label f allows as removed; returns how many.
+  size_t remove(const IdFilter& f, size_t ntotal) {
+    std::vector<uint64_t> dead = dead_;
+    dead.resize((ntotal + 63) / 64, 0);
+    size_t n = 0;
+    const auto mark = [&](size_t pos) {
+      if (!live(pos)) return;
+      dead[pos >> 6] |= uint64_t(1) << (pos & 63);
+      ++n;
+    };
+    if (ids_.empty() && f.max_allowed() < ntotal) {  // positional labels: visit the ids alone
+      f.for_each_allowed([&](int64_t id) {
+        if (id >= 0 && size_t(id) < ntotal) mark(size_t(id));
+      });
+    } else {
+      for (size_t pos = 0; pos < ntotal; ++pos)
+        if (f.allows(at(int64_t(pos)))) mark(pos);
+    }
+    if (n == 0) return 0;
+    std::lock_guard<std::mutex> lock(mutex_);
+    dead_.swap(dead);
+    nremoved_ += n;
+    map_.clear();
+    map_ready_.store(false);
+    return n;
+  }
+  // The live positions, in order: what compact() keeps.
+  std::vector<size_t> live_positions(size_t ntotal) const {
+    std::vector<size_t> out;
+    out.reserve(ntotal - nremoved_);
+    for (size_t pos = 0; pos < ntotal; ++pos)
+      if (live(pos)) out.push_back(pos);
+    return out;
+  }
+  // Keeps the labels of `keep` (live_positions) and forgets the tombstones.
+  void compact(const std::vector<size_t>& keep) {
+    std::vector<int64_t> ids(keep.size());
+    for (size_t i = 0; i < keep.size(); ++i) ids[i] = at(int64_t(keep[i]));
+    bool positional = true;
+    for (size_t i = 0; i < ids.size() && positional; ++i) positional = ids[i] == int64_t(i);
+    assign(positional ? std::vector<int64_t>() : std::move(ids));
+  }
+  const std::vector<uint64_t>& dead() const { return dead_; }
+
   const std::vector<int64_t>& raw() const { return ids_; }
-  size_t memory_usage() const { return ids_.size() * sizeof(int64_t); }
+  size_t memory_usage() const {
+    return ids_.size() * sizeof(int64_t) + dead_.size() * sizeof(uint64_t);
+  }
 
  private:
   std::vector<int64_t> ids_;
+  std::vector<uint64_t> dead_;  // bit per position: removed
+  size_t nremoved_ = 0;
   mutable std::mutex mutex_;
   mutable std::unordered_map<int64_t, int64_t> map_;
   mutable std::atomic<bool> map_ready_{false};

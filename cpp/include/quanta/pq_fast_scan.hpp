@@ -18,7 +18,8 @@ class PQFastScanIndex {
 
   size_t dim() const { return pq_.dim(); }
   Metric metric() const { return metric_; }
-  size_t ntotal() const { return ntotal_; }
+  size_t ntotal() const { return ntotal_ - labels_.removed(); }  // live vectors
+  size_t rows() const { return ntotal_; }  // stored rows, removed ones included
   bool is_trained() const { return pq_.is_trained(); }
   size_t npairs() const { return fast_scan::npairs(pq_.m()); }
   size_t memory_usage() const;
@@ -27,21 +28,34 @@ class PQFastScanIndex {
 
   void train(const float* x, size_t n, const KMeansParams& params);
   void add(const float* x, size_t n, const int64_t* ids, int threads);
-  void search(const float* q, size_t nq, size_t k, int threads, float* distances,
+  // Filters and removed rows are tested on the candidates the kernel reports.
+  void search(const float* q, size_t nq, const SearchParams& params, float* distances,
               int64_t* labels) const;
+  // Every vector whose estimated distance is within `radius` (l2: < radius; ip: > radius).
+  RangeResult range_search(const float* q, size_t nq, float radius,
+                           const SearchParams& params) const;
   void reconstruct(const int64_t* ids, size_t n, float* out) const;
   void reset();
+  size_t remove(const IdFilter& f) { return labels_.remove(f, ntotal_); }
+  bool contains(int64_t id) const { return labels_.position_of(id, ntotal_) >= 0; }
+  void compact();
 
   // Plain 4-bit codes (two per byte, as ProductQuantizer writes them) of every vector, and
   // the ids: the serialized form, independent of the block layout.
   std::vector<uint8_t> codes() const;
   const std::vector<int64_t>& ids() const { return labels_.raw(); }
-  void restore(const std::vector<uint8_t>& codes, std::vector<int64_t> ids, size_t ntotal);
+  const std::vector<uint64_t>& removed_mask() const { return labels_.dead(); }
+  void restore(const std::vector<uint8_t>& codes, std::vector<int64_t> ids, size_t rows,
+               std::vector<uint64_t> removed = {});
 
   // Quantized tables of one query (npairs x 32 bytes) and the map back to distances.
   void quantized_tables(const float* q, uint8_t* lut, float* scale, float* bias) const;
 
  private:
+  // The queries' quantized tables (normalized first for cosine) and their scales and biases.
+  void query_tables(const float* q, size_t nq, std::vector<uint8_t>& luts,
+                    std::vector<float>& scale, std::vector<float>& bias) const;
+
   ProductQuantizer pq_;
   Metric metric_;
   size_t ntotal_ = 0;

@@ -16,7 +16,8 @@ class PQIndex {
 
   size_t dim() const { return pq_.dim(); }
   Metric metric() const { return metric_; }
-  size_t ntotal() const { return ntotal_; }
+  size_t ntotal() const { return ntotal_ - labels_.removed(); }  // live vectors
+  size_t rows() const { return ntotal_; }  // stored rows, removed ones included
   bool is_trained() const { return pq_.is_trained(); }
   size_t memory_usage() const;
   ProductQuantizer& pq() { return pq_; }
@@ -25,16 +26,27 @@ class PQIndex {
   void train(const float* x, size_t n, const KMeansParams& params);
   void add(const float* x, size_t n, const int64_t* ids, int threads);
   // distances: l2 squared distance to the reconstruction; ip/cosine: inner product.
-  void search(const float* q, size_t nq, size_t k, int threads, bool sdc, float* distances,
+  // A filtered search gathers each block's allowed codes and scans only those.
+  void search(const float* q, size_t nq, const PQSearchParams& params, float* distances,
               int64_t* labels) const;
+  // Every code within `radius` (ADC): l2 distance < radius, ip / cosine > radius.
+  RangeResult range_search(const float* q, size_t nq, float radius,
+                           const SearchParams& params) const;
   void reconstruct(const int64_t* ids, size_t n, float* out) const;
   void reset();
+  size_t remove(const IdFilter& f) { return labels_.remove(f, ntotal_); }
+  bool contains(int64_t id) const { return labels_.position_of(id, ntotal_) >= 0; }
+  void compact();
 
   const std::vector<uint8_t>& codes() const { return codes_; }
   const std::vector<int64_t>& ids() const { return labels_.raw(); }
-  void restore(std::vector<uint8_t> codes, std::vector<int64_t> ids, size_t ntotal);
+  const std::vector<uint64_t>& removed_mask() const { return labels_.dead(); }
+  void restore(std::vector<uint8_t> codes, std::vector<int64_t> ids, size_t rows,
+               std::vector<uint64_t> removed = {});
 
  private:
+  // ADC (or SDC) tables of queries [q0, q0 + nb), prepared, one m x ksub table each.
+  std::vector<float> tables(const float* qp, size_t q0, size_t nb, bool sdc, int threads) const;
   // Rows as the quantizer sees them: normalized for cosine.
   const float* prepared(const float* x, size_t n, std::vector<float>& buf) const;
 

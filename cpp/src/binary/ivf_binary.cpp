@@ -108,9 +108,10 @@ void IVFBinaryIndex::search(const float* q, size_t nq, size_t k, size_t nprobe, 
   const std::vector<float> qs = prepared(q, nq);
   std::vector<float> cd(nq * nprobe);
   std::vector<int64_t> cl(nq * nprobe);
-  SearchParams sp;
+  FlatSearchParams sp;
+  sp.k = nprobe;
   sp.threads = threads;
-  coarse_->search(qs.data(), nq, nprobe, sp, cd.data(), cl.data());
+  coarse_->search(qs.data(), nq, sp, cd.data(), cl.data());
   const size_t qcw = bin_.code_words();
   std::vector<uint64_t> qcodes(nq * qcw);
   bin_.encode(q, nq, qcodes.data(), threads);

@@ -1,6 +1,7 @@
 #include "quanta/ivf_pq.hpp"
 
 #include <algorithm>
+#include <cstring>
 #include <limits>
 #include <stdexcept>
 #include <string>
@@ -10,6 +11,7 @@
 #include "quanta/kernels.hpp"
 #include "quanta/kmeans.hpp"
 #include "quanta/parallel.hpp"
+#include "quanta/range_hits.hpp"
 #include "quanta/rows.hpp"
 #include "quanta/topk.hpp"
 
@@ -120,8 +122,7 @@ void IVFPQIndex::add(const float* x, size_t n, const int64_t* ids, int threads) 
     ids_[l].push_back(ids ? ids[i] : int64_t(ntotal_ + i));
   }
   ntotal_ += n;
-  std::lock_guard<std::mutex> lock(map_mutex_);
-  where_.clear();
+  forget_where();
 }
 
 void IVFPQIndex::reset() {
@@ -130,27 +131,97 @@ void IVFPQIndex::reset() {
     ids_[l].clear();
   }
   ntotal_ = 0;
-  std::lock_guard<std::mutex> lock(map_mutex_);
-  where_.clear();
+  forget_where();
 }
 
-void IVFPQIndex::search(const float* q, size_t nq, size_t k, size_t nprobe, int threads,
+void IVFPQIndex::forget_where() {
+  std::lock_guard<std::mutex> lock(map_mutex_);
+  where_.clear();
+  where_ready_.store(false);
+}
+
+const IVFPQIndex::Where& IVFPQIndex::where() const {
+  if (!where_ready_.load(std::memory_order_acquire)) {
+    std::lock_guard<std::mutex> lock(map_mutex_);
+    if (!where_ready_.load(std::memory_order_relaxed)) {
+      where_.reserve(ntotal_);
+      for (size_t l = nlist_; l-- > 0;)  // the first entry of an id wins
+        for (size_t r = ids_[l].size(); r-- > 0;) where_[ids_[l][r]] = {uint32_t(l), uint32_t(r)};
+      where_ready_.store(true, std::memory_order_release);
+    }
+  }
+  return where_;
+}
+
+size_t IVFPQIndex::remove(const IdFilter& f) {
+  const size_t m = pq_.m(), cs = pq_.code_size();
+  size_t removed = 0;
+  std::vector<uint8_t> plain;
+  for (size_t l = 0; l < nlist_; ++l) {
+    std::vector<int64_t>& ids = ids_[l];
+    size_t w = 0;
+    for (size_t r = 0; r < ids.size(); ++r)
+      if (!f.allows(ids[r])) ++w;
+    if (w == ids.size()) continue;
+    // Keep the others in order: codes moved down entry by entry (fast-scan: through the
+    // plain codes, then packed again).
+    const size_t len = ids.size();
+    uint8_t* codes = codes_[l].data();
+    if (fast_scan_) {
+      plain.resize(len * cs);
+      fast_scan::unpack(codes, m, 0, len, plain.data());
+      codes = plain.data();
+    }
+    w = 0;
+    for (size_t r = 0; r < len; ++r) {
+      if (f.allows(ids[r])) continue;
+      if (w != r) {
+        ids[w] = ids[r];
+        std::memmove(codes + w * cs, codes + r * cs, cs);
+      }
+      ++w;
+    }
+    removed += len - w;
+    ids.resize(w);
+    if (fast_scan_) {
+      codes_[l].assign(fast_scan::bytes_for(w, m), 0);
+      fast_scan::pack(plain.data(), w, m, 0, codes_[l].data());
+    } else {
+      codes_[l].resize(w * cs);
+    }
+  }
+  ntotal_ -= removed;
+  if (removed) forget_where();
+  return removed;
+}
+
+void IVFPQIndex::compact() {
+  for (size_t l = 0; l < nlist_; ++l) {
+    codes_[l].shrink_to_fit();
+    ids_[l].shrink_to_fit();
+  }
+}
+
+void IVFPQIndex::coarse(const float* qs, size_t nq, size_t nprobe, int threads, float* cd,
+                        int64_t* cl) const {
+  FlatSearchParams sp;
+  sp.k = nprobe;
+  sp.threads = threads;
+  coarse_->search(qs, nq, sp, cd, cl);
+}
+
+void IVFPQIndex::search(const float* q, size_t nq, const IVFSearchParams& params,
                         float* distances, int64_t* labels) const {
+  const size_t k = params.k, nprobe = params.nprobe;
   require(k > 0, "search: k must be >= 1; got 0");
   require(nprobe >= 1 && nprobe <= nlist_, "search: nprobe must be in [1, nlist=" +
                                                std::to_string(nlist_) + "]; got " +
                                                std::to_string(nprobe));
   if (!is_trained()) throw std::invalid_argument("search: the index is not trained");
   require_finite(q, nq * dim_, "search: queries");
-  threads = resolve_threads(threads);
+  const int threads = resolve_threads(params.threads);
   const bool l2 = metric_ == Metric::l2;
   std::vector<float> qs = prepared(q, nq);
-  // Coarse step: the nprobe best lists of every query (exact, GEMM), best first.
-  std::vector<float> cd(nq * nprobe);
-  std::vector<int64_t> cl(nq * nprobe);
-  SearchParams sp;
-  sp.threads = threads;
-  coarse_->search(qs.data(), nq, nprobe, sp, cd.data(), cl.data());
   const float pad = l2 ? std::numeric_limits<float>::infinity()
                       : -std::numeric_limits<float>::infinity();
   const auto finish = [&](size_t i, TopKSet& top, size_t slot) {
@@ -159,18 +230,160 @@ void IVFPQIndex::search(const float* q, size_t nq, size_t k, size_t nprobe, int 
       for (size_t j = 0; j < k; ++j)
         if (labels[i * k + j] >= 0) distances[i * k + j] = -distances[i * k + j];
   };
-  if (fast_scan_) {
-    TopKSet top = search_fast_scan(qs.data(), nq, k, cl.data(), nprobe, threads);
-    for (size_t i = 0; i < nq; ++i) finish(i, top, i);
-    return;
+  // Queries whose filter allows so few ids that scoring them directly beats the lists.
+  const size_t scanned = std::max<size_t>(1, ntotal_ / nlist_ * nprobe);
+  std::vector<uint8_t> exact(nq, 0);
+  size_t nexact = 0;
+  for (size_t i = 0; i < params.filter.size() && nexact < nq; ++i) {
+    const size_t allowed = params.filter.of(i)->max_allowed();
+    if (allowed <= scanned / kExactFallback) {
+      if (params.filter.shared()) {
+        std::fill(exact.begin(), exact.end(), uint8_t(1));
+        nexact = nq;
+      } else {
+        exact[i] = 1;
+        ++nexact;
+      }
+    }
   }
-  // One query per task: its lists in order, so ties (equal scores) break by id the same way
-  // whatever the thread count.
-  parallel_for(nq, threads, [&](size_t i, size_t) {
-    TopKSet top(1, k);
-    scan_lists(qs.data() + i * dim_, cd.data() + i * nprobe, cl.data() + i * nprobe, nprobe, top);
-    finish(i, top, 0);
+  if (nexact)
+    parallel_for(nq, threads, [&](size_t i, size_t) {
+      if (!exact[i]) return;
+      TopKSet top(1, k);
+      score_allowed(qs.data() + i * dim_, *params.filter.of(i), top, 0);
+      finish(i, top, 0);
+    });
+  if (nexact == nq) return;
+  // Coarse step: the nprobe best lists of every query (exact, GEMM), best first.
+  std::vector<float> cd(nq * nprobe);
+  std::vector<int64_t> cl(nq * nprobe);
+  coarse(qs.data(), nq, nprobe, threads, cd.data(), cl.data());
+  if (fast_scan_) {
+    for (size_t i = 0; i < nq; ++i)  // queries served exactly probe nothing
+      if (exact[i]) std::fill(&cl[i * nprobe], &cl[(i + 1) * nprobe], int64_t(-1));
+    TopKSet top = search_fast_scan(qs.data(), nq, k, cl.data(), nprobe, threads, params.filter);
+    for (size_t i = 0; i < nq; ++i)
+      if (!exact[i]) finish(i, top, i);
+  } else {
+    // One query per task: its lists in order, so ties (equal scores) break by id the same way
+    // whatever the thread count.
+    parallel_for(nq, threads, [&](size_t i, size_t) {
+      if (exact[i]) return;
+      TopKSet top(1, k);
+      const IdFilter* f = params.filter.of(i);
+      scan_lists(qs.data() + i * dim_, cd.data() + i * nprobe, cl.data() + i * nprobe, nprobe,
+                 [&] { return top.threshold(0); }, [&](float s, int64_t id) {
+                   if (f && !f->allows(id)) return false;
+                   top.push(0, s, id);
+                   return true;
+                 });
+      finish(i, top, 0);
+    });
+  }
+  if (params.filter.empty() || nprobe == nlist_) return;
+  // Filtered queries short of k results: again with twice the lists (recursively).
+  std::vector<size_t> again;
+  for (size_t i = 0; i < nq; ++i)
+    if (!exact[i] && labels[i * k + k - 1] < 0) again.push_back(i);
+  if (again.empty()) return;
+  const size_t na = again.size();
+  std::vector<float> qa(na * dim_), da(na * k);
+  std::vector<int64_t> la(na * k);
+  std::vector<IdFilter> fa;
+  for (size_t a = 0; a < na; ++a) {
+    std::copy_n(q + again[a] * dim_, dim_, &qa[a * dim_]);
+    if (!params.filter.shared()) fa.push_back(*params.filter.of(again[a]));
+  }
+  IVFSearchParams wider = params;
+  wider.nprobe = std::min(nlist_, 2 * nprobe);
+  if (!params.filter.shared()) wider.filter = QueryFilters(std::move(fa));
+  search(qa.data(), na, wider, da.data(), la.data());
+  for (size_t a = 0; a < na; ++a) {
+    std::copy_n(&da[a * k], k, distances + again[a] * k);
+    std::copy_n(&la[a * k], k, labels + again[a] * k);
+  }
+}
+
+void IVFPQIndex::decode_entry(size_t l, size_t r, float* out) const {
+  if (fast_scan_) {
+    std::vector<uint8_t> code(pq_.code_size());
+    fast_scan::unpack(codes_[l].data(), pq_.m(), r, 1, code.data());
+    pq_.decode(code.data(), 1, out);
+  } else {
+    pq_.decode(codes_[l].data() + r * pq_.code_size(), 1, out);
+  }
+  for (size_t p = 0; p < dim_ && by_residual_; ++p) out[p] += centroids_[l * dim_ + p];
+}
+
+void IVFPQIndex::score_allowed(const float* q, const IdFilter& f, TopKSet& top,
+                               size_t slot) const {
+  const Where& map = where();
+  const bool l2 = metric_ == Metric::l2;
+  std::vector<float> x(dim_);
+  f.for_each_allowed([&](int64_t id) {
+    auto it = map.find(id);
+    if (it == map.end()) return;
+    decode_entry(it->second.first, it->second.second, x.data());
+    double s = 0;
+    for (size_t p = 0; p < dim_; ++p)
+      s += l2 ? double(q[p] - x[p]) * (q[p] - x[p]) : double(q[p]) * x[p];
+    top.push(slot, l2 ? -float(s) : float(s), id);  // higher is better
   });
+}
+
+RangeResult IVFPQIndex::range_search(const float* q, size_t nq, float radius,
+                                     const IVFSearchParams& params) const {
+  const size_t nprobe = params.nprobe;
+  require(nprobe >= 1 && nprobe <= nlist_, "range_search: nprobe must be in [1, nlist=" +
+                                               std::to_string(nlist_) + "]; got " +
+                                               std::to_string(nprobe));
+  if (!is_trained()) throw std::invalid_argument("range_search: the index is not trained");
+  require_finite(q, nq * dim_, "range_search: queries");
+  require(std::isfinite(radius), "range_search: radius must be finite");
+  const int threads = resolve_threads(params.threads);
+  const bool l2 = metric_ == Metric::l2;
+  const float floor = l2 ? -radius : radius;  // scores (higher is better) must exceed it
+  std::vector<float> qs = prepared(q, nq);
+  std::vector<float> cd(nq * nprobe);
+  std::vector<int64_t> cl(nq * nprobe);
+  coarse(qs.data(), nq, nprobe, threads, cd.data(), cl.data());
+  RangeHits hits(nq);
+  const size_t m = pq_.m(), lb = fast_scan::block_bytes(m);
+  parallel_for(nq, threads, [&](size_t i, size_t) {
+    const IdFilter* f = params.filter.of(i);
+    const float* qi = qs.data() + i * dim_;
+    if (fast_scan_) {
+      std::vector<uint8_t> luts(nprobe * lb);
+      std::vector<float> off(nprobe);
+      std::vector<int64_t> lists(nprobe);
+      float scale;
+      const size_t nt = fast_scan_tables(qi, cl.data() + i * nprobe, nprobe, luts.data(),
+                                         off.data(), lists.data(), &scale);
+      fast_scan::Scanner scanner;
+      const Kernels& kern = kernels(active_isa());
+      for (size_t t = 0; t < nt; ++t) {
+        const size_t l = size_t(lists[t]);
+        const double room = (double(off[t]) - floor) * scale;  // score = off - sum / scale
+        if (room < 0) continue;
+        const uint16_t limit = room >= 65535 ? uint16_t(65535) : uint16_t(room);
+        const uint8_t* lut = luts.data() + t * lb;
+        scanner.scan(kern, codes_[l].data(), ids_[l].size(), m, &lut, 1,
+                     [&](size_t) { return limit; }, [&](size_t, size_t r, uint16_t sum) {
+                       const float s = off[t] - float(sum) / scale;
+                       const int64_t id = ids_[l][r];
+                       if (s > floor && (!f || f->allows(id))) hits.add(i, s, id);
+                     });
+      }
+    } else {
+      scan_lists(qi, cd.data() + i * nprobe, cl.data() + i * nprobe, nprobe,
+                 [&] { return floor; }, [&](float s, int64_t id) {
+                   if (s > floor && (!f || f->allows(id))) hits.add(i, s, id);
+                   return false;
+                 });
+    }
+  });
+  return hits.finish([&](size_t, float s) { return l2 ? -s : s; },
+                     [](int64_t id) { return id; });
 }
 
 // Scores are negated distances for l2 (higher is better everywhere).
@@ -187,8 +400,9 @@ void IVFPQIndex::l2_table(const float* q, const float* qdots, size_t l, float* t
   }
 }
 
+template <class Floor, class Emit>
 void IVFPQIndex::scan_lists(const float* q, const float* cd, const int64_t* cl, size_t nprobe,
-                            TopKSet& top) const {
+                            Floor&& floor, Emit&& emit) const {
   const bool l2 = metric_ == Metric::l2, pre = !precomputed_.empty();
   const size_t m = pq_.m(), ks = pq_.ksub();
   std::vector<float> table(m * ks), qdots(pre ? m * ks : 0), scores;
@@ -210,13 +424,10 @@ void IVFPQIndex::scan_lists(const float* q, const float* cd, const int64_t* cl, 
     scores.resize(len);
     pq_.scan(table.data(), codes_[size_t(l)].data(), len, scores.data());
     const int64_t* id = ids_[size_t(l)].data();
-    float thr = top.threshold(0);
+    float thr = floor();
     for (size_t r = 0; r < len; ++r) {
       const float s = (l2 ? -scores[r] : scores[r]) + bias;
-      if (s >= thr) {
-        top.push(0, s, id[r]);
-        thr = top.threshold(0);
-      }
+      if (s >= thr && emit(s, id[r])) thr = floor();
     }
   }
 }
@@ -275,7 +486,8 @@ size_t IVFPQIndex::fast_scan_tables(const float* q, const int64_t* cl, size_t np
 }
 
 TopKSet IVFPQIndex::search_fast_scan(const float* qs, size_t nq, size_t k, const int64_t* cl,
-                                     size_t nprobe, int threads) const {
+                                     size_t nprobe, int threads,
+                                     const QueryFilters& filter) const {
   // List-major, as faiss's IVF fast-scan: build every (query, probed list) table of a chunk of
   // queries, then scan each list once for up to 4 of its queries at a time, so a block of
   // codes loaded from memory serves several queries. Each worker keeps heaps for all queries;
@@ -325,6 +537,8 @@ TopKSet IVFPQIndex::search_fast_scan(const float* qs, size_t nq, size_t k, const
               return room >= 65534 ? uint16_t(65535) : room < 0 ? uint16_t(0) : uint16_t(room + 1);
             },
             [&](size_t e, size_t r, uint16_t sum) {
+              const IdFilter* f = filter.of(q0 + qi[e]);
+              if (f && !f->allows(id[r])) return;
               top.push(q0 + qi[e], off[pairs[g + e]] - float(sum) / scale[qi[e]], id[r]);
             });
       }
@@ -335,24 +549,12 @@ TopKSet IVFPQIndex::search_fast_scan(const float* qs, size_t nq, size_t k, const
 }
 
 void IVFPQIndex::reconstruct(const int64_t* ids, size_t n, float* out) const {
-  std::lock_guard<std::mutex> lock(map_mutex_);
-  if (where_.empty())
-    for (size_t l = nlist_; l-- > 0;)
-      for (size_t r = ids_[l].size(); r-- > 0;) where_[ids_[l][r]] = {uint32_t(l), uint32_t(r)};
+  const Where& map = where();
   for (size_t i = 0; i < n; ++i) {
-    auto it = where_.find(ids[i]);
-    if (it == where_.end())
+    auto it = map.find(ids[i]);
+    if (it == map.end())
       throw std::out_of_range("reconstruct: id " + std::to_string(ids[i]) + " is not in the index");
-    const size_t l = it->second.first, r = it->second.second;
-    float* o = out + i * dim_;
-    if (fast_scan_) {
-      std::vector<uint8_t> code(pq_.code_size());
-      fast_scan::unpack(codes_[l].data(), pq_.m(), r, 1, code.data());
-      pq_.decode(code.data(), 1, o);
-    } else {
-      pq_.decode(codes_[l].data() + r * pq_.code_size(), 1, o);
-    }
-    for (size_t p = 0; p < dim_ && by_residual_; ++p) o[p] += centroids_[l * dim_ + p];
+    decode_entry(it->second.first, it->second.second, out + i * dim_);
   }
 }
 
@@ -413,8 +615,7 @@ void IVFPQIndex::restore(std::vector<float> centroids, const std::vector<uint64_
   }
   ntotal_ = total;
   precompute();
-  std::lock_guard<std::mutex> lock(map_mutex_);
-  where_.clear();
+  forget_where();
 }
 
 }  // namespace quanta

@@ -2,11 +2,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <stdexcept>
 #include <string>
 
 #include "quanta/block_scan.hpp"
+#include "quanta/range_hits.hpp"
 #include "quanta/error.hpp"
 #include "quanta/fast_scan_codes.hpp"
 #include "quanta/kernels.hpp"
@@ -93,23 +95,34 @@ void PQFastScanIndex::quantized_tables(const float* q, uint8_t* lut, float* scal
   fast_scan::quantize_tables(t.data(), lo.data(), hi.data(), 1, m, lut, scale, bias);
 }
 
-void PQFastScanIndex::search(const float* q, size_t nq, size_t k, int threads, float* distances,
-                             int64_t* labels) const {
-  require(k > 0, "search: k must be >= 1; got 0");
-  if (!is_trained()) throw std::invalid_argument("search: the index is not trained");
-  require_finite(q, nq * dim(), "search: queries");
-  threads = resolve_threads(threads);
+void PQFastScanIndex::query_tables(const float* q, size_t nq, std::vector<uint8_t>& luts,
+                                   std::vector<float>& scale, std::vector<float>& bias) const {
   std::vector<float> qn;
   if (metric_ == Metric::cosine) {
     qn = normalized(q, nq, dim());
     q = qn.data();
   }
   const size_t np = npairs();
-  std::vector<uint8_t> luts(nq * np * 32);
-  std::vector<float> scale(nq), bias(nq);
+  luts.resize(nq * np * 32);
+  scale.resize(nq);
+  bias.resize(nq);
   for (size_t i = 0; i < nq; ++i)
     quantized_tables(q + i * dim(), luts.data() + i * np * 32, &scale[i], &bias[i]);
+}
+
+void PQFastScanIndex::search(const float* q, size_t nq, const SearchParams& params,
+                             float* distances, int64_t* labels) const {
+  const size_t k = params.k;
+  require(k > 0, "search: k must be >= 1; got 0");
+  if (!is_trained()) throw std::invalid_argument("search: the index is not trained");
+  require_finite(q, nq * dim(), "search: queries");
+  const int threads = resolve_threads(params.threads);
+  const size_t np = npairs();
+  std::vector<uint8_t> luts;
+  std::vector<float> scale, bias;
+  query_tables(q, nq, luts, scale, bias);
   const Kernels& kern = kernels(active_isa());
+  const bool filtered = labels_.removed() || !params.filter.empty();
   // Scores: minus the exact integer sum, so ties break on position alone. Queries go four
   // at a time through the kernel, which flags the sums at or under each query's current k-th.
   constexpr size_t kGroup = 4;
@@ -127,6 +140,7 @@ void PQFastScanIndex::search(const float* q, size_t nq, size_t k, int threads, f
               return t == -std::numeric_limits<float>::infinity() ? uint16_t(65535) : uint16_t(-t);
             },
             [&](size_t q, size_t r, uint16_t sum) {
+              if (filtered && !labels_.allowed(begin + r, params.filter.of(q0 + q))) return;
               top.push(q0 + q, -float(sum), int64_t(begin + r));
             });
       },
@@ -137,6 +151,57 @@ void PQFastScanIndex::search(const float* q, size_t nq, size_t k, int threads, f
     const float d = -score / scale[i] + bias[i];
     return l2 ? d : -d;  // ip / cosine: the estimated inner product
   });
+}
+
+RangeResult PQFastScanIndex::range_search(const float* q, size_t nq, float radius,
+                                          const SearchParams& params) const {
+  if (!is_trained()) throw std::invalid_argument("range_search: the index is not trained");
+  require_finite(q, nq * dim(), "range_search: queries");
+  require(std::isfinite(radius), "range_search: radius must be finite");
+  const size_t np = npairs();
+  std::vector<uint8_t> luts;
+  std::vector<float> scale, bias;
+  query_tables(q, nq, luts, scale, bias);
+  const Kernels& kern = kernels(active_isa());
+  const bool l2 = metric_ == Metric::l2;
+  const bool filtered = labels_.removed() || !params.filter.empty();
+  const auto distance = [&](size_t i, uint16_t sum) {
+    const float d = float(sum) / scale[i] + bias[i];
+    return l2 ? d : -d;
+  };
+  RangeHits hits(nq);
+  parallel_for(nq, resolve_threads(params.threads), [&](size_t i, size_t) {
+    // The estimate grows with the sum: report sums up to the one at the radius, then test.
+    const double at = (double(l2 ? radius : -radius) - bias[i]) * scale[i];
+    const uint16_t limit = at >= 65535 ? uint16_t(65535) : at < 0 ? uint16_t(0) : uint16_t(at);
+    if (at < 0) return;
+    const uint8_t* lut = luts.data() + i * np * 32;
+    fast_scan::Scanner scanner;
+    scanner.scan(kern, blocks_.data(), ntotal_, pq_.m(), &lut, 1, [&](size_t) { return limit; },
+                 [&](size_t, size_t r, uint16_t sum) {
+                   const float d = distance(i, sum);
+                   if ((l2 ? d < radius : d > radius) &&
+                       (!filtered || labels_.allowed(r, params.filter.of(i))))
+                     hits.add(i, -float(sum), int64_t(r));
+                 });
+  });
+  return hits.finish([&](size_t i, float score) { return distance(i, uint16_t(-score)); },
+                     [&](int64_t pos) { return labels_.at(pos); });
+}
+
+void PQFastScanIndex::compact() {
+  if (labels_.removed() == 0) return;
+  const std::vector<size_t> keep = labels_.live_positions(ntotal_);
+  const std::vector<uint8_t> all = codes();
+  const size_t cs = pq_.code_size();
+  std::vector<uint8_t> kept(keep.size() * cs);
+  for (size_t i = 0; i < keep.size(); ++i)
+    std::memcpy(kept.data() + i * cs, all.data() + keep[i] * cs, cs);
+  std::vector<uint8_t> blocks(fast_scan::bytes_for(keep.size(), pq_.m()), 0);
+  fast_scan::pack(kept.data(), keep.size(), pq_.m(), 0, blocks.data());
+  blocks_.swap(blocks);
+  labels_.compact(keep);
+  ntotal_ = keep.size();
 }
 
 void PQFastScanIndex::reconstruct(const int64_t* ids, size_t n, float* out) const {
@@ -157,7 +222,7 @@ std::vector<uint8_t> PQFastScanIndex::codes() const {
 }
 
 void PQFastScanIndex::restore(const std::vector<uint8_t>& codes, std::vector<int64_t> ids,
-                              size_t ntotal) {
+                              size_t ntotal, std::vector<uint64_t> removed) {
   const size_t cs = pq_.code_size();
   if (codes.size() != ntotal * cs)
     throw std::invalid_argument("corrupt index data: code array has the wrong size");
@@ -167,9 +232,11 @@ void PQFastScanIndex::restore(const std::vector<uint8_t>& codes, std::vector<int
     for (size_t i = 0; i < ntotal; ++i)
       if (codes[(i + 1) * cs - 1] >> 4)
         throw std::invalid_argument("corrupt index data: code out of range");
+  if (!removed.empty() && removed.size() != (ntotal + 63) / 64)
+    throw std::invalid_argument("corrupt index data: removed-row mask");
   blocks_.assign(fast_scan::bytes_for(ntotal, pq_.m()), 0);
   fast_scan::pack(codes.data(), ntotal, pq_.m(), 0, blocks_.data());
-  labels_.assign(std::move(ids));
+  labels_.assign(std::move(ids), std::move(removed));
   ntotal_ = ntotal;
 }
 

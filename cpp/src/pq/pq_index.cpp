@@ -1,11 +1,13 @@
 #include "quanta/pq_index.hpp"
 
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <stdexcept>
 #include <string>
 
 #include "quanta/block_scan.hpp"
+#include "quanta/range_hits.hpp"
 #include "quanta/error.hpp"
 #include "quanta/rows.hpp"
 
@@ -57,51 +59,128 @@ void PQIndex::reset() {
   ntotal_ = 0;
 }
 
-void PQIndex::search(const float* q, size_t nq, size_t k, int threads, bool sdc,
-                     float* distances, int64_t* labels) const {
+std::vector<float> PQIndex::tables(const float* qp, size_t q0, size_t nb, bool sdc,
+                                   int threads) const {
+  const bool l2 = metric_ == Metric::l2;
+  const size_t m = pq_.m(), ks = pq_.ksub(), cs = pq_.code_size();
+  std::vector<float> out(nb * m * ks);
+  if (!sdc) {
+    pq_.distance_tables(qp + q0 * dim(), nb, l2, out.data());
+    return out;
+  }
+  // SDC: rows of the centroid-to-centroid tables picked by the query's own code.
+  std::vector<float> sdc_table(m * ks * ks);
+  pq_.sdc_tables(l2, sdc_table.data());
+  std::vector<uint8_t> qcodes(nb * cs);
+  pq_.encode(qp + q0 * dim(), nb, qcodes.data(), threads);
+  for (size_t i = 0; i < nb; ++i)
+    for (size_t j = 0; j < m; ++j)
+      std::copy_n(sdc_table.data() + (j * ks + pq_.code_at(qcodes.data() + i * cs, j)) * ks, ks,
+                  out.data() + (i * m + j) * ks);
+  return out;
+}
+
+void PQIndex::search(const float* q, size_t nq, const PQSearchParams& params, float* distances,
+                     int64_t* labels) const {
+  const size_t k = params.k;
   require(k > 0, "search: k must be >= 1; got 0");
   if (!is_trained()) throw std::invalid_argument("search: the index is not trained");
   require_finite(q, nq * dim(), "search: queries");
-  threads = resolve_threads(threads);
+  const int threads = resolve_threads(params.threads);
   const bool l2 = metric_ == Metric::l2;
+  const bool filtered = labels_.removed() || !params.filter.empty();
   const size_t m = pq_.m(), ks = pq_.ksub(), cs = pq_.code_size();
-  std::vector<float> sdc_table;
-  if (sdc) {
-    sdc_table.resize(m * ks * ks);
-    pq_.sdc_tables(l2, sdc_table.data());
-  }
   std::vector<float> buf;
   const float* qp = prepared(q, nq, buf);
   const float inf = std::numeric_limits<float>::infinity();
+  struct Scratch {
+    std::vector<float> scores = std::vector<float>(kCodesPerTask);
+    std::vector<uint32_t> sel;
+    std::vector<uint8_t> gathered;
+  };
+  std::vector<Scratch> scratch(static_cast<size_t>(threads));
   for (size_t q0 = 0; q0 < nq; q0 += kQueriesPerBatch) {
     const size_t nb = std::min(kQueriesPerBatch, nq - q0);
-    // One table per query: ADC from the float query, SDC rows picked by the query's code.
-    std::vector<float> tables(nb * m * ks);
-    if (sdc) {
-      std::vector<uint8_t> qcodes(nb * cs);
-      pq_.encode(qp + q0 * dim(), nb, qcodes.data(), threads);
-      for (size_t i = 0; i < nb; ++i)
-        for (size_t j = 0; j < m; ++j)
-          std::copy_n(sdc_table.data() + (j * ks + pq_.code_at(qcodes.data() + i * cs, j)) * ks, ks,
-                      tables.data() + (i * m + j) * ks);
-    } else {
-      pq_.distance_tables(qp + q0 * dim(), nb, l2, tables.data());
-    }
+    const std::vector<float> tabs = tables(qp, q0, nb, params.sdc, threads);
     // Scores are "higher is better": l2 distances are negated while scanning.
-    std::vector<std::vector<float>> scores(static_cast<size_t>(threads),
-                                           std::vector<float>(kCodesPerTask));
     TopKSet heaps = scan_blocks(
         nb, ntotal_, k, kCodesPerTask, threads,
         [&](size_t i, size_t begin, size_t count, TopKSet& top, size_t w) {
-          float* s = scores[w].data();
-          pq_.scan(tables.data() + i * m * ks, codes_.data() + begin * cs, count, s);
+          Scratch& sc = scratch[w];
+          float* s = sc.scores.data();
+          const uint8_t* codes = codes_.data() + begin * cs;
+          size_t n = count;
+          if (filtered) {  // the allowed codes gathered into one run
+            sc.sel.resize(count);
+            sc.gathered.resize(count * cs);
+            const IdFilter* f = params.filter.of(q0 + i);
+            n = 0;
+            for (size_t r = 0; r < count; ++r)
+              if (labels_.allowed(begin + r, f)) {
+                sc.sel[n] = uint32_t(r);
+                std::memcpy(sc.gathered.data() + n++ * cs, codes + r * cs, cs);
+              }
+            codes = sc.gathered.data();
+          }
+          pq_.scan(tabs.data() + i * m * ks, codes, n, s);
           if (l2)
-            for (size_t r = 0; r < count; ++r) s[r] = -s[r];
-          push_scores(top, i, begin, s, count);
+            for (size_t r = 0; r < n; ++r) s[r] = -s[r];
+          if (!filtered) {
+            push_scores(top, i, begin, s, n);
+            return;
+          }
+          float thr = top.threshold(i);
+          for (size_t r = 0; r < n; ++r)
+            if (s[r] >= thr) {
+              top.push(i, s[r], int64_t(begin + sc.sel[r]));
+              thr = top.threshold(i);
+            }
         });
     write_results(heaps, k, labels_, l2 ? inf : -inf, distances + q0 * k, labels + q0 * k,
                   [&](size_t, float score) { return l2 ? -score : score; });
   }
+}
+
+RangeResult PQIndex::range_search(const float* q, size_t nq, float radius,
+                                  const SearchParams& params) const {
+  if (!is_trained()) throw std::invalid_argument("range_search: the index is not trained");
+  require_finite(q, nq * dim(), "range_search: queries");
+  require(std::isfinite(radius), "range_search: radius must be finite");
+  const bool l2 = metric_ == Metric::l2;
+  const bool filtered = labels_.removed() || !params.filter.empty();
+  const size_t m = pq_.m(), ks = pq_.ksub(), cs = pq_.code_size();
+  std::vector<float> buf;
+  const float* qp = prepared(q, nq, buf);
+  const int threads = resolve_threads(params.threads);
+  const std::vector<float> tabs = tables(qp, 0, nq, false, threads);
+  RangeHits hits(nq);
+  parallel_for(nq, threads, [&](size_t i, size_t) {
+    std::vector<float> s(kCodesPerTask);
+    for (size_t begin = 0; begin < ntotal_; begin += kCodesPerTask) {
+      const size_t count = std::min(kCodesPerTask, ntotal_ - begin);
+      pq_.scan(tabs.data() + i * m * ks, codes_.data() + begin * cs, count, s.data());
+      for (size_t r = 0; r < count; ++r) {
+        const float score = l2 ? -s[r] : s[r];  // higher is better
+        if ((l2 ? s[r] < radius : s[r] > radius) &&
+            (!filtered || labels_.allowed(begin + r, params.filter.of(i))))
+          hits.add(i, score, int64_t(begin + r));
+      }
+    }
+  });
+  return hits.finish([&](size_t, float score) { return l2 ? -score : score; },
+                     [&](int64_t pos) { return labels_.at(pos); });
+}
+
+void PQIndex::compact() {
+  if (labels_.removed() == 0) return;
+  const std::vector<size_t> keep = labels_.live_positions(ntotal_);
+  const size_t cs = pq_.code_size();
+  for (size_t i = 0; i < keep.size(); ++i)  // keep[i] >= i: moving down in order is safe
+    std::memmove(codes_.data() + i * cs, codes_.data() + keep[i] * cs, cs);
+  codes_.resize(keep.size() * cs);
+  codes_.shrink_to_fit();
+  labels_.compact(keep);
+  ntotal_ = keep.size();
 }
 
 void PQIndex::reconstruct(const int64_t* ids, size_t n, float* out) const {
@@ -113,7 +192,8 @@ void PQIndex::reconstruct(const int64_t* ids, size_t n, float* out) const {
   }
 }
 
-void PQIndex::restore(std::vector<uint8_t> codes, std::vector<int64_t> ids, size_t ntotal) {
+void PQIndex::restore(std::vector<uint8_t> codes, std::vector<int64_t> ids, size_t ntotal,
+                      std::vector<uint64_t> removed) {
   if (codes.size() != ntotal * pq_.code_size())
     throw std::invalid_argument("corrupt index data: code array has the wrong size");
   if (!(ids.empty() || ids.size() == ntotal))
@@ -123,8 +203,10 @@ void PQIndex::restore(std::vector<uint8_t> codes, std::vector<int64_t> ids, size
     for (size_t i = 0; i < ntotal; ++i)
       if (codes[(i + 1) * pq_.code_size() - 1] >> 4)
         throw std::invalid_argument("corrupt index data: code out of range");
+  if (!removed.empty() && removed.size() != (ntotal + 63) / 64)
+    throw std::invalid_argument("corrupt index data: removed-row mask");
   codes_ = std::move(codes);
-  labels_.assign(std::move(ids));
+  labels_.assign(std::move(ids), std::move(removed));
   ntotal_ = ntotal;
 }
 

@@ -1,0 +1,93 @@
+// Which ids a search may return (faiss's IDSelector): an allow-list of ids, a half-open id
+// range or a bitmap over ids, each negatable into a deny-list. Searches test it inside their
+// scans, before a row enters a heap, so k results come back whenever k allowed rows exist.
+// A filter is immutable and cheap to copy (shared data), so one per query costs little.
+#pragma once
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <vector>
+
+namespace quanta {
+
+class IdFilter {
+ public:
+  IdFilter() = default;  // allows every id
+
+  // Sorts and de-duplicates; kept as a bitmap when that is no larger than the sorted list.
+  static IdFilter from_ids(const int64_t* ids, size_t n);
+  static IdFilter from_range(int64_t lo, int64_t hi);  // lo <= id < hi
+  // Bit i (byte i / 8, least significant bit first: numpy's packbits(bitorder="little"))
+  // allows id i, for i < nbits.
+  static IdFilter from_bitmap(const uint8_t* bits, size_t nbits);
+  IdFilter negated() const;
+
+  bool allows_all() const { return !data_ && !negate_; }
+  bool allows(int64_t id) const {
+    if (!data_) return !negate_;
+    bool in;
+    switch (data_->kind) {
+      case Kind::range: in = id >= data_->lo && id < data_->hi; break;
+      case Kind::bitmap: {
+        const uint64_t u = uint64_t(id - data_->lo);
+        in = id >= data_->lo && u < data_->nbits && (data_->words[u >> 6] >> (u & 63)) & 1;
+        break;
+      }
+      default: in = sorted_contains(id);
+    }
+    return in != negate_;
+  }
+  // At most this many ids are allowed; SIZE_MAX for deny-lists and the empty filter.
+  size_t max_allowed() const;
+  // Calls f(id) for each allowed id, ascending; only for filters with a finite max_allowed().
+  template <class F>
+  void for_each_allowed(F&& f) const {
+    if (!data_ || negate_) return;
+    switch (data_->kind) {
+      case Kind::range:
+        for (int64_t id = data_->lo; id < data_->hi; ++id) f(id);
+        break;
+      case Kind::bitmap:
+        for (size_t w = 0; w < data_->words.size(); ++w)
+          for (uint64_t b = data_->words[w]; b; b &= b - 1)
+            f(data_->lo + int64_t(w * 64 + size_t(__builtin_ctzll(b))));
+        break;
+      default:
+        for (int64_t id : data_->ids) f(id);
+    }
+  }
+
+ private:
+  enum class Kind : uint8_t { range, bitmap, sorted };
+  struct Data {
+    Kind kind = Kind::range;
+    int64_t lo = 0, hi = 0;       // range; bitmap: lo is the id of bit 0
+    uint64_t nbits = 0;           // bitmap
+    std::vector<uint64_t> words;  // bitmap
+    std::vector<int64_t> ids;     // sorted, unique
+    size_t count = 0;             // allowed ids (before negation)
+  };
+  bool sorted_contains(int64_t id) const;
+
+  std::shared_ptr<const Data> data_;
+  bool negate_ = false;
+};
+
+// The filters of one search: none, one for every query, or one per query.
+class QueryFilters {
+ public:
+  QueryFilters() = default;
+  explicit QueryFilters(std::vector<IdFilter> filters) : f_(std::move(filters)) {}
+  bool empty() const { return f_.empty(); }
+  bool shared() const { return f_.size() == 1; }
+  size_t size() const { return f_.size(); }
+  // Query i's filter, or nullptr when the search has none.
+  const IdFilter* of(size_t i) const {
+    return f_.empty() ? nullptr : &f_[f_.size() == 1 ? 0 : i];
+  }
+
+ private:
+  std::vector<IdFilter> f_;
+};
+
+}  // namespace quanta

@@ -1,0 +1,46 @@
+// The hits of a range search, gathered per query by any scan (one thread per query), then
+// sorted best first (the same total order as TopKSet) into a RangeResult.
+#pragma once
+#include <algorithm>
+#include <cstdint>
+#include <utility>
+#include <vector>
+
+#include "quanta/search_params.hpp"
+#include "quanta/topk.hpp"
+
+namespace quanta {
+
+class RangeHits {
+ public:
+  explicit RangeHits(size_t nq) : hits_(nq) {}
+
+  void add(size_t i, float score, int64_t pos) { hits_[i].emplace_back(score, pos); }
+
+  // to_distance(i, score): the distance the user sees; to_label(pos): the stored label.
+  template <class ToDistance, class ToLabel>
+  RangeResult finish(ToDistance&& to_distance, ToLabel&& to_label) {
+    RangeResult out;
+    out.lims.assign(hits_.size() + 1, 0);
+    for (size_t i = 0; i < hits_.size(); ++i) out.lims[i + 1] = out.lims[i] + hits_[i].size();
+    out.distances.reserve(out.lims.back());
+    out.ids.reserve(out.lims.back());
+    for (size_t i = 0; i < hits_.size(); ++i) {
+      auto& h = hits_[i];
+      std::sort(h.begin(), h.end(), [](const auto& a, const auto& b) {
+        return TopKSet::better(a.first, a.second, b.first, b.second);
+      });
+      for (const auto& [score, pos] : h) {
+        out.distances.push_back(to_distance(i, score));
+        out.ids.push_back(to_label(pos));
+      }
+      std::vector<std::pair<float, int64_t>>().swap(h);
+    }
+    return out;
+  }
+
+ private:
+  std::vector<std::vector<std::pair<float, int64_t>>> hits_;
+};
+
+}  // namespace quanta

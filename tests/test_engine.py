@@ -1,0 +1,249 @@
+"""The engine contract on the dense indexes: filtered search, removal, range search.
+
+Oracles: a filtered search must equal an unfiltered search of the same trained index holding
+only the allowed rows (same codes, same relative order, so the same ties); brute force in
+NumPy for the exact index."""
+import pickle
+
+import numpy as np
+import pytest
+
+import quanta
+from conftest import brute_force_knn, clustered
+
+N, DIM, NQ, K = 3000, 32, 20, 10
+
+
+@pytest.fixture(scope="module")
+def data():
+    xb, xq = clustered(N, DIM, NQ, seed=3, normalize=False)
+    ids = np.arange(N, dtype=np.int64) * 3 + 7  # user ids, not positions
+    return xb, xq, ids
+
+
+def make(kind, metric="l2"):
+    if kind == "flat":
+        return quanta.FlatIndex(DIM, metric)
+    if kind == "flat-f16":
+        return quanta.FlatIndex(DIM, metric, "f16")
+    if kind == "pq":
+        return quanta.PQIndex(DIM, 8, 8, metric)
+    if kind == "pq-fs":
+        return quanta.PQIndex(DIM, 8, 4, metric, fast_scan=True)
+    if kind == "pq-refine":
+        return quanta.PQIndex(DIM, 8, 4, metric, fast_scan=True, refine="f32")
+    if kind == "ivf":
+        return quanta.IVFPQIndex(DIM, 16, 8, 8, metric)
+    if kind == "ivf-fs":
+        return quanta.IVFPQIndex(DIM, 16, 8, 4, metric, fast_scan=True)
+    if kind == "ivf-fs-flat":
+        return quanta.IVFPQIndex(DIM, 16, 8, 4, metric, fast_scan=True, by_residual=False)
+    raise AssertionError(kind)
+
+
+KINDS = ["flat", "flat-f16", "pq", "pq-fs", "pq-refine", "ivf", "ivf-fs", "ivf-fs-flat"]
+FULL = {"nprobe": 16}  # every list: no pruning
+
+
+def search_kw(kind):
+    return FULL if kind.startswith("ivf") else {}
+
+
+def built(kind, data, metric="l2", rows=None):
+    xb, _, ids = data
+    index = make(kind, metric)
+    if not index.is_trained:
+        index.train(xb)
+    rows = np.arange(N) if rows is None else rows
+    index.add(xb[rows], ids[rows])
+    return index
+
+
+def twin(index, data, rows):
+    """The same trained index holding only `rows` (in order): the filtered search's oracle."""
+    xb, _, ids = data
+    out = quanta.from_bytes(index.to_bytes())
+    out.reset()
+    out.add(xb[rows], ids[rows])
+    return out
+
+
+def uses_exact_fallback(kind, nallowed, nprobe=16):
+    return kind.startswith("ivf") and nallowed <= N // 16 * nprobe // 8
+
+
+@pytest.fixture(scope="module")
+def indexes(data):
+    return {kind: built(kind, data) for kind in KINDS}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("fraction", [0.5, 0.05, 0.004])
+def test_filtered_equals_search_of_allowed_rows(kind, fraction, data, indexes):
+    xb, xq, ids = data
+    rng = np.random.default_rng(int(fraction * 1000))
+    rows = np.sort(rng.choice(N, max(1, int(N * fraction)), replace=False))
+    index = indexes[kind]
+    if uses_exact_fallback(kind, len(rows)):
+        # the allowed vectors are scored directly: by their reconstructions
+        rec = index.reconstruct(ids[rows])
+        Dt, It = brute_force_knn(rec, xq, K, "l2")
+        D, I = index.search(xq, K, filter=ids[rows], **search_kw(kind))
+        np.testing.assert_array_equal(I, ids[rows][It])
+        np.testing.assert_allclose(D, Dt, rtol=1e-4, atol=1e-4)
+        return
+    ref = twin(index, data, rows)
+    for filt in (ids[rows], quanta.Filter.ids(ids[rows]),
+                 quanta.Filter.bitmap(np.isin(np.arange(ids.max() + 1), ids[rows]))):
+        D, I = index.search(xq, K, filter=filt, **search_kw(kind))
+        D0, I0 = ref.search(xq, K, **search_kw(kind))
+        np.testing.assert_array_equal(I, I0)
+        np.testing.assert_allclose(D, D0, rtol=1e-5, atol=1e-5)
+        assert np.isin(I[I >= 0], ids[rows]).all()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_per_query_filters_deny_lists_and_empty(kind, data, indexes):
+    xb, xq, ids = data
+    index = indexes[kind]
+    kw = search_kw(kind)
+    # one filter per query: query i may return ids of the rows i, i + NQ, i + 2 NQ, ...
+    per_query = [ids[i::NQ] for i in range(NQ)]
+    D, I = index.search(xq, K, filter=per_query, **kw)
+    for i in range(NQ):
+        assert np.isin(I[i], per_query[i]).all()
+        Di, Ii = index.search(xq[i:i + 1], K, filter=per_query[i], **kw)
+        np.testing.assert_array_equal(I[i], Ii[0])
+    # a deny-list: never the unfiltered top results
+    _, I_all = index.search(xq, K, **kw)
+    banned = np.unique(I_all)
+    D, I = index.search(xq, K, filter=~quanta.Filter.ids(banned), **kw)
+    assert not np.isin(I, banned).any() and (I >= 0).all()
+    # an empty allow-list: nothing, padded
+    D, I = index.search(xq, K, filter=[], **kw)
+    assert (I == -1).all()
+    # a range filter on ids
+    lo, hi = int(ids[100]), int(ids[400])
+    _, I = index.search(xq, K, filter=quanta.Filter.range(lo, hi), **kw)
+    assert ((I >= lo) & (I < hi)).all()
+
+
+def test_flat_filtered_matches_brute_force(data):
+    xb, xq, ids = data
+    rng = np.random.default_rng(5)
+    for metric in ("l2", "ip", "cosine"):
+        index = quanta.FlatIndex(DIM, metric)
+        index.add(xb, ids)
+        rows = np.sort(rng.choice(N, 300, replace=False))
+        for nq in (1, NQ):  # the row scan and the GEMM path
+            D, I = index.search(xq[:nq], K, filter=ids[rows])
+            Dt, It = brute_force_knn(xb[rows], xq[:nq], K, metric)
+            np.testing.assert_array_equal(I, ids[rows][It])
+            np.testing.assert_allclose(D, Dt, rtol=1e-4, atol=1e-4)
+
+
+def test_filter_validation(data, indexes):
+    xb, xq, ids = data
+    index = indexes["flat"]
+    with pytest.raises(ValueError, match="one per query"):
+        index.search(xq, K, filter=[ids[:3], ids[:3]])
+    with pytest.raises(TypeError):
+        index.search(xq, K, filter=np.array([0.5, 1.5]))
+    with pytest.raises(TypeError):
+        quanta.Filter.bitmap(np.array([1, 0, 1]))
+    f = quanta.Filter.ids([5, 9])
+    assert f.max_allowed == 2 and (~f).max_allowed is None
+    np.testing.assert_array_equal(f.allows([5, 6, 9]), [True, False, True])
+    np.testing.assert_array_equal((~f).allows([5, 6]), [False, True])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_remove_upsert_compact_and_persistence(kind, data, tmp_path):
+    xb, xq, ids = data
+    index = built(kind, data)
+    kw = search_kw(kind)
+    _, I_before = index.search(xq, K, **kw)
+    gone = np.unique(I_before[:, :3])
+    assert index.remove(gone) == len(gone)
+    assert index.remove(gone) == 0  # already removed
+    assert index.ntotal == N - len(gone)
+    assert not index.contains(gone).any() and gone[0] not in index
+    assert index.contains(ids[~np.isin(ids, gone)]).all()
+    D, I = index.search(xq, K, **kw)
+    assert not np.isin(I, gone).any() and (I >= 0).all()
+    # the same as an index built without them
+    keep = np.flatnonzero(~np.isin(ids, gone))
+    ref = twin(built(kind, data), data, keep)
+    D0, I0 = ref.search(xq, K, **kw)
+    np.testing.assert_array_equal(I, I0)
+    # survives save / load / pickle
+    path = tmp_path / "idx.qnt"
+    index.save(path)
+    for other in (quanta.load(path), pickle.loads(pickle.dumps(index))):
+        assert other.ntotal == index.ntotal
+        np.testing.assert_array_equal(other.search(xq, K, **kw).ids, I)
+    # compact: the same results and the memory of a fresh index holding the rest
+    index.compact()
+    np.testing.assert_array_equal(index.search(xq, K, **kw).ids, I)
+    assert index.memory_usage <= ref.memory_usage + 64
+    # upsert: the removed ids come back with new vectors
+    index.add(xb[:2] * 0.5, gone[:2])
+    assert index.contains(gone[:2]).all() and index.ntotal == N - len(gone) + 2
+    if kind.startswith("flat"):
+        _, I = index.search(xb[:1] * 0.5, 1)
+        assert I[0, 0] == gone[0]
+
+
+@pytest.mark.parametrize("metric", ["l2", "ip"])
+def test_flat_range_search_matches_brute_force(metric, data):
+    xb, xq, ids = data
+    index = quanta.FlatIndex(DIM, metric)
+    index.add(xb, ids)
+    Dt, It = brute_force_knn(xb, xq, N, metric)
+    radius = float(np.median(Dt[:, 20]))
+    res = index.range_search(xq, radius)
+    assert len(res.lims) == NQ + 1
+    for i in range(NQ):
+        d, I = res.query(i)
+        want = It[i][Dt[i] < radius] if metric == "l2" else It[i][Dt[i] > radius]
+        assert set(I.tolist()) == set(ids[want].tolist())
+        assert (np.diff(d) >= 0).all() if metric == "l2" else (np.diff(d) <= 0).all()
+    # with a filter and removed rows
+    index.remove(ids[:1000])
+    res2 = index.range_search(xq, radius, filter=quanta.Filter.range(0, int(ids[2000])))
+    assert ((res2.ids >= ids[1000]) & (res2.ids < ids[2000])).all()
+
+
+@pytest.mark.parametrize("kind", ["pq", "pq-fs", "ivf", "ivf-fs"])
+def test_quantized_range_search_matches_top_k(kind, data, indexes):
+    """Range hits are exactly the codes a full search ranks within the radius."""
+    xb, xq, ids = data
+    index = indexes[kind]
+    kw = search_kw(kind)
+    D, I = index.search(xq, 200, **kw)
+    radius = float(np.median(D[:, 50]))
+    res = index.range_search(xq, radius, **kw)
+    for i in range(NQ):
+        d, got = res.query(i)
+        want = I[i][D[i] < radius]
+        assert set(got.tolist()) == set(want.tolist())
+        np.testing.assert_allclose(np.sort(d), np.sort(D[i][D[i] < radius]), rtol=1e-4,
+                                   atol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["ivf", "ivf-fs"])
+def test_ivf_selective_filter_widens_and_falls_back(kind, data, indexes):
+    xb, xq, ids = data
+    index = indexes[kind]
+    # 40 allowed ids in one cluster-agnostic sample: nprobe=1 alone would miss most of them.
+    rows = np.random.default_rng(9).choice(N, 40, replace=False)
+    D, I = index.search(xq, K, nprobe=1, filter=ids[rows])
+    assert (I >= 0).all() and np.isin(I, ids[rows]).all()
+    # the exact fallback (a handful of ids) ranks them by their reconstructions
+    few = ids[rows[:12]]
+    D, I = index.search(xq, K, nprobe=4, filter=few)
+    rec = index.reconstruct(few)
+    d = ((xq[:, None, :] - rec[None]) ** 2).sum(-1)
+    order = np.argsort(d, axis=1, kind="stable")[:, :K]
+    np.testing.assert_array_equal(I, few[order])
+    np.testing.assert_allclose(D, np.take_along_axis(d, order, 1), rtol=1e-4, atol=1e-4)
