@@ -69,7 +69,7 @@ def twin(index, data, rows):
 
 
 def uses_exact_fallback(kind, nallowed, nprobe=16):
-    return kind.startswith("ivf") and nallowed <= N // 16 * nprobe // 8
+    return kind.startswith("ivf") and nallowed <= N // 16 * nprobe // 16
 
 
 @pytest.fixture(scope="module")

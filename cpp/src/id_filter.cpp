@@ -8,13 +8,14 @@ namespace quanta {
 
 IdFilter IdFilter::from_ids(const int64_t* ids, size_t n) {
   std::vector<int64_t> v(ids, ids + n);
-  std::sort(v.begin(), v.end());
+  if (!std::is_sorted(v.begin(), v.end())) std::sort(v.begin(), v.end());
   v.erase(std::unique(v.begin(), v.end()), v.end());
   auto d = std::make_shared<Data>();
   d->count = v.size();
-  // A bitmap tests in one load; use it while it is at most the sorted list's size (8 bytes an
-  // id, so ids spanning up to 64x their count).
-  const bool dense = !v.empty() && uint64_t(v.back() - v.front()) / 64 < v.size();
+  // A bitmap tests in one load: use it while it is at most the sorted list's size (8 bytes an
+  // id, so ids spanning up to 64x their count) or 16 MiB; a binary search costs far more.
+  const uint64_t span = v.empty() ? 0 : uint64_t(v.back() - v.front());
+  const bool dense = !v.empty() && (span / 64 < v.size() || span < (uint64_t(1) << 27));
   if (dense) {
     d->kind = Kind::bitmap;
     d->lo = v.front();
@@ -28,9 +29,7 @@ IdFilter IdFilter::from_ids(const int64_t* ids, size_t n) {
     d->kind = Kind::sorted;
     d->ids = std::move(v);
   }
-  IdFilter f;
-  f.data_ = std::move(d);
-  return f;
+  return of(std::move(d));
 }
 
 IdFilter IdFilter::from_range(int64_t lo, int64_t hi) {
@@ -39,9 +38,7 @@ IdFilter IdFilter::from_range(int64_t lo, int64_t hi) {
   d->lo = lo;
   d->hi = std::max(lo, hi);
   d->count = size_t(d->hi - d->lo);
-  IdFilter f;
-  f.data_ = std::move(d);
-  return f;
+  return of(std::move(d));
 }
 
 IdFilter IdFilter::from_bitmap(const uint8_t* bits, size_t nbits) {
@@ -52,7 +49,16 @@ IdFilter IdFilter::from_bitmap(const uint8_t* bits, size_t nbits) {
   for (size_t i = 0; i < (nbits + 7) / 8; ++i) d->words[i / 8] |= uint64_t(bits[i]) << (8 * (i % 8));
   if (nbits % 64) d->words.back() &= (uint64_t(1) << (nbits % 64)) - 1;  // bits past nbits
   for (uint64_t w : d->words) d->count += size_t(__builtin_popcountll(w));
+  return of(std::move(d));
+}
+
+IdFilter IdFilter::of(std::shared_ptr<Data> d) {
   IdFilter f;
+  f.kind_ = d->kind;
+  f.lo_ = d->lo;
+  f.hi_ = d->hi;
+  f.nbits_ = d->nbits;
+  f.words_ = d->words.data();
   f.data_ = std::move(d);
   return f;
 }

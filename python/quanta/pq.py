@@ -476,7 +476,7 @@ class IVFPQIndex(_PQCodesIndex, Persistent):
 
         filter: ids the queries may return (see ``quanta.filter``). A query its filter leaves
         with fewer than k results is searched again with twice the lists, up to all of them;
-        a filter allowing few ids (at most 1/8 of the codes nprobe lists hold) is served by
+        a filter allowing few ids (at most 1/16 of the codes nprobe lists hold) is served by
         scoring the allowed vectors directly, every list alike.
         """
         if not self.is_trained:

@@ -22,15 +22,15 @@ class IdFilter {
   static IdFilter from_bitmap(const uint8_t* bits, size_t nbits);
   IdFilter negated() const;
 
-  bool allows_all() const { return !data_ && !negate_; }
+  bool allows_all() const { return kind_ == Kind::all && !negate_; }
   bool allows(int64_t id) const {
-    if (!data_) return !negate_;
     bool in;
-    switch (data_->kind) {
-      case Kind::range: in = id >= data_->lo && id < data_->hi; break;
+    switch (kind_) {
+      case Kind::all: in = true; break;
+      case Kind::range: in = id >= lo_ && id < hi_; break;
       case Kind::bitmap: {
-        const uint64_t u = uint64_t(id - data_->lo);
-        in = id >= data_->lo && u < data_->nbits && (data_->words[u >> 6] >> (u & 63)) & 1;
+        const uint64_t u = uint64_t(id) - uint64_t(lo_);
+        in = u < nbits_ && (words_[u >> 6] >> (u & 63)) & 1;
         break;
       }
       default: in = sorted_contains(id);
@@ -58,7 +58,7 @@ class IdFilter {
   }
 
  private:
-  enum class Kind : uint8_t { range, bitmap, sorted };
+  enum class Kind : uint8_t { all, range, bitmap, sorted };
   struct Data {
     Kind kind = Kind::range;
     int64_t lo = 0, hi = 0;       // range; bitmap: lo is the id of bit 0
@@ -68,9 +68,15 @@ class IdFilter {
     size_t count = 0;             // allowed ids (before negation)
   };
   bool sorted_contains(int64_t id) const;
+  static IdFilter of(std::shared_ptr<Data> d);
 
   std::shared_ptr<const Data> data_;
+  // What allows() reads, copied out of data_ so a test is one load for a bitmap.
+  Kind kind_ = Kind::all;
   bool negate_ = false;
+  int64_t lo_ = 0, hi_ = 0;
+  uint64_t nbits_ = 0;
+  const uint64_t* words_ = nullptr;
 };
 
 // The filters of one search: none, one for every query, or one per query.

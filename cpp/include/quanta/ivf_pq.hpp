@@ -49,7 +49,7 @@ class IVFPQIndex {
   // served by scoring the allowed vectors directly (their reconstructions), every list alike.
   void search(const float* q, size_t nq, const IVFSearchParams& params, float* distances,
               int64_t* labels) const;
-  static constexpr size_t kExactFallback = 8;  // see bench/filtered.py
+  static constexpr size_t kExactFallback = 16;  // crossover measured by bench/filtered.py
   // The codes of the nprobe lists within `radius` (l2: < radius; ip / cosine: > radius).
   RangeResult range_search(const float* q, size_t nq, float radius,
                            const IVFSearchParams& params) const;
@@ -90,6 +90,7 @@ class IVFPQIndex {
   using Where = std::unordered_map<int64_t, std::pair<uint32_t, uint32_t>>;
   const Where& where() const;  // id -> (list, offset), built on first use
   void forget_where();
+  void code_of(size_t l, size_t r, uint8_t* code) const;  // entry r of list l, plain
   void decode_entry(size_t l, size_t r, float* out) const;
   // One query's quantized fast-scan tables for its non-empty probed lists (written to lists,
   // best first; returns how many): luts (npairs * 32 bytes each), off (score = off - sum /

@@ -304,30 +304,49 @@ void IVFPQIndex::search(const float* q, size_t nq, const IVFSearchParams& params
   }
 }
 
+void IVFPQIndex::code_of(size_t l, size_t r, uint8_t* code) const {
+  if (fast_scan_)
+    fast_scan::unpack(codes_[l].data(), pq_.m(), r, 1, code);
+  else
+    std::memcpy(code, codes_[l].data() + r * pq_.code_size(), pq_.code_size());
+}
+
 void IVFPQIndex::decode_entry(size_t l, size_t r, float* out) const {
-  if (fast_scan_) {
-    std::vector<uint8_t> code(pq_.code_size());
-    fast_scan::unpack(codes_[l].data(), pq_.m(), r, 1, code.data());
-    pq_.decode(code.data(), 1, out);
-  } else {
-    pq_.decode(codes_[l].data() + r * pq_.code_size(), 1, out);
-  }
+  std::vector<uint8_t> code(pq_.code_size());
+  code_of(l, r, code.data());
+  pq_.decode(code.data(), 1, out);
   for (size_t p = 0; p < dim_ && by_residual_; ++p) out[p] += centroids_[l * dim_ + p];
 }
 
 void IVFPQIndex::score_allowed(const float* q, const IdFilter& f, TopKSet& top,
                                size_t slot) const {
+  // The exact ADC distance (float tables, as the plain scan) of each allowed vector: one table
+  // for every list, plus <q, centroid> for ip residuals; l2 residuals need a table per list,
+  // so they are scored by their reconstructions instead (the same distance).
   const Where& map = where();
-  const bool l2 = metric_ == Metric::l2;
-  std::vector<float> x(dim_);
+  const bool l2 = metric_ == Metric::l2, per_list = l2 && by_residual_;
+  const size_t m = pq_.m(), ks = pq_.ksub();
+  std::vector<float> table(per_list ? 0 : m * ks), x(per_list ? dim_ : 0);
+  std::vector<uint8_t> code(pq_.code_size());
+  if (!per_list) pq_.distance_tables(q, 1, l2, table.data());
   f.for_each_allowed([&](int64_t id) {
     auto it = map.find(id);
     if (it == map.end()) return;
-    decode_entry(it->second.first, it->second.second, x.data());
-    double s = 0;
-    for (size_t p = 0; p < dim_; ++p)
-      s += l2 ? double(q[p] - x[p]) * (q[p] - x[p]) : double(q[p]) * x[p];
-    top.push(slot, l2 ? -float(s) : float(s), id);  // higher is better
+    const size_t l = it->second.first, r = it->second.second;
+    float s;
+    if (per_list) {
+      decode_entry(l, r, x.data());
+      double d = 0;
+      for (size_t p = 0; p < dim_; ++p) d += double(q[p] - x[p]) * (q[p] - x[p]);
+      s = -float(d);
+    } else {
+      code_of(l, r, code.data());
+      pq_.scan(table.data(), code.data(), 1, &s);
+      if (l2) s = -s;
+      else if (by_residual_)
+        for (size_t p = 0; p < dim_; ++p) s += q[p] * centroids_[l * dim_ + p];
+    }
+    top.push(slot, s, id);  // higher is better
   });
 }
 
