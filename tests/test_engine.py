@@ -38,15 +38,20 @@ def make(kind, metric="l2"):
         return quanta.IVFPQIndex(DIM, 16, 8, 4, metric, fast_scan=True)
     if kind == "ivf-fs-flat":
         return quanta.IVFPQIndex(DIM, 16, 8, 4, metric, fast_scan=True, by_residual=False)
+    if kind == "rbe":  # recurrent binary codes score by inner product
+        return quanta.BinaryIndex(DIM, 64, 2, "ip")
+    if kind == "rbe-ivf":
+        return quanta.IVFBinaryIndex(DIM, 16, 64, 2, "ip")
     raise AssertionError(kind)
 
 
-KINDS = ["flat", "flat-f16", "pq", "pq-fs", "pq-refine", "ivf", "ivf-fs", "ivf-fs-flat"]
+KINDS = ["flat", "flat-f16", "pq", "pq-fs", "pq-refine", "ivf", "ivf-fs", "ivf-fs-flat", "rbe",
+         "rbe-ivf"]
 FULL = {"nprobe": 16}  # every list: no pruning
 
 
 def search_kw(kind):
-    return FULL if kind.startswith("ivf") else {}
+    return FULL if "ivf" in kind else {}
 
 
 def built(kind, data, metric="l2", rows=None):

@@ -127,6 +127,7 @@ void bind_binary(py::module_& m) {
 
   py::class_<BinaryIndex> c(m, "BinaryIndex");
   bind_common(c);
+  bind_removal(c);
   c.def(py::init([](size_t dim, size_t bits, size_t levels, size_t query_levels,
                     const std::string& metric, const std::string& scoring) {
      return new BinaryIndex(dim, bits, levels, query_levels, metric_from_name(metric), scoring);
@@ -144,25 +145,31 @@ void bind_binary(py::module_& m) {
         const uint64_t* p = code_rows(codes, self.code_words(), n, "codes");
         self.add_codes(p, n, nullptr);
       })
-      .def("search", [](const BinaryIndex& self, const py::array& q, size_t k, int threads) {
+      .def("search", [](const BinaryIndex& self, const py::array& q, size_t k, int threads,
+                        const py::object& filter) {
+        auto params = search_params<SearchParams>(k, threads, filter, size_t(q.shape(0)));
         return search_into(self.dim(), q, k, [&](const float* p, size_t nq, float* D, int64_t* I) {
-          self.search(p, nq, k, threads, D, I);
+          self.search(p, nq, params, D, I);
         });
-      })
+      }, py::arg("queries"), py::arg("k"), py::arg("threads"), py::arg("filter"))
+      .def_property_readonly("rows", &BinaryIndex::rows)
+      .def("removed", [](const BinaryIndex& self) { return to_numpy(self.removed_mask()); })
       .def("codes", [](const BinaryIndex& self) {
         const std::vector<uint64_t> codes = self.codes();
-        py::array_t<uint64_t> out({py::ssize_t(self.ntotal()), py::ssize_t(self.code_words())});
+        py::array_t<uint64_t> out({py::ssize_t(self.rows()), py::ssize_t(self.code_words())});
         if (!codes.empty()) std::memcpy(out.mutable_data(), codes.data(), codes.size() * 8);
         return out;
       })
       .def("ids", [](const BinaryIndex& self) { return to_numpy(self.ids()); })
       .def("restore", [](BinaryIndex& self, const py::array& codes, const py::array& ids,
-                         size_t ntotal) {
-        self.restore(from_numpy<uint64_t>(codes, "codes"), from_numpy<int64_t>(ids, "ids"), ntotal);
-      });
+                         size_t rows, const py::array& removed) {
+        self.restore(from_numpy<uint64_t>(codes, "codes"), from_numpy<int64_t>(ids, "ids"), rows,
+                     from_numpy<uint64_t>(removed, "removed"));
+      }, py::arg("codes"), py::arg("ids"), py::arg("rows"), py::arg("removed"));
 
   py::class_<IVFBinaryIndex> ivf(m, "IVFBinaryIndex");
   bind_common(ivf);
+  bind_removal(ivf);
   ivf.def(py::init([](size_t dim, size_t nlist, size_t bits, size_t levels, size_t query_levels,
                       const std::string& metric, const std::string& scoring) {
        return new IVFBinaryIndex(dim, nlist, bits, levels, query_levels, metric_from_name(metric),
@@ -185,11 +192,14 @@ void bind_binary(py::module_& m) {
         self.train_coarse(p, n, params);
       })
       .def("search", [](const IVFBinaryIndex& self, const py::array& q, size_t k, size_t nprobe,
-                        int threads) {
+                        int threads, const py::object& filter) {
+        auto params = search_params<IVFSearchParams>(k, threads, filter, size_t(q.shape(0)));
+        params.nprobe = nprobe;
         return search_into(self.dim(), q, k, [&](const float* p, size_t nq, float* D, int64_t* I) {
-          self.search(p, nq, k, nprobe, threads, D, I);
+          self.search(p, nq, params, D, I);
         });
-      })
+      }, py::arg("queries"), py::arg("k"), py::arg("nprobe"), py::arg("threads"),
+         py::arg("filter"))
       .def("coarse_centroids", [](const IVFBinaryIndex& self) { return to_numpy(self.centroids()); })
       .def("state", [](const IVFBinaryIndex& self) {
         py::dict d;

@@ -13,7 +13,8 @@ import numpy as np
 
 from . import _core
 from ._validate import as_f32_matrix, as_k, as_nprobe, as_threads
-from .flat import SearchResult
+from .filter import as_filters
+from .flat import SearchResult, removed_mask
 from .io import FormatError, Persistent, register_kind, write_container
 from .pq import _QuantizedIndex
 
@@ -377,18 +378,22 @@ class BinaryIndex(_BinaryCodesIndex, Persistent):
         from ``fit_learned``) and, with refine, the re-ranking storage."""
         self._fit_binarizer(as_f32_matrix(x, self.dim, "x"), max_train_points, binarizer)
 
-    def search(self, q, k: int = 10, *, threads: int = 0) -> SearchResult:
+    def search(self, q, k: int = 10, *, threads: int = 0, filter=None) -> SearchResult:
+        """The k best documents of each query (re-ranked exactly when ``refine`` is set).
+        filter: ids the queries may return (see ``quanta.filter``)."""
         if not self.is_trained:
             raise ValueError("search: the index is not trained; call train(x) first")
         q = as_f32_matrix(q, self.dim, "queries")
         k, threads = as_k(k), as_threads(threads)
+        filters = as_filters(filter, q.shape[0])
         return self._search_refined(q, k, threads,
-                                    lambda qr, kk: self._index.search(qr, kk, threads))
+                                    lambda qr, kk: self._index.search(qr, kk, threads, filters))
 
     def _write(self, f):
         meta, arrays = self._binary_parts()
-        write_container(f, "RBIX", self.dim, self.ntotal, meta,
-                        {"CODE": self._index.codes(), "IDS_": self._index.ids(), **arrays})
+        write_container(f, "RBIX", self.dim, self._index.rows, meta,
+                        {"CODE": self._index.codes(), "IDS_": self._index.ids(),
+                         "DEAD": self._index.removed(), **arrays})
 
     @classmethod
     def _from_parts(cls, dim, ntotal, meta, arrays, source):
@@ -397,7 +402,8 @@ class BinaryIndex(_BinaryCodesIndex, Persistent):
                         **cls._binary_kwargs(meta))
             index._binarizer._restore(meta, np.asarray(arrays["WTS_"], np.float32))
             index._index.restore(np.ascontiguousarray(arrays["CODE"], np.uint64),
-                                 np.ascontiguousarray(arrays["IDS_"], np.int64), ntotal)
+                                 np.ascontiguousarray(arrays["IDS_"], np.int64), ntotal,
+                                 removed_mask(arrays))
             index._restore_extra(meta, arrays, ntotal)
         except (KeyError, TypeError, ValueError) as e:
             raise FormatError(f"{source}: not a valid RBIX index ({e})") from None
@@ -455,14 +461,20 @@ class IVFBinaryIndex(_BinaryCodesIndex, Persistent):
                                  as_threads(threads))
         self._fit_binarizer(x, max_train_points, binarizer)
 
-    def search(self, q, k: int = 10, *, nprobe: int | None = None, threads: int = 0) -> SearchResult:
+    def search(self, q, k: int = 10, *, nprobe: int | None = None, threads: int = 0,
+               filter=None) -> SearchResult:
+        """The k best documents among each query's nprobe closest lists (re-ranked exactly
+        when ``refine`` is set). filter: ids the queries may return (see ``quanta.filter``);
+        a query it leaves short of k results is searched again with twice the lists."""
         if not self.is_trained:
             raise ValueError("search: the index is not trained; call train(x) first")
         nprobe = as_nprobe(self.nprobe if nprobe is None else nprobe, self.nlist)
         q = as_f32_matrix(q, self.dim, "queries")
         k, threads = as_k(k), as_threads(threads)
+        filters = as_filters(filter, q.shape[0])
         return self._search_refined(
-            q, k, threads, lambda qr, kk: self._index.search(qr, kk, int(nprobe), threads))
+            q, k, threads,
+            lambda qr, kk: self._index.search(qr, kk, int(nprobe), threads, filters))
 
     def _write(self, f):
         meta, arrays = self._binary_parts()

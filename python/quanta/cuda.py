@@ -314,6 +314,7 @@ class BinaryIndex(_GpuQuantized):
             raise TypeError("index must be a quanta.BinaryIndex")
         if not index.is_trained:
             raise ValueError("index must be trained")
+        _require_compact(index)
         self._mod, cp = _module(), _cupy()
         self._cpu = index
         self.dim, self.metric, self.ntotal = index.dim, index.metric, index.ntotal

@@ -13,7 +13,7 @@ from .io import FormatError, Persistent, register_kind, write_container
 from .opq import train_rotation
 
 
-class _QuantizedIndex:
+class _QuantizedIndex(Removable):
     """What the PQ and binary indexes share: the native index in ``_index``, add / reset, and
     the optional exact re-ranking: the vectors are also kept in a FlatIndex of
     storage ``refine`` (any foundation storage), the base index returns ``k * refine_factor``
@@ -55,6 +55,9 @@ class _QuantizedIndex:
         self._index.reset()
         if self._refine is not None:
             self._refine.reset()
+
+    def _removal_targets(self):  # the re-ranking vectors go with the codes
+        return [self._index] + ([] if self._refine is None else [self._refine._index])
 
     def _init_refine(self, dim, metric, refine, refine_factor, opq=False):
         self._opq, self._rotation = bool(opq), None
@@ -125,11 +128,8 @@ class _QuantizedIndex:
                                     removed_mask(arrays, "RDED"))
 
 
-class _PQCodesIndex(Removable, _QuantizedIndex):
-    """What the PQ indexes add: their product quantizer and decoding, removal, range search."""
-
-    def _removal_targets(self):
-        return [self._index] + ([] if self._refine is None else [self._refine._index])
+class _PQCodesIndex(_QuantizedIndex):
+    """What the PQ indexes add: their product quantizer and decoding, range search."""
 
     def _range(self, q, radius, threads, filter, run):
         """run(qr, radius, threads, filters) on the native index with the queries in its space.

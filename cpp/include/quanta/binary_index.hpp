@@ -29,7 +29,8 @@ class BinaryIndex {
   size_t code_words() const { return codes_.code_words(); }  // per document
   Metric metric() const { return metric_; }
   BinaryScoring scoring() const { return scoring_; }
-  size_t ntotal() const { return codes_.size(); }
+  size_t ntotal() const { return codes_.size() - labels_.removed(); }  // live documents
+  size_t rows() const { return codes_.size(); }  // stored rows, removed ones included
   bool is_trained() const { return bin_.is_trained(); }
   size_t memory_usage() const { return codes_.memory_usage() + labels_.memory_usage(); }
   RecurrentBinarizer& binarizer() { return bin_; }
@@ -39,13 +40,19 @@ class BinaryIndex {
   // Adds codes of levels() levels made by binarizer().encode (n x code_words()); rejects
   // non-zero padding bits.
   void add_codes(const uint64_t* codes, size_t n, const int64_t* ids);
-  void search(const float* q, size_t nq, size_t k, int threads, float* distances,
+  // Filters and removed rows are tested on the candidates the kernels report.
+  void search(const float* q, size_t nq, const SearchParams& params, float* distances,
               int64_t* labels) const;
   void reset();
+  size_t remove(const IdFilter& f) { return labels_.remove(f, rows()); }
+  bool contains(int64_t id) const { return labels_.position_of(id, rows()) >= 0; }
+  void compact();
 
   std::vector<uint64_t> codes() const { return codes_.codes(); }  // n x code_words()
   const std::vector<int64_t>& ids() const { return labels_.raw(); }
-  void restore(const std::vector<uint64_t>& codes, std::vector<int64_t> ids, size_t ntotal);
+  const std::vector<uint64_t>& removed_mask() const { return labels_.dead(); }
+  void restore(const std::vector<uint64_t>& codes, std::vector<int64_t> ids, size_t rows,
+               std::vector<uint64_t> removed = {});
 
  private:
   RecurrentBinarizer bin_;  // query_levels levels; documents use the first levels_

@@ -11,6 +11,7 @@
 #include "quanta/binary_codes.hpp"
 #include "quanta/flat.hpp"
 #include "quanta/kmeans.hpp"
+#include "quanta/list_ids.hpp"
 #include "quanta/recurrent_binary.hpp"
 
 namespace quanta {
@@ -38,9 +39,14 @@ class IVFBinaryIndex {
 
   void train_coarse(const float* x, size_t n, const KMeansParams& params);
   void add(const float* x, size_t n, const int64_t* ids, int threads);
-  void search(const float* q, size_t nq, size_t k, size_t nprobe, int threads, float* distances,
+  // Filters are tested on each candidate's id before it enters a heap; a query its filter
+  // leaves with fewer than k results is searched again with twice the lists, up to all.
+  void search(const float* q, size_t nq, const IVFSearchParams& params, float* distances,
               int64_t* labels) const;
   void reset();
+  size_t remove(const IdFilter& f);  // drops the entries from their lists, order kept
+  bool contains(int64_t id) const { return locator_.where(ids_).count(id) > 0; }
+  void compact() {}  // remove() already frees the entries
 
   const std::vector<float>& centroids() const { return centroids_; }
   // Serialized form: list sizes, then all codes and all ids, list by list.
@@ -63,6 +69,7 @@ class IVFBinaryIndex {
   std::vector<BinaryCodes> lists_;     // refer to bin_
   std::vector<std::vector<int64_t>> ids_;
   size_t ntotal_ = 0;
+  ListIds locator_;
 };
 
 }  // namespace quanta

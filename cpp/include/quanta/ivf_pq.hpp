@@ -7,16 +7,14 @@
 // with one shared scale, so the sums of different lists compare directly.
 #pragma once
 #include <cstdint>
-#include <atomic>
 #include <memory>
-#include <mutex>
-#include <unordered_map>
 #include <utility>
 #include <vector>
 
 #include "quanta/fast_scan_codes.hpp"
 #include "quanta/flat.hpp"
 #include "quanta/labels.hpp"
+#include "quanta/list_ids.hpp"
 #include "quanta/pq.hpp"
 #include "quanta/topk.hpp"
 
@@ -57,7 +55,7 @@ class IVFPQIndex {
   void reset();
   // Removes the entries whose ids f allows from their lists (in place, order kept).
   size_t remove(const IdFilter& f);
-  bool contains(int64_t id) const { return where().count(id) > 0; }
+  bool contains(int64_t id) const { return locator_.where(ids_).count(id) > 0; }
   void compact();  // returns the lists' spare capacity
 
   const std::vector<float>& centroids() const { return centroids_; }
@@ -87,9 +85,6 @@ class IVFPQIndex {
   // The coarse step: each query's nprobe best lists (distances cd, lists cl), best first.
   void coarse(const float* qs, size_t nq, size_t nprobe, int threads, float* cd,
               int64_t* cl) const;
-  using Where = std::unordered_map<int64_t, std::pair<uint32_t, uint32_t>>;
-  const Where& where() const;  // id -> (list, offset), built on first use
-  void forget_where();
   void code_of(size_t l, size_t r, uint8_t* code) const;  // entry r of list l, plain
   void decode_entry(size_t l, size_t r, float* out) const;
   // One query's quantized fast-scan tables for its non-empty probed lists (written to lists,
@@ -113,9 +108,7 @@ class IVFPQIndex {
   std::vector<std::vector<uint8_t>> codes_;  // per list: plain codes, or fast-scan blocks
   std::vector<std::vector<int64_t>> ids_;
   size_t ntotal_ = 0;
-  mutable std::mutex map_mutex_;
-  mutable Where where_;  // reconstruct, contains, the exact fallback
-  mutable std::atomic<bool> where_ready_{false};
+  ListIds locator_;  // reconstruct, contains, the exact fallback
 };
 
 }  // namespace quanta

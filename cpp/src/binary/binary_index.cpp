@@ -1,5 +1,6 @@
 #include "quanta/binary_index.hpp"
 
+#include <algorithm>
 #include <limits>
 #include <stdexcept>
 
@@ -39,7 +40,7 @@ void BinaryIndex::add(const float* x, size_t n, const int64_t* ids, int threads)
 
 void BinaryIndex::add_codes(const uint64_t* codes, size_t n, const int64_t* ids) {
   Labels::check(ids, n);
-  std::vector<int64_t> next = labels_.with_added(ids, n, ntotal());
+  std::vector<int64_t> next = labels_.with_added(ids, n, rows());
   codes_.append(codes, n);  // validates first: a failure changes nothing
   labels_.commit(std::move(next));
 }
@@ -49,12 +50,14 @@ void BinaryIndex::reset() {
   labels_.assign({});
 }
 
-void BinaryIndex::search(const float* q, size_t nq, size_t k, int threads, float* distances,
-                         int64_t* labels) const {
+void BinaryIndex::search(const float* q, size_t nq, const SearchParams& params,
+                         float* distances, int64_t* labels) const {
+  const size_t k = params.k;
   require(k > 0, "search: k must be >= 1; got 0");
   if (!is_trained()) throw std::invalid_argument("search: the index is not trained");
   require_finite(q, nq * dim(), "search: queries");
-  threads = resolve_threads(threads);
+  const int threads = resolve_threads(params.threads);
+  const bool filtered = labels_.removed() || !params.filter.empty();
   const size_t qcw = bin_.code_words(), nw = static_cast<size_t>(threads);
   std::vector<fast_scan::Scanner> scanners(nw);
   std::vector<std::vector<int32_t>> dots(nw);
@@ -66,7 +69,7 @@ void BinaryIndex::search(const float* q, size_t nq, size_t k, int threads, float
     std::vector<BinaryQuery> prepared(nb);
     for (size_t i = 0; i < nb; ++i) prepared[i] = codes_.prepare(qcodes.data() + i * qcw);
     TopKSet heaps = scan_blocks(
-        nb, ntotal(), k, kCodesPerTask, threads,
+        nb, rows(), k, kCodesPerTask, threads,
         [&](size_t g, size_t begin, size_t count, TopKSet& top, size_t w) {
           const size_t g0 = g * kGroup, ng = std::min(kGroup, nb - g0);
           const BinaryQuery* qs[kGroup];
@@ -74,7 +77,10 @@ void BinaryIndex::search(const float* q, size_t nq, size_t k, int threads, float
           codes_.scan(
               qs, ng, begin, count, scanners[w], dots[w], scores[w],
               [&](size_t e) { return top.threshold(g0 + e); },
-              [&](size_t e, size_t pos, float s) { top.push(g0 + e, s, int64_t(pos)); });
+              [&](size_t e, size_t pos, float s) {
+                if (filtered && !labels_.allowed(pos, params.filter.of(q0 + g0 + e))) return;
+                top.push(g0 + e, s, int64_t(pos));
+              });
         },
         kGroup);
     write_results(heaps, k, labels_, -std::numeric_limits<float>::infinity(), distances + q0 * k,
@@ -82,16 +88,32 @@ void BinaryIndex::search(const float* q, size_t nq, size_t k, int threads, float
   }
 }
 
+void BinaryIndex::compact() {
+  if (labels_.removed() == 0) return;
+  const std::vector<size_t> keep = labels_.live_positions(rows());
+  const std::vector<uint64_t> all = codes_.codes();
+  const size_t cw = code_words();
+  std::vector<uint64_t> kept(keep.size() * cw);
+  for (size_t i = 0; i < keep.size(); ++i)
+    std::copy_n(all.data() + keep[i] * cw, cw, kept.data() + i * cw);
+  BinaryCodes fresh(bin_, levels_, scoring_);
+  fresh.append(kept.data(), keep.size());
+  codes_ = std::move(fresh);
+  labels_.compact(keep);
+}
+
 void BinaryIndex::restore(const std::vector<uint64_t>& codes, std::vector<int64_t> ids,
-                          size_t ntotal) {
+                          size_t ntotal, std::vector<uint64_t> removed) {
   if (codes.size() != ntotal * code_words())
     throw std::invalid_argument("corrupt index data: code array has the wrong size");
   if (!(ids.empty() || ids.size() == ntotal))
     throw std::invalid_argument("corrupt index data: ids");
+  if (!removed.empty() && removed.size() != (ntotal + 63) / 64)
+    throw std::invalid_argument("corrupt index data: removed-row mask");
   BinaryCodes fresh(bin_, levels_, scoring_);
   fresh.append(codes.data(), ntotal);  // validates
   codes_ = std::move(fresh);
-  labels_.assign(std::move(ids));
+  labels_.assign(std::move(ids), std::move(removed));
 }
 
 }  // namespace quanta

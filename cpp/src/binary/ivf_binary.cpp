@@ -8,6 +8,7 @@
 #include "quanta/error.hpp"
 #include "quanta/parallel.hpp"
 #include "quanta/rows.hpp"
+#include "quanta/widen.hpp"
 #include "quanta/topk.hpp"
 
 namespace quanta {
@@ -86,6 +87,7 @@ void IVFBinaryIndex::add(const float* x, size_t n, const int64_t* ids, int threa
     for (size_t i : members[l]) ids_[l].push_back(ids ? ids[i] : int64_t(ntotal_ + i));
   }
   ntotal_ += n;
+  locator_.forget();
 }
 
 void IVFBinaryIndex::reset() {
@@ -94,17 +96,37 @@ void IVFBinaryIndex::reset() {
     ids_[l].clear();
   }
   ntotal_ = 0;
+  locator_.forget();
 }
 
-void IVFBinaryIndex::search(const float* q, size_t nq, size_t k, size_t nprobe, int threads,
+size_t IVFBinaryIndex::remove(const IdFilter& f) {
+  const size_t cw = code_words();
+  size_t removed = 0;
+  for (size_t l = 0; l < nlist_; ++l) {
+    if (!ListIds::any(ids_[l], f)) continue;
+    std::vector<uint64_t> codes = lists_[l].codes();
+    removed += ListIds::remove(ids_[l], f, [&](size_t to, size_t from) {
+      std::copy_n(codes.data() + from * cw, cw, codes.data() + to * cw);
+    });
+    BinaryCodes fresh(bin_, levels_, scoring_);
+    fresh.append(codes.data(), ids_[l].size());
+    lists_[l] = std::move(fresh);
+  }
+  ntotal_ -= removed;
+  if (removed) locator_.forget();
+  return removed;
+}
+
+void IVFBinaryIndex::search(const float* q, size_t nq, const IVFSearchParams& params,
                             float* distances, int64_t* labels) const {
+  const size_t k = params.k, nprobe = params.nprobe;
   require(k > 0, "search: k must be >= 1; got 0");
   require(nprobe >= 1 && nprobe <= nlist_, "search: nprobe must be in [1, nlist=" +
                                                std::to_string(nlist_) + "]; got " +
                                                std::to_string(nprobe));
   if (!is_trained()) throw std::invalid_argument("search: the index is not trained");
   require_finite(q, nq * dim(), "search: queries");
-  threads = resolve_threads(threads);
+  const int threads = resolve_threads(params.threads);
   const std::vector<float> qs = prepared(q, nq);
   std::vector<float> cd(nq * nprobe);
   std::vector<int64_t> cl(nq * nprobe);
@@ -122,6 +144,7 @@ void IVFBinaryIndex::search(const float* q, size_t nq, size_t k, size_t nprobe, 
     thread_local std::vector<float> scores;
     const BinaryQuery bq = lists_[0].prepare(qcodes.data() + i * qcw);
     const BinaryQuery* qp = &bq;
+    const IdFilter* f = params.filter.of(i);
     TopKSet top(1, k);
     for (size_t pr = 0; pr < nprobe; ++pr) {
       const int64_t l = cl[i * nprobe + pr];
@@ -130,10 +153,17 @@ void IVFBinaryIndex::search(const float* q, size_t nq, size_t k, size_t nprobe, 
       lists_[size_t(l)].scan(
           &qp, 1, 0, lists_[size_t(l)].size(), scanner, dots, scores,
           [&](size_t) { return top.threshold(0); },
-          [&](size_t, size_t pos, float s) { top.push(0, s, id[pos]); });
+          [&](size_t, size_t pos, float s) {
+            if (f && !f->allows(id[pos])) return;
+            top.push(0, s, id[pos]);
+          });
     }
     top.write_sorted(0, distances + i * k, labels + i * k, -std::numeric_limits<float>::infinity());
   });
+  widen_short_queries(q, nq, params, distances, labels,
+                      [&](const float* qa, size_t na, const IVFSearchParams& wider, float* da,
+                          int64_t* la) { search(qa, na, wider, da, la); },
+                      dim(), nlist_);
 }
 
 std::vector<uint64_t> IVFBinaryIndex::list_sizes() const {
@@ -184,6 +214,7 @@ void IVFBinaryIndex::restore(std::vector<float> centroids, const std::vector<uin
   lists_ = std::move(lists);
   ids_ = std::move(id_lists);
   ntotal_ = total;
+  locator_.forget();
 }
 
 }  // namespace quanta

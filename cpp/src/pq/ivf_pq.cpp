@@ -14,6 +14,7 @@
 #include "quanta/range_hits.hpp"
 #include "quanta/rows.hpp"
 #include "quanta/topk.hpp"
+#include "quanta/widen.hpp"
 
 namespace quanta {
 
@@ -122,7 +123,7 @@ void IVFPQIndex::add(const float* x, size_t n, const int64_t* ids, int threads) 
     ids_[l].push_back(ids ? ids[i] : int64_t(ntotal_ + i));
   }
   ntotal_ += n;
-  forget_where();
+  locator_.forget();
 }
 
 void IVFPQIndex::reset() {
@@ -131,26 +132,7 @@ void IVFPQIndex::reset() {
     ids_[l].clear();
   }
   ntotal_ = 0;
-  forget_where();
-}
-
-void IVFPQIndex::forget_where() {
-  std::lock_guard<std::mutex> lock(map_mutex_);
-  where_.clear();
-  where_ready_.store(false);
-}
-
-const IVFPQIndex::Where& IVFPQIndex::where() const {
-  if (!where_ready_.load(std::memory_order_acquire)) {
-    std::lock_guard<std::mutex> lock(map_mutex_);
-    if (!where_ready_.load(std::memory_order_relaxed)) {
-      where_.reserve(ntotal_);
-      for (size_t l = nlist_; l-- > 0;)  // the first entry of an id wins
-        for (size_t r = ids_[l].size(); r-- > 0;) where_[ids_[l][r]] = {uint32_t(l), uint32_t(r)};
-      where_ready_.store(true, std::memory_order_release);
-    }
-  }
-  return where_;
+  locator_.forget();
 }
 
 size_t IVFPQIndex::remove(const IdFilter& f) {
@@ -158,31 +140,19 @@ size_t IVFPQIndex::remove(const IdFilter& f) {
   size_t removed = 0;
   std::vector<uint8_t> plain;
   for (size_t l = 0; l < nlist_; ++l) {
-    std::vector<int64_t>& ids = ids_[l];
-    size_t w = 0;
-    for (size_t r = 0; r < ids.size(); ++r)
-      if (!f.allows(ids[r])) ++w;
-    if (w == ids.size()) continue;
-    // Keep the others in order: codes moved down entry by entry (fast-scan: through the
-    // plain codes, then packed again).
-    const size_t len = ids.size();
+    if (!ListIds::any(ids_[l], f)) continue;
+    // Fast-scan lists are rewritten through their plain codes, then packed again.
+    const size_t len = ids_[l].size();
     uint8_t* codes = codes_[l].data();
     if (fast_scan_) {
       plain.resize(len * cs);
       fast_scan::unpack(codes, m, 0, len, plain.data());
       codes = plain.data();
     }
-    w = 0;
-    for (size_t r = 0; r < len; ++r) {
-      if (f.allows(ids[r])) continue;
-      if (w != r) {
-        ids[w] = ids[r];
-        std::memmove(codes + w * cs, codes + r * cs, cs);
-      }
-      ++w;
-    }
-    removed += len - w;
-    ids.resize(w);
+    removed += ListIds::remove(ids_[l], f, [&](size_t to, size_t from) {
+      std::memmove(codes + to * cs, codes + from * cs, cs);
+    });
+    const size_t w = ids_[l].size();
     if (fast_scan_) {
       codes_[l].assign(fast_scan::bytes_for(w, m), 0);
       fast_scan::pack(plain.data(), w, m, 0, codes_[l].data());
@@ -191,7 +161,7 @@ size_t IVFPQIndex::remove(const IdFilter& f) {
     }
   }
   ntotal_ -= removed;
-  if (removed) forget_where();
+  if (removed) locator_.forget();
   return removed;
 }
 
@@ -280,28 +250,10 @@ void IVFPQIndex::search(const float* q, size_t nq, const IVFSearchParams& params
       finish(i, top, 0);
     });
   }
-  if (params.filter.empty() || nprobe == nlist_) return;
-  // Filtered queries short of k results: again with twice the lists (recursively).
-  std::vector<size_t> again;
-  for (size_t i = 0; i < nq; ++i)
-    if (!exact[i] && labels[i * k + k - 1] < 0) again.push_back(i);
-  if (again.empty()) return;
-  const size_t na = again.size();
-  std::vector<float> qa(na * dim_), da(na * k);
-  std::vector<int64_t> la(na * k);
-  std::vector<IdFilter> fa;
-  for (size_t a = 0; a < na; ++a) {
-    std::copy_n(q + again[a] * dim_, dim_, &qa[a * dim_]);
-    if (!params.filter.shared()) fa.push_back(*params.filter.of(again[a]));
-  }
-  IVFSearchParams wider = params;
-  wider.nprobe = std::min(nlist_, 2 * nprobe);
-  if (!params.filter.shared()) wider.filter = QueryFilters(std::move(fa));
-  search(qa.data(), na, wider, da.data(), la.data());
-  for (size_t a = 0; a < na; ++a) {
-    std::copy_n(&da[a * k], k, distances + again[a] * k);
-    std::copy_n(&la[a * k], k, labels + again[a] * k);
-  }
+  widen_short_queries(q, nq, params, distances, labels,
+                      [&](const float* qa, size_t na, const IVFSearchParams& wider, float* da,
+                          int64_t* la) { search(qa, na, wider, da, la); },
+                      dim_, nlist_, exact.data());
 }
 
 void IVFPQIndex::code_of(size_t l, size_t r, uint8_t* code) const {
@@ -323,7 +275,7 @@ void IVFPQIndex::score_allowed(const float* q, const IdFilter& f, TopKSet& top,
   // The exact ADC distance (float tables, as the plain scan) of each allowed vector: one table
   // for every list, plus <q, centroid> for ip residuals; l2 residuals need a table per list,
   // so they are scored by their reconstructions instead (the same distance).
-  const Where& map = where();
+  const ListIds::Where& map = locator_.where(ids_);
   const bool l2 = metric_ == Metric::l2, per_list = l2 && by_residual_;
   const size_t m = pq_.m(), ks = pq_.ksub();
   std::vector<float> table(per_list ? 0 : m * ks), x(per_list ? dim_ : 0);
@@ -568,7 +520,7 @@ TopKSet IVFPQIndex::search_fast_scan(const float* qs, size_t nq, size_t k, const
 }
 
 void IVFPQIndex::reconstruct(const int64_t* ids, size_t n, float* out) const {
-  const Where& map = where();
+  const ListIds::Where& map = locator_.where(ids_);
   for (size_t i = 0; i < n; ++i) {
     auto it = map.find(ids[i]);
     if (it == map.end())
@@ -634,7 +586,7 @@ void IVFPQIndex::restore(std::vector<float> centroids, const std::vector<uint64_
   }
   ntotal_ = total;
   precompute();
-  forget_where();
+  locator_.forget();
 }
 
 }  // namespace quanta
