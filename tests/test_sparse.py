@@ -239,8 +239,9 @@ def test_bad_input():
     with pytest.raises(ValueError, match="knn"):
         quanta.SparseIndex(knn=-1)
     index.add(ok)
-    with pytest.raises(ValueError, match="static"):
-        index.add(ok)
+    with pytest.raises(ValueError, match="ids"):  # a failed add keeps what is stored
+        index.add(ok, ids=[1, 2, 3, 4, 5, 6, 7])
+    assert index.ntotal == len(ok[0]) - 1
     with pytest.raises(ValueError, match="beyond"):
         index.search((np.array([0, 1]), np.array([9]), np.array([1.0])), 2)
     with pytest.raises(ValueError, match="heap_factor"):
@@ -357,3 +358,77 @@ def test_without_posting_offsets(data, tmp_path):
     back = quanta.load(tmp_path / "b.qnt", mmap=True)
     assert back.params["posting_offsets"] is False and back.memory_usage == b.memory_usage
     np.testing.assert_array_equal(back.search(Q, 10, 6, 0.9).ids, a.search(Q, 10, 6, 0.9).ids)
+
+
+# -- the engine contract: ids, filters, removal, appending add ----------------------------------
+
+def _truth_over(X, Q, rows, ids, k):
+    """Exhaustive top-k over the given rows, as (scores, ids)."""
+    D, order = exact_topk(X[rows], Q, k)
+    return D, ids[rows][order]
+
+
+def test_ids_filters_and_exact_fallback(data):
+    X, Q = data
+    n = X.shape[0]
+    ids = np.arange(n, dtype=np.int64) * 5 + 11
+    index = quanta.SparseIndex(n_postings=10**6, max_fraction=10.0, summary_energy=1.0)
+    index.add(X, ids=ids)
+    nopr = dict(query_cut=10**6, heap_factor=1.0, head=0)  # no pruning: equals exhaustive
+    rng = np.random.default_rng(2)
+    for nallowed in (1500, 200, 20):  # 20 <= n / 64: scored directly
+        rows = np.sort(rng.choice(n, nallowed, replace=False))
+        D, I = index.search(Q, k=10, filter=ids[rows], **nopr)
+        Dt, It = _truth_over(X, Q, rows, ids, 10)
+        np.testing.assert_allclose(D, Dt, rtol=1e-4, atol=1e-4)
+        assert recall(I, It) >= 0.99 and np.isin(I[I >= 0], ids[rows]).all()
+        # approximate settings still return only allowed ids, k of them
+        D, I = index.search(Q, k=10, filter=quanta.Filter.ids(ids[rows]))
+        assert (I >= 0).all() and np.isin(I, ids[rows]).all()
+    # per-query filters and a deny-list
+    per_q = [ids[i::Q.shape[0]] for i in range(Q.shape[0])]
+    _, I = index.search(Q, k=5, filter=per_q, exact=True)
+    assert all(np.isin(I[i], per_q[i]).all() for i in range(Q.shape[0]))
+    _, I0 = index.search(Q, k=5, exact=True)
+    _, I = index.search(Q, k=5, exact=True, filter=~quanta.Filter.ids(np.unique(I0)))
+    assert not np.isin(I, I0).any()
+    _, I = index.search(Q, k=5, filter=[])
+    assert (I == -1).all()
+
+
+def test_remove_append_compact_and_persistence(data, tmp_path):
+    X, Q = data
+    n = X.shape[0]
+    ids = np.arange(n, dtype=np.int64) + 1000
+    index = quanta.SparseIndex(n_postings=10**6, max_fraction=10.0, summary_energy=1.0)
+    first = 2000
+    index.add(X[:first], ids=ids[:first])
+    index.add(X[first:], ids=ids[first:])  # appended: the delta part
+    assert index.ntotal == n and index.contains(ids).all()
+    D, I = index.search(Q, k=10, exact=True)
+    Dt, It = _truth_over(X, Q, np.arange(n), ids, 10)
+    np.testing.assert_allclose(D, Dt, rtol=1e-4, atol=1e-4)
+    gone = np.unique(I[:, :3])
+    assert index.remove(gone) == len(gone) and index.remove(gone) == 0
+    assert index.ntotal == n - len(gone) and gone[0] not in index
+    keep = np.flatnonzero(~np.isin(ids, gone))
+    Dt, It = _truth_over(X, Q, keep, ids, 10)
+    for approx in (False, True):
+        kw = dict(query_cut=10**6, heap_factor=1.0, head=0)
+        D, I = index.search(Q, k=10, exact=not approx, **(kw if approx else {}))
+        assert not np.isin(I, gone).any()
+        np.testing.assert_allclose(D, Dt, rtol=1e-4, atol=1e-4)
+    path = tmp_path / "s.qnt"
+    index.save(path)
+    for other in (quanta.load(path), quanta.load(path, mmap=True), pickle.loads(pickle.dumps(index))):
+        assert other.ntotal == index.ntotal
+        np.testing.assert_allclose(other.search(Q, k=10, exact=True).distances, Dt,
+                                   rtol=1e-4, atol=1e-4)
+    index.compact()  # one index again: the delta blocked in, the removed documents gone
+    assert index._delta is None and index._index.ndocs == n - len(gone)
+    D, I = index.search(Q, k=10, exact=True)
+    np.testing.assert_allclose(D, Dt, rtol=1e-4, atol=1e-4)
+    assert recall(I, It) >= 0.99
+    # upsert: a removed id comes back with another document
+    index.add(X[:1], ids=gone[:1])
+    assert gone[0] in index

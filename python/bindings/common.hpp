@@ -138,9 +138,9 @@ py::tuple range_into(size_t dim, const py::array& q, Run&& run) {
                         to_numpy(r.distances), to_numpy(r.ids));
 }
 
-// remove / contains / compact, for the indexes with tombstones or in-place removal.
+// remove / contains, for the indexes with tombstones or in-place removal.
 template <class Index>
-void bind_removal(py::class_<Index>& c) {
+void bind_remove_contains(py::class_<Index>& c) {
   c.def("remove", [](Index& self, const IdFilter& f) {
      py::gil_scoped_release nogil;
      return self.remove(f);
@@ -152,11 +152,17 @@ void bind_removal(py::class_<Index>& c) {
         py::gil_scoped_release nogil;
         for (py::ssize_t i = 0; i < ids.size(); ++i) op[i] = self.contains(ip[i]);
         return out;
-      }, py::arg("ids"))
-      .def("compact", [](Index& self) {
-        py::gil_scoped_release nogil;
-        self.compact();
-      });
+      }, py::arg("ids"));
+}
+
+// ... and compact, for those that reclaim the space in place.
+template <class Index>
+void bind_removal(py::class_<Index>& c) {
+  bind_remove_contains(c);
+  c.def("compact", [](Index& self) {
+    py::gil_scoped_release nogil;
+    self.compact();
+  });
 }
 
 // The filter type the Python layer builds quanta.Filter on.

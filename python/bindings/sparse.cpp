@@ -41,7 +41,8 @@ Csr csr(const py::array& indptr, const py::array& indices, const py::array& valu
 }  // namespace
 
 void bind_sparse(py::module_& m) {
-  py::class_<SparseIndex>(m, "SparseIndex")
+  py::class_<SparseIndex> sparse(m, "SparseIndex");
+  sparse
       .def(py::init([](size_t dim, size_t n_postings, float centroid_fraction,
                        size_t min_cluster_size, float summary_energy, float max_fraction,
                        size_t doc_cut, size_t summary_cut, size_t knn, bool u8_values,
@@ -58,7 +59,7 @@ void bind_sparse(py::module_& m) {
              p.u8_values = u8_values;
              p.posting_offsets = posting_offsets;
              p.seed = seed;
-             return SparseIndex(dim, p);
+             return new SparseIndex(dim, p);
            }),
            py::arg("dim"), py::arg("n_postings"), py::arg("centroid_fraction"),
            py::arg("min_cluster_size"), py::arg("summary_energy"), py::arg("max_fraction"),
@@ -113,10 +114,9 @@ void bind_sparse(py::module_& m) {
       .def("search", [](const SparseIndex& self, const py::array& indptr, const py::array& indices,
                         const py::array& values, size_t k, size_t query_cut, float heap_factor,
                         bool exact, size_t n_knn, size_t head, size_t rerank, bool list_order,
-                        int threads) {
+                        int threads, const py::object& filter) {
         const Csr c = csr(indptr, indices, values, "queries");
-        SparseSearch p;
-        p.k = k;
+        auto p = search_params<SparseSearch>(k, threads, filter, c.n);
         p.query_cut = query_cut;
         p.heap_factor = heap_factor;
         p.exact = exact;
@@ -125,7 +125,17 @@ void bind_sparse(py::module_& m) {
         p.rerank = rerank;
         p.list_order = list_order;
         return results_into(c.n, k, [&](float* dp, int64_t* ip) {
-          self.search(c.ptr, c.idx, c.val, c.n, p, threads, dp, ip);
+          self.search(c.ptr, c.idx, c.val, c.n, p, dp, ip);
         });
-      });
+      }, py::arg("indptr"), py::arg("indices"), py::arg("values"), py::arg("k"),
+         py::arg("query_cut"), py::arg("heap_factor"), py::arg("exact"), py::arg("n_knn"),
+         py::arg("head"), py::arg("rerank"), py::arg("list_order"), py::arg("threads"),
+         py::arg("filter"))
+      .def_property_readonly("ntotal", &SparseIndex::ntotal)
+      .def("set_ids", [](SparseIndex& self, const py::array& ids, const py::array& removed) {
+        self.set_ids(from_numpy<int64_t>(ids, "ids"), from_numpy<uint64_t>(removed, "removed"));
+      }, py::arg("ids"), py::arg("removed"))
+      .def("ids", [](const SparseIndex& self) { return to_numpy(self.ids()); })
+      .def("removed", [](const SparseIndex& self) { return to_numpy(self.removed_mask()); });
+  bind_remove_contains(sparse);
 }

@@ -578,6 +578,10 @@ class SparseIndex:
             raise TypeError("index must be a quanta.SparseIndex")
         if index._index is None:
             raise ValueError("the index is empty; add documents first")
+        if index._delta is not None or index._index.removed().any() or index._index.ids().size:
+            raise ValueError("the GPU copy serves positions of one built index: call "
+                             "index.compact() after adding to it or removing from it, and "
+                             "build it without ids")
         self._mod, cp = _module(), _cupy()
         self.cpu, self.dim, self.ntotal = index, index.dim, index.ntotal
         st = index._index.state()

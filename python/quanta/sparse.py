@@ -60,8 +60,9 @@ import threading
 import numpy as np
 
 from . import _core
-from ._validate import as_k, as_threads
-from .flat import SearchResult
+from ._validate import as_ids, as_k, as_threads
+from .filter import as_filters, as_removal
+from .flat import SearchResult, removed_mask
 from .io import FormatError, Persistent, register_kind, write_container
 
 AUTO_HEAD = 16  # search(head=None): the head of documents averaging over 2 * AUTO_HEAD entries
@@ -246,6 +247,10 @@ class SparseIndex(Persistent):
             raise ValueError(f"min_cluster_size must be >= 0; got {min_cluster_size}")
         self.values, self.seed, self.dim = values, int(seed), dim
         self._index = self._keep = self.vocabulary = None
+        # Documents added after the build: a small part of their own (CSR rows and ids),
+        # searched exhaustively alongside the main index until compact() re-blocks them in.
+        self._delta = None
+        self._delta_index = None
 
     @classmethod
     def preset(cls, recall: float, **overrides):
@@ -262,42 +267,116 @@ class SparseIndex(Persistent):
                                  p["doc_cut"], p["summary_cut"], p["knn"],
                                  self.values == "u8", p["posting_offsets"], self.seed)
 
-    ntotal = property(lambda self: 0 if self._index is None else self._index.ndocs)
+    @property
+    def ntotal(self) -> int:
+        """Documents held (removed ones excluded)."""
+        return sum(int(n.ntotal) for n in self._natives())
+
+    def _natives(self):
+        return [n for n in (self._index, self._delta_index) if n is not None]
 
     @property
     def memory_usage(self) -> int:
         """Bytes of the index's arrays (memory-mapped ones included)."""
-        return 0 if self._index is None else int(self._index.memory_usage)
+        return sum(int(n.memory_usage) for n in self._natives())
 
     def __repr__(self):
         return (f"SparseIndex({', '.join(f'{k}={v}' for k, v in self.params.items())}, "
                 f"values={self.values!r}, dim={self.dim}, ntotal={self.ntotal})")
 
-    def add(self, docs, *, threads: int = 0, progress: bool | None = None) -> None:
-        """Builds the index over `docs`: a SciPy sparse matrix, an (indptr, indices, data)
-        tuple, or a file path: ``.jsonl`` (Seismic's JSONL rows; the token vocabulary is kept
-        in ``self.vocabulary`` and saved with the index) or the inner binary format. The index
-        is static: build it once from all documents. `progress`: a progress line on stderr
-        (default: for 100,000 documents or more when stderr is a terminal)."""
-        if self._index is not None:
-            raise ValueError("the index is built already (Seismic indexes are static); build a "
-                             "new SparseIndex from all documents")
+    def add(self, docs, ids=None, *, threads: int = 0, progress: bool | None = None) -> None:
+        """Adds documents: a SciPy sparse matrix, an (indptr, indices, data) tuple, or a file
+        path: ``.jsonl`` (Seismic's JSONL rows; the token vocabulary is kept in
+        ``self.vocabulary`` and saved with the index; integer "id" fields become the ids) or
+        the inner binary format. `ids`: int64 labels (default: positions, continuing after
+        the documents already held).
+
+        The first call builds the index (blocks, summaries, the kNN graph). Later calls keep
+        their documents in a delta part that every search scores exhaustively alongside;
+        ``compact()`` rebuilds one index from all of them. `progress`: a progress line on
+        stderr (default: for 100,000 documents or more when stderr is a terminal)."""
         if isinstance(docs, (str, os.PathLike)):
             if os.fspath(docs).endswith(".jsonl"):
-                docs, _, vocabulary = read_jsonl(docs)
-                self.vocabulary = vocabulary
-                self.dim = self.dim or max(1, len(vocabulary))
+                if self._index is not None and self.vocabulary is None:
+                    raise ValueError("JSONL documents need an index built from JSONL (its "
+                                     "vocabulary); pass term ids instead")
+                docs, file_ids, vocabulary = read_jsonl(docs, self.vocabulary)
+                if self.vocabulary is None:
+                    self.vocabulary = vocabulary
+                    self.dim = self.dim or max(1, len(vocabulary))
+                if ids is None and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0
+                                       for i in file_ids):
+                    ids = np.array(file_ids, np.int64)
             else:
                 docs = read_inner_binary(docs)
         indptr, indices, data, dim = as_csr(docs, self.dim)
-        if len(indptr) < 2:
+        n = len(indptr) - 1
+        if n < 1:
             raise ValueError("documents: no rows")
+        ids = None if ids is None else as_ids(ids, n)
+        if self._index is not None:
+            self._append(indptr, indices, data, ids, threads)
+            return
         native = self._native(dim)
         if progress is None:
-            progress = len(indptr) > 100_000 and sys.stderr.isatty()
+            progress = n > 100_000 and sys.stderr.isatty()
         _run_with_progress(lambda: native.build(indptr, indices, data, as_threads(threads)),
                            native, "SparseIndex build" if progress else None)
+        if ids is not None:
+            native.set_ids(ids, np.zeros(0, np.uint64))
         self._index, self.dim = native, dim
+
+    def _held(self) -> int:
+        """Stored documents, removed ones included: where default ids continue."""
+        return int(self._index.ndocs) + (0 if self._delta is None else len(self._delta[3]))
+
+    def _append(self, indptr, indices, data, ids, threads):
+        if ids is None:
+            ids = np.arange(self._held(), self._held() + len(indptr) - 1, dtype=np.int64)
+        # The delta is rebuilt from its live documents and the new ones (it stays small).
+        parts = [] if self._delta is None else [_live_rows(self._delta_index,
+                                                           self.values == "u8")]
+        delta = _concat_csr(parts + [(indptr, indices, data, ids)])
+        native = self._native(self.dim)
+        native.build(*delta[:3], as_threads(threads))
+        native.set_ids(delta[3], np.zeros(0, np.uint64))
+        self._delta, self._delta_index = delta, native
+
+    def remove(self, ids) -> int:
+        """Removes the documents with these ids (array-like or ``quanta.Filter``); returns how
+        many were held. Searches never return them; ``compact()`` drops them from memory."""
+        f = as_removal(ids)
+        return sum(int(n.remove(f)) for n in self._natives())
+
+    def contains(self, ids) -> np.ndarray:
+        """Whether each id is held (bool array)."""
+        ids = np.ascontiguousarray(np.atleast_1d(ids), dtype=np.int64)
+        out = np.zeros(ids.shape, bool)
+        for n in self._natives():
+            out |= n.contains(ids)
+        return out
+
+    def __contains__(self, id) -> bool:
+        if isinstance(id, (bool, np.bool_)) or not isinstance(id, (int, np.integer)):
+            return False
+        return bool(self.contains(id)[0])
+
+    def compact(self, *, threads: int = 0) -> None:
+        """Rebuilds one index from the live documents (the delta part included): blocks and
+        summaries are made again, removed documents are gone."""
+        if self._index is None or (self._delta is None and not self._index.removed().any()):
+            return
+        parts = [_live_rows(self._index, self.values == "u8")]
+        if self._delta is not None:
+            parts.append(_live_rows(self._delta_index, self.values == "u8"))
+        indptr, indices, data, ids = _concat_csr(parts)
+        if len(ids) == 0:
+            self._index = self._keep = self._delta = self._delta_index = None
+            return
+        native = self._native(self.dim)
+        native.build(indptr, indices, data, as_threads(threads))
+        native.set_ids(ids, np.zeros(0, np.uint64))
+        self._index, self._keep, self._delta, self._delta_index = native, None, None, None
 
     def _rows(self, queries):
         """Query rows from the same kinds of input as add (JSONL through the vocabulary)."""
@@ -313,9 +392,11 @@ class SparseIndex(Persistent):
     def search(self, queries, k: int = 10, query_cut: int = 10, heap_factor: float = 0.8, *,
                exact: bool = False, n_knn: int = 0, head: int | None = None,
                rerank: int | None = None, order: str | None = None,
-               threads: int = 0) -> SearchResult:
-        """Top-k documents by inner product for each query row; (scores, positions), -1 where
-        fewer than k documents were reached. n_knn (<= the index's knn): after the block loop,
+               threads: int = 0, filter=None) -> SearchResult:
+        """Top-k documents by inner product for each query row; (scores, ids), -1 where
+        fewer than k documents were reached. filter: ids the queries may return (see
+        ``quanta.filter``), tested before a document is scored; a filter allowing at most
+        1/64 of the documents is served by scoring them directly. n_knn (<= the index's knn): after the block loop,
         the first n_knn graph neighbours of each result are scored too.
 
         head > 0: a visited document is first scored on its head largest entries (a prefix of
@@ -358,10 +439,17 @@ class SparseIndex(Persistent):
                                    not isinstance(rerank, (int, np.integer)) or rerank < k):
             raise ValueError(f"rerank must be an integer >= k={k}; got {rerank!r}")
         indptr, indices, data, _ = as_csr(self._rows(queries), self.dim, "queries")
+        filters = as_filters(filter, len(indptr) - 1)
         D, I = self._index.search(indptr, indices, data, k, int(query_cut), float(heap_factor),
                                   bool(exact), int(n_knn), int(head), int(rerank or 0),
-                                  order == "list", threads)
-        return SearchResult(D, I)
+                                  order == "list", threads, filters)
+        if self._delta_index is None:
+            return SearchResult(D, I)
+        Dd, Id = self._delta_index.search(indptr, indices, data, k, 1, 1.0, True, 0, 0, 0, False,
+                                          threads, filters)
+        D, I = np.concatenate([D, Dd], axis=1), np.concatenate([I, Id], axis=1)
+        order_ = np.argsort(-D, axis=1, kind="stable")[:, :k]
+        return SearchResult(np.take_along_axis(D, order_, 1), np.take_along_axis(I, order_, 1))
 
     def _write(self, f):
         meta = {**self.params, "values": self.values, "seed": self.seed, "dim": self.dim,
@@ -371,7 +459,12 @@ class SparseIndex(Persistent):
             st = self._index.state()
             meta["fields"] = list(st)
             arrays = {f"S{i:03d}": a for i, a in enumerate(st.values())}
-        write_container(f, "SPRS", self.dim or 0, self.ntotal, meta, arrays)
+            arrays.update(IDS_=self._index.ids(), DEAD=self._index.removed())
+        if self._delta is not None:  # its live documents, rebuilt on load
+            arrays.update(zip(("DPTR", "DIDX", "DVAL", "DIDS"),
+                              _live_rows(self._delta_index, self.values == "u8")))
+        ndocs = 0 if self._index is None else int(self._index.ndocs)
+        write_container(f, "SPRS", self.dim or 0, ndocs, meta, arrays)
 
     @classmethod
     def _from_parts(cls, dim, ntotal, meta, arrays, source, mapped=False):
@@ -393,10 +486,57 @@ class SparseIndex(Persistent):
                 native.restore(state, borrow=True, check_contents=not mapped)
                 if native.ndocs != ntotal:
                     raise ValueError("document count mismatch")
+                native.set_ids(np.ascontiguousarray(arrays.get("IDS_", np.zeros(0, np.int64)),
+                                                    np.int64), removed_mask(arrays))
                 out._index, out._keep = native, state
+                if "DPTR" in arrays:
+                    out._append(*(np.ascontiguousarray(arrays[t]) for t in
+                                  ("DPTR", "DIDX", "DVAL", "DIDS")), 0)
         except (KeyError, TypeError, ValueError) as e:
             raise FormatError(f"{source}: not a valid SparseIndex ({e})") from None
         return out
+
+
+def _concat_csr(parts):
+    """One (indptr, indices, data, ids) from several, in order."""
+    indptr = [np.zeros(1, np.int64)]
+    at = 0
+    for p in parts:
+        indptr.append(np.asarray(p[0][1:], np.int64) - int(p[0][0]) + at)
+        at += int(p[0][-1] - p[0][0])
+    return (np.concatenate(indptr),
+            np.concatenate([np.asarray(p[1][int(p[0][0]):int(p[0][-1])], np.int32)
+                            for p in parts]),
+            np.concatenate([np.asarray(p[2][int(p[0][0]):int(p[0][-1])], np.float32)
+                            for p in parts]),
+            np.concatenate([np.asarray(p[3], np.int64) for p in parts]))
+
+
+def _live_rows(native, u8):
+    """(indptr, indices, data, ids) of a native index's live documents, decoded from its
+    forward index (f16 values exactly; u8 values times their document's scale), terms
+    ascending per row."""
+    st = native.state()
+    ptr = np.asarray(st["doc_ptr"], np.int64)
+    n = len(ptr) - 1
+    comp = np.asarray(st["comp16"] if len(st["comp16"]) == ptr[-1] else st["comp32"], np.int64)
+    counts = np.diff(ptr)
+    rows = np.repeat(np.arange(n), counts)
+    if u8:
+        vals = np.asarray(st["val8"], np.float32) * np.asarray(st["doc_scale"], np.float32)[rows]
+    else:
+        vals = np.asarray(st["val16"], np.uint16).view(np.float16).astype(np.float32)
+    ids = np.asarray(native.ids(), np.int64)
+    ids = np.arange(n, dtype=np.int64) if ids.size == 0 else ids
+    dead = np.asarray(native.removed(), np.uint64)
+    live = ~np.unpackbits(dead.view(np.uint8), count=n, bitorder="little").astype(bool) \
+        if dead.size else np.ones(n, bool)
+    order = np.lexsort((comp, rows))
+    keep = live[rows[order]]
+    rows_k, comp_k, vals_k = rows[order][keep], comp[order][keep], vals[order][keep]
+    new_counts = np.bincount(rows_k, minlength=n)[live]
+    indptr = np.concatenate([[0], np.cumsum(new_counts)]).astype(np.int64)
+    return indptr, comp_k.astype(np.int32), vals_k, ids[live]
 
 
 register_kind("SPRS", SparseIndex)

@@ -21,6 +21,8 @@
 #include <vector>
 
 #include "quanta/buffer.hpp"
+#include "quanta/labels.hpp"
+#include "quanta/search_params.hpp"
 
 namespace quanta {
 
@@ -34,8 +36,10 @@ struct Kernels;
 // list's blocks in stored order, every block below heap_factor * theta skipped (the
 // reference's loop); else all their blocks in one decreasing order of summary score, up to
 // the first below heap_factor * theta.
-struct SparseSearch {
-  size_t k = 10, query_cut = 10;
+// Filters (SearchParams::filter) are tested before a document is scored; a filter allowing at
+// most 1/kExactFallback of the documents is served by scoring its documents directly.
+struct SparseSearch : SearchParams {
+  size_t query_cut = 10;
   float heap_factor = 0.8f;
   bool exact = false;
   size_t n_knn = 0;
@@ -62,7 +66,8 @@ class SparseIndex {
   SparseIndex(size_t dim, const SparseParams& params);
 
   size_t dim() const { return dim_; }
-  size_t ndocs() const { return s_.doc_ptr.size() - 1; }
+  size_t ndocs() const { return s_.doc_ptr.size() - 1; }  // stored, removed ones included
+  size_t ntotal() const { return ndocs() - labels_.removed(); }  // live documents
   size_t nnz() const { return size_t(s_.doc_ptr.back()); }
   size_t npostings() const { return s_.postings.size(); }
   size_t nblocks() const { return s_.block_step.size(); }
@@ -121,7 +126,16 @@ class SparseIndex {
 
   // CSR queries (the same rules). exact: every document scored (ground truth).
   void search(const int64_t* qptr, const int32_t* qidx, const float* qval, size_t nq,
-              const SparseSearch& p, int threads, float* scores, int64_t* labels) const;
+              const SparseSearch& p, float* scores, int64_t* labels) const;
+  static constexpr size_t kExactFallback = 64;
+
+  // User ids of the documents (empty: their positions) and removed documents (tombstones,
+  // dropped by rebuilding the index).
+  void set_ids(std::vector<int64_t> ids, std::vector<uint64_t> removed = {});
+  const std::vector<int64_t>& ids() const { return labels_.raw(); }
+  const std::vector<uint64_t>& removed_mask() const { return labels_.dead(); }
+  size_t remove(const IdFilter& f) { return labels_.remove(f, ndocs()); }
+  bool contains(int64_t id) const { return labels_.position_of(id, ndocs()) >= 0; }
 
  private:
   template <class Comp>
@@ -141,6 +155,7 @@ class SparseIndex {
   size_t dim_;
   SparseParams p_;
   State s_;
+  Labels labels_;
   std::shared_ptr<std::atomic<size_t>> progress_ = std::make_shared<std::atomic<size_t>>(0);
 };
 

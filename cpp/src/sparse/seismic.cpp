@@ -182,6 +182,7 @@ void SparseIndex::build(const int64_t* indptr, const int32_t* indices, const flo
                         size_t n, int threads) {
   validate_csr(indptr, indices, values, n, dim_, "documents");
   require(n < (size_t(1) << 32), "at most 2^32 - 1 documents");
+  labels_.assign({});
   const size_t nnz = size_t(indptr[n]);
   // Each row heaviest first (lower id on ties): a document's largest entries are a prefix,
   // for k-means, the summaries and head-first scoring.
@@ -257,7 +258,8 @@ void SparseIndex::build_knn(const int64_t* indptr, const int32_t* indices, const
   q.head = kKnnHead;
   std::vector<float> scores(n * q.k);
   std::vector<int64_t> labels(n * q.k);
-  search(indptr, indices, values, n, q, threads, scores.data(), labels.data());
+  q.threads = threads;
+  search(indptr, indices, values, n, q, scores.data(), labels.data());
   std::vector<uint32_t> graph(n * p_.knn, ~0u);
   for (size_t d = 0; d < n; ++d) {
     size_t j = 0;
@@ -622,6 +624,7 @@ void SparseIndex::restore(State s, bool check_contents) {
                 "restore: summary block out of range");
   }
   s_ = std::move(s);
+  labels_.assign({});
 }
 
 template <class Comp, class Term>
@@ -647,7 +650,10 @@ void SparseIndex::search_one(const Comp* comp, const Term* sterm, const int64_t*
   partial.reset(p.head > 0 ? std::max(p.rerank ? p.rerank : 3 * k, k) : 0);
   // Scores document doc (entries from b) into `into`; with a head, the rest of its entries
   // only when the head's partial score is among the rerank best so far.
+  const IdFilter* f = p.filter.of(i);
+  const bool filtered = f || labels_.removed();
   auto score = [&](TopKSet& into, size_t doc, size_t b) {
+    if (filtered && !labels_.allowed(doc, f)) return;
     const size_t e = size_t(s_.doc_ptr[doc + 1]);
     if (p.head == 0 || e - b <= p.head) {
       into.push(0, entries_dot(comp, doc, b, e, s.q.data(), kr), int64_t(doc));
@@ -658,11 +664,20 @@ void SparseIndex::search_one(const Comp* comp, const Term* sterm, const int64_t*
     partial.push(0, part, int64_t(doc));
     into.push(0, part + entries_dot(comp, doc, b + p.head, e, s.q.data(), kr), int64_t(doc));
   };
-  if (p.exact) {
-    for (size_t d = 0; d < n; ++d)
-      heap.push(0, entries_dot(comp, d, size_t(s_.doc_ptr[d]), size_t(s_.doc_ptr[d + 1]),
-                               s.q.data(), kr),
-                int64_t(d));
+  const auto score_all = [&](size_t d) {
+    if (filtered && !labels_.allowed(d, f)) return;
+    heap.push(0, entries_dot(comp, d, size_t(s_.doc_ptr[d]), size_t(s_.doc_ptr[d + 1]),
+                             s.q.data(), kr),
+              int64_t(d));
+  };
+  const bool few = f && f->max_allowed() <= n / kExactFallback;
+  if (few) {  // a selective filter: its documents scored directly
+    f->for_each_allowed([&](int64_t id) {
+      const int64_t d = labels_.position_of(id, n);
+      if (d >= 0) score_all(size_t(d));
+    });
+  } else if (p.exact) {
+    for (size_t d = 0; d < n; ++d) score_all(d);
   } else {
     s.terms.clear();
     for (int64_t e = qptr[i]; e < qptr[i + 1]; ++e)
@@ -756,7 +771,7 @@ void SparseIndex::search_one(const Comp* comp, const Term* sterm, const int64_t*
     }
   }
   const float pad = -std::numeric_limits<float>::infinity();
-  if (!p.exact && p.n_knn > 0 && !s_.knn.empty()) {
+  if (!p.exact && !few && p.n_knn > 0 && !s_.knn.empty()) {
     // Graph refinement: the first n_knn unseen neighbours of each result, best result first.
     s.top_s.resize(k);
     s.top_p.resize(k);
@@ -776,12 +791,22 @@ void SparseIndex::search_one(const Comp* comp, const Term* sterm, const int64_t*
   } else {
     heap.write_sorted(0, scores + i * k, labels + i * k, pad);
   }
+  for (size_t r = 0; r < k; ++r) labels[i * k + r] = labels_.at(labels[i * k + r]);
   for (int64_t e = qptr[i]; e < qptr[i + 1]; ++e) s.q[qidx[e]] = 0.0f;
 }
 
+void SparseIndex::set_ids(std::vector<int64_t> ids, std::vector<uint64_t> removed) {
+  require(ids.empty() || ids.size() == ndocs(), "ids: one per document");
+  require(removed.empty() || removed.size() == (ndocs() + 63) / 64, "removed-document mask");
+  bool positional = true;  // ids 0 .. n-1 are the positions: no array needed
+  for (size_t i = 0; i < ids.size() && positional; ++i) positional = ids[i] == int64_t(i);
+  if (positional) ids.clear();
+  labels_.assign(std::move(ids), std::move(removed));
+}
+
 void SparseIndex::search(const int64_t* qptr, const int32_t* qidx, const float* qval, size_t nq,
-                         const SparseSearch& p, int threads, float* scores,
-                         int64_t* labels) const {
+                         const SparseSearch& p, float* scores, int64_t* labels) const {
+  const int threads = p.threads;
   require(p.k > 0, "k must be >= 1");
   require(p.query_cut > 0, "query_cut must be >= 1");
   require(std::isfinite(p.heap_factor) && p.heap_factor > 0.0f, "heap_factor must be positive");
