@@ -353,8 +353,9 @@ def test_index_bad_input_and_edges(rng):
     assert index.ntotal == 4 and index.ntokens == 12
     with pytest.raises(ValueError, match="k must be"):
         index.search(good[0], k=0)
-    with pytest.raises(ValueError, match="candidate"):
-        index.rerank(good[0], None, np.array([[0, 7]]), k=1)
+    # an unknown candidate id is skipped, not scored
+    _, I = index.rerank(good[0], None, np.array([[7, 9]]), k=1)
+    assert I[0, 0] == -1
     with pytest.raises(ValueError, match="storage"):
         quanta.MultiVectorIndex(8, storage="f4")
     # k beyond the index: padded with (-inf, -1) as every quanta index does
@@ -363,3 +364,55 @@ def test_index_bad_input_and_edges(rng):
     assert sorted(I[0, :4]) == [0, 1, 2, 3]
     D, I = index.search(good[0], k=6)
     assert sorted(I[0, :4]) == [0, 1, 2, 3] and (I[0, 4:] == -1).all()
+
+
+# --- the engine contract: ids, filters, removal ---------------------------------------------
+
+@pytest.mark.parametrize("inner", ["Flat(bf16)", "IVF16,PQ64x4fs"])
+def test_ids_filters_remove_compact(inner, tmp_path):
+    docs, queries = clustered_sets(1200, 12)
+    ids = np.arange(len(docs), dtype=np.int64) * 7 + 3
+    scores = chamfer_reference(queries, docs)
+    index = quanta.MultiVectorIndex(48, seed=1, index=inner)
+    index.add(docs[:700], ids=ids[:700])
+    index.add(docs[700:], ids=ids[700:])
+    kw = {"nprobe": 16} if inner.startswith("IVF") else {}
+
+    def truth(rows, k=10):
+        order = np.argsort(-scores[:, rows], axis=1, kind="stable")[:, :k]
+        return ids[rows][order], np.take_along_axis(scores[:, rows], order, 1)
+
+    rng = np.random.default_rng(4)
+    rows = np.sort(rng.choice(len(docs), 150, replace=False))
+    # exact search under a filter equals the truth over the allowed documents
+    D, I = index.search(queries, k=10, exact=True, filter=ids[rows])
+    It, Dt = truth(rows)
+    np.testing.assert_allclose(D, Dt, rtol=1e-2, atol=1e-2)
+    assert recall_at_k(I, It) >= 0.95 and np.isin(I, ids[rows]).all()
+    # the FDE stage and the re-rank both honour it
+    D, I = index.search(queries, k=10, candidates=len(docs), filter=ids[rows], **kw)
+    assert np.isin(I[I >= 0], ids[rows]).all() and recall_at_k(I, It) >= 0.95
+    per_q = [ids[i::len(queries)] for i in range(len(queries))]
+    _, I = index.search(queries, k=5, exact=True, filter=per_q)
+    assert all(np.isin(I[i], per_q[i]).all() for i in range(len(queries)))
+    # removal: never returned, same as a search over the rest, through save / load and compact
+    _, I0 = index.search(queries, k=10, exact=True)
+    gone = np.unique(I0[:, :2])
+    assert index.remove(gone) == len(gone) and index.ntotal == len(docs) - len(gone)
+    assert not index.contains(gone).any() and int(ids[0] if ids[0] not in gone else ids[1]) in index
+    keep = np.flatnonzero(~np.isin(ids, gone))
+    It, Dt = truth(keep)
+    for idx in (index, quanta.from_bytes(index.to_bytes())):
+        D, I = idx.search(queries, k=10, exact=True)
+        assert not np.isin(I, gone).any()
+        np.testing.assert_allclose(D, Dt, rtol=1e-2, atol=1e-2)
+        _, I = idx.search(queries, k=10, candidates=len(docs), **kw)
+        assert not np.isin(I, gone).any()
+    before = index.memory_usage
+    index.compact()
+    assert index.memory_usage < before
+    D, I = index.search(queries, k=10, exact=True)
+    np.testing.assert_allclose(D, Dt, rtol=1e-2, atol=1e-2)
+    # upsert
+    index.add(docs[:1], ids=gone[:1])
+    assert gone[0] in index and index.ntotal == len(docs) - len(gone) + 1

@@ -63,40 +63,57 @@ void bind_multivector(py::module_& m) {
         return out;
       });
 
-  py::class_<TokenStore>(m, "TokenStore")
+  py::class_<TokenStore> store(m, "TokenStore");
+  bind_removal(store);
+  store
       .def(py::init([](size_t dim, const std::string& storage) {
-             return TokenStore(dim, storage_from_name(storage));
+             return new TokenStore(dim, storage_from_name(storage));
            }),
            py::arg("dim"), py::arg("storage"))
       .def_property_readonly("ndocs", &TokenStore::ndocs)
+      .def_property_readonly("ntotal", &TokenStore::ntotal)
+      .def("ids", [](const TokenStore& self) { return to_numpy(self.ids()); })
+      .def("removed", [](const TokenStore& self) { return to_numpy(self.removed_mask()); })
       .def_property_readonly("ntokens", &TokenStore::ntokens)
       .def_property_readonly("scale", &TokenStore::scale)
       .def_property_readonly("memory_usage", &TokenStore::memory_usage)
       .def("add", [](TokenStore& self, const py::array& tokens, const py::array& offsets,
-                     int threads) {
+                     const py::object& ids, int threads) {
         const Ragged r = ragged(tokens, offsets, self.dim(), "tokens");
+        py::array_t<int64_t, py::array::c_style> id_arr;
+        const int64_t* idp = nullptr;
+        if (!ids.is_none()) {
+          id_arr = ids.cast<py::array_t<int64_t, py::array::c_style>>();
+          if (id_arr.ndim() != 1 || size_t(id_arr.shape(0)) != r.n)
+            throw py::value_error("ids must be a 1-D int64 array with one id per document");
+          idp = id_arr.data();
+        }
         py::gil_scoped_release nogil;
-        self.add(r.tokens, r.ntokens, r.offsets, r.n, threads);
-      })
+        self.add(r.tokens, r.ntokens, r.offsets, r.n, idp, threads);
+      }, py::arg("tokens"), py::arg("offsets"), py::arg("ids"), py::arg("threads"))
       .def("search", [](const TokenStore& self, const py::array& q, const py::array& q_offsets,
-                        size_t k, int threads) {
+                        size_t k, int threads, const py::object& filter) {
         const Ragged r = ragged(q, q_offsets, self.dim(), "query tokens");
+        const auto p = search_params<SearchParams>(k, threads, filter, r.n);
         return results_into(r.n, k, [&](float* dp, int64_t* ip) {
-          self.search(r.tokens, r.ntokens, r.offsets, r.n, k, threads, dp, ip);
+          self.search(r.tokens, r.ntokens, r.offsets, r.n, p, dp, ip);
         });
-      })
+      }, py::arg("queries"), py::arg("q_offsets"), py::arg("k"), py::arg("threads"),
+         py::arg("filter"))
       .def("rerank", [](const TokenStore& self, const py::array& q, const py::array& q_offsets,
-                        const py::array& cand, size_t k, int threads) {
+                        const py::array& cand, size_t k, int threads, const py::object& filter) {
         const Ragged r = ragged(q, q_offsets, self.dim(), "query tokens");
         if (!py::isinstance<I64Array>(cand) || !(cand.flags() & py::array::c_style) ||
             cand.ndim() != 2 || size_t(cand.shape(0)) != r.n)
           throw py::type_error("candidates must be a C-contiguous int64 array of shape (nq, nc)");
         const size_t nc = size_t(cand.shape(1));
         const int64_t* cp = static_cast<const int64_t*>(cand.data());
+        const auto p = search_params<SearchParams>(k, threads, filter, r.n);
         return results_into(r.n, k, [&](float* dp, int64_t* ip) {
-          self.rerank(r.tokens, r.ntokens, r.offsets, r.n, cp, nc, k, threads, dp, ip);
+          self.rerank(r.tokens, r.ntokens, r.offsets, r.n, cp, nc, p, dp, ip);
         });
-      })
+      }, py::arg("queries"), py::arg("q_offsets"), py::arg("candidates"), py::arg("k"),
+         py::arg("threads"), py::arg("filter"))
       .def("tokens", [](const TokenStore& self, size_t i) {
         const std::vector<float> t = self.tokens(i);
         py::array_t<float> out({py::ssize_t(t.size() / self.dim()), py::ssize_t(self.dim())});
@@ -106,10 +123,11 @@ void bind_multivector(py::module_& m) {
       .def("codes", [](const TokenStore& self) { return to_numpy(self.codes()); })
       .def("offsets", [](const TokenStore& self) { return to_numpy(self.offsets()); })
       .def("restore", [](TokenStore& self, const py::array& codes, const py::array& offsets,
-                         float scale) {
+                         float scale, const py::array& ids, const py::array& removed) {
         self.restore(from_numpy<uint8_t>(codes, "codes"), from_numpy<int64_t>(offsets, "offsets"),
-                     scale);
-      })
+                     scale, from_numpy<int64_t>(ids, "ids"), from_numpy<uint64_t>(removed, "removed"));
+      }, py::arg("codes"), py::arg("offsets"), py::arg("scale"), py::arg("ids"),
+         py::arg("removed"))
       .def("truncate", &TokenStore::truncate)
       .def("reset", &TokenStore::reset);
 }

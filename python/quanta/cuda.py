@@ -525,6 +525,9 @@ class MultiVectorIndex:
             raise ValueError("the GPU copy needs a flat inner FDE index ('Flat' or 'Flat(<storage>)')")
         if index.dim > 768:
             raise ValueError("the GPU Chamfer kernel takes dim <= 768")
+        if index._tokens.ids().size or index._tokens.removed().any():
+            raise ValueError("the GPU copy serves document positions: build the index without "
+                             "ids, and compact() it after removing")
         self._mod, cp = _module(), _cupy()
         self.cpu, self.dim, self.ntotal = index, index.dim, index.ntotal
         self.encoder = FDEEncoder(index.encoder)

@@ -17,9 +17,10 @@ from __future__ import annotations
 import numpy as np
 
 from . import _core
-from ._validate import as_f32_matrix, as_k, as_threads
+from ._validate import as_f32_matrix, as_ids, as_k, as_threads
 from .factory import index_factory
-from .flat import SearchResult
+from .filter import as_filters, as_removal
+from .flat import SearchResult, removed_mask
 from .io import FormatError, Persistent, from_bytes, register_kind, to_bytes, write_container
 from .storage import STORAGES
 
@@ -260,7 +261,9 @@ class MultiVectorIndex(Persistent):
     re-ranks them by exact Chamfer similarity (sum over query tokens of the best document
     token's inner product); ``exact=True`` scores every document instead (batched over the
     queries, GEMM speed): the ground truth. Scores are Chamfer similarities, higher first;
-    labels are document positions in add order.
+    labels are the documents' ids (``add(..., ids=)``; default: positions in add order).
+    ``search(filter=...)``, ``remove``, ``contains`` and ``compact`` follow the engine
+    contract of the dense indexes (see ``quanta.filter``).
     """
 
     def __init__(self, dim: int, k_sim: int = 5, d_proj: int | None = 16, r_reps: int = 20,
@@ -281,7 +284,7 @@ class MultiVectorIndex(Persistent):
         self._fde_index = index_factory(self.encoder.output_dim, index, metric="ip")
         self._tokens = _core.TokenStore(self.dim, self.storage)
 
-    ntotal = property(lambda self: self._tokens.ndocs, doc="Documents stored.")
+    ntotal = property(lambda self: self._tokens.ntotal, doc="Documents held (removed excluded).")
     ntokens = property(lambda self: self._tokens.ntokens, doc="Token vectors stored.")
 
     @property
@@ -294,51 +297,82 @@ class MultiVectorIndex(Persistent):
                 f"index={self.index_spec!r}, candidates={self.candidates}, ntotal={self.ntotal}, "
                 f"encoder={self.encoder!r})")
 
-    def add(self, tokens, offsets=None, *, threads: int = 0) -> None:
-        """Adds documents (a ragged batch). Validates everything first: a failed call stores
-        nothing."""
+    def add(self, tokens, offsets=None, ids=None, *, threads: int = 0) -> None:
+        """Adds documents (a ragged batch) with optional int64 `ids` (default: positions,
+        continuing after the documents stored). Validates everything first: a failed call
+        stores nothing."""
         x, off = as_token_sets(tokens, offsets, self.dim)
         threads = as_threads(threads)
+        n = len(off) - 1
+        given = None if ids is None else as_ids(ids, n)
+        before = self._tokens.ndocs
+        # The inner index is labelled with the same ids (explicit: its own default numbering
+        # may differ once it drops removed entries).
+        inner_ids = np.arange(before, before + n, dtype=np.int64) if given is None else given
         fde = self.encoder._e.encode(x, off, True, self.encoder.fill_empty, threads)
         if not self._fde_index.is_trained:
             self._fde_index.train(fde)
-        before = self.ntotal
-        self._tokens.add(x, off, threads)
+        self._tokens.add(x, off, given, threads)
         try:
-            self._fde_index.add(fde, threads=threads)
+            self._fde_index.add(fde, inner_ids, threads=threads)
         except BaseException:  # keep the two stores in step
             self._tokens.truncate(before)
             raise
 
+    def remove(self, ids) -> int:
+        """Removes the documents with these ids (array-like or ``quanta.Filter``); returns how
+        many were held. Searches never return them; ``compact()`` frees their tokens."""
+        removed = int(self._tokens.remove(as_removal(ids)))
+        self._fde_index.remove(ids)  # the same ids label the FDEs
+        return removed
+
+    def contains(self, ids) -> np.ndarray:
+        """Whether each id is held (bool array)."""
+        return self._tokens.contains(np.ascontiguousarray(np.atleast_1d(ids), dtype=np.int64))
+
+    def __contains__(self, id) -> bool:
+        if isinstance(id, (bool, np.bool_)) or not isinstance(id, (int, np.integer)):
+            return False
+        return bool(self.contains(id)[0])
+
+    def compact(self) -> None:
+        """Frees the removed documents' tokens and FDEs."""
+        self._tokens.compact()
+        self._fde_index.compact()
+
     def search(self, q_tokens, q_offsets=None, k: int = 10, *, candidates: int | None = None,
                exact: bool = False, merge_tau: float | None = None, threads: int = 0,
-               **inner) -> SearchResult:
+               filter=None, **inner) -> SearchResult:
         """Top-k documents by Chamfer similarity for each query of a ragged batch.
 
         candidates: FDE candidates re-ranked per query (default the index's ``candidates``);
         exact: score every document (no FDEs); merge_tau: merge query tokens by ball carving
         (``merge_query_tokens``) before the re-rank; inner: passed to the inner index's search
-        (e.g. ``nprobe``). Missing results (k > ntotal) are (-inf, -1).
+        (e.g. ``nprobe``); filter: ids the queries may return (see ``quanta.filter``), applied
+        in the inner index's scan and again in the re-rank. Missing results (k > ntotal) are
+        (-inf, -1).
         """
         q, q_off = as_token_sets(q_tokens, q_offsets, self.dim, "q_tokens")
         k, threads = as_k(k), as_threads(threads)
         if self.ntotal == 0:
             raise ValueError("search: the index is empty; add documents first")
+        filters = as_filters(filter, len(q_off) - 1)
         if exact:
-            D, I = self._tokens.search(q, q_off, k, threads)
+            D, I = self._tokens.search(q, q_off, k, threads, filters)
             return SearchResult(D, I)
         nc = self.candidates if candidates is None else _positive_int("candidates", candidates)
         fde = self.encoder._e.encode(q, q_off, False, False, threads)
-        _, cand = self._fde_index.search(fde, max(nc, k), threads=threads, **inner)
+        _, cand = self._fde_index.search(fde, max(nc, k), threads=threads, filter=filter, **inner)
         if merge_tau is not None:
             q, q_off = merge_query_tokens(q, q_off, float(merge_tau))
-        D, I = self._tokens.rerank(q, q_off, np.ascontiguousarray(cand, np.int64), k, threads)
+        D, I = self._tokens.rerank(q, q_off, np.ascontiguousarray(cand, np.int64), k, threads,
+                                   filters)
         return SearchResult(D, I)
 
     def rerank(self, q_tokens, q_offsets, candidates, k: int = 10, *,
                threads: int = 0) -> SearchResult:
-        """Exact Chamfer top-k of each query among its candidate document positions
-        ((nq, nc) int64; -1 entries are skipped)."""
+        """Exact Chamfer top-k of each query among its candidate document ids ((nq, nc)
+        int64; -1, removed and unknown ids are skipped)."""
         q, q_off = as_token_sets(q_tokens, q_offsets, self.dim, "q_tokens")
         cand = np.asarray(candidates)
         if cand.dtype.kind not in "iu":
@@ -346,11 +380,12 @@ class MultiVectorIndex(Persistent):
         if cand.ndim != 2 or cand.shape[0] != len(q_off) - 1:
             raise ValueError(f"candidates must have shape ({len(q_off) - 1}, nc); got {cand.shape}")
         D, I = self._tokens.rerank(q, q_off, np.ascontiguousarray(cand, np.int64), as_k(k),
-                                   as_threads(threads))
+                                   as_threads(threads), None)
         return SearchResult(D, I)
 
     def document(self, i: int) -> np.ndarray:
-        """Document i's token vectors as stored (decoded)."""
+        """The token vectors of the document at position i (add order, before any compact),
+        as stored (decoded)."""
         return self._tokens.tokens(int(i))
 
     def fdes(self, tokens, offsets=None, *, queries: bool = False, threads: int = 0):
@@ -365,8 +400,9 @@ class MultiVectorIndex(Persistent):
                 "scale": float(self._tokens.scale)}
         enc = {_ENC_TAGS[t]: a for t, a in self.encoder._matrices.items()}
         inner = np.frombuffer(to_bytes(self._fde_index), np.uint8)
-        write_container(f, "MVIX", self.dim, self.ntotal, meta,
+        write_container(f, "MVIX", self.dim, self._tokens.ndocs, meta,
                         {"CODE": self._tokens.codes(), "OFFS": self._tokens.offsets(),
+                         "IDS_": self._tokens.ids(), "DEAD": self._tokens.removed(),
                          "FDEX": inner, **enc})
 
     @classmethod
@@ -377,9 +413,12 @@ class MultiVectorIndex(Persistent):
             out = cls(dim, storage=meta["storage"], index=meta["index"],
                       candidates=meta["candidates"], encoder=enc)
             out._tokens.restore(np.ascontiguousarray(arrays["CODE"], np.uint8),
-                                np.ascontiguousarray(arrays["OFFS"], np.int64), meta["scale"])
+                                np.ascontiguousarray(arrays["OFFS"], np.int64), meta["scale"],
+                                np.ascontiguousarray(arrays.get("IDS_", np.zeros(0, np.int64)),
+                                                     np.int64),
+                                removed_mask(arrays))
             out._fde_index = from_bytes(bytes(arrays["FDEX"]), source)
-            if out._tokens.ndocs != ntotal or out._fde_index.ntotal != ntotal:
+            if out._tokens.ndocs != ntotal or out._fde_index.ntotal != out._tokens.ntotal:
                 raise ValueError("document counts disagree")
         except (KeyError, TypeError, ValueError) as e:
             raise FormatError(f"{source}: not a valid MultiVectorIndex ({e})") from None

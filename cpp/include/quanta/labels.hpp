@@ -123,6 +123,13 @@ class Labels {
     assign(positional ? std::vector<int64_t>() : std::move(ids));
   }
   const std::vector<uint64_t>& dead() const { return dead_; }
+  // Keeps the first n items (undoes an add).
+  void truncate(size_t n) {
+    std::vector<int64_t> ids(ids_.begin(), ids_.begin() + std::min(n, ids_.size()));
+    std::vector<uint64_t> dead(dead_.begin(), dead_.begin() + std::min((n + 63) / 64, dead_.size()));
+    if (n % 64 && (n >> 6) < dead.size()) dead[n >> 6] &= (uint64_t(1) << (n % 64)) - 1;
+    assign(std::move(ids), std::move(dead));
+  }
 
   const std::vector<int64_t>& raw() const { return ids_; }
   size_t memory_usage() const {

@@ -12,6 +12,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "quanta/labels.hpp"
+#include "quanta/search_params.hpp"
 #include "quanta/storage.hpp"
 
 namespace quanta {
@@ -22,29 +24,38 @@ class TokenStore {
 
   size_t dim() const { return dim_; }
   Storage storage() const { return storage_; }
-  size_t ndocs() const { return offsets_.size() - 1; }
+  size_t ndocs() const { return offsets_.size() - 1; }  // stored, removed ones included
+  size_t ntotal() const { return ndocs() - labels_.removed(); }  // live documents
   size_t ntokens() const { return size_t(offsets_.back()); }
   float scale() const { return scale_; }
   size_t memory_usage() const;
 
-  // Appends n documents (ntokens rows, offsets of n + 1). Validates first: on an exception
-  // nothing changes.
-  void add(const float* tokens, size_t ntokens, const int64_t* offsets, size_t n, int threads);
+  // Appends n documents (ntokens rows, offsets of n + 1) labelled ids (null: positions).
+  // Validates first: on an exception nothing changes.
+  void add(const float* tokens, size_t ntokens, const int64_t* offsets, size_t n,
+           const int64_t* ids, int threads);
 
-  // Exact top-k by Chamfer over every document, batched over the queries.
-  void search(const float* q, size_t nq_tokens, const int64_t* q_offsets, size_t nq, size_t k,
-              int threads, float* scores, int64_t* labels) const;
-  // Exact top-k of each query among its nc candidates (cand[i * nc ..]; -1 skipped, other
-  // out-of-range positions rejected).
+  // Exact top-k by Chamfer over every allowed document, batched over the queries; a filter
+  // shared by every query scores only the documents it allows.
+  void search(const float* q, size_t nq_tokens, const int64_t* q_offsets, size_t nq,
+              const SearchParams& p, float* scores, int64_t* labels) const;
+  // Exact top-k of each query among its nc candidate ids (cand[i * nc ..]; -1, removed and
+  // unknown ids skipped), under the same filters.
   void rerank(const float* q, size_t nq_tokens, const int64_t* q_offsets, size_t nq,
-              const int64_t* cand, size_t nc, size_t k, int threads, float* scores,
+              const int64_t* cand, size_t nc, const SearchParams& p, float* scores,
               int64_t* labels) const;
+  size_t remove(const IdFilter& f) { return labels_.remove(f, ndocs()); }
+  bool contains(int64_t id) const { return labels_.position_of(id, ndocs()) >= 0; }
+  void compact();  // drops the removed documents' tokens
+  const std::vector<int64_t>& ids() const { return labels_.raw(); }
+  const std::vector<uint64_t>& removed_mask() const { return labels_.dead(); }
   // The decoded tokens of document i (times 1 / scale()).
   std::vector<float> tokens(size_t i) const;
 
   const std::vector<uint8_t>& codes() const { return codes_; }
   const std::vector<int64_t>& offsets() const { return offsets_; }
-  void restore(std::vector<uint8_t> codes, std::vector<int64_t> offsets, float scale);
+  void restore(std::vector<uint8_t> codes, std::vector<int64_t> offsets, float scale,
+               std::vector<int64_t> ids = {}, std::vector<uint64_t> removed = {});
   void reset();
   // Keeps the first n documents (undoes an add).
   void truncate(size_t n);
@@ -64,6 +75,7 @@ class TokenStore {
   float scale_ = 0.0f;  // 0 until the first add
   std::vector<uint8_t> codes_;
   std::vector<int64_t> offsets_{0};
+  Labels labels_;
 };
 
 }  // namespace quanta

@@ -53,12 +53,15 @@ void TokenStore::reset() {
   codes_.clear();
   offsets_.assign(1, 0);
   scale_ = 0.0f;
+  labels_.assign({});
 }
 
 void TokenStore::add(const float* tokens, size_t ntokens, const int64_t* offsets, size_t n,
-                     int threads) {
+                     const int64_t* ids, int threads) {
   validate_sets(offsets, n, ntokens, "offsets");
   require_finite(tokens, ntokens * dim_, "tokens");
+  Labels::check(ids, n);
+  std::vector<int64_t> next = labels_.with_added(ids, n, ndocs());
   float scale = scale_;
   if (scale == 0.0f) {
     float m = 0.0f;
@@ -80,12 +83,32 @@ void TokenStore::add(const float* tokens, size_t ntokens, const int64_t* offsets
   const int64_t base = offsets_.back();
   for (size_t i = 1; i <= n; ++i) offsets_.push_back(base + offsets[i]);
   scale_ = scale;
+  labels_.commit(std::move(next));
+}
+
+void TokenStore::compact() {
+  if (labels_.removed() == 0) return;
+  const std::vector<size_t> keep = labels_.live_positions(ndocs());
+  const size_t bytes = dim_ * storage_bytes(storage_);
+  std::vector<int64_t> offsets{0};
+  size_t at = 0;
+  for (size_t d : keep) {  // moving down in order is safe: every kept row starts at or after at
+    const size_t b = size_t(offsets_[d]), e = size_t(offsets_[d + 1]);
+    std::memmove(codes_.data() + at * bytes, codes_.data() + b * bytes, (e - b) * bytes);
+    at += e - b;
+    offsets.push_back(int64_t(at));
+  }
+  codes_.resize(at * bytes);
+  codes_.shrink_to_fit();
+  offsets_ = std::move(offsets);
+  labels_.compact(keep);
 }
 
 void TokenStore::truncate(size_t n) {
   require(n <= ndocs(), "truncate: only " + std::to_string(ndocs()) + " documents");
   offsets_.resize(n + 1);
   codes_.resize(size_t(offsets_.back()) * dim_ * storage_bytes(storage_));
+  labels_.truncate(n);
   if (n == 0) scale_ = 0.0f;
 }
 
@@ -194,7 +217,11 @@ void TokenStore::sum_queries(const Group& g, const float* colmax, float inv, flo
 }
 
 void TokenStore::search(const float* q, size_t nq_tokens, const int64_t* q_offsets, size_t nq,
-                        size_t k, int threads, float* scores, int64_t* labels) const {
+                        const SearchParams& p, float* scores, int64_t* labels) const {
+  const size_t k = p.k;
+  const int threads = p.threads;
+  const bool filtered = labels_.removed() || !p.filter.empty();
+  const bool per_query = p.filter.size() > 1;
   validate_sets(q_offsets, nq, nq_tokens, "query offsets");
   require_finite(q, nq_tokens * dim_, "queries");
   // Groups of whole queries, about kGroupCols tokens each.
@@ -213,41 +240,51 @@ void TokenStore::search(const float* q, size_t nq_tokens, const int64_t* q_offse
   parallel_for(ntasks, int(nworkers), [&](size_t t, size_t w) {
     const Group& g = groups[t / nblocks];
     const size_t b0 = (t % nblocks) * kDocsPerTask, b1 = std::min(n, b0 + kDocsPerTask);
-    std::vector<int64_t> docs(b1 - b0);
-    std::iota(docs.begin(), docs.end(), int64_t(b0));
+    std::vector<int64_t> docs;
+    docs.reserve(b1 - b0);
+    for (size_t d = b0; d < b1; ++d)  // a shared filter: only its documents are scored
+      if (!filtered || per_query || labels_.allowed(d, p.filter.of(0))) docs.push_back(int64_t(d));
     const size_t nqg = g.q1 - g.q0;
     out[w].resize(docs.size() * nqg);
     score_docs(g, docs.data(), docs.size(), rows[w], colmax[w], out[w].data());
     for (size_t i = 0; i < docs.size(); ++i)
-      for (size_t qi = 0; qi < nqg; ++qi) heaps[w].push(g.q0 + qi, out[w][i * nqg + qi], docs[i]);
+      for (size_t qi = 0; qi < nqg; ++qi) {
+        if (per_query && !labels_.allowed(size_t(docs[i]), p.filter.of(g.q0 + qi))) continue;
+        heaps[w].push(g.q0 + qi, out[w][i * nqg + qi], docs[i]);
+      }
   });
   for (size_t w = 1; w < nworkers; ++w) heaps[0].merge(heaps[w]);
-  for (size_t i = 0; i < nq; ++i)
-    heaps[0].write_sorted(i, scores + i * k, labels + i * k,
-                          -std::numeric_limits<float>::infinity());
+  write_results(heaps[0], k, labels_, -std::numeric_limits<float>::infinity(), scores, labels,
+                [](size_t, float s) { return s; });
 }
 
 void TokenStore::rerank(const float* q, size_t nq_tokens, const int64_t* q_offsets, size_t nq,
-                        const int64_t* cand, size_t nc, size_t k, int threads, float* scores,
+                        const int64_t* cand, size_t nc, const SearchParams& p, float* scores,
                         int64_t* labels) const {
+  const size_t k = p.k;
+  const int threads = p.threads;
   validate_sets(q_offsets, nq, nq_tokens, "query offsets");
   require_finite(q, nq_tokens * dim_, "queries");
-  for (size_t i = 0; i < nq * nc; ++i)
-    require(cand[i] >= -1 && cand[i] < int64_t(ndocs()),
-            "candidate " + std::to_string(cand[i]) + " is not a document position");
   const size_t nworkers = std::max<size_t>(1, std::min<size_t>(nq, resolve_threads(threads)));
   std::vector<std::vector<float>> rows(nworkers), colmax(nworkers), out(nworkers);
   parallel_for(nq, int(nworkers), [&](size_t i, size_t w) {
     const Group g = make_group(q, q_offsets, i, i + 1);
     std::vector<int64_t> docs;
-    for (size_t c = 0; c < nc; ++c)
-      if (cand[i * nc + c] >= 0) docs.push_back(cand[i * nc + c]);
+    const IdFilter* f = p.filter.of(i);
+    for (size_t c = 0; c < nc; ++c) {
+      const int64_t id = cand[i * nc + c];
+      if (id < 0 || (f && !f->allows(id))) continue;
+      const int64_t d = labels_.position_of(id, ndocs());  // -1: removed or unknown
+      if (d >= 0) docs.push_back(d);
+    }
     std::sort(docs.begin(), docs.end());  // rows in address order (ties resolve by position)
+    docs.erase(std::unique(docs.begin(), docs.end()), docs.end());
     out[w].resize(docs.size());
     score_docs(g, docs.data(), docs.size(), rows[w], colmax[w], out[w].data());
     TopKSet heap(1, k);
     for (size_t j = 0; j < docs.size(); ++j) heap.push(0, out[w][j], docs[j]);
     heap.write_sorted(0, scores + i * k, labels + i * k, -std::numeric_limits<float>::infinity());
+    for (size_t j = 0; j < k; ++j) labels[i * k + j] = labels_.at(labels[i * k + j]);
   });
 }
 
@@ -261,7 +298,8 @@ std::vector<float> TokenStore::tokens(size_t i) const {
   return out;
 }
 
-void TokenStore::restore(std::vector<uint8_t> codes, std::vector<int64_t> offsets, float scale) {
+void TokenStore::restore(std::vector<uint8_t> codes, std::vector<int64_t> offsets, float scale,
+                         std::vector<int64_t> ids, std::vector<uint64_t> removed) {
   require(!offsets.empty() && offsets[0] == 0, "restore: offsets must start at 0");
   for (size_t i = 1; i < offsets.size(); ++i)
     require(offsets[i] > offsets[i - 1], "restore: offsets must increase");
@@ -269,9 +307,14 @@ void TokenStore::restore(std::vector<uint8_t> codes, std::vector<int64_t> offset
           "restore: codes do not match the offsets");
   require(std::isfinite(scale) && (offsets.size() == 1 ? scale >= 0 : scale > 0),
           "restore: bad scale");
+  const size_t n = offsets.size() - 1;
+  require(ids.empty() || ids.size() == n, "restore: one id per document");
+  require(removed.empty() || removed.size() == (n + 63) / 64, "restore: removed-document mask");
+  for (int64_t id : ids) require(id >= 0, "restore: negative id");
   codes_ = std::move(codes);
   offsets_ = std::move(offsets);
   scale_ = scale;
+  labels_.assign(std::move(ids), std::move(removed));
 }
 
 }  // namespace quanta
