@@ -53,13 +53,16 @@ def simd_level() -> str:
 
 
 def set_num_threads(n: int) -> None:
-    """Default thread count for calls with threads=0; 0 means all cores."""
+    """Default thread count for calls with threads=0. 0 goes back to the environment's
+    default: QUANTA_NUM_THREADS, else OMP_NUM_THREADS, else the CPUs this process may run on
+    (its affinity mask, as set by taskset or a container)."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise ValueError(f"n must be an integer >= 0; got {n!r}")
     _core.set_default_threads(n)
 
 
 def get_num_threads() -> int:
+    """The thread count calls with threads=0 use."""
     return _core.default_threads()
 
 
@@ -73,7 +76,7 @@ def build_info() -> dict:
         "cpu_features": _core.cpu_features(),
         "threads": _core.default_threads(),
         "hardware_threads": _core.hardware_threads(),
-        "thread_backend": "std::thread",
+        "thread_backend": "persistent pool (std::thread)",
         "compiler": _core.compiler(),
         "cuda_built": _cuda is not None,
         "cuda_devices": _cuda.device_count() if _cuda is not None else 0,

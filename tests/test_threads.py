@@ -1,0 +1,90 @@
+"""The thread defaults (affinity mask, environment) and the persistent worker pool."""
+import os
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+import quanta
+from conftest import clustered
+
+
+def _threads_in_child(env=None, cpus=None):
+    code = ("import os, sys\n"
+            f"cpus = {cpus!r}\n"
+            "if cpus is not None: os.sched_setaffinity(0, cpus)\n"
+            "import quanta\n"
+            "print(quanta.get_num_threads(), quanta.build_info()['hardware_threads'])\n")
+    full_env = {k: v for k, v in os.environ.items()
+                if k not in ("QUANTA_NUM_THREADS", "OMP_NUM_THREADS")}
+    full_env.update(env or {})
+    out = subprocess.run([sys.executable, "-c", code], env=full_env, capture_output=True,
+                         text=True, check=True).stdout.split()
+    return int(out[0]), int(out[1])
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs sched_setaffinity")
+def test_default_follows_affinity_mask_and_environment():
+    assert _threads_in_child(cpus={0}) == (1, 1)
+    assert _threads_in_child({"OMP_NUM_THREADS": "3"}) [0] == 3
+    assert _threads_in_child({"QUANTA_NUM_THREADS": "5", "OMP_NUM_THREADS": "3"})[0] == 5
+    assert _threads_in_child({"QUANTA_NUM_THREADS": "junk"})[0] == _threads_in_child()[0]
+
+
+def test_set_num_threads_overrides_and_resets():
+    before = quanta.get_num_threads()
+    try:
+        quanta.set_num_threads(3)
+        assert quanta.get_num_threads() == 3
+    finally:
+        quanta.set_num_threads(0)
+    assert quanta.get_num_threads() == before
+
+
+def test_pool_results_independent_of_threads_and_concurrent_callers():
+    xb, xq = clustered(20000, 32, 64, seed=5)
+    index = quanta.FlatIndex(32, "l2")
+    index.add(xb)
+    ref = index.search(xq, 10, threads=1)
+    for t in (2, 3, 8):  # more workers than cores are fine
+        res = index.search(xq, 10, threads=t)
+        np.testing.assert_array_equal(res.ids, ref.ids)
+    # callers on several Python threads at once: one gets the pool, the others threads of
+    # their own; every result matches
+    out, errors = {}, []
+
+    def worker(i):
+        try:
+            out[i] = index.search(xq, 10, threads=4).ids
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    ths = [threading.Thread(target=worker, args=(i,)) for i in range(6)]
+    for th in ths:
+        th.start()
+    for th in ths:
+        th.join()
+    assert not errors
+    for i in range(6):
+        np.testing.assert_array_equal(out[i], ref.ids)
+
+
+def test_pool_survives_fork():
+    if not hasattr(os, "fork"):
+        pytest.skip("needs fork")
+    xb, xq = clustered(5000, 16, 8, seed=1)
+    index = quanta.FlatIndex(16, "l2")
+    index.add(xb)
+    want = index.search(xq, 5, threads=2).ids  # the pool has started in the parent
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: the parent's pool threads are gone; a fresh pool must serve it
+        ok = np.array_equal(index.search(xq, 5, threads=2).ids, want)
+        os.write(w, b"1" if ok else b"0")
+        os._exit(0)
+    os.close(w)
+    got = os.read(r, 1)
+    os.waitpid(pid, 0)
+    assert got == b"1"
