@@ -252,3 +252,44 @@ def test_ivf_selective_filter_widens_and_falls_back(kind, data, indexes):
     order = np.argsort(d, axis=1, kind="stable")[:, :K]
     np.testing.assert_array_equal(I, few[order])
     np.testing.assert_allclose(D, np.take_along_axis(d, order, 1), rtol=1e-4, atol=1e-4)
+
+
+def test_saved_files_follow_the_umask_and_verify(data, tmp_path):
+    import os
+    xb, xq, ids = data
+    index = quanta.FlatIndex(DIM, "l2")
+    index.add(xb[:100])
+    old = os.umask(0o027)
+    try:
+        index.save(tmp_path / "a.qnt")
+    finally:
+        os.umask(old)
+    assert (os.stat(tmp_path / "a.qnt").st_mode & 0o777) == 0o640
+    assert quanta.verify(tmp_path / "a.qnt")["ntotal"] == 100
+    raw = bytearray((tmp_path / "a.qnt").read_bytes())
+    raw[len(raw) // 2] ^= 0xFF  # inside the vectors
+    (tmp_path / "b.qnt").write_bytes(bytes(raw))
+    quanta.load(tmp_path / "b.qnt", mmap=True)  # a mapped load does not read the payloads
+    with pytest.raises(quanta.FormatError, match="checksum"):
+        quanta.verify(tmp_path / "b.qnt")
+
+
+def test_flat_mmap_serves_from_the_file(data, tmp_path):
+    xb, xq, ids = data
+    for storage in ("f32", "f16"):
+        index = quanta.FlatIndex(DIM, "l2", storage)
+        index.add(xb, ids)
+        index.remove(ids[:50])
+        path = tmp_path / f"{storage}.qnt"
+        index.save(path)
+        mapped = quanta.load(path, mmap=True)
+        assert mapped._index.state()["codes"].size == index._index.state()["codes"].size
+        np.testing.assert_array_equal(mapped.search(xq, K).ids, index.search(xq, K).ids)
+        assert not mapped.contains(ids[:50]).any() and mapped.ntotal == N - 50
+        # writes copy the mapped arrays first; the file is left as it was
+        before = path.read_bytes()
+        mapped.add(xb[:5], ids[:5])
+        mapped.compact()
+        assert mapped.contains(ids[:5]).all() and path.read_bytes() == before
+        np.testing.assert_array_equal(quanta.load(path, mmap=True).search(xq, K).ids,
+                                      index.search(xq, K).ids)

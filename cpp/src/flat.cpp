@@ -161,13 +161,20 @@ void FlatIndex::add(const float* x, size_t n, const int64_t* ids, int threads) {
     encode_rows(src, n, threads, codes.data(), vscale.empty() ? nullptr : vscale.data(),
                 norms.empty() ? nullptr : norms.data());
     std::vector<int64_t> new_ids = labels_.with_added(ids, n, ntotal_);
-    codes_.reserve(codes_.size() + codes.size());
-    vector_scale_.reserve(vector_scale_.size() + vscale.size());
-    sq_norms_.reserve(sq_norms_.size() + norms.size());
-    // Nothing below throws except bad_alloc, which reserve() has already ruled out.
-    codes_.insert(codes_.end(), codes.begin(), codes.end());
-    vector_scale_.insert(vector_scale_.end(), vscale.begin(), vscale.end());
-    sq_norms_.insert(sq_norms_.end(), norms.begin(), norms.end());
+    // Room first (a view of a mapped file becomes an owned copy here, same contents); then
+    // nothing below throws, so a failure leaves the index as it was.
+    const auto room = [](auto& buf, size_t extra) {
+      buf.edit([&](auto& a) { a.reserve(a.size() + extra); });
+    };
+    room(codes_, codes.size());
+    room(vector_scale_, vscale.size());
+    room(sq_norms_, norms.size());
+    const auto append = [](auto& buf, const auto& more) {
+      buf.edit([&](auto& a) { a.insert(a.end(), more.begin(), more.end()); });
+    };
+    append(codes_, codes);
+    append(vector_scale_, vscale);
+    append(sq_norms_, norms);
     labels_.commit(std::move(new_ids));
     ntotal_ += n;
   } catch (...) {
@@ -178,9 +185,9 @@ void FlatIndex::add(const float* x, size_t n, const int64_t* ids, int threads) {
 }
 
 void FlatIndex::reset() {
-  codes_.clear();
-  vector_scale_.clear();
-  sq_norms_.clear();
+  codes_ = {};
+  vector_scale_ = {};
+  sq_norms_ = {};
   labels_.assign({});
   ntotal_ = 0;
 }
@@ -571,8 +578,8 @@ void FlatIndex::search_subset(const float* q, size_t nq, const int64_t* cand, si
   finish(heaps, k, qnorm.data(), distances, labels);
 }
 
-void FlatIndex::restore(std::vector<uint8_t> codes, std::vector<float> vector_scale,
-                        std::vector<float> sq_norms, std::vector<float> dim_scale,
+void FlatIndex::restore(Buffer<uint8_t> codes, Buffer<float> vector_scale,
+                        Buffer<float> sq_norms, std::vector<float> dim_scale,
                         std::vector<int64_t> ids, float global_scale, size_t ntotal,
                         std::vector<uint64_t> removed) {
   const auto bad = [](const std::string& what) {
@@ -600,15 +607,20 @@ void FlatIndex::compact() {
   if (labels_.removed() == 0) return;
   const std::vector<size_t> keep = labels_.live_positions(ntotal_);
   const size_t cs = code_size();
-  for (size_t i = 0; i < keep.size(); ++i) {  // keep[i] >= i: moving down in order is safe
-    std::memmove(codes_.data() + i * cs, codes_.data() + keep[i] * cs, cs);
-    if (!vector_scale_.empty()) vector_scale_[i] = vector_scale_[keep[i]];
-    if (!sq_norms_.empty()) sq_norms_[i] = sq_norms_[keep[i]];
-  }
-  codes_.resize(keep.size() * cs);
-  codes_.shrink_to_fit();
-  if (!vector_scale_.empty()) { vector_scale_.resize(keep.size()); vector_scale_.shrink_to_fit(); }
-  if (!sq_norms_.empty()) { sq_norms_.resize(keep.size()); sq_norms_.shrink_to_fit(); }
+  // keep[i] >= i: moving rows down in order is safe
+  codes_.edit([&](std::vector<uint8_t>& c) {
+    for (size_t i = 0; i < keep.size(); ++i)
+      std::memmove(c.data() + i * cs, c.data() + keep[i] * cs, cs);
+    c.resize(keep.size() * cs);
+    c.shrink_to_fit();
+  });
+  for (Buffer<float>* b : {&vector_scale_, &sq_norms_})
+    if (!b->empty())
+      b->edit([&](std::vector<float>& v) {
+        for (size_t i = 0; i < keep.size(); ++i) v[i] = v[keep[i]];
+        v.resize(keep.size());
+        v.shrink_to_fit();
+      });
   labels_.compact(keep);
   ntotal_ = keep.size();
 }

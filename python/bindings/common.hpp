@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "quanta/buffer.hpp"
 #include "quanta/flat.hpp"
 #include "quanta/id_filter.hpp"
 #include "quanta/kmeans.hpp"
@@ -47,6 +48,26 @@ py::array_t<T> to_numpy(const std::vector<T>& v) {
   py::array_t<T> out{py::ssize_t(v.size())};
   if (!v.empty()) std::memcpy(out.mutable_data(), v.data(), v.size() * sizeof(T));
   return out;
+}
+
+template <class T>
+py::array_t<T> to_numpy(const Buffer<T>& v) {
+  py::array_t<T> out{py::ssize_t(v.size())};
+  if (!v.empty()) std::memcpy(out.mutable_data(), v.data(), v.size() * sizeof(T));
+  return out;
+}
+
+template <class T>
+std::vector<T> from_numpy(const py::array& a, const char* what);
+
+// A restore argument as a Buffer: a view of the array when borrow is set (the caller keeps
+// the array alive: a memory-mapped file), else a copy.
+template <class T>
+Buffer<T> buffer_from_numpy(const py::array& a, const char* what, bool borrow) {
+  if (!borrow) return Buffer<T>(from_numpy<T>(a, what));
+  if (!py::isinstance<py::array_t<T, py::array::c_style>>(a) || !(a.flags() & py::array::c_style))
+    throw py::type_error(std::string("restore: ") + what + " has the wrong dtype");
+  return Buffer<T>::view(static_cast<const T*>(a.data()), size_t(a.size()));
 }
 
 template <class T>

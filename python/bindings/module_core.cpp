@@ -358,11 +358,13 @@ PYBIND11_MODULE(_core, m) {
       .def("restore", [](FlatIndex& self, const py::array& codes, const py::array& vector_scale,
                          const py::array& sq_norms, const py::array& dim_scale,
                          const py::array& ids, float global_scale, size_t rows,
-                         const py::array& removed) {
-        self.restore(from_numpy<uint8_t>(codes, "codes"), from_numpy<float>(vector_scale, "vector_scale"),
-                     from_numpy<float>(sq_norms, "sq_norms"), from_numpy<float>(dim_scale, "dim_scale"),
-                     from_numpy<int64_t>(ids, "ids"), global_scale, rows,
-                     from_numpy<uint64_t>(removed, "removed"));
+                         const py::array& removed, bool borrow) {
+        self.restore(buffer_from_numpy<uint8_t>(codes, "codes", borrow),
+                     buffer_from_numpy<float>(vector_scale, "vector_scale", borrow),
+                     buffer_from_numpy<float>(sq_norms, "sq_norms", borrow),
+                     from_numpy<float>(dim_scale, "dim_scale"), from_numpy<int64_t>(ids, "ids"),
+                     global_scale, rows, from_numpy<uint64_t>(removed, "removed"));
       }, py::arg("codes"), py::arg("vector_scale"), py::arg("sq_norms"), py::arg("dim_scale"),
-         py::arg("ids"), py::arg("global_scale"), py::arg("rows"), py::arg("removed"));
+         py::arg("ids"), py::arg("global_scale"), py::arg("rows"), py::arg("removed"),
+         py::arg("borrow") = false);
 }

@@ -13,7 +13,7 @@ from ._core import QuantaError
 from .factory import index_factory
 from .filter import Filter
 from .flat import FlatIndex, RangeResult, SearchResult
-from .io import FormatError, from_bytes, load, read_header
+from .io import FormatError, from_bytes, load, read_header, verify
 from . import datasets  # noqa: F401  (quanta.datasets.clustered for users)
 from .kmeans import KMeansResult, kmeans
 from .pq import PQ, IVFPQIndex, PQIndex
@@ -30,7 +30,7 @@ try:  # the CUDA module exists only in builds that found nvcc
 except ImportError:
     _cuda = None
 
-__all__ = ["FlatIndex", "PQIndex", "IVFPQIndex", "PQ", "BinaryIndex", "IVFBinaryIndex", "RecurrentBinarizer", "FDEEncoder", "MultiVectorIndex", "merge_query_tokens", "SparseIndex", "index_factory", "kmeans", "KMeansResult", "SearchResult", "RangeResult", "Filter", "encode", "decode", "load", "from_bytes", "read_header",
+__all__ = ["FlatIndex", "PQIndex", "IVFPQIndex", "PQ", "BinaryIndex", "IVFBinaryIndex", "RecurrentBinarizer", "FDEEncoder", "MultiVectorIndex", "merge_query_tokens", "SparseIndex", "index_factory", "kmeans", "KMeansResult", "SearchResult", "RangeResult", "Filter", "encode", "decode", "load", "from_bytes", "read_header", "verify",
            "build_info", "set_simd_level", "simd_level", "set_num_threads", "get_num_threads",
            "cuda_available", "FormatError", "QuantaError", "STORAGES"]
 

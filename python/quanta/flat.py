@@ -159,14 +159,19 @@ class FlatIndex(Removable, Persistent):
                 "f8_rounding": self.f8_rounding, "global_scale": st["global_scale"]}
         write_container(f, "FLAT", self.dim, self._index.rows, meta, arrays)
 
+    maps_arrays = True  # quanta.load(path, mmap=True) searches the mapped vectors in place
+
     @classmethod
-    def _from_parts(cls, dim, ntotal, meta, arrays, source):
+    def _from_parts(cls, dim, ntotal, meta, arrays, source, mapped=False):
         try:
             index = cls(dim, meta["metric"], meta["storage"], f8_scale=meta["f8_scale"],
                         f8_rounding=meta["f8_rounding"])
-            index._index.restore(*(np.ascontiguousarray(arrays[t]) for t in
-                                   ("CODE", "VSCL", "NORM", "DSCL", "IDS_")),
-                                 float(meta["global_scale"]), ntotal, removed_mask(arrays))
+            parts = [np.ascontiguousarray(arrays[t]) for t in
+                     ("CODE", "VSCL", "NORM", "DSCL", "IDS_")]
+            # Mapped: the codes, scales and norms are views of the file, kept alive here.
+            index._index.restore(*parts, float(meta["global_scale"]), ntotal,
+                                 removed_mask(arrays), borrow=mapped)
+            index._keep = parts if mapped else None
         except (KeyError, TypeError, ValueError) as e:
             raise FormatError(f"{source}: not a valid FLAT index ({e})") from None
         return index

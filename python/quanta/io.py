@@ -124,6 +124,8 @@ def atomic_write(path, write) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".quanta-", suffix=".tmp", dir=folder)
     try:
+        # mkstemp makes the file 0600; a saved index gets the usual 0666 under the umask
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -135,6 +137,19 @@ def atomic_write(path, write) -> None:
         except OSError:
             pass
         raise
+
+
+def _umask() -> int:
+    try:  # Linux reports it without changing it (os.umask would, for every thread)
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def to_bytes(index) -> bytes:
@@ -182,8 +197,10 @@ def _map(path):
 def load(path, *, mmap: bool = False):
     """Loads any quanta index saved with ``index.save(path)``.
 
-    With mmap=True the file is memory-mapped and large arrays are read lazily where the index
-    kind supports it (checksums of mapped sections are then not verified up front).
+    With mmap=True the file is memory-mapped; the index kinds that can serve queries from the
+    mapped arrays (SparseIndex) read them lazily, the others copy them. A mapped load checks
+    the header checksum and every size and offset, but not the sections' checksums (that
+    would read the whole file): ``quanta.verify(path)`` does.
     """
     path = os.fspath(path)
     if mmap:
@@ -197,6 +214,16 @@ def load(path, *, mmap: bool = False):
     if mmap and getattr(_KINDS[kind], "maps_arrays", False):
         return _KINDS[kind]._from_parts(dim, ntotal, meta, arrays, path, mapped=True)
     return _KINDS[kind]._from_parts(dim, ntotal, meta, arrays, path)
+
+
+def verify(path) -> dict:
+    """Checks every checksum of a saved index (header and each section) without building the
+    index; returns its header as ``read_header`` does. Raises FormatError naming the first
+    damaged part. ``load(path, mmap=True)`` does not read the mapped sections up front, so it
+    cannot check their checksums: run this once on a file you did not write yourself."""
+    path = os.fspath(path)
+    read_container(_map(path), path, verify=True)
+    return read_header(path)
 
 
 def read_header(path) -> dict:

@@ -47,6 +47,19 @@ class Buffer {
   const T* end() const { return p_ + n_; }
   bool viewing() const { return viewing_; }
 
+  // Changes the elements through f(std::vector<T>&): a view is copied into owned memory first
+  // (copy on write), so a memory-mapped index stays usable after add / remove / compact.
+  template <class F>
+  void edit(F&& f) {
+    if (viewing_) {
+      own_.assign(p_, p_ + n_);
+      viewing_ = false;
+    }
+    f(own_);
+    p_ = own_.data();
+    n_ = own_.size();
+  }
+
  private:
   std::vector<T> own_;
   const T* p_ = nullptr;

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "quanta/buffer.hpp"
 #include "quanta/labels.hpp"
 #include "quanta/metric.hpp"
 #include "quanta/search_params.hpp"
@@ -68,16 +69,18 @@ class FlatIndex {
   void compact();  // drops the removed rows from the arrays
 
   // Raw state, for serialization. restore() validates sizes and throws on mismatch.
-  const std::vector<uint8_t>& codes() const { return codes_; }
-  const std::vector<float>& vector_scale() const { return vector_scale_; }
-  const std::vector<float>& sq_norms() const { return sq_norms_; }
+  const Buffer<uint8_t>& codes() const { return codes_; }
+  const Buffer<float>& vector_scale() const { return vector_scale_; }
+  const Buffer<float>& sq_norms() const { return sq_norms_; }
   const std::vector<float>& dim_scale() const { return dim_scale_; }
   const std::vector<int64_t>& ids() const { return labels_.raw(); }
   const std::vector<uint64_t>& removed_mask() const { return labels_.dead(); }
   float global_scale() const { return global_scale_; }
-  void restore(std::vector<uint8_t> codes, std::vector<float> vector_scale,
-               std::vector<float> sq_norms, std::vector<float> dim_scale, std::vector<int64_t> ids,
-               float global_scale, size_t rows, std::vector<uint64_t> removed = {});
+  // The large arrays may be views of memory the caller keeps alive (a memory-mapped file):
+  // searches read them in place; add / compact copy them first.
+  void restore(Buffer<uint8_t> codes, Buffer<float> vector_scale, Buffer<float> sq_norms,
+               std::vector<float> dim_scale, std::vector<int64_t> ids, float global_scale,
+               size_t rows, std::vector<uint64_t> removed = {});
 
  private:
   void encode_rows(const float* x, size_t n, int threads, uint8_t* codes, float* vscale,
@@ -111,9 +114,9 @@ class FlatIndex {
   F8Scale f8_scale_;
   bool f8_anisotropic_;
   size_t ntotal_ = 0;
-  std::vector<uint8_t> codes_;       // ntotal * code_size
-  std::vector<float> vector_scale_;  // f8 with F8Scale::vector
-  std::vector<float> sq_norms_;      // l2: |decoded row|^2
+  Buffer<uint8_t> codes_;       // ntotal * code_size
+  Buffer<float> vector_scale_;  // f8 with F8Scale::vector
+  Buffer<float> sq_norms_;      // l2: |decoded row|^2
   std::vector<float> dim_scale_;     // i8: per-dimension scale
   Labels labels_;
   float global_scale_ = 0.0f;        // f8 with F8Scale::global: decoded value times this

@@ -150,13 +150,16 @@ void IVFBinaryIndex::search(const float* q, size_t nq, const IVFSearchParams& pa
       const int64_t l = cl[i * nprobe + pr];
       if (l < 0 || lists_[size_t(l)].size() == 0) continue;
       const int64_t* id = ids_[size_t(l)].data();
-      lists_[size_t(l)].scan(
-          &qp, 1, 0, lists_[size_t(l)].size(), scanner, dots, scores,
-          [&](size_t) { return top.threshold(0); },
-          [&](size_t, size_t pos, float s) {
-            if (f && !f->allows(id[pos])) return;
-            top.push(0, s, id[pos]);
-          });
+      const auto limit = [&](size_t) { return top.threshold(0); };
+      const size_t len = lists_[size_t(l)].size();
+      if (f)  // the filtered scan is its own instantiation: the plain one stays as it was
+        lists_[size_t(l)].scan(&qp, 1, 0, len, scanner, dots, scores, limit,
+                               [&](size_t, size_t pos, float s) {
+                                 if (f->allows(id[pos])) top.push(0, s, id[pos]);
+                               });
+      else
+        lists_[size_t(l)].scan(&qp, 1, 0, len, scanner, dots, scores, limit,
+                               [&](size_t, size_t pos, float s) { top.push(0, s, id[pos]); });
     }
     top.write_sorted(0, distances + i * k, labels + i * k, -std::numeric_limits<float>::infinity());
   });
