@@ -70,7 +70,7 @@ def main(argv=None):
                                                            if unfiltered_s else ""))
         print("|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if unfiltered_s else ""))
         for f, allowed in subsets.items():
-            sels, bits = faiss_selectors(faiss, allowed, n)
+            sels, bits = faiss_selectors(faiss, allowed, n)  # bits: the bitmap selector reads it
             filt = quanta.Filter.ids(allowed)  # built once, as faiss's selectors are
             I, s = best_time(lambda: q_search(filt))
             rq = recall_at_k(I, gts[f], K)

@@ -243,14 +243,6 @@ void FlatIndex::search(const float* q, size_t nq, const FlatSearchParams& params
     search_rows(qp, nq, params, qnorm.data(), distances, labels);
 }
 
-size_t FlatIndex::select_rows(size_t begin, size_t count, const IdFilter* f,
-                              uint32_t* out) const {
-  size_t n = 0;
-  for (size_t r = 0; r < count; ++r)
-    if (labels_.allowed(begin + r, f)) out[n++] = uint32_t(r);
-  return n;
-}
-
 // Scores back to distances (l2: |q|^2 - score), positions to labels.
 void FlatIndex::finish(TopKSet& heaps, size_t k, const float* qnorm, float* distances,
                        int64_t* labels) const {
@@ -281,7 +273,7 @@ void FlatIndex::search_gemm(const float* q, size_t nq, const SearchParams& param
   const float a_mul = metric_ == Metric::l2 ? 2.0f : 1.0f;
   // A filter shared by every query (or removed rows alone): each block's allowed rows are
   // gathered and only they are scored. Per-query filters: every row is scored and tested.
-  const bool gather = filtering(params) && params.filter.size() <= 1;
+  const bool gather = labels_.checks(params.filter) && params.filter.size() <= 1;
   const bool per_query = params.filter.size() > 1;
   const IdFilter* shared = params.filter.of(0);
 
@@ -296,7 +288,7 @@ void FlatIndex::search_gemm(const float* q, size_t nq, const SearchParams& param
     const uint32_t* sel = nullptr;  // row r is position r_begin + sel[r] when gathered
     if (gather) {
       sels[w].resize(nrows);
-      const size_t ns = select_rows(r_begin, nrows, shared, sels[w].data());
+      const size_t ns = labels_.select(r_begin, nrows, shared, sels[w].data());
       if (ns == 0) return;
       if (ns < nrows) {
         sel = sels[w].data();
@@ -361,7 +353,7 @@ void FlatIndex::search_amx(const float* q, size_t nq, const SearchParams& params
                            const float* qnorm, float* distances, int64_t* labels) const {
   constexpr size_t kRows = 256, kQueries = 256, kDepth = 1024;
   const size_t k = params.k;
-  const bool filtered = filtering(params);
+  const bool filtered = labels_.checks(params.filter);
   std::vector<const float*> cols(nq);
   for (size_t i = 0; i < nq; ++i) cols[i] = q + i * dim_;
   const std::vector<uint16_t> packed = amx_pack_columns(cols.data(), nq, dim_);
@@ -445,12 +437,11 @@ void FlatIndex::search_rows(const float* q, size_t nq, const FlatSearchParams& p
   }
   const int threads = resolve_threads(params.threads);
   const size_t cs = code_size();
-  const bool filtered = filtering(params);
+  const bool filtered = labels_.checks(params.filter);
   struct Scratch {
     std::vector<float> dots = std::vector<float>(kRowsPerTask);
     std::vector<int32_t> idots;
-    std::vector<uint32_t> sel;
-    std::vector<uint8_t> gathered;
+    GatheredRows allowed;
   };
   std::vector<Scratch> scratch(static_cast<size_t>(threads));
   const bool l2 = metric_ == Metric::l2;
@@ -462,17 +453,9 @@ void FlatIndex::search_rows(const float* q, size_t nq, const FlatSearchParams& p
         const uint8_t* codes = codes_.data() + begin * cs;
         const uint32_t* sel = nullptr;  // row r is position begin + sel[r] when filtered
         if (filtered) {
-          sc.sel.resize(count);
-          const size_t ns = select_rows(begin, count, params.filter.of(i), sc.sel.data());
-          if (ns == 0) return;
-          if (ns < count) {  // the allowed rows gathered into one run for the kernel
-            sel = sc.sel.data();
-            sc.gathered.resize(ns * cs);
-            for (size_t r = 0; r < ns; ++r)
-              std::memcpy(sc.gathered.data() + r * cs, codes + size_t(sel[r]) * cs, cs);
-            codes = sc.gathered.data();
-            count = ns;
-          }
+          codes = sc.allowed.gather(labels_, params.filter.of(i), begin, count, codes, cs, count);
+          if (count == 0) return;
+          sel = sc.allowed.positions();
         }
         if (params.quantize_queries) {
           sc.idots.resize(kRowsPerTask);
@@ -487,16 +470,7 @@ void FlatIndex::search_rows(const float* q, size_t nq, const FlatSearchParams& p
         } else {
           score_rows(q + i * dim_, codes, count, begin, sel, s);
         }
-        if (!sel) {
-          push_scores(top, i, begin, s, count);
-          return;
-        }
-        float thr = top.threshold(i);
-        for (size_t r = 0; r < count; ++r)
-          if (s[r] >= thr) {
-            top.push(i, s[r], int64_t(begin + sel[r]));
-            thr = top.threshold(i);
-          }
+        push_scores(top, i, begin, s, count, sel);
       });
   finish(heaps, params.k, qnorm, distances, labels);
 }
@@ -507,7 +481,7 @@ RangeResult FlatIndex::range_search(const float* q, size_t nq, float radius,
   require(std::isfinite(radius), "range_search: radius must be finite");
   std::vector<float> qs, qnorm;
   const float* qp = prepare_queries(q, nq, qs, qnorm);
-  const bool l2 = metric_ == Metric::l2, filtered = filtering(params);
+  const bool l2 = metric_ == Metric::l2, filtered = labels_.checks(params.filter);
   RangeHits hits(nq);
   parallel_for(nq, resolve_threads(params.threads), [&](size_t i, size_t) {
     // l2: |q|^2 - score < radius; ip / cosine: score > radius.
@@ -593,12 +567,11 @@ void FlatIndex::restore(Buffer<uint8_t> codes, Buffer<float> vector_scale,
   if (!(ids.empty() || ids.size() == ntotal)) bad("ids");
   if (!std::isfinite(global_scale) || global_scale < 0.0f) bad("global scale");
   if (ntotal > 0 && !(storage_ != Storage::i8 || !dim_scale.empty())) bad("missing i8 scales");
-  if (!removed.empty() && removed.size() != (ntotal + 63) / 64) bad("removed-row mask");
   codes_ = std::move(codes);
   vector_scale_ = std::move(vector_scale);
   sq_norms_ = std::move(sq_norms);
   dim_scale_ = std::move(dim_scale);
-  labels_.assign(std::move(ids), std::move(removed));
+  labels_.restore(std::move(ids), std::move(removed), ntotal);
   global_scale_ = global_scale;
   ntotal_ = ntotal;
 }
@@ -607,20 +580,9 @@ void FlatIndex::compact() {
   if (labels_.removed() == 0) return;
   const std::vector<size_t> keep = labels_.live_positions(ntotal_);
   const size_t cs = code_size();
-  // keep[i] >= i: moving rows down in order is safe
-  codes_.edit([&](std::vector<uint8_t>& c) {
-    for (size_t i = 0; i < keep.size(); ++i)
-      std::memmove(c.data() + i * cs, c.data() + keep[i] * cs, cs);
-    c.resize(keep.size() * cs);
-    c.shrink_to_fit();
-  });
+  codes_.edit([&](std::vector<uint8_t>& c) { keep_rows(c, keep, cs); });
   for (Buffer<float>* b : {&vector_scale_, &sq_norms_})
-    if (!b->empty())
-      b->edit([&](std::vector<float>& v) {
-        for (size_t i = 0; i < keep.size(); ++i) v[i] = v[keep[i]];
-        v.resize(keep.size());
-        v.shrink_to_fit();
-      });
+    if (!b->empty()) b->edit([&](std::vector<float>& v) { keep_rows(v, keep, 1); });
   labels_.compact(keep);
   ntotal_ = keep.size();
 }

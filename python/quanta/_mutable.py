@@ -29,7 +29,7 @@ class Removable:
     def __contains__(self, id) -> bool:
         if isinstance(id, (bool, np.bool_)) or not isinstance(id, (int, np.integer)):
             return False
-        return bool(self._index.contains(np.array([id], np.int64))[0])
+        return bool(self.contains(id)[0])
 
     def compact(self) -> None:
         """Drops removed vectors from memory; searches return the same results after it."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _core
+from ._mutable import Removable
 from ._validate import as_f32_matrix, as_ids, as_k, as_threads
 from .factory import index_factory
 from .filter import as_filters, as_removal
@@ -246,7 +247,7 @@ def merge_query_tokens(tokens, offsets=None, tau: float = 0.7):
     return np.ascontiguousarray(np.stack(out), np.float32), np.asarray(new_off, np.int64)
 
 
-class MultiVectorIndex(Persistent):
+class MultiVectorIndex(Removable, Persistent):
     """Multi-vector retrieval: MUVERA FDEs in an inner dense index, then exact Chamfer.
 
     ``add(tokens, offsets)`` stores every document's token vectors (in ``storage``: f32, f16,
@@ -329,11 +330,6 @@ class MultiVectorIndex(Persistent):
     def contains(self, ids) -> np.ndarray:
         """Whether each id is held (bool array)."""
         return self._tokens.contains(np.ascontiguousarray(np.atleast_1d(ids), dtype=np.int64))
-
-    def __contains__(self, id) -> bool:
-        if isinstance(id, (bool, np.bool_)) or not isinstance(id, (int, np.integer)):
-            return False
-        return bool(self.contains(id)[0])
 
     def compact(self) -> None:
         """Frees the removed documents' tokens and FDEs."""

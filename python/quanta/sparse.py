@@ -60,6 +60,7 @@ import threading
 import numpy as np
 
 from . import _core
+from ._mutable import Removable
 from ._validate import as_ids, as_k, as_threads
 from .filter import as_filters, as_removal
 from .flat import SearchResult, removed_mask
@@ -203,7 +204,7 @@ def _run_with_progress(work, native, label):
     print(f"\r{label}: 100.0% of the posting lists", file=sys.stderr)
 
 
-class SparseIndex(Persistent):
+class SparseIndex(Removable, Persistent):
     """Seismic-style index for non-negative sparse vectors (see the module docstring)."""
 
     maps_arrays = True  # quanta.load(path, mmap=True) maps the large arrays instead of reading
@@ -355,11 +356,6 @@ class SparseIndex(Persistent):
         for n in self._natives():
             out |= n.contains(ids)
         return out
-
-    def __contains__(self, id) -> bool:
-        if isinstance(id, (bool, np.bool_)) or not isinstance(id, (int, np.integer)):
-            return False
-        return bool(self.contains(id)[0])
 
     def compact(self, *, threads: int = 0) -> None:
         """Rebuilds one index from the live documents (the delta part included): blocks and

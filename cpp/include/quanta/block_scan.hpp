@@ -7,20 +7,49 @@
 #include <cstddef>
 #include <vector>
 
+#include "quanta/labels.hpp"
 #include "quanta/parallel.hpp"
 #include "quanta/topk.hpp"
 
 namespace quanta {
 
-// Pushes count scores s (items begin, begin + 1, ...) into query i's top-k.
-inline void push_scores(TopKSet& top, size_t i, size_t begin, const float* s, size_t count) {
+// Pushes count scores s into query i's top-k: of items begin, begin + 1, ..., or of items
+// begin + pos[r] when pos is given.
+inline void push_scores(TopKSet& top, size_t i, size_t begin, const float* s, size_t count,
+                        const uint32_t* pos = nullptr) {
   float thr = top.threshold(i);
   for (size_t r = 0; r < count; ++r)
     if (s[r] >= thr) {
-      top.push(i, s[r], int64_t(begin + r));
+      top.push(i, s[r], int64_t(begin + (pos ? pos[r] : r)));
       thr = top.threshold(i);
     }
 }
+
+// A block's rows that a filtered search may return, gathered into one run of codes for the
+// kernel (one per worker, reused).
+class GatheredRows {
+ public:
+  // The codes to scan of rows [begin, begin + count) (`width` bytes each, from `codes`) that
+  // labels allows under f; n gets their count. positions() is null when every row is allowed
+  // (the codes returned are then the originals).
+  const uint8_t* gather(const Labels& labels, const IdFilter* f, size_t begin, size_t count,
+                        const uint8_t* codes, size_t width, size_t& n) {
+    sel_.resize(count);
+    n = labels.select(begin, count, f, sel_.data());
+    all_ = n == count;
+    if (all_) return codes;
+    codes_.resize(n * width);
+    for (size_t r = 0; r < n; ++r)
+      std::copy_n(codes + size_t(sel_[r]) * width, width, codes_.data() + r * width);
+    return codes_.data();
+  }
+  const uint32_t* positions() const { return all_ ? nullptr : sel_.data(); }
+
+ private:
+  std::vector<uint32_t> sel_;
+  std::vector<uint8_t> codes_;
+  bool all_ = true;
+};
 
 // scan(g, begin, count, top, worker) offers the queries of group g (queries g * group ..
 // g * group + group - 1, group = 1 by default) the items [begin, begin + count) by pushing into

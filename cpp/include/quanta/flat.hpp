@@ -99,11 +99,7 @@ class FlatIndex {
   // position pos[r], or first + r when pos is null.
   void score_rows(const float* q, const uint8_t* codes, size_t count, size_t first,
                   const uint32_t* pos, float* s) const;
-  // The rows of [begin, begin + count) a search may return under f (nullptr: every live
-  // row), as offsets from begin; returns how many.
-  size_t select_rows(size_t begin, size_t count, const IdFilter* f, uint32_t* out) const;
-  // Whether scans must test rows: removed rows or a filter.
-  bool filtering(const SearchParams& p) const { return labels_.removed() || !p.filter.empty(); }
+
   void finish(TopKSet& heaps, size_t k, const float* qnorm, float* distances,
               int64_t* labels) const;
   int64_t position_of(int64_t id) const;

@@ -38,6 +38,12 @@ class Labels {
     for (size_t i = 0; i < n; ++i) out.push_back(ids ? ids[i] : int64_t(ntotal + i));
     return out;
   }
+  // assign() for a loaded index of n items: a removed-item mask must cover them exactly.
+  void restore(std::vector<int64_t> ids, std::vector<uint64_t> dead, size_t n) {
+    require(dead.empty() || dead.size() == (n + 63) / 64,
+            "corrupt index data: the removed-item mask does not match the item count");
+    assign(std::move(ids), std::move(dead));
+  }
   void assign(std::vector<int64_t> ids, std::vector<uint64_t> dead = {}) {
     std::lock_guard<std::mutex> lock(mutex_);
     ids_ = std::move(ids);
@@ -78,6 +84,16 @@ class Labels {
   // Whether a search may return position pos: live and, with a filter, allowed by it.
   bool allowed(size_t pos, const IdFilter* f) const {
     return live(pos) && (!f || f->allows(at(int64_t(pos))));
+  }
+  // Whether a search under these filters must test rows at all.
+  bool checks(const QueryFilters& filters) const { return nremoved_ || !filters.empty(); }
+  // The positions of [begin, begin + count) a search may return under f, as offsets from
+  // begin; returns how many.
+  size_t select(size_t begin, size_t count, const IdFilter* f, uint32_t* out) const {
+    size_t n = 0;
+    for (size_t r = 0; r < count; ++r)
+      if (allowed(begin + r, f)) out[n++] = uint32_t(r);
+    return n;
   }
   size_t removed() const { return nremoved_; }
   // Marks every live item whose label f allows as removed; returns how many.
@@ -144,6 +160,16 @@ class Labels {
   mutable std::unordered_map<int64_t, int64_t> map_;
   mutable std::atomic<bool> map_ready_{false};
 };
+
+// Keeps rows keep[0], keep[1], ... (ascending, as live_positions gives them) of v, each
+// `width` elements, in place.
+template <class T>
+void keep_rows(std::vector<T>& v, const std::vector<size_t>& keep, size_t width) {
+  for (size_t i = 0; i < keep.size(); ++i)  // keep[i] >= i: moving down in order is safe
+    if (keep[i] != i) std::copy_n(v.data() + keep[i] * width, width, v.data() + i * width);
+  v.resize(keep.size() * width);
+  v.shrink_to_fit();
+}
 
 // Writes each query's k best (best first) as (distance, label), padding with (pad, -1).
 // to_distance(i, score) turns a kept score of query i into the distance the user sees.

@@ -57,7 +57,7 @@ void BinaryIndex::search(const float* q, size_t nq, const SearchParams& params,
   if (!is_trained()) throw std::invalid_argument("search: the index is not trained");
   require_finite(q, nq * dim(), "search: queries");
   const int threads = resolve_threads(params.threads);
-  const bool filtered = labels_.removed() || !params.filter.empty();
+  const bool filtered = labels_.checks(params.filter);
   const size_t qcw = bin_.code_words(), nw = static_cast<size_t>(threads);
   std::vector<fast_scan::Scanner> scanners(nw);
   std::vector<std::vector<int32_t>> dots(nw);
@@ -91,11 +91,8 @@ void BinaryIndex::search(const float* q, size_t nq, const SearchParams& params,
 void BinaryIndex::compact() {
   if (labels_.removed() == 0) return;
   const std::vector<size_t> keep = labels_.live_positions(rows());
-  const std::vector<uint64_t> all = codes_.codes();
-  const size_t cw = code_words();
-  std::vector<uint64_t> kept(keep.size() * cw);
-  for (size_t i = 0; i < keep.size(); ++i)
-    std::copy_n(all.data() + keep[i] * cw, cw, kept.data() + i * cw);
+  std::vector<uint64_t> kept = codes_.codes();
+  keep_rows(kept, keep, code_words());
   BinaryCodes fresh(bin_, levels_, scoring_);
   fresh.append(kept.data(), keep.size());
   codes_ = std::move(fresh);
@@ -108,12 +105,10 @@ void BinaryIndex::restore(const std::vector<uint64_t>& codes, std::vector<int64_
     throw std::invalid_argument("corrupt index data: code array has the wrong size");
   if (!(ids.empty() || ids.size() == ntotal))
     throw std::invalid_argument("corrupt index data: ids");
-  if (!removed.empty() && removed.size() != (ntotal + 63) / 64)
-    throw std::invalid_argument("corrupt index data: removed-row mask");
   BinaryCodes fresh(bin_, levels_, scoring_);
   fresh.append(codes.data(), ntotal);  // validates
   codes_ = std::move(fresh);
-  labels_.assign(std::move(ids), std::move(removed));
+  labels_.restore(std::move(ids), std::move(removed), ntotal);
 }
 
 }  // namespace quanta

@@ -220,7 +220,7 @@ void TokenStore::search(const float* q, size_t nq_tokens, const int64_t* q_offse
                         const SearchParams& p, float* scores, int64_t* labels) const {
   const size_t k = p.k;
   const int threads = p.threads;
-  const bool filtered = labels_.removed() || !p.filter.empty();
+  const bool filtered = labels_.checks(p.filter);
   const bool per_query = p.filter.size() > 1;
   validate_sets(q_offsets, nq, nq_tokens, "query offsets");
   require_finite(q, nq_tokens * dim_, "queries");
@@ -309,12 +309,11 @@ void TokenStore::restore(std::vector<uint8_t> codes, std::vector<int64_t> offset
           "restore: bad scale");
   const size_t n = offsets.size() - 1;
   require(ids.empty() || ids.size() == n, "restore: one id per document");
-  require(removed.empty() || removed.size() == (n + 63) / 64, "restore: removed-document mask");
   for (int64_t id : ids) require(id >= 0, "restore: negative id");
   codes_ = std::move(codes);
   offsets_ = std::move(offsets);
   scale_ = scale;
-  labels_.assign(std::move(ids), std::move(removed));
+  labels_.restore(std::move(ids), std::move(removed), n);
 }
 
 }  // namespace quanta

@@ -122,7 +122,7 @@ void PQFastScanIndex::search(const float* q, size_t nq, const SearchParams& para
   std::vector<float> scale, bias;
   query_tables(q, nq, luts, scale, bias);
   const Kernels& kern = kernels(active_isa());
-  const bool filtered = labels_.removed() || !params.filter.empty();
+  const bool filtered = labels_.checks(params.filter);
   // Scores: minus the exact integer sum, so ties break on position alone. Queries go four
   // at a time through the kernel, which flags the sums at or under each query's current k-th.
   constexpr size_t kGroup = 4;
@@ -164,7 +164,7 @@ RangeResult PQFastScanIndex::range_search(const float* q, size_t nq, float radiu
   query_tables(q, nq, luts, scale, bias);
   const Kernels& kern = kernels(active_isa());
   const bool l2 = metric_ == Metric::l2;
-  const bool filtered = labels_.removed() || !params.filter.empty();
+  const bool filtered = labels_.checks(params.filter);
   const auto distance = [&](size_t i, uint16_t sum) {
     const float d = float(sum) / scale[i] + bias[i];
     return l2 ? d : -d;
@@ -192,11 +192,8 @@ RangeResult PQFastScanIndex::range_search(const float* q, size_t nq, float radiu
 void PQFastScanIndex::compact() {
   if (labels_.removed() == 0) return;
   const std::vector<size_t> keep = labels_.live_positions(ntotal_);
-  const std::vector<uint8_t> all = codes();
-  const size_t cs = pq_.code_size();
-  std::vector<uint8_t> kept(keep.size() * cs);
-  for (size_t i = 0; i < keep.size(); ++i)
-    std::memcpy(kept.data() + i * cs, all.data() + keep[i] * cs, cs);
+  std::vector<uint8_t> kept = codes();
+  keep_rows(kept, keep, pq_.code_size());
   std::vector<uint8_t> blocks(fast_scan::bytes_for(keep.size(), pq_.m()), 0);
   fast_scan::pack(kept.data(), keep.size(), pq_.m(), 0, blocks.data());
   blocks_.swap(blocks);
@@ -232,11 +229,9 @@ void PQFastScanIndex::restore(const std::vector<uint8_t>& codes, std::vector<int
     for (size_t i = 0; i < ntotal; ++i)
       if (codes[(i + 1) * cs - 1] >> 4)
         throw std::invalid_argument("corrupt index data: code out of range");
-  if (!removed.empty() && removed.size() != (ntotal + 63) / 64)
-    throw std::invalid_argument("corrupt index data: removed-row mask");
   blocks_.assign(fast_scan::bytes_for(ntotal, pq_.m()), 0);
   fast_scan::pack(codes.data(), ntotal, pq_.m(), 0, blocks_.data());
-  labels_.assign(std::move(ids), std::move(removed));
+  labels_.restore(std::move(ids), std::move(removed), ntotal);
   ntotal_ = ntotal;
 }
 

@@ -88,15 +88,14 @@ void PQIndex::search(const float* q, size_t nq, const PQSearchParams& params, fl
   require_finite(q, nq * dim(), "search: queries");
   const int threads = resolve_threads(params.threads);
   const bool l2 = metric_ == Metric::l2;
-  const bool filtered = labels_.removed() || !params.filter.empty();
+  const bool filtered = labels_.checks(params.filter);
   const size_t m = pq_.m(), ks = pq_.ksub(), cs = pq_.code_size();
   std::vector<float> buf;
   const float* qp = prepared(q, nq, buf);
   const float inf = std::numeric_limits<float>::infinity();
   struct Scratch {
     std::vector<float> scores = std::vector<float>(kCodesPerTask);
-    std::vector<uint32_t> sel;
-    std::vector<uint8_t> gathered;
+    GatheredRows allowed;
   };
   std::vector<Scratch> scratch(static_cast<size_t>(threads));
   for (size_t q0 = 0; q0 < nq; q0 += kQueriesPerBatch) {
@@ -110,31 +109,12 @@ void PQIndex::search(const float* q, size_t nq, const PQSearchParams& params, fl
           float* s = sc.scores.data();
           const uint8_t* codes = codes_.data() + begin * cs;
           size_t n = count;
-          if (filtered) {  // the allowed codes gathered into one run
-            sc.sel.resize(count);
-            sc.gathered.resize(count * cs);
-            const IdFilter* f = params.filter.of(q0 + i);
-            n = 0;
-            for (size_t r = 0; r < count; ++r)
-              if (labels_.allowed(begin + r, f)) {
-                sc.sel[n] = uint32_t(r);
-                std::memcpy(sc.gathered.data() + n++ * cs, codes + r * cs, cs);
-              }
-            codes = sc.gathered.data();
-          }
+          if (filtered)  // the allowed codes gathered into one run
+            codes = sc.allowed.gather(labels_, params.filter.of(q0 + i), begin, count, codes, cs, n);
           pq_.scan(tabs.data() + i * m * ks, codes, n, s);
           if (l2)
             for (size_t r = 0; r < n; ++r) s[r] = -s[r];
-          if (!filtered) {
-            push_scores(top, i, begin, s, n);
-            return;
-          }
-          float thr = top.threshold(i);
-          for (size_t r = 0; r < n; ++r)
-            if (s[r] >= thr) {
-              top.push(i, s[r], int64_t(begin + sc.sel[r]));
-              thr = top.threshold(i);
-            }
+          push_scores(top, i, begin, s, n, filtered ? sc.allowed.positions() : nullptr);
         });
     write_results(heaps, k, labels_, l2 ? inf : -inf, distances + q0 * k, labels + q0 * k,
                   [&](size_t, float score) { return l2 ? -score : score; });
@@ -147,7 +127,7 @@ RangeResult PQIndex::range_search(const float* q, size_t nq, float radius,
   require_finite(q, nq * dim(), "range_search: queries");
   require(std::isfinite(radius), "range_search: radius must be finite");
   const bool l2 = metric_ == Metric::l2;
-  const bool filtered = labels_.removed() || !params.filter.empty();
+  const bool filtered = labels_.checks(params.filter);
   const size_t m = pq_.m(), ks = pq_.ksub(), cs = pq_.code_size();
   std::vector<float> buf;
   const float* qp = prepared(q, nq, buf);
@@ -174,11 +154,7 @@ RangeResult PQIndex::range_search(const float* q, size_t nq, float radius,
 void PQIndex::compact() {
   if (labels_.removed() == 0) return;
   const std::vector<size_t> keep = labels_.live_positions(ntotal_);
-  const size_t cs = pq_.code_size();
-  for (size_t i = 0; i < keep.size(); ++i)  // keep[i] >= i: moving down in order is safe
-    std::memmove(codes_.data() + i * cs, codes_.data() + keep[i] * cs, cs);
-  codes_.resize(keep.size() * cs);
-  codes_.shrink_to_fit();
+  keep_rows(codes_, keep, pq_.code_size());
   labels_.compact(keep);
   ntotal_ = keep.size();
 }
@@ -203,10 +179,8 @@ void PQIndex::restore(std::vector<uint8_t> codes, std::vector<int64_t> ids, size
     for (size_t i = 0; i < ntotal; ++i)
       if (codes[(i + 1) * pq_.code_size() - 1] >> 4)
         throw std::invalid_argument("corrupt index data: code out of range");
-  if (!removed.empty() && removed.size() != (ntotal + 63) / 64)
-    throw std::invalid_argument("corrupt index data: removed-row mask");
   codes_ = std::move(codes);
-  labels_.assign(std::move(ids), std::move(removed));
+  labels_.restore(std::move(ids), std::move(removed), ntotal);
   ntotal_ = ntotal;
 }
 

@@ -651,7 +651,7 @@ void SparseIndex::search_one(const Comp* comp, const Term* sterm, const int64_t*
   // Scores document doc (entries from b) into `into`; with a head, the rest of its entries
   // only when the head's partial score is among the rerank best so far.
   const IdFilter* f = p.filter.of(i);
-  const bool filtered = f || labels_.removed();
+  const bool filtered = labels_.checks(p.filter);
   auto score = [&](TopKSet& into, size_t doc, size_t b) {
     if (filtered && !labels_.allowed(doc, f)) return;
     const size_t e = size_t(s_.doc_ptr[doc + 1]);
@@ -797,11 +797,10 @@ void SparseIndex::search_one(const Comp* comp, const Term* sterm, const int64_t*
 
 void SparseIndex::set_ids(std::vector<int64_t> ids, std::vector<uint64_t> removed) {
   require(ids.empty() || ids.size() == ndocs(), "ids: one per document");
-  require(removed.empty() || removed.size() == (ndocs() + 63) / 64, "removed-document mask");
   bool positional = true;  // ids 0 .. n-1 are the positions: no array needed
   for (size_t i = 0; i < ids.size() && positional; ++i) positional = ids[i] == int64_t(i);
   if (positional) ids.clear();
-  labels_.assign(std::move(ids), std::move(removed));
+  labels_.restore(std::move(ids), std::move(removed), ndocs());
 }
 
 void SparseIndex::search(const int64_t* qptr, const int32_t* qidx, const float* qval, size_t nq,
