@@ -293,3 +293,10 @@ def test_flat_mmap_serves_from_the_file(data, tmp_path):
         assert mapped.contains(ids[:5]).all() and path.read_bytes() == before
         np.testing.assert_array_equal(quanta.load(path, mmap=True).search(xq, K).ids,
                                       index.search(xq, K).ids)
+
+
+def test_one_default_metric_for_every_class_and_the_factory():
+    made = [quanta.FlatIndex(16), quanta.PQIndex(16, 4), quanta.PQIndex(16, 4, 4, fast_scan=True),
+            quanta.IVFPQIndex(16, 4, 4), quanta.BinaryIndex(64), quanta.IVFBinaryIndex(64, 4),
+            quanta.index_factory(16, "Flat"), quanta.index_factory(16, "IVF4,PQ4x4fs")]
+    assert [index.metric for index in made] == ["ip"] * len(made)

@@ -76,7 +76,7 @@ void bind_binary(py::module_& m) {
              for (const auto& t : recon) rc.push_back(to_transform(t));
              for (const auto& t : resid) rs.push_back(to_transform(t));
              self.set_transforms(to_transform(first), std::move(rc), std::move(rs), normalize);
-           })
+           }, py::arg("first"), py::arg("recon"), py::arg("resid"), py::arg("normalize"))
       .def("transforms", [](const RecurrentBinarizer& self) {
         py::list rc, rs;
         for (const auto& t : self.recon()) rc.append(from_transform(t));
@@ -94,7 +94,7 @@ void bind_binary(py::module_& m) {
         py::gil_scoped_release nogil;
         self.encode(p, n, o, threads, levels);
         return out;
-      })
+      }, py::arg("x"), py::arg("threads"), py::arg("levels"))
       .def("unpack", [](const RecurrentBinarizer& self, const py::array& codes) {
         const size_t planes = code_planes(self, codes, "codes");
         size_t n;
@@ -103,7 +103,7 @@ void bind_binary(py::module_& m) {
         for (size_t i = 0; i < n; ++i)
           self.unpack(c + i * planes * self.words(), planes, out.mutable_data() + i * self.m());
         return out;
-      })
+      }, py::arg("codes"))
       // sum_j c_q c_d for every (query, code) pair, with the active SIMD level's kernel
       // (path "popcount" or "u8").
       .def("dots", [](const RecurrentBinarizer& self, const py::array& q, const py::array& codes,
@@ -123,7 +123,7 @@ void bind_binary(py::module_& m) {
         for (size_t i = 0; i < nq; ++i)
           fn(qp + i * qplanes * self.words(), qplanes, cp, planes, n, self.words(), o + i * n);
         return out;
-      });
+      }, py::arg("q_codes"), py::arg("codes"), py::arg("path"));
 
   py::class_<BinaryIndex> c(m, "BinaryIndex");
   bind_common(c);
@@ -131,8 +131,10 @@ void bind_binary(py::module_& m) {
   c.def(py::init([](size_t dim, size_t bits, size_t levels, size_t query_levels,
                     const std::string& metric, const std::string& scoring) {
      return new BinaryIndex(dim, bits, levels, query_levels, metric_from_name(metric), scoring);
-   }))
-      .def_static("sdc_possible", &sdc_possible)
+   }), py::arg("dim"), py::arg("bits"), py::arg("levels"), py::arg("query_levels"),
+      py::arg("metric"), py::arg("scoring"))
+      .def_static("sdc_possible", &sdc_possible, py::arg("m"), py::arg("levels"),
+                  py::arg("query_levels"))
       .def_property_readonly("levels", &BinaryIndex::levels)
       .def_property_readonly("query_levels", &BinaryIndex::query_levels)
       .def_property_readonly("scoring", [](const BinaryIndex& self) {
@@ -144,7 +146,7 @@ void bind_binary(py::module_& m) {
         size_t n;
         const uint64_t* p = code_rows(codes, self.code_words(), n, "codes");
         self.add_codes(p, n, nullptr);
-      })
+      }, py::arg("codes"))
       .def("search", [](const BinaryIndex& self, const py::array& q, size_t k, int threads,
                         const py::object& filter) {
         auto params = search_params<SearchParams>(k, threads, filter, size_t(q.shape(0)));
@@ -174,7 +176,8 @@ void bind_binary(py::module_& m) {
                       const std::string& metric, const std::string& scoring) {
        return new IVFBinaryIndex(dim, nlist, bits, levels, query_levels, metric_from_name(metric),
                                  scoring);
-     }))
+     }), py::arg("dim"), py::arg("nlist"), py::arg("bits"), py::arg("levels"),
+         py::arg("query_levels"), py::arg("metric"), py::arg("scoring"))
       .def_property_readonly("levels", &IVFBinaryIndex::levels)
       .def_property_readonly("query_levels", &IVFBinaryIndex::query_levels)
       .def_property_readonly("nlist", &IVFBinaryIndex::nlist)
@@ -190,7 +193,7 @@ void bind_binary(py::module_& m) {
         const KMeansParams params = kmeans_params(niter, seed, mppc, threads);
         py::gil_scoped_release nogil;
         self.train_coarse(p, n, params);
-      })
+      }, py::arg("x"), py::arg("niter"), py::arg("seed"), py::arg("mppc"), py::arg("threads"))
       .def("search", [](const IVFBinaryIndex& self, const py::array& q, size_t k, size_t nprobe,
                         int threads, const py::object& filter) {
         auto params = search_params<IVFSearchParams>(k, threads, filter, size_t(q.shape(0)));
@@ -213,5 +216,5 @@ void bind_binary(py::module_& m) {
                          const py::array& codes, const py::array& ids) {
         self.restore(from_numpy<float>(centroids, "centroids"), from_numpy<uint64_t>(sizes, "sizes"),
                      from_numpy<uint64_t>(codes, "codes"), from_numpy<int64_t>(ids, "ids"));
-      });
+      }, py::arg("centroids"), py::arg("sizes"), py::arg("codes"), py::arg("ids"));
 }

@@ -224,7 +224,7 @@ void bind_reconstruct(py::class_<Index>& c) {
     py::gil_scoped_release nogil;
     self.reconstruct(ip, n, op);
     return out;
-  });
+  }, py::arg("ids"));
 }
 
 }  // namespace quanta_py

@@ -46,7 +46,7 @@ py::class_<Index> bind_pq_index(py::module_& m, const char* name) {
      const float* p = f32_rows(x, self.dim(), n, "x");
      py::gil_scoped_release nogil;
      self.train(p, n, kmeans_params(niter, seed, mppc, threads));
-   })
+   }, py::arg("x"), py::arg("niter"), py::arg("seed"), py::arg("mppc"), py::arg("threads"))
       .def("codes", [](const Index& self) { return to_numpy(self.codes()); })
       .def("ids", [](const Index& self) { return to_numpy(self.ids()); })
       .def("removed", [](const Index& self) { return to_numpy(self.removed_mask()); })
@@ -86,10 +86,11 @@ PYBIND11_MODULE(_core, m) {
   m.def("amx_bf16_active", &amx_bf16_active, "AMX bf16 tiles in use (bf16 tokens and flat rows)");
   m.def("amx_int8_active", &amx_int8_active, "AMX int8 tiles in use (i8 tokens)");
   m.def("active_isa", [] { return std::string(isa_name(active_isa())); });
-  m.def("set_simd_level", [](const std::string& name) { set_active_isa(isa_from_name(name)); });
+  m.def("set_simd_level", [](const std::string& name) { set_active_isa(isa_from_name(name)); },
+        py::arg("name"));
   m.def("hardware_threads", &hardware_threads);
   m.def("default_threads", &default_threads);
-  m.def("set_default_threads", &set_default_threads);
+  m.def("set_default_threads", &set_default_threads, py::arg("threads"));
   m.def("compiler", [] {
 #if defined(__clang__)
     return std::string("clang ") + __clang_version__;
@@ -100,7 +101,8 @@ PYBIND11_MODULE(_core, m) {
 #endif
   });
 
-  m.def("storage_bytes", [](const std::string& s) { return storage_bytes(storage_from_name(s)); });
+  m.def("storage_bytes", [](const std::string& s) { return storage_bytes(storage_from_name(s)); },
+        py::arg("storage"));
   m.def("encode", [](const py::array& x, const std::string& storage) {
     const Storage s = storage_from_name(storage);
     if (!py::isinstance<F32Array>(x) || !(x.flags() & py::array::c_style))
@@ -112,7 +114,7 @@ PYBIND11_MODULE(_core, m) {
     py::gil_scoped_release nogil;
     encode_array(s, src, n, dst);
     return out;
-  });
+  }, py::arg("x"), py::arg("storage"));
   m.def("decode", [](const py::array& codes, const std::string& storage) {
     const Storage s = storage_from_name(storage);
     if (!py::isinstance<py::array_t<uint8_t, py::array::c_style>>(codes) ||
@@ -128,7 +130,7 @@ PYBIND11_MODULE(_core, m) {
     py::gil_scoped_release nogil;
     decode_array(s, src, n, dst);
     return out;
-  });
+  }, py::arg("codes"), py::arg("storage"));
 
   m.def("kmeans", [](const py::array& x, size_t k, size_t niter, uint64_t seed,
                      size_t max_points_per_centroid, bool spherical, int threads,
@@ -148,7 +150,9 @@ PYBIND11_MODULE(_core, m) {
     py::array_t<float> c({py::ssize_t(k), py::ssize_t(dim)});
     std::memcpy(c.mutable_data(), res.centroids.data(), res.centroids.size() * 4);
     return py::make_tuple(c, to_numpy(res.assign), to_numpy(res.objective));
-  });
+  }, py::arg("x"), py::arg("k"), py::arg("niter"), py::arg("seed"),
+     py::arg("max_points_per_centroid"), py::arg("spherical"), py::arg("threads"),
+     py::arg("sample_init"));
 
   auto u8_codes = [](const py::array& codes, size_t code_size, size_t& n) {
     if (!py::isinstance<py::array_t<uint8_t, py::array::c_style>>(codes) ||
@@ -185,7 +189,7 @@ PYBIND11_MODULE(_core, m) {
         py::gil_scoped_release nogil;
         self.encode(p, n, o, threads);
         return out;
-      })
+      }, py::arg("x"), py::arg("threads"))
       .def("decode", [u8_codes](const ProductQuantizer& self, const py::array& codes) {
         size_t n;
         const uint8_t* c = u8_codes(codes, self.code_size(), n);
@@ -198,7 +202,7 @@ PYBIND11_MODULE(_core, m) {
         py::gil_scoped_release nogil;
         self.decode(c, n, o);
         return out;
-      })
+      }, py::arg("codes"))
       .def("distance_tables", [](const ProductQuantizer& self, const py::array& q, bool l2) {
         size_t nq;
         const float* p = f32_rows(q, self.dim(), nq, "queries");
@@ -207,21 +211,21 @@ PYBIND11_MODULE(_core, m) {
         py::gil_scoped_release nogil;
         self.distance_tables(p, nq, l2, o);
         return out;
-      })
+      }, py::arg("queries"), py::arg("l2"))
       .def("sdc_tables", [](const ProductQuantizer& self, bool l2) {
         py::array_t<float> out({py::ssize_t(self.m()), py::ssize_t(self.ksub()), py::ssize_t(self.ksub())});
         self.sdc_tables(l2, out.mutable_data());
         return out;
-      })
+      }, py::arg("l2"))
       .def("centroids", [](const ProductQuantizer& self) { return to_numpy(self.centroids()); })
       .def("set_centroids", [](ProductQuantizer& self, const py::array& c) {
         self.set_centroids(from_numpy<float>(c, "centroids"));
-      });
+      }, py::arg("centroids"));
 
   auto pq_index = bind_pq_index<PQIndex>(m, "PQIndex");
   pq_index.def(py::init([](size_t dim, size_t m, size_t nbits, const std::string& metric) {
     return new PQIndex(dim, m, nbits, metric_from_name(metric));
-  }));
+  }), py::arg("dim"), py::arg("m"), py::arg("nbits"), py::arg("metric"));
   pq_index.def("search", [](const PQIndex& self, const py::array& q, size_t k, int threads,
                             bool sdc, const py::object& filter) {
     auto params = search_params<PQSearchParams>(k, threads, filter, size_t(q.shape(0)));
@@ -233,7 +237,7 @@ PYBIND11_MODULE(_core, m) {
   auto fast_scan = bind_pq_index<PQFastScanIndex>(m, "PQFastScanIndex");
   fast_scan.def(py::init([](size_t dim, size_t m, const std::string& metric) {
     return new PQFastScanIndex(dim, m, metric_from_name(metric));
-  }));
+  }), py::arg("dim"), py::arg("m"), py::arg("metric"));
   fast_scan.def("search", [](const PQFastScanIndex& self, const py::array& q, size_t k,
                              int threads, const py::object& filter) {
     auto params = search_params<SearchParams>(k, threads, filter, size_t(q.shape(0)));
@@ -251,7 +255,8 @@ PYBIND11_MODULE(_core, m) {
                       bool fast_scan, bool by_residual) {
        return new IVFPQIndex(dim, nlist, m, nbits, metric_from_name(metric), fast_scan,
                              by_residual);
-     }))
+     }), py::arg("dim"), py::arg("nlist"), py::arg("m"), py::arg("nbits"), py::arg("metric"),
+         py::arg("fast_scan"), py::arg("by_residual"))
       .def_property_readonly("by_residual", &IVFPQIndex::by_residual)
       .def("train", [](IVFPQIndex& self, const py::array& x, size_t coarse_niter,
                                     size_t niter, uint64_t seed, size_t mppc, int threads) {
@@ -260,7 +265,8 @@ PYBIND11_MODULE(_core, m) {
         py::gil_scoped_release nogil;
         self.train(p, n, kmeans_params(coarse_niter, seed, mppc, threads),
                    kmeans_params(niter, seed + 1, mppc, threads));
-      })
+      }, py::arg("x"), py::arg("coarse_niter"), py::arg("niter"), py::arg("seed"),
+         py::arg("mppc"), py::arg("threads"))
       .def("search", [](const IVFPQIndex& self, const py::array& q, size_t k, size_t nprobe,
                         int threads, const py::object& filter) {
         auto params = search_params<IVFSearchParams>(k, threads, filter, size_t(q.shape(0)));
@@ -292,7 +298,7 @@ PYBIND11_MODULE(_core, m) {
                          const py::array& codes, const py::array& ids) {
         self.restore(from_numpy<float>(centroids, "centroids"), from_numpy<uint64_t>(sizes, "sizes"),
                      from_numpy<uint8_t>(codes, "codes"), from_numpy<int64_t>(ids, "ids"));
-      });
+      }, py::arg("centroids"), py::arg("sizes"), py::arg("codes"), py::arg("ids"));
 
   py::class_<FlatIndex> flat(m, "FlatIndex");
   bind_common(flat);
@@ -315,7 +321,7 @@ PYBIND11_MODULE(_core, m) {
         const float* p = f32_rows(x, self.dim(), n, "x");
         py::gil_scoped_release nogil;
         self.train(p, n);
-      })
+      }, py::arg("x"))
       .def("search", [](const FlatIndex& self, const py::array& q, size_t k, int threads,
                         bool quantize_queries, const py::object& filter) {
         auto params = search_params<FlatSearchParams>(k, threads, filter, size_t(q.shape(0)));
@@ -342,7 +348,7 @@ PYBIND11_MODULE(_core, m) {
         return search_into(self.dim(), q, k, [&](const float* p, size_t nq, float* D, int64_t* I) {
           self.search_subset(p, nq, cp, nc, k, threads, D, I);
         });
-      })
+      }, py::arg("queries"), py::arg("candidates"), py::arg("k"), py::arg("threads"))
       .def_property_readonly("rows", &FlatIndex::rows)
       .def("state", [](const FlatIndex& self) {
         py::dict d;

@@ -61,7 +61,8 @@ void bind_multivector(py::module_& m) {
         py::gil_scoped_release nogil;
         self.encode(r.tokens, r.ntokens, r.offsets, r.n, documents, fill_empty, threads, op);
         return out;
-      });
+      }, py::arg("tokens"), py::arg("offsets"), py::arg("documents"), py::arg("fill_empty"),
+         py::arg("threads"));
 
   py::class_<TokenStore> store(m, "TokenStore");
   bind_removal(store);
@@ -119,7 +120,7 @@ void bind_multivector(py::module_& m) {
         py::array_t<float> out({py::ssize_t(t.size() / self.dim()), py::ssize_t(self.dim())});
         std::copy(t.begin(), t.end(), out.mutable_data());
         return out;
-      })
+      }, py::arg("doc"))
       .def("codes", [](const TokenStore& self) { return to_numpy(self.codes()); })
       .def("offsets", [](const TokenStore& self) { return to_numpy(self.offsets()); })
       .def("restore", [](TokenStore& self, const py::array& codes, const py::array& offsets,
@@ -128,6 +129,6 @@ void bind_multivector(py::module_& m) {
                      scale, from_numpy<int64_t>(ids, "ids"), from_numpy<uint64_t>(removed, "removed"));
       }, py::arg("codes"), py::arg("offsets"), py::arg("scale"), py::arg("ids"),
          py::arg("removed"))
-      .def("truncate", &TokenStore::truncate)
+      .def("truncate", &TokenStore::truncate, py::arg("ndocs"))
       .def("reset", &TokenStore::reset);
 }

@@ -80,7 +80,7 @@ void bind_sparse(py::module_& m) {
         const Csr c = csr(indptr, indices, values, "documents");
         py::gil_scoped_release nogil;
         self.build(c.ptr, c.idx, c.val, c.n, threads);
-      })
+      }, py::arg("indptr"), py::arg("indices"), py::arg("values"), py::arg("threads"))
       .def("state", [](const SparseIndex& self) {
         py::dict d;
         SparseIndex::State::each(self.state(), [&](const char* name, const auto& buf) {

@@ -310,7 +310,7 @@ class PQIndex(_PQCodesIndex, Persistent):
     then estimates from the quantized tables (their error is at most m/2 table steps).
     """
 
-    def __init__(self, dim: int, m: int, nbits: int = 8, metric: str = "l2", *,
+    def __init__(self, dim: int, m: int, nbits: int = 8, metric: str = "ip", *,
                  fast_scan: bool = False, opq: bool = False, refine: str | None = None,
                  refine_factor: int = 4):
         _check_shape(dim, m, nbits)
@@ -418,7 +418,7 @@ class IVFPQIndex(_PQCodesIndex, Persistent):
     strong clusters it can be the more accurate choice.
     """
 
-    def __init__(self, dim: int, nlist: int, m: int, nbits: int = 8, metric: str = "l2", *,
+    def __init__(self, dim: int, nlist: int, m: int, nbits: int = 8, metric: str = "ip", *,
                  fast_scan: bool = False, by_residual: bool = True, opq: bool = False,
                  refine: str | None = None, refine_factor: int = 4):
         _check_shape(dim, m, nbits)
