@@ -83,7 +83,7 @@ def indexes(data):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("fraction", [0.5, 0.05, 0.004])
+@pytest.mark.parametrize("fraction", [0.5, 0.15, 0.05, 0.004])
 def test_filtered_equals_search_of_allowed_rows(kind, fraction, data, indexes):
     xb, xq, ids = data
     rng = np.random.default_rng(int(fraction * 1000))
@@ -300,3 +300,16 @@ def test_one_default_metric_for_every_class_and_the_factory():
             quanta.IVFPQIndex(16, 4, 4), quanta.BinaryIndex(64), quanta.IVFBinaryIndex(64, 4),
             quanta.index_factory(16, "Flat"), quanta.index_factory(16, "IVF4,PQ4x4fs")]
     assert [index.metric for index in made] == ["ip"] * len(made)
+
+
+@pytest.mark.parametrize("kind", ["ivf-fs", "ivf-fs-flat"])
+def test_selective_shared_filter_skips_blocks_exactly(kind, data, indexes):
+    """A shared filter leaving most 32-code blocks without an allowed code: those blocks are
+    skipped, and the results are the index holding only the allowed rows."""
+    xb, xq, ids = data
+    rows = np.sort(np.random.default_rng(3).choice(N, N // 50, replace=False))
+    assert not uses_exact_fallback(kind, len(rows), nprobe=4)
+    D, I = indexes[kind].search(xq, K, filter=ids[rows], nprobe=4)
+    D0, I0 = twin(indexes[kind], data, rows).search(xq, K, nprobe=4)
+    np.testing.assert_array_equal(I, I0)
+    np.testing.assert_allclose(D, D0, rtol=1e-5, atol=1e-5)

@@ -39,7 +39,9 @@ void quantize_tables(const float* tables, const float* lo, const float* hi, size
 
 // Scans positions [0, n) of `blocks` for nq <= 4 queries (tables luts[q]). Every sub-chunk
 // re-reads limit(q) (the largest uint16 sum still worth reporting) and calls emit(q, pos, sum)
-// for each position whose sum is at or under it.
+// for each position whose sum is at or under it. With `allowed` (one 32-bit mask per block,
+// bit v for position 32 b + v) only allowed positions are reported, and blocks without one
+// are not scanned.
 class Scanner {
  public:
   static constexpr size_t kSub = 1024;   // vectors per kernel call: keeps the limits fresh
@@ -50,21 +52,42 @@ class Scanner {
 
   template <class Limit, class Emit>
   void scan(const Kernels& kern, const uint8_t* blocks, size_t n, size_t m,
-            const uint8_t* const* luts, size_t nq, Limit&& limit, Emit&& emit) {
+            const uint8_t* const* luts, size_t nq, Limit&& limit, Emit&& emit,
+            const uint32_t* allowed = nullptr) {
     const size_t np = npairs(m);
     uint16_t lim[4];
     size_t len = kFirst;
     for (size_t s0 = 0; s0 < n; s0 += len, len = std::min(kSub, 2 * len)) {
       const size_t sub = std::min(len, n - s0), nblocks = (sub + kBlock - 1) / kBlock;
+      const uint32_t* mask = allowed ? allowed + s0 / kBlock : nullptr;
+      // Mostly empty sub-chunks are scanned run by run of blocks with an allowed position;
+      // denser ones in one call (a call costs about as much as a block).
+      size_t live = nblocks;
+      if (mask) live = size_t(std::count_if(mask, mask + nblocks, [](uint32_t b) { return b; }));
+      if (live == 0) continue;
+      const bool runs = 2 * live < nblocks;
       for (size_t q = 0; q < nq; ++q) lim[q] = limit(q);
-      kern.pq4_accumulate(blocks + s0 / kBlock * np * 32, nblocks, np, luts, nq, lim,
-                          acc_.data(), below_.data());
-      for (size_t q = 0; q < nq; ++q)
-        for (size_t b = 0; b < nblocks; ++b)
-          for (uint32_t bits = below_[q * nblocks + b]; bits; bits &= bits - 1) {
-            const size_t r = 32 * b + size_t(__builtin_ctz(bits));
-            if (r < sub) emit(q, s0 + r, acc_[q * nblocks * 32 + r]);
+      for (size_t b0 = 0; b0 < nblocks;) {
+        size_t b1 = nblocks;
+        if (runs) {
+          while (!mask[b0]) ++b0;  // live > 0: a run remains
+          for (b1 = b0 + 1; b1 < nblocks && mask[b1];) ++b1;
+        }
+        const size_t nb = b1 - b0;
+        kern.pq4_accumulate(blocks + (s0 / kBlock + b0) * np * 32, nb, np, luts, nq, lim,
+                            acc_.data(), below_.data());
+        for (size_t q = 0; q < nq; ++q)
+          for (size_t b = 0; b < nb; ++b) {
+            uint32_t bits = below_[q * nb + b];
+            if (mask) bits &= mask[b0 + b];
+            for (; bits; bits &= bits - 1) {
+              const size_t v = size_t(__builtin_ctz(bits)), r = 32 * (b0 + b) + v;
+              if (r < sub) emit(q, s0 + r, acc_[(q * nb + b) * 32 + v]);
+            }
           }
+        if (runs && (live -= nb) == 0) break;
+        b0 = b1;
+      }
     }
   }
 

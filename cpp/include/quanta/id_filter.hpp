@@ -3,6 +3,8 @@
 // scans, before a row enters a heap, so k results come back whenever k allowed rows exist.
 // A filter is immutable and cheap to copy (shared data), so one per query costs little.
 #pragma once
+#include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <limits>
 #include <memory>
@@ -39,6 +41,16 @@ class IdFilter {
   }
   // At most this many ids are allowed; SIZE_MAX for deny-lists and the empty filter.
   size_t max_allowed() const;
+  // masks[r / 32] bit r % 32 says whether ids[r] is allowed, for r < n (the last mask's
+  // unused bits are 0): the per-block masks of the fast-scan layout.
+  void block_masks(const int64_t* ids, size_t n, uint32_t* masks) const {
+    for (size_t b = 0; b * 32 < n; ++b) {
+      uint32_t m = 0;
+      for (size_t v = 0, end = std::min<size_t>(32, n - 32 * b); v < end; ++v)
+        m |= uint32_t(allows(ids[32 * b + v])) << v;
+      masks[b] = m;
+    }
+  }
   // Calls f(id) for each allowed id, ascending; only for filters with a finite max_allowed().
   template <class F>
   void for_each_allowed(F&& f) const {

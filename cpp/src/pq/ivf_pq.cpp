@@ -472,6 +472,12 @@ TopKSet IVFPQIndex::search_fast_scan(const float* qs, size_t nq, size_t k, const
   const size_t nw = static_cast<size_t>(threads);
   std::vector<TopKSet> heaps(nw, TopKSet(nq, k));
   std::vector<fast_scan::Scanner> scanners(nw);
+  // A selective filter shared by every query becomes a mask per block of each scanned list:
+  // blocks with no allowed code are skipped and the others report allowed codes only. (A
+  // broad one is cheaper to test on the few codes that pass the heap's threshold.)
+  const IdFilter* shared =
+      filter.shared() && filter.of(0)->max_allowed() <= ntotal_ / 4 ? filter.of(0) : nullptr;
+  std::vector<std::vector<uint32_t>> masks(shared ? nw : 0);
   const Kernels& kern = kernels(active_isa());
   for (size_t q0 = 0; q0 < nq; q0 += chunk) {
     const size_t nc = std::min(chunk, nq - q0);
@@ -489,9 +495,20 @@ TopKSet IVFPQIndex::search_fast_scan(const float* qs, size_t nq, size_t k, const
     for (size_t c = 0; c < nc; ++c)
       for (size_t u = 0; u < count[c]; ++u)
         pairs[fill[size_t(lists[c * nprobe + u])]++] = c * nprobe + u;
-    parallel_for(nlist_, threads, [&](size_t l, size_t w) {
+    // A worker per ~64k codes at most: waking one costs about what it scans in 20 us, so a
+    // single query's few thousand codes stay on the calling thread.
+    size_t work = 0;
+    for (size_t l = 0; l < nlist_; ++l) work += (start[l + 1] - start[l]) * ids_[l].size();
+    const int workers = int(std::min<size_t>(nw, std::max<size_t>(1, work >> 16)));
+    parallel_for(nlist_, workers, [&](size_t l, size_t w) {
       TopKSet& top = heaps[w];
       const int64_t* id = ids_[l].data();
+      const uint32_t* allowed = nullptr;
+      if (shared && start[l] < start[l + 1]) {
+        masks[w].resize((ids_[l].size() + fast_scan::kBlock - 1) / fast_scan::kBlock);
+        shared->block_masks(id, ids_[l].size(), masks[w].data());
+        allowed = masks[w].data();
+      }
       for (size_t g = start[l]; g < start[l + 1]; g += 4) {
         const size_t ng = std::min<size_t>(4, start[l + 1] - g);
         size_t qi[4];
@@ -508,10 +525,11 @@ TopKSet IVFPQIndex::search_fast_scan(const float* qs, size_t nq, size_t k, const
               return room >= 65534 ? uint16_t(65535) : room < 0 ? uint16_t(0) : uint16_t(room + 1);
             },
             [&](size_t e, size_t r, uint16_t sum) {
-              const IdFilter* f = filter.of(q0 + qi[e]);
+              const IdFilter* f = allowed ? nullptr : filter.of(q0 + qi[e]);
               if (f && !f->allows(id[r])) return;
               top.push(q0 + qi[e], off[pairs[g + e]] - float(sum) / scale[qi[e]], id[r]);
-            });
+            },
+            allowed);
       }
     });
   }
