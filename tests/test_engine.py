@@ -274,25 +274,40 @@ def test_saved_files_follow_the_umask_and_verify(data, tmp_path):
         quanta.verify(tmp_path / "b.qnt")
 
 
-def test_flat_mmap_serves_from_the_file(data, tmp_path):
+MAPPED_KINDS = ["flat", "flat-f16", "pq", "pq-fs", "pq-refine", "ivf", "ivf-fs", "ivf-fs-flat"]
+
+
+def mapped_bytes(index):
+    """Bytes the index (and its re-ranking store) serve from a file they view."""
+    refine = getattr(index, "_refine", None)
+    return index._index.mapped_bytes + (0 if refine is None else refine._index.mapped_bytes)
+
+
+@pytest.mark.parametrize("kind", MAPPED_KINDS)
+def test_mmap_load_serves_the_codes_from_the_file(kind, data, tmp_path):
     xb, xq, ids = data
-    for storage in ("f32", "f16"):
-        index = quanta.FlatIndex(DIM, "l2", storage)
-        index.add(xb, ids)
-        index.remove(ids[:50])
-        path = tmp_path / f"{storage}.qnt"
-        index.save(path)
-        mapped = quanta.load(path, mmap=True)
-        assert mapped._index.state()["codes"].size == index._index.state()["codes"].size
-        np.testing.assert_array_equal(mapped.search(xq, K).ids, index.search(xq, K).ids)
-        assert not mapped.contains(ids[:50]).any() and mapped.ntotal == N - 50
-        # writes copy the mapped arrays first; the file is left as it was
-        before = path.read_bytes()
-        mapped.add(xb[:5], ids[:5])
-        mapped.compact()
-        assert mapped.contains(ids[:5]).all() and path.read_bytes() == before
-        np.testing.assert_array_equal(quanta.load(path, mmap=True).search(xq, K).ids,
-                                      index.search(xq, K).ids)
+    index = built(kind, data)
+    index.remove(ids[:50])
+    path = tmp_path / "m.qnt"
+    index.save(path)
+    mapped = quanta.load(path, mmap=True)
+    codes = index._index.state()["codes"] if kind.startswith("flat") else None
+    assert mapped_bytes(mapped) >= (codes.nbytes if codes is not None else N)
+    assert mapped_bytes(index) == 0 and mapped_bytes(quanta.load(path)) == 0
+    kw = search_kw(kind)
+    np.testing.assert_array_equal(mapped.search(xq, K, **kw).ids, index.search(xq, K, **kw).ids)
+    np.testing.assert_array_equal(mapped.search(xq, K, filter=ids[::7], **kw).ids,
+                                  index.search(xq, K, filter=ids[::7], **kw).ids)
+    assert not mapped.contains(ids[:50]).any() and mapped.ntotal == N - 50
+    # writes copy the mapped arrays first; the file is left as it was
+    before = path.read_bytes()
+    mapped.remove(ids[50:60])
+    mapped.add(xb[:5], ids[:5])
+    mapped.compact()
+    assert mapped.contains(ids[:5]).all() and not mapped.contains(ids[50:60]).any()
+    assert path.read_bytes() == before
+    np.testing.assert_array_equal(quanta.load(path, mmap=True).search(xq, K, **kw).ids,
+                                  index.search(xq, K, **kw).ids)
 
 
 def test_one_default_metric_for_every_class_and_the_factory():

@@ -57,25 +57,26 @@ py::array_t<T> to_numpy(const Buffer<T>& v) {
   return out;
 }
 
+// A restore argument's elements, in place: it must be a C-contiguous array of T.
 template <class T>
-std::vector<T> from_numpy(const py::array& a, const char* what);
+const T* array_data(const py::array& a, const char* what) {
+  if (!py::isinstance<py::array_t<T, py::array::c_style>>(a) || !(a.flags() & py::array::c_style))
+    throw py::type_error(std::string("restore: ") + what + " has the wrong dtype");
+  return static_cast<const T*>(a.data());
+}
+
+template <class T>
+std::vector<T> from_numpy(const py::array& a, const char* what) {
+  const T* p = array_data<T>(a, what);
+  return std::vector<T>(p, p + a.size());
+}
 
 // A restore argument as a Buffer: a view of the array when borrow is set (the caller keeps
 // the array alive: a memory-mapped file), else a copy.
 template <class T>
 Buffer<T> buffer_from_numpy(const py::array& a, const char* what, bool borrow) {
   if (!borrow) return Buffer<T>(from_numpy<T>(a, what));
-  if (!py::isinstance<py::array_t<T, py::array::c_style>>(a) || !(a.flags() & py::array::c_style))
-    throw py::type_error(std::string("restore: ") + what + " has the wrong dtype");
-  return Buffer<T>::view(static_cast<const T*>(a.data()), size_t(a.size()));
-}
-
-template <class T>
-std::vector<T> from_numpy(const py::array& a, const char* what) {
-  if (!py::isinstance<py::array_t<T, py::array::c_style>>(a) || !(a.flags() & py::array::c_style))
-    throw py::type_error(std::string("restore: ") + what + " has the wrong dtype");
-  const T* p = static_cast<const T*>(a.data());
-  return std::vector<T>(p, p + a.size());
+  return Buffer<T>::view(array_data<T>(a, what), size_t(a.size()));
 }
 
 // Allocates (D, I) of nq x k, releases the GIL around run(D, I).

@@ -51,18 +51,14 @@ py::class_<Index> bind_pq_index(py::module_& m, const char* name) {
       .def("ids", [](const Index& self) { return to_numpy(self.ids()); })
       .def("removed", [](const Index& self) { return to_numpy(self.removed_mask()); })
       .def_property_readonly("rows", &Index::rows)
+      .def_property_readonly("mapped_bytes", &Index::mapped_bytes)
       .def("range_search", [](const Index& self, const py::array& q, float radius, int threads,
                               const py::object& filter) {
         auto params = search_params<SearchParams>(1, threads, filter, size_t(q.shape(0)));
         return range_into(self.dim(), q, [&](const float* p, size_t nq) {
           return self.range_search(p, nq, radius, params);
         });
-      }, py::arg("queries"), py::arg("radius"), py::arg("threads"), py::arg("filter"))
-      .def("restore", [](Index& self, const py::array& codes, const py::array& ids, size_t rows,
-                         const py::array& removed) {
-        self.restore(from_numpy<uint8_t>(codes, "codes"), from_numpy<int64_t>(ids, "ids"), rows,
-                     from_numpy<uint64_t>(removed, "removed"));
-      }, py::arg("codes"), py::arg("ids"), py::arg("rows"), py::arg("removed"));
+      }, py::arg("queries"), py::arg("radius"), py::arg("threads"), py::arg("filter"));
   return c;
 }
 
@@ -226,6 +222,12 @@ PYBIND11_MODULE(_core, m) {
   pq_index.def(py::init([](size_t dim, size_t m, size_t nbits, const std::string& metric) {
     return new PQIndex(dim, m, nbits, metric_from_name(metric));
   }), py::arg("dim"), py::arg("m"), py::arg("nbits"), py::arg("metric"));
+  // borrow: the codes are a view of the array (a mapped file the caller keeps alive).
+  pq_index.def("restore", [](PQIndex& self, const py::array& codes, const py::array& ids,
+                             size_t rows, const py::array& removed, bool borrow) {
+    self.restore(buffer_from_numpy<uint8_t>(codes, "codes", borrow), from_numpy<int64_t>(ids, "ids"),
+                 rows, from_numpy<uint64_t>(removed, "removed"));
+  }, py::arg("codes"), py::arg("ids"), py::arg("rows"), py::arg("removed"), py::arg("borrow") = false);
   pq_index.def("search", [](const PQIndex& self, const py::array& q, size_t k, int threads,
                             bool sdc, const py::object& filter) {
     auto params = search_params<PQSearchParams>(k, threads, filter, size_t(q.shape(0)));
@@ -238,6 +240,18 @@ PYBIND11_MODULE(_core, m) {
   fast_scan.def(py::init([](size_t dim, size_t m, const std::string& metric) {
     return new PQFastScanIndex(dim, m, metric_from_name(metric));
   }), py::arg("dim"), py::arg("m"), py::arg("metric"));
+  fast_scan.def("restore", [](PQFastScanIndex& self, const py::array& codes, const py::array& ids,
+                              size_t rows, const py::array& removed) {
+    self.restore(from_numpy<uint8_t>(codes, "codes"), from_numpy<int64_t>(ids, "ids"), rows,
+                 from_numpy<uint64_t>(removed, "removed"));
+  }, py::arg("codes"), py::arg("ids"), py::arg("rows"), py::arg("removed"));
+  fast_scan.def("blocks", [](const PQFastScanIndex& self) { return to_numpy(self.blocks()); });
+  fast_scan.def("restore_blocks", [](PQFastScanIndex& self, const py::array& blocks,
+                                     const py::array& ids, size_t rows, const py::array& removed,
+                                     bool borrow) {
+    self.restore_blocks(buffer_from_numpy<uint8_t>(blocks, "blocks", borrow),
+                        from_numpy<int64_t>(ids, "ids"), rows, from_numpy<uint64_t>(removed, "removed"));
+  }, py::arg("blocks"), py::arg("ids"), py::arg("rows"), py::arg("removed"), py::arg("borrow"));
   fast_scan.def("search", [](const PQFastScanIndex& self, const py::array& q, size_t k,
                              int threads, const py::object& filter) {
     auto params = search_params<SearchParams>(k, threads, filter, size_t(q.shape(0)));
@@ -258,6 +272,7 @@ PYBIND11_MODULE(_core, m) {
      }), py::arg("dim"), py::arg("nlist"), py::arg("m"), py::arg("nbits"), py::arg("metric"),
          py::arg("fast_scan"), py::arg("by_residual"))
       .def_property_readonly("by_residual", &IVFPQIndex::by_residual)
+      .def_property_readonly("mapped_bytes", &IVFPQIndex::mapped_bytes)
       .def("train", [](IVFPQIndex& self, const py::array& x, size_t coarse_niter,
                                     size_t niter, uint64_t seed, size_t mppc, int threads) {
         size_t n;
@@ -294,11 +309,14 @@ PYBIND11_MODULE(_core, m) {
         d["ids"] = to_numpy(self.all_ids());
         return d;
       })
+      .def("stored_codes", [](const IVFPQIndex& self) { return to_numpy(self.stored_codes()); })
       .def("restore", [](IVFPQIndex& self, const py::array& centroids, const py::array& sizes,
-                         const py::array& codes, const py::array& ids) {
+                         const py::array& codes, const py::array& ids, bool stored, bool borrow) {
         self.restore(from_numpy<float>(centroids, "centroids"), from_numpy<uint64_t>(sizes, "sizes"),
-                     from_numpy<uint8_t>(codes, "codes"), from_numpy<int64_t>(ids, "ids"));
-      }, py::arg("centroids"), py::arg("sizes"), py::arg("codes"), py::arg("ids"));
+                     array_data<uint8_t>(codes, "codes"), size_t(codes.size()),
+                     array_data<int64_t>(ids, "ids"), size_t(ids.size()), stored, borrow);
+      }, py::arg("centroids"), py::arg("sizes"), py::arg("codes"), py::arg("ids"),
+         py::arg("stored") = false, py::arg("borrow") = false);
 
   py::class_<FlatIndex> flat(m, "FlatIndex");
   bind_common(flat);
@@ -312,6 +330,7 @@ PYBIND11_MODULE(_core, m) {
            py::arg("dim"), py::arg("metric"), py::arg("storage"), py::arg("f8_scale"),
            py::arg("f8_anisotropic"))
       .def_property_readonly("f8_anisotropic", &FlatIndex::f8_anisotropic)
+      .def_property_readonly("mapped_bytes", &FlatIndex::mapped_bytes)
       .def_property_readonly("dim", &FlatIndex::dim)
       .def_property_readonly("storage", [](const FlatIndex& s) { return storage_name(s.storage()); })
       .def_property_readonly("f8_scale", [](const FlatIndex& s) { return f8scale_name(s.f8_scale()); })

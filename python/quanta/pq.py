@@ -114,7 +114,9 @@ class _QuantizedIndex(Removable):
                   "RDSC": st["dim_scale"], "RIDS": st["ids"], "RDED": st["removed"], **rot}
         return meta, arrays
 
-    def _restore_extra(self, meta, arrays, ntotal):
+    def _restore_extra(self, meta, arrays, ntotal, mapped=False):
+        """The rotation and the re-ranking vectors; mapped: the vectors are views of the
+        file (kept alive in ``_keep``), as a mapped FlatIndex's."""
         self._rotation = _rotation_from(arrays, self.dim)
         r = meta.get("refine")
         if r is None:
@@ -122,10 +124,11 @@ class _QuantizedIndex(Removable):
         self._refine = FlatIndex(self.dim, self.metric, r["storage"], f8_scale=r["f8_scale"],
                                  f8_rounding=r["f8_rounding"])
         self.refine_factor = int(r["factor"])
-        self._refine._index.restore(*(np.ascontiguousarray(arrays[t]) for t in
-                                      ("RCOD", "RVSC", "RNRM", "RDSC", "RIDS")),
-                                    float(r["global_scale"]), int(r.get("rows", ntotal)),
-                                    removed_mask(arrays, "RDED"))
+        parts = [np.ascontiguousarray(arrays[t]) for t in ("RCOD", "RVSC", "RNRM", "RDSC", "RIDS")]
+        self._refine._index.restore(*parts, float(r["global_scale"]), int(r.get("rows", ntotal)),
+                                    removed_mask(arrays, "RDED"), borrow=mapped)
+        if mapped:
+            self._keep = getattr(self, "_keep", []) + parts
 
 
 class _PQCodesIndex(_QuantizedIndex):
@@ -376,24 +379,34 @@ class PQIndex(_PQCodesIndex, Persistent):
     def _write(self, f):
         cent = self._index.pq().centroids() if self.is_trained else np.zeros(0, np.float32)
         rmeta, rarrays = self._extra_parts()
+        # Fast-scan codes are saved in their block layout, so a mapped file is scanned in place.
+        codes = self._index.blocks() if self.fast_scan else self._index.codes()
         write_container(f, "PQIX", self.dim, self._index.rows,
                         {"m": self.m, "nbits": self.nbits, "metric": self.metric,
-                         "fast_scan": self.fast_scan, **rmeta},
-                        {"CENT": cent, "CODE": self._index.codes(), "IDS_": self._index.ids(),
+                         "fast_scan": self.fast_scan, "code_layout": "stored", **rmeta},
+                        {"CENT": cent, "CODE": codes, "IDS_": self._index.ids(),
                          "DEAD": self._index.removed(), **rarrays})
 
+    maps_arrays = True  # quanta.load(path, mmap=True) scans the mapped codes in place
+
     @classmethod
-    def _from_parts(cls, dim, ntotal, meta, arrays, source):
+    def _from_parts(cls, dim, ntotal, meta, arrays, source, mapped=False):
         try:
             index = cls(dim, meta["m"], meta["nbits"], meta["metric"],
                         fast_scan=bool(meta.get("fast_scan", False)),
                         opq=bool(meta.get("opq", False)))
             if arrays["CENT"].size:
                 index._index.pq().set_centroids(np.ascontiguousarray(arrays["CENT"], np.float32))
-            index._index.restore(np.ascontiguousarray(arrays["CODE"], np.uint8),
-                                 np.ascontiguousarray(arrays["IDS_"], np.int64), ntotal,
-                                 removed_mask(arrays))
-            index._restore_extra(meta, arrays, ntotal)
+            codes = np.ascontiguousarray(arrays["CODE"])
+            ids = np.ascontiguousarray(arrays["IDS_"])
+            if not index.fast_scan:
+                index._index.restore(codes, ids, ntotal, removed_mask(arrays), borrow=mapped)
+            elif meta.get("code_layout") == "stored":
+                index._index.restore_blocks(codes, ids, ntotal, removed_mask(arrays), mapped)
+            else:  # older files: plain codes, packed here
+                index._index.restore(codes, ids, ntotal, removed_mask(arrays))
+            index._keep = [codes] if mapped else []
+            index._restore_extra(meta, arrays, ntotal, mapped)
         except (KeyError, TypeError, ValueError) as e:
             raise FormatError(f"{source}: not a valid PQIX index ({e})") from None
         return index
@@ -504,12 +517,15 @@ class IVFPQIndex(_PQCodesIndex, Persistent):
         write_container(f, "IVPQ", self.dim, self.ntotal,
                         {"nlist": self.nlist, "m": self.m, "nbits": self.nbits,
                          "metric": self.metric, "nprobe": self.nprobe,
-                         "fast_scan": self.fast_scan, "by_residual": self.by_residual, **rmeta},
+                         "fast_scan": self.fast_scan, "by_residual": self.by_residual,
+                         "code_layout": "stored", **rmeta},
                         {"CENT": cent, "COAR": st["centroids"], "SIZE": st["sizes"],
-                         "CODE": st["codes"], "IDS_": st["ids"], **rarrays})
+                         "CODE": self._index.stored_codes(), "IDS_": st["ids"], **rarrays})
+
+    maps_arrays = True  # quanta.load(path, mmap=True) scans the mapped lists in place
 
     @classmethod
-    def _from_parts(cls, dim, ntotal, meta, arrays, source):
+    def _from_parts(cls, dim, ntotal, meta, arrays, source, mapped=False):
         try:
             index = cls(dim, meta["nlist"], meta["m"], meta["nbits"], meta["metric"],
                         fast_scan=bool(meta.get("fast_scan", False)),
@@ -518,11 +534,15 @@ class IVFPQIndex(_PQCodesIndex, Persistent):
             index.nprobe = int(meta.get("nprobe", 1))
             if arrays["CENT"].size:
                 index._index.pq().set_centroids(np.ascontiguousarray(arrays["CENT"], np.float32))
-            index._index.restore(*(np.ascontiguousarray(arrays[t]) for t in
-                                   ("COAR", "SIZE", "CODE", "IDS_")))
+            # Lists saved as they sit in memory (fast-scan blocks) can be views of a mapped
+            # file; older files hold plain codes, packed again here.
+            parts = [np.ascontiguousarray(arrays[t]) for t in ("COAR", "SIZE", "CODE", "IDS_")]
+            index._index.restore(*parts, stored=meta.get("code_layout") == "stored",
+                                 borrow=mapped)
+            index._keep = parts[2:] if mapped else []
             if index.ntotal != ntotal:
                 raise ValueError("ntotal does not match the lists")
-            index._restore_extra(meta, arrays, ntotal)
+            index._restore_extra(meta, arrays, ntotal, mapped)
         except (KeyError, TypeError, ValueError) as e:
             raise FormatError(f"{source}: not a valid IVPQ index ({e})") from None
         return index

@@ -46,6 +46,7 @@ class Buffer {
   const T* begin() const { return p_; }
   const T* end() const { return p_ + n_; }
   bool viewing() const { return viewing_; }
+  size_t viewed_bytes() const { return viewing_ ? n_ * sizeof(T) : 0; }
 
   // Changes the elements through f(std::vector<T>&): a view is copied into owned memory first
   // (copy on write), so a memory-mapped index stays usable after add / remove / compact.

@@ -43,6 +43,10 @@ class FlatIndex {
   // sets them, or the first add() does from its own rows.
   bool is_trained() const;
   size_t memory_usage() const;
+  // Bytes served from memory the index views (a mapped file), not owns.
+  size_t mapped_bytes() const {
+    return codes_.viewed_bytes() + vector_scale_.viewed_bytes() + sq_norms_.viewed_bytes();
+  }
 
   // i8: per-dimension symmetric scale max|x_k| / 127. f8 with F8Scale::global: the power of
   // two 2^e that keeps max|x| * 2^e within 1/16 of the format's largest value. Others: no-op.

@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "quanta/buffer.hpp"
 #include "quanta/fast_scan_codes.hpp"
 #include "quanta/flat.hpp"
 #include "quanta/labels.hpp"
@@ -35,6 +36,7 @@ class IVFPQIndex {
   size_t ntotal() const { return ntotal_; }
   bool is_trained() const { return !centroids_.empty() && pq_.is_trained(); }
   size_t memory_usage() const;
+  size_t mapped_bytes() const;  // bytes of lists viewed in a mapped file, not owned
   ProductQuantizer& pq() { return pq_; }
   const ProductQuantizer& pq() const { return pq_; }
 
@@ -59,12 +61,20 @@ class IVFPQIndex {
   void compact();  // returns the lists' spare capacity
 
   const std::vector<float>& centroids() const { return centroids_; }
-  // Serialized form: list sizes, all codes and all ids, list by list.
+  // Serialized form: list sizes, all codes and all ids, list by list. all_codes() holds
+  // plain codes (code_size bytes per entry); stored_codes() the lists as they sit in memory
+  // (fast-scan: each list's blocks, fast_scan::bytes_for(size, m) bytes), which a restore
+  // can view in place.
   std::vector<uint64_t> list_sizes() const;
   std::vector<uint8_t> all_codes() const;
+  std::vector<uint8_t> stored_codes() const;
   std::vector<int64_t> all_ids() const;
+  // The lists from serialized arrays: codes plain, or (stored) in the in-memory layout.
+  // borrow: the lists view codes and ids (the caller keeps them alive; add / remove copy a
+  // list first) and their contents are not scanned, only their sizes checked.
   void restore(std::vector<float> centroids, const std::vector<uint64_t>& sizes,
-               const std::vector<uint8_t>& codes, const std::vector<int64_t>& ids);
+               const uint8_t* codes, size_t ncodes, const int64_t* ids, size_t nids,
+               bool stored, bool borrow);
 
  private:
   std::vector<float> prepared(const float* x, size_t n) const;  // normalized for cosine
@@ -105,8 +115,8 @@ class IVFPQIndex {
   std::vector<float> centroids_;  // nlist x dim
   std::vector<float> precomputed_;  // nlist x m x ksub (l2, when within the cap), else empty
   std::unique_ptr<FlatIndex> coarse_;  // exact search over the centroids (the coarse step)
-  std::vector<std::vector<uint8_t>> codes_;  // per list: plain codes, or fast-scan blocks
-  std::vector<std::vector<int64_t>> ids_;
+  std::vector<Buffer<uint8_t>> codes_;  // per list: plain codes, or fast-scan blocks
+  std::vector<Buffer<int64_t>> ids_;
   size_t ntotal_ = 0;
   ListIds locator_;  // reconstruct, contains, the exact fallback
 };

@@ -17,8 +17,9 @@ class ListIds {
  public:
   using Where = std::unordered_map<int64_t, std::pair<uint32_t, uint32_t>>;  // (list, entry)
 
-  // id -> (list, entry) of its first entry.
-  const Where& where(const std::vector<std::vector<int64_t>>& ids) const {
+  // id -> (list, entry) of its first entry; ids: one array of ids per list.
+  template <class Lists>
+  const Where& where(const Lists& ids) const {
     if (!ready_.load(std::memory_order_acquire)) {
       std::lock_guard<std::mutex> lock(mutex_);
       if (!ready_.load(std::memory_order_relaxed)) {
@@ -56,7 +57,8 @@ class ListIds {
     return dropped;
   }
   // Whether any entry of the list is allowed by f (cheap test before rewriting a list).
-  static bool any(const std::vector<int64_t>& ids, const IdFilter& f) {
+  template <class Ids>
+  static bool any(const Ids& ids, const IdFilter& f) {
     for (int64_t id : ids)
       if (f.allows(id)) return true;
     return false;

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "quanta/buffer.hpp"
 #include "quanta/fast_scan_codes.hpp"
 #include "quanta/flat.hpp"
 #include "quanta/labels.hpp"
@@ -47,6 +48,12 @@ class PQFastScanIndex {
   const std::vector<uint64_t>& removed_mask() const { return labels_.dead(); }
   void restore(const std::vector<uint8_t>& codes, std::vector<int64_t> ids, size_t rows,
                std::vector<uint64_t> removed = {});
+  // The codes in their block layout (fast_scan::bytes_for(rows, m) bytes), as saved, and a
+  // restore from them that may view memory the caller keeps alive (a mapped file).
+  const Buffer<uint8_t>& blocks() const { return blocks_; }
+  void restore_blocks(Buffer<uint8_t> blocks, std::vector<int64_t> ids, size_t rows,
+                      std::vector<uint64_t> removed = {});
+  size_t mapped_bytes() const { return blocks_.viewed_bytes(); }
 
   // Quantized tables of one query (npairs x 32 bytes) and the map back to distances.
   void quantized_tables(const float* q, uint8_t* lut, float* scale, float* bias) const;
@@ -59,7 +66,7 @@ class PQFastScanIndex {
   ProductQuantizer pq_;
   Metric metric_;
   size_t ntotal_ = 0;
-  std::vector<uint8_t> blocks_;  // ceil(ntotal / 32) * npairs * 32 bytes
+  Buffer<uint8_t> blocks_;  // ceil(ntotal / 32) * npairs * 32 bytes
   Labels labels_;
 };
 

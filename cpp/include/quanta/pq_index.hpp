@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "quanta/buffer.hpp"
 #include "quanta/flat.hpp"
 #include "quanta/labels.hpp"
 #include "quanta/pq.hpp"
@@ -38,10 +39,12 @@ class PQIndex {
   bool contains(int64_t id) const { return labels_.position_of(id, ntotal_) >= 0; }
   void compact();
 
-  const std::vector<uint8_t>& codes() const { return codes_; }
+  const Buffer<uint8_t>& codes() const { return codes_; }
+  size_t mapped_bytes() const { return codes_.viewed_bytes(); }  // codes viewed in a file
   const std::vector<int64_t>& ids() const { return labels_.raw(); }
   const std::vector<uint64_t>& removed_mask() const { return labels_.dead(); }
-  void restore(std::vector<uint8_t> codes, std::vector<int64_t> ids, size_t rows,
+  // codes may view memory the caller keeps alive (a mapped file); writes copy them first.
+  void restore(Buffer<uint8_t> codes, std::vector<int64_t> ids, size_t rows,
                std::vector<uint64_t> removed = {});
 
  private:
@@ -53,7 +56,7 @@ class PQIndex {
   ProductQuantizer pq_;
   Metric metric_;
   size_t ntotal_ = 0;
-  std::vector<uint8_t> codes_;
+  Buffer<uint8_t> codes_;
   Labels labels_;
 };
 

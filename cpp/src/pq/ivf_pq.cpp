@@ -113,14 +113,16 @@ void IVFPQIndex::add(const float* x, size_t n, const int64_t* ids, int threads) 
   pq_.encode(xs.data(), n, codes.data(), threads);
   for (size_t i = 0; i < n; ++i) {
     const size_t l = size_t(lists[i]);
-    if (fast_scan_) {
-      const size_t len = ids_[l].size();
-      codes_[l].resize(fast_scan::bytes_for(len + 1, pq_.m()), 0);
-      fast_scan::pack(codes.data() + i * cs, 1, pq_.m(), len, codes_[l].data());
-    } else {
-      codes_[l].insert(codes_[l].end(), codes.begin() + i * cs, codes.begin() + (i + 1) * cs);
-    }
-    ids_[l].push_back(ids ? ids[i] : int64_t(ntotal_ + i));
+    const size_t len = ids_[l].size();
+    codes_[l].edit([&](std::vector<uint8_t>& c) {
+      if (fast_scan_) {
+        c.resize(fast_scan::bytes_for(len + 1, pq_.m()), 0);
+        fast_scan::pack(codes.data() + i * cs, 1, pq_.m(), len, c.data());
+      } else {
+        c.insert(c.end(), codes.begin() + i * cs, codes.begin() + (i + 1) * cs);
+      }
+    });
+    ids_[l].edit([&](std::vector<int64_t>& v) { v.push_back(ids ? ids[i] : int64_t(ntotal_ + i)); });
   }
   ntotal_ += n;
   locator_.forget();
@@ -128,8 +130,8 @@ void IVFPQIndex::add(const float* x, size_t n, const int64_t* ids, int threads) 
 
 void IVFPQIndex::reset() {
   for (size_t l = 0; l < nlist_; ++l) {
-    codes_[l].clear();
-    ids_[l].clear();
+    codes_[l] = {};
+    ids_[l] = {};
   }
   ntotal_ = 0;
   locator_.forget();
@@ -143,22 +145,26 @@ size_t IVFPQIndex::remove(const IdFilter& f) {
     if (!ListIds::any(ids_[l], f)) continue;
     // Fast-scan lists are rewritten through their plain codes, then packed again.
     const size_t len = ids_[l].size();
-    uint8_t* codes = codes_[l].data();
-    if (fast_scan_) {
-      plain.resize(len * cs);
-      fast_scan::unpack(codes, m, 0, len, plain.data());
-      codes = plain.data();
-    }
-    removed += ListIds::remove(ids_[l], f, [&](size_t to, size_t from) {
-      std::memmove(codes + to * cs, codes + from * cs, cs);
+    codes_[l].edit([&](std::vector<uint8_t>& c) {
+      uint8_t* codes = c.data();
+      if (fast_scan_) {
+        plain.resize(len * cs);
+        fast_scan::unpack(codes, m, 0, len, plain.data());
+        codes = plain.data();
+      }
+      ids_[l].edit([&](std::vector<int64_t>& v) {
+        removed += ListIds::remove(v, f, [&](size_t to, size_t from) {
+          std::memmove(codes + to * cs, codes + from * cs, cs);
+        });
+      });
+      const size_t w = ids_[l].size();
+      if (fast_scan_) {
+        c.assign(fast_scan::bytes_for(w, m), 0);
+        fast_scan::pack(plain.data(), w, m, 0, c.data());
+      } else {
+        c.resize(w * cs);
+      }
     });
-    const size_t w = ids_[l].size();
-    if (fast_scan_) {
-      codes_[l].assign(fast_scan::bytes_for(w, m), 0);
-      fast_scan::pack(plain.data(), w, m, 0, codes_[l].data());
-    } else {
-      codes_[l].resize(w * cs);
-    }
   }
   ntotal_ -= removed;
   if (removed) locator_.forget();
@@ -167,8 +173,8 @@ size_t IVFPQIndex::remove(const IdFilter& f) {
 
 void IVFPQIndex::compact() {
   for (size_t l = 0; l < nlist_; ++l) {
-    codes_[l].shrink_to_fit();
-    ids_[l].shrink_to_fit();
+    if (!codes_[l].viewing()) codes_[l].edit([](std::vector<uint8_t>& c) { c.shrink_to_fit(); });
+    if (!ids_[l].viewing()) ids_[l].edit([](std::vector<int64_t>& v) { v.shrink_to_fit(); });
   }
 }
 
@@ -567,6 +573,18 @@ std::vector<uint8_t> IVFPQIndex::all_codes() const {
   return out;
 }
 
+size_t IVFPQIndex::mapped_bytes() const {
+  size_t s = 0;
+  for (size_t l = 0; l < nlist_; ++l) s += codes_[l].viewed_bytes() + ids_[l].viewed_bytes();
+  return s;
+}
+
+std::vector<uint8_t> IVFPQIndex::stored_codes() const {
+  std::vector<uint8_t> out;
+  for (const auto& c : codes_) out.insert(out.end(), c.begin(), c.end());
+  return out;
+}
+
 std::vector<int64_t> IVFPQIndex::all_ids() const {
   std::vector<int64_t> out;
   for (const auto& v : ids_) out.insert(out.end(), v.begin(), v.end());
@@ -574,33 +592,56 @@ std::vector<int64_t> IVFPQIndex::all_ids() const {
 }
 
 void IVFPQIndex::restore(std::vector<float> centroids, const std::vector<uint64_t>& sizes,
-                         const std::vector<uint8_t>& codes, const std::vector<int64_t>& ids) {
+                         const uint8_t* codes, size_t ncodes, const int64_t* ids, size_t nids,
+                         bool stored, bool borrow) {
   const auto bad = [](const char* what) {
     throw std::invalid_argument(std::string("corrupt index data: ") + what);
   };
   if (!(centroids.empty() || centroids.size() == nlist_ * dim_)) bad("centroids");
   if (sizes.size() != nlist_) bad("list sizes");
-  uint64_t total = 0;
-  for (uint64_t s : sizes) total += s;
-  if (ids.size() != total || codes.size() != total * pq_.code_size()) bad("codes or ids");
+  const size_t m = pq_.m(), cs = pq_.code_size();
+  // Each list's bytes in the given layout; sums are checked against the real array sizes
+  // before anything is read, so crafted sizes cannot overflow.
+  const auto list_bytes = [&](uint64_t len) {
+    return stored && fast_scan_ ? fast_scan::bytes_for(len, m) : len * cs;
+  };
+  uint64_t total = 0, bytes = 0;
+  for (uint64_t s : sizes) {
+    if (s > nids - total) bad("list sizes exceed the ids");
+    total += s;
+    if (list_bytes(s) > ncodes - bytes) bad("list sizes exceed the codes");
+    bytes += list_bytes(s);
+  }
+  if (total != nids || bytes != ncodes) bad("codes or ids");
   if (total > 0 && (centroids.empty() || !pq_.is_trained())) bad("no quantizer");
-  for (int64_t id : ids)
-    if (id < 0) bad("negative id");
-  const size_t cs = pq_.code_size();
-  if (pq_.nbits() == 4 && pq_.m() % 2)
-    for (size_t i = 0; i < total; ++i)
+  // Plain 4-bit codes of odd m leave a nibble that a scan would read as a sub-quantizer.
+  const bool check_codes = pq_.nbits() == 4 && m % 2 && !(stored && fast_scan_);
+  if (!borrow || check_codes) {
+    for (size_t i = 0; i < nids; ++i)
+      if (ids[i] < 0) bad("negative id");
+    for (size_t i = 0; check_codes && i < total; ++i)
       if (codes[(i + 1) * cs - 1] >> 4) bad("code out of range");
+  }
   centroids_ = std::move(centroids);
-  size_t at = 0;
+  size_t at = 0, off = 0;
   for (size_t l = 0; l < nlist_; ++l) {
-    if (fast_scan_) {
-      codes_[l].assign(fast_scan::bytes_for(sizes[l], pq_.m()), 0);
-      fast_scan::pack(codes.data() + at * cs, sizes[l], pq_.m(), 0, codes_[l].data());
+    const size_t len = sizes[l], nb = list_bytes(len);
+    if (borrow && (stored || !fast_scan_)) {
+      codes_[l] = Buffer<uint8_t>::view(codes + off, nb);
+      ids_[l] = Buffer<int64_t>::view(ids + at, len);
     } else {
-      codes_[l].assign(codes.begin() + at * cs, codes.begin() + (at + sizes[l]) * cs);
+      std::vector<uint8_t> c;
+      if (fast_scan_ && !stored) {
+        c.assign(fast_scan::bytes_for(len, m), 0);
+        fast_scan::pack(codes + off, len, m, 0, c.data());
+      } else {
+        c.assign(codes + off, codes + off + nb);
+      }
+      codes_[l] = std::move(c);
+      ids_[l] = std::vector<int64_t>(ids + at, ids + at + len);
     }
-    ids_[l].assign(ids.begin() + at, ids.begin() + at + sizes[l]);
-    at += sizes[l];
+    at += len;
+    off += nb;
   }
   ntotal_ = total;
   precompute();

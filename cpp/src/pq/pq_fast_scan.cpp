@@ -61,14 +61,16 @@ void PQFastScanIndex::add(const float* x, size_t n, const int64_t* ids, int thre
     pq_.encode(x, n, codes.data(), resolve_threads(threads));
   }
   std::vector<int64_t> next = labels_.with_added(ids, n, ntotal_);
-  blocks_.resize(fast_scan::bytes_for(ntotal_ + n, pq_.m()), 0);  // may throw: nothing lost
-  fast_scan::pack(codes.data(), n, pq_.m(), ntotal_, blocks_.data());
+  blocks_.edit([&](std::vector<uint8_t>& b) {
+    b.resize(fast_scan::bytes_for(ntotal_ + n, pq_.m()), 0);  // may throw: nothing lost
+    fast_scan::pack(codes.data(), n, pq_.m(), ntotal_, b.data());
+  });
   labels_.commit(std::move(next));
   ntotal_ += n;
 }
 
 void PQFastScanIndex::reset() {
-  blocks_.clear();
+  blocks_ = {};
   labels_.assign({});
   ntotal_ = 0;
 }
@@ -196,7 +198,7 @@ void PQFastScanIndex::compact() {
   keep_rows(kept, keep, pq_.code_size());
   std::vector<uint8_t> blocks(fast_scan::bytes_for(keep.size(), pq_.m()), 0);
   fast_scan::pack(kept.data(), keep.size(), pq_.m(), 0, blocks.data());
-  blocks_.swap(blocks);
+  blocks_ = std::move(blocks);
   labels_.compact(keep);
   ntotal_ = keep.size();
 }
@@ -221,17 +223,27 @@ std::vector<uint8_t> PQFastScanIndex::codes() const {
 void PQFastScanIndex::restore(const std::vector<uint8_t>& codes, std::vector<int64_t> ids,
                               size_t ntotal, std::vector<uint64_t> removed) {
   const size_t cs = pq_.code_size();
-  if (codes.size() != ntotal * cs)
+  if (codes.size() % cs || codes.size() / cs != ntotal)  // no product: it could wrap
     throw std::invalid_argument("corrupt index data: code array has the wrong size");
-  if (!(ids.empty() || ids.size() == ntotal)) throw std::invalid_argument("corrupt index data: ids");
-  if (ntotal > 0 && !is_trained()) throw std::invalid_argument("corrupt index data: no codebook");
   if (pq_.m() % 2)
     for (size_t i = 0; i < ntotal; ++i)
       if (codes[(i + 1) * cs - 1] >> 4)
         throw std::invalid_argument("corrupt index data: code out of range");
-  blocks_.assign(fast_scan::bytes_for(ntotal, pq_.m()), 0);
-  fast_scan::pack(codes.data(), ntotal, pq_.m(), 0, blocks_.data());
+  std::vector<uint8_t> blocks(fast_scan::bytes_for(ntotal, pq_.m()), 0);
+  fast_scan::pack(codes.data(), ntotal, pq_.m(), 0, blocks.data());
+  restore_blocks(std::move(blocks), std::move(ids), ntotal, std::move(removed));
+}
+
+void PQFastScanIndex::restore_blocks(Buffer<uint8_t> blocks, std::vector<int64_t> ids,
+                                     size_t ntotal, std::vector<uint64_t> removed) {
+  const size_t nb = fast_scan::block_bytes(pq_.m());
+  // Any byte is a valid pair of codes; the size is checked without a product that could wrap.
+  if (blocks.size() % nb || blocks.size() / nb != (ntotal + fast_scan::kBlock - 1) / fast_scan::kBlock)
+    throw std::invalid_argument("corrupt index data: code array has the wrong size");
+  if (!(ids.empty() || ids.size() == ntotal)) throw std::invalid_argument("corrupt index data: ids");
+  if (ntotal > 0 && !is_trained()) throw std::invalid_argument("corrupt index data: no codebook");
   labels_.restore(std::move(ids), std::move(removed), ntotal);
+  blocks_ = std::move(blocks);
   ntotal_ = ntotal;
 }
 

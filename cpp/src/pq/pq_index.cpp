@@ -48,13 +48,13 @@ void PQIndex::add(const float* x, size_t n, const int64_t* ids, int threads) {
   std::vector<uint8_t> codes(n * pq_.code_size());
   pq_.encode(prepared(x, n, buf), n, codes.data(), resolve_threads(threads));
   std::vector<int64_t> next = labels_.with_added(ids, n, ntotal_);
-  codes_.insert(codes_.end(), codes.begin(), codes.end());
+  codes_.edit([&](std::vector<uint8_t>& c) { c.insert(c.end(), codes.begin(), codes.end()); });
   labels_.commit(std::move(next));
   ntotal_ += n;
 }
 
 void PQIndex::reset() {
-  codes_.clear();
+  codes_ = {};
   labels_.assign({});
   ntotal_ = 0;
 }
@@ -154,7 +154,7 @@ RangeResult PQIndex::range_search(const float* q, size_t nq, float radius,
 void PQIndex::compact() {
   if (labels_.removed() == 0) return;
   const std::vector<size_t> keep = labels_.live_positions(ntotal_);
-  keep_rows(codes_, keep, pq_.code_size());
+  codes_.edit([&](std::vector<uint8_t>& c) { keep_rows(c, keep, pq_.code_size()); });
   labels_.compact(keep);
   ntotal_ = keep.size();
 }
@@ -168,9 +168,10 @@ void PQIndex::reconstruct(const int64_t* ids, size_t n, float* out) const {
   }
 }
 
-void PQIndex::restore(std::vector<uint8_t> codes, std::vector<int64_t> ids, size_t ntotal,
+void PQIndex::restore(Buffer<uint8_t> codes, std::vector<int64_t> ids, size_t ntotal,
                       std::vector<uint64_t> removed) {
-  if (codes.size() != ntotal * pq_.code_size())
+  const size_t cs = pq_.code_size();
+  if (codes.size() % cs || codes.size() / cs != ntotal)  // no product: it could wrap
     throw std::invalid_argument("corrupt index data: code array has the wrong size");
   if (!(ids.empty() || ids.size() == ntotal))
     throw std::invalid_argument("corrupt index data: ids");
