@@ -1,8 +1,10 @@
 """Memory-mapped loading: time and resident memory of quanta.load(path, mmap=True).
 
     python -m bench.mmap_load --n 2000000 --d 128        # a 1 GB f32 FlatIndex
+    python -m bench.mmap_load --n 2000000 --spec IVF1024,PQ64x8
 
-Builds and saves a FlatIndex, then in a fresh process measures the load time and how much the
+Builds and saves an index (any factory spec; trained on the first 100k vectors), then in a
+fresh process measures the load time and how much the
 resident set grows (Linux /proc/self/statm) before the first search, and checks that a search
 of the mapped index equals one of a normal load.
 """
@@ -36,7 +38,7 @@ def child(path: str) -> None:
     plain = quanta.load(path).search(q, 10, threads=1)
     same = np.array_equal(mapped.ids, plain.ids) and np.array_equal(mapped.distances,
                                                                     plain.distances)
-    print(f"file {size / 2**20:,.0f} MiB: load(mmap=True) {dt * 1000:.1f} ms, resident set "
+    print(f"{quanta.read_header(path)['kind']} file {size / 2**20:,.0f} MiB: load(mmap=True) {dt * 1000:.1f} ms, resident set "
           f"+{grew / 2**20:.1f} MiB ({grew / size:.2%} of the file) before the first search; "
           f"search results equal to a normal load: {same}")
 
@@ -45,6 +47,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=2_000_000)
     ap.add_argument("--d", type=int, default=128)
+    ap.add_argument("--spec", default="Flat")
+    ap.add_argument("--metric", default="ip", choices=["ip", "l2", "cosine"])
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
@@ -53,9 +57,11 @@ def main(argv=None):
     import numpy as np
     import quanta
     with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "flat.qnt")
-        index = quanta.FlatIndex(args.d, "l2")
+        path = os.path.join(tmp, "index.qnt")
+        index = quanta.index_factory(args.d, args.spec, metric=args.metric)
         rng = np.random.default_rng(0)
+        if not index.is_trained:
+            index.train(rng.standard_normal((min(args.n, 100_000), args.d), dtype=np.float32))
         for start in range(0, args.n, 250_000):  # in chunks: peak memory stays near the index
             index.add(rng.standard_normal((min(250_000, args.n - start), args.d),
                                           dtype=np.float32))

@@ -274,7 +274,7 @@ def test_saved_files_follow_the_umask_and_verify(data, tmp_path):
         quanta.verify(tmp_path / "b.qnt")
 
 
-MAPPED_KINDS = ["flat", "flat-f16", "pq", "pq-fs", "pq-refine", "ivf", "ivf-fs", "ivf-fs-flat"]
+MAPPED_KINDS = KINDS  # every dense kind
 
 
 def mapped_bytes(index):
@@ -308,6 +308,28 @@ def test_mmap_load_serves_the_codes_from_the_file(kind, data, tmp_path):
     assert path.read_bytes() == before
     np.testing.assert_array_equal(quanta.load(path, mmap=True).search(xq, K, **kw).ids,
                                   index.search(xq, K, **kw).ids)
+
+
+@pytest.mark.parametrize("kind", ["pq-fs", "ivf", "ivf-fs", "rbe", "rbe-ivf"])
+def test_files_with_plain_codes_still_load(kind, data, tmp_path):
+    """Files written before codes were saved in their in-memory layout hold plain codes."""
+    from quanta.io import read_container, write_container
+    xb, xq, ids = data
+    index = built(kind, data)
+    path = tmp_path / "new.qnt"
+    index.save(path)
+    fourcc, dim, ntotal, meta, arrays = read_container(path.read_bytes())
+    meta.pop("code_layout")
+    native = index._index
+    plain = native.state()["codes"] if "ivf" in kind else native.codes()
+    arrays = {t: a for t, a in arrays.items() if t not in ("BLKS", "SUMS", "INVN", "MINN")}
+    arrays["CODE"] = plain
+    meta.pop("min_norm2", None)
+    with open(tmp_path / "old.qnt", "wb") as f:
+        write_container(f, fourcc, dim, ntotal, meta, arrays)
+    for old in (quanta.load(tmp_path / "old.qnt"), quanta.load(tmp_path / "old.qnt", mmap=True)):
+        np.testing.assert_array_equal(old.search(xq, K, **search_kw(kind)).ids,
+                                      index.search(xq, K, **search_kw(kind)).ids)
 
 
 def test_one_default_metric_for_every_class_and_the_factory():

@@ -331,6 +331,15 @@ def test_index_persistence(tmp_path):
         after = back.search(queries, k=5)
         np.testing.assert_array_equal(after.ids, before.ids)
         np.testing.assert_array_equal(after.distances, before.distances)
+    # mapped: the tokens and the FDE codes are views of the file; writes copy them first
+    mapped = quanta.load(tmp_path / "mv.qnt", mmap=True)
+    assert mapped._tokens.mapped_bytes == index._tokens.codes().nbytes
+    assert mapped._fde_index._index.mapped_bytes > 0
+    saved = (tmp_path / "mv.qnt").read_bytes()
+    mapped.remove([0, 1])
+    mapped.add(docs[:2], ids=[1000, 1001])
+    mapped.compact()
+    assert mapped.ntotal == 300 and (tmp_path / "mv.qnt").read_bytes() == saved
     raw = (tmp_path / "mv.qnt").read_bytes()
     (tmp_path / "cut.qnt").write_bytes(raw[: len(raw) // 2])
     with pytest.raises(quanta.FormatError):

@@ -58,6 +58,30 @@ size_t code_planes(const RecurrentBinarizer& b, const py::array& a, const char* 
   return size_t(a.shape(1)) / w;
 }
 
+// The stored arrays of binary codes as a dict (copies), and back (views of the dict's arrays,
+// which the caller keeps alive while they are used, or copies).
+py::dict stored_dict(const BinaryCodes::Stored& s) {
+  py::dict d;
+  d["codes"] = to_numpy(s.codes);
+  d["blocks"] = to_numpy(s.blocks);
+  d["sums"] = to_numpy(s.sums);
+  d["inv_norms"] = to_numpy(s.inv_norms);
+  return d;
+}
+
+BinaryCodes::Stored stored_from(const py::dict& d, bool borrow) {
+  const auto get = [&](const char* name) -> py::array {
+    if (!d.contains(name)) throw py::value_error(std::string("restore: no ") + name);
+    return d[name];
+  };
+  BinaryCodes::Stored s;
+  s.codes = buffer_from_numpy<uint64_t>(get("codes"), "codes", borrow);
+  s.blocks = buffer_from_numpy<uint8_t>(get("blocks"), "blocks", borrow);
+  s.sums = buffer_from_numpy<int32_t>(get("sums"), "sums", borrow);
+  s.inv_norms = buffer_from_numpy<float>(get("inv_norms"), "inv_norms", borrow);
+  return s;
+}
+
 }  // namespace
 
 void bind_binary(py::module_& m) {
@@ -163,6 +187,21 @@ void bind_binary(py::module_& m) {
         return out;
       })
       .def("ids", [](const BinaryIndex& self) { return to_numpy(self.ids()); })
+      .def("stored", [](const BinaryIndex& self) {
+        const BinaryCodes::Stored s = self.stored();
+        py::dict d = stored_dict(s);
+        d["min_norm2"] = s.min_norm2;
+        return d;
+      })
+      // borrow: the codes are views of the arrays (a mapped file the caller keeps alive).
+      .def("restore_stored", [](BinaryIndex& self, const py::dict& stored, const py::array& ids,
+                                size_t rows, const py::array& removed, bool borrow) {
+        BinaryCodes::Stored s = stored_from(stored, borrow);
+        s.min_norm2 = stored["min_norm2"].cast<int64_t>();
+        self.restore_stored(std::move(s), from_numpy<int64_t>(ids, "ids"), rows,
+                            from_numpy<uint64_t>(removed, "removed"));
+      }, py::arg("stored"), py::arg("ids"), py::arg("rows"), py::arg("removed"), py::arg("borrow"))
+      .def_property_readonly("mapped_bytes", &BinaryIndex::mapped_bytes)
       .def("restore", [](BinaryIndex& self, const py::array& codes, const py::array& ids,
                          size_t rows, const py::array& removed) {
         self.restore(from_numpy<uint64_t>(codes, "codes"), from_numpy<int64_t>(ids, "ids"), rows,
@@ -204,6 +243,24 @@ void bind_binary(py::module_& m) {
       }, py::arg("queries"), py::arg("k"), py::arg("nprobe"), py::arg("threads"),
          py::arg("filter"))
       .def("coarse_centroids", [](const IVFBinaryIndex& self) { return to_numpy(self.centroids()); })
+      .def("stored", [](const IVFBinaryIndex& self) {
+        std::vector<int64_t> min_norm2;
+        py::dict d = stored_dict(self.stored(min_norm2));
+        d["min_norm2"] = to_numpy(min_norm2);
+        return d;
+      })
+      .def("restore_stored", [](IVFBinaryIndex& self, const py::array& centroids,
+                                const py::array& sizes, const py::dict& stored,
+                                const py::array& ids, bool borrow) {
+        if (!stored.contains("min_norm2")) throw py::value_error("restore: no min_norm2");
+        self.restore_stored(from_numpy<float>(centroids, "centroids"),
+                            from_numpy<uint64_t>(sizes, "sizes"), stored_from(stored, true),
+                            from_numpy<int64_t>(py::array(stored["min_norm2"]), "min_norm2"),
+                            Buffer<int64_t>::view(array_data<int64_t>(ids, "ids"), size_t(ids.size())),
+                            borrow);
+      }, py::arg("centroids"), py::arg("sizes"), py::arg("stored"), py::arg("ids"),
+         py::arg("borrow"))
+      .def_property_readonly("mapped_bytes", &IVFBinaryIndex::mapped_bytes)
       .def("state", [](const IVFBinaryIndex& self) {
         py::dict d;
         d["centroids"] = to_numpy(self.centroids());

@@ -123,12 +123,15 @@ void bind_multivector(py::module_& m) {
       }, py::arg("doc"))
       .def("codes", [](const TokenStore& self) { return to_numpy(self.codes()); })
       .def("offsets", [](const TokenStore& self) { return to_numpy(self.offsets()); })
+      // borrow: the codes are a view of the array (a mapped file the caller keeps alive).
       .def("restore", [](TokenStore& self, const py::array& codes, const py::array& offsets,
-                         float scale, const py::array& ids, const py::array& removed) {
-        self.restore(from_numpy<uint8_t>(codes, "codes"), from_numpy<int64_t>(offsets, "offsets"),
-                     scale, from_numpy<int64_t>(ids, "ids"), from_numpy<uint64_t>(removed, "removed"));
+                         float scale, const py::array& ids, const py::array& removed, bool borrow) {
+        self.restore(buffer_from_numpy<uint8_t>(codes, "codes", borrow),
+                     from_numpy<int64_t>(offsets, "offsets"), scale, from_numpy<int64_t>(ids, "ids"),
+                     from_numpy<uint64_t>(removed, "removed"));
       }, py::arg("codes"), py::arg("offsets"), py::arg("scale"), py::arg("ids"),
-         py::arg("removed"))
+         py::arg("removed"), py::arg("borrow") = false)
+      .def_property_readonly("mapped_bytes", &TokenStore::mapped_bytes)
       .def("truncate", &TokenStore::truncate, py::arg("ndocs"))
       .def("reset", &TokenStore::reset);
 }

@@ -391,20 +391,29 @@ class BinaryIndex(_BinaryCodesIndex, Persistent):
 
     def _write(self, f):
         meta, arrays = self._binary_parts()
-        write_container(f, "RBIX", self.dim, self._index.rows, meta,
-                        {"CODE": self._index.codes(), "IDS_": self._index.ids(),
+        stored = self._index.stored()
+        write_container(f, "RBIX", self.dim, self._index.rows,
+                        {**meta, "code_layout": "stored", "min_norm2": stored["min_norm2"]},
+                        {**_stored_sections(stored), "IDS_": self._index.ids(),
                          "DEAD": self._index.removed(), **arrays})
 
+    maps_arrays = True  # quanta.load(path, mmap=True) scans the mapped codes in place
+
     @classmethod
-    def _from_parts(cls, dim, ntotal, meta, arrays, source):
+    def _from_parts(cls, dim, ntotal, meta, arrays, source, mapped=False):
         try:
             index = cls(dim, meta["bits"], meta["doc_levels"], meta["metric"],
                         **cls._binary_kwargs(meta))
             index._binarizer._restore(meta, np.asarray(arrays["WTS_"], np.float32))
-            index._index.restore(np.ascontiguousarray(arrays["CODE"], np.uint64),
-                                 np.ascontiguousarray(arrays["IDS_"], np.int64), ntotal,
-                                 removed_mask(arrays))
-            index._restore_extra(meta, arrays, ntotal)
+            ids = np.ascontiguousarray(arrays["IDS_"])
+            if meta.get("code_layout") == "stored":
+                stored = _stored_arrays(arrays, int(meta["min_norm2"]))
+                index._index.restore_stored(stored, ids, ntotal, removed_mask(arrays), mapped)
+                index._keep = list(stored.values()) if mapped else []
+            else:  # older files: plain codes, from which the scoring layout is rebuilt
+                index._index.restore(np.ascontiguousarray(arrays["CODE"]), ids, ntotal,
+                                     removed_mask(arrays))
+            index._restore_extra(meta, arrays, ntotal, mapped)
         except (KeyError, TypeError, ValueError) as e:
             raise FormatError(f"{source}: not a valid RBIX index ({e})") from None
         return index
@@ -479,27 +488,48 @@ class IVFBinaryIndex(_BinaryCodesIndex, Persistent):
     def _write(self, f):
         meta, arrays = self._binary_parts()
         st = self._index.state()
+        stored = self._index.stored()
         write_container(f, "IVRB", self.dim, self.ntotal,
-                        {**meta, "nlist": self.nlist, "nprobe": self.nprobe},
-                        {"COAR": st["centroids"], "SIZE": st["sizes"], "CODE": st["codes"],
-                         "IDS_": st["ids"], **arrays})
+                        {**meta, "nlist": self.nlist, "nprobe": self.nprobe,
+                         "code_layout": "stored"},
+                        {"COAR": st["centroids"], "SIZE": st["sizes"], "IDS_": st["ids"],
+                         **_stored_sections(stored), "MINN": stored["min_norm2"], **arrays})
+
+    maps_arrays = True  # quanta.load(path, mmap=True) scans the mapped lists in place
 
     @classmethod
-    def _from_parts(cls, dim, ntotal, meta, arrays, source):
+    def _from_parts(cls, dim, ntotal, meta, arrays, source, mapped=False):
         try:
             index = cls(dim, meta["nlist"], meta["bits"], meta["doc_levels"], meta["metric"],
                         **cls._binary_kwargs(meta))
             index.nprobe = int(meta.get("nprobe", 1))
             index._binarizer._restore(meta, np.asarray(arrays["WTS_"], np.float32))
-            if arrays["COAR"].size:
-                index._index.restore(*(np.ascontiguousarray(arrays[t]) for t in
-                                       ("COAR", "SIZE", "CODE", "IDS_")))
+            coarse, sizes, ids = (np.ascontiguousarray(arrays[t]) for t in ("COAR", "SIZE", "IDS_"))
+            if coarse.size and meta.get("code_layout") == "stored":
+                stored = _stored_arrays(arrays, np.ascontiguousarray(arrays["MINN"]))
+                index._index.restore_stored(coarse, sizes, stored, ids, mapped)
+                index._keep = [ids, *stored.values()] if mapped else []
+            elif coarse.size:  # older files: plain codes
+                index._index.restore(coarse, sizes, np.ascontiguousarray(arrays["CODE"]), ids)
             if index.ntotal != ntotal:
                 raise ValueError("ntotal does not match the lists")
-            index._restore_extra(meta, arrays, ntotal)
+            index._restore_extra(meta, arrays, ntotal, mapped)
         except (KeyError, TypeError, ValueError) as e:
             raise FormatError(f"{source}: not a valid IVRB index ({e})") from None
         return index
 
 
 register_kind("IVRB", IVFBinaryIndex)
+
+
+def _stored_sections(stored):
+    """The sections of binary codes saved as they sit in memory (the scoring path's layout)."""
+    return {"CODE": stored["codes"], "BLKS": stored["blocks"], "SUMS": stored["sums"],
+            "INVN": stored["inv_norms"]}
+
+
+def _stored_arrays(arrays, min_norm2):
+    return {"codes": np.ascontiguousarray(arrays["CODE"]),
+            "blocks": np.ascontiguousarray(arrays["BLKS"]),
+            "sums": np.ascontiguousarray(arrays["SUMS"]),
+            "inv_norms": np.ascontiguousarray(arrays["INVN"]), "min_norm2": min_norm2}

@@ -180,9 +180,17 @@ def register_kind(fourcc: str, cls) -> None:
 
 
 def from_bytes(buf, source: str = "buffer"):
-    kind, dim, ntotal, meta, arrays = read_container(buf, source)
+    return from_buffer(buf, source)
+
+
+def from_buffer(buf, source: str, mapped: bool = False):
+    """The index in `buf` (bytes, or a memory map when mapped: then the kinds that can serve
+    from it view its arrays, and the sections' checksums are not read)."""
+    kind, dim, ntotal, meta, arrays = read_container(buf, source, verify=not mapped)
     if kind not in _KINDS:
         raise FormatError(f"{source}: unknown index kind {kind!r}")
+    if mapped and getattr(_KINDS[kind], "maps_arrays", False):
+        return _KINDS[kind]._from_parts(dim, ntotal, meta, arrays, source, mapped=True)
     return _KINDS[kind]._from_parts(dim, ntotal, meta, arrays, source)
 
 
@@ -197,23 +205,17 @@ def _map(path):
 def load(path, *, mmap: bool = False):
     """Loads any quanta index saved with ``index.save(path)``.
 
-    With mmap=True the file is memory-mapped; the index kinds that can serve queries from the
-    mapped arrays (SparseIndex) read them lazily, the others copy them. A mapped load checks
-    the header checksum and every size and offset, but not the sections' checksums (that
-    would read the whole file): ``quanta.verify(path)`` does.
+    With mmap=True the file is memory-mapped and every index kind serves its large arrays
+    (vectors, codes, inverted lists, tokens, postings) from the map without reading them;
+    add / remove / compact copy what they change first, and the file is never written. A
+    mapped load checks the header checksum and every size and offset, but not the sections'
+    checksums (that would read the whole file): ``quanta.verify(path)`` does.
     """
     path = os.fspath(path)
     if mmap:
-        kind, dim, ntotal, meta, arrays = read_container(_map(path), path, verify=False)
-    else:
-        with open(path, "rb") as f:
-            data = f.read()
-        kind, dim, ntotal, meta, arrays = read_container(data, path)
-    if kind not in _KINDS:
-        raise FormatError(f"{path}: unknown index kind {kind!r}")
-    if mmap and getattr(_KINDS[kind], "maps_arrays", False):
-        return _KINDS[kind]._from_parts(dim, ntotal, meta, arrays, path, mapped=True)
-    return _KINDS[kind]._from_parts(dim, ntotal, meta, arrays, path)
+        return from_buffer(_map(path), path, mapped=True)
+    with open(path, "rb") as f:
+        return from_buffer(f.read(), path)
 
 
 def verify(path) -> dict:

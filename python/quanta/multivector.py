@@ -22,7 +22,7 @@ from ._validate import as_f32_matrix, as_ids, as_k, as_threads
 from .factory import index_factory
 from .filter import as_filters, as_removal
 from .flat import SearchResult, removed_mask
-from .io import FormatError, Persistent, from_bytes, register_kind, to_bytes, write_container
+from .io import FormatError, Persistent, from_buffer, register_kind, to_bytes, write_container
 from .storage import STORAGES
 
 _PROJECTIONS = ("auto", "identity", "dense", "count_sketch")
@@ -401,19 +401,23 @@ class MultiVectorIndex(Removable, Persistent):
                          "IDS_": self._tokens.ids(), "DEAD": self._tokens.removed(),
                          "FDEX": inner, **enc})
 
+    maps_arrays = True  # quanta.load(path, mmap=True) serves tokens and FDEs from the file
+
     @classmethod
-    def _from_parts(cls, dim, ntotal, meta, arrays, source):
+    def _from_parts(cls, dim, ntotal, meta, arrays, source, mapped=False):
         try:
             enc = FDEEncoder._from_arrays(dim, meta["encoder"],
                                           {t: arrays[m] for t, m in _ENC_TAGS.items()})
             out = cls(dim, storage=meta["storage"], index=meta["index"],
                       candidates=meta["candidates"], encoder=enc)
-            out._tokens.restore(np.ascontiguousarray(arrays["CODE"], np.uint8),
-                                np.ascontiguousarray(arrays["OFFS"], np.int64), meta["scale"],
-                                np.ascontiguousarray(arrays.get("IDS_", np.zeros(0, np.int64)),
-                                                     np.int64),
-                                removed_mask(arrays))
-            out._fde_index = from_bytes(bytes(arrays["FDEX"]), source)
+            codes = np.ascontiguousarray(arrays["CODE"])
+            out._tokens.restore(codes, np.ascontiguousarray(arrays["OFFS"]), meta["scale"],
+                                np.ascontiguousarray(arrays.get("IDS_", np.zeros(0, np.int64))),
+                                removed_mask(arrays), borrow=mapped)
+            out._keep = [codes] if mapped else []
+            # The FDE index is a container inside this one: mapped, its arrays view the file.
+            out._fde_index = from_buffer(arrays["FDEX"] if mapped else bytes(arrays["FDEX"]),
+                                         source, mapped)
             if out._tokens.ndocs != ntotal or out._fde_index.ntotal != out._tokens.ntotal:
                 raise ValueError("document counts disagree")
         except (KeyError, TypeError, ValueError) as e:

@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "quanta/buffer.hpp"
 #include "quanta/dispatch.hpp"
 #include "quanta/fast_scan_codes.hpp"
 #include "quanta/kernels.hpp"
@@ -61,6 +62,24 @@ class BinaryCodes {
   std::vector<uint64_t> codes() const;  // size() x code_words(), whatever the layout
   void clear();
 
+  // The arrays as they sit in memory, which a restore can view in place (a mapped file):
+  // codes (popcount / u8) or fast-scan blocks (sdc), and each document's sum and inverse norm.
+  struct Stored {
+    Buffer<uint64_t> codes;
+    Buffer<uint8_t> blocks;
+    Buffer<int32_t> sums;
+    Buffer<float> inv_norms;
+    int64_t min_norm2 = 0;
+  };
+  Stored stored() const { return {codes_, blocks_, sums_, inv_norms_, min_norm2_}; }
+  // n documents from stored arrays; every size is checked against n (a scan reads within
+  // them), the contents are not read.
+  void restore(Stored s, size_t n);
+  size_t mapped_bytes() const {
+    return codes_.viewed_bytes() + blocks_.viewed_bytes() + sums_.viewed_bytes() +
+           inv_norms_.viewed_bytes();
+  }
+
   BinaryQuery prepare(const uint64_t* qcode) const;  // qcode: all of the binarizer's planes
 
   // Scores documents [begin, begin + count) (begin a multiple of 32) for nq <= 4 queries:
@@ -81,10 +100,10 @@ class BinaryCodes {
   size_t levels_;
   BinaryScoring scoring_;
   size_t n_ = 0;
-  std::vector<uint64_t> codes_;   // popcount / u8: n x code_words()
-  std::vector<uint8_t> blocks_;   // sdc: fast-scan blocks of nibbles
-  std::vector<int32_t> sums_;     // sum_j c_j per document
-  std::vector<float> inv_norms_;  // 1 / sqrt(sum_j (2 c_j - K_d)^2)
+  Buffer<uint64_t> codes_;   // popcount / u8: n x code_words()
+  Buffer<uint8_t> blocks_;   // sdc: fast-scan blocks of nibbles
+  Buffer<int32_t> sums_;     // sum_j c_j per document
+  Buffer<float> inv_norms_;  // 1 / sqrt(sum_j (2 c_j - K_d)^2)
   int64_t min_norm2_ = 0;         // the smallest of those sums stored: bounds sdc's limits
 };
 

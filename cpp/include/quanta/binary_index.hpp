@@ -53,6 +53,12 @@ class BinaryIndex {
   const std::vector<uint64_t>& removed_mask() const { return labels_.dead(); }
   void restore(const std::vector<uint64_t>& codes, std::vector<int64_t> ids, size_t rows,
                std::vector<uint64_t> removed = {});
+  // The codes as they sit in memory, and a restore from them that may view memory the caller
+  // keeps alive (a mapped file).
+  BinaryCodes::Stored stored() const { return codes_.stored(); }
+  void restore_stored(BinaryCodes::Stored s, std::vector<int64_t> ids, size_t rows,
+                      std::vector<uint64_t> removed = {});
+  size_t mapped_bytes() const { return codes_.mapped_bytes(); }
 
  private:
   RecurrentBinarizer bin_;  // query_levels levels; documents use the first levels_

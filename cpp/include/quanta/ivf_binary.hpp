@@ -55,10 +55,21 @@ class IVFBinaryIndex {
   std::vector<int64_t> all_ids() const;
   void restore(std::vector<float> centroids, const std::vector<uint64_t>& sizes,
                const std::vector<uint64_t>& codes, const std::vector<int64_t>& ids);
+  // The lists as they sit in memory, concatenated (min_norm2: one per list), and a restore
+  // from them; borrow: the lists view the arrays (kept alive by the caller: a mapped file)
+  // and their contents are not read, only their sizes checked.
+  BinaryCodes::Stored stored(std::vector<int64_t>& min_norm2) const;
+  void restore_stored(std::vector<float> centroids, const std::vector<uint64_t>& sizes,
+                      const BinaryCodes::Stored& s, const std::vector<int64_t>& min_norm2,
+                      Buffer<int64_t> ids, bool borrow);
+  size_t mapped_bytes() const;
 
  private:
   std::vector<float> prepared(const float* x, size_t n) const;  // normalized for cosine
   void set_centroids(std::vector<float> c);
+  // Installs restored lists after checking the centroids (nothing changes on a throw).
+  void set_lists(std::vector<float> centroids, std::vector<BinaryCodes> lists,
+                 std::vector<Buffer<int64_t>> ids, size_t total);
 
   RecurrentBinarizer bin_;
   size_t levels_, nlist_;
@@ -67,7 +78,7 @@ class IVFBinaryIndex {
   std::vector<float> centroids_;
   std::unique_ptr<FlatIndex> coarse_;  // inner product over the centroids
   std::vector<BinaryCodes> lists_;     // refer to bin_
-  std::vector<std::vector<int64_t>> ids_;
+  std::vector<Buffer<int64_t>> ids_;
   size_t ntotal_ = 0;
   ListIds locator_;
 };

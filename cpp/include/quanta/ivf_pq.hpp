@@ -6,8 +6,10 @@
 // fast_scan_codes.hpp and a query's tables for all its probed lists are quantized to uint8
 // with one shared scale, so the sums of different lists compare directly.
 #pragma once
+#include <atomic>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <utility>
 #include <vector>
 
@@ -81,7 +83,10 @@ class IVFPQIndex {
   // l2: |q - c - r|^2 = |q - c|^2 + (|r|^2 + 2 <c, r>) - 2 <q, r>. The middle term depends on
   // (list, sub-space, code) only: precomputed here (faiss's precomputed tables), so a probed
   // list's table costs m * ksub adds instead of a table from the residual query.
-  void precompute();  // also builds coarse_ from the centroids
+  void precompute();  // builds coarse_ from the centroids, forgets the tables below
+  // nlist x m x ksub tables (l2 residuals, when within the cap; else nullptr), built on
+  // first use under a lock, then read without one.
+  const float* precomputed() const;
   static constexpr size_t kMaxPrecomputedBytes = size_t(512) << 20;
   void assign(const float* x, size_t n, int threads, int64_t* lists) const;
   // One query's scan of its probed lists (coarse distances cd, lists cl, best first): calls
@@ -113,7 +118,9 @@ class IVFPQIndex {
   bool by_residual_;
   ProductQuantizer pq_;
   std::vector<float> centroids_;  // nlist x dim
-  std::vector<float> precomputed_;  // nlist x m x ksub (l2, when within the cap), else empty
+  mutable std::vector<float> precomputed_;
+  mutable std::mutex precomputed_mutex_;
+  mutable std::atomic<bool> precomputed_ready_{false};
   std::unique_ptr<FlatIndex> coarse_;  // exact search over the centroids (the coarse step)
   std::vector<Buffer<uint8_t>> codes_;  // per list: plain codes, or fast-scan blocks
   std::vector<Buffer<int64_t>> ids_;

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "quanta/buffer.hpp"
 #include "quanta/labels.hpp"
 #include "quanta/search_params.hpp"
 #include "quanta/storage.hpp"
@@ -52,9 +53,11 @@ class TokenStore {
   // The decoded tokens of document i (times 1 / scale()).
   std::vector<float> tokens(size_t i) const;
 
-  const std::vector<uint8_t>& codes() const { return codes_; }
+  const Buffer<uint8_t>& codes() const { return codes_; }
+  size_t mapped_bytes() const { return codes_.viewed_bytes(); }  // tokens viewed in a file
   const std::vector<int64_t>& offsets() const { return offsets_; }
-  void restore(std::vector<uint8_t> codes, std::vector<int64_t> offsets, float scale,
+  // codes may view memory the caller keeps alive (a mapped file); writes copy them first.
+  void restore(Buffer<uint8_t> codes, std::vector<int64_t> offsets, float scale,
                std::vector<int64_t> ids = {}, std::vector<uint64_t> removed = {});
   void reset();
   // Keeps the first n documents (undoes an add).
@@ -73,7 +76,7 @@ class TokenStore {
   size_t dim_;
   Storage storage_;
   float scale_ = 0.0f;  // 0 until the first add
-  std::vector<uint8_t> codes_;
+  Buffer<uint8_t> codes_;
   std::vector<int64_t> offsets_{0};
   Labels labels_;
 };

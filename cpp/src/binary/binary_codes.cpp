@@ -130,19 +130,21 @@ void BinaryCodes::append(const uint64_t* codes, size_t n) {
   }
   if (scoring_ == BinaryScoring::sdc) {  // may throw: nothing changed yet
     const std::vector<uint8_t> nib = to_nibbles(*bin_, levels_ + 1, codes, n);
-    blocks_.resize(fast_scan::bytes_for(n_ + n, nibbles()), 0);
-    fast_scan::pack(nib.data(), n, nibbles(), n_, blocks_.data());
+    blocks_.edit([&](std::vector<uint8_t>& b) {
+      b.resize(fast_scan::bytes_for(n_ + n, nibbles()), 0);
+      fast_scan::pack(nib.data(), n, nibbles(), n_, b.data());
+    });
   } else {
-    codes_.insert(codes_.end(), codes, codes + n * cw);
+    codes_.edit([&](std::vector<uint64_t>& c) { c.insert(c.end(), codes, codes + n * cw); });
   }
-  sums_.insert(sums_.end(), sums.begin(), sums.end());
-  inv_norms_.insert(inv_norms_.end(), inv.begin(), inv.end());
+  sums_.edit([&](std::vector<int32_t>& v) { v.insert(v.end(), sums.begin(), sums.end()); });
+  inv_norms_.edit([&](std::vector<float>& v) { v.insert(v.end(), inv.begin(), inv.end()); });
   if (n) min_norm2_ = min_norm2;
   n_ += n;
 }
 
 std::vector<uint64_t> BinaryCodes::codes() const {
-  if (scoring_ != BinaryScoring::sdc) return codes_;
+  if (scoring_ != BinaryScoring::sdc) return {codes_.begin(), codes_.end()};
   const size_t groups = nibbles();
   std::vector<uint8_t> nib(n_ * ((groups + 1) / 2));
   fast_scan::unpack(blocks_.data(), groups, 0, n_, nib.data());
@@ -151,13 +153,25 @@ std::vector<uint64_t> BinaryCodes::codes() const {
   return out;
 }
 
-void BinaryCodes::clear() {
-  codes_.clear();
-  blocks_.clear();
-  sums_.clear();
-  inv_norms_.clear();
-  min_norm2_ = 0;
-  n_ = 0;
+void BinaryCodes::clear() { restore({}, 0); }
+
+void BinaryCodes::restore(Stored s, size_t n) {
+  const bool sdc = scoring_ == BinaryScoring::sdc;
+  const size_t cw = code_words(), bb = fast_scan::block_bytes(nibbles());
+  // Sizes by division, not products of a stored count that could wrap.
+  const bool codes_ok = sdc ? s.codes.empty() : s.codes.size() % cw == 0 && s.codes.size() / cw == n;
+  const bool blocks_ok = !sdc ? s.blocks.empty()
+                              : s.blocks.size() % bb == 0 &&
+                                    s.blocks.size() / bb == (n + fast_scan::kBlock - 1) / fast_scan::kBlock;
+  require(codes_ok && blocks_ok && s.sums.size() == n && s.inv_norms.size() == n,
+          "corrupt index data: binary code arrays do not match the document count");
+  require(n == 0 || s.min_norm2 >= 1, "corrupt index data: binary code norms");
+  codes_ = std::move(s.codes);
+  blocks_ = std::move(s.blocks);
+  sums_ = std::move(s.sums);
+  inv_norms_ = std::move(s.inv_norms);
+  min_norm2_ = s.min_norm2;
+  n_ = n;
 }
 
 BinaryQuery BinaryCodes::prepare(const uint64_t* qcode) const {

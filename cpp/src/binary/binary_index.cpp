@@ -101,7 +101,7 @@ void BinaryIndex::compact() {
 
 void BinaryIndex::restore(const std::vector<uint64_t>& codes, std::vector<int64_t> ids,
                           size_t ntotal, std::vector<uint64_t> removed) {
-  if (codes.size() != ntotal * code_words())
+  if (codes.size() % code_words() || codes.size() / code_words() != ntotal)
     throw std::invalid_argument("corrupt index data: code array has the wrong size");
   if (!(ids.empty() || ids.size() == ntotal))
     throw std::invalid_argument("corrupt index data: ids");
@@ -109,6 +109,16 @@ void BinaryIndex::restore(const std::vector<uint64_t>& codes, std::vector<int64_
   fresh.append(codes.data(), ntotal);  // validates
   codes_ = std::move(fresh);
   labels_.restore(std::move(ids), std::move(removed), ntotal);
+}
+
+void BinaryIndex::restore_stored(BinaryCodes::Stored s, std::vector<int64_t> ids, size_t ntotal,
+                                 std::vector<uint64_t> removed) {
+  if (!(ids.empty() || ids.size() == ntotal))
+    throw std::invalid_argument("corrupt index data: ids");
+  BinaryCodes fresh(bin_, levels_, scoring_);
+  fresh.restore(std::move(s), ntotal);  // checks the sizes
+  labels_.restore(std::move(ids), std::move(removed), ntotal);
+  codes_ = std::move(fresh);
 }
 
 }  // namespace quanta

@@ -84,7 +84,9 @@ void IVFBinaryIndex::add(const float* x, size_t n, const int64_t* ids, int threa
     for (size_t j = 0; j < members[l].size(); ++j)
       std::copy_n(codes.data() + members[l][j] * cw, cw, buf.data() + j * cw);
     lists_[l].append(buf.data(), members[l].size());
-    for (size_t i : members[l]) ids_[l].push_back(ids ? ids[i] : int64_t(ntotal_ + i));
+    ids_[l].edit([&](std::vector<int64_t>& v) {
+      for (size_t i : members[l]) v.push_back(ids ? ids[i] : int64_t(ntotal_ + i));
+    });
   }
   ntotal_ += n;
   locator_.forget();
@@ -93,7 +95,7 @@ void IVFBinaryIndex::add(const float* x, size_t n, const int64_t* ids, int threa
 void IVFBinaryIndex::reset() {
   for (size_t l = 0; l < nlist_; ++l) {
     lists_[l].clear();
-    ids_[l].clear();
+    ids_[l] = {};
   }
   ntotal_ = 0;
   locator_.forget();
@@ -105,8 +107,10 @@ size_t IVFBinaryIndex::remove(const IdFilter& f) {
   for (size_t l = 0; l < nlist_; ++l) {
     if (!ListIds::any(ids_[l], f)) continue;
     std::vector<uint64_t> codes = lists_[l].codes();
-    removed += ListIds::remove(ids_[l], f, [&](size_t to, size_t from) {
-      std::copy_n(codes.data() + from * cw, cw, codes.data() + to * cw);
+    ids_[l].edit([&](std::vector<int64_t>& v) {
+      removed += ListIds::remove(v, f, [&](size_t to, size_t from) {
+        std::copy_n(codes.data() + from * cw, cw, codes.data() + to * cw);
+      });
     });
     BinaryCodes fresh(bin_, levels_, scoring_);
     fresh.append(codes.data(), ids_[l].size());
@@ -190,34 +194,115 @@ std::vector<int64_t> IVFBinaryIndex::all_ids() const {
   return out;
 }
 
+namespace {
+
+// Entries [at, at + n) of b: a view when borrowing, else a copy.
+template <class T>
+Buffer<T> part(const Buffer<T>& b, size_t at, size_t n, bool borrow) {
+  if (borrow) return Buffer<T>::view(b.data() + at, n);
+  return std::vector<T>(b.data() + at, b.data() + at + n);
+}
+
+// Checked list sizes: their total, which must not exceed `limit` (so nothing wraps).
+size_t total_of(const std::vector<uint64_t>& sizes, size_t limit) {
+  size_t total = 0;
+  for (uint64_t s : sizes) {
+    require(s <= limit - total, "corrupt index data: list sizes exceed the ids");
+    total += size_t(s);
+  }
+  return total;
+}
+
+}  // namespace
+
 void IVFBinaryIndex::restore(std::vector<float> centroids, const std::vector<uint64_t>& sizes,
                              const std::vector<uint64_t>& codes, const std::vector<int64_t>& ids) {
-  const auto bad = [](const std::string& what) {
-    throw std::invalid_argument("corrupt index data: " + what);
-  };
-  if (centroids.size() != nlist_ * dim() || sizes.size() != nlist_) bad("list count");
-  for (float v : centroids)
-    if (!std::isfinite(v)) bad("non-finite centroid");
-  size_t total = 0;
-  for (uint64_t s : sizes) total += size_t(s);
-  const size_t cw = code_words();
-  if (codes.size() != total * cw || ids.size() != total) bad("codes or ids");
-  for (int64_t id : ids)
-    if (id < 0) bad("negative id");
+  require(sizes.size() == nlist_, "corrupt index data: list count");
+  const size_t total = total_of(sizes, ids.size()), cw = code_words();
+  require(total == ids.size() && codes.size() % cw == 0 && codes.size() / cw == total,
+          "corrupt index data: codes or ids");
+  for (int64_t id : ids) require(id >= 0, "corrupt index data: negative id");
   std::vector<BinaryCodes> lists;
-  std::vector<std::vector<int64_t>> id_lists(nlist_);
+  std::vector<Buffer<int64_t>> id_lists(nlist_);
   size_t at = 0;
   for (size_t l = 0; l < nlist_; ++l) {
     lists.emplace_back(bin_, levels_, scoring_);
     lists.back().append(codes.data() + at * cw, size_t(sizes[l]));  // validates
-    id_lists[l].assign(ids.begin() + long(at), ids.begin() + long(at + sizes[l]));
+    id_lists[l] = std::vector<int64_t>(ids.begin() + long(at), ids.begin() + long(at + sizes[l]));
     at += size_t(sizes[l]);
   }
+  set_lists(std::move(centroids), std::move(lists), std::move(id_lists), total);
+}
+
+BinaryCodes::Stored IVFBinaryIndex::stored(std::vector<int64_t>& min_norm2) const {
+  std::vector<uint64_t> codes;
+  std::vector<uint8_t> blocks;
+  std::vector<int32_t> sums;
+  std::vector<float> inv;
+  min_norm2.clear();
+  for (const BinaryCodes& list : lists_) {
+    const BinaryCodes::Stored s = list.stored();
+    codes.insert(codes.end(), s.codes.begin(), s.codes.end());
+    blocks.insert(blocks.end(), s.blocks.begin(), s.blocks.end());
+    sums.insert(sums.end(), s.sums.begin(), s.sums.end());
+    inv.insert(inv.end(), s.inv_norms.begin(), s.inv_norms.end());
+    min_norm2.push_back(s.min_norm2);
+  }
+  return {std::move(codes), std::move(blocks), std::move(sums), std::move(inv), 0};
+}
+
+void IVFBinaryIndex::restore_stored(std::vector<float> centroids,
+                                    const std::vector<uint64_t>& sizes,
+                                    const BinaryCodes::Stored& s,
+                                    const std::vector<int64_t>& min_norm2, Buffer<int64_t> ids,
+                                    bool borrow) {
+  require(sizes.size() == nlist_ && min_norm2.size() == nlist_, "corrupt index data: list count");
+  const size_t total = total_of(sizes, ids.size()), cw = code_words();
+  require(total == ids.size(), "corrupt index data: ids");
+  const bool sdc = scoring_ == BinaryScoring::sdc;
+  const size_t bb = fast_scan::block_bytes(bin_.m() * (levels_ + 1) / 4);
+  std::vector<BinaryCodes> lists;
+  std::vector<Buffer<int64_t>> id_lists(nlist_);
+  size_t at = 0, codes_at = 0, blocks_at = 0;
+  for (size_t l = 0; l < nlist_; ++l) {
+    const size_t n = size_t(sizes[l]);
+    const size_t nc = sdc ? 0 : n * cw, nb = sdc ? (n + fast_scan::kBlock - 1) / fast_scan::kBlock * bb : 0;
+    require(nc <= s.codes.size() - codes_at && nb <= s.blocks.size() - blocks_at &&
+                n <= s.sums.size() - at && n <= s.inv_norms.size() - at,
+            "corrupt index data: binary code arrays do not match the lists");
+    lists.emplace_back(bin_, levels_, scoring_);
+    lists.back().restore({part(s.codes, codes_at, nc, borrow), part(s.blocks, blocks_at, nb, borrow),
+                          part(s.sums, at, n, borrow), part(s.inv_norms, at, n, borrow),
+                          min_norm2[l]},
+                         n);
+    id_lists[l] = part(ids, at, n, borrow);
+    at += n;
+    codes_at += nc;
+    blocks_at += nb;
+  }
+  require(codes_at == s.codes.size() && blocks_at == s.blocks.size() && at == s.sums.size() &&
+              at == s.inv_norms.size(),
+          "corrupt index data: binary code arrays do not match the lists");
+  if (!borrow)
+    for (int64_t id : ids) require(id >= 0, "corrupt index data: negative id");
+  set_lists(std::move(centroids), std::move(lists), std::move(id_lists), total);
+}
+
+void IVFBinaryIndex::set_lists(std::vector<float> centroids, std::vector<BinaryCodes> lists,
+                               std::vector<Buffer<int64_t>> ids, size_t total) {
+  require(centroids.size() == nlist_ * dim(), "corrupt index data: list count");
+  for (float v : centroids) require(std::isfinite(v), "corrupt index data: non-finite centroid");
   set_centroids(std::move(centroids));
   lists_ = std::move(lists);
-  ids_ = std::move(id_lists);
+  ids_ = std::move(ids);
   ntotal_ = total;
   locator_.forget();
+}
+
+size_t IVFBinaryIndex::mapped_bytes() const {
+  size_t s = 0;
+  for (size_t l = 0; l < nlist_; ++l) s += lists_[l].mapped_bytes() + ids_[l].viewed_bytes();
+  return s;
 }
 
 }  // namespace quanta

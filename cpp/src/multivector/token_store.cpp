@@ -46,11 +46,11 @@ TokenStore::TokenStore(size_t dim, Storage storage) : dim_(dim), storage_(storag
 }
 
 size_t TokenStore::memory_usage() const {
-  return codes_.capacity() + offsets_.capacity() * sizeof(int64_t) + sizeof(*this);
+  return codes_.size() + offsets_.capacity() * sizeof(int64_t) + sizeof(*this);
 }
 
 void TokenStore::reset() {
-  codes_.clear();
+  codes_ = {};
   offsets_.assign(1, 0);
   scale_ = 0.0f;
   labels_.assign({});
@@ -72,13 +72,15 @@ void TokenStore::add(const float* tokens, size_t ntokens, const int64_t* offsets
       scale = std::ldexp(1.0f, int(std::floor(std::log2(storage_max(storage_) / m))));
   }
   const size_t bytes = dim_ * storage_bytes(storage_), old = codes_.size();
-  codes_.resize(old + ntokens * bytes);
-  const size_t ntasks = (ntokens + kAddRowsPerTask - 1) / kAddRowsPerTask;
-  parallel_for(ntasks, resolve_threads(threads), [&](size_t t, size_t) {
-    const size_t r0 = t * kAddRowsPerTask, r1 = std::min(ntokens, r0 + kAddRowsPerTask);
-    std::vector<float> buf((r1 - r0) * dim_);
-    for (size_t i = 0; i < buf.size(); ++i) buf[i] = tokens[r0 * dim_ + i] * scale;
-    encode_array(storage_, buf.data(), buf.size(), codes_.data() + old + r0 * bytes);
+  codes_.edit([&](std::vector<uint8_t>& codes) {
+    codes.resize(old + ntokens * bytes);
+    const size_t ntasks = (ntokens + kAddRowsPerTask - 1) / kAddRowsPerTask;
+    parallel_for(ntasks, resolve_threads(threads), [&](size_t t, size_t) {
+      const size_t r0 = t * kAddRowsPerTask, r1 = std::min(ntokens, r0 + kAddRowsPerTask);
+      std::vector<float> buf((r1 - r0) * dim_);
+      for (size_t i = 0; i < buf.size(); ++i) buf[i] = tokens[r0 * dim_ + i] * scale;
+      encode_array(storage_, buf.data(), buf.size(), codes.data() + old + r0 * bytes);
+    });
   });
   const int64_t base = offsets_.back();
   for (size_t i = 1; i <= n; ++i) offsets_.push_back(base + offsets[i]);
@@ -92,14 +94,16 @@ void TokenStore::compact() {
   const size_t bytes = dim_ * storage_bytes(storage_);
   std::vector<int64_t> offsets{0};
   size_t at = 0;
-  for (size_t d : keep) {  // moving down in order is safe: every kept row starts at or after at
-    const size_t b = size_t(offsets_[d]), e = size_t(offsets_[d + 1]);
-    std::memmove(codes_.data() + at * bytes, codes_.data() + b * bytes, (e - b) * bytes);
-    at += e - b;
-    offsets.push_back(int64_t(at));
-  }
-  codes_.resize(at * bytes);
-  codes_.shrink_to_fit();
+  codes_.edit([&](std::vector<uint8_t>& codes) {
+    for (size_t d : keep) {  // moving down in order is safe: each kept row starts at or after at
+      const size_t b = size_t(offsets_[d]), e = size_t(offsets_[d + 1]);
+      std::memmove(codes.data() + at * bytes, codes.data() + b * bytes, (e - b) * bytes);
+      at += e - b;
+      offsets.push_back(int64_t(at));
+    }
+    codes.resize(at * bytes);
+    codes.shrink_to_fit();
+  });
   offsets_ = std::move(offsets);
   labels_.compact(keep);
 }
@@ -107,7 +111,9 @@ void TokenStore::compact() {
 void TokenStore::truncate(size_t n) {
   require(n <= ndocs(), "truncate: only " + std::to_string(ndocs()) + " documents");
   offsets_.resize(n + 1);
-  codes_.resize(size_t(offsets_.back()) * dim_ * storage_bytes(storage_));
+  codes_.edit([&](std::vector<uint8_t>& codes) {
+    codes.resize(size_t(offsets_.back()) * dim_ * storage_bytes(storage_));
+  });
   labels_.truncate(n);
   if (n == 0) scale_ = 0.0f;
 }
@@ -298,12 +304,13 @@ std::vector<float> TokenStore::tokens(size_t i) const {
   return out;
 }
 
-void TokenStore::restore(std::vector<uint8_t> codes, std::vector<int64_t> offsets, float scale,
+void TokenStore::restore(Buffer<uint8_t> codes, std::vector<int64_t> offsets, float scale,
                          std::vector<int64_t> ids, std::vector<uint64_t> removed) {
   require(!offsets.empty() && offsets[0] == 0, "restore: offsets must start at 0");
   for (size_t i = 1; i < offsets.size(); ++i)
     require(offsets[i] > offsets[i - 1], "restore: offsets must increase");
-  require(codes.size() == size_t(offsets.back()) * dim_ * storage_bytes(storage_),
+  const size_t row = dim_ * storage_bytes(storage_);  // no product with a stored size: it could wrap
+  require(codes.size() % row == 0 && codes.size() / row == uint64_t(offsets.back()),
           "restore: codes do not match the offsets");
   require(std::isfinite(scale) && (offsets.size() == 1 ? scale >= 0 : scale > 0),
           "restore: bad scale");

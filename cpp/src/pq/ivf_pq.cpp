@@ -80,19 +80,32 @@ void IVFPQIndex::precompute() {
                                           Storage::f32, F8Scale::none, false);
     coarse_->add(centroids_.data(), nlist_, nullptr, 0);
   }
+  std::lock_guard<std::mutex> lock(precomputed_mutex_);
   precomputed_.clear();
+  precomputed_ready_.store(false);
+}
+
+const float* IVFPQIndex::precomputed() const {
   const size_t m = pq_.m(), ks = pq_.ksub(), ds = pq_.dsub();
   if (metric_ != Metric::l2 || !by_residual_ || centroids_.empty() || !pq_.is_trained() ||
       nlist_ * m * ks * sizeof(float) > kMaxPrecomputedBytes)
-    return;
-  precomputed_.resize(nlist_ * m * ks);
-  const float* cn = pq_.centroid_norms().data();
-  for (size_t l = 0; l < nlist_; ++l)
-    for (size_t j = 0; j < m; ++j) {
-      float* t = precomputed_.data() + (l * m + j) * ks;
-      pq_.sub_dots(j, centroids_.data() + l * dim_ + j * ds, t);
-      for (size_t c = 0; c < ks; ++c) t[c] = cn[j * ks + c] + 2 * t[c];
+    return nullptr;
+  // Built by the first search, not at load: a mapped index stays small until it is used.
+  if (!precomputed_ready_.load(std::memory_order_acquire)) {
+    std::lock_guard<std::mutex> lock(precomputed_mutex_);
+    if (!precomputed_ready_.load(std::memory_order_relaxed)) {
+      precomputed_.resize(nlist_ * m * ks);
+      const float* cn = pq_.centroid_norms().data();
+      for (size_t l = 0; l < nlist_; ++l)
+        for (size_t j = 0; j < m; ++j) {
+          float* t = precomputed_.data() + (l * m + j) * ks;
+          pq_.sub_dots(j, centroids_.data() + l * dim_ + j * ds, t);
+          for (size_t c = 0; c < ks; ++c) t[c] = cn[j * ks + c] + 2 * t[c];
+        }
+      precomputed_ready_.store(true, std::memory_order_release);
     }
+  }
+  return precomputed_.data();
 }
 
 void IVFPQIndex::add(const float* x, size_t n, const int64_t* ids, int threads) {
@@ -366,8 +379,8 @@ RangeResult IVFPQIndex::range_search(const float* q, size_t nq, float radius,
 // Scores are negated distances for l2 (higher is better everywhere).
 void IVFPQIndex::l2_table(const float* q, const float* qdots, size_t l, float* table) const {
   const size_t n = pq_.m() * pq_.ksub();
-  if (!precomputed_.empty()) {  // |r|^2 + 2 <c, r> - 2 <q, r>, without |q - c|^2
-    const float* t = precomputed_.data() + l * n;
+  if (const float* pre = precomputed()) {  // |r|^2 + 2 <c, r> - 2 <q, r>, without |q - c|^2
+    const float* t = pre + l * n;
     for (size_t e = 0; e < n; ++e) table[e] = t[e] - 2 * qdots[e];
   } else {  // from the residual query: the full |q - c - r|^2
     std::vector<float> resid(dim_);
@@ -380,7 +393,7 @@ void IVFPQIndex::l2_table(const float* q, const float* qdots, size_t l, float* t
 template <class Floor, class Emit>
 void IVFPQIndex::scan_lists(const float* q, const float* cd, const int64_t* cl, size_t nprobe,
                             Floor&& floor, Emit&& emit) const {
-  const bool l2 = metric_ == Metric::l2, pre = !precomputed_.empty();
+  const bool l2 = metric_ == Metric::l2, pre = precomputed() != nullptr;
   const size_t m = pq_.m(), ks = pq_.ksub();
   std::vector<float> table(m * ks), qdots(pre ? m * ks : 0), scores;
   const bool per_list = l2 && by_residual_;  // else one table serves every list
@@ -412,7 +425,8 @@ void IVFPQIndex::scan_lists(const float* q, const float* cd, const int64_t* cl, 
 size_t IVFPQIndex::fast_scan_tables(const float* q, const int64_t* cl, size_t nprobe,
                                     uint8_t* luts, float* off, int64_t* lists,
                                     float* scale) const {
-  const bool l2 = metric_ == Metric::l2, pre = !precomputed_.empty();
+  const bool l2 = metric_ == Metric::l2;
+  const float* pre = precomputed();
   const size_t m = pq_.m(), n16 = m * 16;
   size_t nt = 0;  // the non-empty probed lists, best first
   for (size_t pr = 0; pr < nprobe; ++pr)
@@ -431,7 +445,7 @@ size_t IVFPQIndex::fast_scan_tables(const float* q, const int64_t* cl, size_t np
   if (pre) {  // l2 residuals
     for (size_t j = 0; j < m; ++j) pq_.sub_dots(j, q + j * pq_.dsub(), qdots.data() + j * 16);
     for (size_t t = 0; t < nt; ++t)
-      kern.row16_table_minmax(precomputed_.data() + size_t(lists[t]) * n16, qdots.data(), m,
+      kern.row16_table_minmax(pre + size_t(lists[t]) * n16, qdots.data(), m,
                               &tables[t * n16], &lo[t * m], &hi[t * m]);
   } else {
     if (per_list) {  // no precomputed tables: full tables from q - centroid
