@@ -350,3 +350,62 @@ def test_selective_shared_filter_skips_blocks_exactly(kind, data, indexes):
     D0, I0 = twin(indexes[kind], data, rows).search(xq, K, nprobe=4)
     np.testing.assert_array_equal(I, I0)
     np.testing.assert_allclose(D, D0, rtol=1e-5, atol=1e-5)
+
+
+# -- composition: the native RefineIndex and PreTransformIndex wrappers -----------------------
+
+def test_refine_index_rescores_the_base_candidates_exactly(data):
+    from quanta import _core
+    xb, xq, ids = data
+    base = quanta.PQIndex(DIM, 8, 4, "l2", fast_scan=True)
+    base.train(xb)
+    base.add(xb, ids)
+    exact = quanta.FlatIndex(DIM, "l2")
+    exact.add(xb, ids)
+    chain = _core.RefineIndex(base._index, exact._index, 3)
+    D, I = chain.search(xq, K, 1, None)
+    _, cand = base._index.search(xq, 3 * K, 1, None)
+    for i in range(NQ):  # the K best of the candidates by exact distance
+        c = cand[i][cand[i] >= 0]
+        d = ((xb[np.searchsorted(ids, c)] - xq[i]) ** 2).sum(1)
+        order = np.lexsort((c, d))[:K]
+        np.testing.assert_array_equal(I[i], c[order])
+        np.testing.assert_allclose(D[i], d[order], rtol=1e-4, atol=1e-4)
+    assert chain.remove(quanta.Filter.ids(ids[:5])._native) == 5
+    assert not chain.contains(ids[:5]).any() and exact.ntotal == N - 5
+    with pytest.raises(ValueError, match="same dim"):
+        _core.RefineIndex(base._index, quanta.FlatIndex(DIM + 1, "l2")._index, 2)
+    with pytest.raises(ValueError, match="refine_factor"):
+        _core.RefineIndex(base._index, exact._index, 0)
+
+
+def test_pre_transform_index_maps_vectors_before_the_inner_index(data):
+    from quanta import _core
+    xb, xq, ids = data
+    rot = np.linalg.qr(np.random.default_rng(0).standard_normal((DIM, DIM)))[0].astype(np.float32)
+    inner = quanta.FlatIndex(DIM, "l2")
+    chain = _core.PreTransformIndex(rot, inner._index)
+    chain.add(xb, ids, 1)
+    np.testing.assert_allclose(chain.apply(xq, 1), xq @ rot, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(chain.reconstruct(ids[:3]), xb[:3], rtol=1e-4, atol=1e-4)
+    D, I = chain.search(xq, K, 1, None)
+    Dt, It = brute_force_knn(xb, xq, K, "l2")  # a rotation keeps l2 distances
+    assert (I == ids[It]).mean() > 0.99
+    np.testing.assert_allclose(D, Dt, rtol=1e-3, atol=1e-3)
+    with pytest.raises(ValueError, match="orthogonal"):
+        _core.PreTransformIndex(rot * 2, inner._index)
+    with pytest.raises(ValueError, match="matrix"):
+        _core.PreTransformIndex(rot[:4], inner._index)
+
+
+def test_family_settings_pass_through_the_index_base(data, indexes):
+    from quanta import _core
+    xb, xq, ids = data
+    index = indexes["ivf-fs"]
+    params = _core.IVFSearchParams()
+    params.nprobe = 3
+    np.testing.assert_array_equal(_core.Index.search(index._index, xq, K, 1, None, params)[1],
+                                  index.search(xq, K, nprobe=3).ids)
+    # the common settings alone: the family's defaults (one list)
+    np.testing.assert_array_equal(_core.Index.search(index._index, xq, K, 1, None)[1],
+                                  index.search(xq, K, nprobe=1).ids)

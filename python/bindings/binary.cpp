@@ -149,9 +149,7 @@ void bind_binary(py::module_& m) {
         return out;
       }, py::arg("q_codes"), py::arg("codes"), py::arg("path"));
 
-  py::class_<BinaryIndex> c(m, "BinaryIndex");
-  bind_common(c);
-  bind_removal(c);
+  py::class_<BinaryIndex, quanta::Index, std::shared_ptr<BinaryIndex>> c(m, "BinaryIndex");
   c.def(py::init([](size_t dim, size_t bits, size_t levels, size_t query_levels,
                     const std::string& metric, const std::string& scoring) {
      return new BinaryIndex(dim, bits, levels, query_levels, metric_from_name(metric), scoring);
@@ -171,13 +169,6 @@ void bind_binary(py::module_& m) {
         const uint64_t* p = code_rows(codes, self.code_words(), n, "codes");
         self.add_codes(p, n, nullptr);
       }, py::arg("codes"))
-      .def("search", [](const BinaryIndex& self, const py::array& q, size_t k, int threads,
-                        const py::object& filter) {
-        auto params = search_params<SearchParams>(k, threads, filter, size_t(q.shape(0)));
-        return search_into(self.dim(), q, k, [&](const float* p, size_t nq, float* D, int64_t* I) {
-          self.search(p, nq, params, D, I);
-        });
-      }, py::arg("queries"), py::arg("k"), py::arg("threads"), py::arg("filter"))
       .def_property_readonly("rows", &BinaryIndex::rows)
       .def("removed", [](const BinaryIndex& self) { return to_numpy(self.removed_mask()); })
       .def("codes", [](const BinaryIndex& self) {
@@ -208,9 +199,7 @@ void bind_binary(py::module_& m) {
                      from_numpy<uint64_t>(removed, "removed"));
       }, py::arg("codes"), py::arg("ids"), py::arg("rows"), py::arg("removed"));
 
-  py::class_<IVFBinaryIndex> ivf(m, "IVFBinaryIndex");
-  bind_common(ivf);
-  bind_removal(ivf);
+  py::class_<IVFBinaryIndex, quanta::Index, std::shared_ptr<IVFBinaryIndex>> ivf(m, "IVFBinaryIndex");
   ivf.def(py::init([](size_t dim, size_t nlist, size_t bits, size_t levels, size_t query_levels,
                       const std::string& metric, const std::string& scoring) {
        return new IVFBinaryIndex(dim, nlist, bits, levels, query_levels, metric_from_name(metric),
@@ -233,15 +222,6 @@ void bind_binary(py::module_& m) {
         py::gil_scoped_release nogil;
         self.train_coarse(p, n, params);
       }, py::arg("x"), py::arg("niter"), py::arg("seed"), py::arg("mppc"), py::arg("threads"))
-      .def("search", [](const IVFBinaryIndex& self, const py::array& q, size_t k, size_t nprobe,
-                        int threads, const py::object& filter) {
-        auto params = search_params<IVFSearchParams>(k, threads, filter, size_t(q.shape(0)));
-        params.nprobe = nprobe;
-        return search_into(self.dim(), q, k, [&](const float* p, size_t nq, float* D, int64_t* I) {
-          self.search(p, nq, params, D, I);
-        });
-      }, py::arg("queries"), py::arg("k"), py::arg("nprobe"), py::arg("threads"),
-         py::arg("filter"))
       .def("coarse_centroids", [](const IVFBinaryIndex& self) { return to_numpy(self.centroids()); })
       .def("stored", [](const IVFBinaryIndex& self) {
         std::vector<int64_t> min_norm2;

@@ -102,8 +102,9 @@ py::tuple search_into(size_t dim, const py::array& q, size_t k, Run&& run) {
 }
 
 // The methods every index binds the same way.
-template <class Index>
-void bind_common(py::class_<Index>& c) {
+template <class Class>
+void bind_common(Class& c) {
+  using Index = typename Class::type;
   c.def_property_readonly("ntotal", &Index::ntotal)
       .def_property_readonly("is_trained", &Index::is_trained)
       .def_property_readonly("memory_usage", &Index::memory_usage)
@@ -161,8 +162,9 @@ py::tuple range_into(size_t dim, const py::array& q, Run&& run) {
 }
 
 // remove / contains, for the indexes with tombstones or in-place removal.
-template <class Index>
-void bind_remove_contains(py::class_<Index>& c) {
+template <class Class>
+void bind_remove_contains(Class& c) {
+  using Index = typename Class::type;
   c.def("remove", [](Index& self, const IdFilter& f) {
      py::gil_scoped_release nogil;
      return self.remove(f);
@@ -178,8 +180,9 @@ void bind_remove_contains(py::class_<Index>& c) {
 }
 
 // ... and compact, for those that reclaim the space in place.
-template <class Index>
-void bind_removal(py::class_<Index>& c) {
+template <class Class>
+void bind_removal(Class& c) {
+  using Index = typename Class::type;
   bind_remove_contains(c);
   c.def("compact", [](Index& self) {
     py::gil_scoped_release nogil;
@@ -215,8 +218,9 @@ inline void bind_id_filter(py::module_& m) {
 }
 
 // For the indexes that can decode their vectors.
-template <class Index>
-void bind_reconstruct(py::class_<Index>& c) {
+template <class Class>
+void bind_reconstruct(Class& c) {
+  using Index = typename Class::type;
   c.def("reconstruct", [](const Index& self, const py::array_t<int64_t, py::array::c_style>& ids) {
     const size_t n = size_t(ids.size());
     py::array_t<float> out({py::ssize_t(n), py::ssize_t(self.dim())});

@@ -19,6 +19,7 @@
 #include "common.hpp"
 
 void bind_binary(py::module_& m);  // binary.cpp
+void bind_compose(py::module_& m);  // compose.cpp
 void bind_multivector(py::module_& m);  // multivector.cpp
 void bind_sparse(py::module_& m);       // sparse.cpp
 
@@ -26,19 +27,18 @@ namespace {
 
 using namespace quanta_py;
 
-template <class Index>
-void bind_pq_accessor(py::class_<Index>& c) {
+template <class Class>
+void bind_pq_accessor(Class& c) {
+  using Index = typename Class::type;
   c.def("pq", [](Index& self) -> ProductQuantizer& { return self.pq(); },
         py::return_value_policy::reference_internal);
 }
 
-// PQIndex and PQFastScanIndex: everything but the constructor and search.
+// PQIndex and PQFastScanIndex: everything but the constructor and restore (search, add,
+// remove, ... come from the Index base).
 template <class Index>
-py::class_<Index> bind_pq_index(py::module_& m, const char* name) {
-  py::class_<Index> c(m, name);
-  bind_common(c);
-  bind_reconstruct(c);
-  bind_removal(c);
+auto bind_pq_index(py::module_& m, const char* name) {
+  py::class_<Index, quanta::Index, std::shared_ptr<Index>> c(m, name);
   bind_pq_accessor(c);
   c.def("train", [](Index& self, const py::array& x, size_t niter, uint64_t seed,
                                  size_t mppc, int threads) {
@@ -51,14 +51,7 @@ py::class_<Index> bind_pq_index(py::module_& m, const char* name) {
       .def("ids", [](const Index& self) { return to_numpy(self.ids()); })
       .def("removed", [](const Index& self) { return to_numpy(self.removed_mask()); })
       .def_property_readonly("rows", &Index::rows)
-      .def_property_readonly("mapped_bytes", &Index::mapped_bytes)
-      .def("range_search", [](const Index& self, const py::array& q, float radius, int threads,
-                              const py::object& filter) {
-        auto params = search_params<SearchParams>(1, threads, filter, size_t(q.shape(0)));
-        return range_into(self.dim(), q, [&](const float* p, size_t nq) {
-          return self.range_search(p, nq, radius, params);
-        });
-      }, py::arg("queries"), py::arg("radius"), py::arg("threads"), py::arg("filter"));
+      .def_property_readonly("mapped_bytes", &Index::mapped_bytes);
   return c;
 }
 
@@ -68,6 +61,7 @@ PYBIND11_MODULE(_core, m) {
   m.doc() = "quanta native core";
   py::register_exception<Error>(m, "QuantaError", PyExc_RuntimeError);
   bind_id_filter(m);
+  bind_compose(m);  // the Index base first: the families derive from it
   bind_binary(m);
   bind_multivector(m);
   bind_sparse(m);
@@ -228,14 +222,6 @@ PYBIND11_MODULE(_core, m) {
     self.restore(buffer_from_numpy<uint8_t>(codes, "codes", borrow), from_numpy<int64_t>(ids, "ids"),
                  rows, from_numpy<uint64_t>(removed, "removed"));
   }, py::arg("codes"), py::arg("ids"), py::arg("rows"), py::arg("removed"), py::arg("borrow") = false);
-  pq_index.def("search", [](const PQIndex& self, const py::array& q, size_t k, int threads,
-                            bool sdc, const py::object& filter) {
-    auto params = search_params<PQSearchParams>(k, threads, filter, size_t(q.shape(0)));
-    params.sdc = sdc;
-    return search_into(self.dim(), q, k, [&](const float* p, size_t nq, float* D, int64_t* I) {
-      self.search(p, nq, params, D, I);
-    });
-  }, py::arg("queries"), py::arg("k"), py::arg("threads"), py::arg("sdc"), py::arg("filter"));
   auto fast_scan = bind_pq_index<PQFastScanIndex>(m, "PQFastScanIndex");
   fast_scan.def(py::init([](size_t dim, size_t m, const std::string& metric) {
     return new PQFastScanIndex(dim, m, metric_from_name(metric));
@@ -252,18 +238,8 @@ PYBIND11_MODULE(_core, m) {
     self.restore_blocks(buffer_from_numpy<uint8_t>(blocks, "blocks", borrow),
                         from_numpy<int64_t>(ids, "ids"), rows, from_numpy<uint64_t>(removed, "removed"));
   }, py::arg("blocks"), py::arg("ids"), py::arg("rows"), py::arg("removed"), py::arg("borrow"));
-  fast_scan.def("search", [](const PQFastScanIndex& self, const py::array& q, size_t k,
-                             int threads, const py::object& filter) {
-    auto params = search_params<SearchParams>(k, threads, filter, size_t(q.shape(0)));
-    return search_into(self.dim(), q, k, [&](const float* p, size_t nq, float* D, int64_t* I) {
-      self.search(p, nq, params, D, I);
-    });
-  }, py::arg("queries"), py::arg("k"), py::arg("threads"), py::arg("filter"));
 
-  py::class_<IVFPQIndex> ivf(m, "IVFPQIndex");
-  bind_common(ivf);
-  bind_reconstruct(ivf);
-  bind_removal(ivf);
+  py::class_<IVFPQIndex, quanta::Index, std::shared_ptr<IVFPQIndex>> ivf(m, "IVFPQIndex");
   bind_pq_accessor(ivf);
   ivf.def(py::init([](size_t dim, size_t nlist, size_t m, size_t nbits, const std::string& metric,
                       bool fast_scan, bool by_residual) {
@@ -282,24 +258,6 @@ PYBIND11_MODULE(_core, m) {
                    kmeans_params(niter, seed + 1, mppc, threads));
       }, py::arg("x"), py::arg("coarse_niter"), py::arg("niter"), py::arg("seed"),
          py::arg("mppc"), py::arg("threads"))
-      .def("search", [](const IVFPQIndex& self, const py::array& q, size_t k, size_t nprobe,
-                        int threads, const py::object& filter) {
-        auto params = search_params<IVFSearchParams>(k, threads, filter, size_t(q.shape(0)));
-        params.nprobe = nprobe;
-        return search_into(self.dim(), q, k, [&](const float* p, size_t nq, float* D, int64_t* I) {
-          self.search(p, nq, params, D, I);
-        });
-      }, py::arg("queries"), py::arg("k"), py::arg("nprobe"), py::arg("threads"),
-         py::arg("filter"))
-      .def("range_search", [](const IVFPQIndex& self, const py::array& q, float radius,
-                              size_t nprobe, int threads, const py::object& filter) {
-        auto params = search_params<IVFSearchParams>(1, threads, filter, size_t(q.shape(0)));
-        params.nprobe = nprobe;
-        return range_into(self.dim(), q, [&](const float* p, size_t nq) {
-          return self.range_search(p, nq, radius, params);
-        });
-      }, py::arg("queries"), py::arg("radius"), py::arg("nprobe"), py::arg("threads"),
-         py::arg("filter"))
       .def("coarse_centroids", [](const IVFPQIndex& self) { return to_numpy(self.centroids()); })
       .def("state", [](const IVFPQIndex& self) {
         py::dict d;
@@ -318,10 +276,7 @@ PYBIND11_MODULE(_core, m) {
       }, py::arg("centroids"), py::arg("sizes"), py::arg("codes"), py::arg("ids"),
          py::arg("stored") = false, py::arg("borrow") = false);
 
-  py::class_<FlatIndex> flat(m, "FlatIndex");
-  bind_common(flat);
-  bind_reconstruct(flat);
-  bind_removal(flat);
+  py::class_<FlatIndex, quanta::Index, std::shared_ptr<FlatIndex>> flat(m, "FlatIndex");
   flat.def(py::init([](size_t dim, const std::string& metric, const std::string& storage,
                        const std::string& f8_scale, bool f8_anisotropic) {
              return new FlatIndex(dim, metric_from_name(metric), storage_from_name(storage),
@@ -341,22 +296,6 @@ PYBIND11_MODULE(_core, m) {
         py::gil_scoped_release nogil;
         self.train(p, n);
       }, py::arg("x"))
-      .def("search", [](const FlatIndex& self, const py::array& q, size_t k, int threads,
-                        bool quantize_queries, const py::object& filter) {
-        auto params = search_params<FlatSearchParams>(k, threads, filter, size_t(q.shape(0)));
-        params.quantize_queries = quantize_queries;
-        return search_into(self.dim(), q, k, [&](const float* p, size_t nq, float* D, int64_t* I) {
-          self.search(p, nq, params, D, I);
-        });
-      }, py::arg("queries"), py::arg("k"), py::arg("threads"), py::arg("quantize_queries"),
-         py::arg("filter"))
-      .def("range_search", [](const FlatIndex& self, const py::array& q, float radius,
-                              int threads, const py::object& filter) {
-        auto params = search_params<SearchParams>(1, threads, filter, size_t(q.shape(0)));
-        return range_into(self.dim(), q, [&](const float* p, size_t nq) {
-          return self.range_search(p, nq, radius, params);
-        });
-      }, py::arg("queries"), py::arg("radius"), py::arg("threads"), py::arg("filter"))
       .def("search_subset", [](const FlatIndex& self, const py::array& q,
                                const py::array_t<int64_t, py::array::c_style>& cand, size_t k,
                                int threads) {

@@ -16,7 +16,7 @@ from ._validate import as_f32_matrix, as_k, as_nprobe, as_threads
 from .filter import as_filters
 from .flat import SearchResult, removed_mask
 from .io import FormatError, Persistent, register_kind, write_container
-from .pq import _QuantizedIndex
+from .pq import _ivf_params, _QuantizedIndex
 
 TRANSFORMS = ("pca", "rotation")
 SCORINGS = ("auto", "sdc", "popcount", "u8")
@@ -386,8 +386,7 @@ class BinaryIndex(_BinaryCodesIndex, Persistent):
         q = as_f32_matrix(q, self.dim, "queries")
         k, threads = as_k(k), as_threads(threads)
         filters = as_filters(filter, q.shape[0])
-        return self._search_refined(q, k, threads,
-                                    lambda qr, kk: self._index.search(qr, kk, threads, filters))
+        return self._search_chain(q, k, threads, filters, None)
 
     def _write(self, f):
         meta, arrays = self._binary_parts()
@@ -481,9 +480,7 @@ class IVFBinaryIndex(_BinaryCodesIndex, Persistent):
         q = as_f32_matrix(q, self.dim, "queries")
         k, threads = as_k(k), as_threads(threads)
         filters = as_filters(filter, q.shape[0])
-        return self._search_refined(
-            q, k, threads,
-            lambda qr, kk: self._index.search(qr, kk, int(nprobe), threads, filters))
+        return self._search_chain(q, k, threads, filters, _ivf_params(nprobe))
 
     def _write(self, f):
         meta, arrays = self._binary_parts()

@@ -135,9 +135,10 @@ class FlatIndex(Removable, Persistent):
         quantize_queries: i8 storage only; int8 x int8 dot products (VNNI where present).
         """
         q = as_f32_matrix(q, self.dim, "queries")
-        D, I = self._index.search(q, as_k(k), as_threads(threads), bool(quantize_queries),
-                                  as_filters(filter, q.shape[0]))
-        return SearchResult(D, I)
+        params = _core.FlatSearchParams()
+        params.quantize_queries = bool(quantize_queries)
+        return SearchResult(*self._index.search(q, as_k(k), as_threads(threads),
+                                                as_filters(filter, q.shape[0]), params))
 
     def range_search(self, q, radius: float, *, threads: int = 0, filter=None) -> RangeResult:
         """Every stored vector within `radius` of each query: l2 distance < radius, or

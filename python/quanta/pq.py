@@ -14,12 +14,16 @@ from .opq import train_rotation
 
 
 class _QuantizedIndex(Removable):
-    """What the PQ and binary indexes share: the native index in ``_index``, add / reset, and
-    the optional exact re-ranking: the vectors are also kept in a FlatIndex of
-    storage ``refine`` (any foundation storage), the base index returns ``k * refine_factor``
-    candidates and they are re-scored exactly against those vectors. With ``opq=True`` the
-    native index codes ``x @ rotation`` (see ``quanta.opq``); the re-ranking vectors and
-    everything returned stay in the caller's space."""
+    """What the PQ and binary indexes share: the native index of the codes in ``_index``,
+    add / reset, and the optional exact re-ranking: the vectors are also kept in a FlatIndex
+    of storage ``refine`` (any foundation storage), the base index returns
+    ``k * refine_factor`` candidates and they are re-scored exactly against those vectors.
+    With ``opq=True`` the native index codes ``x @ rotation`` (see ``quanta.opq``); the
+    re-ranking vectors and everything returned stay in the caller's space.
+
+    The stages are native wrappers around ``_index`` (``_core.PreTransformIndex`` for the
+    rotation, ``_core.RefineIndex`` for the re-ranking): ``_coded`` is the codes' index in
+    the caller's space, ``_top`` the whole chain that add / search / remove go through."""
 
     metric = property(lambda self: self._index.metric)
     ntotal = property(lambda self: self._index.ntotal)
@@ -35,20 +39,35 @@ class _QuantizedIndex(Removable):
             raise ValueError("add: the index is not trained; call train(x) first")
         x = as_f32_matrix(x, self.dim, "x")
         ids = None if ids is None else as_ids(ids, x.shape[0])
-        self._add_both(x, ids, as_threads(threads))
+        self._top.add(x, ids, as_threads(threads))
 
     opq = property(lambda self: self._opq, doc="whether an OPQ rotation precedes the codes")
     rotation = property(lambda self: self._rotation,
                         doc="the learned OPQ rotation R (dim, dim), codes are of x @ R; or None")
 
-    def _rotated(self, x):
-        return x if self._rotation is None else np.ascontiguousarray(x @ self._rotation)
+    def _set_stages(self, rotation, refine):
+        """Installs the OPQ rotation and the re-ranking index, and the native chain over them."""
+        self._rotation, self._refine = rotation, refine
+        self._coded = self._index if rotation is None else \
+            _core.PreTransformIndex(rotation, self._index)
+        self._top = self._coded if refine is None else \
+            _core.RefineIndex(self._coded, refine._index, self._refine_factor)
 
     def _fit_rotation(self, x, seed, threads):
         """Learns the OPQ rotation (when opq is set) and returns x in the coded space."""
-        if self._opq:
-            self._rotation = train_rotation(x, self.m, self.nbits, seed=seed, threads=threads)
-        return self._rotated(x)
+        if not self._opq:
+            return x
+        self._set_stages(train_rotation(x, self.m, self.nbits, seed=seed, threads=threads),
+                         self._refine)
+        return self._coded.apply(x, threads)
+
+    def _search_chain(self, q, k, threads, filters, params):
+        """Searches the chain: the family's scan with its `params`, then the re-ranking."""
+        if self._refine is not None:
+            outer = _core.RefineSearchParams()
+            outer.base, outer.k_factor = params, self.refine_factor
+            params = outer
+        return SearchResult(*self._top.search(q, k, threads, filters, params))
 
     def reset(self) -> None:
         """Removes all vectors (keeps the trained quantizers)."""
@@ -56,15 +75,13 @@ class _QuantizedIndex(Removable):
         if self._refine is not None:
             self._refine.reset()
 
-    def _removal_targets(self):  # the re-ranking vectors go with the codes
-        return [self._index] + ([] if self._refine is None else [self._refine._index])
+    def _removal_targets(self):  # the chain removes the re-ranking vectors with the codes
+        return [self._top]
 
     def _init_refine(self, dim, metric, refine, refine_factor, opq=False):
-        self._opq, self._rotation = bool(opq), None
-        self._refine = None
+        self._opq = bool(opq)
         self.refine_factor = refine_factor
-        if refine is not None:
-            self._refine = FlatIndex(dim, metric, refine)
+        self._set_stages(None, None if refine is None else FlatIndex(dim, metric, refine))
 
     @property
     def refine_factor(self) -> int:
@@ -84,20 +101,6 @@ class _QuantizedIndex(Removable):
         if self._refine is not None and not self._refine.is_trained:
             self._refine.train(x)
 
-    def _add_both(self, x, ids, threads):
-        # Both stages label the same rows alike (given ids, or positions when ids is None).
-        self._index.add(self._rotated(x), ids, threads)
-        if self._refine is not None:
-            self._refine.add(x, ids, threads=threads)
-
-    def _search_refined(self, q, k, threads, base_search):
-        """base_search(qr, kk) searches the native index with the queries in its space."""
-        qr = self._rotated(q)
-        if self._refine is None:
-            return SearchResult(*base_search(qr, k))
-        D, I = base_search(qr, k * self.refine_factor)
-        return SearchResult(*self._refine._index.search_subset(q, np.ascontiguousarray(I), k,
-                                                               threads))
 
     def _extra_parts(self):
         """What the re-ranking stage and the rotation add to a saved index."""
@@ -117,36 +120,33 @@ class _QuantizedIndex(Removable):
     def _restore_extra(self, meta, arrays, ntotal, mapped=False):
         """The rotation and the re-ranking vectors; mapped: the vectors are views of the
         file (kept alive in ``_keep``), as a mapped FlatIndex's."""
-        self._rotation = _rotation_from(arrays, self.dim)
-        r = meta.get("refine")
-        if r is None:
-            return
-        self._refine = FlatIndex(self.dim, self.metric, r["storage"], f8_scale=r["f8_scale"],
-                                 f8_rounding=r["f8_rounding"])
-        self.refine_factor = int(r["factor"])
-        parts = [np.ascontiguousarray(arrays[t]) for t in ("RCOD", "RVSC", "RNRM", "RDSC", "RIDS")]
-        self._refine._index.restore(*parts, float(r["global_scale"]), int(r.get("rows", ntotal)),
-                                    removed_mask(arrays, "RDED"), borrow=mapped)
-        if mapped:
-            self._keep = getattr(self, "_keep", []) + parts
+        r, refine = meta.get("refine"), None
+        if r is not None:
+            refine = FlatIndex(self.dim, self.metric, r["storage"], f8_scale=r["f8_scale"],
+                               f8_rounding=r["f8_rounding"])
+            self.refine_factor = int(r["factor"])
+            parts = [np.ascontiguousarray(arrays[t]) for t in ("RCOD", "RVSC", "RNRM", "RDSC", "RIDS")]
+            refine._index.restore(*parts, float(r["global_scale"]), int(r.get("rows", ntotal)),
+                                  removed_mask(arrays, "RDED"), borrow=mapped)
+            if mapped:
+                self._keep = getattr(self, "_keep", []) + parts
+        self._set_stages(_rotation_from(arrays, self.dim), refine)
 
 
 class _PQCodesIndex(_QuantizedIndex):
     """What the PQ indexes add: their product quantizer and decoding, range search."""
 
-    def _range(self, q, radius, threads, filter, run):
-        """run(qr, radius, threads, filters) on the native index with the queries in its space.
-        The codes' distances decide (the re-ranking vectors are not used)."""
+    def _range(self, q, radius, threads, filter, params=None):
+        """Range search of the codes' index (the re-ranking vectors are not used)."""
         if not self.is_trained:
             raise ValueError("range_search: the index is not trained; call train(x) first")
         q = as_f32_matrix(q, self.dim, "queries")
-        return RangeResult(*run(self._rotated(q), as_radius(radius), as_threads(threads),
-                                as_filters(filter, q.shape[0])))
+        return RangeResult(*self._coded.range_search(q, as_radius(radius), as_threads(threads),
+                                                     as_filters(filter, q.shape[0]), params))
 
     def reconstruct(self, ids) -> np.ndarray:
         """The decoded vectors for `ids`, shape (len(ids), dim)."""
-        out = reconstruct_ids(self._index, ids)
-        return out if self._rotation is None else out @ self._rotation.T
+        return reconstruct_ids(self._coded, ids)
 
     @property
     def pq(self):
@@ -157,6 +157,12 @@ class _PQCodesIndex(_QuantizedIndex):
             out._pq.set_centroids(self._index.pq().centroids())
         out._rotation = self._rotation
         return out
+
+
+def _ivf_params(nprobe):
+    params = _core.IVFSearchParams()
+    params.nprobe = int(nprobe)
+    return params
 
 
 def _rotation_from(arrays, dim):
@@ -364,17 +370,15 @@ class PQIndex(_PQCodesIndex, Persistent):
         if self.fast_scan and sdc:
             raise ValueError("sdc=True is not available with fast_scan")
 
-        def base(qr, kk):
-            if self.fast_scan:
-                return self._index.search(qr, kk, threads, filters)
-            return self._index.search(qr, kk, threads, bool(sdc), filters)
-        return self._search_refined(q, k, threads, base)
+        params = _core.PQSearchParams()
+        params.sdc = bool(sdc)
+        return self._search_chain(q, k, threads, filters, params)
 
     def range_search(self, q, radius: float, *, threads: int = 0, filter=None) -> RangeResult:
         """Every vector whose code is within `radius` of each query (l2: distance < radius;
         ip / cosine: inner product > radius), best first. Fast-scan codes use their
         distance estimates."""
-        return self._range(q, radius, threads, filter, self._index.range_search)
+        return self._range(q, radius, threads, filter)
 
     def _write(self, f):
         cent = self._index.pq().centroids() if self.is_trained else np.zeros(0, np.float32)
@@ -498,17 +502,14 @@ class IVFPQIndex(_PQCodesIndex, Persistent):
         q = as_f32_matrix(q, self.dim, "queries")
         k, threads = as_k(k), as_threads(threads)
         filters = as_filters(filter, q.shape[0])
-        return self._search_refined(
-            q, k, threads,
-            lambda qr, kk: self._index.search(qr, kk, int(nprobe), threads, filters))
+        return self._search_chain(q, k, threads, filters, _ivf_params(nprobe))
 
     def range_search(self, q, radius: float, *, nprobe: int | None = None, threads: int = 0,
                      filter=None) -> RangeResult:
         """Every code within `radius` among each query's nprobe closest lists (l2: distance
         < radius; ip / cosine: inner product > radius), best first."""
         nprobe = as_nprobe(self.nprobe if nprobe is None else nprobe, self.nlist)
-        return self._range(q, radius, threads, filter,
-                           lambda qr, r, t, f: self._index.range_search(qr, r, int(nprobe), t, f))
+        return self._range(q, radius, threads, filter, _ivf_params(nprobe))
 
     def _write(self, f):
         st = self._index.state()

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "quanta/index.hpp"
 #include "quanta/binary_codes.hpp"
 #include "quanta/flat.hpp"
 #include "quanta/labels.hpp"
@@ -15,7 +16,7 @@
 
 namespace quanta {
 
-class BinaryIndex {
+class BinaryIndex final : public Index {
  public:
   // scoring: "auto", "sdc", "popcount" or "u8" (see choose_binary_scoring).
   BinaryIndex(size_t dim, size_t m, size_t levels, size_t query_levels, Metric metric,
@@ -23,30 +24,30 @@ class BinaryIndex {
   BinaryIndex(const BinaryIndex&) = delete;
   BinaryIndex& operator=(const BinaryIndex&) = delete;
 
-  size_t dim() const { return bin_.dim(); }
+  size_t dim() const override { return bin_.dim(); }
   size_t levels() const { return levels_; }             // documents'
   size_t query_levels() const { return bin_.levels(); }
   size_t code_words() const { return codes_.code_words(); }  // per document
-  Metric metric() const { return metric_; }
+  Metric metric() const override { return metric_; }
   BinaryScoring scoring() const { return scoring_; }
-  size_t ntotal() const { return codes_.size() - labels_.removed(); }  // live documents
+  size_t ntotal() const override { return codes_.size() - labels_.removed(); }  // live documents
   size_t rows() const { return codes_.size(); }  // stored rows, removed ones included
-  bool is_trained() const { return bin_.is_trained(); }
-  size_t memory_usage() const { return codes_.memory_usage() + labels_.memory_usage(); }
+  bool is_trained() const override { return bin_.is_trained(); }
+  size_t memory_usage() const override { return codes_.memory_usage() + labels_.memory_usage(); }
   RecurrentBinarizer& binarizer() { return bin_; }
   const RecurrentBinarizer& binarizer() const { return bin_; }
 
-  void add(const float* x, size_t n, const int64_t* ids, int threads);
+  void add(const float* x, size_t n, const int64_t* ids, int threads) override;
   // Adds codes of levels() levels made by binarizer().encode (n x code_words()); rejects
   // non-zero padding bits.
   void add_codes(const uint64_t* codes, size_t n, const int64_t* ids);
   // Filters and removed rows are tested on the candidates the kernels report.
   void search(const float* q, size_t nq, const SearchParams& params, float* distances,
-              int64_t* labels) const;
-  void reset();
-  size_t remove(const IdFilter& f) { return labels_.remove(f, rows()); }
-  bool contains(int64_t id) const { return labels_.position_of(id, rows()) >= 0; }
-  void compact();
+              int64_t* labels) const override;
+  void reset() override;
+  size_t remove(const IdFilter& f) override { return labels_.remove(f, rows()); }
+  bool contains(int64_t id) const override { return labels_.position_of(id, rows()) >= 0; }
+  void compact() override;
 
   std::vector<uint64_t> codes() const { return codes_.codes(); }  // n x code_words()
   const std::vector<int64_t>& ids() const { return labels_.raw(); }

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "quanta/index.hpp"
 #include "quanta/buffer.hpp"
 #include "quanta/labels.hpp"
 #include "quanta/metric.hpp"
@@ -25,24 +26,24 @@ enum class F8Scale : uint8_t { none = 0, global = 1, vector = 2 };
 F8Scale f8scale_from_name(const std::string& name);
 const char* f8scale_name(F8Scale s);
 
-class FlatIndex {
+class FlatIndex final : public Index {
  public:
   // f8_anisotropic: float8 codes by round_f8_anisotropic (kF8Eta) instead of nearest.
   FlatIndex(size_t dim, Metric metric, Storage storage, F8Scale f8_scale, bool f8_anisotropic);
   static constexpr float kF8Eta = 8.0f;  // best of 3..128 for recall@10 on MiniLM embeddings
 
-  size_t dim() const { return dim_; }
-  Metric metric() const { return metric_; }
+  size_t dim() const override { return dim_; }
+  Metric metric() const override { return metric_; }
   Storage storage() const { return storage_; }
   F8Scale f8_scale() const { return f8_scale_; }
   bool f8_anisotropic() const { return f8_anisotropic_; }
-  size_t ntotal() const { return ntotal_ - labels_.removed(); }  // live vectors
+  size_t ntotal() const override { return ntotal_ - labels_.removed(); }  // live vectors
   size_t rows() const { return ntotal_; }  // stored rows, removed ones included
   size_t code_size() const { return dim_ * storage_bytes(storage_); }
   // i8 needs its per-dimension scales and f8 with a global scale its power of two; train()
   // sets them, or the first add() does from its own rows.
-  bool is_trained() const;
-  size_t memory_usage() const;
+  bool is_trained() const override;
+  size_t memory_usage() const override;
   // Bytes served from memory the index views (a mapped file), not owns.
   size_t mapped_bytes() const {
     return codes_.viewed_bytes() + vector_scale_.viewed_bytes() + sq_norms_.viewed_bytes();
@@ -52,25 +53,29 @@ class FlatIndex {
   // two 2^e that keeps max|x| * 2^e within 1/16 of the format's largest value. Others: no-op.
   void train(const float* x, size_t n);
   // Validates everything before changing anything: on an exception the index is unchanged.
-  void add(const float* x, size_t n, const int64_t* ids, int threads);
+  void add(const float* x, size_t n, const int64_t* ids, int threads) override;
   // Filtered searches score only the allowed rows when the filter is shared by every query
   // (gathered block by block), and test each query's own filter before a row enters a heap.
   void search(const float* q, size_t nq, const FlatSearchParams& params, float* distances,
               int64_t* labels) const;
+  void search(const float* q, size_t nq, const SearchParams& params, float* distances,
+              int64_t* labels) const override {
+    search(q, nq, params_as<FlatSearchParams>(params), distances, labels);
+  }
   // Every row within `radius`: l2 distance < radius, ip / cosine similarity > radius.
   RangeResult range_search(const float* q, size_t nq, float radius,
-                           const SearchParams& params) const;
+                           const SearchParams& params) const override;
   // Exact re-ranking: the k best of each query among its nc candidate ids (cand[i * nc ..];
   // -1 and unknown ids are skipped), scored against the stored vectors.
   void search_subset(const float* q, size_t nq, const int64_t* cand, size_t nc, size_t k,
                      int threads, float* distances, int64_t* labels) const;
   // Decoded rows (cosine: the normalized vectors); throws std::out_of_range for unknown ids.
-  void reconstruct(const int64_t* ids, size_t n, float* out) const;
-  void reset();
+  void reconstruct(const int64_t* ids, size_t n, float* out) const override;
+  void reset() override;
   // Tombstones the rows whose ids f allows (skipped by every search); returns how many.
-  size_t remove(const IdFilter& f) { return labels_.remove(f, ntotal_); }
-  bool contains(int64_t id) const { return labels_.position_of(id, ntotal_) >= 0; }
-  void compact();  // drops the removed rows from the arrays
+  size_t remove(const IdFilter& f) override { return labels_.remove(f, ntotal_); }
+  bool contains(int64_t id) const override { return labels_.position_of(id, ntotal_) >= 0; }
+  void compact() override;  // drops the removed rows from the arrays
 
   // Raw state, for serialization. restore() validates sizes and throws on mismatch.
   const Buffer<uint8_t>& codes() const { return codes_; }

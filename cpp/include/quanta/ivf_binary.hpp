@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "quanta/index.hpp"
 #include "quanta/binary_codes.hpp"
 #include "quanta/flat.hpp"
 #include "quanta/kmeans.hpp"
@@ -16,37 +17,41 @@
 
 namespace quanta {
 
-class IVFBinaryIndex {
+class IVFBinaryIndex final : public Index {
  public:
   IVFBinaryIndex(size_t dim, size_t nlist, size_t m, size_t levels, size_t query_levels,
                  Metric metric, const std::string& scoring);
   IVFBinaryIndex(const IVFBinaryIndex&) = delete;
   IVFBinaryIndex& operator=(const IVFBinaryIndex&) = delete;
 
-  size_t dim() const { return bin_.dim(); }
+  size_t dim() const override { return bin_.dim(); }
   size_t nlist() const { return nlist_; }
   size_t levels() const { return levels_; }
   size_t query_levels() const { return bin_.levels(); }
   size_t code_words() const { return (levels_ + 1) * bin_.words(); }
-  Metric metric() const { return metric_; }
+  Metric metric() const override { return metric_; }
   BinaryScoring scoring() const { return scoring_; }
-  size_t ntotal() const { return ntotal_; }
+  size_t ntotal() const override { return ntotal_; }
   // The binarizer is fitted separately (binarizer().set_transforms).
-  bool is_trained() const { return !centroids_.empty() && bin_.is_trained(); }
-  size_t memory_usage() const;
+  bool is_trained() const override { return !centroids_.empty() && bin_.is_trained(); }
+  size_t memory_usage() const override;
   RecurrentBinarizer& binarizer() { return bin_; }
   const RecurrentBinarizer& binarizer() const { return bin_; }
 
   void train_coarse(const float* x, size_t n, const KMeansParams& params);
-  void add(const float* x, size_t n, const int64_t* ids, int threads);
+  void add(const float* x, size_t n, const int64_t* ids, int threads) override;
   // Filters are tested on each candidate's id before it enters a heap; a query its filter
   // leaves with fewer than k results is searched again with twice the lists, up to all.
   void search(const float* q, size_t nq, const IVFSearchParams& params, float* distances,
               int64_t* labels) const;
-  void reset();
-  size_t remove(const IdFilter& f);  // drops the entries from their lists, order kept
-  bool contains(int64_t id) const { return locator_.where(ids_).count(id) > 0; }
-  void compact() {}  // remove() already frees the entries
+  void search(const float* q, size_t nq, const SearchParams& params, float* distances,
+              int64_t* labels) const override {
+    search(q, nq, params_as<IVFSearchParams>(params), distances, labels);
+  }
+  void reset() override;
+  size_t remove(const IdFilter& f) override;  // drops the entries from their lists, order kept
+  bool contains(int64_t id) const override { return locator_.where(ids_).count(id) > 0; }
+  void compact() override {}  // remove() already frees the entries
 
   const std::vector<float>& centroids() const { return centroids_; }
   // Serialized form: list sizes, then all codes and all ids, list by list.

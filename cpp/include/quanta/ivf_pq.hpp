@@ -13,6 +13,7 @@
 #include <utility>
 #include <vector>
 
+#include "quanta/index.hpp"
 #include "quanta/buffer.hpp"
 #include "quanta/fast_scan_codes.hpp"
 #include "quanta/flat.hpp"
@@ -23,44 +24,52 @@
 
 namespace quanta {
 
-class IVFPQIndex {
+class IVFPQIndex final : public Index {
  public:
   IVFPQIndex(size_t dim, size_t nlist, size_t m, size_t nbits, Metric metric,
              bool fast_scan = false, bool by_residual = true);
 
-  size_t dim() const { return dim_; }
+  size_t dim() const override { return dim_; }
   size_t nlist() const { return nlist_; }
-  Metric metric() const { return metric_; }
+  Metric metric() const override { return metric_; }
   bool fast_scan() const { return fast_scan_; }
   // false: the PQ codes the vectors themselves (faiss's IndexIVFPQFastScan default): one
   // table per query serves every list; true: residuals to the list centroid.
   bool by_residual() const { return by_residual_; }
-  size_t ntotal() const { return ntotal_; }
-  bool is_trained() const { return !centroids_.empty() && pq_.is_trained(); }
-  size_t memory_usage() const;
+  size_t ntotal() const override { return ntotal_; }
+  bool is_trained() const override { return !centroids_.empty() && pq_.is_trained(); }
+  size_t memory_usage() const override;
   size_t mapped_bytes() const;  // bytes of lists viewed in a mapped file, not owned
   ProductQuantizer& pq() { return pq_; }
   const ProductQuantizer& pq() const { return pq_; }
 
   // Coarse k-means (10 iterations by default, as faiss), then PQ on the residuals.
   void train(const float* x, size_t n, const KMeansParams& coarse, const KMeansParams& fine);
-  void add(const float* x, size_t n, const int64_t* ids, int threads);
+  void add(const float* x, size_t n, const int64_t* ids, int threads) override;
   // Filters are tested on each candidate's id before it enters a heap. A query left with
   // fewer than k results by its filter is searched again with twice the lists, up to all of
   // them; a filter that allows at most kExactFallback-th of the codes nprobe lists hold is
   // served by scoring the allowed vectors directly (their reconstructions), every list alike.
   void search(const float* q, size_t nq, const IVFSearchParams& params, float* distances,
               int64_t* labels) const;
+  void search(const float* q, size_t nq, const SearchParams& params, float* distances,
+              int64_t* labels) const override {
+    search(q, nq, params_as<IVFSearchParams>(params), distances, labels);
+  }
   static constexpr size_t kExactFallback = 16;  // crossover measured by bench/filtered.py
   // The codes of the nprobe lists within `radius` (l2: < radius; ip / cosine: > radius).
   RangeResult range_search(const float* q, size_t nq, float radius,
                            const IVFSearchParams& params) const;
-  void reconstruct(const int64_t* ids, size_t n, float* out) const;
-  void reset();
+  RangeResult range_search(const float* q, size_t nq, float radius,
+                           const SearchParams& params) const override {
+    return range_search(q, nq, radius, params_as<IVFSearchParams>(params));
+  }
+  void reconstruct(const int64_t* ids, size_t n, float* out) const override;
+  void reset() override;
   // Removes the entries whose ids f allows from their lists (in place, order kept).
-  size_t remove(const IdFilter& f);
-  bool contains(int64_t id) const { return locator_.where(ids_).count(id) > 0; }
-  void compact();  // returns the lists' spare capacity
+  size_t remove(const IdFilter& f) override;
+  bool contains(int64_t id) const override { return locator_.where(ids_).count(id) > 0; }
+  void compact() override;  // returns the lists' spare capacity
 
   const std::vector<float>& centroids() const { return centroids_; }
   // Serialized form: list sizes, all codes and all ids, list by list. all_codes() holds

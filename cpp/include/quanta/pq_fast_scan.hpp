@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "quanta/index.hpp"
 #include "quanta/buffer.hpp"
 #include "quanta/fast_scan_codes.hpp"
 #include "quanta/flat.hpp"
@@ -13,33 +14,33 @@
 
 namespace quanta {
 
-class PQFastScanIndex {
+class PQFastScanIndex final : public Index {
  public:
   PQFastScanIndex(size_t dim, size_t m, Metric metric);  // 4-bit codes, m <= 256
 
-  size_t dim() const { return pq_.dim(); }
-  Metric metric() const { return metric_; }
-  size_t ntotal() const { return ntotal_ - labels_.removed(); }  // live vectors
+  size_t dim() const override { return pq_.dim(); }
+  Metric metric() const override { return metric_; }
+  size_t ntotal() const override { return ntotal_ - labels_.removed(); }  // live vectors
   size_t rows() const { return ntotal_; }  // stored rows, removed ones included
-  bool is_trained() const { return pq_.is_trained(); }
+  bool is_trained() const override { return pq_.is_trained(); }
   size_t npairs() const { return fast_scan::npairs(pq_.m()); }
-  size_t memory_usage() const;
+  size_t memory_usage() const override;
   ProductQuantizer& pq() { return pq_; }
   const ProductQuantizer& pq() const { return pq_; }
 
   void train(const float* x, size_t n, const KMeansParams& params);
-  void add(const float* x, size_t n, const int64_t* ids, int threads);
+  void add(const float* x, size_t n, const int64_t* ids, int threads) override;
   // Filters and removed rows are tested on the candidates the kernel reports.
   void search(const float* q, size_t nq, const SearchParams& params, float* distances,
-              int64_t* labels) const;
+              int64_t* labels) const override;
   // Every vector whose estimated distance is within `radius` (l2: < radius; ip: > radius).
   RangeResult range_search(const float* q, size_t nq, float radius,
-                           const SearchParams& params) const;
-  void reconstruct(const int64_t* ids, size_t n, float* out) const;
-  void reset();
-  size_t remove(const IdFilter& f) { return labels_.remove(f, ntotal_); }
-  bool contains(int64_t id) const { return labels_.position_of(id, ntotal_) >= 0; }
-  void compact();
+                           const SearchParams& params) const override;
+  void reconstruct(const int64_t* ids, size_t n, float* out) const override;
+  void reset() override;
+  size_t remove(const IdFilter& f) override { return labels_.remove(f, ntotal_); }
+  bool contains(int64_t id) const override { return labels_.position_of(id, ntotal_) >= 0; }
+  void compact() override;
 
   // Plain 4-bit codes (two per byte, as ProductQuantizer writes them) of every vector, and
   // the ids: the serialized form, independent of the block layout.

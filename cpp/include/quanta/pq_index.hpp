@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "quanta/index.hpp"
 #include "quanta/buffer.hpp"
 #include "quanta/flat.hpp"
 #include "quanta/labels.hpp"
@@ -11,33 +12,37 @@
 
 namespace quanta {
 
-class PQIndex {
+class PQIndex final : public Index {
  public:
   PQIndex(size_t dim, size_t m, size_t nbits, Metric metric);
 
-  size_t dim() const { return pq_.dim(); }
-  Metric metric() const { return metric_; }
-  size_t ntotal() const { return ntotal_ - labels_.removed(); }  // live vectors
+  size_t dim() const override { return pq_.dim(); }
+  Metric metric() const override { return metric_; }
+  size_t ntotal() const override { return ntotal_ - labels_.removed(); }  // live vectors
   size_t rows() const { return ntotal_; }  // stored rows, removed ones included
-  bool is_trained() const { return pq_.is_trained(); }
-  size_t memory_usage() const;
+  bool is_trained() const override { return pq_.is_trained(); }
+  size_t memory_usage() const override;
   ProductQuantizer& pq() { return pq_; }
   const ProductQuantizer& pq() const { return pq_; }
 
   void train(const float* x, size_t n, const KMeansParams& params);
-  void add(const float* x, size_t n, const int64_t* ids, int threads);
+  void add(const float* x, size_t n, const int64_t* ids, int threads) override;
   // distances: l2 squared distance to the reconstruction; ip/cosine: inner product.
   // A filtered search gathers each block's allowed codes and scans only those.
   void search(const float* q, size_t nq, const PQSearchParams& params, float* distances,
               int64_t* labels) const;
+  void search(const float* q, size_t nq, const SearchParams& params, float* distances,
+              int64_t* labels) const override {
+    search(q, nq, params_as<PQSearchParams>(params), distances, labels);
+  }
   // Every code within `radius` (ADC): l2 distance < radius, ip / cosine > radius.
   RangeResult range_search(const float* q, size_t nq, float radius,
-                           const SearchParams& params) const;
-  void reconstruct(const int64_t* ids, size_t n, float* out) const;
-  void reset();
-  size_t remove(const IdFilter& f) { return labels_.remove(f, ntotal_); }
-  bool contains(int64_t id) const { return labels_.position_of(id, ntotal_) >= 0; }
-  void compact();
+                           const SearchParams& params) const override;
+  void reconstruct(const int64_t* ids, size_t n, float* out) const override;
+  void reset() override;
+  size_t remove(const IdFilter& f) override { return labels_.remove(f, ntotal_); }
+  bool contains(int64_t id) const override { return labels_.position_of(id, ntotal_) >= 0; }
+  void compact() override;
 
   const Buffer<uint8_t>& codes() const { return codes_; }
   size_t mapped_bytes() const { return codes_.viewed_bytes(); }  // codes viewed in a file

@@ -1,0 +1,84 @@
+#include "quanta/pre_transform.hpp"
+
+#include <cmath>
+#include <string>
+
+#include "quanta/dispatch.hpp"
+#include "quanta/error.hpp"
+#include "quanta/gemm_panels.hpp"
+#include "quanta/parallel.hpp"
+#include "quanta/rows.hpp"
+
+namespace quanta {
+
+PreTransformIndex::PreTransformIndex(std::vector<float> matrix, std::shared_ptr<Index> inner)
+    : matrix_(std::move(matrix)), inner_(std::move(inner)) {
+  require(inner_ != nullptr, "PreTransformIndex: no inner index");
+  const size_t d = inner_->dim();
+  require(matrix_.size() == d * d, "PreTransformIndex: matrix must be " + std::to_string(d) +
+                                       " x " + std::to_string(d));
+  require_finite(matrix_.data(), matrix_.size(), "PreTransformIndex: matrix");
+  for (size_t i = 0; i < d; ++i)  // M M^T = I, so reconstructions map back with M^T
+    for (size_t j = 0; j < d; ++j) {
+      double s = 0;
+      for (size_t p = 0; p < d; ++p) s += double(matrix_[i * d + p]) * matrix_[j * d + p];
+      require(std::fabs(s - (i == j)) < 1e-3, "PreTransformIndex: matrix must be orthogonal");
+    }
+}
+
+void PreTransformIndex::apply(const float* x, size_t n, float* out, int threads) const {
+  const size_t d = dim();
+  const Kernels& kern = kernels(active_isa());
+  const size_t mq = size_t(kern.mq), mr = size_t(kern.mr);
+  // Column j of the product is <x, M[:, j]>: the columns of M packed as GEMM panels.
+  const std::vector<float> panels =
+      pack_panels(d, d, mq, [&](size_t c, size_t p) { return matrix_[p * d + c]; });
+  const size_t npanels = panels.size() / (d * mq), nblocks = (n + mr - 1) / mr;
+  parallel_for(nblocks, resolve_threads(threads), [&](size_t b, size_t) {
+    std::vector<float> tile(mr * mq);
+    const size_t r0 = b * mr, nr = std::min(mr, n - r0);
+    for (size_t pn = 0; pn < npanels; ++pn) {
+      gemm_tile_plain(kern, x + r0 * d, nr, panels.data() + pn * d * mq, d, tile.data());
+      const size_t c0 = pn * mq, nc = std::min(mq, d - c0);
+      for (size_t r = 0; r < nr; ++r)
+        std::copy_n(tile.data() + r * mq, nc, out + (r0 + r) * d + c0);
+    }
+  });
+}
+
+void PreTransformIndex::add(const float* x, size_t n, const int64_t* ids, int threads) {
+  require_finite(x, n * dim(), "add: x");
+  std::vector<float> y(n * dim());
+  apply(x, n, y.data(), threads);
+  inner_->add(y.data(), n, ids, threads);
+}
+
+void PreTransformIndex::search(const float* q, size_t nq, const SearchParams& params,
+                               float* distances, int64_t* labels) const {
+  require_finite(q, nq * dim(), "search: queries");
+  std::vector<float> y(nq * dim());
+  apply(q, nq, y.data(), params.threads);
+  inner_->search(y.data(), nq, params, distances, labels);
+}
+
+RangeResult PreTransformIndex::range_search(const float* q, size_t nq, float radius,
+                                            const SearchParams& params) const {
+  require_finite(q, nq * dim(), "range_search: queries");
+  std::vector<float> y(nq * dim());
+  apply(q, nq, y.data(), params.threads);
+  return inner_->range_search(y.data(), nq, radius, params);
+}
+
+void PreTransformIndex::reconstruct(const int64_t* ids, size_t n, float* out) const {
+  const size_t d = dim();
+  std::vector<float> y(n * d);
+  inner_->reconstruct(ids, n, y.data());
+  for (size_t i = 0; i < n; ++i)  // x = y M^T
+    for (size_t r = 0; r < d; ++r) {
+      float s = 0;
+      for (size_t c = 0; c < d; ++c) s += y[i * d + c] * matrix_[r * d + c];
+      out[i * d + r] = s;
+    }
+}
+
+}  // namespace quanta

@@ -1,0 +1,80 @@
+// Bindings of the contract shared by the dense families: the Index base (what a chain of
+// indexes is searched through), the search-settings structs, and the two wrappers that
+// compose indexes, RefineIndex and PreTransformIndex.
+#include "common.hpp"
+#include "quanta/index.hpp"
+#include "quanta/pre_transform.hpp"
+#include "quanta/refine.hpp"
+
+using namespace quanta_py;
+
+void bind_compose(py::module_& m) {
+  py::class_<SearchParams, std::shared_ptr<SearchParams>>(m, "SearchParams")
+      .def(py::init<>());
+  py::class_<FlatSearchParams, SearchParams, std::shared_ptr<FlatSearchParams>>(m, "FlatSearchParams")
+      .def(py::init<>())
+      .def_readwrite("quantize_queries", &FlatSearchParams::quantize_queries);
+  py::class_<PQSearchParams, SearchParams, std::shared_ptr<PQSearchParams>>(m, "PQSearchParams")
+      .def(py::init<>())
+      .def_readwrite("sdc", &PQSearchParams::sdc);
+  py::class_<IVFSearchParams, SearchParams, std::shared_ptr<IVFSearchParams>>(m, "IVFSearchParams")
+      .def(py::init<>())
+      .def_readwrite("nprobe", &IVFSearchParams::nprobe);
+  py::class_<RefineSearchParams, SearchParams, std::shared_ptr<RefineSearchParams>>(
+      m, "RefineSearchParams")
+      .def(py::init<>())
+      .def_readwrite("k_factor", &RefineSearchParams::k_factor)
+      .def_readwrite("base", &RefineSearchParams::base);
+
+  // The verbs every dense index answers; a family's own class adds its settings on top.
+  py::class_<Index, std::shared_ptr<Index>> index(m, "Index");
+  bind_common(index);
+  bind_removal(index);
+  bind_reconstruct(index);
+  index.def_property_readonly("dim", &Index::dim)
+      .def("search", [](const Index& self, const py::array& q, size_t k, int threads,
+                        const py::object& filter, const std::shared_ptr<SearchParams>& params) {
+        std::unique_ptr<SearchParams> p = params ? params->clone() : std::make_unique<SearchParams>();
+        p->k = k;
+        p->threads = threads;
+        p->filter = query_filters(filter, size_t(q.shape(0)));
+        return search_into(self.dim(), q, k, [&](const float* qp, size_t nq, float* D, int64_t* I) {
+          self.search(qp, nq, *p, D, I);
+        });
+      }, py::arg("queries"), py::arg("k"), py::arg("threads"), py::arg("filter"),
+         py::arg("params") = nullptr)
+      .def("range_search", [](const Index& self, const py::array& q, float radius, int threads,
+                              const py::object& filter, const std::shared_ptr<SearchParams>& params) {
+        std::unique_ptr<SearchParams> p = params ? params->clone() : std::make_unique<SearchParams>();
+        p->threads = threads;
+        p->filter = query_filters(filter, size_t(q.shape(0)));
+        return range_into(self.dim(), q, [&](const float* qp, size_t nq) {
+          return self.range_search(qp, nq, radius, *p);
+        });
+      }, py::arg("queries"), py::arg("radius"), py::arg("threads"), py::arg("filter"),
+         py::arg("params") = nullptr);
+
+  py::class_<RefineIndex, Index, std::shared_ptr<RefineIndex>>(m, "RefineIndex")
+      .def(py::init<std::shared_ptr<Index>, std::shared_ptr<FlatIndex>, size_t>(),
+           py::arg("base"), py::arg("refine"), py::arg("k_factor"))
+      .def_property("k_factor", &RefineIndex::k_factor, &RefineIndex::set_k_factor)
+      .def_property_readonly("base", &RefineIndex::base)
+      .def_property_readonly("refine", &RefineIndex::refine);
+
+  py::class_<PreTransformIndex, Index, std::shared_ptr<PreTransformIndex>>(m, "PreTransformIndex")
+      .def(py::init([](const py::array& matrix, std::shared_ptr<Index> inner) {
+             return std::make_shared<PreTransformIndex>(from_numpy<float>(matrix, "matrix"),
+                                                        std::move(inner));
+           }),
+           py::arg("matrix"), py::arg("inner"))
+      .def("apply", [](const PreTransformIndex& self, const py::array& x, int threads) {
+        size_t n;
+        const float* p = f32_rows(x, self.dim(), n, "x");
+        py::array_t<float> out({py::ssize_t(n), py::ssize_t(self.dim())});
+        float* o = out.mutable_data();
+        py::gil_scoped_release nogil;
+        self.apply(p, n, o, threads);
+        return out;
+      }, py::arg("x"), py::arg("threads"))
+      .def_property_readonly("inner", &PreTransformIndex::inner);
+}
