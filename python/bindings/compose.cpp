@@ -76,5 +76,10 @@ void bind_compose(py::module_& m) {
         self.apply(p, n, o, threads);
         return out;
       }, py::arg("x"), py::arg("threads"))
-      .def_property_readonly("inner", &PreTransformIndex::inner);
+      .def_property_readonly("inner", &PreTransformIndex::inner)
+      .def_property_readonly("matrix", [](const PreTransformIndex& self) {
+        py::array_t<float> out({py::ssize_t(self.dim()), py::ssize_t(self.dim())});
+        std::copy(self.matrix().begin(), self.matrix().end(), out.mutable_data());
+        return out;
+      });
 }

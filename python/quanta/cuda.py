@@ -33,9 +33,21 @@ def _cupy():
 
 
 
-def _require_compact(index):
+def _stages(index):
+    """(codes' native index, rotation or None, re-ranking native FlatIndex or None), read from
+    the index's public native chain (``index.native``)."""
+    from . import _core
+    top, rotation, refine = index.native, None, None
+    if isinstance(top, _core.RefineIndex):
+        refine, top = top.refine, top.base
+    if isinstance(top, _core.PreTransformIndex):
+        rotation, top = top.matrix, top.inner
+    return top, rotation, refine
+
+
+def _require_compact(index, native):
     """GPU copies hold live rows only: an index with removed rows must compact() first."""
-    rows = getattr(index._index, "rows", index.ntotal)
+    rows = getattr(native, "rows", index.ntotal)
     if rows != index.ntotal:
         raise ValueError(f"the index holds {rows - index.ntotal} removed vectors; call "
                          f"index.compact() before copying it to the GPU")
@@ -50,10 +62,10 @@ class FlatIndex:
     def __init__(self, index: _CpuFlatIndex):
         if not isinstance(index, _CpuFlatIndex):
             raise TypeError("index must be a quanta.FlatIndex")
-        _require_compact(index)
+        _require_compact(index, index.native)
         self._mod = _module()
         cp = _cupy()
-        st = index._index.state()
+        st = index.native.state()
         n = index.ntotal
         if index.f8_scale == "vector":
             row_scale = st["vector_scale"]
@@ -154,22 +166,27 @@ class _GpuQuantized:
             raise TypeError(f"index must be a quanta.{cpu_cls.__name__}")
         if not index.is_trained:
             raise ValueError("index must be trained")
-        _require_compact(index)
+        self._native, rotation, self._refine = _stages(index)
+        _require_compact(index, self._native)
         self._mod, cp = _module(), _cupy()
-        self._cpu = index
+        self._refine_factor = index.refine_factor
         self.dim, self.m, self.nbits, self.metric = index.dim, index.m, index.nbits, index.metric
         self.ntotal = index.ntotal
         self._cent = cp.asarray(index.pq.centroids)
-        self._rot = None if index.rotation is None else cp.asarray(index.rotation)
+        self._rot = None if rotation is None else cp.asarray(rotation)
         return cp
 
     def _scan_queries(self, cp, q):
         """The queries in the codes' space (rotated by an OPQ index's rotation)."""
         return q if self._rot is None else cp.ascontiguousarray(q @ self._rot)
 
-    def _finish(self, cp, q, on_host, D, I, k, cpu):
-        if cpu._refine is not None:
-            res = cpu._refine._index.search_subset(cp.asnumpy(q), cp.asnumpy(I), k, 0)
+    def _candidates(self, k):
+        """How many candidates per query the GPU returns: k, or k * refine_factor to re-rank."""
+        return k if self._refine is None else k * self._refine_factor
+
+    def _finish(self, cp, q, on_host, D, I, k):
+        if self._refine is not None:
+            res = self._refine.search_subset(cp.asnumpy(q), cp.asnumpy(I), k, 0)
             return SearchResult(*res) if on_host else SearchResult(cp.asarray(res[0]),
                                                                    cp.asarray(res[1]))
         return SearchResult(cp.asnumpy(D), cp.asnumpy(I)) if on_host else SearchResult(D, I)
@@ -184,15 +201,15 @@ class PQIndex(_GpuQuantized):
     def __init__(self, index):
         from .pq import PQIndex as _CpuPQ
         cp = self._setup(index, _CpuPQ)
-        self._codes = cp.asarray(index._index.codes())
-        ids = index._index.ids()
+        self._codes = cp.asarray(self._native.codes())
+        ids = self._native.ids()
         self._ids = cp.asarray(ids) if ids.size else None
 
     def search(self, q, k: int = 10) -> SearchResult:
         cp = _cupy()
         k = as_k(k)
         q, on_host = _queries(cp, q, self.dim, self.metric)
-        kk = k * self._cpu.refine_factor if self._cpu._refine is not None else k
+        kk = self._candidates(k)
         l2 = self.metric == "l2"
         nq, n = q.shape[0], self.ntotal
         D = cp.empty((nq, kk), cp.float32)
@@ -221,7 +238,7 @@ class PQIndex(_GpuQuantized):
             D = cp.where(I >= 0, -D, cp.inf).astype(cp.float32)
         if self._ids is not None:
             I = cp.where(I >= 0, self._ids[cp.maximum(I, 0)], -1)
-        return self._finish(cp, q, on_host, D, I, k, self._cpu)
+        return self._finish(cp, q, on_host, D, I, k)
 
 
 class IVFPQIndex(_GpuQuantized):
@@ -237,7 +254,7 @@ class IVFPQIndex(_GpuQuantized):
         if not index.by_residual:
             raise ValueError("quanta.cuda.IVFPQIndex supports by_residual=True indexes only")
         self.nlist, self.nprobe = index.nlist, index.nprobe
-        st = index._index.state()
+        st = self._native.state()
         sizes = st["sizes"].astype(np.int64)
         self._offsets = cp.asarray(np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64))
         self._maxlen = int(sizes.max()) if sizes.size else 0
@@ -257,14 +274,14 @@ class IVFPQIndex(_GpuQuantized):
                 or not 1 <= nprobe <= self.nlist:
             raise ValueError(f"nprobe must be an integer in [1, nlist={self.nlist}]; got {nprobe!r}")
         q, on_host = _queries(cp, q, self.dim, self.metric)
-        kk = k * self._cpu.refine_factor if self._cpu._refine is not None else k
+        kk = self._candidates(k)
         l2 = self.metric == "l2"
         nq = q.shape[0]
         D = cp.full((nq, kk), -cp.inf, cp.float32)
         I = cp.full((nq, kk), -1, cp.int64)
         if self.ntotal == 0 or nq == 0:
             return self._finish(cp, q, on_host, cp.where(I >= 0, D, cp.inf if l2 else -cp.inf),
-                                I, k, self._cpu)
+                                I, k)
         qs = self._scan_queries(cp, q)
         _, probes = self._coarse.search(qs, nprobe)
         stream = cp.cuda.get_current_stream().ptr
@@ -297,7 +314,7 @@ class IVFPQIndex(_GpuQuantized):
             rows = self._offsets[cp.maximum(lists, 0)] + r
             I[i0:i0 + nqc] = cp.where(valid, self._ids[cp.where(valid, rows, 0)], -1)
         D = cp.where(I >= 0, -D if l2 else D, cp.inf if l2 else -cp.inf).astype(cp.float32)
-        return self._finish(cp, q, on_host, D, I, k, self._cpu)
+        return self._finish(cp, q, on_host, D, I, k)
 
 
 class BinaryIndex(_GpuQuantized):
@@ -314,17 +331,19 @@ class BinaryIndex(_GpuQuantized):
             raise TypeError("index must be a quanta.BinaryIndex")
         if not index.is_trained:
             raise ValueError("index must be trained")
-        _require_compact(index)
+        self._native, _, self._refine = _stages(index)
+        _require_compact(index, self._native)
         self._mod, cp = _module(), _cupy()
         self._cpu = index
+        self._refine_factor = index.refine_factor
         self.dim, self.metric, self.ntotal = index.dim, index.metric, index.ntotal
         self._planes, self._qplanes = index.levels + 1, index.query_levels + 1
         self._words = index.binarizer.words
-        codes = index._index.codes()
+        codes = self._native.codes()
         self._codes = cp.asarray(codes)
         sums, inv = self._stats(codes, self._planes)
         self._dsum, self._dinv = cp.asarray(sums), cp.asarray(inv)
-        ids = index._index.ids()
+        ids = self._native.ids()
         self._ids = cp.asarray(ids) if ids.size else None
 
     def _stats(self, codes, planes):
@@ -339,7 +358,7 @@ class BinaryIndex(_GpuQuantized):
         cp = _cupy()
         k = as_k(k)
         q, on_host = _queries(cp, q, self.dim, "ip")
-        kk = k * self._cpu.refine_factor if self._cpu._refine is not None else k
+        kk = self._candidates(k)
         qcodes = self._cpu.binarizer.encode(cp.asnumpy(q))
         qsum, qinv = self._stats(qcodes, self._qplanes)
         qc, qs, qi = cp.asarray(qcodes), cp.asarray(qsum), cp.asarray(qinv)
@@ -367,7 +386,7 @@ class BinaryIndex(_GpuQuantized):
                                Ic.data.ptr, False, stream)
         if self._ids is not None:
             I = cp.where(I >= 0, self._ids[cp.maximum(I, 0)], -1)
-        return self._finish(cp, q, on_host, D, I, k, self._cpu)
+        return self._finish(cp, q, on_host, D, I, k)
 
 
 def kmeans(x, k: int, *, niter: int = 25, seed: int = 0, spherical: bool = False):

@@ -123,6 +123,11 @@ class FlatIndex(Removable, Persistent):
         """Removes all vectors (keeps the trained scales)."""
         self._index.reset()
 
+    @property
+    def native(self):
+        """The native index (``quanta._core.FlatIndex``): for embedding and the GPU module."""
+        return self._index
+
     # -- queries ----------------------------------------------------------------------------
     def search(self, q, k: int = 10, *, threads: int = 0, filter=None,
                quantize_queries: bool = False) -> SearchResult:

@@ -61,6 +61,13 @@ class _QuantizedIndex(Removable):
                          self._refine)
         return self._coded.apply(x, threads)
 
+    @property
+    def native(self):
+        """The native index searched (``quanta._core``): the codes' index, wrapped by a
+        ``PreTransformIndex`` (OPQ) and a ``RefineIndex`` (re-ranking) when present. For
+        embedding and for the GPU module; its methods take checked arguments only."""
+        return self._top
+
     def _search_chain(self, q, k, threads, filters, params):
         """Searches the chain: the family's scan with its `params`, then the re-ranking."""
         if self._refine is not None:
