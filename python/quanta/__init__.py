@@ -21,6 +21,7 @@ from .binary import BinaryIndex, IVFBinaryIndex, RecurrentBinarizer
 from .multivector import FDEEncoder, MultiVectorIndex, merge_query_tokens
 from .sparse import SparseIndex
 from . import opq  # noqa: F401  (quanta.opq.train_rotation)
+from . import native  # noqa: F401  (quanta.native: the C++ contract, for embedding)
 from .storage import STORAGES, decode, encode
 
 __version__ = "0.1.0"
