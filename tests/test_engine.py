@@ -258,20 +258,26 @@ def test_saved_files_follow_the_umask_and_verify(data, tmp_path):
     import os
     xb, xq, ids = data
     index = quanta.FlatIndex(DIM, "l2")
-    index.add(xb[:100])
+    index.add(xb)  # 384 KB of vectors: a section a mapped load does not read
     old = os.umask(0o027)
     try:
         index.save(tmp_path / "a.qnt")
     finally:
         os.umask(old)
     assert (os.stat(tmp_path / "a.qnt").st_mode & 0o777) == 0o640
-    assert quanta.verify(tmp_path / "a.qnt")["ntotal"] == 100
+    assert quanta.verify(tmp_path / "a.qnt")["ntotal"] == N
     raw = bytearray((tmp_path / "a.qnt").read_bytes())
     raw[len(raw) // 2] ^= 0xFF  # inside the vectors
     (tmp_path / "b.qnt").write_bytes(bytes(raw))
     quanta.load(tmp_path / "b.qnt", mmap=True)  # a mapped load does not read the payloads
     with pytest.raises(quanta.FormatError, match="checksum"):
         quanta.verify(tmp_path / "b.qnt")
+    # ... but it checks the small sections that say how to read them (META first)
+    raw = bytearray((tmp_path / "a.qnt").read_bytes())
+    raw[raw.index(b'"metric"')] ^= 0x01
+    (tmp_path / "c.qnt").write_bytes(bytes(raw))
+    with pytest.raises(quanta.FormatError, match="META.*checksum"):
+        quanta.load(tmp_path / "c.qnt", mmap=True)
 
 
 MAPPED_KINDS = KINDS  # every dense kind

@@ -26,6 +26,7 @@ FORMAT_MINOR = 0
 _HEADER = struct.Struct("<8sHHI4sQQI20s")  # 60 bytes, then the CRC32
 _SECTION = struct.Struct("<4sIQ")
 _ALIGN = 64
+_ALWAYS_VERIFIED = 1 << 16  # bytes
 
 
 class FormatError(ValueError):
@@ -91,7 +92,9 @@ def read_container(buf, source: str = "buffer", *, verify: bool = True):
         if pos + length > n:
             bad(f"section {tag!r} is truncated")
         payload = mv[pos:pos + length]
-        if verify and zlib.crc32(payload) != crc:
+        # Small sections (META, sizes, parameters) are checked even when the large ones are
+        # not read (a mapped load): they decide how everything else is read.
+        if (verify or length <= _ALWAYS_VERIFIED) and zlib.crc32(payload) != crc:
             bad(f"section {tag.decode(errors='replace')!r} checksum mismatch")
         raw[tag.decode(errors="replace")] = payload
         pos += length
@@ -189,9 +192,14 @@ def from_buffer(buf, source: str, mapped: bool = False):
     kind, dim, ntotal, meta, arrays = read_container(buf, source, verify=not mapped)
     if kind not in _KINDS:
         raise FormatError(f"{source}: unknown index kind {kind!r}")
-    if mapped and getattr(_KINDS[kind], "maps_arrays", False):
-        return _KINDS[kind]._from_parts(dim, ntotal, meta, arrays, source, mapped=True)
-    return _KINDS[kind]._from_parts(dim, ntotal, meta, arrays, source)
+    extra = {"mapped": True} if mapped and getattr(_KINDS[kind], "maps_arrays", False) else {}
+    try:
+        return _KINDS[kind]._from_parts(dim, ntotal, meta, arrays, source, **extra)
+    except FormatError:
+        raise
+    except (KeyError, TypeError, ValueError, IndexError, OverflowError, AttributeError,
+            struct.error) as e:  # malformed content found while rebuilding the index
+        raise FormatError(f"{source}: not a valid {kind} index ({type(e).__name__}: {e})") from None
 
 
 def _map(path):
@@ -208,8 +216,10 @@ def load(path, *, mmap: bool = False):
     With mmap=True the file is memory-mapped and every index kind serves its large arrays
     (vectors, codes, inverted lists, tokens, postings) from the map without reading them;
     add / remove / compact copy what they change first, and the file is never written. A
-    mapped load checks the header checksum and every size and offset, but not the sections'
-    checksums (that would read the whole file): ``quanta.verify(path)`` does.
+    mapped load checks the header, every size and offset and the checksums of the small
+    sections (up to 64 KiB: META and the like), but not those of the large arrays (that would
+    read the whole file): ``quanta.verify(path)`` does. A corrupt array gives wrong results,
+    never a crash (tests/fuzz_files.py).
     """
     path = os.fspath(path)
     if mmap:

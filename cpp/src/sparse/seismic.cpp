@@ -654,7 +654,10 @@ void SparseIndex::search_one(const Comp* comp, const Term* sterm, const int64_t*
   const bool filtered = labels_.checks(p.filter);
   auto score = [&](TopKSet& into, size_t doc, size_t b) {
     if (filtered && !labels_.allowed(doc, f)) return;
+    // b may come from a stored posting offset, unchecked in a mapped file: clamped to the
+    // document's end (validated), so a corrupt one gives wrong scores, not wild reads.
     const size_t e = size_t(s_.doc_ptr[doc + 1]);
+    b = std::min(b, e);
     if (p.head == 0 || e - b <= p.head) {
       into.push(0, entries_dot(comp, doc, b, e, s.q.data(), kr), int64_t(doc));
       return;
