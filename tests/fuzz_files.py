@@ -8,8 +8,8 @@ found late); anything else, and above all a crash, is a finding.
 
 Mutations: truncation; random byte flips in one section's payload, with the section's
 checksum recomputed (so plain loads get past the checksum to the content checks) or not
-(mapped loads do not read checksums); sizes in META's array shapes scaled up or down (with
-checksums recomputed). Mutants run in a child process, many per child; a child that dies
+(mapped loads do not read the large sections' checksums); sizes in META's array shapes and
+the header's dim / ntotal replaced by crafted values (with checksums recomputed). Mutants run in a child process, many per child; a child that dies
 names the mutant it was running, and the next child goes on after it.
 """
 from __future__ import annotations
@@ -79,7 +79,14 @@ def mutate(data: bytes, rng) -> tuple[bytes, str]:
     """One mutant of a saved index and what was done to it."""
     buf = bytearray(data)
     secs = _sections(buf)
-    how = rng.integers(4)
+    how = rng.integers(5)
+    if how == 4:  # a crafted header: dim or ntotal replaced, its checksum made right
+        field, at = ("dim", 20) if rng.random() < 0.5 else ("ntotal", 28)
+        old = struct.unpack_from("<Q", buf, at)[0]
+        value = int(rng.choice([0, 1, old - 1, old + 1, old * 2, 1 << 31, 1 << 62, (1 << 64) - 1]))
+        struct.pack_into("<Q", buf, at, value % (1 << 64))
+        struct.pack_into("<I", buf, 60, zlib.crc32(bytes(buf[:60])))
+        return bytes(buf), f"header {field} = {value}"
     if how == 0:
         cut = int(rng.integers(0, len(buf)))
         return bytes(buf[:cut]), f"truncated at {cut}"
@@ -122,8 +129,14 @@ def _with_section(buf, secs, tag, payload):
     return bytes(out)
 
 
+CHILD_MEMORY = 2 << 30  # bytes of address space: a crafted size must not allocate its way past
+CHILD_SECONDS = 120     # a child's time for its whole batch: more is a hang
+
+
 def _child(path_list):
     """Loads and searches each mutant named in the file, printing its number first."""
+    import resource
+    resource.setrlimit(resource.RLIMIT_AS, (CHILD_MEMORY, CHILD_MEMORY))
     import quanta
     q = np.random.default_rng(2).standard_normal((3, 32)).astype(np.float32)
     for line in open(path_list):
@@ -175,8 +188,13 @@ def run(kinds, mutants, seed=0, log=print, keep=None):
             with open(listing, "w") as f:
                 for n in range(start, len(jobs)):
                     f.write(f"{n}\t{jobs[n][0]}\t{jobs[n][2]}\n")
-            res = subprocess.run([sys.executable, __file__, "--child", listing],
-                                 capture_output=True, text=True)
+            try:
+                res = subprocess.run([sys.executable, __file__, "--child", listing],
+                                     capture_output=True, text=True, timeout=CHILD_SECONDS,
+                                     env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})
+            except subprocess.TimeoutExpired as e:  # the mutant it was on hangs
+                out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+                res = subprocess.CompletedProcess(e.cmd, "timeout", out, "hung")
             last = start
             for line in res.stdout.splitlines():
                 if line.startswith("run "):

@@ -476,6 +476,8 @@ class SparseIndex(Removable, Persistent):
                 if meta.get("layout") != _LAYOUT:
                     raise ValueError(f"layout {meta.get('layout')}, this quanta reads {_LAYOUT}")
                 state = {name: arrays[f"S{i:03d}"] for i, name in enumerate(meta["fields"])}
+                if state["list_ptr"].size != dim + 1:  # before dim sizes any allocation
+                    raise ValueError(f"{state['list_ptr'].size} list offsets for dim {dim}")
                 native = out._native(dim)
                 # The arrays are views of the file's buffer or memory map: borrowed, not
                 # copied; a memory-mapped file's contents are not all read up front.
