@@ -415,3 +415,17 @@ def test_family_settings_pass_through_the_index_base(data, indexes):
     # the common settings alone: the family's defaults (one list)
     np.testing.assert_array_equal(_core.Index.search(index._index, xq, K, 1, None)[1],
                                   index.search(xq, K, nprobe=1).ids)
+
+
+def test_non_finite_stored_norms_are_refused(data, tmp_path):
+    from quanta.io import read_container, write_container
+    xb, xq, ids = data
+    index = quanta.FlatIndex(DIM, "l2")
+    index.add(xb)
+    fourcc, dim, ntotal, meta, arrays = read_container(index.to_bytes())
+    arrays = dict(arrays, NORM=np.where(np.arange(N) == 7, -np.inf, arrays["NORM"]).astype(np.float32))
+    with open(tmp_path / "n.qnt", "wb") as f:
+        write_container(f, fourcc, dim, ntotal, meta, arrays)
+    for mmap in (False, True):
+        with pytest.raises(quanta.FormatError, match="non-finite"):
+            quanta.load(tmp_path / "n.qnt", mmap=mmap)

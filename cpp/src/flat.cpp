@@ -559,7 +559,9 @@ void FlatIndex::restore(Buffer<uint8_t> codes, Buffer<float> vector_scale,
   const auto bad = [](const std::string& what) {
     throw std::invalid_argument("corrupt index data: " + what);
   };
-  if (codes.size() != ntotal * code_size()) bad("code array has the wrong size");
+  // No product of the stored count: it could wrap.
+  if (codes.size() % code_size() || codes.size() / code_size() != ntotal)
+    bad("code array has the wrong size");
   if (vector_scale.size() != (f8_scale_ == F8Scale::vector ? ntotal : 0)) bad("vector scales");
   if (sq_norms.size() != (metric_ == Metric::l2 ? ntotal : 0)) bad("squared norms");
   if (!(dim_scale.empty() || (storage_ == Storage::i8 && dim_scale.size() == dim_)))
@@ -567,6 +569,16 @@ void FlatIndex::restore(Buffer<uint8_t> codes, Buffer<float> vector_scale,
   if (!(ids.empty() || ids.size() == ntotal)) bad("ids");
   if (!std::isfinite(global_scale) || global_scale < 0.0f) bad("global scale");
   if (ntotal > 0 && !(storage_ != Storage::i8 || !dim_scale.empty())) bad("missing i8 scales");
+  // Scores are built from these: checked even in a mapped file (4 bytes a row, a small part
+  // of the codes), so a corrupt one cannot make every score -inf or NaN.
+  const auto finite = [](const float* p, size_t n) {
+    for (size_t i = 0; i < n; ++i)
+      if (!std::isfinite(p[i])) return false;
+    return true;
+  };
+  if (!finite(vector_scale.data(), vector_scale.size()) || !finite(sq_norms.data(), sq_norms.size()) ||
+      !finite(dim_scale.data(), dim_scale.size()))
+    bad("non-finite scales or norms");
   codes_ = std::move(codes);
   vector_scale_ = std::move(vector_scale);
   sq_norms_ = std::move(sq_norms);
