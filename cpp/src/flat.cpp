@@ -57,7 +57,9 @@ FlatIndex::FlatIndex(size_t dim, Metric metric, Storage storage, F8Scale f8_scal
       storage_(storage),
       f8_scale_(is_f8(storage) ? f8_scale : F8Scale::none),
       f8_anisotropic_(is_f8(storage) && f8_anisotropic) {
-  require(dim > 0, "dim must be a positive integer; got 0");
+  // A row's bytes must be a size_t with room to spare (a crafted file can claim any dim).
+  require(dim > 0 && dim <= kMaxDim, "dim must be in [1, " + std::to_string(kMaxDim) +
+                                         "]; got " + std::to_string(dim));
 }
 
 bool FlatIndex::is_trained() const {
@@ -149,6 +151,11 @@ void FlatIndex::add(const float* x, size_t n, const int64_t* ids, int threads) {
     normalize_rows(rows.data(), n, dim_);
     src = rows.data();
   }
+  if (storage_ == Storage::f16)  // f16 has no scale: a larger value would be stored as inf
+    for (size_t i = 0; i < n * dim_; ++i)
+      require(std::fabs(src[i]) <= 65504.0f,
+              "add: x holds " + std::to_string(src[i]) + ", beyond f16's range (65504); use "
+              "f32 or bf16 storage, or scale the vectors");
   // Encode into new arrays and append at the end, so a failure leaves the index as it was.
   std::vector<float> saved_dim_scale = dim_scale_;
   const float saved_global = global_scale_;

@@ -16,7 +16,7 @@ from ._validate import as_f32_matrix, as_k, as_nprobe, as_threads
 from .filter import as_filters
 from .flat import SearchResult, removed_mask
 from .io import FormatError, Persistent, register_kind, write_container
-from .pq import _ivf_params, _QuantizedIndex
+from .pq import _ivf_params, _Probed, _QuantizedIndex
 
 TRANSFORMS = ("pca", "rotation")
 SCORINGS = ("auto", "sdc", "popcount", "u8")
@@ -376,6 +376,7 @@ class BinaryIndex(_BinaryCodesIndex, Persistent):
               max_train_points: int = 20000, threads: int = 0) -> None:
         """Fits the binarizer (closed form; or takes the transforms of ``binarizer``, e.g. one
         from ``fit_learned``) and, with refine, the re-ranking storage."""
+        self._require_empty()
         self._fit_binarizer(as_f32_matrix(x, self.dim, "x"), max_train_points, binarizer)
 
     def search(self, q, k: int = 10, *, threads: int = 0, filter=None) -> SearchResult:
@@ -421,7 +422,7 @@ class BinaryIndex(_BinaryCodesIndex, Persistent):
 register_kind("RBIX", BinaryIndex)
 
 
-class IVFBinaryIndex(_BinaryCodesIndex, Persistent):
+class IVFBinaryIndex(_Probed, _BinaryCodesIndex, Persistent):
     """IVF over recurrent binary codes (factory ``"IVF<nlist>,RBE<bits>x<planes>"``): a coarse
     spherical k-means splits the documents into ``nlist`` lists, each keeping the codes of its
     documents in the scoring path's layout (see :class:`BinaryIndex`); ``search`` scans the
@@ -458,6 +459,7 @@ class IVFBinaryIndex(_BinaryCodesIndex, Persistent):
               threads: int = 0) -> None:
         """Coarse k-means (coarse_niter iterations), then the binarizer (closed form, or the
         transforms of ``binarizer``)."""
+        self._require_empty()
         x = as_f32_matrix(x, self.dim, "x")
         if x.shape[0] < self.nlist:
             raise ValueError(f"train: {x.shape[0]} vectors; need at least nlist ({self.nlist})")

@@ -123,8 +123,8 @@ def atomic_write(path, write) -> None:
 
     A failure at any point leaves an existing file at `path` untouched.
     """
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
+    path = os.path.realpath(os.fspath(path))  # through a symlink: its target is replaced
+    folder = os.path.dirname(path)
     fd, tmp = tempfile.mkstemp(prefix=".quanta-", suffix=".tmp", dir=folder)
     try:
         # mkstemp makes the file 0600; a saved index gets the usual 0666 under the umask

@@ -82,6 +82,13 @@ class _QuantizedIndex(Removable):
         if self._refine is not None:
             self._refine.reset()
 
+    def _require_empty(self):
+        """train() on a populated index would leave its stored codes meaning nothing."""
+        rows = getattr(self._index, "rows", self._index.ntotal)
+        if rows:
+            raise ValueError(f"train: the index holds {rows} vectors coded by the current "
+                             "quantizer; call reset() first (or train a new index)")
+
     def _removal_targets(self):  # the chain removes the re-ranking vectors with the codes
         return [self._top]
 
@@ -164,6 +171,19 @@ class _PQCodesIndex(_QuantizedIndex):
             out._pq.set_centroids(self._index.pq().centroids())
         out._rotation = self._rotation
         return out
+
+
+class _Probed:
+    """The IVF indexes' default nprobe: an integer in [1, nlist], checked when set (a bad
+    value fails here, not in a later search or in a saved file)."""
+
+    @property
+    def nprobe(self) -> int:
+        return self._nprobe
+
+    @nprobe.setter
+    def nprobe(self, value) -> None:
+        self._nprobe = as_nprobe(value, self.nlist)
 
 
 def _ivf_params(nprobe):
@@ -355,6 +375,7 @@ class PQIndex(_PQCodesIndex, Persistent):
 
     def train(self, x, *, niter: int = 25, seed: int = 0, max_points_per_centroid: int = 256,
               threads: int = 0) -> None:
+        self._require_empty()
         x = as_f32_matrix(x, self.dim, "x")
         if x.shape[0] < 2 ** self.nbits:
             raise ValueError(f"train: {x.shape[0]} vectors; need at least {2 ** self.nbits}")
@@ -428,7 +449,7 @@ register_kind("PQ__", PQ)
 register_kind("PQIX", PQIndex)
 
 
-class IVFPQIndex(_PQCodesIndex, Persistent):
+class IVFPQIndex(_Probed, _PQCodesIndex, Persistent):
     """IVF-PQ: ``nlist`` inverted lists from a coarse k-means; each vector stored as the PQ code
     (``m`` x ``nbits``) of its residual to its list's centroid. ``search`` visits the ``nprobe``
     closest lists (``index.nprobe`` by default, 1 to start, as in faiss). Distances are to the
@@ -481,6 +502,7 @@ class IVFPQIndex(_PQCodesIndex, Persistent):
     def train(self, x, *, coarse_niter: int = 10, niter: int = 25, seed: int = 0,
               max_points_per_centroid: int = 256, threads: int = 0) -> None:
         """Coarse k-means (coarse_niter iterations), then PQ k-means on the residuals."""
+        self._require_empty()
         x = as_f32_matrix(x, self.dim, "x")
         need = max(self.nlist, 2 ** self.nbits)
         if x.shape[0] < need:

@@ -28,6 +28,7 @@ const char* f8scale_name(F8Scale s);
 
 class FlatIndex final : public Index {
  public:
+  static constexpr size_t kMaxDim = size_t(1) << 24;
   // f8_anisotropic: float8 codes by round_f8_anisotropic (kF8Eta) instead of nearest.
   FlatIndex(size_t dim, Metric metric, Storage storage, F8Scale f8_scale, bool f8_anisotropic);
   static constexpr float kF8Eta = 8.0f;  // best of 3..128 for recall@10 on MiniLM embeddings

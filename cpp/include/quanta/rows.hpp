@@ -1,5 +1,6 @@
 // Small row helpers shared by the indexes (double accumulation: same result everywhere).
 #pragma once
+#include <cfloat>
 #include <cmath>
 #include <cstddef>
 
@@ -17,14 +18,20 @@ inline double sq_norm(const float* v, size_t dim) {
   return s;
 }
 
-// Scales each of n rows to unit L2 norm; zero rows stay zero.
+// Scales each of n rows to unit L2 norm; zero rows stay zero. Rows so small (subnormal) or
+// so large that 1 / |r| leaves float's normal range are scaled in double, not by an inf or
+// subnormal float factor.
 inline void normalize_rows(float* x, size_t n, size_t dim) {
   for (size_t i = 0; i < n; ++i) {
     float* r = x + i * dim;
     const double s = sq_norm(r, dim);
-    if (s > 0) {
-      const float inv = float(1.0 / std::sqrt(s));
-      for (size_t p = 0; p < dim; ++p) r[p] *= inv;
+    if (!(s > 0)) continue;
+    const double inv = 1.0 / std::sqrt(s);
+    if (inv <= double(FLT_MAX) && inv >= double(FLT_MIN)) {
+      const float f = float(inv);
+      for (size_t p = 0; p < dim; ++p) r[p] *= f;
+    } else {
+      for (size_t p = 0; p < dim; ++p) r[p] = float(double(r[p]) * inv);
     }
   }
 }
