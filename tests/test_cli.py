@@ -45,6 +45,18 @@ def test_cli_errors(tmp_path, capsys):
     assert "unknown index spec" in capsys.readouterr().err
     with pytest.raises(ValueError):
         read_vectors(tmp_path / "bad.txt")
+    for batch in ("0", "-5"):  # used to write an empty index and exit 0
+        assert main(["build", str(tmp_path / "x.npy"), "-o", str(tmp_path / "b.qnt"),
+                     "--batch", batch, "--quiet"]) == 2
+        assert "--batch" in capsys.readouterr().err
+    np.save(tmp_path / "c.npy", np.ones((4, 3), np.complex64))  # used to be cast silently
+    assert main(["build", str(tmp_path / "c.npy"), "-o", str(tmp_path / "c.qnt")]) == 2
+    assert "real numbers" in capsys.readouterr().err
+    assert main(["build", str(tmp_path / "x.npy"), "-o", str(tmp_path / "o.qnt"), "--quiet"]) == 0
+    np.save(tmp_path / "gt1.npy", np.arange(4))  # 1-D: used to raise IndexError
+    assert main(["search", str(tmp_path / "o.qnt"), str(tmp_path / "x.npy"), "-k", "1",
+                 "--ground-truth", str(tmp_path / "gt1.npy")]) == 2
+    assert "--ground-truth" in capsys.readouterr().err
 
 
 def test_demo_runs(capsys):

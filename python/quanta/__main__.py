@@ -77,7 +77,11 @@ def cmd_build(args) -> int:
     from quanta._progress import Progress
     from quanta.datasets import read_vectors
 
+    if args.batch < 1:
+        raise ValueError(f"--batch must be >= 1; got {args.batch}")
     x = read_vectors(args.input)
+    if len(x) == 0:
+        raise ValueError(f"{args.input}: no vectors")
     index = quanta.index_factory(x.shape[1], args.spec, metric=args.metric)
     if not index.is_trained:
         index.train(np.asarray(x[:min(len(x), 100_000)], np.float32))
@@ -102,8 +106,11 @@ def cmd_search(args) -> int:
     dt = time.perf_counter() - t
     print(f"{len(q)} queries in {dt:.3f} s ({len(q) / dt:,.0f} QPS)")
     if args.ground_truth:
-        gt = np.load(args.ground_truth)[:, :args.k]
-        print(f"recall@{args.k}: {_recall(I, gt):.4f}")
+        gt = np.load(args.ground_truth)
+        if gt.ndim != 2 or gt.shape[0] != len(q) or gt.shape[1] < args.k or gt.dtype.kind not in "iu":
+            raise ValueError(f"--ground-truth must hold integer ids of shape ({len(q)}, >= "
+                             f"{args.k}); got {gt.dtype} {gt.shape}")
+        print(f"recall@{args.k}: {_recall(I, gt[:, :args.k]):.4f}")
     if args.output:
         np.savez(args.output, distances=D, ids=I)
         print(f"wrote {args.output}")

@@ -84,4 +84,6 @@ def read_vectors(path) -> np.ndarray:
         raise ValueError(f"{path}: unsupported file type; use .npy or .fvecs")
     if x.ndim != 2:
         raise ValueError(f"{path}: expected a 2-D array of vectors; got shape {x.shape}")
+    if x.dtype.kind not in "fiu":  # complex, object, strings: no silent cast to float32
+        raise ValueError(f"{path}: expected real numbers; got dtype {x.dtype}")
     return x
