@@ -136,7 +136,8 @@ CHILD_SECONDS = 120     # a child's time for its whole batch: more is a hang
 def _child(path_list):
     """Loads and searches each mutant named in the file, printing its number first."""
     import resource
-    resource.setrlimit(resource.RLIMIT_AS, (CHILD_MEMORY, CHILD_MEMORY))
+    if "libasan" not in os.environ.get("LD_PRELOAD", ""):  # ASan reserves terabytes of
+        resource.setrlimit(resource.RLIMIT_AS, (CHILD_MEMORY, CHILD_MEMORY))  # address space
     import quanta
     q = np.random.default_rng(2).standard_normal((3, 32)).astype(np.float32)
     for line in open(path_list):

@@ -70,17 +70,15 @@ class _QuantizedIndex(Removable):
 
     def _search_chain(self, q, k, threads, filters, params):
         """Searches the chain: the family's scan with its `params`, then the re-ranking."""
-        if self._refine is not None:
+        if self._refine is not None:  # the chain's k_factor is refine_factor
             outer = _core.RefineSearchParams()
-            outer.base, outer.k_factor = params, self.refine_factor
+            outer.base = params
             params = outer
         return SearchResult(*self._top.search(q, k, threads, filters, params))
 
     def reset(self) -> None:
         """Removes all vectors (keeps the trained quantizers)."""
-        self._index.reset()
-        if self._refine is not None:
-            self._refine.reset()
+        self._top.reset()
 
     def _require_empty(self):
         """train() on a populated index would leave its stored codes meaning nothing."""
@@ -107,6 +105,8 @@ class _QuantizedIndex(Removable):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"refine_factor must be an integer >= 1; got {value!r}")
         self._refine_factor = int(value)
+        if getattr(self, "_refine", None) is not None:
+            self._top.k_factor = self._refine_factor
 
     refine = property(lambda self: None if self._refine is None else self._refine.storage,
                       doc="storage of the re-ranking vectors, or None")
@@ -114,7 +114,6 @@ class _QuantizedIndex(Removable):
     def _train_refine(self, x):
         if self._refine is not None and not self._refine.is_trained:
             self._refine.train(x)
-
 
     def _extra_parts(self):
         """What the re-ranking stage and the rotation add to a saved index."""
