@@ -88,3 +88,45 @@ def test_pool_survives_fork():
     got = os.read(r, 1)
     os.waitpid(pid, 0)
     assert got == b"1"
+
+
+@pytest.mark.parametrize("spec", ["Flat", "PQ8x4fs", "IVF8,PQ8x4fs,Refine(f16)", "RBE64x2",
+                                  "IVF8,RBE64x2"])
+def test_searches_racing_writers_see_whole_states(spec):
+    """Readers share an index, writers (add / remove / compact / reset) run alone: searches
+    racing them never fail and return only ids the index held."""
+    xb, xq = clustered(4000, 32, 20, seed=5)
+    index = quanta.index_factory(32, spec, metric="ip")
+    if not index.is_trained:
+        index.train(xb)
+    index.add(xb[:1000], ids=np.arange(1000))
+    errors, stop = [], threading.Event()
+
+    def write():
+        try:
+            for i in range(1, 4):
+                index.add(xb[i * 1000:(i + 1) * 1000], ids=np.arange(i * 1000, (i + 1) * 1000))
+                index.remove(np.arange(i * 100, i * 100 + 50))
+                index.compact()
+            index.reset()
+            index.add(xb[:500], ids=np.arange(500))
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+        finally:
+            stop.set()
+
+    def read():
+        try:
+            while not stop.is_set():
+                ids = index.search(xq, 10, threads=1).ids
+                assert ((ids >= -1) & (ids < 4000)).all()
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=write)] + [threading.Thread(target=read) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert errors == [] and not any(t.is_alive() for t in threads)
+    assert index.ntotal == 500

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _core
+from ._rwlock import guarded
 from ._validate import as_f32_matrix, as_k, as_nprobe, as_threads
 from .filter import as_filters
 from .flat import SearchResult, removed_mask
@@ -338,6 +339,7 @@ class _BinaryCodesIndex(_QuantizedIndex):
                     transform=meta["transform"], center=meta["center"], seed=meta["seed"])
 
 
+@guarded
 class BinaryIndex(_BinaryCodesIndex, Persistent):
     """Flat index of recurrent binary codes (factory ``"RBE<bits>x<planes>"``, e.g.
     ``"RBE384x2"``: 384 bits per plane, 2 planes = 2 bits per dimension).
@@ -422,6 +424,7 @@ class BinaryIndex(_BinaryCodesIndex, Persistent):
 register_kind("RBIX", BinaryIndex)
 
 
+@guarded
 class IVFBinaryIndex(_Probed, _BinaryCodesIndex, Persistent):
     """IVF over recurrent binary codes (factory ``"IVF<nlist>,RBE<bits>x<planes>"``): a coarse
     spherical k-means splits the documents into ``nlist`` lists, each keeping the codes of its

@@ -7,6 +7,7 @@ import numpy as np
 
 from . import _core
 from ._mutable import Removable
+from ._rwlock import guarded
 from ._validate import as_f32_matrix, as_ids, as_k, as_radius, as_threads, reconstruct_ids
 from .filter import as_filters
 from .io import FormatError, Persistent, register_kind, write_container
@@ -42,6 +43,7 @@ class RangeResult(NamedTuple):
         return self.distances[a:b], self.ids[a:b]
 
 
+@guarded
 class FlatIndex(Removable, Persistent):
     """Exact k-NN search over vectors stored as f32, f16, bf16, f8e4m3, f8e5m2 or i8.
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from . import _core
 from ._mutable import Removable
+from ._rwlock import guarded
 from ._validate import as_f32_matrix, as_ids, as_k, as_threads
 from .factory import index_factory
 from .filter import as_filters, as_removal
@@ -247,6 +248,7 @@ def merge_query_tokens(tokens, offsets=None, tau: float = 0.7):
     return np.ascontiguousarray(np.stack(out), np.float32), np.asarray(new_off, np.int64)
 
 
+@guarded
 class MultiVectorIndex(Removable, Persistent):
     """Multi-vector retrieval: MUVERA FDEs in an inner dense index, then exact Chamfer.
 

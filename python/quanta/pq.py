@@ -5,6 +5,7 @@ import numpy as np
 
 from . import _core
 from ._mutable import Removable
+from ._rwlock import guarded
 from ._validate import (as_f32_matrix, as_ids, as_k, as_nprobe, as_radius, as_threads,
                         reconstruct_ids)
 from .filter import as_filters
@@ -334,6 +335,7 @@ class PQ(Persistent):
 
 
 
+@guarded
 class PQIndex(_PQCodesIndex, Persistent):
     """Flat product-quantization index: ``m`` sub-quantizers of ``nbits`` (4 or 8) bits, so
     ``m * nbits / 8`` bytes per vector, searched with ADC lookup tables (the query stays
@@ -448,6 +450,7 @@ register_kind("PQ__", PQ)
 register_kind("PQIX", PQIndex)
 
 
+@guarded
 class IVFPQIndex(_Probed, _PQCodesIndex, Persistent):
     """IVF-PQ: ``nlist`` inverted lists from a coarse k-means; each vector stored as the PQ code
     (``m`` x ``nbits``) of its residual to its list's centroid. ``search`` visits the ``nprobe``

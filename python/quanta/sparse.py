@@ -61,6 +61,7 @@ import numpy as np
 
 from . import _core
 from ._mutable import Removable
+from ._rwlock import guarded
 from ._validate import as_ids, as_k, as_threads
 from .filter import as_filters, as_removal
 from .flat import SearchResult, removed_mask
@@ -204,6 +205,7 @@ def _run_with_progress(work, native, label):
     print(f"\r{label}: 100.0% of the posting lists", file=sys.stderr)
 
 
+@guarded
 class SparseIndex(Removable, Persistent):
     """Seismic-style index for non-negative sparse vectors (see the module docstring)."""
 
