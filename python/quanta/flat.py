@@ -64,8 +64,9 @@ class FlatIndex(Removable, Persistent):
         MiniLM text embeddings recall@10 of f8e4m3 goes from 0.980 to 0.987.
 
     ``i8`` stores round(x / s) with a symmetric per-dimension scale s = max|x| / 127, learned
-    by ``train`` (or from the first ``add``). Thread safety: ``search`` may run from many
-    threads at once; ``train``/``add``/``reset`` need exclusive access.
+    by ``train`` (or from the first ``add``). Thread safety: searches run from many threads at
+    once; ``train`` / ``add`` / ``reset`` / ``remove`` / ``compact`` wait for them and run
+    alone (a readers-writer lock per index).
     """
 
     def __init__(self, dim: int, metric: str = "ip", storage: str = "f32", *,
