@@ -113,8 +113,8 @@ def read_container(buf, source: str = "buffer", *, verify: bool = True):
             arrays[tag] = np.frombuffer(raw[tag], dtype=dt, count=count).reshape(shape)
     except FormatError:
         raise
-    except (ValueError, TypeError, KeyError, UnicodeDecodeError, AttributeError) as e:
-        bad(f"unreadable metadata: {e}")
+    except Exception as e:  # noqa: BLE001 - untrusted text: numpy's dtype parser alone can
+        bad(f"unreadable metadata: {type(e).__name__}: {e}")  # raise SyntaxError
     return kind.decode(errors="replace"), dim, ntotal, meta, arrays
 
 
