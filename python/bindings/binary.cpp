@@ -241,14 +241,15 @@ void bind_binary(py::module_& m) {
       }, py::arg("centroids"), py::arg("sizes"), py::arg("stored"), py::arg("ids"),
          py::arg("borrow"))
       .def_property_readonly("mapped_bytes", &IVFBinaryIndex::mapped_bytes)
-      .def("state", [](const IVFBinaryIndex& self) {
+      // with_codes=False leaves out the plain codes (a save writes the stored layout).
+      .def("state", [](const IVFBinaryIndex& self, bool with_codes) {
         py::dict d;
         d["centroids"] = to_numpy(self.centroids());
         d["sizes"] = to_numpy(self.list_sizes());
-        d["codes"] = to_numpy(self.all_codes());
+        if (with_codes) d["codes"] = to_numpy(self.all_codes());
         d["ids"] = to_numpy(self.all_ids());
         return d;
-      })
+      }, py::arg("with_codes") = true)
       .def("restore", [](IVFBinaryIndex& self, const py::array& centroids, const py::array& sizes,
                          const py::array& codes, const py::array& ids) {
         self.restore(from_numpy<float>(centroids, "centroids"), from_numpy<uint64_t>(sizes, "sizes"),

@@ -137,13 +137,19 @@ inline QueryFilters query_filters(const py::object& filter, size_t nq) {
   return QueryFilters(std::move(list));
 }
 
-// The common search settings from the binding's arguments.
-template <class Params>
-Params search_params(size_t k, int threads, const py::object& filter, size_t nq) {
-  Params p;
+// Sets the common search settings of p from the binding's arguments.
+inline void set_common(SearchParams& p, size_t k, int threads, const py::object& filter,
+                       size_t nq) {
   p.k = k;
   p.threads = threads;
   p.filter = query_filters(filter, nq);
+}
+
+// A family's settings struct with the common ones from the binding's arguments.
+template <class Params>
+Params search_params(size_t k, int threads, const py::object& filter, size_t nq) {
+  Params p;
+  set_common(p, k, threads, filter, nq);
   return p;
 }
 

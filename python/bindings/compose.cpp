@@ -8,6 +8,19 @@
 
 using namespace quanta_py;
 
+namespace {
+
+// A call's settings: a copy of the caller's struct (or the common one) with k, threads and
+// the filter from the binding's arguments.
+std::unique_ptr<SearchParams> call_params(const std::shared_ptr<SearchParams>& params, size_t k,
+                                          int threads, const py::object& filter, size_t nq) {
+  std::unique_ptr<SearchParams> p = params ? params->clone() : std::make_unique<SearchParams>();
+  set_common(*p, k, threads, filter, nq);
+  return p;
+}
+
+}  // namespace
+
 void bind_compose(py::module_& m) {
   py::class_<SearchParams, std::shared_ptr<SearchParams>>(m, "SearchParams")
       .def(py::init<>());
@@ -34,10 +47,7 @@ void bind_compose(py::module_& m) {
   index.def_property_readonly("dim", &Index::dim)
       .def("search", [](const Index& self, const py::array& q, size_t k, int threads,
                         const py::object& filter, const std::shared_ptr<SearchParams>& params) {
-        std::unique_ptr<SearchParams> p = params ? params->clone() : std::make_unique<SearchParams>();
-        p->k = k;
-        p->threads = threads;
-        p->filter = query_filters(filter, size_t(q.shape(0)));
+        const auto p = call_params(params, k, threads, filter, size_t(q.shape(0)));
         return search_into(self.dim(), q, k, [&](const float* qp, size_t nq, float* D, int64_t* I) {
           self.search(qp, nq, *p, D, I);
         });
@@ -45,9 +55,7 @@ void bind_compose(py::module_& m) {
          py::arg("params") = nullptr)
       .def("range_search", [](const Index& self, const py::array& q, float radius, int threads,
                               const py::object& filter, const std::shared_ptr<SearchParams>& params) {
-        std::unique_ptr<SearchParams> p = params ? params->clone() : std::make_unique<SearchParams>();
-        p->threads = threads;
-        p->filter = query_filters(filter, size_t(q.shape(0)));
+        const auto p = call_params(params, 1, threads, filter, size_t(q.shape(0)));
         return range_into(self.dim(), q, [&](const float* qp, size_t nq) {
           return self.range_search(qp, nq, radius, *p);
         });

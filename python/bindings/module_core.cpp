@@ -259,14 +259,15 @@ PYBIND11_MODULE(_core, m) {
       }, py::arg("x"), py::arg("coarse_niter"), py::arg("niter"), py::arg("seed"),
          py::arg("mppc"), py::arg("threads"))
       .def("coarse_centroids", [](const IVFPQIndex& self) { return to_numpy(self.centroids()); })
-      .def("state", [](const IVFPQIndex& self) {
+      // with_codes=False leaves out the plain codes (a save writes the stored layout).
+      .def("state", [](const IVFPQIndex& self, bool with_codes) {
         py::dict d;
         d["centroids"] = to_numpy(self.centroids());
         d["sizes"] = to_numpy(self.list_sizes());
-        d["codes"] = to_numpy(self.all_codes());
+        if (with_codes) d["codes"] = to_numpy(self.all_codes());
         d["ids"] = to_numpy(self.all_ids());
         return d;
-      })
+      }, py::arg("with_codes") = true)
       .def("stored_codes", [](const IVFPQIndex& self) { return to_numpy(self.stored_codes()); })
       .def("restore", [](IVFPQIndex& self, const py::array& centroids, const py::array& sizes,
                          const py::array& codes, const py::array& ids, bool stored, bool borrow) {

@@ -489,7 +489,7 @@ class IVFBinaryIndex(_Probed, _BinaryCodesIndex, Persistent):
 
     def _write(self, f):
         meta, arrays = self._binary_parts()
-        st = self._index.state()
+        st = self._index.state(with_codes=False)
         stored = self._index.stored()
         write_container(f, "IVRB", self.dim, self.ntotal,
                         {**meta, "nlist": self.nlist, "nprobe": self.nprobe,

@@ -543,7 +543,7 @@ class IVFPQIndex(_Probed, _PQCodesIndex, Persistent):
         return self._range(q, radius, threads, filter, _ivf_params(nprobe))
 
     def _write(self, f):
-        st = self._index.state()
+        st = self._index.state(with_codes=False)
         rmeta, rarrays = self._extra_parts()
         cent = self._index.pq().centroids() if self.is_trained else np.zeros(0, np.float32)
         write_container(f, "IVPQ", self.dim, self.ntotal,
