@@ -2,6 +2,7 @@
 
 #include "binary_scan.cuh"
 #include "check.cuh"
+#include "device.cuh"
 
 namespace quanta {
 namespace cuda {
@@ -10,16 +11,20 @@ namespace {
 
 constexpr int kThreads = 256;
 
-// Grid (row blocks, queries): the query's planes go to shared memory once per block; each
-// thread scores one code.
+// Grid (row blocks, queries): the query's planes go to shared memory once per block (when the
+// device has room); each thread scores one code.
 __global__ void rbe_kernel(const uint64_t* codes, size_t n, int planes, const int32_t* dsum,
                            const float* dinv, const uint64_t* queries, int qplanes,
                            const int32_t* qsum, const float* qinv, int words, int m,
-                           float* scores, size_t ld) {
-  extern __shared__ uint64_t q[];
+                           bool shared, float* scores, size_t ld) {
+  extern __shared__ uint64_t smem[];
   const size_t qi = blockIdx.y, qw = size_t(qplanes) * words;
-  for (size_t e = threadIdx.x; e < qw; e += blockDim.x) q[e] = queries[qi * qw + e];
-  __syncthreads();
+  const uint64_t* q = queries + qi * qw;  // in place when the planes do not fit
+  if (shared) {
+    for (size_t e = threadIdx.x; e < qw; e += blockDim.x) smem[e] = q[e];
+    __syncthreads();
+    q = smem;
+  }
   const size_t row = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (row >= n) return;
   const uint64_t* d = codes + row * size_t(planes) * words;
@@ -44,15 +49,15 @@ void rbe_scores(const uint64_t* codes, size_t n, int planes, const int32_t* dsum
                 const int32_t* qsum, const float* qinv, int words, int m, float* scores,
                 size_t ld, uintptr_t stream) {
   if (n == 0 || nq == 0) return;
-  const size_t smem = size_t(qplanes) * words * sizeof(uint64_t);
-  if (smem > 48 * 1024)
-    check(cudaFuncSetAttribute(reinterpret_cast<const void*>(rbe_kernel),
-                               cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)),
-          "query codes do not fit in shared memory");
-  dim3 grid(static_cast<unsigned>((n + kThreads - 1) / kThreads), static_cast<unsigned>(nq));
-  rbe_kernel<<<grid, kThreads, smem, reinterpret_cast<cudaStream_t>(stream)>>>(
-      codes, n, planes, dsum, dinv, queries, qplanes, qsum, qinv, words, m, scores, ld);
-  check(cudaGetLastError(), "binary scan kernel");
+  const size_t qw = size_t(qplanes) * words;
+  const size_t smem = fit_shared(reinterpret_cast<const void*>(rbe_kernel), qw * 8) ? qw * 8 : 0;
+  batch_y(nq, 1, [&](size_t q0, size_t count) {
+    const dim3 grid{unsigned((n + kThreads - 1) / kThreads), unsigned(count)};
+    rbe_kernel<<<grid, kThreads, smem, reinterpret_cast<cudaStream_t>(stream)>>>(
+        codes, n, planes, dsum, dinv, queries + q0 * qw, qplanes, qsum + q0, qinv + q0, words,
+        m, smem > 0, scores + q0 * ld, ld);
+    check(cudaGetLastError(), "binary scan kernel");
+  });
 }
 
 }  // namespace cuda

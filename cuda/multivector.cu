@@ -4,6 +4,7 @@
 #include <stdexcept>
 
 #include "check.cuh"
+#include "device.cuh"
 #include "multivector.cuh"
 
 namespace quanta {
@@ -11,7 +12,9 @@ namespace cuda {
 
 namespace {
 
-constexpr int kChunk = 32;  // query and document tokens per shared-memory chunk
+constexpr int kChunk = 32;    // query and document tokens per shared-memory chunk
+constexpr int kDimTile = 64;  // dimensions per shared-memory chunk
+constexpr int kWarps = 4;     // per Chamfer block
 
 __device__ unsigned bucket_of(const float* h, int k_sim, bool gray) {
   unsigned id = 0;
@@ -93,43 +96,52 @@ __global__ void fde_final_kernel(const float* fde, size_t n, size_t fde_dim, con
 }
 
 // One block (4 warps) per (candidate, query). Query and document tokens pass through shared
-// memory in chunks of 32 (rows padded by one float against bank conflicts); warp w takes
-// query tokens w, w + 4, ..., lane l document token l; the best of each query token is kept
-// in shared memory and summed in token order at the end.
+// memory in chunks of 32 tokens x 64 dimensions (rows padded by one float against bank
+// conflicts), so any dim fits in 17 KB on every GPU; warp w takes query tokens w, w + 4, ...,
+// lane l document token l, each thread adding its dot products over the dimension tiles in
+// order. The best of each query token is kept in shared memory and summed in token order.
 __global__ void chamfer_kernel(const float* q, const int64_t* q_offsets, const float* tokens,
-                               const int64_t* doc_offsets, const int64_t* cand, size_t nc,
-                               size_t dim, float* scores) {
-  extern __shared__ float sm[];
-  const size_t c = blockIdx.x, i = blockIdx.y, stride = dim + 1;
-  const int64_t doc = cand[i * nc + c];
-  if (doc < 0) {
+                               const int64_t* doc_offsets, const int64_t* cand, size_t row0,
+                               size_t nc, size_t dim, float* scores) {
+  __shared__ float qs[kChunk][kDimTile + 1];
+  __shared__ float ds[kChunk][kDimTile + 1];
+  __shared__ float best[kChunk];
+  const size_t c = blockIdx.x, i = blockIdx.y;
+  const int64_t doc = cand ? cand[i * nc + c] : int64_t(row0 + c);
+  if (doc < 0) {  // uniform across the block
     if (threadIdx.x == 0) scores[i * nc + c] = -INFINITY;
     return;
   }
-  float* qs = sm;
-  float* ds = sm + kChunk * stride;
-  float* best = ds + kChunk * stride;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, nwarps = blockDim.x / 32;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t q0 = q_offsets[i], q1 = q_offsets[i + 1];
   const int64_t d0 = doc_offsets[doc], d1 = doc_offsets[doc + 1];
   float total = 0.0f;
   for (int64_t qc = q0; qc < q1; qc += kChunk) {
     const int nqc = q1 - qc < kChunk ? int(q1 - qc) : kChunk;
-    for (size_t e = threadIdx.x; e < size_t(nqc) * dim; e += blockDim.x)
-      qs[(e / dim) * stride + e % dim] = q[(qc + e / dim) * dim + e % dim];
     if (threadIdx.x < kChunk) best[threadIdx.x] = -INFINITY;
     for (int64_t dc = d0; dc < d1; dc += kChunk) {
       const int ndc = d1 - dc < kChunk ? int(d1 - dc) : kChunk;
-      __syncthreads();
-      for (size_t e = threadIdx.x; e < size_t(ndc) * dim; e += blockDim.x)
-        ds[(e / dim) * stride + e % dim] = tokens[(dc + e / dim) * dim + e % dim];
-      __syncthreads();
-      for (int qt = warp; qt < nqc; qt += nwarps) {
-        float dot = -INFINITY;
-        if (lane < ndc) {
-          dot = 0.0f;
-          for (size_t p = 0; p < dim; ++p) dot += qs[qt * stride + p] * ds[lane * stride + p];
+      float acc[kChunk / kWarps] = {};
+      for (size_t p0 = 0; p0 < dim; p0 += kDimTile) {
+        const int w = dim - p0 < kDimTile ? int(dim - p0) : kDimTile;
+        __syncthreads();
+        for (int e = threadIdx.x; e < kChunk * w; e += blockDim.x) {
+          const int t = e / w, p = e % w;
+          if (t < nqc) qs[t][p] = q[(qc + t) * dim + p0 + p];
+          if (t < ndc) ds[t][p] = tokens[(dc + t) * dim + p0 + p];
         }
+        __syncthreads();
+        if (lane < ndc)
+          for (int j = 0; j < kChunk / kWarps; ++j) {
+            const int qt = warp + kWarps * j;
+            if (qt < nqc)
+              for (int p = 0; p < w; ++p) acc[j] += qs[qt][p] * ds[lane][p];
+          }
+      }
+      for (int j = 0; j < kChunk / kWarps; ++j) {
+        const int qt = warp + kWarps * j;
+        if (qt >= nqc) break;  // uniform across the warp
+        float dot = lane < ndc ? acc[j] : -INFINITY;
         for (int off = 16; off > 0; off /= 2) dot = fmaxf(dot, __shfl_xor_sync(~0u, dot, off));
         if (lane == 0) best[qt] = fmaxf(best[qt], dot);
       }
@@ -148,6 +160,7 @@ void fde_aggregate(const float* y, size_t ystride, long proj_col, const float* x
                    const int64_t* offsets, size_t n, int k_sim, int d_proj, int r_reps,
                    bool gray, bool documents, bool fill_empty, float* out, uintptr_t stream) {
   if (n == 0) return;
+  if (size_t(r_reps) > kMaxGridY) throw std::invalid_argument("the GPU encoder takes r_reps <= 65535");
   const size_t smem = 2 * (size_t(1) << k_sim) * sizeof(int);
   dim3 grid(static_cast<unsigned>(n), static_cast<unsigned>(r_reps));
   fde_aggregate_kernel<<<grid, 32, smem, reinterpret_cast<cudaStream_t>(stream)>>>(
@@ -168,19 +181,16 @@ void fde_final(const float* fde, size_t n, size_t fde_dim, const int64_t* ptr,
 }
 
 void chamfer_scores(const float* q, const int64_t* q_offsets, size_t nq, const float* tokens,
-                    const int64_t* doc_offsets, const int64_t* cand, size_t nc, size_t dim,
-                    float* scores, uintptr_t stream) {
+                    const int64_t* doc_offsets, const int64_t* cand, size_t row0, size_t nc,
+                    size_t dim, float* scores, uintptr_t stream) {
   if (nq == 0 || nc == 0) return;
-  if (dim > kMaxChamferDim) throw std::runtime_error("chamfer_scores: dim above 768");
-  const size_t smem = (2 * kChunk * (dim + 1) + kChunk) * sizeof(float);
-  if (smem > 48 * 1024)
-    check(cudaFuncSetAttribute(reinterpret_cast<const void*>(chamfer_kernel),
-                               cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)),
-          "Chamfer kernel shared memory");
-  dim3 grid(static_cast<unsigned>(nc), static_cast<unsigned>(nq));
-  chamfer_kernel<<<grid, 128, smem, reinterpret_cast<cudaStream_t>(stream)>>>(
-      q, q_offsets, tokens, doc_offsets, cand, nc, dim, scores);
-  check(cudaGetLastError(), "Chamfer kernel");
+  batch_y(nq, 1, [&](size_t i0, size_t count) {
+    const dim3 grid{unsigned(nc), unsigned(count)};
+    chamfer_kernel<<<grid, 32 * kWarps, 0, reinterpret_cast<cudaStream_t>(stream)>>>(
+        q, q_offsets + i0, tokens, doc_offsets, cand ? cand + i0 * nc : nullptr, row0, nc, dim,
+        scores + i0 * nc);
+    check(cudaGetLastError(), "Chamfer kernel");
+  });
 }
 
 }  // namespace cuda

@@ -23,12 +23,12 @@ void fde_final(const float* fde, size_t n, size_t fde_dim, const int64_t* ptr,
                const int32_t* idx, const float* sign, size_t final_dim, float* out,
                uintptr_t stream);
 
-// scores[i * nc + c] = CHAMFER(query i, document cand[i * nc + c]) in float32, -inf where the
-// candidate is negative. Tokens float32, rows of dim; dim <= kMaxChamferDim.
-constexpr size_t kMaxChamferDim = 768;
+// scores[i * nc + c] = CHAMFER(query i, document d) in float32 for d = cand[i * nc + c]
+// (cand null: d = row0 + c), -inf where d is negative. Tokens float32, rows of dim (any dim).
+// Query i's tokens are q[q_offsets[i] .. q_offsets[i + 1]) (offsets into q, absolute).
 void chamfer_scores(const float* q, const int64_t* q_offsets, size_t nq, const float* tokens,
-                    const int64_t* doc_offsets, const int64_t* cand, size_t nc, size_t dim,
-                    float* scores, uintptr_t stream);
+                    const int64_t* doc_offsets, const int64_t* cand, size_t row0, size_t nc,
+                    size_t dim, float* scores, uintptr_t stream);
 
 }  // namespace cuda
 }  // namespace quanta

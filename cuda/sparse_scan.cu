@@ -3,6 +3,7 @@
 #include <cuda_fp16.h>
 
 #include "check.cuh"
+#include "device.cuh"
 
 namespace quanta {
 namespace cuda {
@@ -28,6 +29,7 @@ __global__ void sparse_scores_kernel(const float* qdense, size_t dim, const int6
   float s = 0.0f;
   for (int64_t e = doc_ptr[doc] + lane; e < doc_ptr[doc + 1]; e += 32) {
     const size_t t = comp16 ? comp16[e] : comp32[e];
+    if (t >= dim) continue;  // a corrupt mapped index: skip, as the CPU search clamps
     const float v = val16 ? __half2float(__ushort_as_half(val16[e])) : float(val8[e]);
     s += q[t] * v;
   }
@@ -42,11 +44,13 @@ void sparse_scores(const float* qdense, size_t nq, size_t dim, const int64_t* do
                    const uint8_t* val8, const float* scale, const int64_t* cand, size_t row0,
                    size_t nc, float* scores, uintptr_t stream) {
   if (nq == 0 || nc == 0) return;
-  dim3 grid(static_cast<unsigned>((nc + kWarpsPerBlock - 1) / kWarpsPerBlock),
-            static_cast<unsigned>(nq));
-  sparse_scores_kernel<<<grid, 32 * kWarpsPerBlock, 0, reinterpret_cast<cudaStream_t>(stream)>>>(
-      qdense, dim, doc_ptr, comp16, comp32, val16, val8, scale, cand, row0, nc, scores);
-  check(cudaGetLastError(), "sparse scoring kernel");
+  batch_y(nq, 1, [&](size_t q0, size_t count) {
+    const dim3 grid{unsigned((nc + kWarpsPerBlock - 1) / kWarpsPerBlock), unsigned(count)};
+    sparse_scores_kernel<<<grid, 32 * kWarpsPerBlock, 0, reinterpret_cast<cudaStream_t>(stream)>>>(
+        qdense + q0 * dim, dim, doc_ptr, comp16, comp32, val16, val8, scale,
+        cand ? cand + q0 * nc : nullptr, row0, nc, scores + q0 * nc);
+    check(cudaGetLastError(), "sparse scoring kernel");
+  });
 }
 
 }  // namespace cuda

@@ -2,31 +2,33 @@
 // the GIL released around every launch sequence.
 #include <pybind11/pybind11.h>
 
-#include "flat_scan.cuh"
 #include "binary_scan.cuh"
+#include "device.cuh"
+#include "flat_scan.cuh"
 #include "multivector.cuh"
-#include "sparse_scan.cuh"
 #include "pq_scan.cuh"
+#include "sparse_scan.cuh"
+#include "topk.cuh"
 
 namespace py = pybind11;
 
 PYBIND11_MODULE(_cuda, m) {
   m.doc() = "quanta CUDA kernels";
   m.def("device_count", &quanta::cuda::device_count);
+  m.def("device_error", &quanta::cuda::device_error);
   m.def("runtime_version", &quanta::cuda::runtime_version);
-  m.def("flat_search", [](uintptr_t codes, size_t n, size_t dim, int storage, uintptr_t a,
-                          uintptr_t b, uintptr_t queries, size_t nq, size_t k, uintptr_t out_s,
-                          uintptr_t out_p, uintptr_t stream) {
+  m.def("driver_version", &quanta::cuda::driver_version);
+  m.def("flat_scores", [](uintptr_t codes, size_t n, size_t dim, int storage, uintptr_t a,
+                          uintptr_t b, uintptr_t queries, size_t nq, uintptr_t scores, size_t ld,
+                          uintptr_t stream) {
     if (storage < 0 || storage > 5) throw py::value_error("storage code must be 0..5");
     py::gil_scoped_release nogil;
-    quanta::cuda::flat_search(reinterpret_cast<const uint8_t*>(codes), n, dim, storage,
+    quanta::cuda::flat_scores(reinterpret_cast<const uint8_t*>(codes), n, dim, storage,
                               reinterpret_cast<const float*>(a), reinterpret_cast<const float*>(b),
-                              reinterpret_cast<const float*>(queries), nq, k,
-                              reinterpret_cast<float*>(out_s), reinterpret_cast<int64_t*>(out_p),
-                              stream);
+                              reinterpret_cast<const float*>(queries), nq,
+                              reinterpret_cast<float*>(scores), ld, stream);
   }, py::arg("codes"), py::arg("n"), py::arg("dim"), py::arg("storage"), py::arg("a"), py::arg("b"),
-     py::arg("queries"), py::arg("nq"), py::arg("k"), py::arg("out_s"), py::arg("out_p"),
-     py::arg("stream"));
+     py::arg("queries"), py::arg("nq"), py::arg("scores"), py::arg("ld"), py::arg("stream"));
   m.def("adc_scores", [](uintptr_t codes, size_t n, int pq_m, int nbits, uintptr_t luts,
                          uintptr_t bias, float sign, size_t nq, uintptr_t scores, size_t ld,
                          uintptr_t stream) {
@@ -39,20 +41,21 @@ PYBIND11_MODULE(_cuda, m) {
   }, py::arg("codes"), py::arg("n"), py::arg("pq_m"), py::arg("nbits"), py::arg("luts"),
      py::arg("bias"), py::arg("sign"), py::arg("nq"), py::arg("scores"), py::arg("ld"),
      py::arg("stream"));
-  m.def("ivf_adc_scores", [](uintptr_t codes, uintptr_t offsets, uintptr_t probes, size_t nprobe,
-                             int pq_m, int nbits, uintptr_t luts, uintptr_t bias, float sign,
-                             size_t nq, size_t maxlen, uintptr_t scores, uintptr_t stream) {
+  m.def("ivf_adc_scores", [](uintptr_t codes, uintptr_t offsets, uintptr_t probes, uintptr_t start,
+                             size_t nprobe, int pq_m, int nbits, uintptr_t luts, uintptr_t bias,
+                             float sign, size_t nq, uintptr_t scores, size_t ld, uintptr_t stream) {
     if (nbits != 4 && nbits != 8) throw py::value_error("nbits must be 4 or 8");
     py::gil_scoped_release nogil;
     quanta::cuda::ivf_adc_scores(reinterpret_cast<const uint8_t*>(codes),
                                  reinterpret_cast<const int64_t*>(offsets),
-                                 reinterpret_cast<const int64_t*>(probes), nprobe, pq_m, nbits,
+                                 reinterpret_cast<const int64_t*>(probes),
+                                 reinterpret_cast<const int64_t*>(start), nprobe, pq_m, nbits,
                                  reinterpret_cast<const float*>(luts),
-                                 reinterpret_cast<const float*>(bias), sign, nq, maxlen,
-                                 reinterpret_cast<float*>(scores), stream);
-  }, py::arg("codes"), py::arg("offsets"), py::arg("probes"), py::arg("nprobe"), py::arg("pq_m"),
-     py::arg("nbits"), py::arg("luts"), py::arg("bias"), py::arg("sign"), py::arg("nq"),
-     py::arg("maxlen"), py::arg("scores"), py::arg("stream"));
+                                 reinterpret_cast<const float*>(bias), sign, nq,
+                                 reinterpret_cast<float*>(scores), ld, stream);
+  }, py::arg("codes"), py::arg("offsets"), py::arg("probes"), py::arg("start"), py::arg("nprobe"),
+     py::arg("pq_m"), py::arg("nbits"), py::arg("luts"), py::arg("bias"), py::arg("sign"),
+     py::arg("nq"), py::arg("scores"), py::arg("ld"), py::arg("stream"));
   m.def("topk", [](uintptr_t scores, size_t ld, size_t row0, size_t rows, size_t nq, size_t k,
                    uintptr_t best_s, uintptr_t best_p, bool reset, uintptr_t stream) {
     py::gil_scoped_release nogil;
@@ -103,19 +106,18 @@ PYBIND11_MODULE(_cuda, m) {
   }, py::arg("fde"), py::arg("n"), py::arg("fde_dim"), py::arg("ptr"), py::arg("idx"),
      py::arg("sign"), py::arg("final_dim"), py::arg("out"), py::arg("stream"));
   m.def("chamfer_scores", [](uintptr_t q, uintptr_t q_offsets, size_t nq, uintptr_t tokens,
-                             uintptr_t doc_offsets, uintptr_t cand, size_t nc, size_t dim,
-                             uintptr_t scores, uintptr_t stream) {
-    if (dim > quanta::cuda::kMaxChamferDim)
-      throw py::value_error("the GPU Chamfer kernel takes dim <= 768");
+                             uintptr_t doc_offsets, uintptr_t cand, size_t row0, size_t nc,
+                             size_t dim, uintptr_t scores, uintptr_t stream) {
     py::gil_scoped_release nogil;
     quanta::cuda::chamfer_scores(reinterpret_cast<const float*>(q),
                                  reinterpret_cast<const int64_t*>(q_offsets), nq,
                                  reinterpret_cast<const float*>(tokens),
                                  reinterpret_cast<const int64_t*>(doc_offsets),
-                                 reinterpret_cast<const int64_t*>(cand), nc, dim,
+                                 reinterpret_cast<const int64_t*>(cand), row0, nc, dim,
                                  reinterpret_cast<float*>(scores), stream);
   }, py::arg("q"), py::arg("q_offsets"), py::arg("nq"), py::arg("tokens"), py::arg("doc_offsets"),
-     py::arg("cand"), py::arg("nc"), py::arg("dim"), py::arg("scores"), py::arg("stream"));
+     py::arg("cand"), py::arg("row0"), py::arg("nc"), py::arg("dim"), py::arg("scores"),
+     py::arg("stream"));
   m.def("sparse_scores", [](uintptr_t qdense, size_t nq, size_t dim, uintptr_t doc_ptr,
                             uintptr_t comp16, uintptr_t comp32, uintptr_t val16, uintptr_t val8,
                             uintptr_t scale, uintptr_t cand, size_t row0, size_t nc,

@@ -33,12 +33,36 @@ except ImportError:
 
 __all__ = ["FlatIndex", "PQIndex", "IVFPQIndex", "PQ", "BinaryIndex", "IVFBinaryIndex", "RecurrentBinarizer", "FDEEncoder", "MultiVectorIndex", "merge_query_tokens", "SparseIndex", "index_factory", "kmeans", "KMeansResult", "SearchResult", "RangeResult", "Filter", "encode", "decode", "load", "from_bytes", "read_header", "verify",
            "build_info", "set_simd_level", "simd_level", "set_num_threads", "get_num_threads",
-           "cuda_available", "FormatError", "QuantaError", "STORAGES"]
+           "cuda_available", "cuda_status", "FormatError", "QuantaError", "STORAGES"]
 
 
 def cuda_available() -> bool:
-    """True when the CUDA module was built and a GPU is visible."""
+    """True when the CUDA module was built and a GPU is visible; :func:`cuda_status` says
+    why not."""
     return _cuda is not None and _cuda.device_count() > 0
+
+
+def cuda_status() -> dict:
+    """Whether ``quanta.cuda`` can run here and, when it cannot, why: ``available``,
+    ``reason`` ("" when available), ``devices``, and the CUDA ``runtime`` / ``driver``
+    versions (1000 * major + 10 * minor; the driver's is 0 when there is none)."""
+    if _cuda is None:
+        return {"available": False, "devices": 0, "runtime": 0, "driver": 0,
+                "reason": "this build of quanta has no CUDA module (nvcc was not found when it "
+                          "was built; rebuild with QUANTA_CUDA=ON and the CUDA toolkit)"}
+    devices, runtime, driver = _cuda.device_count(), _cuda.runtime_version(), _cuda.driver_version()
+    reason = ""
+    if devices == 0:
+        if driver == 0:  # the runtime then reports "driver version is insufficient"
+            reason = "no NVIDIA driver was found (libcuda could not be loaded)"
+        elif driver < runtime:
+            reason = (f"the NVIDIA driver supports CUDA {driver // 1000}.{driver % 1000 // 10} but "
+                      f"quanta was built with CUDA {runtime // 1000}.{runtime % 1000 // 10}: update "
+                      f"the driver or rebuild quanta with an older CUDA toolkit")
+        else:
+            reason = _cuda.device_error() or "no CUDA device is visible"
+    return {"available": devices > 0, "devices": devices, "runtime": runtime, "driver": driver,
+            "reason": reason}
 
 
 def set_simd_level(level: str) -> None:
@@ -80,8 +104,6 @@ def build_info() -> dict:
         "thread_backend": "persistent pool (std::thread)",
         "compiler": _core.compiler(),
         "cuda_built": _cuda is not None,
-        "cuda_devices": _cuda.device_count() if _cuda is not None else 0,
+        "cuda": cuda_status(),
     }
-    if _cuda is not None:
-        info["cuda_runtime"] = _cuda.runtime_version()
     return info
