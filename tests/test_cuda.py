@@ -381,13 +381,15 @@ def test_gpu_non_blocking_stream():
 
 @pytest.mark.gpu
 def test_gpu_more_than_65535_queries():
-    """Launch grids stay within 65,535 blocks along y: flat, PQ, binary, sparse, k-means."""
+    """Launch grids stay within 65,535 blocks along y: flat, PQ, IVF-PQ, binary, k-means,
+    sparse re-scoring and Chamfer."""
     if not quanta.cuda_available():
         pytest.skip(f"no GPU: {quanta.cuda_status()['reason']}")
     cp = pytest.importorskip("cupy")
+    sp = pytest.importorskip("scipy.sparse")
     xb, _ = clustered(2000, 32, 1, seed=5)
     xq = cp.random.default_rng(1).standard_normal((70_000, 32), dtype=cp.float32)
-    for spec in ("Flat", "PQ8x4fs", "PQ8x8", "RBE32x2"):
+    for spec in ("Flat", "PQ8x4fs", "PQ8x8", "IVF16,PQ8x8", "RBE32x2"):
         cpu = quanta.index_factory(32, spec)
         if not cpu.is_trained:
             cpu.train(xb)
@@ -398,6 +400,21 @@ def test_gpu_more_than_65535_queries():
     x = cp.random.default_rng(0).standard_normal((2_200_000, 4), dtype=cp.float32)
     c, a = quanta.cuda.kmeans(x, 8, niter=1)
     assert int(a.max()) < 8
+    rng = np.random.default_rng(6)
+    X = sp.random(500, 300, density=0.05, format="csr", dtype=np.float32, random_state=rng)
+    sparse = quanta.SparseIndex(n_postings=50)
+    sparse.add(X)
+    Q = sp.random(70_000, 300, density=0.02, format="csr", dtype=np.float32, random_state=rng)
+    S = quanta.cuda.SparseIndex(sparse).rescore(Q, np.zeros((70_000, 2), np.int64))
+    np.testing.assert_allclose(S[-5:, 0], (Q[-5:] @ X[0].T).toarray().ravel(), rtol=1e-2,
+                               atol=1e-2)  # f16 document values
+    docs, _ = _token_corpus(32, 200, 1, seed=2)
+    mv = quanta.MultiVectorIndex(32, k_sim=3, d_proj=8, r_reps=2, index="Flat")
+    mv.add(docs)
+    q_tok = np.asarray(xb[:1]).repeat(70_000, 0)  # 70,000 one-token queries
+    D, I = quanta.cuda.MultiVectorIndex(mv).search(q_tok, np.arange(70_001), k=3, exact=True)
+    D0, _ = mv.search(q_tok[:1], np.arange(2), k=3, exact=True)
+    np.testing.assert_allclose(D[-1], D0[0], rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.gpu
