@@ -205,6 +205,26 @@ void FlatIndex::decode_row(size_t pos, float* out) const {
   for (size_t p = 0; p < dim_; ++p) out[p] *= s * (dim_scale_.empty() ? 1.0f : dim_scale_[p]);
 }
 
+const float* FlatIndex::kernel_query(const float* q, std::vector<float>& buf) const {
+  if (dim_scale_.empty()) return q;
+  buf.resize(dim_);
+  for (size_t p = 0; p < dim_; ++p) buf[p] = q[p] * dim_scale_[p];
+  return buf.data();
+}
+
+void FlatIndex::dot_positions(const float* q, const uint32_t* pos, size_t n, float* out) const {
+  const size_t cs = code_size();
+  const uint8_t* base = codes_.data();
+  for (size_t i = 0; i < n; ++i)  // the rows are scattered: ask for all of them at once
+    for (size_t b = 0; b < cs; b += 64) __builtin_prefetch(base + size_t(pos[i]) * cs + b);
+  const Kernels& kern = kernels(active_isa());
+  for (size_t i = 0; i < n; ++i) kern.dot_rows(storage_, q, base + size_t(pos[i]) * cs, 1, dim_, out + i);
+  if (f8_scale_ == F8Scale::vector)
+    for (size_t i = 0; i < n; ++i) out[i] *= vector_scale_[pos[i]];
+  else if (f8_scale_ == F8Scale::global)
+    for (size_t i = 0; i < n; ++i) out[i] *= global_scale_;
+}
+
 void FlatIndex::reconstruct(const int64_t* ids, size_t n, float* out) const {
   std::vector<int64_t> pos(n);
   for (size_t i = 0; i < n; ++i) {

@@ -22,6 +22,7 @@ void bind_binary(py::module_& m);  // binary.cpp
 void bind_compose(py::module_& m);  // compose.cpp
 void bind_multivector(py::module_& m);  // multivector.cpp
 void bind_sparse(py::module_& m);       // sparse.cpp
+void bind_graph(py::module_& m);        // graph.cpp
 
 namespace {
 
@@ -65,6 +66,7 @@ PYBIND11_MODULE(_core, m) {
   bind_binary(m);
   bind_multivector(m);
   bind_sparse(m);
+  bind_graph(m);
 
   m.def("compiled_isas", &compiled_isas);
   m.def("cpu_features", &cpu_features);

@@ -20,6 +20,7 @@ from .pq import PQ, IVFPQIndex, PQIndex
 from .binary import BinaryIndex, IVFBinaryIndex, RecurrentBinarizer
 from .multivector import FDEEncoder, MultiVectorIndex, merge_query_tokens
 from .sparse import SparseIndex
+from .graph import GraphIndex
 from . import opq  # noqa: F401  (quanta.opq.train_rotation)
 from . import native  # noqa: F401  (quanta.native: the C++ contract, for embedding)
 from .storage import STORAGES, decode, encode
@@ -31,7 +32,7 @@ try:  # the CUDA module exists only in builds that found nvcc
 except ImportError:
     _cuda = None
 
-__all__ = ["FlatIndex", "PQIndex", "IVFPQIndex", "PQ", "BinaryIndex", "IVFBinaryIndex", "RecurrentBinarizer", "FDEEncoder", "MultiVectorIndex", "merge_query_tokens", "SparseIndex", "index_factory", "kmeans", "KMeansResult", "SearchResult", "RangeResult", "Filter", "encode", "decode", "load", "from_bytes", "read_header", "verify",
+__all__ = ["FlatIndex", "GraphIndex", "PQIndex", "IVFPQIndex", "PQ", "BinaryIndex", "IVFBinaryIndex", "RecurrentBinarizer", "FDEEncoder", "MultiVectorIndex", "merge_query_tokens", "SparseIndex", "index_factory", "kmeans", "KMeansResult", "SearchResult", "RangeResult", "Filter", "encode", "decode", "load", "from_bytes", "read_header", "verify",
            "build_info", "set_simd_level", "simd_level", "set_num_threads", "get_num_threads",
            "cuda_available", "cuda_status", "FormatError", "QuantaError", "STORAGES"]
 

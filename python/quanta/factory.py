@@ -5,10 +5,12 @@ import re
 
 from .binary import BinaryIndex, IVFBinaryIndex
 from .flat import FlatIndex
+from .graph import GraphIndex
 from .pq import IVFPQIndex, PQIndex
 from .storage import STORAGES
 
 _FLAT = re.compile(r"^Flat(?:\((?P<storage>[a-z0-9]+)\))?$")
+_GRAPH = re.compile(r"^Graph(?P<degree>[0-9]+)(?:\((?P<storage>[a-z0-9]+)\))?$")
 _PQ = re.compile(r"^PQ(?P<m>[0-9]+)(?:x(?P<nbits>[0-9]+))?(?P<fs>fs)?$")
 _IVF = re.compile(r"^IVF(?P<nlist>[0-9]+),(?P<rest>.+)$")
 _RBE = re.compile(r"^RBE(?P<bits>[0-9]+)x(?P<planes>[0-9]+)(?:q(?P<qplanes>[0-9]+))?$")
@@ -30,7 +32,10 @@ def index_factory(dim: int, spec: str, metric: str = "ip"):
     codes of ``bits`` bits per plane and ``planes`` planes (bits per dimension), searched by
     exact code scores, e.g. ``"RBE384x2"`` or ``"RBE384x2,Refine(f8e4m3)"`` (metric ip or
     cosine); ``"RBE384x2q2"`` sets the query's planes (here symmetric codes, as BEBR), and
-    ``"IVF1024,RBE384x2"`` keeps the codes in inverted lists.
+    ``"IVF1024,RBE384x2"`` keeps the codes in inverted lists. ``"Graph<degree>"`` /
+    ``"Graph<degree>(<storage>)"``: a graph of ``degree`` neighbours per vector over vectors
+    kept in that storage (default f32), searched by a beam that scores them exactly, e.g.
+    ``"Graph32(f16)"`` (:class:`quanta.GraphIndex`).
     """
     if not isinstance(spec, str):
         raise TypeError(f"spec must be a string; got {type(spec).__name__}")
@@ -63,15 +68,17 @@ def index_factory(dim: int, spec: str, metric: str = "ip"):
             return IVFBinaryIndex(dim, int(ivf.group("nlist")), int(rbe.group("bits")),
                                   planes - 1, metric, **kw)
         return BinaryIndex(dim, int(rbe.group("bits")), planes - 1, metric, **kw)
+    g = _GRAPH.match(spec.strip())
+    if g:
+        if kw:
+            raise ValueError(f"index spec {spec!r}: a Graph spec takes no OPQ or Refine part")
+        storage = _storage(spec, g.group("storage"))
+        return GraphIndex(dim, metric, int(g.group("degree")), storage)
     m = _FLAT.match(spec.strip())
     if m and "opq" in kw:
         raise ValueError(f"index spec {spec!r}: OPQ<m>, precedes a PQ or IVF-PQ spec")
     if m:
-        storage = m.group("storage") or "f32"
-        if storage not in STORAGES:
-            raise ValueError(f"index spec {spec!r}: unknown storage {storage!r}; expected one of "
-                             f"{', '.join(STORAGES)}")
-        return FlatIndex(dim, metric, storage)
+        return FlatIndex(dim, metric, _storage(spec, m.group("storage")))
     ivf = _IVF.match(spec.strip())
     if ivf:
         m = _PQ.match(ivf.group("rest").strip())
@@ -90,7 +97,16 @@ def index_factory(dim: int, spec: str, metric: str = "ip"):
     raise ValueError(f"unknown index spec {spec!r}; supported: 'Flat', 'Flat(<storage>)' with "
                      f"storage in {', '.join(STORAGES)}, 'PQ<m>x<nbits>', 'PQ<m>x4fs', "
                      f"'IVF<nlist>,PQ<m>x<nbits>[fs]', each PQ spec optionally followed by "
-                     f"',Refine(<storage>)' and optionally preceded by 'OPQ<m>,', 'RBE<bits>x<planes>'")
+                     f"',Refine(<storage>)' and optionally preceded by 'OPQ<m>,', 'RBE<bits>x<planes>', "
+                     f"'Graph<degree>[(<storage>)]'")
+
+
+def _storage(spec, name):
+    storage = name or "f32"
+    if storage not in STORAGES:
+        raise ValueError(f"index spec {spec!r}: unknown storage {storage!r}; expected one of "
+                         f"{', '.join(STORAGES)}")
+    return storage
 
 
 def _pq_bits(spec, m):

@@ -160,13 +160,25 @@ class FlatIndex(Removable, Persistent):
         return reconstruct_ids(self._index, ids)
 
     # -- persistence ------------------------------------------------------------------------
-    def _write(self, f) -> None:
+    def _state(self):
+        """(meta, arrays) of the saved form; an index built on these rows (the graph) adds
+        its own."""
         st = self._index.state()
         arrays = {"CODE": st["codes"], "VSCL": st["vector_scale"], "NORM": st["sq_norms"],
                   "DSCL": st["dim_scale"], "IDS_": st["ids"], "DEAD": st["removed"]}
         meta = {"metric": self.metric, "storage": self.storage, "f8_scale": self.f8_scale,
                 "f8_rounding": self.f8_rounding, "global_scale": st["global_scale"]}
-        write_container(f, "FLAT", self.dim, self._index.rows, meta, arrays)
+        return meta, arrays
+
+    def _write(self, f) -> None:
+        write_container(f, "FLAT", self.dim, self._index.rows, *self._state())
+
+    def _restore(self, rows, meta, arrays, mapped) -> None:
+        parts = [np.ascontiguousarray(arrays[t]) for t in ("CODE", "VSCL", "NORM", "DSCL", "IDS_")]
+        # Mapped: the codes, scales and norms are views of the file, kept alive here.
+        self._index.restore(*parts, float(meta["global_scale"]), rows, removed_mask(arrays),
+                            borrow=mapped)
+        self._keep = parts if mapped else None
 
     maps_arrays = True  # quanta.load(path, mmap=True) searches the mapped vectors in place
 
@@ -175,16 +187,10 @@ class FlatIndex(Removable, Persistent):
         try:
             index = cls(dim, meta["metric"], meta["storage"], f8_scale=meta["f8_scale"],
                         f8_rounding=meta["f8_rounding"])
-            parts = [np.ascontiguousarray(arrays[t]) for t in
-                     ("CODE", "VSCL", "NORM", "DSCL", "IDS_")]
-            # Mapped: the codes, scales and norms are views of the file, kept alive here.
-            index._index.restore(*parts, float(meta["global_scale"]), ntotal,
-                                 removed_mask(arrays), borrow=mapped)
-            index._keep = parts if mapped else None
+            index._restore(ntotal, meta, arrays, mapped)
         except (KeyError, TypeError, ValueError) as e:
             raise FormatError(f"{source}: not a valid FLAT index ({e})") from None
         return index
-
 
 
 def removed_mask(arrays, tag="DEAD"):

@@ -9,8 +9,8 @@ range_search / reconstruct / reset / compact, searched with a settings struct de
 >>> outer = quanta.native.RefineSearchParams(); outer.base = params
 >>> D, I = chain.search(queries, 10, 0, None, outer)   # queries, k, threads, filter, params
 """
-from ._core import (FlatSearchParams, Index, IVFSearchParams, PQSearchParams,
+from ._core import (FlatSearchParams, GraphSearchParams, Index, IVFSearchParams, PQSearchParams,
                     PreTransformIndex, RefineIndex, RefineSearchParams, SearchParams)
 
 __all__ = ["Index", "SearchParams", "FlatSearchParams", "PQSearchParams", "IVFSearchParams",
-           "RefineSearchParams", "RefineIndex", "PreTransformIndex"]
+           "RefineSearchParams", "GraphSearchParams", "RefineIndex", "PreTransformIndex"]

@@ -78,6 +78,15 @@ class FlatIndex final : public Index {
   bool contains(int64_t id) const override { return labels_.position_of(id, ntotal_) >= 0; }
   void compact() override;  // drops the removed rows from the arrays
 
+  // For an index that routes over these rows (the graph index): q as the row kernels take it
+  // (times the i8 per-dimension scales: a copy in buf, else q itself), then the inner
+  // products <q, x_pos> of n stored rows, their scales applied, reading the rows in place
+  // (prefetched together first).
+  const float* kernel_query(const float* q, std::vector<float>& buf) const;
+  void dot_positions(const float* q, const uint32_t* pos, size_t n, float* out) const;
+  void decode(size_t pos, float* out) const { decode_row(pos, out); }  // cosine: normalized
+  const Labels& labels() const { return labels_; }
+
   // Raw state, for serialization. restore() validates sizes and throws on mismatch.
   const Buffer<uint8_t>& codes() const { return codes_; }
   const Buffer<float>& vector_scale() const { return vector_scale_; }

@@ -1,0 +1,500 @@
+#include "quanta/graph_index.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <string>
+
+#include "quanta/error.hpp"
+#include "quanta/parallel.hpp"
+#include "quanta/range_hits.hpp"
+#include "quanta/rows.hpp"
+
+namespace quanta {
+
+// Visited marks for one search at a time: an epoch per vertex, so starting a search costs
+// nothing (hnswlib's VisitedList). Searches take one from the pool and give it back.
+class VisitedPool {
+ public:
+  struct Marks {
+    std::vector<uint16_t> mark;
+    uint16_t epoch = 0;
+    void start(size_t n) {
+      if (mark.size() < n) {
+        mark.assign(n, 0);
+        epoch = 0;
+      }
+      if (++epoch == 0) {  // wrapped: clear once every 65,535 searches
+        std::fill(mark.begin(), mark.end(), 0);
+        epoch = 1;
+      }
+    }
+    bool first_visit(uint32_t v) {
+      if (mark[v] == epoch) return false;
+      mark[v] = epoch;
+      return true;
+    }
+  };
+  std::unique_ptr<Marks> take() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (free_.empty()) return std::make_unique<Marks>();
+    auto m = std::move(free_.back());
+    free_.pop_back();
+    return m;
+  }
+  void give(std::unique_ptr<Marks> m) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    free_.push_back(std::move(m));
+  }
+
+ private:
+  std::mutex mutex_;
+  std::vector<std::unique_ptr<Marks>> free_;
+};
+
+namespace {
+
+constexpr size_t kLockStripes = 4096;  // vertex v's list is guarded by lock v % kLockStripes
+constexpr size_t kMedoidChunk = 4096;
+
+// A Marks from the pool for one scope.
+struct Borrowed {
+  VisitedPool& pool;
+  std::unique_ptr<VisitedPool::Marks> marks;
+  explicit Borrowed(VisitedPool& p) : pool(p), marks(p.take()) {}
+  ~Borrowed() { pool.give(std::move(marks)); }
+};
+
+bool closer(float da, uint32_t a, float db, uint32_t b) { return da < db || (da == db && a < b); }
+
+}  // namespace
+
+GraphIndex::GraphIndex(std::shared_ptr<FlatIndex> vectors, GraphBuildParams build)
+    : vectors_(std::move(vectors)), build_(build), visited_(std::make_unique<VisitedPool>()) {
+  require(vectors_ != nullptr, "GraphIndex: vectors must be a FlatIndex");
+  require(build_.degree >= 2 && build_.degree <= kMaxDegree,
+          "degree must be in [2, " + std::to_string(kMaxDegree) + "]; got " +
+              std::to_string(build_.degree));
+  require(build_.build_width >= 1, "build_width must be >= 1");
+  require(std::isfinite(build_.alpha) && build_.alpha >= 1.0f,
+          "alpha must be a finite number >= 1; got " + std::to_string(build_.alpha));
+}
+
+GraphIndex::~GraphIndex() = default;
+
+size_t GraphIndex::memory_usage() const {
+  return vectors_->memory_usage() + adj_.size() * sizeof(uint32_t) + norms_.size() * sizeof(float);
+}
+
+// -- the beam ---------------------------------------------------------------------------------
+
+// Greedy best-first search: `pool` keeps the `width` closest vertices found (ascending);
+// the closest not yet expanded is expanded next, its unvisited neighbours scored together by
+// dist(ids, n, out) and reported to on(v, d). With locks (during a build) a list is copied
+// under its vertex's lock.
+template <class Dist, class On>
+static void run_beam(const uint32_t* adj, size_t degree, size_t rows, uint32_t entry,
+                     size_t width, Dist&& dist, On&& on, VisitedPool::Marks& marks,
+                     std::vector<std::pair<float, uint32_t>>& pool, std::vector<uint8_t>& done,
+                     std::vector<std::mutex>* locks) {
+  pool.clear();
+  done.clear();
+  marks.start(rows);
+  marks.first_visit(entry);
+  float d0;
+  dist(&entry, size_t(1), &d0);
+  on(entry, d0);
+  pool.emplace_back(d0, entry);
+  done.push_back(0);
+  uint32_t nb[GraphIndex::kMaxDegree];
+  float nd[GraphIndex::kMaxDegree];
+  size_t cur = 0;
+  while (cur < pool.size()) {
+    const uint32_t v = pool[cur].second;
+    done[cur] = 1;
+    size_t cnt = 0;
+    {
+      std::unique_lock<std::mutex> lock;
+      if (locks) lock = std::unique_lock<std::mutex>((*locks)[v % locks->size()]);
+      const uint32_t* row = adj + size_t(v) * degree;
+      for (size_t j = 0; j < degree; ++j) {
+        const uint32_t u = row[j];
+        if (u == GraphIndex::kNone) break;
+        if (u < rows && marks.first_visit(u)) nb[cnt++] = u;
+      }
+    }
+    dist(nb, cnt, nd);
+    size_t next = cur + 1;
+    for (size_t i = 0; i < cnt; ++i) {
+      on(nb[i], nd[i]);
+      if (pool.size() >= width && !closer(nd[i], nb[i], pool.back().first, pool.back().second))
+        continue;
+      const auto at = std::upper_bound(pool.begin(), pool.end(), std::make_pair(nd[i], nb[i]),
+                                       [](const auto& a, const auto& b) {
+                                         return closer(a.first, a.second, b.first, b.second);
+                                       });
+      const size_t pos = size_t(at - pool.begin());
+      pool.insert(at, {nd[i], nb[i]});
+      done.insert(done.begin() + std::ptrdiff_t(pos), 0);
+      if (pool.size() > width) {
+        pool.pop_back();
+        done.pop_back();
+      }
+      next = std::min(next, pos);
+    }
+    cur = next;
+    while (cur < pool.size() && done[cur]) ++cur;
+  }
+}
+
+// -- build --------------------------------------------------------------------------------------
+
+float GraphIndex::build_distance(const float* kq, float qnorm, uint32_t v) const {
+  float dot;
+  vectors_->dot_positions(kq, &v, 1, &dot);
+  return qnorm + norms_[v] - 2.0f * dot;
+}
+
+void GraphIndex::ensure_norms() {
+  const size_t n0 = norms_.size(), n = rows();
+  if (n0 >= n) return;
+  norms_.resize(n);
+  parallel_for((n - n0 + 1023) / 1024, 0, [&](size_t t, size_t) {
+    std::vector<float> row(dim());
+    for (size_t v = n0 + t * 1024; v < std::min(n, n0 + (t + 1) * 1024); ++v) {
+      vectors_->decode(v, row.data());
+      norms_[v] = float(sq_norm(row.data(), dim()));
+    }
+  });
+}
+
+// RobustPrune: cand sorted by distance to p (ascending) -> at most `degree` neighbours.
+std::vector<uint32_t> GraphIndex::prune(uint32_t p, std::vector<Scored>& cand) const {
+  std::vector<uint32_t> kept;
+  std::vector<float> row(dim()), scaled, dots(degree());
+  for (const Scored& c : cand) {
+    if (kept.size() == degree()) break;
+    if (c.id == p) continue;
+    bool covered = false;
+    if (!kept.empty()) {
+      vectors_->decode(c.id, row.data());
+      const float* kq = vectors_->kernel_query(row.data(), scaled);
+      vectors_->dot_positions(kq, kept.data(), kept.size(), dots.data());
+      for (size_t j = 0; j < kept.size() && !covered; ++j) {
+        const float dkc = norms_[kept[j]] + norms_[c.id] - 2.0f * dots[j];
+        covered = build_.alpha * dkc <= c.d;
+      }
+    }
+    if (!covered) kept.push_back(c.id);
+  }
+  return kept;
+}
+
+// Adds `to` to the list of `from`, pruning the list when it is full.
+void GraphIndex::link(uint32_t from, uint32_t to, std::vector<std::mutex>& locks,
+                      uint32_t* adj) const {
+  std::lock_guard<std::mutex> lock(locks[from % locks.size()]);
+  uint32_t* row = adj + size_t(from) * degree();
+  size_t cnt = 0;
+  while (cnt < degree() && row[cnt] != kNone) {
+    if (row[cnt] == to) return;
+    ++cnt;
+  }
+  if (cnt < degree()) {
+    row[cnt] = to;
+    return;
+  }
+  std::vector<float> x(dim()), scaled;
+  vectors_->decode(from, x.data());
+  const float* kq = vectors_->kernel_query(x.data(), scaled);
+  std::vector<Scored> cand;
+  for (size_t j = 0; j <= cnt; ++j) {
+    const uint32_t u = j < cnt ? row[j] : to;
+    cand.push_back({build_distance(kq, norms_[from], u), u});
+  }
+  std::sort(cand.begin(), cand.end(),
+            [](const Scored& a, const Scored& b) { return closer(a.d, a.id, b.d, b.id); });
+  const std::vector<uint32_t> kept = prune(from, cand);
+  std::fill(row, row + degree(), kNone);
+  std::copy(kept.begin(), kept.end(), row);
+}
+
+void GraphIndex::insert(uint32_t p, std::vector<std::mutex>& locks, uint32_t* adj) const {
+  std::vector<float> x(dim()), scaled;
+  vectors_->decode(p, x.data());
+  const float* kq = vectors_->kernel_query(x.data(), scaled);
+  const float pn = norms_[p];
+  Borrowed marks(*visited_);
+  std::vector<std::pair<float, uint32_t>> beam;
+  std::vector<uint8_t> done;
+  std::vector<float> dots(kMaxDegree);
+  std::vector<Scored> cand;
+  run_beam(
+      adj, degree(), rows(), entry_, build_.build_width,
+      [&](const uint32_t* ids, size_t n, float* out) {
+        vectors_->dot_positions(kq, ids, n, dots.data());
+        for (size_t i = 0; i < n; ++i) out[i] = pn + norms_[ids[i]] - 2.0f * dots[i];
+      },
+      [](uint32_t, float) {}, *marks.marks, beam, done, &locks);
+  cand.reserve(beam.size());
+  for (const auto& [d, v] : beam) cand.push_back({d, v});  // ascending already
+  const std::vector<uint32_t> kept = prune(p, cand);
+  {
+    std::lock_guard<std::mutex> lock(locks[p % locks.size()]);
+    std::copy(kept.begin(), kept.end(), adj + size_t(p) * degree());
+  }
+  for (uint32_t u : kept) link(u, p, locks, adj);
+}
+
+// The live vertex closest to the mean of the live vectors: where every search starts.
+uint32_t GraphIndex::medoid() const {
+  const size_t n = rows(), d = dim();
+  const Labels& labels = vectors_->labels();
+  std::vector<double> mean(d, 0.0);
+  std::vector<float> row(d);
+  size_t live = 0;
+  for (size_t v = 0; v < n; ++v) {
+    if (!labels.live(v)) continue;
+    vectors_->decode(v, row.data());
+    for (size_t p = 0; p < d; ++p) mean[p] += row[p];
+    ++live;
+  }
+  if (live == 0) return kNone;
+  std::vector<float> m(d), scaled;
+  for (size_t p = 0; p < d; ++p) m[p] = float(mean[p] / double(live));
+  const float* kq = vectors_->kernel_query(m.data(), scaled);
+  uint32_t best = kNone;
+  float best_d = std::numeric_limits<float>::infinity();
+  std::vector<uint32_t> ids;
+  std::vector<float> dots(kMedoidChunk);
+  for (size_t v0 = 0; v0 < n; v0 += kMedoidChunk) {
+    ids.clear();
+    for (size_t v = v0; v < std::min(n, v0 + kMedoidChunk); ++v)
+      if (labels.live(v)) ids.push_back(uint32_t(v));
+    vectors_->dot_positions(kq, ids.data(), ids.size(), dots.data());
+    for (size_t i = 0; i < ids.size(); ++i) {
+      const float dv = norms_[ids[i]] - 2.0f * dots[i];
+      if (dv < best_d) best_d = dv, best = ids[i];
+    }
+  }
+  return best;
+}
+
+void GraphIndex::add(const float* x, size_t n, const int64_t* ids, int threads) {
+  if (n == 0) return;
+  threads = resolve_threads(threads);
+  const size_t n0 = rows();
+  require(n0 + n < size_t(kNone), "add: a graph index holds fewer than 2^32 - 1 vectors");
+  uint32_t* adj = nullptr;
+  adj_.edit([&](std::vector<uint32_t>& a) {  // room first: a failure below leaves it unused
+    a.resize((n0 + n) * degree(), kNone);
+    adj = a.data();
+  });
+  try {
+    vectors_->add(x, n, ids, threads);
+  } catch (...) {
+    adj_.edit([&](std::vector<uint32_t>& a) { a.resize(n0 * degree()); });
+    throw;
+  }
+  ensure_norms();
+  std::vector<std::mutex> locks(kLockStripes);
+  size_t first = n0;
+  if (entry_ == kNone) entry_ = uint32_t(first++);  // an empty graph: the first vertex starts it
+  const size_t count = n0 + n - first;
+  // Consecutive vertices in one task keep a one-thread build in input order (deterministic).
+  const size_t per_task = threads == 1 ? std::max<size_t>(count, 1) : 64;
+  parallel_for((count + per_task - 1) / per_task, threads, [&](size_t t, size_t) {
+    for (size_t v = first + t * per_task; v < std::min(first + count, first + (t + 1) * per_task); ++v)
+      insert(uint32_t(v), locks, adj);
+  });
+  // The medoid costs a pass over every vector: chosen again once the graph grew by half.
+  if (rows() >= medoid_rows_ + medoid_rows_ / 2) {
+    entry_ = medoid();
+    medoid_rows_ = rows();
+  }
+}
+
+void GraphIndex::reset() {
+  vectors_->reset();
+  adj_ = {};
+  entry_ = kNone;
+  medoid_rows_ = 0;
+  norms_.clear();
+}
+
+// -- search -------------------------------------------------------------------------------------
+
+void GraphIndex::search(const float* q, size_t nq, const GraphSearchParams& params,
+                        float* distances, int64_t* labels) const {
+  const size_t k = params.k;
+  require(k > 0, "search: k must be >= 1; got 0");
+  require_finite(q, nq * dim(), "search: queries");
+  if (nq == 0) return;
+  const bool l2 = metric() == Metric::l2, cosine = metric() == Metric::cosine;
+  const float pad = l2 ? std::numeric_limits<float>::infinity()
+                       : -std::numeric_limits<float>::infinity();
+  const Labels& lab = vectors_->labels();
+  const bool checks = lab.checks(params.filter);
+  const size_t width = std::max(params.width, k), n = rows();
+  const Buffer<float>& sq = vectors_->sq_norms();
+  // A filter that allows few rows: the beam would wander through disallowed vertices; an
+  // exact scan of the allowed rows is both faster and complete.
+  const auto exact = [&](const IdFilter* f) {
+    return f && f->max_allowed() <= std::max(width, n / 20);
+  };
+  parallel_for(nq, resolve_threads(params.threads), [&](size_t i, size_t) {
+    float* D = distances + i * k;
+    int64_t* I = labels + i * k;
+    const IdFilter* f = params.filter.of(i);
+    const auto exact_scan = [&]() {
+      FlatSearchParams fp;
+      fp.k = k;
+      fp.threads = 1;
+      if (f) fp.filter = QueryFilters({*f});
+      vectors_->search(q + i * dim(), 1, fp, D, I);
+    };
+    if (exact(f)) return exact_scan();
+    std::fill(D, D + k, pad);
+    std::fill(I, I + k, int64_t(-1));
+    if (entry_ == kNone || n == 0) return;
+    std::vector<float> qv(q + i * dim(), q + (i + 1) * dim()), scaled, dots(kMaxDegree);
+    if (cosine) normalize_rows(qv.data(), 1, dim());
+    const float qnorm = l2 ? float(sq_norm(qv.data(), dim())) : 0.0f;
+    const float* kq = vectors_->kernel_query(qv.data(), scaled);
+    // distance inside the beam: -score (l2: |x|^2 - 2 <q, x>; ip / cosine: -<q, x>)
+    const auto dist = [&](const uint32_t* ids, size_t m, float* out) {
+      vectors_->dot_positions(kq, ids, m, dots.data());
+      for (size_t j = 0; j < m; ++j) out[j] = l2 ? sq[ids[j]] - 2.0f * dots[j] : -dots[j];
+    };
+    std::vector<std::pair<float, uint32_t>> res;  // allowed vertices, ascending, at most k
+    const auto on = [&](uint32_t v, float d) {
+      if (!checks || !lab.allowed(v, f)) return;
+      if (res.size() == k && !closer(d, v, res.back().first, res.back().second)) return;
+      const auto at = std::upper_bound(res.begin(), res.end(), std::make_pair(d, v),
+                                       [](const auto& a, const auto& b) {
+                                         return closer(a.first, a.second, b.first, b.second);
+                                       });
+      res.insert(at, {d, v});
+      if (res.size() > k) res.pop_back();
+    };
+    Borrowed marks(*visited_);
+    std::vector<std::pair<float, uint32_t>> beam;
+    std::vector<uint8_t> done;
+    run_beam(adj_.data(), degree(), n, entry_, width, dist, on, *marks.marks, beam, done,
+             nullptr);
+    if (!checks) {
+      beam.resize(std::min(beam.size(), k));
+      res.swap(beam);
+    }
+    if (checks && res.size() < k && res.size() < ntotal())
+      return exact_scan();  // the beam met fewer than k returnable vertices
+    for (size_t j = 0; j < res.size(); ++j) {
+      D[j] = l2 ? qnorm + res[j].first : -res[j].first;
+      I[j] = lab.at(int64_t(res[j].second));
+    }
+  });
+}
+
+RangeResult GraphIndex::range_search(const float* q, size_t nq, float radius,
+                                     const SearchParams& params) const {
+  require_finite(q, nq * dim(), "range_search: queries");
+  require(std::isfinite(radius), "range_search: radius must be finite");
+  const GraphSearchParams gp = params_as<GraphSearchParams>(params);
+  const bool l2 = metric() == Metric::l2, cosine = metric() == Metric::cosine;
+  const Labels& lab = vectors_->labels();
+  const Buffer<float>& sq = vectors_->sq_norms();
+  std::vector<float> qnorms(nq, 0.0f);
+  RangeHits hits(nq);
+  parallel_for(nq, resolve_threads(gp.threads), [&](size_t i, size_t) {
+    if (entry_ == kNone) return;
+    std::vector<float> qv(q + i * dim(), q + (i + 1) * dim()), scaled, dots(kMaxDegree);
+    if (cosine) normalize_rows(qv.data(), 1, dim());
+    qnorms[i] = l2 ? float(sq_norm(qv.data(), dim())) : 0.0f;
+    const float* kq = vectors_->kernel_query(qv.data(), scaled);
+    const IdFilter* f = gp.filter.of(i);
+    // hits as scores (higher is better): l2 distance < radius <=> -d > |q|^2 - radius
+    const float floor = l2 ? qnorms[i] - radius : radius;
+    Borrowed marks(*visited_);
+    std::vector<std::pair<float, uint32_t>> beam;
+    std::vector<uint8_t> done;
+    run_beam(
+        adj_.data(), degree(), rows(), entry_, gp.width,
+        [&](const uint32_t* ids, size_t m, float* out) {
+          vectors_->dot_positions(kq, ids, m, dots.data());
+          for (size_t j = 0; j < m; ++j) out[j] = l2 ? sq[ids[j]] - 2.0f * dots[j] : -dots[j];
+        },
+        [&](uint32_t v, float d) {
+          if (-d > floor && lab.allowed(v, f)) hits.add(i, -d, int64_t(v));
+        },
+        *marks.marks, beam, done, nullptr);
+  });
+  return hits.finish([&](size_t i, float s) { return l2 ? qnorms[i] - s : s; },
+                     [&](int64_t pos) { return lab.at(pos); });
+}
+
+// -- removal and persistence --------------------------------------------------------------------
+
+void GraphIndex::compact() {
+  const Labels& lab = vectors_->labels();
+  if (lab.removed() == 0) return;
+  ensure_norms();
+  const size_t n = rows(), R = degree();
+  const std::vector<size_t> keep = lab.live_positions(n);
+  std::vector<uint32_t> new_pos(n, kNone);
+  for (size_t i = 0; i < keep.size(); ++i) new_pos[keep[i]] = uint32_t(i);
+  std::vector<uint32_t> next(keep.size() * R, kNone);
+  const uint32_t* adj = adj_.data();
+  parallel_for(keep.size(), 0, [&](size_t i, size_t) {
+    const uint32_t v = uint32_t(keep[i]);
+    const uint32_t* row = adj + size_t(v) * R;
+    std::vector<uint32_t> cand;
+    bool lost = false;
+    for (size_t j = 0; j < R && row[j] != kNone; ++j) {
+      const uint32_t u = row[j];
+      if (u >= n) continue;
+      if (lab.live(u)) {
+        cand.push_back(u);
+        continue;
+      }
+      lost = true;  // route around u: its live neighbours become candidates
+      for (size_t t = 0; t < R && adj[size_t(u) * R + t] != kNone; ++t) {
+        const uint32_t w = adj[size_t(u) * R + t];
+        if (w < n && w != v && lab.live(w)) cand.push_back(w);
+      }
+    }
+    std::sort(cand.begin(), cand.end());
+    cand.erase(std::unique(cand.begin(), cand.end()), cand.end());
+    std::vector<uint32_t> kept = cand;
+    if (lost) {
+      std::vector<float> x(dim()), scaled;
+      vectors_->decode(v, x.data());
+      const float* kq = vectors_->kernel_query(x.data(), scaled);
+      std::vector<Scored> sc;
+      for (uint32_t u : cand) sc.push_back({build_distance(kq, norms_[v], u), u});
+      std::sort(sc.begin(), sc.end(),
+                [](const Scored& a, const Scored& b) { return closer(a.d, a.id, b.d, b.id); });
+      kept = prune(v, sc);
+    }
+    for (size_t j = 0; j < kept.size() && j < R; ++j) next[i * R + j] = new_pos[kept[j]];
+  });
+  vectors_->compact();
+  keep_rows(norms_, keep, 1);
+  adj_ = Buffer<uint32_t>(std::move(next));
+  entry_ = medoid();
+  medoid_rows_ = rows();
+}
+
+void GraphIndex::restore(Buffer<uint32_t> adjacency, uint32_t entry) {
+  const size_t n = rows();
+  require(adjacency.size() == n * degree(),
+          "corrupt index data: the graph has " + std::to_string(adjacency.size()) +
+              " neighbour slots, expected " + std::to_string(n) + " x " +
+              std::to_string(degree()));
+  require(n == 0 ? entry == kNone : entry < n, "corrupt index data: the entry vertex is out of range");
+  adj_ = std::move(adjacency);
+  entry_ = entry;
+  medoid_rows_ = n;
+  norms_.clear();  // recomputed when a build step needs them
+}
+
+}  // namespace quanta

@@ -1,0 +1,43 @@
+// Bindings of the graph index: construction from a FlatIndex holding the vectors, its build
+// settings, the search settings struct, and the raw state for persistence.
+#include "common.hpp"
+#include "quanta/graph_index.hpp"
+
+using namespace quanta_py;
+
+void bind_graph(py::module_& m) {
+  py::class_<GraphSearchParams, SearchParams, std::shared_ptr<GraphSearchParams>>(
+      m, "GraphSearchParams")
+      .def(py::init<>())
+      .def_readwrite("width", &GraphSearchParams::width);
+
+  py::class_<GraphIndex, quanta::Index, std::shared_ptr<GraphIndex>> g(m, "GraphIndex");
+  g.def(py::init([](std::shared_ptr<FlatIndex> vectors, size_t degree, size_t build_width,
+                    float alpha) {
+         GraphBuildParams b;
+         b.degree = degree;
+         b.build_width = build_width;
+         b.alpha = alpha;
+         return std::make_shared<GraphIndex>(std::move(vectors), b);
+       }),
+       py::arg("vectors"), py::arg("degree"), py::arg("build_width"), py::arg("alpha"))
+      .def_property_readonly("degree", [](const GraphIndex& s) { return s.build_params().degree; })
+      .def_property_readonly("build_width",
+                             [](const GraphIndex& s) { return s.build_params().build_width; })
+      .def_property_readonly("alpha", [](const GraphIndex& s) { return s.build_params().alpha; })
+      .def_property_readonly("vectors", &GraphIndex::vectors)
+      .def_property_readonly("rows", &GraphIndex::rows)
+      .def_property_readonly("entry", &GraphIndex::entry)
+      .def_property_readonly("mapped_bytes", &GraphIndex::mapped_bytes)
+      .def("train", [](GraphIndex& self, const py::array& x) {
+        size_t n;
+        const float* p = f32_rows(x, self.dim(), n, "x");
+        py::gil_scoped_release nogil;
+        self.train(p, n);
+      }, py::arg("x"))
+      .def("adjacency", [](const GraphIndex& self) { return to_numpy(self.adjacency()); })
+      .def("restore", [](GraphIndex& self, const py::array& adjacency, uint32_t entry,
+                         bool borrow) {
+        self.restore(buffer_from_numpy<uint32_t>(adjacency, "adjacency", borrow), entry);
+      }, py::arg("adjacency"), py::arg("entry"), py::arg("borrow") = false);
+}

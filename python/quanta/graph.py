@@ -1,0 +1,180 @@
+"""A proximity-graph index over vectors kept in any quanta storage."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import _core
+from ._mutable import Removable
+from ._rwlock import guarded
+from ._validate import as_f32_matrix, as_ids, as_k, as_radius, as_threads, reconstruct_ids
+from .filter import as_filters
+from .flat import FlatIndex, RangeResult, SearchResult
+from .io import FormatError, Persistent, register_kind, write_container
+
+
+def _as_int(value, name: str, lo: int, hi: int | None = None) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer; got {type(value).__name__}")
+    if value < lo or (hi is not None and value > hi):
+        bound = f"in [{lo}, {hi}]" if hi is not None else f">= {lo}"
+        raise ValueError(f"{name} must be {bound}; got {value}")
+    return int(value)
+
+
+@guarded
+class GraphIndex(Removable, Persistent):
+    """Graph search (one layer, as Vamana / NSG) over vectors stored as f32, f16, bf16,
+    f8e4m3, f8e5m2 or i8; factory spec ``"Graph<degree>"`` or ``"Graph<degree>(<storage>)"``,
+    e.g. ``"Graph32(f16)"``.
+
+    Each vector keeps up to ``degree`` neighbours, chosen by RobustPrune (DiskANN) among the
+    ``build_width`` candidates of a beam search when it is inserted (``alpha`` = 1 is HNSW's
+    neighbour heuristic; larger values keep more, longer edges). A search starts from the
+    medoid and expands the closest unexpanded vertex of a beam of ``width`` candidates
+    (hnswlib's ``ef``), scoring each vertex exactly from the stored vectors as it is met: a
+    wider beam finds more of the true neighbours, slower.
+
+    Parameters
+    ----------
+    dim, metric, storage, f8_scale, f8_rounding : as for :class:`quanta.FlatIndex`.
+    degree : neighbours per vertex (2 to 256); memory is 4 bytes per neighbour slot.
+    build_width : beam of the insertion search; larger builds better graphs, slower.
+    alpha : RobustPrune's slack, >= 1.
+    width : the default search beam (``search(..., width=)`` overrides it).
+
+    Removed vectors keep routing searches until ``compact()`` reconnects their neighbours and
+    drops them. A filter that allows few ids (fewer than the width, or under 5% of the rows) is
+    answered by an exact scan of those rows; otherwise disallowed vertices route but are never
+    returned, and a query whose beam meets fewer than k allowed vertices falls back to the
+    exact scan. ``add`` after a build inserts into the graph. A build on one thread gives the
+    same graph every time; on several, insertions interleave (the graph differs, its recall
+    does not measurably). Search results do not depend on the thread count.
+    """
+
+    def __init__(self, dim: int, metric: str = "ip", degree: int = 32, storage: str = "f32", *,
+                 build_width: int = 128, alpha: float = 1.0, width: int = 64,
+                 f8_scale: str = "global", f8_rounding: str = "anisotropic"):
+        self._flat = FlatIndex(dim, metric, storage, f8_scale=f8_scale, f8_rounding=f8_rounding)
+        degree = _as_int(degree, "degree", 2, 256)
+        build_width = _as_int(build_width, "build_width", 1)
+        if isinstance(alpha, (bool, np.bool_)) or not isinstance(alpha, (int, float, np.number)):
+            raise TypeError(f"alpha must be a real number; got {type(alpha).__name__}")
+        if not (math.isfinite(alpha) and alpha >= 1):
+            raise ValueError(f"alpha must be a finite number >= 1; got {alpha}")
+        self._index = _core.GraphIndex(self._flat.native, degree, build_width, float(alpha))
+        self.width = width
+
+    # -- properties -------------------------------------------------------------------------
+    dim = property(lambda self: self._index.dim)
+    ntotal = property(lambda self: self._index.ntotal)
+    metric = property(lambda self: self._index.metric)
+    storage = property(lambda self: self._flat.storage)
+    degree = property(lambda self: self._index.degree)
+    build_width = property(lambda self: self._index.build_width)
+    alpha = property(lambda self: self._index.alpha)
+    is_trained = property(lambda self: self._index.is_trained)
+    memory_usage = property(lambda self: self._index.memory_usage, doc="bytes held by the index")
+
+    @property
+    def width(self) -> int:
+        """The default search beam."""
+        return self._width
+
+    @width.setter
+    def width(self, value) -> None:
+        self._width = _as_int(value, "width", 1)
+
+    @property
+    def native(self):
+        """The native index (``quanta._core.GraphIndex``), for embedding."""
+        return self._index
+
+    def __len__(self) -> int:
+        return self.ntotal
+
+    def __repr__(self) -> str:
+        return (f"GraphIndex(dim={self.dim}, metric={self.metric!r}, degree={self.degree}, "
+                f"storage={self.storage!r}, build_width={self.build_width}, alpha={self.alpha:g}, "
+                f"width={self.width}, ntotal={self.ntotal})")
+
+    # -- building ---------------------------------------------------------------------------
+    def train(self, x) -> None:
+        """Learns the storage's scales (i8, f8 with a global scale); other storages need none."""
+        x = as_f32_matrix(x, self.dim, "x")
+        if x.shape[0] == 0:
+            raise ValueError("train: x is empty; pass at least one vector")
+        self._index.train(x)
+
+    def add(self, x, ids=None, *, threads: int = 0) -> None:
+        """Stores vectors (n, dim) and inserts them into the graph; `ids` are int64 labels
+        (default: positions). On error nothing is added."""
+        x = as_f32_matrix(x, self.dim, "x")
+        ids = None if ids is None else as_ids(ids, x.shape[0])
+        self._index.add(x, ids, as_threads(threads))
+
+    def reset(self) -> None:
+        """Removes every vector and the graph (keeps the trained scales)."""
+        self._index.reset()
+
+    # -- queries ----------------------------------------------------------------------------
+    def _params(self, width):
+        params = _core.GraphSearchParams()
+        params.width = self.width if width is None else _as_int(width, "width", 1)
+        return params
+
+    def search(self, q, k: int = 10, *, width: int | None = None, threads: int = 0,
+               filter=None) -> SearchResult:
+        """The k nearest stored vectors of each query found by the beam, best first.
+
+        width: the beam (default ``index.width``; raised to k when smaller).
+        threads: queries are spread over threads; results do not depend on it.
+        filter: ids the queries may return (see ``quanta.filter``).
+        """
+        q = as_f32_matrix(q, self.dim, "queries")
+        return SearchResult(*self._index.search(q, as_k(k), as_threads(threads),
+                                                as_filters(filter, q.shape[0]),
+                                                self._params(width)))
+
+    def range_search(self, q, radius: float, *, width: int | None = None, threads: int = 0,
+                     filter=None) -> RangeResult:
+        """The vertices within `radius` among those each query's beam meets (l2 distance <
+        radius, or ip / cosine similarity > radius), best first: approximate, as in any graph;
+        a wider beam meets more."""
+        q = as_f32_matrix(q, self.dim, "queries")
+        return RangeResult(*self._index.range_search(q, as_radius(radius), as_threads(threads),
+                                                     as_filters(filter, q.shape[0]),
+                                                     self._params(width)))
+
+    def reconstruct(self, ids) -> np.ndarray:
+        """The stored (decoded) vectors for `ids`, shape (len(ids), dim)."""
+        return reconstruct_ids(self._index, ids)
+
+    # -- persistence ------------------------------------------------------------------------
+    def _write(self, f) -> None:
+        meta, arrays = self._flat._state()
+        arrays["ADJ_"] = self._index.adjacency().reshape(-1, self.degree)
+        meta.update(degree=self.degree, build_width=self.build_width, alpha=self.alpha,
+                    width=self.width, entry=int(self._index.entry))
+        write_container(f, "GRPH", self.dim, self._index.rows, meta, arrays)
+
+    maps_arrays = True  # quanta.load(path, mmap=True) searches the mapped vectors and graph
+
+    @classmethod
+    def _from_parts(cls, dim, ntotal, meta, arrays, source, mapped=False):
+        try:
+            index = cls(dim, meta["metric"], meta["degree"], meta["storage"],
+                        build_width=meta["build_width"], alpha=meta["alpha"],
+                        width=meta["width"], f8_scale=meta["f8_scale"],
+                        f8_rounding=meta["f8_rounding"])
+            index._flat._restore(ntotal, meta, arrays, mapped)
+            adj = np.ascontiguousarray(arrays["ADJ_"], dtype=np.uint32)
+            index._index.restore(adj.reshape(-1), int(meta["entry"]), borrow=mapped)
+            index._adj = adj if mapped else None  # the mapped graph, kept alive here
+        except (KeyError, TypeError, ValueError) as e:
+            raise FormatError(f"{source}: not a valid GRPH index ({e})") from None
+        return index
+
+
+register_kind("GRPH", GraphIndex)

@@ -1,0 +1,247 @@
+"""GraphIndex: recall against exact search (clustered and real MiniLM embeddings), one-thread
+determinism, the engine contract (ids, filters, removal, range search), persistence and bad
+input."""
+import pathlib
+import pickle
+
+import numpy as np
+import pytest
+
+import quanta
+from conftest import brute_force_knn, clustered
+
+N, DIM, NQ, K = 4000, 48, 40, 10
+
+
+def recall(I, It):
+    return float(np.mean([len(set(a[:K]) & set(b[:K])) / K for a, b in zip(I, It)]))
+
+
+@pytest.fixture(scope="module")
+def data():
+    xb, xq = clustered(N, DIM, NQ, seed=21)
+    return xb, xq, np.arange(N, dtype=np.int64) * 3 + 5
+
+
+@pytest.fixture(scope="module")
+def graph(data):
+    xb, _, ids = data
+    g = quanta.GraphIndex(DIM, "ip", 24, "f32")
+    g.add(xb, ids, threads=1)
+    return g
+
+
+@pytest.mark.parametrize("metric", ["ip", "l2", "cosine"])
+@pytest.mark.parametrize("storage", ["f32", "f16", "bf16", "i8", "f8e4m3"])
+def test_recall_on_clustered_data(metric, storage):
+    xb, xq = clustered(N, DIM, NQ, seed=4, normalize=metric != "cosine")
+    g = quanta.GraphIndex(DIM, metric, 24, storage)
+    g.add(xb)
+    flat = quanta.FlatIndex(DIM, metric, storage)
+    flat.add(xb)
+    _, It = flat.search(xq, K)  # the same stored vectors, exactly
+    D, I = g.search(xq, K, width=64)
+    assert recall(I, It) >= 0.95, recall(I, It)
+    # distances are the exact ones of the stored vectors returned
+    Df, _ = flat.search(xq, N)
+    _, If = flat.search(xq, N)
+    order = np.argsort(If, axis=1)
+    for i in range(3):
+        want = Df[i][order[i]][I[i]]
+        np.testing.assert_allclose(D[i], want, rtol=1e-4, atol=1e-4)
+    # a wider beam finds at least as much
+    assert recall(g.search(xq, K, width=200).ids, It) >= recall(I, It) - 0.01
+
+
+def test_recall_on_real_embeddings():
+    d = np.load(pathlib.Path(__file__).parent / "data" / "minilm_sample.npz")
+    xb, xq = d["base"], d["queries"]
+    _, It = brute_force_knn(xb, xq, K, "ip")
+    g = quanta.index_factory(xb.shape[1], "Graph32(f16)")
+    g.add(xb)
+    assert recall(g.search(xq, K, width=64).ids, It) >= 0.95
+
+
+def test_one_thread_builds_are_identical_and_search_ignores_threads(data):
+    xb, xq, _ = data
+    a, b = quanta.GraphIndex(DIM, degree=16), quanta.GraphIndex(DIM, degree=16)
+    a.add(xb, threads=1)
+    b.add(xb, threads=1)
+    np.testing.assert_array_equal(a.native.adjacency(), b.native.adjacency())
+    r1 = a.search(xq, K, threads=1)
+    r2 = a.search(xq, K, threads=2)
+    np.testing.assert_array_equal(r1.ids, r2.ids)
+    np.testing.assert_array_equal(r1.distances, r2.distances)
+    # several threads insert in another order: another graph, the same quality
+    c = quanta.GraphIndex(DIM, degree=16)
+    c.add(xb, threads=2)
+    _, It = brute_force_knn(xb, xq, K, "ip")
+    assert recall(c.search(xq, K, width=32).ids, It) >= recall(r1.ids, It) - 0.02
+
+
+def test_incremental_add_joins_the_graph(data):
+    xb, xq, ids = data
+    g = quanta.GraphIndex(DIM, degree=24)
+    g.add(xb[:N // 2], ids[:N // 2])
+    g.add(xb[N // 2:], ids[N // 2:], threads=2)
+    _, It = brute_force_knn(xb, xq, K, "ip")
+    assert recall(g.search(xq, K).ids, ids[It]) >= 0.95
+    assert g.ntotal == N and len(g) == N
+
+
+def test_user_ids_k_beyond_the_index_and_empty(data):
+    xb, xq, ids = data
+    g = quanta.GraphIndex(DIM)
+    D, I = g.search(xq[:2], 3)
+    assert (I == -1).all() and np.isneginf(D).all()
+    g.add(xb[:5], ids[:5])
+    D, I = g.search(xq[:2], 8)
+    assert sorted(I[0][:5]) == sorted(ids[:5]) and (I[:, 5:] == -1).all()
+    np.testing.assert_allclose(g.reconstruct(ids[:2]), xb[:2], rtol=1e-6)
+
+
+@pytest.mark.parametrize("fraction", [0.5, 0.1, 0.004])
+def test_filtered_search(graph, data, fraction):
+    xb, xq, ids = data
+    rows = np.sort(np.random.default_rng(int(fraction * 1000)).choice(N, int(N * fraction),
+                                                                      replace=False))
+    D, I = graph.search(xq, K, filter=ids[rows], width=64)
+    assert np.isin(I[I >= 0], ids[rows]).all()
+    Dt, It = brute_force_knn(xb[rows], xq, K, "ip")
+    if len(rows) <= 64:  # the width covers the allowed set: exactly brute force
+        np.testing.assert_array_equal(I, ids[rows][It])
+        np.testing.assert_allclose(D, Dt, rtol=1e-4, atol=1e-4)
+    else:
+        assert (I >= 0).all() and recall(I, ids[rows][It]) >= 0.9
+
+
+def test_per_query_and_deny_filters(graph, data):
+    xb, xq, ids = data
+    per_query = [ids[i::NQ] for i in range(NQ)]
+    _, I = graph.search(xq, K, filter=per_query)
+    for i in range(NQ):
+        assert np.isin(I[i], per_query[i]).all()
+    _, I_all = graph.search(xq, K)
+    banned = np.unique(I_all)
+    _, I = graph.search(xq, K, filter=~quanta.Filter.ids(banned))
+    assert not np.isin(I, banned).any() and (I >= 0).all()
+    _, I = graph.search(xq, K, filter=[])
+    assert (I == -1).all()
+
+
+def test_remove_routes_around_and_compact_reconnects(data, tmp_path):
+    xb, xq, ids = data
+    g = quanta.GraphIndex(DIM, degree=24)
+    g.add(xb, ids)
+    _, I0 = g.search(xq, K)
+    gone = np.unique(I0[:, :5])
+    assert g.remove(gone) == len(gone) and g.ntotal == N - len(gone)
+    assert not g.contains(gone).any() and g.contains(ids[~np.isin(ids, gone)]).all()
+    keep = ~np.isin(ids, gone)
+    _, It = brute_force_knn(xb[keep], xq, K, "ip")
+    _, I = g.search(xq, K)
+    assert not np.isin(I, gone).any() and recall(I, ids[keep][It]) >= 0.95
+    g.save(tmp_path / "g.qnt")
+    np.testing.assert_array_equal(quanta.load(tmp_path / "g.qnt").search(xq, K).ids, I)
+    g.compact()
+    assert g.native.rows == N - len(gone)
+    _, I = g.search(xq, K)
+    assert not np.isin(I, gone).any() and recall(I, ids[keep][It]) >= 0.95
+    g.add(xb[:1] * 0.5, gone[:1])  # upsert
+    assert g.contains(gone[:1]).all()
+
+
+def test_range_search_is_within_radius_and_finds_the_close_ones(graph, data):
+    xb, xq, ids = data
+    Dt, It = brute_force_knn(xb, xq, N, "ip")
+    radius = float(np.median(Dt[:, 15]))
+    res = graph.range_search(xq, radius, width=128)
+    for i in range(NQ):
+        d, got = res.query(i)
+        assert (d > radius).all() and (np.diff(d) <= 0).all()
+        want = set(ids[It[i][Dt[i] > radius]].tolist())
+        assert set(got.tolist()) <= want and len(got) >= 0.9 * len(want)
+
+
+def test_save_load_mmap_pickle(graph, data, tmp_path):
+    xb, xq, ids = data
+    path = tmp_path / "g.qnt"
+    graph.save(path)
+    ref = graph.search(xq, K)
+    for other in (quanta.load(path), quanta.load(path, mmap=True),
+                  pickle.loads(pickle.dumps(graph)), quanta.from_bytes(graph.to_bytes())):
+        assert repr(other) == repr(graph)
+        r = other.search(xq, K)
+        np.testing.assert_array_equal(r.ids, ref.ids)
+        np.testing.assert_array_equal(r.distances, ref.distances)
+    mapped = quanta.load(path, mmap=True)
+    assert mapped.native.mapped_bytes >= N * graph.degree * 4
+    before = path.read_bytes()
+    mapped.add(xb[:3] * 0.9)  # copies what it changes; the file stays as it was
+    mapped.remove(ids[:3])
+    mapped.compact()
+    assert path.read_bytes() == before
+    assert quanta.read_header(path)["kind"] == "GRPH"
+
+
+def test_corrupt_graph_files_fail_cleanly(graph, tmp_path):
+    from quanta.io import read_container, write_container
+    path = tmp_path / "g.qnt"
+    graph.save(path)
+    kind, dim, ntotal, meta, arrays = read_container(path.read_bytes())
+    bad = dict(arrays, ADJ_=arrays["ADJ_"][:-1])  # one vertex short
+    with open(tmp_path / "short.qnt", "wb") as f:
+        write_container(f, kind, dim, ntotal, meta, bad)
+    with pytest.raises(quanta.FormatError):
+        quanta.load(tmp_path / "short.qnt")
+    with open(tmp_path / "entry.qnt", "wb") as f:
+        write_container(f, kind, dim, ntotal, dict(meta, entry=ntotal + 5), arrays)
+    with pytest.raises(quanta.FormatError):
+        quanta.load(tmp_path / "entry.qnt")
+    # neighbour ids past the end: skipped, never read
+    wild = dict(arrays, ADJ_=np.where(arrays["ADJ_"] % 7 == 0, 10 ** 9, arrays["ADJ_"])
+                .astype(np.uint32))
+    with open(tmp_path / "wild.qnt", "wb") as f:
+        write_container(f, kind, dim, ntotal, meta, wild)
+    for g in (quanta.load(tmp_path / "wild.qnt"), quanta.load(tmp_path / "wild.qnt", mmap=True)):
+        assert g.search(np.ones((2, dim), np.float32), 5).ids.shape == (2, 5)
+
+
+def test_bad_input(data):
+    xb, xq, _ = data
+    with pytest.raises(ValueError, match="degree"):
+        quanta.GraphIndex(DIM, degree=1)
+    with pytest.raises(ValueError, match="degree"):
+        quanta.GraphIndex(DIM, degree=300)
+    with pytest.raises(TypeError, match="degree"):
+        quanta.GraphIndex(DIM, degree=2.5)
+    with pytest.raises(ValueError, match="alpha"):
+        quanta.GraphIndex(DIM, alpha=0.5)
+    with pytest.raises(ValueError, match="alpha"):
+        quanta.GraphIndex(DIM, alpha=float("nan"))
+    with pytest.raises(ValueError, match="metric"):
+        quanta.GraphIndex(DIM, "hamming")
+    with pytest.raises(ValueError, match="storage"):
+        quanta.GraphIndex(DIM, storage="f64")
+    with pytest.raises(ValueError, match="width"):
+        quanta.GraphIndex(DIM, width=0)
+    g = quanta.GraphIndex(DIM)
+    g.add(xb[:100])
+    with pytest.raises(ValueError, match="dim"):
+        g.add(xb[:5, :10])
+    with pytest.raises(ValueError, match="NaN"):
+        g.add(np.full((2, DIM), np.nan, np.float32))
+    with pytest.raises(TypeError):
+        g.add(np.array([["a"] * DIM]))
+    with pytest.raises(ValueError):
+        g.search(xq, 0)
+    with pytest.raises(ValueError, match="width"):
+        g.search(xq, 5, width=0)
+    with pytest.raises(ValueError, match="dim"):
+        g.search(xq[:, :5], 5)
+    assert g.ntotal == 100  # nothing lost on the failed calls
+    with pytest.raises(ValueError):
+        quanta.index_factory(DIM, "Graph32(f99)")
+    with pytest.raises(ValueError):
+        quanta.index_factory(DIM, "Graph32,Refine(f16)")
+    assert quanta.index_factory(DIM, "Graph16", metric="l2").metric == "l2"
