@@ -151,11 +151,13 @@ void FlatIndex::add(const float* x, size_t n, const int64_t* ids, int threads) {
     normalize_rows(rows.data(), n, dim_);
     src = rows.data();
   }
-  if (storage_ == Storage::f16)  // f16 has no scale: a larger value would be stored as inf
+  // f16 has no scale: a larger value would be stored as inf. (The message is built only on
+  // failure: formatting it per element dominated f16 adds.)
+  if (storage_ == Storage::f16)
     for (size_t i = 0; i < n * dim_; ++i)
-      require(std::fabs(src[i]) <= 65504.0f,
-              "add: x holds " + std::to_string(src[i]) + ", beyond f16's range (65504); use "
-              "f32 or bf16 storage, or scale the vectors");
+      if (!(std::fabs(src[i]) <= 65504.0f))
+        require(false, "add: x holds " + std::to_string(src[i]) + ", beyond f16's range "
+                       "(65504); use f32 or bf16 storage, or scale the vectors");
   // Encode into new arrays and append at the end, so a failure leaves the index as it was.
   std::vector<float> saved_dim_scale = dim_scale_;
   const float saved_global = global_scale_;
@@ -217,8 +219,7 @@ void FlatIndex::dot_positions(const float* q, const uint32_t* pos, size_t n, flo
   const uint8_t* base = codes_.data();
   for (size_t i = 0; i < n; ++i)  // the rows are scattered: ask for all of them at once
     for (size_t b = 0; b < cs; b += 64) __builtin_prefetch(base + size_t(pos[i]) * cs + b);
-  const Kernels& kern = kernels(active_isa());
-  for (size_t i = 0; i < n; ++i) kern.dot_rows(storage_, q, base + size_t(pos[i]) * cs, 1, dim_, out + i);
+  kernels(active_isa()).dot_gather(storage_, q, base, pos, n, dim_, out);
   if (f8_scale_ == F8Scale::vector)
     for (size_t i = 0; i < n; ++i) out[i] *= vector_scale_[pos[i]];
   else if (f8_scale_ == F8Scale::global)

@@ -54,6 +54,12 @@ uint32_t gemm_tile(const float* rows, size_t nrows, const float* panel, size_t d
   return mask;
 }
 
+void dot_gather(Storage s, const float* q, const uint8_t* base, const uint32_t* pos, size_t n,
+                size_t dim, float* out) {
+  const size_t bytes = dim * storage_bytes(s);
+  for (size_t i = 0; i < n; ++i) dot_rows(s, q, base + size_t(pos[i]) * bytes, 1, dim, out + i);
+}
+
 void dot_rows_i8(const int8_t* q, const int8_t* codes, size_t n, size_t dim, int32_t* out) {
   for (size_t i = 0; i < n; ++i) {
     int32_t acc = 0;
@@ -202,7 +208,7 @@ const Kernels& scalar_kernels() {
   static const Kernels k{kMq,         kMr,         dot_rows,      decode_rows,
                          gemm_tile,   dot_rows_i8, nearest,       pq4_accumulate,
                          row16_minmax, row16_table_minmax, row16_quantize, rbe_dots,
-                         rbe_dots_u8, sparse_dot<uint16_t>, sparse_dot<uint8_t>};
+                         rbe_dots_u8, sparse_dot<uint16_t>, sparse_dot<uint8_t>, dot_gather};
   return k;
 }
 

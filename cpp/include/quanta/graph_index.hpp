@@ -101,11 +101,13 @@ class GraphIndex final : public Index {
     uint32_t id;
   };
   size_t degree() const { return build_.degree; }
-  // Build geometry: squared L2 between stored vectors.
-  float build_distance(const float* kq, float qnorm, uint32_t v) const;
-  void insert(uint32_t p, std::vector<std::mutex>& locks, uint32_t* adj) const;
+  // ids with their build distances to vertex v (squared L2 between the stored vectors, the
+  // build's geometry whatever the metric), closest first.
+  std::vector<Scored> by_distance(uint32_t v, const uint32_t* ids, size_t n) const;
+  // locks: one per vertex stripe during a parallel build, null on one thread.
+  void insert(uint32_t p, std::vector<std::mutex>* locks, uint32_t* adj) const;
   std::vector<uint32_t> prune(uint32_t p, std::vector<Scored>& cand) const;
-  void link(uint32_t from, uint32_t to, std::vector<std::mutex>& locks, uint32_t* adj) const;
+  void link(uint32_t from, uint32_t to, std::vector<std::mutex>* locks, uint32_t* adj) const;
   uint32_t medoid() const;
   void ensure_norms();
 

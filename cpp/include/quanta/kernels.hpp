@@ -68,6 +68,11 @@ struct Kernels {
   // (sums in another order than the scalar loop's).
   float (*sparse_dot_f16)(const uint16_t* comp, const uint16_t* val, size_t n, const float* q);
   float (*sparse_dot_u8)(const uint16_t* comp, const uint8_t* val, size_t n, const float* q);
+  // Inner products of one float32 query with n stored rows at scattered positions: row i
+  // starts at base + pos[i] * dim * storage_bytes(s) (a graph's neighbours). Exact float
+  // products for every storage (no query quantization); the caller prefetches the rows.
+  void (*dot_gather)(Storage s, const float* q, const uint8_t* base, const uint32_t* pos,
+                     size_t n, size_t dim, float* out);
 };
 
 const Kernels& kernels(Isa isa);

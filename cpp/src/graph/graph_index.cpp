@@ -67,6 +67,83 @@ struct Borrowed {
 
 bool closer(float da, uint32_t a, float db, uint32_t b) { return da < db || (da == db && a < b); }
 
+// -- the beam ---------------------------------------------------------------------------------
+
+// The beam of a search: the `width` closest vertices met so far, ascending, each marked once
+// expanded; one array, insertions by memmove (the beam is short).
+struct Beam {
+  struct Entry {
+    float d;
+    uint32_t id;
+    uint32_t expanded;
+  };
+  std::vector<Entry> e;
+  size_t width = 0;
+  void start(size_t w) {
+    width = w;
+    e.clear();
+    e.reserve(w + 1);
+  }
+  bool admits(float d, uint32_t id) const {
+    return e.size() < width || closer(d, id, e.back().d, e.back().id);
+  }
+  // Inserts (d, id) (admits() must hold); returns its position.
+  size_t insert(float d, uint32_t id) {
+    size_t pos = e.size();
+    while (pos > 0 && closer(d, id, e[pos - 1].d, e[pos - 1].id)) --pos;
+    e.insert(e.begin() + std::ptrdiff_t(pos), Entry{d, id, 0});
+    if (e.size() > width) e.pop_back();
+    return pos;
+  }
+};
+
+// A vertex's lock during a parallel build (no lock when the build runs on one thread).
+std::unique_lock<std::mutex> lock_of(std::vector<std::mutex>* locks, uint32_t v) {
+  return locks ? std::unique_lock<std::mutex>((*locks)[v % locks->size()])
+               : std::unique_lock<std::mutex>();
+}
+
+// Greedy best-first search from `entry`: the closest unexpanded vertex of the beam is expanded
+// next, its unvisited neighbours scored together by dist(ids, n, out) and reported to
+// on(v, d). With locks (a parallel build) a list is copied under its vertex's lock.
+template <class Dist, class On>
+void run_beam(const uint32_t* adj, size_t degree, size_t rows, uint32_t entry, size_t width,
+              Dist&& dist, On&& on, VisitedPool::Marks& marks, Beam& beam,
+              std::vector<std::mutex>* locks) {
+  beam.start(width);
+  marks.start(rows);
+  marks.first_visit(entry);
+  float d0;
+  dist(&entry, size_t(1), &d0);
+  on(entry, d0);
+  beam.insert(d0, entry);
+  uint32_t nb[GraphIndex::kMaxDegree];
+  float nd[GraphIndex::kMaxDegree];
+  size_t cur = 0;
+  while (cur < beam.e.size()) {
+    const uint32_t v = beam.e[cur].id;
+    beam.e[cur].expanded = 1;
+    size_t cnt = 0;
+    {
+      const auto lock = lock_of(locks, v);
+      const uint32_t* row = adj + size_t(v) * degree;
+      for (size_t j = 0; j < degree; ++j) {
+        const uint32_t u = row[j];
+        if (u == GraphIndex::kNone) break;
+        if (u < rows && marks.first_visit(u)) nb[cnt++] = u;
+      }
+    }
+    dist(nb, cnt, nd);
+    size_t next = cur + 1;
+    for (size_t i = 0; i < cnt; ++i) {
+      on(nb[i], nd[i]);
+      if (beam.admits(nd[i], nb[i])) next = std::min(next, beam.insert(nd[i], nb[i]));
+    }
+    cur = next;
+    while (cur < beam.e.size() && beam.e[cur].expanded) ++cur;
+  }
+}
+
 }  // namespace
 
 GraphIndex::GraphIndex(std::shared_ptr<FlatIndex> vectors, GraphBuildParams build)
@@ -86,73 +163,18 @@ size_t GraphIndex::memory_usage() const {
   return vectors_->memory_usage() + adj_.size() * sizeof(uint32_t) + norms_.size() * sizeof(float);
 }
 
-// -- the beam ---------------------------------------------------------------------------------
-
-// Greedy best-first search: `pool` keeps the `width` closest vertices found (ascending);
-// the closest not yet expanded is expanded next, its unvisited neighbours scored together by
-// dist(ids, n, out) and reported to on(v, d). With locks (during a build) a list is copied
-// under its vertex's lock.
-template <class Dist, class On>
-static void run_beam(const uint32_t* adj, size_t degree, size_t rows, uint32_t entry,
-                     size_t width, Dist&& dist, On&& on, VisitedPool::Marks& marks,
-                     std::vector<std::pair<float, uint32_t>>& pool, std::vector<uint8_t>& done,
-                     std::vector<std::mutex>* locks) {
-  pool.clear();
-  done.clear();
-  marks.start(rows);
-  marks.first_visit(entry);
-  float d0;
-  dist(&entry, size_t(1), &d0);
-  on(entry, d0);
-  pool.emplace_back(d0, entry);
-  done.push_back(0);
-  uint32_t nb[GraphIndex::kMaxDegree];
-  float nd[GraphIndex::kMaxDegree];
-  size_t cur = 0;
-  while (cur < pool.size()) {
-    const uint32_t v = pool[cur].second;
-    done[cur] = 1;
-    size_t cnt = 0;
-    {
-      std::unique_lock<std::mutex> lock;
-      if (locks) lock = std::unique_lock<std::mutex>((*locks)[v % locks->size()]);
-      const uint32_t* row = adj + size_t(v) * degree;
-      for (size_t j = 0; j < degree; ++j) {
-        const uint32_t u = row[j];
-        if (u == GraphIndex::kNone) break;
-        if (u < rows && marks.first_visit(u)) nb[cnt++] = u;
-      }
-    }
-    dist(nb, cnt, nd);
-    size_t next = cur + 1;
-    for (size_t i = 0; i < cnt; ++i) {
-      on(nb[i], nd[i]);
-      if (pool.size() >= width && !closer(nd[i], nb[i], pool.back().first, pool.back().second))
-        continue;
-      const auto at = std::upper_bound(pool.begin(), pool.end(), std::make_pair(nd[i], nb[i]),
-                                       [](const auto& a, const auto& b) {
-                                         return closer(a.first, a.second, b.first, b.second);
-                                       });
-      const size_t pos = size_t(at - pool.begin());
-      pool.insert(at, {nd[i], nb[i]});
-      done.insert(done.begin() + std::ptrdiff_t(pos), 0);
-      if (pool.size() > width) {
-        pool.pop_back();
-        done.pop_back();
-      }
-      next = std::min(next, pos);
-    }
-    cur = next;
-    while (cur < pool.size() && done[cur]) ++cur;
-  }
-}
-
 // -- build --------------------------------------------------------------------------------------
 
-float GraphIndex::build_distance(const float* kq, float qnorm, uint32_t v) const {
-  float dot;
-  vectors_->dot_positions(kq, &v, 1, &dot);
-  return qnorm + norms_[v] - 2.0f * dot;
+std::vector<GraphIndex::Scored> GraphIndex::by_distance(uint32_t v, const uint32_t* ids,
+                                                         size_t n) const {
+  std::vector<float> x(dim()), scaled, dots(n);
+  vectors_->decode(v, x.data());
+  vectors_->dot_positions(vectors_->kernel_query(x.data(), scaled), ids, n, dots.data());
+  std::vector<Scored> out(n);
+  for (size_t j = 0; j < n; ++j) out[j] = {norms_[v] + norms_[ids[j]] - 2.0f * dots[j], ids[j]};
+  std::sort(out.begin(), out.end(),
+            [](const Scored& a, const Scored& b) { return closer(a.d, a.id, b.d, b.id); });
+  return out;
 }
 
 void GraphIndex::ensure_norms() {
@@ -191,9 +213,9 @@ std::vector<uint32_t> GraphIndex::prune(uint32_t p, std::vector<Scored>& cand) c
 }
 
 // Adds `to` to the list of `from`, pruning the list when it is full.
-void GraphIndex::link(uint32_t from, uint32_t to, std::vector<std::mutex>& locks,
+void GraphIndex::link(uint32_t from, uint32_t to, std::vector<std::mutex>* locks,
                       uint32_t* adj) const {
-  std::lock_guard<std::mutex> lock(locks[from % locks.size()]);
+  const auto lock = lock_of(locks, from);
   uint32_t* row = adj + size_t(from) * degree();
   size_t cnt = 0;
   while (cnt < degree() && row[cnt] != kNone) {
@@ -204,43 +226,34 @@ void GraphIndex::link(uint32_t from, uint32_t to, std::vector<std::mutex>& locks
     row[cnt] = to;
     return;
   }
-  std::vector<float> x(dim()), scaled;
-  vectors_->decode(from, x.data());
-  const float* kq = vectors_->kernel_query(x.data(), scaled);
-  std::vector<Scored> cand;
-  for (size_t j = 0; j <= cnt; ++j) {
-    const uint32_t u = j < cnt ? row[j] : to;
-    cand.push_back({build_distance(kq, norms_[from], u), u});
-  }
-  std::sort(cand.begin(), cand.end(),
-            [](const Scored& a, const Scored& b) { return closer(a.d, a.id, b.d, b.id); });
+  std::vector<uint32_t> ids(row, row + cnt);
+  ids.push_back(to);
+  std::vector<Scored> cand = by_distance(from, ids.data(), ids.size());
   const std::vector<uint32_t> kept = prune(from, cand);
   std::fill(row, row + degree(), kNone);
   std::copy(kept.begin(), kept.end(), row);
 }
 
-void GraphIndex::insert(uint32_t p, std::vector<std::mutex>& locks, uint32_t* adj) const {
+void GraphIndex::insert(uint32_t p, std::vector<std::mutex>* locks, uint32_t* adj) const {
   std::vector<float> x(dim()), scaled;
   vectors_->decode(p, x.data());
   const float* kq = vectors_->kernel_query(x.data(), scaled);
   const float pn = norms_[p];
   Borrowed marks(*visited_);
-  std::vector<std::pair<float, uint32_t>> beam;
-  std::vector<uint8_t> done;
+  Beam beam;
   std::vector<float> dots(kMaxDegree);
-  std::vector<Scored> cand;
   run_beam(
       adj, degree(), rows(), entry_, build_.build_width,
       [&](const uint32_t* ids, size_t n, float* out) {
         vectors_->dot_positions(kq, ids, n, dots.data());
         for (size_t i = 0; i < n; ++i) out[i] = pn + norms_[ids[i]] - 2.0f * dots[i];
       },
-      [](uint32_t, float) {}, *marks.marks, beam, done, &locks);
-  cand.reserve(beam.size());
-  for (const auto& [d, v] : beam) cand.push_back({d, v});  // ascending already
+      [](uint32_t, float) {}, *marks.marks, beam, locks);
+  std::vector<Scored> cand(beam.e.size());  // ascending already
+  for (size_t i = 0; i < cand.size(); ++i) cand[i] = {beam.e[i].d, beam.e[i].id};
   const std::vector<uint32_t> kept = prune(p, cand);
   {
-    std::lock_guard<std::mutex> lock(locks[p % locks.size()]);
+    const auto lock = lock_of(locks, p);
     std::copy(kept.begin(), kept.end(), adj + size_t(p) * degree());
   }
   for (uint32_t u : kept) link(u, p, locks, adj);
@@ -297,7 +310,8 @@ void GraphIndex::add(const float* x, size_t n, const int64_t* ids, int threads) 
     throw;
   }
   ensure_norms();
-  std::vector<std::mutex> locks(kLockStripes);
+  std::vector<std::mutex> locks(threads > 1 ? kLockStripes : 0);
+  std::vector<std::mutex>* lk = threads > 1 ? &locks : nullptr;
   size_t first = n0;
   if (entry_ == kNone) entry_ = uint32_t(first++);  // an empty graph: the first vertex starts it
   const size_t count = n0 + n - first;
@@ -305,7 +319,7 @@ void GraphIndex::add(const float* x, size_t n, const int64_t* ids, int threads) 
   const size_t per_task = threads == 1 ? std::max<size_t>(count, 1) : 64;
   parallel_for((count + per_task - 1) / per_task, threads, [&](size_t t, size_t) {
     for (size_t v = first + t * per_task; v < std::min(first + count, first + (t + 1) * per_task); ++v)
-      insert(uint32_t(v), locks, adj);
+      insert(uint32_t(v), lk, adj);
   });
   // The medoid costs a pass over every vector: chosen again once the graph grew by half.
   if (rows() >= medoid_rows_ + medoid_rows_ / 2) {
@@ -378,14 +392,11 @@ void GraphIndex::search(const float* q, size_t nq, const GraphSearchParams& para
       if (res.size() > k) res.pop_back();
     };
     Borrowed marks(*visited_);
-    std::vector<std::pair<float, uint32_t>> beam;
-    std::vector<uint8_t> done;
-    run_beam(adj_.data(), degree(), n, entry_, width, dist, on, *marks.marks, beam, done,
-             nullptr);
-    if (!checks) {
-      beam.resize(std::min(beam.size(), k));
-      res.swap(beam);
-    }
+    Beam beam;
+    run_beam(adj_.data(), degree(), n, entry_, width, dist, on, *marks.marks, beam, nullptr);
+    if (!checks)
+      for (size_t j = 0; j < std::min(beam.e.size(), k); ++j)
+        res.emplace_back(beam.e[j].d, beam.e[j].id);
     if (checks && res.size() < k && res.size() < ntotal())
       return exact_scan();  // the beam met fewer than k returnable vertices
     for (size_t j = 0; j < res.size(); ++j) {
@@ -415,8 +426,7 @@ RangeResult GraphIndex::range_search(const float* q, size_t nq, float radius,
     // hits as scores (higher is better): l2 distance < radius <=> -d > |q|^2 - radius
     const float floor = l2 ? qnorms[i] - radius : radius;
     Borrowed marks(*visited_);
-    std::vector<std::pair<float, uint32_t>> beam;
-    std::vector<uint8_t> done;
+    Beam beam;
     run_beam(
         adj_.data(), degree(), rows(), entry_, gp.width,
         [&](const uint32_t* ids, size_t m, float* out) {
@@ -426,7 +436,7 @@ RangeResult GraphIndex::range_search(const float* q, size_t nq, float radius,
         [&](uint32_t v, float d) {
           if (-d > floor && lab.allowed(v, f)) hits.add(i, -d, int64_t(v));
         },
-        *marks.marks, beam, done, nullptr);
+        *marks.marks, beam, nullptr);
   });
   return hits.finish([&](size_t i, float s) { return l2 ? qnorms[i] - s : s; },
                      [&](int64_t pos) { return lab.at(pos); });
@@ -466,13 +476,7 @@ void GraphIndex::compact() {
     cand.erase(std::unique(cand.begin(), cand.end()), cand.end());
     std::vector<uint32_t> kept = cand;
     if (lost) {
-      std::vector<float> x(dim()), scaled;
-      vectors_->decode(v, x.data());
-      const float* kq = vectors_->kernel_query(x.data(), scaled);
-      std::vector<Scored> sc;
-      for (uint32_t u : cand) sc.push_back({build_distance(kq, norms_[v], u), u});
-      std::sort(sc.begin(), sc.end(),
-                [](const Scored& a, const Scored& b) { return closer(a.d, a.id, b.d, b.id); });
+      std::vector<Scored> sc = by_distance(v, cand.data(), cand.size());
       kept = prune(v, sc);
     }
     for (size_t j = 0; j < kept.size() && j < R; ++j) next[i * R + j] = new_pos[kept[j]];

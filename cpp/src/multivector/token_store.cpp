@@ -60,11 +60,12 @@ void TokenStore::add(const float* tokens, size_t ntokens, const int64_t* offsets
                      const int64_t* ids, int threads) {
   validate_sets(offsets, n, ntokens, "offsets");
   require_finite(tokens, ntokens * dim_, "tokens");
-  if (storage_ == Storage::f16)  // f16 has no scale: a larger value would be stored as inf
+  // f16 has no scale: a larger value would be stored as inf (message built on failure only)
+  if (storage_ == Storage::f16)
     for (size_t i = 0; i < ntokens * dim_; ++i)
-      require(std::fabs(tokens[i]) <= 65504.0f,
-              "tokens: " + std::to_string(tokens[i]) + " is beyond f16's range (65504); use "
-              "f32 or bf16 storage, or scale the tokens");
+      if (!(std::fabs(tokens[i]) <= 65504.0f))
+        require(false, "tokens: " + std::to_string(tokens[i]) + " is beyond f16's range "
+                       "(65504); use f32 or bf16 storage, or scale the tokens");
   Labels::check(ids, n);
   std::vector<int64_t> next = labels_.with_added(ids, n, ndocs());
   float scale = scale_;
@@ -114,7 +115,7 @@ void TokenStore::compact() {
 }
 
 void TokenStore::truncate(size_t n) {
-  require(n <= ndocs(), "truncate: only " + std::to_string(ndocs()) + " documents");
+  if (n > ndocs()) require(false, "truncate: only " + std::to_string(ndocs()) + " documents");
   offsets_.resize(n + 1);
   codes_.edit([&](std::vector<uint8_t>& codes) {
     codes.resize(size_t(offsets_.back()) * dim_ * storage_bytes(storage_));
@@ -300,7 +301,7 @@ void TokenStore::rerank(const float* q, size_t nq_tokens, const int64_t* q_offse
 }
 
 std::vector<float> TokenStore::tokens(size_t i) const {
-  require(i < ndocs(), "document " + std::to_string(i) + " out of range");
+  if (i >= ndocs()) require(false, "document " + std::to_string(i) + " out of range");
   const size_t t0 = size_t(offsets_[i]), nt = size_t(offsets_[i + 1]) - t0;
   std::vector<float> out(nt * dim_);
   decode_array(storage_, codes_.data() + t0 * dim_ * storage_bytes(storage_), out.size(),

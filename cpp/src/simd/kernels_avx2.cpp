@@ -106,6 +106,15 @@ void dot_rows(Storage s, const float* q, const uint8_t* codes, size_t n, size_t 
   with_storage(s, [&](auto st) { dot_rows_t<decltype(st)::value>(q, codes, n, dim, out); });
 }
 
+void dot_gather(Storage s, const float* q, const uint8_t* base, const uint32_t* pos, size_t n,
+                size_t dim, float* out) {
+  with_storage(s, [&](auto st) {
+    constexpr Storage S = decltype(st)::value;
+    const size_t bytes = dim * storage_bytes(S);
+    for (size_t i = 0; i < n; ++i) dot_rows_t<S>(q, base + size_t(pos[i]) * bytes, 1, dim, out + i);
+  });
+}
+
 void decode_rows(Storage s, const uint8_t* codes, size_t n, size_t dim, float* out) {
   with_storage(s, [&](auto st) { decode_rows_t<decltype(st)::value>(codes, n, dim, out); });
 }
@@ -353,7 +362,8 @@ const Kernels* avx2_kernels() {
   static const Kernels k{kMq,         kMr,         dot_rows, decode_rows,
                          gemm_tile,   dot_rows_i8, nearest,  pq4_accumulate,
                          row16_minmax, row16_table_minmax, row16_quantize, rbe_dots,
-                         scalar_kernels().rbe_dots_u8, sparse_dot<uint16_t>, sparse_dot<uint8_t>};
+                         scalar_kernels().rbe_dots_u8, sparse_dot<uint16_t>, sparse_dot<uint8_t>,
+                         dot_gather};
   return &k;
 }
 

@@ -246,6 +246,47 @@ void dot_rows(Storage s, const float* q, const uint8_t* codes, size_t n, size_t 
   with_storage(s, [&](auto st) { dot_rows_t<decltype(st)::value>(q, codes, n, dim, out); });
 }
 
+// dot_rows_t's plain path over scattered rows, four at a time (their loads overlap).
+template <Storage S>
+void dot_gather_t(const float* q, const uint8_t* base, const uint32_t* pos, size_t n, size_t dim,
+                  float* out) {
+  const size_t bytes = dim * storage_bytes(S);
+  const size_t full = dim / 16 * 16;
+  const __mmask16 tail = __mmask16((1u << (dim - full)) - 1);
+  const auto row = [&](size_t i) { return base + size_t(pos[i]) * bytes; };
+  size_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const uint8_t *r0 = row(i), *r1 = row(i + 1), *r2 = row(i + 2), *r3 = row(i + 3);
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    for (size_t p = 0; p < dim; p += 16) {
+      const __mmask16 m = p < full ? __mmask16(0xffff) : tail;
+      const __m512 qv = _mm512_maskz_loadu_ps(m, q + p);
+      a0 = _mm512_fmadd_ps(qv, load16<S>(r0, p, m), a0);
+      a1 = _mm512_fmadd_ps(qv, load16<S>(r1, p, m), a1);
+      a2 = _mm512_fmadd_ps(qv, load16<S>(r2, p, m), a2);
+      a3 = _mm512_fmadd_ps(qv, load16<S>(r3, p, m), a3);
+    }
+    out[i] = _mm512_reduce_add_ps(a0) * post_scale<S>();
+    out[i + 1] = _mm512_reduce_add_ps(a1) * post_scale<S>();
+    out[i + 2] = _mm512_reduce_add_ps(a2) * post_scale<S>();
+    out[i + 3] = _mm512_reduce_add_ps(a3) * post_scale<S>();
+  }
+  for (; i < n; ++i) {
+    const uint8_t* r = row(i);
+    __m512 a0 = _mm512_setzero_ps();
+    for (size_t p = 0; p < dim; p += 16) {
+      const __mmask16 m = p < full ? __mmask16(0xffff) : tail;
+      a0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, q + p), load16<S>(r, p, m), a0);
+    }
+    out[i] = _mm512_reduce_add_ps(a0) * post_scale<S>();
+  }
+}
+
+void dot_gather(Storage s, const float* q, const uint8_t* base, const uint32_t* pos, size_t n,
+                size_t dim, float* out) {
+  with_storage(s, [&](auto st) { dot_gather_t<decltype(st)::value>(q, base, pos, n, dim, out); });
+}
+
 void decode_rows(Storage s, const uint8_t* codes, size_t n, size_t dim, float* out) {
   with_storage(s, [&](auto st) { decode_rows_t<decltype(st)::value>(codes, n, dim, out); });
 }
@@ -697,7 +738,8 @@ const Kernels* avx512_kernels() {
                          __builtin_cpu_supports("avx512vnni") ? rbe_dots_vnni
                                                               : scalar_kernels().rbe_dots_u8,
                          sparse_dot<uint16_t>,
-                         sparse_dot<uint8_t>};
+                         sparse_dot<uint8_t>,
+                         dot_gather};
   return &k;
 }
 
