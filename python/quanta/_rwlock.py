@@ -11,28 +11,37 @@ import threading
 
 class RWLock:
     def __init__(self):
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._readers = 0     # read holds, re-entries included
         self._writer = None   # the writing thread
         self._writes = 0      # its re-entries
         self._waiting = 0     # writers waiting
         self._mine = threading.local()  # this thread's read holds
 
+    # The read path takes the plain lock directly (not `with` the Condition): a search of one
+    # query pays for this twice, and the Condition's Python-level methods cost microseconds.
     def acquire_read(self) -> None:
-        me, held = threading.get_ident(), getattr(self._mine, "n", 0)
-        with self._cond:
-            if self._writer != me and not held:
+        mine = self._mine
+        held = getattr(mine, "n", 0)
+        self._lock.acquire()
+        try:
+            if not held and (self._writer is not None or self._waiting) \
+                    and self._writer != threading.get_ident():
                 while self._writer is not None or self._waiting:
                     self._cond.wait()
             self._readers += 1
-        self._mine.n = held + 1
+        finally:
+            self._lock.release()
+        mine.n = held + 1
 
     def release_read(self) -> None:
         self._mine.n -= 1
-        with self._cond:
-            self._readers -= 1
-            if self._readers == 0:
-                self._cond.notify_all()
+        self._lock.acquire()
+        self._readers -= 1
+        if self._readers == 0 and self._waiting:
+            self._cond.notify_all()
+        self._lock.release()
 
     def acquire_write(self) -> None:
         me = threading.get_ident()
@@ -70,12 +79,12 @@ def _lock_of(obj) -> RWLock:
 def _wrap(fn, acquire, release):
     @functools.wraps(fn)
     def guarded(self, *args, **kwargs):
-        lock = _lock_of(self)
-        getattr(lock, acquire)()
+        lock = self.__dict__.get("_rwlock") or _lock_of(self)
+        acquire(lock)
         try:
             return fn(self, *args, **kwargs)
         finally:
-            getattr(lock, release)()
+            release(lock)
     return guarded
 
 
@@ -86,8 +95,8 @@ WRITERS = ("add", "train", "reset", "remove", "compact")
 def guarded(cls):
     """Class decorator: the class's reading and writing methods (those it has of READERS and
     WRITERS) take its instance's lock."""
-    for names, acquire, release in ((READERS, "acquire_read", "release_read"),
-                                    (WRITERS, "acquire_write", "release_write")):
+    for names, acquire, release in ((READERS, RWLock.acquire_read, RWLock.release_read),
+                                    (WRITERS, RWLock.acquire_write, RWLock.release_write)):
         for name in names:
             fn = getattr(cls, name, None)
             if fn is not None:

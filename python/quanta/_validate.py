@@ -24,7 +24,9 @@ def as_f32_matrix(x, dim: int | None, name: str, check_finite: bool = True) -> n
     if dim is not None and x.shape[1] != dim:
         raise ValueError(f"{name} has dim {x.shape[1]} but the index has dim {dim}")
     x = np.ascontiguousarray(x, dtype=np.float32)
-    if check_finite and not np.isfinite(x).all():
+    # One reduction first (a NaN or infinity makes the sum non-finite; so may an overflow,
+    # which the exact test then clears): a single query costs one numpy call, not two.
+    if check_finite and not np.isfinite(np.add.reduce(x, axis=None)) and not np.isfinite(x).all():
         bad = int(np.argwhere(~np.isfinite(x))[0][0])
         raise ValueError(f"{name} contains NaN or infinity (first at row {bad}); only finite "
                          f"values are accepted")

@@ -23,6 +23,9 @@ def _as_int(value, name: str, lo: int, hi: int | None = None) -> int:
     return int(value)
 
 
+_PARAMS = {}  # width -> GraphSearchParams
+
+
 @guarded
 class GraphIndex(Removable, Persistent):
     """Graph search (one layer, as Vamana / NSG) over vectors stored as f32, f16, bf16,
@@ -120,8 +123,15 @@ class GraphIndex(Removable, Persistent):
 
     # -- queries ----------------------------------------------------------------------------
     def _params(self, width):
-        params = _core.GraphSearchParams()
-        params.width = self.width if width is None else _as_int(width, "width", 1)
+        """Search settings for this width; made once per width and never changed after (the
+        native search copies them), so threads may share them."""
+        width = self.width if width is None else _as_int(width, "width", 1)
+        params = _PARAMS.get(width)
+        if params is None:
+            params = _core.GraphSearchParams()
+            params.width = width
+            if len(_PARAMS) < 1024:
+                _PARAMS[width] = params
         return params
 
     def search(self, q, k: int = 10, *, width: int | None = None, threads: int = 0,
@@ -132,7 +142,7 @@ class GraphIndex(Removable, Persistent):
         threads: queries are spread over threads; results do not depend on it.
         filter: ids the queries may return (see ``quanta.filter``).
         """
-        q = as_f32_matrix(q, self.dim, "queries")
+        q = as_f32_matrix(q, self.dim, "queries", check_finite=False)  # checked natively
         return SearchResult(*self._index.search(q, as_k(k), as_threads(threads),
                                                 as_filters(filter, q.shape[0]),
                                                 self._params(width)))
@@ -142,7 +152,7 @@ class GraphIndex(Removable, Persistent):
         """The vertices within `radius` among those each query's beam meets (l2 distance <
         radius, or ip / cosine similarity > radius), best first: approximate, as in any graph;
         a wider beam meets more."""
-        q = as_f32_matrix(q, self.dim, "queries")
+        q = as_f32_matrix(q, self.dim, "queries", check_finite=False)  # checked natively
         return RangeResult(*self._index.range_search(q, as_radius(radius), as_threads(threads),
                                                      as_filters(filter, q.shape[0]),
                                                      self._params(width)))
