@@ -53,7 +53,7 @@ def _build(kind):
 
 
 KINDS = ["Flat", "Flat(f16)", "Flat(f8e4m3)", "Flat(i8)", "PQ8x8", "PQ8x4fs", "IVF8,PQ8x8",
-         "IVF8,PQ8x4fs,Refine(f16)", "RBE64x2", "IVF8,RBE64x2", "Graph8(f16)", "sparse",
+         "IVF8,PQ8x4fs,Refine(f16)", "RBE64x2", "IVF8,RBE64x2", "Graph8(f16),PQ8x4", "sparse",
          "multivector"]
 
 

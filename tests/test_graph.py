@@ -264,3 +264,52 @@ def test_scores_match_numpy_at_every_simd_level(storage, data):
             np.testing.assert_allclose(D, want, rtol=1e-4, atol=1e-4, err_msg=level)
     finally:
         quanta.set_simd_level(before)
+
+
+@pytest.mark.parametrize("metric", ["ip", "l2", "cosine"])
+def test_estimation_codes_keep_recall_and_persist(metric, tmp_path):
+    xb, xq = clustered(N, DIM, NQ, seed=8, normalize=metric != "cosine")
+    _, It = brute_force_knn(xb, xq, K, metric)
+    g = quanta.index_factory(DIM, "Graph24(f16),PQ12x4", metric=metric)
+    assert g.codes == "PQ12x4" and not g.is_trained
+    g.add(xb)  # trains the quantizer from its rows
+    assert g.is_trained and g.native.codes().size == N * 6
+    D, I = g.search(xq, K, width=64)
+    assert recall(I, It) >= 0.93
+    # the exact scores of what it returns, whatever the estimates said
+    flat = quanta.FlatIndex(DIM, metric, "f16")
+    flat.add(xb)
+    rows = flat.reconstruct(np.arange(N)).astype(np.float64)
+    q = xq / np.linalg.norm(xq, axis=1, keepdims=True) if metric == "cosine" else xq
+    want = (((q[:, None, :] - rows[I]) ** 2).sum(-1) if metric == "l2"
+            else np.einsum("qd,qkd->qk", q, rows[I]))
+    np.testing.assert_allclose(D, want, rtol=1e-3, atol=1e-3)
+    # a larger slack scores more neighbours exactly: at least as good
+    assert recall(g.search(xq, K, width=64, slack=8.0).ids, It) >= recall(I, It) - 0.01
+    g.save(tmp_path / "g.qnt")
+    for other in (quanta.load(tmp_path / "g.qnt"), quanta.load(tmp_path / "g.qnt", mmap=True)):
+        assert repr(other) == repr(g)
+        np.testing.assert_array_equal(other.search(xq, K, width=64).ids, I)
+    # removal and compaction carry the codes along
+    g.remove(np.arange(0, N, 2))
+    g.compact()
+    assert g.native.codes().size == (N // 2) * 6
+    keep = np.arange(1, N, 2)
+    _, It2 = brute_force_knn(xb[keep], xq, K, metric)
+    assert recall(g.search(xq, K, width=64).ids, keep[It2]) >= 0.9
+
+
+def test_codes_and_slack_validation():
+    with pytest.raises(ValueError, match="codes"):
+        quanta.GraphIndex(DIM, codes="PQ7x4")  # 7 does not divide 48
+    with pytest.raises(ValueError, match="codes"):
+        quanta.GraphIndex(DIM, codes="OPQ8")
+    with pytest.raises(ValueError, match="codes"):
+        quanta.index_factory(DIM, "Graph16,PQ12x5")
+    g = quanta.GraphIndex(DIM, codes="PQ12")
+    assert g.codes == "PQ12x4"
+    g.add(clustered(300, DIM, 1, seed=1)[0])
+    with pytest.raises(ValueError, match="slack"):
+        g.search(np.ones((1, DIM), np.float32), 3, slack=-1)
+    with pytest.raises(ValueError):
+        quanta.GraphIndex(DIM, codes="PQ12").add(np.ones((5, DIM), np.float32))  # < 16 rows

@@ -9,18 +9,24 @@ void bind_graph(py::module_& m) {
   py::class_<GraphSearchParams, SearchParams, std::shared_ptr<GraphSearchParams>>(
       m, "GraphSearchParams")
       .def(py::init<>())
-      .def_readwrite("width", &GraphSearchParams::width);
+      .def_readwrite("width", &GraphSearchParams::width)
+      .def_readwrite("slack", &GraphSearchParams::slack);
 
   py::class_<GraphIndex, quanta::Index, std::shared_ptr<GraphIndex>> g(m, "GraphIndex");
   g.def(py::init([](std::shared_ptr<FlatIndex> vectors, size_t degree, size_t build_width,
-                    float alpha) {
+                    float alpha, size_t pq_m, size_t pq_nbits) {
+         if (pq_m && pq_nbits != 4 && pq_nbits != 8)
+           throw py::value_error("codes: PQ nbits must be 4 or 8");
          GraphBuildParams b;
          b.degree = degree;
          b.build_width = build_width;
          b.alpha = alpha;
+         b.pq_m = pq_m;
+         b.pq_nbits = pq_nbits;
          return std::make_shared<GraphIndex>(std::move(vectors), b);
        }),
-       py::arg("vectors"), py::arg("degree"), py::arg("build_width"), py::arg("alpha"))
+       py::arg("vectors"), py::arg("degree"), py::arg("build_width"), py::arg("alpha"),
+       py::arg("pq_m") = 0, py::arg("pq_nbits") = 4)
       .def_property_readonly("degree", [](const GraphIndex& s) { return s.build_params().degree; })
       .def_property_readonly("build_width",
                              [](const GraphIndex& s) { return s.build_params().build_width; })
@@ -29,15 +35,22 @@ void bind_graph(py::module_& m) {
       .def_property_readonly("rows", &GraphIndex::rows)
       .def_property_readonly("entry", &GraphIndex::entry)
       .def_property_readonly("mapped_bytes", &GraphIndex::mapped_bytes)
-      .def("train", [](GraphIndex& self, const py::array& x) {
+      .def("train", [](GraphIndex& self, const py::array& x, int threads) {
         size_t n;
         const float* p = f32_rows(x, self.dim(), n, "x");
         py::gil_scoped_release nogil;
-        self.train(p, n);
-      }, py::arg("x"))
+        self.train(p, n, threads);
+      }, py::arg("x"), py::arg("threads") = 0)
       .def("adjacency", [](const GraphIndex& self) { return to_numpy(self.adjacency()); })
+      .def("codes", [](const GraphIndex& self) { return to_numpy(self.codes()); })
+      .def("pq_centroids", [](const GraphIndex& self) {
+        return self.pq() ? to_numpy(self.pq()->centroids()) : py::array_t<float>(0);
+      })
       .def("restore", [](GraphIndex& self, const py::array& adjacency, uint32_t entry,
-                         bool borrow) {
-        self.restore(buffer_from_numpy<uint32_t>(adjacency, "adjacency", borrow), entry);
-      }, py::arg("adjacency"), py::arg("entry"), py::arg("borrow") = false);
+                         const py::array& codes, const py::array& pq_centroids, bool borrow) {
+        if (self.pq()) self.pq()->set_centroids(from_numpy<float>(pq_centroids, "pq_centroids"));
+        self.restore(buffer_from_numpy<uint32_t>(adjacency, "adjacency", borrow), entry,
+                     buffer_from_numpy<uint8_t>(codes, "codes", borrow));
+      }, py::arg("adjacency"), py::arg("entry"), py::arg("codes"), py::arg("pq_centroids"),
+         py::arg("borrow") = false);
 }

@@ -10,7 +10,8 @@ from .pq import IVFPQIndex, PQIndex
 from .storage import STORAGES
 
 _FLAT = re.compile(r"^Flat(?:\((?P<storage>[a-z0-9]+)\))?$")
-_GRAPH = re.compile(r"^Graph(?P<degree>[0-9]+)(?:\((?P<storage>[a-z0-9]+)\))?$")
+_GRAPH = re.compile(r"^Graph(?P<degree>[0-9]+)(?:\((?P<storage>[a-z0-9]+)\))?"
+                    r"(?:,(?P<codes>PQ[0-9]+(?:x[0-9]+)?))?$")
 _PQ = re.compile(r"^PQ(?P<m>[0-9]+)(?:x(?P<nbits>[0-9]+))?(?P<fs>fs)?$")
 _IVF = re.compile(r"^IVF(?P<nlist>[0-9]+),(?P<rest>.+)$")
 _RBE = re.compile(r"^RBE(?P<bits>[0-9]+)x(?P<planes>[0-9]+)(?:q(?P<qplanes>[0-9]+))?$")
@@ -35,7 +36,8 @@ def index_factory(dim: int, spec: str, metric: str = "ip"):
     ``"IVF1024,RBE384x2"`` keeps the codes in inverted lists. ``"Graph<degree>"`` /
     ``"Graph<degree>(<storage>)"``: a graph of ``degree`` neighbours per vector over vectors
     kept in that storage (default f32), searched by a beam that scores them exactly, e.g.
-    ``"Graph32(f16)"`` (:class:`quanta.GraphIndex`).
+    ``"Graph32(f16)"``, optionally followed by estimation codes: ``"Graph32(f16),PQ48x4"``
+    (:class:`quanta.GraphIndex`).
     """
     if not isinstance(spec, str):
         raise TypeError(f"spec must be a string; got {type(spec).__name__}")
@@ -73,7 +75,7 @@ def index_factory(dim: int, spec: str, metric: str = "ip"):
         if kw:
             raise ValueError(f"index spec {spec!r}: a Graph spec takes no OPQ or Refine part")
         storage = _storage(spec, g.group("storage"))
-        return GraphIndex(dim, metric, int(g.group("degree")), storage)
+        return GraphIndex(dim, metric, int(g.group("degree")), storage, codes=g.group("codes"))
     m = _FLAT.match(spec.strip())
     if m and "opq" in kw:
         raise ValueError(f"index spec {spec!r}: OPQ<m>, precedes a PQ or IVF-PQ spec")
@@ -98,7 +100,7 @@ def index_factory(dim: int, spec: str, metric: str = "ip"):
                      f"storage in {', '.join(STORAGES)}, 'PQ<m>x<nbits>', 'PQ<m>x4fs', "
                      f"'IVF<nlist>,PQ<m>x<nbits>[fs]', each PQ spec optionally followed by "
                      f"',Refine(<storage>)' and optionally preceded by 'OPQ<m>,', 'RBE<bits>x<planes>', "
-                     f"'Graph<degree>[(<storage>)]'")
+                     f"'Graph<degree>[(<storage>)][,PQ<m>x4]'")
 
 
 def _storage(spec, name):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 
@@ -23,7 +24,19 @@ def _as_int(value, name: str, lo: int, hi: int | None = None) -> int:
     return int(value)
 
 
-_PARAMS = {}  # width -> GraphSearchParams
+_PARAMS = {}  # (width, slack) -> GraphSearchParams
+_CODES = re.compile(r"^PQ(?P<m>[0-9]+)(?:x(?P<nbits>[48]))?$")
+
+
+def parse_codes(codes):
+    """(m, nbits) of a codes spec "PQ<m>x4" / "PQ<m>x8" ("PQ<m>": 4 bits), (0, 4) for None."""
+    if codes is None or codes == "none":
+        return 0, 4
+    match = _CODES.match(codes) if isinstance(codes, str) else None
+    if not match or int(match.group("m")) < 1:
+        raise ValueError(f"codes must be None or 'PQ<m>x4' / 'PQ<m>x8' (m dividing dim); "
+                         f"got {codes!r}")
+    return int(match.group("m")), int(match.group("nbits") or 4)
 
 
 @guarded
@@ -46,6 +59,11 @@ class GraphIndex(Removable, Persistent):
     build_width : beam of the insertion search; larger builds better graphs, slower.
     alpha : RobustPrune's slack, >= 1.
     width : the default search beam (``search(..., width=)`` overrides it).
+    codes : ``"PQ<m>x4"`` (or ``x8``): a product-quantization code per vector (m / 2 bytes)
+        that estimates a neighbour's distance before it is scored exactly; a search scores
+        exactly only the neighbours whose estimate could enter the beam (within ``slack``
+        times the estimation error seen so far), so far fewer vector rows are read. Trained by
+        ``train`` or the first ``add``. Factory: ``"Graph32(f16),PQ48x4"``.
 
     Removed vectors keep routing searches until ``compact()`` reconnects their neighbours and
     drops them. A filter that allows few ids (fewer than the width, or under 5% of the rows) is
@@ -58,7 +76,8 @@ class GraphIndex(Removable, Persistent):
 
     def __init__(self, dim: int, metric: str = "ip", degree: int = 32, storage: str = "f32", *,
                  build_width: int = 128, alpha: float = 1.0, width: int = 64,
-                 f8_scale: str = "global", f8_rounding: str = "anisotropic"):
+                 codes: str | None = None, f8_scale: str = "global",
+                 f8_rounding: str = "anisotropic"):
         self._flat = FlatIndex(dim, metric, storage, f8_scale=f8_scale, f8_rounding=f8_rounding)
         degree = _as_int(degree, "degree", 2, 256)
         build_width = _as_int(build_width, "build_width", 1)
@@ -66,7 +85,12 @@ class GraphIndex(Removable, Persistent):
             raise TypeError(f"alpha must be a real number; got {type(alpha).__name__}")
         if not (math.isfinite(alpha) and alpha >= 1):
             raise ValueError(f"alpha must be a finite number >= 1; got {alpha}")
-        self._index = _core.GraphIndex(self._flat.native, degree, build_width, float(alpha))
+        pq_m, pq_nbits = parse_codes(codes)
+        if pq_m and self._flat.dim % pq_m:
+            raise ValueError(f"codes: PQ m = {pq_m} must divide dim = {self._flat.dim}")
+        self._index = _core.GraphIndex(self._flat.native, degree, build_width, float(alpha),
+                                       pq_m, pq_nbits)
+        self._codes = None if not pq_m else f"PQ{pq_m}x{pq_nbits}"
         self.width = width
 
     # -- properties -------------------------------------------------------------------------
@@ -77,6 +101,7 @@ class GraphIndex(Removable, Persistent):
     degree = property(lambda self: self._index.degree)
     build_width = property(lambda self: self._index.build_width)
     alpha = property(lambda self: self._index.alpha)
+    codes = property(lambda self: self._codes, doc="the estimation codes' spec, or None")
     is_trained = property(lambda self: self._index.is_trained)
     memory_usage = property(lambda self: self._index.memory_usage, doc="bytes held by the index")
 
@@ -98,17 +123,20 @@ class GraphIndex(Removable, Persistent):
         return self.ntotal
 
     def __repr__(self) -> str:
+        codes = f", codes={self.codes!r}" if self.codes else ""
         return (f"GraphIndex(dim={self.dim}, metric={self.metric!r}, degree={self.degree}, "
                 f"storage={self.storage!r}, build_width={self.build_width}, alpha={self.alpha:g}, "
-                f"width={self.width}, ntotal={self.ntotal})")
+                f"width={self.width}{codes}, ntotal={self.ntotal})")
 
     # -- building ---------------------------------------------------------------------------
-    def train(self, x) -> None:
-        """Learns the storage's scales (i8, f8 with a global scale); other storages need none."""
+    def train(self, x, *, threads: int = 0) -> None:
+        """Learns the storage's scales (i8, f8 with a global scale) and the estimation codes'
+        quantizer; without them there is nothing to train. The first ``add`` trains what is
+        not trained yet from its own rows."""
         x = as_f32_matrix(x, self.dim, "x")
         if x.shape[0] == 0:
             raise ValueError("train: x is empty; pass at least one vector")
-        self._index.train(x)
+        self._index.train(x, as_threads(threads))
 
     def add(self, x, ids=None, *, threads: int = 0) -> None:
         """Stores vectors (n, dim) and inserts them into the graph; `ids` are int64 labels
@@ -122,30 +150,37 @@ class GraphIndex(Removable, Persistent):
         self._index.reset()
 
     # -- queries ----------------------------------------------------------------------------
-    def _params(self, width):
-        """Search settings for this width; made once per width and never changed after (the
-        native search copies them), so threads may share them."""
+    def _params(self, width, slack):
+        """Search settings; made once per (width, slack) and never changed after (the native
+        search copies them), so threads may share them."""
         width = self.width if width is None else _as_int(width, "width", 1)
-        params = _PARAMS.get(width)
+        if isinstance(slack, (bool, np.bool_)) or not isinstance(slack, (int, float, np.number)) \
+                or not (math.isfinite(slack) and slack >= 0):
+            raise ValueError(f"slack must be a finite number >= 0; got {slack!r}")
+        key = (width, float(slack))
+        params = _PARAMS.get(key)
         if params is None:
             params = _core.GraphSearchParams()
-            params.width = width
+            params.width, params.slack = key
             if len(_PARAMS) < 1024:
-                _PARAMS[width] = params
+                _PARAMS[key] = params
         return params
 
     def search(self, q, k: int = 10, *, width: int | None = None, threads: int = 0,
-               filter=None) -> SearchResult:
+               filter=None, slack: float = 2.0) -> SearchResult:
         """The k nearest stored vectors of each query found by the beam, best first.
 
         width: the beam (default ``index.width``; raised to k when smaller).
+        slack: with estimation codes, how far (in mean estimation errors) an estimate may be
+            from entering the beam and still be scored exactly; smaller is faster, larger finds
+            more.
         threads: queries are spread over threads; results do not depend on it.
         filter: ids the queries may return (see ``quanta.filter``).
         """
         q = as_f32_matrix(q, self.dim, "queries", check_finite=False)  # checked natively
         return SearchResult(*self._index.search(q, as_k(k), as_threads(threads),
                                                 as_filters(filter, q.shape[0]),
-                                                self._params(width)))
+                                                self._params(width, slack)))
 
     def range_search(self, q, radius: float, *, width: int | None = None, threads: int = 0,
                      filter=None) -> RangeResult:
@@ -155,7 +190,7 @@ class GraphIndex(Removable, Persistent):
         q = as_f32_matrix(q, self.dim, "queries", check_finite=False)  # checked natively
         return RangeResult(*self._index.range_search(q, as_radius(radius), as_threads(threads),
                                                      as_filters(filter, q.shape[0]),
-                                                     self._params(width)))
+                                                     self._params(width, 2.0)))
 
     def reconstruct(self, ids) -> np.ndarray:
         """The stored (decoded) vectors for `ids`, shape (len(ids), dim)."""
@@ -165,8 +200,10 @@ class GraphIndex(Removable, Persistent):
     def _write(self, f) -> None:
         meta, arrays = self._flat._state()
         arrays["ADJ_"] = self._index.adjacency().reshape(-1, self.degree)
+        arrays["GCOD"] = self._index.codes()
+        arrays["GPQC"] = self._index.pq_centroids()
         meta.update(degree=self.degree, build_width=self.build_width, alpha=self.alpha,
-                    width=self.width, entry=int(self._index.entry))
+                    width=self.width, entry=int(self._index.entry), codes=self.codes)
         write_container(f, "GRPH", self.dim, self._index.rows, meta, arrays)
 
     maps_arrays = True  # quanta.load(path, mmap=True) searches the mapped vectors and graph
@@ -176,12 +213,14 @@ class GraphIndex(Removable, Persistent):
         try:
             index = cls(dim, meta["metric"], meta["degree"], meta["storage"],
                         build_width=meta["build_width"], alpha=meta["alpha"],
-                        width=meta["width"], f8_scale=meta["f8_scale"],
+                        width=meta["width"], codes=meta.get("codes"), f8_scale=meta["f8_scale"],
                         f8_rounding=meta["f8_rounding"])
             index._flat._restore(ntotal, meta, arrays, mapped)
-            adj = np.ascontiguousarray(arrays["ADJ_"], dtype=np.uint32)
-            index._index.restore(adj.reshape(-1), int(meta["entry"]), borrow=mapped)
-            index._adj = adj if mapped else None  # the mapped graph, kept alive here
+            parts = [np.ascontiguousarray(arrays[t], dtype=d) for t, d in
+                     (("ADJ_", np.uint32), ("GCOD", np.uint8), ("GPQC", np.float32))]
+            index._index.restore(parts[0].reshape(-1), int(meta["entry"]), parts[1].reshape(-1),
+                                 parts[2].reshape(-1), borrow=mapped)
+            index._adj = parts if mapped else None  # the mapped graph and codes, kept alive
         except (KeyError, TypeError, ValueError) as e:
             raise FormatError(f"{source}: not a valid GRPH index ({e})") from None
         return index

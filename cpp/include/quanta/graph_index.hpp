@@ -22,6 +22,7 @@
 #include "quanta/buffer.hpp"
 #include "quanta/flat.hpp"
 #include "quanta/index.hpp"
+#include "quanta/pq.hpp"
 #include "quanta/search_params.hpp"
 
 namespace quanta {
@@ -34,10 +35,18 @@ struct GraphBuildParams {
   // width 64 where 1.2 reached 0.977 and 1.4 0.882 (larger alphas fill the lists with near
   // points and the reverse-edge pruning then drops the long ones).
   float alpha = 1.0f;
+  // Codes that estimate neighbours before they are scored exactly: a PQ code per vertex
+  // (pq_m sub-quantizers of pq_nbits, 4 or 8), 0 for none. A search then scores a neighbour
+  // exactly only when its estimate could enter the beam.
+  size_t pq_m = 0;
+  size_t pq_nbits = 4;
 };
 
 struct GraphSearchParams : SearchParams {
   size_t width = 64;  // beam (hnswlib's ef), raised to k when smaller
+  // With estimation codes: a neighbour is scored exactly when its estimate is within `slack`
+  // times the mean estimation error (so far in the search) of entering the beam.
+  float slack = 2.0f;
   std::unique_ptr<SearchParams> clone() const override {
     return std::make_unique<GraphSearchParams>(*this);
   }
@@ -58,14 +67,20 @@ class GraphIndex final : public Index {
   Metric metric() const override { return vectors_->metric(); }
   size_t ntotal() const override { return vectors_->ntotal(); }
   size_t rows() const { return vectors_->rows(); }
-  bool is_trained() const override { return vectors_->is_trained(); }
+  bool is_trained() const override {
+    return vectors_->is_trained() && (!pq_ || pq_->is_trained());
+  }
   size_t memory_usage() const override;
-  size_t mapped_bytes() const { return vectors_->mapped_bytes() + adj_.viewed_bytes(); }
+  size_t mapped_bytes() const {
+    return vectors_->mapped_bytes() + adj_.viewed_bytes() + codes_.viewed_bytes();
+  }
   const GraphBuildParams& build_params() const { return build_; }
   const std::shared_ptr<FlatIndex>& vectors() const { return vectors_; }
   uint32_t entry() const { return entry_; }
 
-  void train(const float* x, size_t n) { vectors_->train(x, n); }
+  // The storage's scales and the estimation codes' quantizer (the first add trains what is
+  // not trained yet, from its own rows).
+  void train(const float* x, size_t n, int threads = 0);
   // Stores the vectors, then inserts them into the graph (over `threads`; one thread gives
   // the same graph every time). On an exception the index is unchanged.
   void add(const float* x, size_t n, const int64_t* ids, int threads) override;
@@ -93,7 +108,10 @@ class GraphIndex final : public Index {
   // or past rows are skipped by every search, so a corrupt file gives wrong results, never a
   // crash).
   const Buffer<uint32_t>& adjacency() const { return adj_; }
-  void restore(Buffer<uint32_t> adjacency, uint32_t entry);
+  const ProductQuantizer* pq() const { return pq_.get(); }
+  ProductQuantizer* pq() { return pq_.get(); }  // restore sets its centroids
+  const Buffer<uint8_t>& codes() const { return codes_; }  // rows x pq code size
+  void restore(Buffer<uint32_t> adjacency, uint32_t entry, Buffer<uint8_t> codes = {});
 
  private:
   struct Scored {
@@ -116,6 +134,8 @@ class GraphIndex final : public Index {
   Buffer<uint32_t> adj_;        // rows * degree
   uint32_t entry_ = kNone;
   size_t medoid_rows_ = 0;      // rows when the entry was last chosen
+  std::unique_ptr<ProductQuantizer> pq_;  // estimation codes, when configured
+  Buffer<uint8_t> codes_;                 // rows x pq_->code_size()
   std::vector<float> norms_;    // |x|^2 of every row, for the build geometry (not saved)
   std::unique_ptr<VisitedPool> visited_;
 };

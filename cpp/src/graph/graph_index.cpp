@@ -144,6 +144,58 @@ void run_beam(const uint32_t* adj, size_t degree, size_t rows, uint32_t entry, s
   }
 }
 
+constexpr float kInf = std::numeric_limits<float>::infinity();
+
+// Estimated beam distances of neighbours from their PQ codes (one ADC table per query), and
+// the choice of which to score exactly: those whose estimate, less a margin of `slack` times
+// the mean estimation error seen so far in this search, is below the beam's limit.
+class Estimator {
+ public:
+  Estimator(const ProductQuantizer* pq, const uint8_t* codes, const float* q, float qnorm,
+            bool l2, float slack)
+      : pq_(pq), codes_(codes), qnorm_(qnorm), l2_(l2), slack_(slack) {
+    if (!pq_) return;
+    table_.resize(pq_->m() * pq_->ksub());
+    pq_->distance_tables(q, 1, l2, table_.data());
+    gathered_.resize(GraphIndex::kMaxDegree * pq_->code_size());
+  }
+  // The ids (of n) worth scoring exactly, in order, into sel; returns how many.
+  size_t select(const uint32_t* ids, size_t n, float limit, uint32_t* sel) {
+    const size_t cs = pq_->code_size();
+    for (size_t j = 0; j < n; ++j)
+      std::copy_n(codes_ + size_t(ids[j]) * cs, cs, gathered_.data() + j * cs);
+    pq_->scan(table_.data(), gathered_.data(), n, est_);
+    const float margin = seen_ ? slack_ * float(err_ / double(seen_)) : kInf;
+    size_t ns = 0;
+    for (size_t j = 0; j < n; ++j) {
+      est_[j] = l2_ ? est_[j] - qnorm_ : -est_[j];  // ADC value -> beam distance
+      if (limit == kInf || est_[j] - margin < limit) {
+        sel_est_[ns] = est_[j];
+        sel[ns++] = ids[j];
+      }
+    }
+    return ns;
+  }
+  // The exact distances of the last selection: their errors tune the margin.
+  void learn(const float* exact, size_t n) {
+    for (size_t j = 0; j < n; ++j) err_ += std::fabs(double(exact[j]) - sel_est_[j]);
+    seen_ += n;
+  }
+
+ private:
+  const ProductQuantizer* pq_;
+  const uint8_t* codes_;
+  float qnorm_;
+  bool l2_;
+  float slack_;
+  std::vector<float> table_;
+  std::vector<uint8_t> gathered_;
+  float est_[GraphIndex::kMaxDegree];
+  float sel_est_[GraphIndex::kMaxDegree];
+  double err_ = 0;
+  size_t seen_ = 0;
+};
+
 }  // namespace
 
 GraphIndex::GraphIndex(std::shared_ptr<FlatIndex> vectors, GraphBuildParams build)
@@ -155,12 +207,45 @@ GraphIndex::GraphIndex(std::shared_ptr<FlatIndex> vectors, GraphBuildParams buil
   require(build_.build_width >= 1, "build_width must be >= 1");
   require(std::isfinite(build_.alpha) && build_.alpha >= 1.0f,
           "alpha must be a finite number >= 1; got " + std::to_string(build_.alpha));
+  if (build_.pq_m) {
+    require(dim() % build_.pq_m == 0, "codes: PQ m = " + std::to_string(build_.pq_m) +
+                                          " must divide dim = " + std::to_string(dim()));
+    pq_ = std::make_unique<ProductQuantizer>(dim(), build_.pq_m, build_.pq_nbits);
+  }
 }
 
 GraphIndex::~GraphIndex() = default;
 
 size_t GraphIndex::memory_usage() const {
-  return vectors_->memory_usage() + adj_.size() * sizeof(uint32_t) + norms_.size() * sizeof(float);
+  return vectors_->memory_usage() + adj_.size() * sizeof(uint32_t) +
+         norms_.size() * sizeof(float) + codes_.size() +
+         (pq_ ? pq_->centroids().size() * sizeof(float) : 0);
+}
+
+namespace {
+
+// The rows as the codes see them: normalized for cosine (as the stored vectors are).
+std::vector<float> metric_rows(const float* x, size_t n, size_t dim, Metric metric) {
+  std::vector<float> rows(x, x + n * dim);
+  if (metric == Metric::cosine) normalize_rows(rows.data(), n, dim);
+  return rows;
+}
+
+}  // namespace
+
+void GraphIndex::train(const float* x, size_t n, int threads) {
+  require(n > 0, "train: got 0 training vectors; pass at least one row");
+  require_finite(x, n * dim(), "train: x");
+  if (!vectors_->is_trained()) vectors_->train(x, n);
+  if (pq_ && !pq_->is_trained()) {
+    require(n >= pq_->ksub(), "train: the codes' quantizer needs at least " +
+                                  std::to_string(pq_->ksub()) + " vectors");
+    KMeansParams kp;
+    kp.threads = threads;
+    kp.assign_all = false;
+    const std::vector<float> rows = metric_rows(x, n, dim(), metric());
+    pq_->train(rows.data(), n, kp);
+  }
 }
 
 // -- build --------------------------------------------------------------------------------------
@@ -298,6 +383,14 @@ void GraphIndex::add(const float* x, size_t n, const int64_t* ids, int threads) 
   threads = resolve_threads(threads);
   const size_t n0 = rows();
   require(n0 + n < size_t(kNone), "add: a graph index holds fewer than 2^32 - 1 vectors");
+  require_finite(x, n * dim(), "add: x");
+  std::vector<uint8_t> codes;
+  if (pq_) {  // encoded before anything changes, so a failure leaves the index as it was
+    if (!pq_->is_trained()) train(x, n, threads);
+    codes.resize(n * pq_->code_size());
+    const std::vector<float> rows = metric_rows(x, n, dim(), metric());
+    pq_->encode(rows.data(), n, codes.data(), threads);
+  }
   uint32_t* adj = nullptr;
   adj_.edit([&](std::vector<uint32_t>& a) {  // room first: a failure below leaves it unused
     a.resize((n0 + n) * degree(), kNone);
@@ -309,6 +402,7 @@ void GraphIndex::add(const float* x, size_t n, const int64_t* ids, int threads) 
     adj_.edit([&](std::vector<uint32_t>& a) { a.resize(n0 * degree()); });
     throw;
   }
+  codes_.edit([&](std::vector<uint8_t>& c) { c.insert(c.end(), codes.begin(), codes.end()); });
   ensure_norms();
   std::vector<std::mutex> locks(threads > 1 ? kLockStripes : 0);
   std::vector<std::mutex>* lk = threads > 1 ? &locks : nullptr;
@@ -331,6 +425,7 @@ void GraphIndex::add(const float* x, size_t n, const int64_t* ids, int threads) 
 void GraphIndex::reset() {
   vectors_->reset();
   adj_ = {};
+  codes_ = {};
   entry_ = kNone;
   medoid_rows_ = 0;
   norms_.clear();
@@ -376,13 +471,28 @@ void GraphIndex::search(const float* q, size_t nq, const GraphSearchParams& para
     const float qnorm = l2 ? float(sq_norm(qv.data(), dim())) : 0.0f;
     const float* kq = vectors_->kernel_query(qv.data(), scaled);
     // distance inside the beam: -score (l2: |x|^2 - 2 <q, x>; ip / cosine: -<q, x>)
-    const auto dist = [&](const uint32_t* ids, size_t m, float* out) {
+    const auto exact = [&](const uint32_t* ids, size_t m, float* out) {
       vectors_->dot_positions(kq, ids, m, dots.data());
       for (size_t j = 0; j < m; ++j) out[j] = l2 ? sq[ids[j]] - 2.0f * dots[j] : -dots[j];
     };
+    Beam beam;
+    Estimator est(pq_.get(), codes_.data(), qv.data(), qnorm, l2, params.slack);
+    const auto dist = [&](const uint32_t* ids, size_t m, float* out) {
+      if (!pq_) return exact(ids, m, out);
+      // Once the beam is full, a neighbour whose estimate cannot enter it (with the margin
+      // of the errors seen so far) is not scored: +inf, never admitted nor returned.
+      const float limit = beam.e.size() < beam.width ? kInf : beam.e.back().d;
+      uint32_t sel[kMaxDegree];
+      float exact_d[kMaxDegree];
+      const size_t ns = est.select(ids, m, limit, sel);
+      exact(sel, ns, exact_d);
+      est.learn(exact_d, ns);
+      for (size_t j = 0, t = 0; j < m; ++j)
+        out[j] = t < ns && sel[t] == ids[j] ? exact_d[t++] : kInf;
+    };
     std::vector<std::pair<float, uint32_t>> res;  // allowed vertices, ascending, at most k
     const auto on = [&](uint32_t v, float d) {
-      if (!checks || !lab.allowed(v, f)) return;
+      if (d == kInf || !checks || !lab.allowed(v, f)) return;
       if (res.size() == k && !closer(d, v, res.back().first, res.back().second)) return;
       const auto at = std::upper_bound(res.begin(), res.end(), std::make_pair(d, v),
                                        [](const auto& a, const auto& b) {
@@ -392,7 +502,6 @@ void GraphIndex::search(const float* q, size_t nq, const GraphSearchParams& para
       if (res.size() > k) res.pop_back();
     };
     Borrowed marks(*visited_);
-    Beam beam;
     run_beam(adj_.data(), degree(), n, entry_, width, dist, on, *marks.marks, beam, nullptr);
     if (!checks)
       for (size_t j = 0; j < std::min(beam.e.size(), k); ++j)
@@ -483,19 +592,23 @@ void GraphIndex::compact() {
   });
   vectors_->compact();
   keep_rows(norms_, keep, 1);
+  if (pq_) codes_.edit([&](std::vector<uint8_t>& c) { keep_rows(c, keep, pq_->code_size()); });
   adj_ = Buffer<uint32_t>(std::move(next));
   entry_ = medoid();
   medoid_rows_ = rows();
 }
 
-void GraphIndex::restore(Buffer<uint32_t> adjacency, uint32_t entry) {
+void GraphIndex::restore(Buffer<uint32_t> adjacency, uint32_t entry, Buffer<uint8_t> codes) {
   const size_t n = rows();
+  require(pq_ ? pq_->is_trained() && codes.size() == n * pq_->code_size() : codes.empty(),
+          "corrupt index data: the estimation codes do not match the vectors");
   require(adjacency.size() == n * degree(),
           "corrupt index data: the graph has " + std::to_string(adjacency.size()) +
               " neighbour slots, expected " + std::to_string(n) + " x " +
               std::to_string(degree()));
   require(n == 0 ? entry == kNone : entry < n, "corrupt index data: the entry vertex is out of range");
   adj_ = std::move(adjacency);
+  codes_ = std::move(codes);
   entry_ = entry;
   medoid_rows_ = n;
   norms_.clear();  // recomputed when a build step needs them
