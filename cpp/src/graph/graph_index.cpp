@@ -448,7 +448,7 @@ void GraphIndex::search(const float* q, size_t nq, const GraphSearchParams& para
   const Buffer<float>& sq = vectors_->sq_norms();
   // A filter that allows few rows: the beam would wander through disallowed vertices; an
   // exact scan of the allowed rows is both faster and complete.
-  const auto exact = [&](const IdFilter* f) {
+  const auto selective = [&](const IdFilter* f) {
     return f && f->max_allowed() <= std::max(width, n / 20);
   };
   parallel_for(nq, resolve_threads(params.threads), [&](size_t i, size_t) {
@@ -462,7 +462,7 @@ void GraphIndex::search(const float* q, size_t nq, const GraphSearchParams& para
       if (f) fp.filter = QueryFilters({*f});
       vectors_->search(q + i * dim(), 1, fp, D, I);
     };
-    if (exact(f)) return exact_scan();
+    if (selective(f)) return exact_scan();
     std::fill(D, D + k, pad);
     std::fill(I, I + k, int64_t(-1));
     if (entry_ == kNone || n == 0) return;
