@@ -73,3 +73,40 @@ def test_index_factory():
             quanta.index_factory(8, bad)
     with pytest.raises(TypeError):
         quanta.index_factory(8, None)
+
+
+def test_version_is_the_package_metadata(capsys):
+    from importlib.metadata import version
+    assert quanta.__version__ == version("quanta")
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"quanta {quanta.__version__}"
+
+
+def test_package_ships_license_and_typing_marker():
+    import pathlib
+    from importlib.metadata import distribution
+    here = pathlib.Path(quanta.__file__).parent
+    assert (here / "py.typed").exists()
+    meta = distribution("quanta").metadata
+    assert meta["License"] == "Apache-2.0" or "Apache" in (meta.get("License-Expression") or "")
+    assert any("Typing :: Typed" == c for c in meta.get_all("Classifier"))
+    root = pathlib.Path(__file__).parents[1]
+    assert "Apache License" in (root / "LICENSE").read_text()
+
+
+def test_cpu_features_lists_every_feature_a_kernel_checks():
+    """build_info()["cpu_features"] names each CPU feature that a kernel tests (when this CPU
+    has it), so a bug report shows which paths ran."""
+    import pathlib
+    import re
+    root = pathlib.Path(__file__).parents[1] / "cpp" / "src"
+    checked = set()
+    for f in root.rglob("*.cpp"):
+        checked |= set(re.findall(r'__builtin_cpu_supports\("([a-z0-9-]+)"\)', f.read_text()))
+    try:
+        flags = set(open("/proc/cpuinfo").read().split("flags")[1].split("\n")[0].split())
+    except (OSError, IndexError):
+        pytest.skip("no /proc/cpuinfo flags here")
+    have = {c for c in checked if c in flags or c.replace("avx512", "avx512_") in flags}
+    assert have <= set(quanta.build_info()["cpu_features"])

@@ -22,6 +22,7 @@ bool cpu_has(const char* feature) {
   if (f == "avx512vl") return __builtin_cpu_supports("avx512vl");
   if (f == "avx512dq") return __builtin_cpu_supports("avx512dq");
   if (f == "avx512vnni") return __builtin_cpu_supports("avx512vnni");
+  if (f == "avx512vbmi") return __builtin_cpu_supports("avx512vbmi");
   if (f == "avx512vpopcntdq") return __builtin_cpu_supports("avx512vpopcntdq");
   if (f == "avx512fp16") return __builtin_cpu_supports("avx512fp16");
   if (f == "avx512bf16") return __builtin_cpu_supports("avx512bf16");
@@ -109,7 +110,8 @@ void set_active_isa(Isa isa) {
 std::vector<std::string> cpu_features() {
   std::vector<std::string> out;
   for (const char* f : {"avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512dq",
-                        "avx512vnni", "avx512vpopcntdq", "avx512fp16", "avx512bf16"})
+                        "avx512vnni", "avx512vbmi", "avx512vpopcntdq", "avx512fp16",
+                        "avx512bf16"})
     if (cpu_has(f)) out.push_back(f);
   return out;
 }

@@ -25,7 +25,11 @@ from . import opq  # noqa: F401  (quanta.opq.train_rotation)
 from . import native  # noqa: F401  (quanta.native: the C++ contract, for embedding)
 from .storage import STORAGES, decode, encode
 
-__version__ = "0.1.0"
+try:  # one source: the version in pyproject.toml, as the installed package's metadata
+    from importlib.metadata import PackageNotFoundError, version as _version
+    __version__ = _version("quanta")
+except PackageNotFoundError:  # imported from a source tree that was never installed
+    __version__ = "0+unknown"
 
 try:  # the CUDA module exists only in builds that found nvcc
     from . import _cuda

@@ -133,7 +133,9 @@ def cmd_info(args) -> int:
 
 
 def main(argv=None) -> int:
+    from quanta import __version__
     p = argparse.ArgumentParser(prog="python -m quanta", description=__doc__)
+    p.add_argument("--version", action="version", version=f"quanta {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True)
     d = sub.add_parser("demo", help="build every index kind on built-in clustered data")
     d.add_argument("--n", type=int, default=100_000)
