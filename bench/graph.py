@@ -1,5 +1,5 @@
-"""Graph indexes side by side: quanta.GraphIndex against hnswlib, usearch HNSW, faiss HNSW
-(and rabitqlib / scalable-vs when installed), on the same data, in one run.
+"""Graph indexes side by side: quanta.GraphIndex against hnswlib, usearch HNSW, faiss HNSW and
+rabitqlib's SymphonyQG (scalable-vs has no adapter yet), on the same data, in one run.
 
     python -m bench.graph --data clustered|real --n 100000 --nq 1000 [--threads 2]
         [--systems quanta,hnswlib,usearch,faiss,rabitqlib,svs] [--widths 10,16,...]
@@ -128,6 +128,30 @@ class FaissHNSW(System):
         return self.index.search(q, k)[1]
 
 
+class SymQG(System):
+    """rabitqlib's SymqgIndex (SymphonyQG): RaBitQ codes of a vertex's neighbours stored in its
+    row, estimated together by fast-scan; raw float32 vectors for the exact scores."""
+
+    def __init__(self, degree, ef_construction):
+        import rabitqlib
+        self.lib, self.degree, self.efc = rabitqlib, degree, ef_construction
+        self.name = f"rabitqlib SymQG R{degree}"
+
+    def build(self, x, threads):
+        self.index = self.lib.SymqgIndex(x.shape[1], self.degree, "ip")
+        self.index.build(x, self.efc, threads)
+        with tempfile.TemporaryDirectory() as d:
+            self.index.save(os.path.join(d, "s"))
+            self.bytes_per_vector = os.path.getsize(os.path.join(d, "s")) / len(x)
+
+    def set_width(self, w):
+        self.ef = w
+
+    def search(self, q, k, threads):
+        call = self.index.search if len(q) == 1 else self.index.search_batch
+        return np.asarray(call(q, k, self.ef, threads)[0], dtype=np.int64)
+
+
 def systems(names, args):
     out, missing = [], []
 
@@ -151,9 +175,10 @@ def systems(names, args):
     if "faiss" in names:
         attempt("faiss HNSWFlat", lambda: FaissHNSW(None, deg // 2, bw))
         attempt("faiss HNSWSQ", lambda: FaissHNSW("fp16", deg // 2, bw))
-    for name in ("rabitqlib", "svs"):
-        if name in names:
-            missing.append((name, "no adapter yet (not installed here)"))
+    if "rabitqlib" in names:
+        attempt("rabitqlib SymQG", lambda: SymQG(deg, bw))
+    if "svs" in names:
+        missing.append(("svs", "no adapter yet (scalable-vs is not installed here)"))
     return out, missing
 
 
@@ -247,6 +272,7 @@ def main(argv=None):
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
         fig, ax = plt.subplots(figsize=(8, 5))
+        ax.set_prop_cycle(color=plt.cm.tab20.colors)  # more systems than the default 10 colours
         for r in results:
             pts = r["points"]
             ax.plot([p["recall"] for p in pts], [p["qps_single"] for p in pts], marker="o",
