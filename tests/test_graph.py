@@ -313,3 +313,13 @@ def test_codes_and_slack_validation():
         g.search(np.ones((1, DIM), np.float32), 3, slack=-1)
     with pytest.raises(ValueError):
         quanta.GraphIndex(DIM, codes="PQ12").add(np.ones((5, DIM), np.float32))  # < 16 rows
+
+
+def test_progress_line_and_errors_from_the_build_thread(capfd):
+    xb, _ = clustered(3000, DIM, 1, seed=3)
+    g = quanta.GraphIndex(DIM, storage="f16")
+    g.add(xb, progress=True)
+    assert "GraphIndex add: 100.0% of the vectors" in capfd.readouterr().err
+    with pytest.raises(ValueError, match="f16"):
+        g.add(np.full((2, DIM), 1e6, np.float32), progress=True)  # raised in the worker thread
+    assert g.ntotal == 3000

@@ -34,6 +34,7 @@ void bind_graph(py::module_& m) {
       .def_property_readonly("vectors", &GraphIndex::vectors)
       .def_property_readonly("rows", &GraphIndex::rows)
       .def_property_readonly("entry", &GraphIndex::entry)
+      .def_property_readonly("build_progress", &GraphIndex::build_progress)
       .def_property_readonly("mapped_bytes", &GraphIndex::mapped_bytes)
       .def("train", [](GraphIndex& self, const py::array& x, int threads) {
         size_t n;

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 import time
 
 
@@ -23,3 +24,29 @@ class Progress:
             if self.done >= self.total:
                 sys.stderr.write("\n")
             sys.stderr.flush()
+
+
+def run_with_progress(work, fraction, label, what):
+    """Runs `work` (a native call that releases the GIL) in a thread; with a label, prints
+    ``label: 42.0% of <what>`` from fraction() to stderr meanwhile. Exceptions reach the
+    caller."""
+    if label is None:
+        return work()
+    failure = []
+
+    def target():
+        try:
+            work()
+        except BaseException as e:  # re-raised below, in the caller's thread
+            failure.append(e)
+
+    t = threading.Thread(target=target, daemon=True)
+    t.start()
+    while t.is_alive():
+        t.join(0.5)
+        print(f"\r{label}: {100 * fraction():5.1f}% of {what}", end="", file=sys.stderr,
+              flush=True)
+    if failure:
+        print(file=sys.stderr)
+        raise failure[0]
+    print(f"\r{label}: 100.0% of {what}", file=sys.stderr)

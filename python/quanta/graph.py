@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 
 import numpy as np
 
 from . import _core
 from ._mutable import Removable
+from ._progress import run_with_progress
 from ._rwlock import guarded
 from ._validate import as_f32_matrix, as_ids, as_k, as_radius, as_threads, reconstruct_ids
 from .filter import as_filters
@@ -138,12 +140,18 @@ class GraphIndex(Removable, Persistent):
             raise ValueError("train: x is empty; pass at least one vector")
         self._index.train(x, as_threads(threads))
 
-    def add(self, x, ids=None, *, threads: int = 0) -> None:
+    def add(self, x, ids=None, *, threads: int = 0, progress: bool | None = None) -> None:
         """Stores vectors (n, dim) and inserts them into the graph; `ids` are int64 labels
-        (default: positions). On error nothing is added."""
+        (default: positions). On error nothing is added. `progress`: a progress line on
+        stderr (default: for more than 100,000 vectors when stderr is a terminal)."""
         x = as_f32_matrix(x, self.dim, "x")
         ids = None if ids is None else as_ids(ids, x.shape[0])
-        self._index.add(x, ids, as_threads(threads))
+        if progress is None:
+            progress = x.shape[0] > 100_000 and sys.stderr.isatty()
+        native = self._index
+        run_with_progress(lambda: native.add(x, ids, as_threads(threads)),
+                          lambda: native.build_progress, "GraphIndex add" if progress else None,
+                          "the vectors")
 
     def reset(self) -> None:
         """Removes every vector and the graph (keeps the trained scales)."""

@@ -55,12 +55,12 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 
 import numpy as np
 
 from . import _core
 from ._mutable import Removable
+from ._progress import run_with_progress
 from ._rwlock import guarded
 from ._validate import as_ids, as_k, as_threads
 from .filter import as_filters, as_removal
@@ -178,31 +178,6 @@ def read_jsonl(path, vocabulary=None):
         indptr.append(len(indices))
     return ((np.array(indptr, np.int64), np.array(indices, np.int32),
              np.array(data, np.float32)), ids, list(vocabulary))
-
-
-def _run_with_progress(work, native, label):
-    """Runs `work` (a native call that releases the GIL) in a thread; with a label, prints
-    the native build progress to stderr meanwhile. Exceptions reach the caller."""
-    if label is None:
-        return work()
-    failure = []
-
-    def target():
-        try:
-            work()
-        except BaseException as e:  # re-raised below, in the caller's thread
-            failure.append(e)
-
-    t = threading.Thread(target=target, daemon=True)
-    t.start()
-    while t.is_alive():
-        t.join(0.5)
-        print(f"\r{label}: {100 * native.build_progress:5.1f}% of the posting lists", end="",
-              file=sys.stderr, flush=True)
-    if failure:
-        print(file=sys.stderr)
-        raise failure[0]
-    print(f"\r{label}: 100.0% of the posting lists", file=sys.stderr)
 
 
 @guarded
@@ -323,8 +298,9 @@ class SparseIndex(Removable, Persistent):
         native = self._native(dim)
         if progress is None:
             progress = n > 100_000 and sys.stderr.isatty()
-        _run_with_progress(lambda: native.build(indptr, indices, data, as_threads(threads)),
-                           native, "SparseIndex build" if progress else None)
+        run_with_progress(lambda: native.build(indptr, indices, data, as_threads(threads)),
+                          lambda: native.build_progress, "SparseIndex build" if progress else None,
+                          "the posting lists")
         if ids is not None:
             native.set_ids(ids, np.zeros(0, np.uint64))
         self._index, self.dim = native, dim

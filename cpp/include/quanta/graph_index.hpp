@@ -14,6 +14,7 @@
 // filtered-out vertices still route but are never returned; a filter that allows few rows
 // (fewer than the width, or under 5% of them) is answered by an exact scan of those rows.
 #pragma once
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -77,6 +78,11 @@ class GraphIndex final : public Index {
   const GraphBuildParams& build_params() const { return build_; }
   const std::shared_ptr<FlatIndex>& vectors() const { return vectors_; }
   uint32_t entry() const { return entry_; }
+  // The share of the running (or last) add's vectors inserted so far, for progress lines.
+  double build_progress() const {
+    const size_t total = build_total_.load();
+    return total ? double(build_done_.load()) / double(total) : 1.0;
+  }
 
   // The storage's scales and the estimation codes' quantizer (the first add trains what is
   // not trained yet, from its own rows).
@@ -138,6 +144,7 @@ class GraphIndex final : public Index {
   Buffer<uint8_t> codes_;                 // rows x pq_->code_size()
   std::vector<float> norms_;    // |x|^2 of every row, for the build geometry (not saved)
   std::unique_ptr<VisitedPool> visited_;
+  std::atomic<size_t> build_done_{0}, build_total_{0};
 };
 
 }  // namespace quanta

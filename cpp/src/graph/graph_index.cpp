@@ -409,11 +409,16 @@ void GraphIndex::add(const float* x, size_t n, const int64_t* ids, int threads) 
   size_t first = n0;
   if (entry_ == kNone) entry_ = uint32_t(first++);  // an empty graph: the first vertex starts it
   const size_t count = n0 + n - first;
+  build_done_ = 0;
+  build_total_ = count;
   // Consecutive vertices in one task keep a one-thread build in input order (deterministic).
   const size_t per_task = threads == 1 ? std::max<size_t>(count, 1) : 64;
   parallel_for((count + per_task - 1) / per_task, threads, [&](size_t t, size_t) {
-    for (size_t v = first + t * per_task; v < std::min(first + count, first + (t + 1) * per_task); ++v)
+    const size_t end = std::min(first + count, first + (t + 1) * per_task);
+    for (size_t v = first + t * per_task; v < end; ++v) {
       insert(uint32_t(v), lk, adj);
+      build_done_.fetch_add(1, std::memory_order_relaxed);
+    }
   });
   // The medoid costs a pass over every vector: chosen again once the graph grew by half.
   if (rows() >= medoid_rows_ + medoid_rows_ / 2) {
