@@ -59,10 +59,14 @@ def test_cli_errors(tmp_path, capsys):
     assert "--ground-truth" in capsys.readouterr().err
 
 
-def test_demo_runs(capsys):
+def test_demo_runs_every_index_kind(capsys):
     assert main(["demo", "--n", "2000", "--dim", "32", "--nq", "20"]) == 0
     out = capsys.readouterr().out
-    assert "Flat(f8e4m3)" in out and "recall@10" in out
+    assert "recall@10" in out
+    for kind in ("Flat(f8e4m3)", "PQ4x8", "PQ8x4fs,Refine(f16)", "IVF44,PQ8x4fs,Refine(f16)",
+                 "RBE32x2", "Graph32(f16)"):
+        line = next(ln for ln in out.splitlines() if ln.startswith(kind + " "))
+        assert float(line.split()[3]) > 0.1, line  # recall@10 column
 
 
 def test_index_factory():

@@ -230,3 +230,13 @@ def test_fast_scan_recall_and_persistence(tmp_path):
         quanta.index_factory(64, "PQ16x8fs")
     with pytest.raises(ValueError, match="sdc"):
         fs.search(xq, 1, sdc=True)
+
+
+def test_memory_usage_counts_the_re_ranking_vectors():
+    xb = quanta.datasets.clustered(2000, 32, nq=1, seed=4)[0]
+    plain = quanta.index_factory(32, "PQ8x4fs")
+    refined = quanta.index_factory(32, "PQ8x4fs,Refine(f16)")
+    for index in (plain, refined):
+        index.train(xb)
+        index.add(xb)
+    assert refined.memory_usage - plain.memory_usage >= 2000 * 32 * 2  # the f16 vectors

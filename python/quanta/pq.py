@@ -29,7 +29,8 @@ class _QuantizedIndex(Removable):
     metric = property(lambda self: self._index.metric)
     ntotal = property(lambda self: self._index.ntotal)
     is_trained = property(lambda self: self._index.is_trained)
-    memory_usage = property(lambda self: self._index.memory_usage)
+    memory_usage = property(lambda self: self._top.memory_usage,
+                            doc="bytes held: codes, the rotation and the re-ranking vectors")
 
     def __len__(self):
         return self.ntotal
