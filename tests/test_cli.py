@@ -114,3 +114,11 @@ def test_cpu_features_lists_every_feature_a_kernel_checks():
         pytest.skip("no /proc/cpuinfo flags here")
     have = {c for c in checked if c in flags or c.replace("avx512", "avx512_") in flags}
     assert have <= set(quanta.build_info()["cpu_features"])
+
+
+@pytest.mark.parametrize("spec", ["PQ8x4fs,Refine(f16)", "OPQ8,IVF16,PQ8x8,Refine(f8e4m3)",
+                                  "RBE64x2,Refine(f16)", "IVF16,RBE64x2,Refine(i8)"])
+def test_repr_shows_the_re_ranking(spec):
+    text = repr(quanta.index_factory(64, spec))
+    storage = spec.split("Refine(")[1].rstrip(")")
+    assert f"refine={storage!r}, refine_factor=4" in text

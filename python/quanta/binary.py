@@ -372,7 +372,7 @@ class BinaryIndex(_BinaryCodesIndex, Persistent):
     def __repr__(self):
         return (f"BinaryIndex(dim={self.dim}, bits={self.bits}, levels={self.levels}, "
                 f"query_levels={self.query_levels}, metric={self.metric!r}, "
-                f"scoring={self.scoring!r}, ntotal={self.ntotal})")
+                f"scoring={self.scoring!r}{self._refine_repr()}, ntotal={self.ntotal})")
 
     def train(self, x, *, binarizer: RecurrentBinarizer | None = None,
               max_train_points: int = 20000, threads: int = 0) -> None:
@@ -454,8 +454,8 @@ class IVFBinaryIndex(_Probed, _BinaryCodesIndex, Persistent):
     def __repr__(self):
         return (f"IVFBinaryIndex(dim={self.dim}, nlist={self.nlist}, bits={self.bits}, "
                 f"levels={self.levels}, query_levels={self.query_levels}, "
-                f"metric={self.metric!r}, scoring={self.scoring!r}, nprobe={self.nprobe}, "
-                f"ntotal={self.ntotal})")
+                f"metric={self.metric!r}, scoring={self.scoring!r}{self._refine_repr()}, "
+                f"nprobe={self.nprobe}, ntotal={self.ntotal})")
 
     def train(self, x, *, binarizer: RecurrentBinarizer | None = None, coarse_niter: int = 10,
               seed: int = 0, max_points_per_centroid: int = 256, max_train_points: int = 20000,

@@ -110,6 +110,12 @@ class _QuantizedIndex(Removable):
         if getattr(self, "_refine", None) is not None:
             self._top.k_factor = self._refine_factor
 
+    def _refine_repr(self) -> str:
+        """The re-ranking part of a repr ("" without re-ranking)."""
+        if self._refine is None:
+            return ""
+        return f", refine={self.refine!r}, refine_factor={self.refine_factor}"
+
     refine = property(lambda self: None if self._refine is None else self._refine.storage,
                       doc="storage of the re-ranking vectors, or None")
 
@@ -372,7 +378,7 @@ class PQIndex(_PQCodesIndex, Persistent):
     def __repr__(self):
         fs = (", fast_scan=True" if self.fast_scan else "") + (", opq=True" if self.opq else "")
         return (f"PQIndex(dim={self.dim}, m={self.m}, nbits={self.nbits}, "
-                f"metric={self.metric!r}{fs}, ntotal={self.ntotal})")
+                f"metric={self.metric!r}{fs}{self._refine_repr()}, ntotal={self.ntotal})")
 
 
     def train(self, x, *, niter: int = 25, seed: int = 0, max_points_per_centroid: int = 256,
@@ -500,7 +506,8 @@ class IVFPQIndex(_Probed, _PQCodesIndex, Persistent):
         fs = (", fast_scan=True" if self.fast_scan else "") + (", opq=True" if self.opq else "") \
             + ("" if self.by_residual else ", by_residual=False")
         return (f"IVFPQIndex(dim={self.dim}, nlist={self.nlist}, m={self.m}, nbits={self.nbits}, "
-                f"metric={self.metric!r}{fs}, nprobe={self.nprobe}, ntotal={self.ntotal})")
+                f"metric={self.metric!r}{fs}{self._refine_repr()}, nprobe={self.nprobe}, "
+                f"ntotal={self.ntotal})")
 
     def train(self, x, *, coarse_niter: int = 10, niter: int = 25, seed: int = 0,
               max_points_per_centroid: int = 256, threads: int = 0) -> None:
