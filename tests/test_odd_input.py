@@ -66,3 +66,39 @@ def test_save_through_a_symlink_keeps_the_link(tmp_path):
     index.add(np.ones((1, 4), np.float32))
     index.save(link)
     assert link.is_symlink() and quanta.load(target).ntotal == 4
+
+
+def test_bf16_float8_torch_and_dlpack_inputs():
+    """bfloat16 / float8 arrays (ml_dtypes), CPU torch tensors (bfloat16 too) and DLPack-only
+    objects are read as float32."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    x = np.random.default_rng(0).standard_normal((50, 16)).astype(np.float32)
+    index = quanta.FlatIndex(16)
+    index.add(x)
+    want = index.search(x[:3].astype(ml_dtypes.bfloat16).astype(np.float32), 5).ids
+    np.testing.assert_array_equal(index.search(x[:3].astype(ml_dtypes.bfloat16), 5).ids, want)
+    index.add(x[:2].astype(ml_dtypes.float8_e4m3fn))
+    assert index.ntotal == 52
+
+    class OnlyDlpack:  # an array library NumPy knows only through DLPack
+        def __init__(self, a):
+            self._a = a
+
+        def __dlpack__(self, **kw):
+            return self._a.__dlpack__(**kw)
+
+        def __dlpack_device__(self):
+            return self._a.__dlpack_device__()
+
+    np.testing.assert_array_equal(index.search(OnlyDlpack(x[:3]), 5).ids,
+                                  index.search(x[:3], 5).ids)
+
+
+def test_torch_tensors_of_any_float_type():
+    torch = pytest.importorskip("torch")
+    x = np.random.default_rng(1).standard_normal((50, 16)).astype(np.float32)
+    index = quanta.FlatIndex(16)
+    index.add(torch.from_numpy(x))
+    t = torch.from_numpy(x[:3]).to(torch.bfloat16)
+    want = index.search(t.float().numpy(), 5).ids
+    np.testing.assert_array_equal(index.search(t, 5).ids, want)

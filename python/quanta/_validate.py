@@ -4,6 +4,27 @@ from __future__ import annotations
 import numpy as np
 
 
+_ML_FLOATS = ("bfloat16", "float8_e4m3fn", "float8_e5m2", "float8_e4m3", "float8_e4m3fnuz",
+               "float8_e5m2fnuz", "float8_e4m3b11fnuz")
+
+
+def _host_array(x, name: str) -> np.ndarray:
+    """A NumPy view (or copy) of array-like input: CPU torch tensors of any float type
+    (bfloat16 included), anything with DLPack, anything np.asarray takes."""
+    if hasattr(x, "__cuda_array_interface__"):
+        raise TypeError(f"{name} is a GPU array; use quanta.cuda for device arrays or copy it "
+                        f"to the host with .get()")
+    if type(x).__module__.split(".")[0] == "torch":
+        if x.device.type != "cpu":
+            raise TypeError(f"{name} is a torch tensor on {x.device}; move it to the CPU "
+                            f"(.cpu()) or use quanta.cuda")
+        x = x.detach()
+        return (x.float() if x.is_floating_point() else x).numpy()
+    if hasattr(x, "__dlpack__") and not hasattr(x, "__array__"):
+        return np.from_dlpack(x)
+    return np.asarray(x)
+
+
 def as_f32_matrix(x, dim: int | None, name: str, check_finite: bool = True) -> np.ndarray:
     """Returns `x` as a C-contiguous float32 (n, dim) array (a 1-D array is one row).
 
@@ -11,10 +32,9 @@ def as_f32_matrix(x, dim: int | None, name: str, check_finite: bool = True) -> n
     check_finite=False leaves the NaN / infinity check to the native call that follows.
     """
     if not isinstance(x, np.ndarray):
-        if hasattr(x, "__cuda_array_interface__"):
-            raise TypeError(f"{name} is a GPU array; use quanta.cuda for device arrays or "
-                            f"copy it to the host with .get()")
-        x = np.asarray(x)
+        x = _host_array(x, name)
+    if x.dtype.kind == "V" and x.dtype.name in _ML_FLOATS:  # ml_dtypes bfloat16 / float8
+        x = x.astype(np.float32)
     if x.dtype.kind not in "fiu":
         raise TypeError(f"{name} must hold real numbers (float32 preferred); got dtype {x.dtype}")
     if x.ndim == 1:
