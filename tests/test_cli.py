@@ -122,3 +122,21 @@ def test_repr_shows_the_re_ranking(spec):
     text = repr(quanta.index_factory(64, spec))
     storage = spec.split("Refine(")[1].rstrip(")")
     assert f"refine={storage!r}, refine_factor=4" in text
+
+
+def test_search_settings_and_training_sample(tmp_path, capsys):
+    x = quanta.datasets.clustered(3000, 32, nq=1, seed=2)[0]
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "q.npy", x[:30])
+    for spec, setting in (("IVF32,PQ8x8", ["--nprobe", "32"]), ("Graph16(f16)", ["--width", "40"])):
+        out = str(tmp_path / "i.qnt")
+        assert main(["build", str(tmp_path / "x.npy"), "-o", out, "--spec", spec, "--quiet",
+                     "--train-size", "2000", "--seed", "3"]) == 0
+        assert main(["search", out, str(tmp_path / "q.npy"), "-k", "1", "-o",
+                     str(tmp_path / "r.npz")] + setting) == 0
+        assert (np.load(tmp_path / "r.npz")["ids"][:, 0] == np.arange(30)).mean() >= 0.9
+    capsys.readouterr()
+    # a setting the index does not have: a clear error, exit status 2
+    assert main(["search", out, str(tmp_path / "q.npy"), "--nprobe", "4"]) == 2
+    assert "has no nprobe setting" in capsys.readouterr().err
+    assert main(["build", str(tmp_path / "x.npy"), "-o", out, "--train-size", "0"]) == 2

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import sys
 import time
 
@@ -100,12 +101,16 @@ def cmd_build(args) -> int:
 
     if args.batch < 1:
         raise ValueError(f"--batch must be >= 1; got {args.batch}")
+    if args.train_size < 1:
+        raise ValueError(f"--train-size must be >= 1; got {args.train_size}")
     x = read_vectors(args.input)
     if len(x) == 0:
         raise ValueError(f"{args.input}: no vectors")
     index = quanta.index_factory(x.shape[1], args.spec, metric=args.metric)
-    if not index.is_trained:
-        index.train(np.asarray(x[:min(len(x), 100_000)], np.float32))
+    if not index.is_trained:  # a seeded random sample: the file's order may be anything
+        rows = np.random.default_rng(args.seed).choice(len(x), min(len(x), args.train_size),
+                                                       replace=False)
+        index.train(np.asarray(x[np.sort(rows)], np.float32))
     bar = Progress(len(x), "adding", enabled=not args.quiet)
     for i in range(0, len(x), args.batch):
         chunk = np.asarray(x[i:i + args.batch], np.float32)
@@ -122,8 +127,15 @@ def cmd_search(args) -> int:
 
     index = quanta.load(args.index, mmap=args.mmap)
     q = np.asarray(read_vectors(args.queries), np.float32)
+    kw = {}  # the settings the loaded kind takes; the others are refused by name
+    for name in ("nprobe", "width"):
+        value = getattr(args, name)
+        if value is not None:
+            if name not in inspect.signature(index.search).parameters:
+                raise ValueError(f"--{name}: a {type(index).__name__} has no {name} setting")
+            kw[name] = value
     t = time.perf_counter()
-    D, I = index.search(q, args.k, threads=args.threads)
+    D, I = index.search(q, args.k, threads=args.threads, **kw)
     dt = time.perf_counter() - t
     print(f"{len(q)} queries in {dt:.3f} s ({len(q) / dt:,.0f} QPS)")
     if args.ground_truth:
@@ -159,32 +171,39 @@ def main(argv=None) -> int:
     p.add_argument("--version", action="version", version=f"quanta {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True)
     d = sub.add_parser("demo", help="build every index kind on built-in clustered data")
-    d.add_argument("--n", type=int, default=100_000)
-    d.add_argument("--dim", type=int, default=384)
-    d.add_argument("--nq", type=int, default=1000)
-    d.add_argument("--k", type=int, default=10)
-    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--n", type=int, default=100_000, help="database vectors (default 100,000)")
+    d.add_argument("--dim", type=int, default=384, help="dimension (default 384)")
+    d.add_argument("--nq", type=int, default=1000, help="queries (default 1,000)")
+    d.add_argument("--k", type=int, default=10, help="neighbours per query (default 10)")
+    d.add_argument("--seed", type=int, default=0, help="seed of the generated data")
     d.set_defaults(fn=cmd_demo)
     b = sub.add_parser("build", help="build an index from a .npy or .fvecs file")
-    b.add_argument("input")
-    b.add_argument("-o", "--output", required=True)
-    b.add_argument("--spec", default="Flat", help="index spec, e.g. 'Flat(f8e4m3)'")
-    b.add_argument("--metric", default="ip", choices=["ip", "l2", "cosine"])
-    b.add_argument("--batch", type=int, default=65536)
-    b.add_argument("--threads", type=int, default=0)
-    b.add_argument("--quiet", action="store_true")
+    b.add_argument("input", help="vectors: .npy or .fvecs (memory-mapped)")
+    b.add_argument("-o", "--output", required=True, help="the index file to write")
+    b.add_argument("--spec", default="Flat", help="index spec, e.g. 'Flat(f8e4m3)', "
+                   "'IVF1024,PQ64x4fs,Refine(f16)', 'Graph32(f16)' (see quanta.index_factory)")
+    b.add_argument("--metric", default="ip", choices=["ip", "l2", "cosine"],
+                   help="default ip (inner product)")
+    b.add_argument("--batch", type=int, default=65536, help="vectors added per call")
+    b.add_argument("--threads", type=int, default=0, help="0 (default): all cores")
+    b.add_argument("--train-size", type=int, default=100_000,
+                   help="vectors in the random training sample of the kinds that train")
+    b.add_argument("--seed", type=int, default=0, help="seed of the training sample")
+    b.add_argument("--quiet", action="store_true", help="no progress bar")
     b.set_defaults(fn=cmd_build)
     s = sub.add_parser("search", help="search a saved index with queries from a file")
-    s.add_argument("index")
-    s.add_argument("queries")
-    s.add_argument("-k", type=int, default=10)
-    s.add_argument("--threads", type=int, default=0)
-    s.add_argument("--mmap", action="store_true")
+    s.add_argument("index", help="a file written by index.save() or 'quanta build'")
+    s.add_argument("queries", help="query vectors: .npy or .fvecs")
+    s.add_argument("-k", type=int, default=10, help="results per query (default 10)")
+    s.add_argument("--threads", type=int, default=0, help="0 (default): all cores")
+    s.add_argument("--mmap", action="store_true", help="memory-map the index file")
+    s.add_argument("--nprobe", type=int, help="IVF indexes: inverted lists visited per query")
+    s.add_argument("--width", type=int, help="graph indexes: the search beam")
     s.add_argument("--ground-truth", help=".npy of true ids (nq, >=k) to report recall")
     s.add_argument("-o", "--output", help="write distances and ids to this .npz")
     s.set_defaults(fn=cmd_search)
     i = sub.add_parser("info", help="build info, or the header of a saved index")
-    i.add_argument("index", nargs="?")
+    i.add_argument("index", nargs="?", help="a saved index (omitted: this build's info)")
     i.set_defaults(fn=cmd_info)
     args = p.parse_args(argv)
     try:

@@ -8,7 +8,8 @@ import time
 
 class Progress:
     def __init__(self, total: int, label: str, enabled: bool = True):
-        self.total, self.label, self.enabled = max(total, 1), label, enabled
+        self.total, self.label = max(total, 1), label
+        self.enabled = enabled and sys.stderr.isatty()
         self.done, self.start, self._last = 0, time.perf_counter(), 0.0
 
     def update(self, n: int) -> None:
