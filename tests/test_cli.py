@@ -140,3 +140,39 @@ def test_search_settings_and_training_sample(tmp_path, capsys):
     assert main(["search", out, str(tmp_path / "q.npy"), "--nprobe", "4"]) == 2
     assert "has no nprobe setting" in capsys.readouterr().err
     assert main(["build", str(tmp_path / "x.npy"), "-o", out, "--train-size", "0"]) == 2
+
+
+def test_vector_file_formats_are_memory_mapped(tmp_path):
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((40, 6)).astype(np.float32)
+    ints = rng.integers(-1000, 1000, (40, 6)).astype(np.int32)
+    u8 = rng.integers(0, 256, (40, 6)).astype(np.uint8)
+
+    def vecs(path, a):
+        with open(path, "wb") as f:
+            for row in a:
+                f.write(np.int32(a.shape[1]).tobytes() + row.tobytes())
+
+    def binfile(path, a):
+        with open(path, "wb") as f:
+            f.write(np.array(a.shape, np.int32).tobytes() + a.tobytes())
+
+    cases = [("a.fvecs", x, vecs), ("a.ivecs", ints, vecs), ("a.bvecs", u8, vecs),
+             ("a.fbin", x, binfile), ("a.ibin", ints, binfile), ("a.u8bin", u8, binfile),
+             ("a.i8bin", u8.view(np.int8), binfile)]
+    for name, a, write in cases:
+        write(tmp_path / name, a)
+        got = read_vectors(tmp_path / name)
+        assert isinstance(got, np.memmap) or isinstance(got.base, np.memmap), name
+        np.testing.assert_array_equal(got, a, err_msg=name)
+    # damaged files: clear errors
+    (tmp_path / "short.fbin").write_bytes((tmp_path / "a.fbin").read_bytes()[:-4])
+    with pytest.raises(ValueError, match="header says 40 x 6"):
+        read_vectors(tmp_path / "short.fbin")
+    raw = bytearray((tmp_path / "a.fvecs").read_bytes())
+    raw[-(4 + 24):-24] = np.int32(5).tobytes()  # the last row claims another dimension
+    (tmp_path / "mixed.fvecs").write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="different dimensions"):
+        read_vectors(tmp_path / "mixed.fvecs")
+    with pytest.raises(ValueError, match="unsupported"):
+        read_vectors(tmp_path / "a.txt")

@@ -178,7 +178,8 @@ def main(argv=None) -> int:
     d.add_argument("--seed", type=int, default=0, help="seed of the generated data")
     d.set_defaults(fn=cmd_demo)
     b = sub.add_parser("build", help="build an index from a .npy or .fvecs file")
-    b.add_argument("input", help="vectors: .npy or .fvecs (memory-mapped)")
+    b.add_argument("input", help="vectors, memory-mapped: .npy, .fvecs / .ivecs / .bvecs, "
+                   ".fbin / .ibin / .u8bin / .i8bin")
     b.add_argument("-o", "--output", required=True, help="the index file to write")
     b.add_argument("--spec", default="Flat", help="index spec, e.g. 'Flat(f8e4m3)', "
                    "'IVF1024,PQ64x4fs,Refine(f16)', 'Graph32(f16)' (see quanta.index_factory)")
@@ -193,7 +194,7 @@ def main(argv=None) -> int:
     b.set_defaults(fn=cmd_build)
     s = sub.add_parser("search", help="search a saved index with queries from a file")
     s.add_argument("index", help="a file written by index.save() or 'quanta build'")
-    s.add_argument("queries", help="query vectors: .npy or .fvecs")
+    s.add_argument("queries", help="query vectors, in any format build reads")
     s.add_argument("-k", type=int, default=10, help="results per query (default 10)")
     s.add_argument("--threads", type=int, default=0, help="0 (default): all cores")
     s.add_argument("--mmap", action="store_true", help="memory-map the index file")

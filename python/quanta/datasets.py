@@ -64,26 +64,57 @@ def clustered(n: int, d: int = 384, nq: int = 1000, seed: int = 0,
     return xb, xq
 
 
+_BIN = {".fbin": np.float32, ".ibin": np.int32, ".u8bin": np.uint8, ".i8bin": np.int8}
+_VECS = {".fvecs": np.float32, ".ivecs": np.int32, ".bvecs": np.uint8}
+
+
 def read_vectors(path) -> np.ndarray:
-    """Reads float vectors from .npy (memory-mapped) or .fvecs (int32 dim, then floats per row)."""
+    """Vectors from a file, memory-mapped (rows are read when used, so files larger than
+    memory work): .npy; .fvecs / .ivecs / .bvecs (each row: int32 dim, then dim float32 /
+    int32 / uint8 values); .fbin / .ibin / .u8bin / .i8bin (int32 n, int32 dim, then n x dim
+    values; the big-ann-benchmarks format). Integer files come back as integers; callers cast
+    batches to float32."""
     path = os.fspath(path)
-    if path.endswith(".npy"):
+    ext = os.path.splitext(path)[1]
+    if ext == ".npy":
         x = np.load(path, mmap_mode="r")
-    elif path.endswith(".fvecs"):
-        raw = np.fromfile(path, dtype=np.int32)
-        if raw.size == 0:
-            raise ValueError(f"{path}: empty file")
-        d = int(raw[0])
-        if d <= 0 or raw.size % (d + 1):
-            raise ValueError(f"{path}: not a valid .fvecs file (dim {d}, {raw.size * 4} bytes)")
-        rows = raw.reshape(-1, d + 1)
-        if (rows[:, 0] != d).any():
-            raise ValueError(f"{path}: rows of different dimensions")
-        x = rows[:, 1:].view(np.float32)
+    elif ext in _VECS:
+        x = _read_vecs(path, np.dtype(_VECS[ext]))
+    elif ext in _BIN:
+        x = _read_bin(path, np.dtype(_BIN[ext]))
     else:
-        raise ValueError(f"{path}: unsupported file type; use .npy or .fvecs")
+        raise ValueError(f"{path}: unsupported file type; use .npy, .fvecs, .ivecs, .bvecs, "
+                         f".fbin, .ibin, .u8bin or .i8bin")
     if x.ndim != 2:
         raise ValueError(f"{path}: expected a 2-D array of vectors; got shape {x.shape}")
     if x.dtype.kind not in "fiu":  # complex, object, strings: no silent cast to float32
         raise ValueError(f"{path}: expected real numbers; got dtype {x.dtype}")
     return x
+
+
+def _read_vecs(path, dtype):
+    size = os.path.getsize(path)
+    if size < 4:
+        raise ValueError(f"{path}: empty file")
+    d = int(np.fromfile(path, dtype="<i4", count=1)[0])
+    row = 4 + d * dtype.itemsize
+    if d <= 0 or size % row:
+        raise ValueError(f"{path}: not a valid {os.path.splitext(path)[1]} file (dim {d}, "
+                         f"{size} bytes)")
+    rows = np.memmap(path, dtype=[("d", "<i4"), ("v", dtype.newbyteorder("<"), (d,))], mode="r")
+    # every row repeats the dimension: checked on up to 1,025 rows spread over the file, so
+    # a huge file is not read to open it
+    probe = np.unique(np.linspace(0, len(rows) - 1, min(len(rows), 1025)).astype(np.int64))
+    if (rows["d"][probe] != d).any():
+        raise ValueError(f"{path}: rows of different dimensions")
+    return rows["v"]
+
+
+def _read_bin(path, dtype):
+    size = os.path.getsize(path)
+    if size < 8:
+        raise ValueError(f"{path}: shorter than the 8-byte header")
+    n, d = (int(v) for v in np.fromfile(path, dtype="<i4", count=2))
+    if n < 0 or d <= 0 or size != 8 + n * d * dtype.itemsize:
+        raise ValueError(f"{path}: the header says {n} x {d} but the file has {size} bytes")
+    return np.memmap(path, dtype=dtype.newbyteorder("<"), mode="r", offset=8, shape=(n, d))
