@@ -62,6 +62,11 @@ void bind_compose(py::module_& m) {
       }, py::arg("queries"), py::arg("radius"), py::arg("threads"), py::arg("filter"),
          py::arg("params") = nullptr);
 
+}
+
+// The wrappers take and return FlatIndex objects: bound after it, so that their signatures
+// name the Python class.
+void bind_compose_wrappers(py::module_& m) {
   py::class_<RefineIndex, Index, std::shared_ptr<RefineIndex>>(m, "RefineIndex")
       .def(py::init<std::shared_ptr<Index>, std::shared_ptr<FlatIndex>, size_t>(),
            py::arg("base"), py::arg("refine"), py::arg("k_factor"))

@@ -19,7 +19,8 @@
 #include "common.hpp"
 
 void bind_binary(py::module_& m);  // binary.cpp
-void bind_compose(py::module_& m);  // compose.cpp
+void bind_compose(py::module_& m);  // compose.cpp: the Index base and search settings
+void bind_compose_wrappers(py::module_& m);  // compose.cpp: RefineIndex, PreTransformIndex
 void bind_multivector(py::module_& m);  // multivector.cpp
 void bind_sparse(py::module_& m);       // sparse.cpp
 void bind_graph(py::module_& m);        // graph.cpp
@@ -66,7 +67,6 @@ PYBIND11_MODULE(_core, m) {
   bind_binary(m);
   bind_multivector(m);
   bind_sparse(m);
-  bind_graph(m);
 
   m.def("compiled_isas", &compiled_isas);
   m.def("cpu_features", &cpu_features);
@@ -334,4 +334,7 @@ PYBIND11_MODULE(_core, m) {
       }, py::arg("codes"), py::arg("vector_scale"), py::arg("sq_norms"), py::arg("dim_scale"),
          py::arg("ids"), py::arg("global_scale"), py::arg("rows"), py::arg("removed"),
          py::arg("borrow") = false);
+  // after FlatIndex: these take or return one
+  bind_compose_wrappers(m);
+  bind_graph(m);
 }
