@@ -176,3 +176,22 @@ def test_vector_file_formats_are_memory_mapped(tmp_path):
         read_vectors(tmp_path / "mixed.fvecs")
     with pytest.raises(ValueError, match="unsupported"):
         read_vectors(tmp_path / "a.txt")
+
+
+def test_progress_bar_only_on_a_terminal(monkeypatch, capsys):
+    import io
+    from quanta._progress import Progress
+    bar = Progress(10, "adding")
+    bar.update(10)
+    assert capsys.readouterr().err == ""  # pytest's stderr is not a terminal
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    term = Terminal()
+    monkeypatch.setattr("sys.stderr", term)
+    bar = Progress(10, "adding")
+    bar.update(4)
+    bar.update(6)
+    assert "adding" in term.getvalue() and "10/10" in term.getvalue()

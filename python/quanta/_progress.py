@@ -1,4 +1,5 @@
-"""A dependency-free progress bar on stderr (silent when stderr is not a terminal and quiet)."""
+"""Progress on stderr: a bar for Python-side loops (tqdm when installed) and a percentage
+line for native work running in a thread; silent when stderr is not a terminal."""
 from __future__ import annotations
 
 import sys
@@ -7,13 +8,29 @@ import time
 
 
 class Progress:
+    """tqdm's bar when tqdm is installed, else a plain one; silent when stderr is not a
+    terminal or when disabled."""
+
     def __init__(self, total: int, label: str, enabled: bool = True):
         self.total, self.label = max(total, 1), label
         self.enabled = enabled and sys.stderr.isatty()
         self.done, self.start, self._last = 0, time.perf_counter(), 0.0
+        self._tqdm = None
+        if self.enabled:
+            try:
+                from tqdm import tqdm
+            except ImportError:
+                pass
+            else:
+                self._tqdm = tqdm(total=self.total, desc=label, file=sys.stderr)
 
     def update(self, n: int) -> None:
         self.done += n
+        if self._tqdm is not None:
+            self._tqdm.update(n)
+            if self.done >= self.total:
+                self._tqdm.close()
+            return
         now = time.perf_counter()
         if self.enabled and (now - self._last > 0.2 or self.done >= self.total):
             self._last = now
