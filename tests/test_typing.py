@@ -56,3 +56,9 @@ params.width = 32
     r = subprocess.run([sys.executable, "-m", "mypy", "--no-incremental", str(program)],
                        capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
+    # metric and storage names are Literal types: a misspelt one is caught before running
+    wrong = tmp_path / "wrong.py"
+    wrong.write_text('import quanta\nquanta.FlatIndex(32, "dot", "f64")\n')
+    r = subprocess.run([sys.executable, "-m", "mypy", "--no-incremental", str(wrong)],
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 1 and "'dot'" in r.stdout and "'f64'" in r.stdout, r.stdout

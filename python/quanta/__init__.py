@@ -24,6 +24,7 @@ from .graph import GraphIndex
 from . import opq  # noqa: F401  (quanta.opq.train_rotation)
 from . import native  # noqa: F401  (quanta.native: the C++ contract, for embedding)
 from .storage import STORAGES, decode, encode
+from ._types import Metric, Storage
 
 try:  # one source: the version in pyproject.toml, as the installed package's metadata
     from importlib.metadata import PackageNotFoundError, version as _version
@@ -38,7 +39,7 @@ except ImportError:
 
 __all__ = ["FlatIndex", "GraphIndex", "PQIndex", "IVFPQIndex", "PQ", "BinaryIndex", "IVFBinaryIndex", "RecurrentBinarizer", "FDEEncoder", "MultiVectorIndex", "merge_query_tokens", "SparseIndex", "index_factory", "kmeans", "KMeansResult", "SearchResult", "RangeResult", "Filter", "encode", "decode", "load", "from_bytes", "read_header", "verify",
            "build_info", "set_simd_level", "simd_level", "set_num_threads", "get_num_threads",
-           "cuda_available", "cuda_status", "FormatError", "QuantaError", "STORAGES"]
+           "cuda_available", "cuda_status", "Metric", "Storage", "FormatError", "QuantaError", "STORAGES"]
 
 
 def cuda_available() -> bool:

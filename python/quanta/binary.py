@@ -13,6 +13,7 @@ import numpy as np
 
 from . import _core
 from ._rwlock import guarded
+from ._types import Metric, Storage
 from ._validate import as_f32_matrix, as_k, as_nprobe, as_threads
 from .filter import as_filters
 from .flat import SearchResult, removed_mask
@@ -360,10 +361,10 @@ class BinaryIndex(_BinaryCodesIndex, Persistent):
     ``k * refine_factor`` candidates exactly by it.
     """
 
-    def __init__(self, dim: int, bits: int | None = None, levels: int = 1, metric: str = "ip",
+    def __init__(self, dim: int, bits: int | None = None, levels: int = 1, metric: Metric = "ip",
                  *, query_levels: int | None = None, scoring: str = "auto",
                  transform: str = "pca", center: bool = False, seed: int = 0,
-                 refine: str | None = None, refine_factor: int = 4):
+                 refine: Storage | None = None, refine_factor: int = 4):
         bits, query_levels = _binary_args(dim, bits, levels, query_levels, metric, scoring)
         native = _core.BinaryIndex(int(dim), bits, int(levels), query_levels, metric, scoring)
         self._init_binary(native, int(dim), bits, query_levels, transform, center, seed, metric,
@@ -432,9 +433,9 @@ class IVFBinaryIndex(_Probed, _BinaryCodesIndex, Persistent):
     ``nprobe`` closest lists (``index.nprobe`` by default, 1 to start, as in faiss)."""
 
     def __init__(self, dim: int, nlist: int, bits: int | None = None, levels: int = 1,
-                 metric: str = "ip", *, query_levels: int | None = None, scoring: str = "auto",
+                 metric: Metric = "ip", *, query_levels: int | None = None, scoring: str = "auto",
                  transform: str = "pca", center: bool = False, seed: int = 0,
-                 refine: str | None = None, refine_factor: int = 4):
+                 refine: Storage | None = None, refine_factor: int = 4):
         if isinstance(nlist, bool) or not isinstance(nlist, (int, np.integer)) or nlist < 1:
             raise ValueError(f"nlist must be an integer >= 1; got {nlist!r}")
         bits, query_levels = _binary_args(dim, bits, levels, query_levels, metric, scoring)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 
+from ._types import Metric
 from .binary import BinaryIndex, IVFBinaryIndex
 from .flat import FlatIndex
 from .graph import GraphIndex
@@ -19,7 +20,7 @@ _OPQ = re.compile(r"^OPQ(?P<m>[0-9]+),(?P<rest>.+)$")
 _REFINE = re.compile(r"^(?P<base>.+),(?:Refine\((?P<storage>[a-z0-9]+)\)|(?P<rflat>RFlat))$")
 
 
-def index_factory(dim: int, spec: str, metric: str = "ip"):
+def index_factory(dim: int, spec: str, metric: Metric = "ip"):
     """Builds an empty index from a spec string.
 
     Supported now: ``"Flat"`` (float32), ``"Flat(<storage>)"`` with storage one of

@@ -8,6 +8,7 @@ import numpy as np
 from . import _core
 from ._mutable import Removable
 from ._rwlock import guarded
+from ._types import Metric, Storage
 from ._validate import as_f32_matrix, as_ids, as_k, as_radius, as_threads, reconstruct_ids
 from .filter import as_filters
 from .io import FormatError, Persistent, register_kind, write_container
@@ -69,7 +70,7 @@ class FlatIndex(Removable, Persistent):
     alone (a readers-writer lock per index).
     """
 
-    def __init__(self, dim: int, metric: str = "ip", storage: str = "f32", *,
+    def __init__(self, dim: int, metric: Metric = "ip", storage: Storage = "f32", *,
                  f8_scale: str = "global", f8_rounding: str = "anisotropic"):
         if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)):
             raise TypeError(f"dim must be an integer; got {type(dim).__name__}")

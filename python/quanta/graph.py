@@ -11,6 +11,7 @@ from . import _core
 from ._mutable import Removable
 from ._progress import run_with_progress
 from ._rwlock import guarded
+from ._types import Metric, Storage
 from ._validate import as_f32_matrix, as_ids, as_k, as_radius, as_threads, reconstruct_ids
 from .filter import as_filters
 from .flat import FlatIndex, RangeResult, SearchResult
@@ -76,7 +77,8 @@ class GraphIndex(Removable, Persistent):
     does not measurably). Search results do not depend on the thread count.
     """
 
-    def __init__(self, dim: int, metric: str = "ip", degree: int = 32, storage: str = "f32", *,
+    def __init__(self, dim: int, metric: Metric = "ip", degree: int = 32,
+                 storage: Storage = "f32", *,
                  build_width: int = 128, alpha: float = 1.0, width: int = 64,
                  codes: str | None = None, f8_scale: str = "global",
                  f8_rounding: str = "anisotropic"):

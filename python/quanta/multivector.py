@@ -19,6 +19,7 @@ import numpy as np
 from . import _core
 from ._mutable import Removable
 from ._rwlock import guarded
+from ._types import Storage
 from ._validate import as_f32_matrix, as_ids, as_k, as_threads
 from .factory import index_factory
 from .filter import as_filters, as_removal
@@ -270,7 +271,7 @@ class MultiVectorIndex(Removable, Persistent):
     """
 
     def __init__(self, dim: int, k_sim: int = 5, d_proj: int | None = 16, r_reps: int = 20,
-                 seed: int = 0, *, storage: str = "f32", index: str = "Flat(bf16)",
+                 seed: int = 0, *, storage: Storage = "f32", index: str = "Flat(bf16)",
                  candidates: int = 100, encoder: FDEEncoder | None = None, **encoder_options):
         self.storage = _choice("storage", storage, STORAGES)
         self.candidates = _positive_int("candidates", candidates)

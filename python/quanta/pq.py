@@ -6,6 +6,7 @@ import numpy as np
 from . import _core
 from ._mutable import Removable
 from ._rwlock import guarded
+from ._types import Metric, Storage
 from ._validate import (as_f32_matrix, as_ids, as_k, as_nprobe, as_radius, as_threads,
                         reconstruct_ids)
 from .filter import as_filters
@@ -354,8 +355,8 @@ class PQIndex(_PQCodesIndex, Persistent):
     then estimates from the quantized tables (their error is at most m/2 table steps).
     """
 
-    def __init__(self, dim: int, m: int, nbits: int = 8, metric: str = "ip", *,
-                 fast_scan: bool = False, opq: bool = False, refine: str | None = None,
+    def __init__(self, dim: int, m: int, nbits: int = 8, metric: Metric = "ip", *,
+                 fast_scan: bool = False, opq: bool = False, refine: Storage | None = None,
                  refine_factor: int = 4):
         _check_shape(dim, m, nbits)
         if metric not in METRICS:
@@ -472,9 +473,9 @@ class IVFPQIndex(_Probed, _PQCodesIndex, Persistent):
     strong clusters it can be the more accurate choice.
     """
 
-    def __init__(self, dim: int, nlist: int, m: int, nbits: int = 8, metric: str = "ip", *,
+    def __init__(self, dim: int, nlist: int, m: int, nbits: int = 8, metric: Metric = "ip", *,
                  fast_scan: bool = False, by_residual: bool = True, opq: bool = False,
-                 refine: str | None = None, refine_factor: int = 4):
+                 refine: Storage | None = None, refine_factor: int = 4):
         _check_shape(dim, m, nbits)
         if isinstance(nlist, bool) or not isinstance(nlist, (int, np.integer)) or nlist < 1:
             raise ValueError(f"nlist must be an integer >= 1; got {nlist!r}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _core
+from ._types import Storage
 
 STORAGES = ("f32", "f16", "bf16", "f8e4m3", "f8e5m2", "i8")
 
@@ -32,7 +33,7 @@ def _i8_scale(scale, shape) -> np.ndarray:
     return s
 
 
-def encode(x, storage: str, *, scale=None) -> np.ndarray:
+def encode(x, storage: Storage, *, scale=None) -> np.ndarray:
     """Casts float values to `storage`, rounding to nearest even.
 
     Returns an array of x's shape holding the raw elements: float32 / float16 for 'f32' / 'f16',
@@ -54,7 +55,7 @@ def encode(x, storage: str, *, scale=None) -> np.ndarray:
     return raw.view(_RAW[storage]).reshape(x.shape)
 
 
-def decode(codes, storage: str, *, scale=None) -> np.ndarray:
+def decode(codes, storage: Storage, *, scale=None) -> np.ndarray:
     """Inverse of :func:`encode`: raw elements of `storage` back to float32."""
     _check_storage(storage)
     codes = np.asarray(codes)
