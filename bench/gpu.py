@@ -26,30 +26,23 @@ import numpy as np
 import quanta
 import quanta.cuda
 from bench.datasets import recall_at_k
+from bench.timing import best_time
 
 
 def _gpu_time(cp, fn, reps=3):
-    """Best wall time of fn() with the device synchronized around it."""
+    """fn's result and its best wall time with the device synchronized after each call."""
     dev = cp.cuda.Device()
-    out = fn()
-    dev.synchronize()
-    best = float("inf")
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
+
+    def synced():
+        out = fn()
         dev.synchronize()
-        best = min(best, time.perf_counter() - t)
-    return out, best
+        return out
+
+    return best_time(synced, reps)
 
 
 def _cpu_time(fn, reps=3):
-    out = fn()
-    best = float("inf")
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return out, best
+    return best_time(fn, reps)
 
 
 def _peak_gbs(cp, given):

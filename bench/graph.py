@@ -7,10 +7,11 @@ rabitqlib's SymphonyQG (scalable-vs has no adapter yet), on the same data, in on
 
 For every system: build time at --threads, bytes per vector, then for each search width
 (hnswlib / faiss efSearch, usearch expansion_search, quanta width): recall@10 against exact
-search, QPS one query per call on one thread (the first --single queries, best of three passes) and
-batched QPS at --threads. Then, per recall target (0.90, 0.95, 0.99), the fastest setting of each system
-reaching it and quanta's ratio to the best peer there. A system that fails to import is listed
-with the reason. Metric: inner product on normalized vectors.
+search, QPS one query per call on one thread (the first --single queries; best of at least
+three passes after a warm-up, bench.timing.best_time) and batched QPS at --threads. Then, per
+recall target (0.90, 0.95, 0.99), the fastest setting of each system reaching it and
+quanta's ratio to the best peer there. A system that fails to import is listed with the
+reason. Metric: inner product on normalized vectors.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ import numpy as np
 
 from bench import datasets
 from bench.datasets import recall_at_k
+from bench.timing import best_time
 
 TARGETS = (0.90, 0.95, 0.99)
 
@@ -184,22 +186,14 @@ def systems(names, args):
 
 def single_qps(system, q, k, repeats=3):
     """Best of `repeats` passes over q, one query per call (these VMs vary 10-30% run to run)."""
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
+    def one_by_one():
         for i in range(len(q)):
             system.search(q[i:i + 1], k, 1)
-        best = min(best, time.perf_counter() - t)
-    return len(q) / best
+    return len(q) / best_time(one_by_one, repeats)[1]
 
 
 def batched_qps(system, q, k, threads):
-    best = float("inf")
-    for _ in range(2):
-        t = time.perf_counter()
-        system.search(q, k, threads)
-        best = min(best, time.perf_counter() - t)
-    return len(q) / best
+    return len(q) / best_time(lambda: system.search(q, k, threads), 2)[1]
 
 
 def main(argv=None):

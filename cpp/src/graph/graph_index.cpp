@@ -196,6 +196,36 @@ class Estimator {
   size_t seen_ = 0;
 };
 
+// One query as the beam scores it: normalized for cosine, |q|^2 kept for l2, in the row
+// kernels' form; exact() gives beam distances, -score (l2: |x|^2 - 2 <q, x>; ip / cosine:
+// -<q, x>). Used in place (it points into itself).
+class BeamQuery {
+ public:
+  BeamQuery(const FlatIndex& vectors, const float* q)
+      : v_(vectors), qv_(q, q + vectors.dim()), dots_(GraphIndex::kMaxDegree) {
+    l2_ = v_.metric() == Metric::l2;
+    if (v_.metric() == Metric::cosine) normalize_rows(qv_.data(), 1, qv_.size());
+    qnorm_ = l2_ ? float(sq_norm(qv_.data(), qv_.size())) : 0.0f;
+    kq_ = v_.kernel_query(qv_.data(), scaled_);
+  }
+  BeamQuery(const BeamQuery&) = delete;
+  BeamQuery& operator=(const BeamQuery&) = delete;
+  const float* values() const { return qv_.data(); }
+  float qnorm() const { return qnorm_; }
+  void exact(const uint32_t* ids, size_t n, float* out) {
+    v_.dot_positions(kq_, ids, n, dots_.data());
+    const Buffer<float>& sq = v_.sq_norms();
+    for (size_t j = 0; j < n; ++j) out[j] = l2_ ? sq[ids[j]] - 2.0f * dots_[j] : -dots_[j];
+  }
+
+ private:
+  const FlatIndex& v_;
+  std::vector<float> qv_, scaled_, dots_;
+  const float* kq_;
+  float qnorm_;
+  bool l2_;
+};
+
 }  // namespace
 
 GraphIndex::GraphIndex(std::shared_ptr<FlatIndex> vectors, GraphBuildParams build)
@@ -444,13 +474,12 @@ void GraphIndex::search(const float* q, size_t nq, const GraphSearchParams& para
   require(k > 0, "search: k must be >= 1; got 0");
   require_finite(q, nq * dim(), "search: queries");
   if (nq == 0) return;
-  const bool l2 = metric() == Metric::l2, cosine = metric() == Metric::cosine;
+  const bool l2 = metric() == Metric::l2;
   const float pad = l2 ? std::numeric_limits<float>::infinity()
                        : -std::numeric_limits<float>::infinity();
   const Labels& lab = vectors_->labels();
   const bool checks = lab.checks(params.filter);
   const size_t width = std::max(params.width, k), n = rows();
-  const Buffer<float>& sq = vectors_->sq_norms();
   // A filter that allows few rows: the beam would wander through disallowed vertices; an
   // exact scan of the allowed rows is both faster and complete.
   const auto selective = [&](const IdFilter* f) {
@@ -471,26 +500,18 @@ void GraphIndex::search(const float* q, size_t nq, const GraphSearchParams& para
     std::fill(D, D + k, pad);
     std::fill(I, I + k, int64_t(-1));
     if (entry_ == kNone || n == 0) return;
-    std::vector<float> qv(q + i * dim(), q + (i + 1) * dim()), scaled, dots(kMaxDegree);
-    if (cosine) normalize_rows(qv.data(), 1, dim());
-    const float qnorm = l2 ? float(sq_norm(qv.data(), dim())) : 0.0f;
-    const float* kq = vectors_->kernel_query(qv.data(), scaled);
-    // distance inside the beam: -score (l2: |x|^2 - 2 <q, x>; ip / cosine: -<q, x>)
-    const auto exact = [&](const uint32_t* ids, size_t m, float* out) {
-      vectors_->dot_positions(kq, ids, m, dots.data());
-      for (size_t j = 0; j < m; ++j) out[j] = l2 ? sq[ids[j]] - 2.0f * dots[j] : -dots[j];
-    };
+    BeamQuery query(*vectors_, q + i * dim());
     Beam beam;
-    Estimator est(pq_.get(), codes_.data(), qv.data(), qnorm, l2, params.slack);
+    Estimator est(pq_.get(), codes_.data(), query.values(), query.qnorm(), l2, params.slack);
     const auto dist = [&](const uint32_t* ids, size_t m, float* out) {
-      if (!pq_) return exact(ids, m, out);
+      if (!pq_) return query.exact(ids, m, out);
       // Once the beam is full, a neighbour whose estimate cannot enter it (with the margin
       // of the errors seen so far) is not scored: +inf, never admitted nor returned.
       const float limit = beam.e.size() < beam.width ? kInf : beam.e.back().d;
       uint32_t sel[kMaxDegree];
       float exact_d[kMaxDegree];
       const size_t ns = est.select(ids, m, limit, sel);
-      exact(sel, ns, exact_d);
+      query.exact(sel, ns, exact_d);
       est.learn(exact_d, ns);
       for (size_t j = 0, t = 0; j < m; ++j)
         out[j] = t < ns && sel[t] == ids[j] ? exact_d[t++] : kInf;
@@ -514,7 +535,7 @@ void GraphIndex::search(const float* q, size_t nq, const GraphSearchParams& para
     if (checks && res.size() < k && res.size() < ntotal())
       return exact_scan();  // the beam met fewer than k returnable vertices
     for (size_t j = 0; j < res.size(); ++j) {
-      D[j] = l2 ? qnorm + res[j].first : -res[j].first;
+      D[j] = l2 ? query.qnorm() + res[j].first : -res[j].first;
       I[j] = lab.at(int64_t(res[j].second));
     }
   });
@@ -525,17 +546,14 @@ RangeResult GraphIndex::range_search(const float* q, size_t nq, float radius,
   require_finite(q, nq * dim(), "range_search: queries");
   require(std::isfinite(radius), "range_search: radius must be finite");
   const GraphSearchParams gp = params_as<GraphSearchParams>(params);
-  const bool l2 = metric() == Metric::l2, cosine = metric() == Metric::cosine;
+  const bool l2 = metric() == Metric::l2;
   const Labels& lab = vectors_->labels();
-  const Buffer<float>& sq = vectors_->sq_norms();
   std::vector<float> qnorms(nq, 0.0f);
   RangeHits hits(nq);
   parallel_for(nq, resolve_threads(gp.threads), [&](size_t i, size_t) {
     if (entry_ == kNone) return;
-    std::vector<float> qv(q + i * dim(), q + (i + 1) * dim()), scaled, dots(kMaxDegree);
-    if (cosine) normalize_rows(qv.data(), 1, dim());
-    qnorms[i] = l2 ? float(sq_norm(qv.data(), dim())) : 0.0f;
-    const float* kq = vectors_->kernel_query(qv.data(), scaled);
+    BeamQuery query(*vectors_, q + i * dim());
+    qnorms[i] = query.qnorm();
     const IdFilter* f = gp.filter.of(i);
     // hits as scores (higher is better): l2 distance < radius <=> -d > |q|^2 - radius
     const float floor = l2 ? qnorms[i] - radius : radius;
@@ -543,10 +561,7 @@ RangeResult GraphIndex::range_search(const float* q, size_t nq, float radius,
     Beam beam;
     run_beam(
         adj_.data(), degree(), rows(), entry_, gp.width,
-        [&](const uint32_t* ids, size_t m, float* out) {
-          vectors_->dot_positions(kq, ids, m, dots.data());
-          for (size_t j = 0; j < m; ++j) out[j] = l2 ? sq[ids[j]] - 2.0f * dots[j] : -dots[j];
-        },
+        [&](const uint32_t* ids, size_t m, float* out) { query.exact(ids, m, out); },
         [&](uint32_t v, float d) {
           if (-d > floor && lab.allowed(v, f)) hits.add(i, -d, int64_t(v));
         },
