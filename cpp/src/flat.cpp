@@ -151,13 +151,7 @@ void FlatIndex::add(const float* x, size_t n, const int64_t* ids, int threads) {
     normalize_rows(rows.data(), n, dim_);
     src = rows.data();
   }
-  // f16 has no scale: a larger value would be stored as inf. (The message is built only on
-  // failure: formatting it per element dominated f16 adds.)
-  if (storage_ == Storage::f16)
-    for (size_t i = 0; i < n * dim_; ++i)
-      if (!(std::fabs(src[i]) <= 65504.0f))
-        require(false, "add: x holds " + std::to_string(src[i]) + ", beyond f16's range "
-                       "(65504); use f32 or bf16 storage, or scale the vectors");
+  if (storage_ == Storage::f16) require_f16_range(src, n * dim_, "add: x");
   // Encode into new arrays and append at the end, so a failure leaves the index as it was.
   std::vector<float> saved_dim_scale = dim_scale_;
   const float saved_global = global_scale_;

@@ -39,4 +39,14 @@ inline void require_finite(const float* x, size_t n, const char* what) {
   }
 }
 
+// Rejects values f16 cannot hold (it has no scale: they would be stored as inf). The message
+// is built only on failure: formatting it per element once dominated f16 adds.
+inline void require_f16_range(const float* x, size_t n, const char* what) {
+  for (size_t i = 0; i < n; ++i)
+    if (!(std::fabs(x[i]) <= 65504.0f))
+      throw std::invalid_argument(std::string(what) + " holds " + std::to_string(x[i]) +
+                                  ", beyond f16's range (65504); use f32 or bf16 storage, or "
+                                  "scale them");
+}
+
 }  // namespace quanta

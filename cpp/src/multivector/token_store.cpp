@@ -60,12 +60,7 @@ void TokenStore::add(const float* tokens, size_t ntokens, const int64_t* offsets
                      const int64_t* ids, int threads) {
   validate_sets(offsets, n, ntokens, "offsets");
   require_finite(tokens, ntokens * dim_, "tokens");
-  // f16 has no scale: a larger value would be stored as inf (message built on failure only)
-  if (storage_ == Storage::f16)
-    for (size_t i = 0; i < ntokens * dim_; ++i)
-      if (!(std::fabs(tokens[i]) <= 65504.0f))
-        require(false, "tokens: " + std::to_string(tokens[i]) + " is beyond f16's range "
-                       "(65504); use f32 or bf16 storage, or scale the tokens");
+  if (storage_ == Storage::f16) require_f16_range(tokens, ntokens * dim_, "tokens");
   Labels::check(ids, n);
   std::vector<int64_t> next = labels_.with_added(ids, n, ndocs());
   float scale = scale_;
