@@ -8,9 +8,13 @@
    (faiss IndexRefineFlat, quanta refine="f32", same bytes) over nprobe x re-rank depth
    (--kfactor), plus quanta refine="f8e4m3" (a quarter of the re-rank bytes).
 
-Prints recall@10 against exact L2 search, training time (1 thread), QPS at 1 thread and all
-threads, and quanta/faiss QPS ratios at equal recall (the best QPS of each system among its
-points with recall >= 0.90 / 0.95 / faiss's best recall on the sweep). --plot writes recall-vs-QPS curves (PNG).
+quanta's indexes are built from their factory specs with quanta's defaults (its IVF coding may
+differ from faiss's; the header of each IVF table names both).
+
+Prints the CPU, recall@10 against exact L2 search, training time (1 thread), QPS at 1 thread and
+all threads, and quanta/faiss QPS ratios at equal recall: the best QPS of each system among its
+points with recall >= the target, the targets being 80% and 95% of faiss's best recall on the
+sweep without re-ranking, and recall 0.90 / 0.95 with it. --plot writes recall-vs-QPS curves.
 """
 from __future__ import annotations
 
@@ -18,9 +22,11 @@ import argparse
 
 from bench import adapters as A
 from bench import datasets
+from bench.roof import cpu_name
 from bench.timing import measure, time_once
 
-TARGETS = (0.90, 0.95)
+TARGETS = (0.90, 0.95)   # recall@10 with re-ranking
+FRACTIONS = (0.80, 0.95)  # of faiss's best recall on the sweep, without re-ranking
 
 
 def _ints(s):
@@ -40,6 +46,8 @@ def main(argv=None):
     p.add_argument("--nprobe", default="1,2,4,8,16,32,64")
     p.add_argument("--kfactor", default="2,4,8", help="re-rank depths (k * factor candidates)")
     p.add_argument("--refine-nprobe", default="1,2,4,8,16,32")
+    p.add_argument("--soar", action="store_true",
+                   help="also quanta with SOAR (each vector in two lists: 'IVF<n>(soar),...')")
     p.add_argument("--plot", help="write the recall/QPS curves to this PNG")
     args = p.parse_args(argv)
     A.openblas_coretype_fix()
@@ -50,7 +58,8 @@ def main(argv=None):
     _, gt = datasets.ground_truth(xb, xq, 10, "l2")
     threads = A.default_threads()
     print(f"# PQ benchmark: data={args.data} n={len(xb)} d={xb.shape[1]} nq={len(xq)} "
-          f"threads=1,{threads}\n")
+          f"threads=1,{threads}\ncpu: {cpu_name()}, quanta SIMD level {quanta.simd_level()}, "
+          f"faiss {faiss.__version__}\n")
     flat_rows = flat_pq(args, xb, xq, gt, threads, faiss, quanta)
     curves = {}
     for cfg in [c for c in args.ivf.split(",") if c]:
@@ -117,15 +126,17 @@ def ivf_pq(cfg, args, xb, xq, gt, threads, faiss, quanta):
     refined = faiss.IndexRefineFlat(base)  # adds go to both; base alone searches unrefined
     _, t_faiss = time_once(lambda: refined.train(xb))
     refined.add(xb)
-    built = {}
-    for refine in (None, "f32", "f8e4m3"):
-        # the same coding as faiss's index (IndexIVFPQFastScan codes the vectors themselves)
-        ix = quanta.IVFPQIndex(d, nlist, m, nbits, "l2", fast_scan=fs, refine=refine,
-                               by_residual=bool(base.by_residual))
-        _, built[refine, "train"] = time_once(lambda: ix.train(xb, threads=1))
-        ix.add(xb)
-        built[refine] = ix
-    t_quanta = built[None, "train"]
+    # quanta's defaults for the spec (its coding may differ from faiss's: both printed), with
+    # and without SOAR, without re-ranking and with f32 (faiss's bytes) or f8e4m3 vectors
+    variants = {}
+    for soar in ((False, True) if args.soar else (False,)):
+        for refine in (None, "f32", "f8e4m3"):
+            qspec = spec.replace(",", "(soar),", 1) if soar else spec
+            name = f"quanta {qspec}" + (f",Refine({refine})" if refine else "")
+            ix = quanta.index_factory(d, qspec + (f",Refine({refine})" if refine else ""), "l2")
+            _, t = time_once(lambda: ix.train(xb, threads=1))
+            ix.add(xb)
+            variants[name] = (ix, t)
 
     def faiss_search(index, nprobe, kf=None):
         def run(t):
@@ -146,42 +157,45 @@ def ivf_pq(cfg, args, xb, xq, gt, threads, faiss, quanta):
     nprobes = [p for p in _ints(args.nprobe) if p <= nlist]
     rprobes = [p for p in _ints(args.refine_nprobe) if p <= nlist]
     kfs = _ints(args.kfactor)
+    fbase, frefined = f"faiss {fname}", f"faiss {fname} + IndexRefineFlat"
     curves = {
-        f"faiss {fname}": [(p, None, *_measure(faiss_search(base, p), xq, gt, threads))
-                           for p in nprobes],
-        "quanta IVFPQIndex": [(p, None, *_measure(quanta_search(built[None], p), xq, gt, threads))
-                              for p in nprobes],
-        f"faiss {fname} + IndexRefineFlat": [
-            (p, kf, *_measure(faiss_search(refined, p, kf), xq, gt, threads))
-            for p in rprobes for kf in kfs],
-        "quanta IVFPQIndex refine=f32": [
-            (p, kf, *_measure(quanta_search(built["f32"], p, kf), xq, gt, threads))
-            for p in rprobes for kf in kfs],
-        "quanta IVFPQIndex refine=f8e4m3": [
-            (p, kf, *_measure(quanta_search(built["f8e4m3"], p, kf), xq, gt, threads))
-            for p in rprobes for kf in kfs],
+        fbase: [(p, None, *_measure(faiss_search(base, p), xq, gt, threads)) for p in nprobes],
+        frefined: [(p, kf, *_measure(faiss_search(refined, p, kf), xq, gt, threads))
+                   for p in rprobes for kf in kfs],
     }
+    for name, (ix, _) in variants.items():
+        if ix.refine is None:
+            curves[name] = [(p, None, *_measure(quanta_search(ix, p), xq, gt, threads))
+                            for p in nprobes]
+        else:
+            curves[name] = [(p, kf, *_measure(quanta_search(ix, p, kf), xq, gt, threads))
+                            for p in rprobes for kf in kfs]
     code = m * nbits // 8
+    first = next(iter(variants.values()))[0]
     print(f"## {spec} ({code} B codes; re-rank vectors f32 {4 * d} B, f8e4m3 {d} B; "
-          f"by_residual={bool(base.by_residual)} in both)\n")
-    print(f"train (1 thread): faiss {t_faiss:.2f} s, quanta {t_quanta:.2f} s "
-          f"(ratio {t_quanta / t_faiss:.2f}); with refine=f32 {built['f32', 'train']:.2f} s\n")
-    print("| system | nprobe | k_factor | recall@10 | QPS 1T | QPS all |")
-    print("|---|---:|---:|---:|---:|---:|")
+          f"by_residual: faiss {bool(base.by_residual)}, quanta {first.by_residual}; "
+          f"SOAR: twice the codes and ids)\n")
+    print(f"train (1 thread): faiss {t_faiss:.2f} s, quanta "
+          + ", ".join(f"{n.removeprefix('quanta ')} {t:.2f} s" for n, (_, t) in variants.items())
+          + "\n")
+    print("| system | B/vector | nprobe | k_factor | recall@10 | QPS 1T | QPS all |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    nbytes = {fbase: code + 8, frefined: code + 8 + 4 * d}
+    nbytes.update({n: ix.memory_usage / ix.ntotal for n, (ix, _) in variants.items()})
     for name, pts in curves.items():
         for nprobe, kf, rec, q1, qa in pts:
-            print(f"| {name} | {nprobe} | {kf or ''} | {rec:.4f} | {q1:,.0f} | {qa:,.0f} |")
-    print("\nQPS at equal recall@10 (best point with recall >= target), quanta / faiss:\n")
-    print("| comparison | target | faiss QPS 1T | quanta QPS 1T | × 1T | faiss QPS all | "
+            print(f"| {name} | {nbytes[name]:.0f} | {nprobe} | {kf or ''} | {rec:.4f} | "
+                  f"{q1:,.0f} | {qa:,.0f} |")
+    print("\nQPS at equal recall@10 (best point with recall >= target), quanta / faiss; without "
+          "re-ranking the targets are 80% and 95% of faiss's best recall on the sweep:\n")
+    print("| quanta | faiss | target | faiss QPS 1T | quanta QPS 1T | × 1T | faiss QPS all | "
           "quanta QPS all | × all |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    pairs = [(f"faiss {fname}", "quanta IVFPQIndex"),
-             (f"faiss {fname} + IndexRefineFlat", "quanta IVFPQIndex refine=f32"),
-             (f"faiss {fname} + IndexRefineFlat", "quanta IVFPQIndex refine=f8e4m3")]
-    for fk, qk in pairs:
-        # the fixed targets, and faiss's best recall on this sweep (often below 0.9 unrefined)
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for qk, (ix, _) in variants.items():
+        fk = fbase if ix.refine is None else frefined
         best_faiss = max(p[2] for p in curves[fk])
-        for target in sorted(set(TARGETS) | {round(best_faiss, 4)}):
+        targets = TARGETS if ix.refine else [round(f * best_faiss, 4) for f in FRACTIONS]
+        for target in targets:
             f = [_best(curves[fk], target, i) for i in (3, 4)]
             q = [_best(curves[qk], target, i) for i in (3, 4)]
             cells = []
@@ -189,8 +203,8 @@ def ivf_pq(cfg, args, xb, xq, gt, threads, faiss, quanta):
                 ratio = f"{q[i] / f[i]:.2f}" if f[i] and q[i] else "n/a"
                 cells += [f"{f[i]:,.0f}" if f[i] else "not reached",
                           f"{q[i]:,.0f}" if q[i] else "not reached", ratio]
-            print(f"| {qk.removeprefix('quanta IVFPQIndex').strip() or 'no refine'} vs faiss | "
-                  f"{target} | " + " | ".join(cells) + " |")
+            print(f"| {qk.removeprefix('quanta ')} | {fk.removeprefix('faiss ')} | {target} | "
+                  + " | ".join(cells) + " |")
     print()
     return {f"{spec}: {k}": v for k, v in curves.items()}
 

@@ -198,6 +198,24 @@ def test_gpu_ivfpq_matches_cpu(cp, small_chunks, spec, metric):
         gpu.search(xq, 10, nprobe=17)
 
 
+@pytest.mark.parametrize("metric", ["l2", "ip"])
+def test_gpu_ivfpq_codes_of_the_vectors(cp, metric):
+    """by_residual=False: one table per query for every list; SOAR indexes are refused."""
+    xb, xq = clustered(3000, 64, 20, seed=7)
+    cpu = quanta.IVFPQIndex(64, 16, 8, 8, metric, by_residual=False)
+    cpu.train(xb, niter=5)
+    cpu.add(xb)
+    for nprobe in (2, 16):
+        D, I = quanta.cuda.IVFPQIndex(cpu).search(xq, 10, nprobe=nprobe)
+        D0, I0 = cpu.search(xq, 10, nprobe=nprobe)
+        np.testing.assert_allclose(D, D0, rtol=1e-3, atol=1e-3)
+        assert overlap(I, I0) >= 0.98
+    soar = quanta.index_factory(64, "IVF16(soar),PQ8x8", metric=metric)
+    soar.train(xb, niter=3)
+    with pytest.raises(ValueError, match="soar"):
+        quanta.cuda.IVFPQIndex(soar)
+
+
 def test_gpu_ivf_scores_only_probed_rows(cp, monkeypatch):
     """The score row of a query is as wide as the lists it probes, not nprobe x the longest."""
     xb, xq = clustered(4000, 32, 30, seed=9, nclusters=4)  # skewed list sizes

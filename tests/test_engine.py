@@ -35,9 +35,13 @@ def make(kind, metric="l2"):
     if kind == "ivf":
         return quanta.IVFPQIndex(DIM, 16, 8, 8, metric)
     if kind == "ivf-fs":
-        return quanta.IVFPQIndex(DIM, 16, 8, 4, metric, fast_scan=True)
+        return quanta.IVFPQIndex(DIM, 16, 8, 4, metric, fast_scan=True, by_residual=True)
     if kind == "ivf-fs-flat":
         return quanta.IVFPQIndex(DIM, 16, 8, 4, metric, fast_scan=True, by_residual=False)
+    if kind == "ivf-fs-soar":
+        return quanta.IVFPQIndex(DIM, 16, 8, 4, metric, fast_scan=True, soar=True)
+    if kind == "ivf-soar":  # residual 8-bit codes: each copy has its own code
+        return quanta.IVFPQIndex(DIM, 16, 8, 8, metric, soar=True)
     if kind == "rbe":  # recurrent binary codes score by inner product
         return quanta.BinaryIndex(DIM, 64, 2, "ip")
     if kind == "rbe-ivf":
@@ -45,8 +49,8 @@ def make(kind, metric="l2"):
     raise AssertionError(kind)
 
 
-KINDS = ["flat", "flat-f16", "pq", "pq-fs", "pq-refine", "ivf", "ivf-fs", "ivf-fs-flat", "rbe",
-         "rbe-ivf"]
+KINDS = ["flat", "flat-f16", "pq", "pq-fs", "pq-refine", "ivf", "ivf-fs", "ivf-fs-flat",
+         "ivf-fs-soar", "ivf-soar", "rbe", "rbe-ivf"]
 FULL = {"nprobe": 16}  # every list: no pruning
 
 
@@ -74,7 +78,8 @@ def twin(index, data, rows):
 
 
 def uses_exact_fallback(kind, nallowed, nprobe=16):
-    return kind.startswith("ivf") and nallowed <= N // 16 * nprobe // 16
+    entries = 2 * N if "soar" in kind else N  # SOAR stores each vector twice
+    return kind.startswith("ivf") and nallowed <= entries // 16 * nprobe // 16
 
 
 @pytest.fixture(scope="module")

@@ -139,7 +139,7 @@ def test_refine_raises_recall_and_persists(data, tmp_path):
 def test_fast_scan_lists_within_lut_quantization_bound(metric, m):
     dim, nlist = 3 * m, 16
     xb, xq = quanta.datasets.clustered(3000, dim, 15, seed=m)
-    index = quanta.IVFPQIndex(dim, nlist, m, 4, metric, fast_scan=True)
+    index = quanta.IVFPQIndex(dim, nlist, m, 4, metric, fast_scan=True, by_residual=True)
     index.train(xb, niter=5, coarse_niter=5)
     index.add(xb[:1000], ids=np.arange(1000) * 2)
     index.add(xb[1000:], ids=np.arange(1000, 3000) * 2)  # lists grow inside partial blocks
@@ -165,7 +165,8 @@ def test_fast_scan_lists_within_lut_quantization_bound(metric, m):
 def test_fast_scan_lists_recall_simd_threads_persistence(data, tmp_path):
     xb, xq = data
     _, gt = brute_force_knn(xb, xq, 10, "l2")
-    plain = quanta.index_factory(64, "IVF64,PQ16x4", metric="l2")
+    # the same codes (of the vectors: the fast-scan default) scanned with float tables
+    plain = quanta.IVFPQIndex(64, 64, 16, 4, "l2", by_residual=False)
     fs = quanta.index_factory(64, "IVF64,PQ16x4fs", metric="l2")
     assert fs.fast_scan and not plain.fast_scan
     for ix in (plain, fs):
@@ -173,7 +174,7 @@ def test_fast_scan_lists_recall_simd_threads_persistence(data, tmp_path):
         ix.add(xb)
     r_plain = recall_at_k(plain.search(xq, 10, nprobe=8).ids, gt)
     r_fs = recall_at_k(fs.search(xq, 10, nprobe=8).ids, gt)
-    assert r_fs >= r_plain - 0.03 and r_fs >= 0.4, (r_fs, r_plain)  # measured: 0.496, 0.497
+    assert r_fs >= r_plain - 0.03 and r_fs >= 0.4, (r_fs, r_plain)  # measured: 0.486, 0.488
     np.testing.assert_array_equal(fs.reconstruct([0, 19999]), plain.reconstruct([0, 19999]))
     expected = fs.search(xq, 10, nprobe=8, threads=1)
     before = quanta.simd_level()
@@ -228,3 +229,118 @@ def test_fast_scan_without_residuals(data, metric, tmp_path):
     other = quanta.load(tmp_path / "nr.qnt")
     assert not other.by_residual
     np.testing.assert_array_equal(other.search(xq, 10, nprobe=8).ids, index.search(xq, 10, nprobe=8).ids)
+
+
+@pytest.mark.parametrize("by_residual", [True, False])
+def test_fast_scan_large_k_collector_matches_heaps(data, by_residual):
+    # k >= 20 collects in reservoirs, smaller k in heaps: both select under the same total
+    # order from the same scores, so the k = 10 answer is the prefix of every larger k's
+    xb, xq = data
+    index = quanta.IVFPQIndex(64, 32, 16, 4, "l2", fast_scan=True, by_residual=by_residual)
+    index.train(xb[:8000], niter=5)
+    index.add(xb[:5000])
+    index.add(xb[:5000], ids=np.arange(5000, 10000))  # duplicate codes: ties broken by id
+    for nprobe in (1, 4, 32):
+        small = index.search(xq, 10, nprobe=nprobe, threads=1)
+        for k, threads in ((20, 1), (64, 2), (300, 1)):
+            big = index.search(xq, k, nprobe=nprobe, threads=threads)
+            np.testing.assert_array_equal(big.ids[:, :10], small.ids)
+            np.testing.assert_array_equal(big.distances[:, :10], small.distances)
+            for d, i in zip(big.distances, big.ids):  # sorted, padded past the lists' codes
+                assert np.all(np.diff(d[i >= 0]) >= 0) and np.all(d[i < 0] == np.inf)
+    full = index.search(xq[:3], 10000, nprobe=32)  # every code: nothing lost when a buffer
+    assert sorted(full.ids[0]) == list(range(10000))  # shrinks, no duplicates
+
+
+def test_coding_defaults():
+    # fast-scan codes the vectors (as faiss's IndexIVFPQFastScan), 8-bit codes the residuals
+    assert not quanta.index_factory(32, "IVF8,PQ8x4fs").by_residual
+    assert quanta.index_factory(32, "IVF8,PQ8x8").by_residual
+    assert quanta.IVFPQIndex(32, 8, 8, 4, fast_scan=True, by_residual=True).by_residual
+
+
+# -- SOAR: each vector in two lists ---------------------------------------------------------------
+
+@pytest.mark.parametrize("metric", ["l2", "ip"])
+@pytest.mark.parametrize("fast_scan", [True, False])
+def test_soar_full_probe_equals_single_assignment(data, metric, fast_scan):
+    # codes of the vectors are the same in both lists: probing every list, SOAR returns what
+    # the single-list index returns, each vector once
+    xb, xq = data
+    nbits = 4 if fast_scan else 8
+    one, two = (quanta.IVFPQIndex(64, 32, 16, nbits, metric, fast_scan=fast_scan,
+                                  by_residual=False, soar=s) for s in (False, True))
+    for ix in (one, two):
+        ix.train(xb[:8000], niter=5)
+        ix.add(xb[:6000])
+    assert two.soar and not one.soar and two.ntotal == one.ntotal == 6000
+    a, b = one.search(xq, 30, nprobe=32), two.search(xq, 30, nprobe=32)
+    np.testing.assert_array_equal(a.ids, b.ids)
+    np.testing.assert_array_equal(a.distances, b.distances)
+    # twice the codes and ids (fast-scan lists round up to blocks of 32 codes)
+    assert two.memory_usage - one.memory_usage >= 0.9 * 6000 * (16 * nbits // 8 + 8)
+
+
+@pytest.mark.parametrize("spec", ["IVF64(soar),PQ16x4fs,Refine(f32)",
+                                  "IVF64(soar),PQ16x8,Refine(f32)"])
+def test_soar_raises_recall_at_few_lists(data, spec):
+    # re-ranked deep enough that recall measures which lists hold the neighbours
+    xb, xq = data
+    _, gt = brute_force_knn(xb, xq, 10, "l2")
+    soar = quanta.index_factory(64, spec, metric="l2")
+    plain = quanta.index_factory(64, spec.replace("(soar)", ""), metric="l2")
+    assert soar.soar and not plain.soar and "soar=True" in repr(soar)
+    gains = []
+    for ix in (soar, plain):
+        ix.train(xb, niter=10)
+        ix.add(xb)
+        ix.refine_factor = 10
+    for nprobe in (1, 2, 4):
+        r = soar.search(xq, 10, nprobe=nprobe)
+        assert all(len(set(row)) == 10 for row in r.ids)  # each vector once
+        assert np.all(np.diff(r.distances, axis=1) >= 0)
+        gains.append(recall_at_k(r.ids, gt) - recall_at_k(plain.search(xq, 10, nprobe=nprobe).ids, gt))
+    # measured: +0.025, +0.016, +0.012 (4-bit) and +0.025, +0.017, +0.012 (8-bit)
+    assert min(gains) >= 0.005 and sum(gains) >= 0.04, gains
+    with pytest.raises(ValueError, match="soar"):
+        quanta.index_factory(64, "IVF64(soar),RBE64x2")
+
+
+def test_soar_remove_range_persistence(data, tmp_path):
+    xb, xq = data
+    index = quanta.index_factory(64, "IVF32(soar),PQ16x4fs,Refine(f16)", metric="l2")
+    index.train(xb[:8000], niter=5)
+    index.add(xb[:3000], ids=np.arange(3000) * 7)
+    assert index.ntotal == 3000
+    assert index.remove(np.arange(0, 3000 * 7, 14)) == 1500 and index.ntotal == 1500
+    left = np.arange(7, 3000 * 7, 14)
+    r = index.search(xq, 20, nprobe=4)
+    assert np.isin(r.ids, left).all() and all(len(set(row)) == 20 for row in r.ids)
+    radius = float(np.median(r.distances[:, -1]))
+    rr = index.range_search(xq, radius, nprobe=8)
+    for i in range(len(xq)):
+        got = rr.ids[rr.lims[i]:rr.lims[i + 1]]
+        assert len(set(got)) == len(got) and np.isin(got, left).all()
+    index.save(tmp_path / "soar.qnt")
+    for other in (quanta.load(tmp_path / "soar.qnt"), quanta.load(tmp_path / "soar.qnt", mmap=True),
+                  pickle.loads(pickle.dumps(index))):
+        assert other.soar and other.ntotal == 1500
+        got = other.search(xq, 20, nprobe=4)
+        np.testing.assert_array_equal(got.ids, r.ids)
+
+
+def test_soar_file_with_an_odd_entry_count_is_refused(data, tmp_path):
+    xb, _ = data
+    index = quanta.index_factory(64, "IVF8(soar),PQ16x8", metric="l2")
+    index.train(xb[:4000], niter=3)
+    index.add(xb[:100])
+    st = index.native.state()
+    sizes = st["sizes"].copy()
+    l = int(np.argmax(sizes))
+    sizes[l] -= 1  # one entry fewer: 199 entries cannot be 2 per vector
+    codes = np.delete(st["codes"], np.s_[-16:])
+    keep = np.ones(200, bool)
+    keep[int(sizes[:l + 1].sum())] = False
+    fresh = quanta.index_factory(64, "IVF8(soar),PQ16x8", metric="l2")
+    with pytest.raises(ValueError, match="two lists"):
+        fresh.native.restore(st["centroids"], sizes, codes, st["ids"][keep])

@@ -244,12 +244,13 @@ PYBIND11_MODULE(_core, m) {
   py::class_<IVFPQIndex, quanta::Index, std::shared_ptr<IVFPQIndex>> ivf(m, "IVFPQIndex");
   bind_pq_accessor(ivf);
   ivf.def(py::init([](size_t dim, size_t nlist, size_t m, size_t nbits, const std::string& metric,
-                      bool fast_scan, bool by_residual) {
+                      bool fast_scan, bool by_residual, bool soar) {
        return new IVFPQIndex(dim, nlist, m, nbits, metric_from_name(metric), fast_scan,
-                             by_residual);
+                             by_residual, soar);
      }), py::arg("dim"), py::arg("nlist"), py::arg("m"), py::arg("nbits"), py::arg("metric"),
-         py::arg("fast_scan"), py::arg("by_residual"))
+         py::arg("fast_scan"), py::arg("by_residual"), py::arg("soar") = false)
       .def_property_readonly("by_residual", &IVFPQIndex::by_residual)
+      .def_property_readonly("soar", &IVFPQIndex::soar)
       .def_property_readonly("mapped_bytes", &IVFPQIndex::mapped_bytes)
       .def("train", [](IVFPQIndex& self, const py::array& x, size_t coarse_niter,
                                     size_t niter, uint64_t seed, size_t mppc, int threads) {

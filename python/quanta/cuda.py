@@ -310,17 +310,18 @@ class PQIndex(_GpuPQ):
 class IVFPQIndex(_GpuPQ):
     """A device copy of a CPU :class:`quanta.IVFPQIndex`: the coarse step is the GPU flat scan
     over the centroids, then one thread block per (query, probed list) scores the list's codes
-    with that pair's float table in shared memory (l2: from q - centroid; ip: one table per
-    query plus <q, centroid>) into the query's row of scores, the probed lists back to back.
+    with that pair's float table in shared memory (residual codes, l2: from q - centroid; ip: one
+    table per query plus <q, centroid>; codes of the vectors: one table per query) into the
+    query's row of scores, the probed lists back to back. SOAR indexes are not supported.
     Distances match the CPU's float-table ADC; fast-scan indexes get exact tables here.
     Supports k <= 1024."""
 
     def __init__(self, index):
         from .pq import IVFPQIndex as _CpuIVF
         cp = self._setup(index, _CpuIVF)
-        if not index.by_residual:
-            raise ValueError("quanta.cuda.IVFPQIndex supports by_residual=True indexes only")
-        self.nlist, self.nprobe = index.nlist, index.nprobe
+        if index.soar:
+            raise ValueError("quanta.cuda.IVFPQIndex supports soar=False indexes only")
+        self.nlist, self.nprobe, self._residual = index.nlist, index.nprobe, index.by_residual
         st = self._native.state()
         sizes = st["sizes"].astype(np.int64)
         self._sizes = cp.asarray(sizes)
@@ -363,7 +364,10 @@ class IVFPQIndex(_GpuPQ):
             nqc = i1 - i0
             qc, pc = qs[i0:i1], cp.ascontiguousarray(probes[i0:i1])
             cen = self._coarse_cen[cp.maximum(pc, 0)]  # (nqc, nprobe, dim)
-            if l2:
+            if not self._residual:  # the codes are of the vectors: one table for every list
+                luts = cp.ascontiguousarray(cp.repeat(_tables(cp, qc, self._cent, l2), nprobe, 0))
+                bias = cp.zeros(nqc * nprobe, cp.float32)
+            elif l2:
                 luts = _tables(cp, (qc[:, None, :] - cen).reshape(-1, self.dim), self._cent, True)
                 bias = cp.zeros(nqc * nprobe, cp.float32)
             else:

@@ -14,7 +14,7 @@ _FLAT = re.compile(r"^Flat(?:\((?P<storage>[a-z0-9]+)\))?$")
 _GRAPH = re.compile(r"^Graph(?P<degree>[0-9]+)(?:\((?P<storage>[a-z0-9]+)\))?"
                     r"(?:,(?P<codes>PQ[0-9]+(?:x[0-9]+)?))?$")
 _PQ = re.compile(r"^PQ(?P<m>[0-9]+)(?:x(?P<nbits>[0-9]+))?(?P<fs>fs)?$")
-_IVF = re.compile(r"^IVF(?P<nlist>[0-9]+),(?P<rest>.+)$")
+_IVF = re.compile(r"^IVF(?P<nlist>[0-9]+)(?P<soar>\(soar\))?,(?P<rest>.+)$")
 _RBE = re.compile(r"^RBE(?P<bits>[0-9]+)x(?P<planes>[0-9]+)(?:q(?P<qplanes>[0-9]+))?$")
 _OPQ = re.compile(r"^OPQ(?P<m>[0-9]+),(?P<rest>.+)$")
 _REFINE = re.compile(r"^(?P<base>.+),(?:Refine\((?P<storage>[a-z0-9]+)\)|(?P<rflat>RFlat))$")
@@ -26,7 +26,9 @@ def index_factory(dim: int, spec: str, metric: Metric = "ip"):
     Supported now: ``"Flat"`` (float32), ``"Flat(<storage>)"`` with storage one of
     f32, f16, bf16, f8e4m3, f8e5m2, i8, ``"PQ<m>"`` / ``"PQ<m>x<nbits>"`` (nbits 4 or 8,
     default 8): a flat PQ index searched by ADC, ``"PQ<m>x4fs"``: 4-bit fast-scan, and
-    ``"IVF<nlist>,PQ<m>x<nbits>"`` / ``"IVF<nlist>,PQ<m>x4fs"``: IVF-PQ on residuals. A PQ or IVF-PQ spec may end with
+    ``"IVF<nlist>,PQ<m>x<nbits>"`` / ``"IVF<nlist>,PQ<m>x4fs"``: IVF-PQ (8-bit codes of the
+    residuals, fast-scan codes of the vectors), ``"IVF<nlist>(soar),..."``: each vector also in
+    a second list (SOAR). A PQ or IVF-PQ spec may end with
     ``",Refine(<storage>)"`` (or ``",RFlat"`` for f32): exact re-ranking of ``refine_factor``
     (default 4) times k candidates against vectors kept in that storage. A PQ or IVF-PQ spec
     may start with ``"OPQ<m>,"`` (m equal to the PQ's): an OPQ rotation learned in ``train``,
@@ -67,6 +69,8 @@ def index_factory(dim: int, spec: str, metric: Metric = "ip"):
             raise ValueError(f"index spec {spec!r}: RBE<bits>x<planes>[q<query planes>] needs 1 "
                              f"to 8 planes, and query planes >= planes")
         kw["query_levels"] = None if qplanes is None else qplanes - 1
+        if ivf and ivf.group("soar"):
+            raise ValueError(f"index spec {spec!r}: (soar) is for IVF-PQ specs")
         if ivf:
             return IVFBinaryIndex(dim, int(ivf.group("nlist")), int(rbe.group("bits")),
                                   planes - 1, metric, **kw)
@@ -91,7 +95,7 @@ def index_factory(dim: int, spec: str, metric: Metric = "ip"):
         nbits = _pq_bits(spec, m)
         _check_opq(o, m)
         return IVFPQIndex(dim, int(ivf.group("nlist")), int(m.group("m")), nbits, metric,
-                          fast_scan=bool(m.group("fs")), **kw)
+                          fast_scan=bool(m.group("fs")), soar=bool(ivf.group("soar")), **kw)
     m = _PQ.match(spec.strip())
     if m:
         nbits = _pq_bits(spec, m)

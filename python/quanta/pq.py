@@ -460,30 +460,39 @@ register_kind("PQIX", PQIndex)
 
 @guarded
 class IVFPQIndex(_Probed, _PQCodesIndex, Persistent):
-    """IVF-PQ: ``nlist`` inverted lists from a coarse k-means; each vector stored as the PQ code
-    (``m`` x ``nbits``) of its residual to its list's centroid. ``search`` visits the ``nprobe``
-    closest lists (``index.nprobe`` by default, 1 to start, as in faiss). Distances are to the
-    reconstructions: squared L2 for "l2", inner products for "ip" / "cosine".
+    """IVF-PQ: ``nlist`` inverted lists from a coarse k-means; each vector stored as a PQ code
+    (``m`` x ``nbits``). ``search`` visits the ``nprobe`` closest lists (``index.nprobe`` by
+    default, 1 to start, as in faiss). Distances are to the reconstructions: squared L2 for
+    "l2", inner products for "ip" / "cosine".
 
     ``fast_scan=True`` (4-bit codes, m <= 256; factory "IVF<nlist>,PQ<m>x4fs") keeps each list
     in blocks of 32 codes scanned with uint8 tables in SIMD registers; a query's tables for all
     its probed lists share one quantization scale, and distances are estimates from them.
-    ``by_residual=False`` codes the vectors themselves instead of their residuals (faiss's
-    default for IndexIVFPQFastScan): one table per query serves every list; on data without
-    strong clusters it can be the more accurate choice.
+
+    ``by_residual``: whether the codes are of the residuals to the list centroids (the default
+    for 8-bit codes, as faiss's IndexIVFPQ) or of the vectors themselves (the default with
+    ``fast_scan``, as faiss's IndexIVFPQFastScan: one table per query serves every list; on
+    MiniLM embeddings it gave higher recall at every nprobe and twice the speed).
+
+    ``soar=True`` (factory "IVF<nlist>(soar),...") also stores each vector in a second list
+    chosen by SOAR (ScaNN's spilled assignment: the list where its residual is most orthogonal
+    to its first residual); searches return each vector once. Twice the codes and ids, for
+    about a quarter of the lists at recall 0.95 on MiniLM embeddings.
     """
 
     def __init__(self, dim: int, nlist: int, m: int, nbits: int = 8, metric: Metric = "ip", *,
-                 fast_scan: bool = False, by_residual: bool = True, opq: bool = False,
-                 refine: Storage | None = None, refine_factor: int = 4):
+                 fast_scan: bool = False, by_residual: bool | None = None, soar: bool = False,
+                 opq: bool = False, refine: Storage | None = None, refine_factor: int = 4):
         _check_shape(dim, m, nbits)
         if isinstance(nlist, bool) or not isinstance(nlist, (int, np.integer)) or nlist < 1:
             raise ValueError(f"nlist must be an integer >= 1; got {nlist!r}")
         if metric not in METRICS:
             raise ValueError(f"metric must be one of {METRICS}; got {metric!r}")
         _check_fast_scan(fast_scan, m, nbits)
+        if by_residual is None:
+            by_residual = not fast_scan
         self._index = _core.IVFPQIndex(int(dim), int(nlist), int(m), int(nbits), metric,
-                                       bool(fast_scan), bool(by_residual))
+                                       bool(fast_scan), bool(by_residual), bool(soar))
         self._fast_scan = bool(fast_scan)
         self._dim, self._nlist, self._m, self._nbits = int(dim), int(nlist), int(m), int(nbits)
         self.nprobe = 1
@@ -496,6 +505,8 @@ class IVFPQIndex(_Probed, _PQCodesIndex, Persistent):
     fast_scan = property(lambda self: self._fast_scan)
     by_residual = property(lambda self: self._index.by_residual,
                            doc="whether the codes are of residuals (else of the vectors)")
+    soar = property(lambda self: self._index.soar,
+                    doc="whether each vector is also stored in a second list (SOAR)")
 
     @property
     def coarse_centroids(self) -> np.ndarray:
@@ -505,7 +516,7 @@ class IVFPQIndex(_Probed, _PQCodesIndex, Persistent):
 
     def __repr__(self):
         fs = (", fast_scan=True" if self.fast_scan else "") + (", opq=True" if self.opq else "") \
-            + ("" if self.by_residual else ", by_residual=False")
+            + f", by_residual={self.by_residual}" + (", soar=True" if self.soar else "")
         return (f"IVFPQIndex(dim={self.dim}, nlist={self.nlist}, m={self.m}, nbits={self.nbits}, "
                 f"metric={self.metric!r}{fs}{self._refine_repr()}, nprobe={self.nprobe}, "
                 f"ntotal={self.ntotal})")
@@ -559,6 +570,7 @@ class IVFPQIndex(_Probed, _PQCodesIndex, Persistent):
                         {"nlist": self.nlist, "m": self.m, "nbits": self.nbits,
                          "metric": self.metric, "nprobe": self.nprobe,
                          "fast_scan": self.fast_scan, "by_residual": self.by_residual,
+                         "soar": self.soar,
                          "code_layout": "stored", **rmeta},
                         {"CENT": cent, "COAR": st["centroids"], "SIZE": st["sizes"],
                          "CODE": self._index.stored_codes(), "IDS_": st["ids"], **rarrays})
@@ -571,6 +583,7 @@ class IVFPQIndex(_Probed, _PQCodesIndex, Persistent):
             index = cls(dim, meta["nlist"], meta["m"], meta["nbits"], meta["metric"],
                         fast_scan=bool(meta.get("fast_scan", False)),
                         by_residual=bool(meta.get("by_residual", True)),
+                        soar=bool(meta.get("soar", False)),
                         opq=bool(meta.get("opq", False)))
             index.nprobe = int(meta.get("nprobe", 1))
             if arrays["CENT"].size:

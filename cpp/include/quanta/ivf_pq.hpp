@@ -27,7 +27,7 @@ namespace quanta {
 class IVFPQIndex final : public Index {
  public:
   IVFPQIndex(size_t dim, size_t nlist, size_t m, size_t nbits, Metric metric,
-             bool fast_scan = false, bool by_residual = true);
+             bool fast_scan = false, bool by_residual = true, bool soar = false);
 
   size_t dim() const override { return dim_; }
   size_t nlist() const { return nlist_; }
@@ -36,6 +36,11 @@ class IVFPQIndex final : public Index {
   // false: the PQ codes the vectors themselves (faiss's IndexIVFPQFastScan default): one
   // table per query serves every list; true: residuals to the list centroid.
   bool by_residual() const { return by_residual_; }
+  // true: each vector is also stored in a second list (soar.hpp), so searches probing fewer
+  // lists find it; entries per vector: copies().
+  bool soar() const { return soar_; }
+  size_t copies() const { return soar_ && nlist_ > 1 ? 2 : 1; }
+  static constexpr float kSoarLambda = 1.0f;  // measured flat between 1 and 2 on MiniLM
   size_t ntotal() const override { return ntotal_; }
   bool is_trained() const override { return !centroids_.empty() && pq_.is_trained(); }
   size_t memory_usage() const override;
@@ -112,12 +117,19 @@ class IVFPQIndex final : public Index {
   void code_of(size_t l, size_t r, uint8_t* code) const;  // entry r of list l, plain
   void decode_entry(size_t l, size_t r, float* out) const;
   // One query's quantized fast-scan tables for its non-empty probed lists (written to lists,
-  // best first; returns how many): luts (npairs * 32 bytes each), off (score = off - sum /
-  // scale) and the query's scale.
+  // best first; returns how many): luts (npairs * 32 bytes each; one per list when
+  // tables_per_list(), else one for all at the front), off (score = off - sum / scale) and
+  // the query's scale.
   size_t fast_scan_tables(const float* q, const int64_t* cl, size_t nprobe, uint8_t* luts,
                           float* off, int64_t* lists, float* scale) const;
-  TopKSet search_fast_scan(const float* qs, size_t nq, size_t k, const int64_t* cl,
-                           size_t nprobe, int threads, const QueryFilters& filter) const;
+  // Collects into result (empty TopKSet or TopKReservoir of nq queries).
+  template <class Top>
+  void search_fast_scan(const float* qs, size_t nq, const int64_t* cl, size_t nprobe,
+                        int threads, const QueryFilters& filter, Top& result) const;
+  // From this k on, the fast-scan search collects in reservoirs instead of heaps.
+  static constexpr size_t kReservoirK = 20;
+  // l2 residual codes need a table per probed list; otherwise one table serves every list.
+  bool tables_per_list() const { return metric_ == Metric::l2 && by_residual_; }
   // The l2 ADC table of list l for a query with sub-dots qdots (precomputed or from q - c_l).
   void l2_table(const float* q, const float* qdots, size_t l, float* table) const;
 
@@ -125,6 +137,7 @@ class IVFPQIndex final : public Index {
   Metric metric_;
   bool fast_scan_;
   bool by_residual_;
+  bool soar_;
   ProductQuantizer pq_;
   std::vector<float> centroids_;  // nlist x dim
   mutable std::vector<float> precomputed_;

@@ -3,6 +3,7 @@
 #pragma once
 #include <algorithm>
 #include <cstdint>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -18,22 +19,32 @@ class RangeHits {
   void add(size_t i, float score, int64_t pos) { hits_[i].emplace_back(score, pos); }
 
   // to_distance(i, score): the distance the user sees; to_label(pos): the stored label.
+  // unique: a query's hits of one label after its best are dropped (an index storing a
+  // vector more than once).
   template <class ToDistance, class ToLabel>
-  RangeResult finish(ToDistance&& to_distance, ToLabel&& to_label) {
+  RangeResult finish(ToDistance&& to_distance, ToLabel&& to_label, bool unique = false) {
     RangeResult out;
+    size_t total = 0;
+    for (const auto& h : hits_) total += h.size();
     out.lims.assign(hits_.size() + 1, 0);
-    for (size_t i = 0; i < hits_.size(); ++i) out.lims[i + 1] = out.lims[i] + hits_[i].size();
-    out.distances.reserve(out.lims.back());
-    out.ids.reserve(out.lims.back());
+    out.distances.reserve(total);
+    out.ids.reserve(total);
     for (size_t i = 0; i < hits_.size(); ++i) {
       auto& h = hits_[i];
       std::sort(h.begin(), h.end(), [](const auto& a, const auto& b) {
         return TopKSet::better(a.first, a.second, b.first, b.second);
       });
+      if (unique) {
+        std::unordered_set<int64_t> seen;
+        h.erase(std::remove_if(h.begin(), h.end(),
+                               [&](const auto& e) { return !seen.insert(e.second).second; }),
+                h.end());
+      }
       for (const auto& [score, pos] : h) {
         out.distances.push_back(to_distance(i, score));
         out.ids.push_back(to_label(pos));
       }
+      out.lims[i + 1] = out.ids.size();
       std::vector<std::pair<float, int64_t>>().swap(h);
     }
     return out;

@@ -105,4 +105,69 @@ class TopKSet {
   std::vector<int64_t> pos_;
 };
 
+// The same selection for large k: each query keeps up to 2k candidates unordered and, when the
+// buffer fills, keeps its k best (nth_element) and raises its threshold to the k-th score. A
+// push is an append instead of a heap sift of log2(k) levels; the threshold lags the heap's
+// a little, so a few more candidates are pushed. Same interface and results as TopKSet.
+class TopKReservoir {
+ public:
+  TopKReservoir(size_t nq, size_t k)
+      : k_(k), cap_(2 * k), size_(nq, 0), thr_(nq, -std::numeric_limits<float>::infinity()),
+        buf_(nq * cap_) {}
+
+  size_t queries() const { return size_.size(); }
+  float threshold(size_t i) const { return thr_[i]; }
+
+  void push(size_t i, float score, int64_t pos) {
+    if (k_ == 0 || score < thr_[i]) return;
+    size_t& n = size_[i];
+    if (n == cap_) shrink(i);
+    buf_[i * cap_ + n++] = {score, pos};
+  }
+
+  void merge(const TopKReservoir& other) {
+    for (size_t i = 0; i < queries(); ++i)
+      for (size_t j = 0; j < other.size_[i]; ++j) {
+        const Entry& e = other.buf_[i * cap_ + j];
+        push(i, e.score, e.pos);
+      }
+  }
+
+  // Writes query i's entries best first, the rest of the k slots as (pad, -1).
+  void write_sorted(size_t i, float* scores, int64_t* pos, float pad) {
+    Entry* e = &buf_[i * cap_];
+    const size_t n = size_[i], kept = std::min(n, k_);
+    if (kept < n) std::nth_element(e, e + kept, e + n, Order());
+    std::sort(e, e + kept, Order());
+    for (size_t j = 0; j < kept; ++j) {
+      scores[j] = e[j].score;
+      pos[j] = e[j].pos;
+    }
+    std::fill(scores + kept, scores + k_, pad);
+    std::fill(pos + kept, pos + k_, int64_t(-1));
+  }
+
+ private:
+  struct Entry {
+    float score;
+    int64_t pos;
+  };
+  struct Order {  // a functor, not a function pointer: the sorts inline it
+    bool operator()(const Entry& a, const Entry& b) const {
+      return TopKSet::better(a.score, a.pos, b.score, b.pos);
+    }
+  };
+  void shrink(size_t i) {
+    Entry* e = &buf_[i * cap_];
+    std::nth_element(e, e + (k_ - 1), e + cap_, Order());
+    thr_[i] = e[k_ - 1].score;  // k candidates score at least this: nothing below can enter
+    size_[i] = k_;
+  }
+
+  size_t k_, cap_;
+  std::vector<size_t> size_;
+  std::vector<float> thr_;
+  std::vector<Entry> buf_;
+};
+
 }  // namespace quanta

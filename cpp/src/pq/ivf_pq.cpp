@@ -5,6 +5,7 @@
 #include <limits>
 #include <stdexcept>
 #include <string>
+#include <unordered_set>
 
 #include "quanta/dispatch.hpp"
 #include "quanta/error.hpp"
@@ -13,14 +14,37 @@
 #include "quanta/parallel.hpp"
 #include "quanta/range_hits.hpp"
 #include "quanta/rows.hpp"
+#include "quanta/soar.hpp"
 #include "quanta/topk.hpp"
 #include "quanta/widen.hpp"
 
 namespace quanta {
 
+namespace {
+
+// The first (best) entry of each id among n entries sorted best first, up to k; the rest of
+// the k slots padded as (pad, -1).
+void first_of_each_id(const float* s, const int64_t* ids, size_t n, size_t k, float pad,
+                      float* out_s, int64_t* out_ids) {
+  std::unordered_set<int64_t> seen;
+  size_t w = 0;
+  for (size_t j = 0; j < n && w < k && ids[j] >= 0; ++j) {
+    const bool dup = k <= 64 ? std::find(out_ids, out_ids + w, ids[j]) != out_ids + w
+                             : !seen.insert(ids[j]).second;
+    if (dup) continue;
+    out_s[w] = s[j];
+    out_ids[w++] = ids[j];
+  }
+  std::fill(out_s + w, out_s + k, pad);
+  std::fill(out_ids + w, out_ids + k, int64_t(-1));
+}
+
+}  // namespace
+
 IVFPQIndex::IVFPQIndex(size_t dim, size_t nlist, size_t m, size_t nbits, Metric metric,
-                       bool fast_scan, bool by_residual)
+                       bool fast_scan, bool by_residual, bool soar)
     : dim_(dim), nlist_(nlist), metric_(metric), fast_scan_(fast_scan), by_residual_(by_residual),
+      soar_(soar),
       pq_(dim, m, nbits),
       codes_(nlist), ids_(nlist) {
   require(nlist > 0, "nlist must be >= 1");
@@ -115,26 +139,35 @@ void IVFPQIndex::add(const float* x, size_t n, const int64_t* ids, int threads) 
   Labels::check(ids, n);
   threads = resolve_threads(threads);
   std::vector<float> xs = prepared(x, n);
-  std::vector<int64_t> lists(n);
+  // Entry e of vector i = e % n goes to lists[e]: its nearest list, then (SOAR) its second.
+  const size_t copies = this->copies();
+  std::vector<int64_t> lists(copies * n);
   assign(xs.data(), n, threads, lists.data());
-  for (size_t i = 0; i < n; ++i) {
-    const float* c = centroids_.data() + size_t(lists[i]) * dim_;
-    for (size_t p = 0; p < dim_ && by_residual_; ++p) xs[i * dim_ + p] -= c[p];
+  if (copies > 1)
+    soar_assign(xs.data(), n, centroids_.data(), nlist_, dim_, lists.data(), kSoarLambda,
+                threads, lists.data() + n);
+  // The codes of each entry: residuals differ per list, plain codes are shared.
+  const size_t cs = pq_.code_size(), coded = by_residual_ ? copies * n : n;
+  std::vector<float> rows(coded * dim_);
+  for (size_t e = 0; e < coded; ++e) {
+    const float* v = xs.data() + (e % n) * dim_;
+    const float* c = centroids_.data() + size_t(lists[e]) * dim_;
+    for (size_t p = 0; p < dim_; ++p) rows[e * dim_ + p] = by_residual_ ? v[p] - c[p] : v[p];
   }
-  const size_t cs = pq_.code_size();
-  std::vector<uint8_t> codes(n * cs);
-  pq_.encode(xs.data(), n, codes.data(), threads);
-  for (size_t i = 0; i < n; ++i) {
-    const size_t l = size_t(lists[i]);
-    const size_t len = ids_[l].size();
+  std::vector<uint8_t> codes(coded * cs);
+  pq_.encode(rows.data(), coded, codes.data(), threads);
+  for (size_t e = 0; e < copies * n; ++e) {
+    const size_t l = size_t(lists[e]), len = ids_[l].size();
+    const uint8_t* code = codes.data() + (e % coded) * cs;
     codes_[l].edit([&](std::vector<uint8_t>& c) {
       if (fast_scan_) {
         c.resize(fast_scan::bytes_for(len + 1, pq_.m()), 0);
-        fast_scan::pack(codes.data() + i * cs, 1, pq_.m(), len, c.data());
+        fast_scan::pack(code, 1, pq_.m(), len, c.data());
       } else {
-        c.insert(c.end(), codes.begin() + i * cs, codes.begin() + (i + 1) * cs);
+        c.insert(c.end(), code, code + cs);
       }
     });
+    const size_t i = e % n;
     ids_[l].edit([&](std::vector<int64_t>& v) { v.push_back(ids ? ids[i] : int64_t(ntotal_ + i)); });
   }
   ntotal_ += n;
@@ -179,6 +212,7 @@ size_t IVFPQIndex::remove(const IdFilter& f) {
       }
     });
   }
+  removed /= copies();  // entries -> vectors
   ntotal_ -= removed;
   if (removed) locator_.forget();
   return removed;
@@ -213,14 +247,25 @@ void IVFPQIndex::search(const float* q, size_t nq, const IVFSearchParams& params
   std::vector<float> qs = prepared(q, nq);
   const float pad = l2 ? std::numeric_limits<float>::infinity()
                       : -std::numeric_limits<float>::infinity();
-  const auto finish = [&](size_t i, TopKSet& top, size_t slot) {
-    top.write_sorted(slot, distances + i * k, labels + i * k, pad);
+  // With SOAR a vector has two entries: the kk = 2k best entries hold the k best vectors.
+  const size_t kk = k * copies();
+  const auto finish = [&](size_t i, auto& top, size_t slot) {
+    if (kk == k) {
+      top.write_sorted(slot, distances + i * k, labels + i * k, pad);
+    } else {
+      thread_local std::vector<float> ds;
+      thread_local std::vector<int64_t> ls;
+      ds.resize(kk);
+      ls.resize(kk);
+      top.write_sorted(slot, ds.data(), ls.data(), pad);
+      first_of_each_id(ds.data(), ls.data(), kk, k, pad, distances + i * k, labels + i * k);
+    }
     if (l2)
       for (size_t j = 0; j < k; ++j)
         if (labels[i * k + j] >= 0) distances[i * k + j] = -distances[i * k + j];
   };
   // Queries whose filter allows so few ids that scoring them directly beats the lists.
-  const size_t scanned = std::max<size_t>(1, ntotal_ / nlist_ * nprobe);
+  const size_t scanned = std::max<size_t>(1, ntotal_ * copies() / nlist_ * nprobe);
   std::vector<uint8_t> exact(nq, 0);
   size_t nexact = 0;
   for (size_t i = 0; i < params.filter.size() && nexact < nq; ++i) {
@@ -238,7 +283,7 @@ void IVFPQIndex::search(const float* q, size_t nq, const IVFSearchParams& params
   if (nexact)
     parallel_for(nq, threads, [&](size_t i, size_t) {
       if (!exact[i]) return;
-      TopKSet top(1, k);
+      TopKSet top(1, kk);
       score_allowed(qs.data() + i * dim_, *params.filter.of(i), top, 0);
       finish(i, top, 0);
     });
@@ -250,15 +295,21 @@ void IVFPQIndex::search(const float* q, size_t nq, const IVFSearchParams& params
   if (fast_scan_) {
     for (size_t i = 0; i < nq; ++i)  // queries served exactly probe nothing
       if (exact[i]) std::fill(&cl[i * nprobe], &cl[(i + 1) * nprobe], int64_t(-1));
-    TopKSet top = search_fast_scan(qs.data(), nq, k, cl.data(), nprobe, threads, params.filter);
-    for (size_t i = 0; i < nq; ++i)
-      if (!exact[i]) finish(i, top, i);
+    const auto scan = [&](auto top) {
+      search_fast_scan(qs.data(), nq, cl.data(), nprobe, threads, params.filter, top);
+      for (size_t i = 0; i < nq; ++i)
+        if (!exact[i]) finish(i, top, i);
+    };
+    if (kk >= kReservoirK)
+      scan(TopKReservoir(nq, kk));
+    else
+      scan(TopKSet(nq, kk));
   } else {
     // One query per task: its lists in order, so ties (equal scores) break by id the same way
     // whatever the thread count.
     parallel_for(nq, threads, [&](size_t i, size_t) {
       if (exact[i]) return;
-      TopKSet top(1, k);
+      TopKSet top(1, kk);
       const IdFilter* f = params.filter.of(i);
       scan_lists(qs.data() + i * dim_, cd.data() + i * nprobe, cl.data() + i * nprobe, nprobe,
                  [&] { return top.threshold(0); }, [&](float s, int64_t id) {
@@ -356,7 +407,7 @@ RangeResult IVFPQIndex::range_search(const float* q, size_t nq, float radius,
         const double room = (double(off[t]) - floor) * scale;  // score = off - sum / scale
         if (room < 0) continue;
         const uint16_t limit = room >= 65535 ? uint16_t(65535) : uint16_t(room);
-        const uint8_t* lut = luts.data() + t * lb;
+        const uint8_t* lut = luts.data() + (tables_per_list() ? t : 0) * lb;
         scanner.scan(kern, codes_[l].data(), ids_[l].size(), m, &lut, 1,
                      [&](size_t) { return limit; }, [&](size_t, size_t r, uint16_t sum) {
                        const float s = off[t] - float(sum) / scale;
@@ -373,7 +424,7 @@ RangeResult IVFPQIndex::range_search(const float* q, size_t nq, float radius,
     }
   });
   return hits.finish([&](size_t, float s) { return l2 ? -s : s; },
-                     [](int64_t id) { return id; });
+                     [](int64_t id) { return id; }, copies() > 1);
 }
 
 // Scores are negated distances for l2 (higher is better everywhere).
@@ -433,7 +484,7 @@ size_t IVFPQIndex::fast_scan_tables(const float* q, const int64_t* cl, size_t np
     if (cl[pr] >= 0 && !ids_[size_t(cl[pr])].empty()) lists[nt++] = cl[pr];
   if (nt == 0) return 0;
   // Float tables (smaller is better): one per probed list for l2 residuals, else one shared.
-  const bool per_list = l2 && by_residual_;
+  const bool per_list = tables_per_list();
   const size_t ntab = per_list ? nt : 1;
   thread_local std::vector<float> tables, qdots, bias, lo, hi;  // scratch, reused per query
   tables.resize(ntab * n16);
@@ -460,7 +511,6 @@ size_t IVFPQIndex::fast_scan_tables(const float* q, const int64_t* cl, size_t np
   const size_t lb = fast_scan::block_bytes(m);
   fast_scan::quantize_tables(tables.data(), lo.data(), hi.data(), ntab, m, luts, scale,
                              bias.data());
-  for (size_t t = 1; t < nt && !per_list; ++t) std::copy(luts, luts + lb, luts + t * lb);
   for (size_t t = 0; t < nt; ++t) {
     // score = off - sum / scale: minus the estimated distance (l2), the estimated ip (ip).
     // The coarse term is recomputed here in portable code (the coarse search's SIMD GEMM
@@ -476,21 +526,23 @@ size_t IVFPQIndex::fast_scan_tables(const float* q, const int64_t* cl, size_t np
   return nt;
 }
 
-TopKSet IVFPQIndex::search_fast_scan(const float* qs, size_t nq, size_t k, const int64_t* cl,
-                                     size_t nprobe, int threads,
-                                     const QueryFilters& filter) const {
+template <class Top>
+void IVFPQIndex::search_fast_scan(const float* qs, size_t nq, const int64_t* cl, size_t nprobe,
+                                  int threads, const QueryFilters& filter, Top& result) const {
   // List-major, as faiss's IVF fast-scan: build every (query, probed list) table of a chunk of
   // queries, then scan each list once for up to 4 of its queries at a time, so a block of
   // codes loaded from memory serves several queries. Each worker keeps heaps for all queries;
   // the merge is a total order on (score, id), so results do not depend on the schedule.
   const size_t m = pq_.m(), lb = fast_scan::block_bytes(m);
-  const size_t chunk = std::max<size_t>(4, std::min(nq, (size_t(8) << 20) / (nprobe * lb)));
-  std::vector<uint8_t> luts(chunk * nprobe * lb);
+  const bool per_list = tables_per_list();
+  const size_t qstride = (per_list ? nprobe : 1) * lb;  // table bytes per query
+  const size_t chunk = std::max<size_t>(4, std::min(nq, (size_t(8) << 20) / qstride));
+  std::vector<uint8_t> luts(chunk * qstride);
   std::vector<float> off(chunk * nprobe), scale(chunk);
   std::vector<int64_t> lists(chunk * nprobe);
   std::vector<size_t> count(chunk);
   const size_t nw = static_cast<size_t>(threads);
-  std::vector<TopKSet> heaps(nw, TopKSet(nq, k));
+  std::vector<Top> heaps(nw, result);
   std::vector<fast_scan::Scanner> scanners(nw);
   // A selective filter shared by every query becomes a mask per block of each scanned list:
   // blocks with no allowed code are skipped and the others report allowed codes only. (A
@@ -503,7 +555,7 @@ TopKSet IVFPQIndex::search_fast_scan(const float* qs, size_t nq, size_t k, const
     const size_t nc = std::min(chunk, nq - q0);
     parallel_for(nc, threads, [&](size_t c, size_t) {
       count[c] = fast_scan_tables(qs + (q0 + c) * dim_, cl + (q0 + c) * nprobe, nprobe,
-                                  &luts[c * nprobe * lb], &off[c * nprobe], &lists[c * nprobe],
+                                  &luts[c * qstride], &off[c * nprobe], &lists[c * nprobe],
                                   &scale[c]);
     });
     // (query, slot) pairs grouped by list: a counting sort.
@@ -521,7 +573,7 @@ TopKSet IVFPQIndex::search_fast_scan(const float* qs, size_t nq, size_t k, const
     for (size_t l = 0; l < nlist_; ++l) work += (start[l + 1] - start[l]) * ids_[l].size();
     const int workers = int(std::min<size_t>(nw, std::max<size_t>(1, work >> 16)));
     parallel_for(nlist_, workers, [&](size_t l, size_t w) {
-      TopKSet& top = heaps[w];
+      Top& top = heaps[w];
       const int64_t* id = ids_[l].data();
       const uint32_t* allowed = nullptr;
       if (shared && start[l] < start[l + 1]) {
@@ -535,7 +587,7 @@ TopKSet IVFPQIndex::search_fast_scan(const float* qs, size_t nq, size_t k, const
         const uint8_t* lut[4];
         for (size_t e = 0; e < ng; ++e) {
           qi[e] = pairs[g + e] / nprobe;
-          lut[e] = &luts[pairs[g + e] * lb];
+          lut[e] = &luts[qi[e] * qstride + (per_list ? pairs[g + e] % nprobe * lb : 0)];
         }
         scanners[w].scan(
             kern, codes_[l].data(), ids_[l].size(), m, lut, ng,
@@ -553,8 +605,8 @@ TopKSet IVFPQIndex::search_fast_scan(const float* qs, size_t nq, size_t k, const
       }
     });
   }
-  for (size_t w = 1; w < heaps.size(); ++w) heaps[0].merge(heaps[w]);
-  return std::move(heaps[0]);
+  result = std::move(heaps[0]);
+  for (size_t w = 1; w < heaps.size(); ++w) result.merge(heaps[w]);
 }
 
 void IVFPQIndex::reconstruct(const int64_t* ids, size_t n, float* out) const {
@@ -627,6 +679,7 @@ void IVFPQIndex::restore(std::vector<float> centroids, const std::vector<uint64_
     bytes += list_bytes(s);
   }
   if (total != nids || bytes != ncodes) bad("codes or ids");
+  if (total % copies()) bad("list sizes (each vector is in two lists)");
   if (total > 0 && (centroids.empty() || !pq_.is_trained())) bad("no quantizer");
   // Plain 4-bit codes of odd m leave a nibble that a scan would read as a sub-quantizer.
   const bool check_codes = pq_.nbits() == 4 && m % 2 && !(stored && fast_scan_);
@@ -657,7 +710,7 @@ void IVFPQIndex::restore(std::vector<float> centroids, const std::vector<uint64_
     at += len;
     off += nb;
   }
-  ntotal_ = total;
+  ntotal_ = total / copies();
   precompute();
   locator_.forget();
 }
