@@ -57,7 +57,9 @@ def main(argv=None):
     xb, xq = datasets.load(args.data, args.n, args.nq, args.d)
     _, gt = datasets.ground_truth(xb, xq, 10, "l2")
     threads = A.default_threads()
-    print(f"# PQ benchmark: data={args.data} n={len(xb)} d={xb.shape[1]} nq={len(xq)} "
+    source = (f" (texts: {datasets.real_embeddings_meta().get('source', '?')})"
+              if args.data == "real" else "")
+    print(f"# PQ benchmark: data={args.data}{source} n={len(xb)} d={xb.shape[1]} nq={len(xq)} "
           f"threads=1,{threads}\ncpu: {cpu_name()}, quanta SIMD level {quanta.simd_level()}, "
           f"faiss {faiss.__version__}\n")
     flat_rows = flat_pq(args, xb, xq, gt, threads, faiss, quanta)

@@ -266,7 +266,8 @@ void FlatIndex::search(const float* q, size_t nq, const FlatSearchParams& params
 }
 
 // Scores back to distances (l2: |q|^2 - score), positions to labels.
-void FlatIndex::finish(TopKSet& heaps, size_t k, const float* qnorm, float* distances,
+template <class Top>
+void FlatIndex::finish(Top& heaps, size_t k, const float* qnorm, float* distances,
                        int64_t* labels) const {
   const bool l2 = metric_ == Metric::l2;
   const float inf = std::numeric_limits<float>::infinity();
@@ -276,6 +277,16 @@ void FlatIndex::finish(TopKSet& heaps, size_t k, const float* qnorm, float* dist
 
 void FlatIndex::search_gemm(const float* q, size_t nq, const SearchParams& params,
                             const float* qnorm, float* distances, int64_t* labels) const {
+  // A large k keeps a loose threshold for many rows: appends beat heap sifts there.
+  if (params.k >= kReservoirK)
+    search_gemm_into<TopKReservoir>(q, nq, params, qnorm, distances, labels);
+  else
+    search_gemm_into<TopKSet>(q, nq, params, qnorm, distances, labels);
+}
+
+template <class Top>
+void FlatIndex::search_gemm_into(const float* q, size_t nq, const SearchParams& params,
+                                 const float* qnorm, float* distances, int64_t* labels) const {
   const size_t k = params.k;
   const int threads = resolve_threads(params.threads);
   const Kernels& kern = kernels(active_isa());
@@ -290,7 +301,7 @@ void FlatIndex::search_gemm(const float* q, size_t nq, const SearchParams& param
   const size_t nchunks = (npanels + kPanelsPerChunk - 1) / kPanelsPerChunk;
   const size_t ntasks = nblocks * nchunks;
   const size_t nworkers = std::max<size_t>(1, std::min<size_t>(ntasks, size_t(threads)));
-  std::vector<TopKSet> heaps(nworkers, TopKSet(nq, k));
+  std::vector<Top> heaps(nworkers, Top(nq, k));
   const bool in_place = storage_ == Storage::f32;
   const float a_mul = metric_ == Metric::l2 ? 2.0f : 1.0f;
   // A filter shared by every query (or removed rows alone): each block's allowed rows are
@@ -338,7 +349,7 @@ void FlatIndex::search_gemm(const float* q, size_t nq, const SearchParams& param
       if (metric_ == Metric::l2) bias[r] = -sq_norms_[pos_of(r)];
     }
     std::vector<float> thr(mq);
-    TopKSet& mine = heaps[w];
+    Top& mine = heaps[w];
     const size_t p_end = std::min(npanels, (c + 1) * kPanelsPerChunk);
     for (size_t pn = c * kPanelsPerChunk; pn < p_end; ++pn) {
       const size_t q0 = pn * mq, qn = std::min(mq, nq - q0);

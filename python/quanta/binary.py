@@ -430,7 +430,7 @@ class IVFBinaryIndex(_Probed, _BinaryCodesIndex, Persistent):
     """IVF over recurrent binary codes (factory ``"IVF<nlist>,RBE<bits>x<planes>"``): a coarse
     spherical k-means splits the documents into ``nlist`` lists, each keeping the codes of its
     documents in the scoring path's layout (see :class:`BinaryIndex`); ``search`` scans the
-    ``nprobe`` closest lists (``index.nprobe`` by default, 1 to start, as in faiss)."""
+    ``nprobe`` closest lists (``index.nprobe`` by default: nlist / 32 to start, at least 1)."""
 
     def __init__(self, dim: int, nlist: int, bits: int | None = None, levels: int = 1,
                  metric: Metric = "ip", *, query_levels: int | None = None, scoring: str = "auto",
@@ -443,7 +443,7 @@ class IVFBinaryIndex(_Probed, _BinaryCodesIndex, Persistent):
                                       metric, scoring)
         self._init_binary(native, int(dim), bits, query_levels, transform, center, seed, metric,
                           refine, refine_factor)
-        self.nprobe = 1
+        self.nprobe = self.default_nprobe(nlist)
 
     nlist = property(lambda self: self._index.nlist)
 

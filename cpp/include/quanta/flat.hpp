@@ -110,6 +110,10 @@ class FlatIndex final : public Index {
                               std::vector<float>& qnorm) const;
   void search_gemm(const float* q, size_t nq, const SearchParams& params, const float* qnorm,
                    float* distances, int64_t* labels) const;
+  // search_gemm collecting in Top (TopKSet, or TopKReservoir for large k).
+  template <class Top>
+  void search_gemm_into(const float* q, size_t nq, const SearchParams& params,
+                        const float* qnorm, float* distances, int64_t* labels) const;
   void search_rows(const float* q, size_t nq, const FlatSearchParams& params,
                    const float* qnorm, float* distances, int64_t* labels) const;
   void search_amx(const float* q, size_t nq, const SearchParams& params, const float* qnorm,
@@ -119,7 +123,8 @@ class FlatIndex final : public Index {
   void score_rows(const float* q, const uint8_t* codes, size_t count, size_t first,
                   const uint32_t* pos, float* s) const;
 
-  void finish(TopKSet& heaps, size_t k, const float* qnorm, float* distances,
+  template <class Top>
+  void finish(Top& heaps, size_t k, const float* qnorm, float* distances,
               int64_t* labels) const;
   int64_t position_of(int64_t id) const;
 

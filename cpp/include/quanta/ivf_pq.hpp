@@ -111,9 +111,14 @@ class IVFPQIndex final : public Index {
                   Floor&& floor, Emit&& emit) const;
   // One query's exact scores of the vectors f allows (f->max_allowed() must be finite).
   void score_allowed(const float* q, const IdFilter& f, TopKSet& top, size_t slot) const;
-  // The coarse step: each query's nprobe best lists (distances cd, lists cl), best first.
-  void coarse(const float* qs, size_t nq, size_t nprobe, int threads, float* cd,
-              int64_t* cl) const;
+  // The coarse step: each query's nprobe best lists (distances cd, lists cl), best first
+  // when sorted (else the same lists in any order: the list-major scans do not need one).
+  void coarse(const float* qs, size_t nq, size_t nprobe, int threads, float* cd, int64_t* cl,
+              bool sorted) const;
+  // The coarse step scores every list and selects (select_top) from this nprobe on (below,
+  // a heap of nprobe is cheaper; measured crossover on 1,024 lists), up to this many lists.
+  static constexpr size_t kDenseCoarseFrom = 8;
+  static constexpr size_t kMaxDenseCoarse = 1 << 15;
   void code_of(size_t l, size_t r, uint8_t* code) const;  // entry r of list l, plain
   void decode_entry(size_t l, size_t r, float* out) const;
   // One query's quantized fast-scan tables for its non-empty probed lists (written to lists,
@@ -126,8 +131,6 @@ class IVFPQIndex final : public Index {
   template <class Top>
   void search_fast_scan(const float* qs, size_t nq, const int64_t* cl, size_t nprobe,
                         int threads, const QueryFilters& filter, Top& result) const;
-  // From this k on, the fast-scan search collects in reservoirs instead of heaps.
-  static constexpr size_t kReservoirK = 20;
   // l2 residual codes need a table per probed list; otherwise one table serves every list.
   bool tables_per_list() const { return metric_ == Metric::l2 && by_residual_; }
   // The l2 ADC table of list l for a query with sub-dots qdots (precomputed or from q - c_l).

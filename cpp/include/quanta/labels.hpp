@@ -173,8 +173,8 @@ void keep_rows(std::vector<T>& v, const std::vector<size_t>& keep, size_t width)
 
 // Writes each query's k best (best first) as (distance, label), padding with (pad, -1).
 // to_distance(i, score) turns a kept score of query i into the distance the user sees.
-template <class ToDistance>
-void write_results(TopKSet& heaps, size_t k, const Labels& labels, float pad, float* distances,
+template <class Top, class ToDistance>
+void write_results(Top& heaps, size_t k, const Labels& labels, float pad, float* distances,
                    int64_t* ids, ToDistance&& to_distance) {
   for (size_t i = 0; i < heaps.queries(); ++i) {
     heaps.write_sorted(i, distances + i * k, ids + i * k, pad);

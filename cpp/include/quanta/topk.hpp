@@ -3,7 +3,9 @@
 // gives the same result. All heaps live in two flat arrays: no allocation per query.
 #pragma once
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <vector>
 
@@ -28,8 +30,9 @@ class TopKSet {
     return size_[i] < k_ ? -std::numeric_limits<float>::infinity() : score_[i * k_];
   }
 
+  // A NaN score (only from corrupt stored data) never enters: it has no place in the order.
   void push(size_t i, float score, int64_t pos) {
-    if (k_ == 0) return;
+    if (k_ == 0 || std::isnan(score)) return;
     float* s = score_.data() + i * k_;
     int64_t* p = pos_.data() + i * k_;
     size_t& n = size_[i];
@@ -105,6 +108,72 @@ class TopKSet {
   std::vector<int64_t> pos_;
 };
 
+// The positions of the k best of n scores (higher first, then lower position), in no
+// particular order, written to out. A histogram of the scores over their range finds the
+// bucket holding the k-th best; only that bucket's entries are compared. Linear in n and
+// branch-light, where a heap of k pays log2(k) unpredictable branches per push: meant for
+// selecting many of a few thousand (an IVF query's lists).
+inline void select_top(const float* s, size_t n, size_t k, int64_t* out) {
+  k = std::min(k, n);
+  if (k == 0) return;
+  float lo8[8], hi8[8];  // eight running extremes: vectorizes, no loop-carried chain
+  for (size_t u = 0; u < 8; ++u) lo8[u] = hi8[u] = s[n - 1 - u % n];
+  for (size_t i = 0; i < n; i += 8)
+    for (size_t u = 0; u < 8; ++u) {
+      const float v = s[std::min(i + u, n - 1)];
+      lo8[u] = v < lo8[u] ? v : lo8[u];
+      hi8[u] = v > hi8[u] ? v : hi8[u];
+    }
+  float lo = lo8[0], hi = hi8[0];
+  for (size_t u = 1; u < 8; ++u) {
+    lo = lo8[u] < lo ? lo8[u] : lo;
+    hi = hi8[u] > hi ? hi8[u] : hi;
+  }
+  constexpr size_t kBuckets = 256;
+  // Monotone in the score (rounding is): a higher score never lands in a lower bucket.
+  const float scale = hi > lo ? float(kBuckets) / (hi - lo) : 0.0f;
+  thread_local std::vector<uint8_t> buckets;
+  thread_local std::vector<std::pair<float, int64_t>> ties;
+  buckets.resize(n);
+  uint8_t* bk = buckets.data();
+  for (size_t i = 0; i < n; ++i) {  // int32 conversion: vectorizes, where size_t's does not
+    float b = (s[i] - lo) * scale;
+    b = b > 0.0f ? b : 0.0f;  // NaN (corrupt data) to bucket 0 (maxps), inf to the top (minps)
+    b = b < float(kBuckets - 1) ? b : float(kBuckets - 1);
+    bk[i] = uint8_t(int(b));
+  }
+  // Four histograms, summed after: a run of equal buckets would otherwise chain each
+  // increment on the previous one's store.
+  uint32_t part[4][kBuckets] = {};
+  size_t i4 = 0;
+  for (; i4 + 4 <= n; i4 += 4)
+    for (size_t u = 0; u < 4; ++u) ++part[u][bk[i4 + u]];
+  for (; i4 < n; ++i4) ++part[0][bk[i4]];
+  size_t hist[kBuckets];
+  for (size_t b = 0; b < kBuckets; ++b)
+    hist[b] = part[0][b] + part[1][b] + part[2][b] + part[3][b];
+  size_t edge = kBuckets, above = 0;  // the bucket of the k-th best; how many score above it
+  while (above + hist[edge - 1] < k) above += hist[--edge];
+  --edge;
+  ties.clear();
+  size_t w = 0;
+  for (size_t i = 0; i < n; ++i) {
+    if (bk[i] > edge)
+      out[w++] = int64_t(i);
+    else if (bk[i] == edge)
+      ties.emplace_back(s[i], int64_t(i));
+  }
+  const size_t need = k - above;
+  std::partial_sort(ties.begin(), ties.begin() + need, ties.end(), [](const auto& a, const auto& b) {
+    return a.first > b.first || (a.first == b.first && a.second < b.second);
+  });
+  for (size_t j = 0; j < need; ++j) out[w++] = ties[j].second;
+}
+
+// From this k on, scans that push many candidates collect in reservoirs (below) instead of
+// heaps.
+constexpr size_t kReservoirK = 20;
+
 // The same selection for large k: each query keeps up to 2k candidates unordered and, when the
 // buffer fills, keeps its k best (nth_element) and raises its threshold to the k-th score. A
 // push is an append instead of a heap sift of log2(k) levels; the threshold lags the heap's
@@ -119,7 +188,7 @@ class TopKReservoir {
   float threshold(size_t i) const { return thr_[i]; }
 
   void push(size_t i, float score, int64_t pos) {
-    if (k_ == 0 || score < thr_[i]) return;
+    if (k_ == 0 || !(score >= thr_[i])) return;  // NaN too, as TopKSet
     size_t& n = size_[i];
     if (n == cap_) shrink(i);
     buf_[i * cap_ + n++] = {score, pos};
@@ -157,10 +226,28 @@ class TopKReservoir {
       return TopKSet::better(a.score, a.pos, b.score, b.pos);
     }
   };
+  // Keeps the k best of a full buffer. The k-th best score comes from a selection over the
+  // scores alone (plain float compares, several times faster than over (score, pos) pairs);
+  // then the entries above it move to the front, and ties at it are settled by position.
   void shrink(size_t i) {
     Entry* e = &buf_[i * cap_];
-    std::nth_element(e, e + (k_ - 1), e + cap_, Order());
-    thr_[i] = e[k_ - 1].score;  // k candidates score at least this: nothing below can enter
+    scores_.resize(cap_);
+    for (size_t j = 0; j < cap_; ++j) scores_[j] = e[j].score;
+    std::nth_element(scores_.begin(), scores_.begin() + (k_ - 1), scores_.end(),
+                     std::greater<float>());
+    const float kth = scores_[k_ - 1];
+    size_t above = 0;
+    ties_.clear();
+    for (size_t j = 0; j < cap_; ++j) {
+      if (e[j].score > kth)
+        e[above++] = e[j];  // above <= j: never overwrites an unread entry
+      else if (e[j].score == kth)
+        ties_.push_back(e[j]);
+    }
+    const size_t need = k_ - above;  // >= 1: the k-th best itself is a tie
+    std::partial_sort(ties_.begin(), ties_.begin() + need, ties_.end(), Order());
+    std::copy(ties_.begin(), ties_.begin() + need, e + above);
+    thr_[i] = kth;  // k candidates score at least this: nothing below can enter
     size_[i] = k_;
   }
 
@@ -168,6 +255,8 @@ class TopKReservoir {
   std::vector<size_t> size_;
   std::vector<float> thr_;
   std::vector<Entry> buf_;
+  std::vector<float> scores_;  // scratch of shrink
+  std::vector<Entry> ties_;
 };
 
 }  // namespace quanta

@@ -9,6 +9,7 @@
 
 #include "quanta/dispatch.hpp"
 #include "quanta/error.hpp"
+#include "quanta/gemm_panels.hpp"
 #include "quanta/kernels.hpp"
 #include "quanta/kmeans.hpp"
 #include "quanta/parallel.hpp"
@@ -226,11 +227,47 @@ void IVFPQIndex::compact() {
 }
 
 void IVFPQIndex::coarse(const float* qs, size_t nq, size_t nprobe, int threads, float* cd,
-                        int64_t* cl) const {
-  FlatSearchParams sp;
-  sp.k = nprobe;
-  sp.threads = threads;
-  coarse_->search(qs, nq, sp, cd, cl);
+                        int64_t* cl, bool sorted) const {
+  if (sorted || nprobe < kDenseCoarseFrom || nlist_ > kMaxDenseCoarse) {
+    FlatSearchParams sp;
+    sp.k = nprobe;
+    sp.threads = threads;
+    coarse_->search(qs, nq, sp, cd, cl);
+    return;
+  }
+  // Many lists out of few: every query's scores against every centroid (the GEMM kernel, the
+  // centroids as rows in place, the queries packed into panels), then select_top. A heap of
+  // nprobe would pay more in unpredictable branches than the GEMM costs.
+  const bool l2 = metric_ == Metric::l2;
+  const Kernels& kern = kernels(active_isa());
+  const size_t mq = size_t(kern.mq), mr = size_t(kern.mr), npanels = (nq + mq - 1) / mq;
+  const std::vector<float> panels =
+      pack_panels(nq, dim_, mq, [&](size_t i, size_t p) { return qs[i * dim_ + p]; });
+  std::vector<float> cnorm(nlist_, 0.0f);
+  for (size_t l = 0; l < nlist_ && l2; ++l)
+    cnorm[l] = float(sq_norm(centroids_.data() + l * dim_, dim_));
+  parallel_for(npanels, threads, [&](size_t pn, size_t) {
+    thread_local std::vector<float> scores, tile;
+    scores.resize(mq * nlist_);  // [query in panel][list]
+    tile.resize(mr * mq);
+    const float* panel = panels.data() + pn * dim_ * mq;
+    for (size_t r0 = 0; r0 < nlist_; r0 += mr) {
+      const size_t nr = std::min(mr, nlist_ - r0);
+      gemm_tile_plain(kern, centroids_.data() + r0 * dim_, nr, panel, dim_, tile.data());
+      for (size_t j = 0; j < mq; ++j)  // l2: -|q - c|^2 up to |q|^2, the same order
+        for (size_t r = 0; r < nr; ++r)
+          scores[j * nlist_ + r0 + r] = l2 ? 2 * tile[r * mq + j] - cnorm[r0 + r]
+                                           : tile[r * mq + j];
+    }
+    for (size_t j = 0; j < mq && pn * mq + j < nq; ++j) {
+      const size_t i = pn * mq + j;
+      const float* s = scores.data() + j * nlist_;
+      select_top(s, nlist_, nprobe, cl + i * nprobe);
+      const float qn = l2 ? float(sq_norm(qs + i * dim_, dim_)) : 0.0f;
+      for (size_t u = 0; u < nprobe; ++u)
+        cd[i * nprobe + u] = l2 ? std::max(0.0f, qn - s[cl[i * nprobe + u]]) : s[cl[i * nprobe + u]];
+    }
+  });
 }
 
 void IVFPQIndex::search(const float* q, size_t nq, const IVFSearchParams& params,
@@ -288,10 +325,11 @@ void IVFPQIndex::search(const float* q, size_t nq, const IVFSearchParams& params
       finish(i, top, 0);
     });
   if (nexact == nq) return;
-  // Coarse step: the nprobe best lists of every query (exact, GEMM), best first.
+  // Coarse step: the nprobe best lists of every query (exact, GEMM).
   std::vector<float> cd(nq * nprobe);
   std::vector<int64_t> cl(nq * nprobe);
-  coarse(qs.data(), nq, nprobe, threads, cd.data(), cl.data());
+  // best first only for the query-by-query scan, whose heap then fills with good codes first
+  coarse(qs.data(), nq, nprobe, threads, cd.data(), cl.data(), !fast_scan_);
   if (fast_scan_) {
     for (size_t i = 0; i < nq; ++i)  // queries served exactly probe nothing
       if (exact[i]) std::fill(&cl[i * nprobe], &cl[(i + 1) * nprobe], int64_t(-1));
@@ -387,7 +425,7 @@ RangeResult IVFPQIndex::range_search(const float* q, size_t nq, float radius,
   std::vector<float> qs = prepared(q, nq);
   std::vector<float> cd(nq * nprobe);
   std::vector<int64_t> cl(nq * nprobe);
-  coarse(qs.data(), nq, nprobe, threads, cd.data(), cl.data());
+  coarse(qs.data(), nq, nprobe, threads, cd.data(), cl.data(), false);
   RangeHits hits(nq);
   const size_t m = pq_.m(), lb = fast_scan::block_bytes(m);
   parallel_for(nq, threads, [&](size_t i, size_t) {
