@@ -8,6 +8,7 @@
 #include "quanta/gemm_panels.hpp"
 #include "quanta/kernels.hpp"
 #include "quanta/parallel.hpp"
+#include "quanta/rows.hpp"
 
 namespace quanta {
 
@@ -24,11 +25,7 @@ void soar_assign(const float* x, size_t n, const float* centroids, size_t k, siz
   const std::vector<float> panels =
       pack_panels(k, dim, mq, [&](size_t c, size_t p) { return centroids[c * dim + p]; });
   std::vector<float> cnorm(k);
-  for (size_t c = 0; c < k; ++c) {
-    double s = 0;
-    for (size_t p = 0; p < dim; ++p) s += double(centroids[c * dim + p]) * centroids[c * dim + p];
-    cnorm[c] = float(s);
-  }
+  for (size_t c = 0; c < k; ++c) cnorm[c] = float(sq_norm(centroids + c * dim, dim));
   constexpr size_t kRows = 256;  // rows per task
   parallel_for((n + kRows - 1) / kRows, threads, [&](size_t t, size_t) {
     std::vector<float> resid(mr * dim), tx(mr * mq), tr(mr * mq), xr(mr), rinv(mr), best(mr);

@@ -235,37 +235,47 @@ void IVFPQIndex::coarse(const float* qs, size_t nq, size_t nprobe, int threads, 
     coarse_->search(qs, nq, sp, cd, cl);
     return;
   }
-  // Many lists out of few: every query's scores against every centroid (the GEMM kernel, the
-  // centroids as rows in place, the queries packed into panels), then select_top. A heap of
-  // nprobe would pay more in unpredictable branches than the GEMM costs.
+  // Many lists out of few: every query's scores against every centroid, then select_top (a
+  // heap of nprobe would pay more in unpredictable branches than the scores cost). Batches go
+  // through the GEMM kernel (the centroids as rows in place, the queries packed into panels);
+  // fewer queries than a panel holds are scored row by row.
   const bool l2 = metric_ == Metric::l2;
+  const float* cnorm = coarse_->sq_norms().data();  // |c|^2 (l2)
   const Kernels& kern = kernels(active_isa());
-  const size_t mq = size_t(kern.mq), mr = size_t(kern.mr), npanels = (nq + mq - 1) / mq;
+  const size_t mq = size_t(kern.mq), mr = size_t(kern.mr);
+  const bool gemm = nq >= mq;
+  const size_t nblocks = gemm ? (nq + mq - 1) / mq : nq;  // a panel, or one query
   const std::vector<float> panels =
-      pack_panels(nq, dim_, mq, [&](size_t i, size_t p) { return qs[i * dim_ + p]; });
-  std::vector<float> cnorm(nlist_, 0.0f);
-  for (size_t l = 0; l < nlist_ && l2; ++l)
-    cnorm[l] = float(sq_norm(centroids_.data() + l * dim_, dim_));
-  parallel_for(npanels, threads, [&](size_t pn, size_t) {
+      gemm ? pack_panels(nq, dim_, mq, [&](size_t i, size_t p) { return qs[i * dim_ + p]; })
+           : std::vector<float>();
+  const auto* rows = reinterpret_cast<const uint8_t*>(centroids_.data());
+  parallel_for(nblocks, threads, [&](size_t b, size_t) {
     thread_local std::vector<float> scores, tile;
-    scores.resize(mq * nlist_);  // [query in panel][list]
-    tile.resize(mr * mq);
-    const float* panel = panels.data() + pn * dim_ * mq;
-    for (size_t r0 = 0; r0 < nlist_; r0 += mr) {
-      const size_t nr = std::min(mr, nlist_ - r0);
-      gemm_tile_plain(kern, centroids_.data() + r0 * dim_, nr, panel, dim_, tile.data());
-      for (size_t j = 0; j < mq; ++j)  // l2: -|q - c|^2 up to |q|^2, the same order
-        for (size_t r = 0; r < nr; ++r)
-          scores[j * nlist_ + r0 + r] = l2 ? 2 * tile[r * mq + j] - cnorm[r0 + r]
-                                           : tile[r * mq + j];
+    const size_t q0 = gemm ? b * mq : b, nb = gemm ? std::min(mq, nq - q0) : 1;
+    scores.resize(nb * nlist_);  // [query in block][list]: <q, c>
+    if (gemm) {
+      tile.resize(mr * mq);
+      const float* panel = panels.data() + b * dim_ * mq;
+      for (size_t r0 = 0; r0 < nlist_; r0 += mr) {
+        const size_t nr = std::min(mr, nlist_ - r0);
+        gemm_tile_plain(kern, centroids_.data() + r0 * dim_, nr, panel, dim_, tile.data());
+        for (size_t j = 0; j < nb; ++j)
+          for (size_t r = 0; r < nr; ++r) scores[j * nlist_ + r0 + r] = tile[r * mq + j];
+      }
+    } else {
+      kern.dot_rows(Storage::f32, qs + q0 * dim_, rows, nlist_, dim_, scores.data());
     }
-    for (size_t j = 0; j < mq && pn * mq + j < nq; ++j) {
-      const size_t i = pn * mq + j;
-      const float* s = scores.data() + j * nlist_;
+    for (size_t j = 0; j < nb; ++j) {
+      const size_t i = q0 + j;
+      float* s = scores.data() + j * nlist_;
+      if (l2)  // -|q - c|^2 up to |q|^2: the same order
+        for (size_t l = 0; l < nlist_; ++l) s[l] = 2 * s[l] - cnorm[l];
       select_top(s, nlist_, nprobe, cl + i * nprobe);
       const float qn = l2 ? float(sq_norm(qs + i * dim_, dim_)) : 0.0f;
-      for (size_t u = 0; u < nprobe; ++u)
-        cd[i * nprobe + u] = l2 ? std::max(0.0f, qn - s[cl[i * nprobe + u]]) : s[cl[i * nprobe + u]];
+      for (size_t u = 0; u < nprobe; ++u) {
+        const float v = s[cl[i * nprobe + u]];
+        cd[i * nprobe + u] = l2 ? std::max(0.0f, qn - v) : v;
+      }
     }
   });
 }
