@@ -53,6 +53,7 @@ def _demo_rows(n, dim):
     specs = [(f"PQ{dim // 8}x8", {}), (f"PQ{dim // 4}x4fs", {}),
              (f"PQ{dim // 4}x4fs,Refine(f16)", {}),
              (f"IVF{nlist},PQ{dim // 4}x4fs,Refine(f16)", {"nprobe": max(1, nlist // 8)}),
+             (f"IVF{nlist}(soar),PQ{dim // 4}x4fs,Refine(f16)", {"nprobe": max(1, nlist // 16)}),
              (f"RBE{dim}x2", {}), (f"RBE{dim}x2,Refine(f8e4m3)", {}),
              ("Graph32(f16)", {}), ("Graph32(i8)", {})]
     rows += [(spec, quanta.index_factory(dim, spec), kw) for spec, kw in specs]
