@@ -6,7 +6,8 @@
 2. IVF-PQ (--ivf, "nlist:m" for 8-bit codes, "nlist:mfs" for 4-bit fast-scan) vs
    IndexIVFPQ / IndexIVFPQFastScan over an nprobe sweep, then both with exact re-ranking
    (faiss IndexRefineFlat, quanta refine="f32", same bytes) over nprobe x re-rank depth
-   (--kfactor), plus quanta refine="f8e4m3" (a quarter of the re-rank bytes).
+   (--kfactor), plus quanta refine="f8e4m3" (a quarter of the re-rank bytes); --soar adds
+   the same three quanta indexes with SOAR ("IVF<n>(soar),...").
 
 quanta's indexes are built from their factory specs with quanta's defaults (its IVF coding may
 differ from faiss's; the header of each IVF table names both).
