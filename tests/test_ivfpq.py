@@ -365,3 +365,13 @@ def test_probed_lists_are_the_nearest_centroids(metric):
             best = np.lexsort((np.arange(64), -score[i]))[:nprobe]  # ties: lower list first
             want = np.concatenate([members[l] for l in best])
             assert sorted(got[i][got[i] >= 0]) == sorted(want), (nprobe, i)
+
+
+def test_soar_add_of_huge_finite_vectors(data):
+    # every SOAR loss overflows to inf for these: the second list must still be a real one
+    xb, xq = data
+    index = quanta.index_factory(64, "IVF16(soar),PQ8x8", metric="l2")
+    index.train(xb[:4000], niter=2)
+    index.add(np.full((2, 64), 1e20, np.float32), ids=np.array([7, 9]))
+    assert index.ntotal == 2
+    assert sorted(index.search(xq[:1], 2, nprobe=16).ids[0]) == [7, 9]

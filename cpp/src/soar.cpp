@@ -45,7 +45,8 @@ void soar_assign(const float* x, size_t n, const float* centroids, size_t k, siz
         xr[r] = float(d);
         rinv[r] = rn > 0 ? float(lambda / rn) : 0.0f;  // x on its centroid: plain distance
         best[r] = std::numeric_limits<float>::infinity();
-        secondary[r0 + r] = -1;
+        // Some other list, should every loss overflow (finite but huge inputs): never -1.
+        secondary[r0 + r] = primary[r0 + r] == 0 ? 1 : 0;
       }
       for (size_t pn = 0; pn < npanels; ++pn) {
         const float* panel = panels.data() + pn * dim * mq;

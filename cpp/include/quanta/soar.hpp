@@ -11,7 +11,7 @@ namespace quanta {
 
 // secondary[i] = argmin over centroids c != primary[i] of
 //   |x_i - c|^2 + lambda * <x_i - c, r_i>^2 / |r_i|^2,   r_i = x_i - centroid[primary[i]]
-// (lowest c on ties; -1 when k = 1).
+// (lowest c on ties; -1 when k = 1; always another list when k >= 2).
 void soar_assign(const float* x, size_t n, const float* centroids, size_t k, size_t dim,
                  const int64_t* primary, float lambda, int threads, int64_t* secondary);
 
