@@ -165,7 +165,7 @@ inline void select_top(const float* s, size_t n, size_t k, int64_t* out) {
   }
   const size_t need = k - above;
   std::partial_sort(ties.begin(), ties.begin() + need, ties.end(), [](const auto& a, const auto& b) {
-    return a.first > b.first || (a.first == b.first && a.second < b.second);
+    return TopKSet::better(a.first, a.second, b.first, b.second);
   });
   for (size_t j = 0; j < need; ++j) out[w++] = ties[j].second;
 }
