@@ -1,10 +1,11 @@
-"""Seismic-style sparse search: quanta.SparseIndex against pyseismic-lsr on the same data.
+"""Seismic-style sparse search: quanta.SparseIndex against pyseismic-lsr and BMP on the same data.
 
     python -m bench.sparse --data synthetic --n 200000 --nq 200 --knn 10 \
         --plot bench/results/sparse_synthetic.png
     python -m bench.sparse --data synthetic --n 1000000 --nq 200 --no-default-search \
         --plot bench/results/sparse_synthetic_1m.png
     python -m bench.sparse --data bm25 --n 180000 --nq 200 --head 0 --plot bench/results/sparse_bm25.png
+    python -m bench.sparse --data splade --nq 500 --bmp 32,64 --plot bench/results/sparse_splade.png
 
 Data:
 - synthetic: SPLADE-like vectors: a 30,000-term vocabulary with Zipf-like popularity, documents
@@ -13,6 +14,8 @@ Data:
 - bm25: BM25 vectors of GCIDE dictionary definitions (apt package dict-gcide): document weights
   tf (k1 + 1) / (tf + k1 (1 - b + b len / avglen)), query weights idf, so the inner product is
   the BM25 score; queries are held-out definitions.
+- splade: real SPLADE vectors (splade-tiny) of GCIDE definitions, documents and held-out
+  queries, from the cache `python -m bench.build_splade` makes.
 Ground truth: exact inner products (SciPy); recall@10 counts a returned document as correct
 when its exact score reaches the true 10th score (ties handled). Both libraries get the same
 build parameters (quanta also with summary_cut, summaries from each document's largest
@@ -22,11 +25,14 @@ with head=16, documents scored on their 16 largest entries first); QPS, the best
 timings, at 1 thread (pyseismic-lsr: one search call per query) and all threads (batch calls);
 build time on 1 thread (pyseismic-lsr in a subprocess with RAYON_NUM_THREADS=1, the only thread
 control it obeys) and all threads; index memory. The summary gives, per recall target, each
-system's fastest single-thread point reaching it and the ratio.
+system's fastest single-thread point reaching it and the ratio to the best peer.
+BMP (``--bmp``, block sizes): see bench.bmp_peer for its integer impacts, BP document order
+and alpha/beta sweep; its rows put alpha and beta in the query_cut and heap_factor columns.
 """
 from __future__ import annotations
 
 import argparse
+import ast
 import os
 import re
 import subprocess
@@ -36,7 +42,8 @@ import time
 
 import numpy as np
 
-SWEEP = [(qc, hf) for qc in (3, 5, 8, 10, 12, 15, 20, 30) for hf in (1.0, 0.9, 0.8, 0.7)]
+QUERY_CUTS = (3, 5, 8, 10, 12, 15, 20, 30)
+HEAP_FACTORS = (1.0, 0.9, 0.8, 0.7)
 TARGETS = (0.90, 0.95, 0.97, 0.99)
 
 
@@ -162,6 +169,14 @@ def seismic_build(docs, dim, build, threads, tmp):
     return secs, out
 
 
+def literal(text):
+    """A Python literal (number, True/False) from a command-line setting, else the text."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
 def timed(run, least=0.25):
     """(best seconds of one call, its result), calling run until `least` seconds have passed:
     short batches are timed more than once, the same way for every system."""
@@ -193,6 +208,8 @@ def plot(rows, title, path):
     for i, (name, pts) in enumerate(rows.items()):
         color = f"C{i}"
         for col, style, label in ((3, "o-", "1 thread"), (4, "s--", f"{os.cpu_count()} threads")):
+            if all(np.isnan(pt[col]) for pt in pts):  # single-thread only (BMP)
+                continue
             ax.scatter([pt[2] for pt in pts], [pt[col] for pt in pts], s=8, color=color,
                        alpha=0.35)
             f = frontier(pts, col)
@@ -214,10 +231,10 @@ def replot(md_path, png_path):
     rows, title = {}, os.path.basename(md_path)
     for line in open(md_path):
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) == 6 and cells[1].isdigit():
+        if len(cells) == 6 and cells[1].replace(".", "", 1).isdigit():
             rows.setdefault(cells[0], []).append(
-                (int(cells[1]), float(cells[2]), float(cells[3]),
-                 float(cells[4].replace(",", "")), float(cells[5].replace(",", ""))))
+                (float(cells[1]), float(cells[2]), float(cells[3]),
+                 *(float("nan") if c == "-" else float(c.replace(",", "")) for c in cells[4:])))
         elif line.startswith("data "):
             title = line.split(" (")[0][len("data "):]
     plot(rows, title, png_path)
@@ -225,13 +242,16 @@ def replot(md_path, png_path):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--data", choices=("synthetic", "bm25"), default="synthetic")
+    p.add_argument("--data", choices=("synthetic", "bm25", "splade"), default="synthetic")
     p.add_argument("--n", type=int, default=200_000)
     p.add_argument("--nq", type=int, default=200)
     p.add_argument("--n-postings", type=int, default=3500)
     p.add_argument("--values", choices=("f16", "u8"), default="f16")
     p.add_argument("--summary-cut", type=int, default=32,
                    help="also build quanta with this summary_cut (0: only the default build)")
+    p.add_argument("--variant", action="append", default=[], metavar="KEY=V,KEY=V",
+                   help="also build quanta with these SparseIndex settings (repeatable), e.g. "
+                        "n_postings=300,centroid_fraction=0.05")
     p.add_argument("--skip-seismic", action="store_true")
     p.add_argument("--no-default-search", action="store_true",
                    help="time and measure the reference-settings quanta build, then free it "
@@ -241,6 +261,12 @@ def main(argv=None):
                         "with this many neighbours, searched with n_knn = it")
     p.add_argument("--head", type=int, default=16,
                    help="also search every quanta index with head=H (0: not)")
+    p.add_argument("--query-cuts", default=",".join(map(str, QUERY_CUTS)),
+                   help="query_cut values of the sweep (comma-separated)")
+    p.add_argument("--bmp", default="",
+                   help="also BMP with these block sizes (comma-separated, e.g. 32,64)")
+    p.add_argument("--bmp-order", choices=("bp", "given"), default="bp",
+                   help="BMP's document order: BP reordering (its authors' setup) or as given")
     p.add_argument("--plot", help="write the recall/QPS chart to this PNG")
     p.add_argument("--replot", metavar="RESULTS_MD",
                    help="only redraw --plot from a saved results file (bench/results/sparse_*.md)")
@@ -250,8 +276,12 @@ def main(argv=None):
     import quanta
 
     t0 = time.perf_counter()
-    docs, queries, dim = (splade_like if args.data == "synthetic" else bm25)(args.n, args.nq)
-    nq = len(queries[0]) - 1
+    if args.data == "splade":
+        from bench.build_splade import real_splade
+        docs, queries, dim, _ = real_splade(args.n, args.nq)
+    else:
+        docs, queries, dim = (splade_like if args.data == "synthetic" else bm25)(args.n, args.nq)
+    args.n, nq = len(docs[0]) - 1, len(queries[0]) - 1
     print(f"data {args.data}: {args.n} documents ({len(docs[1]) / args.n:.1f} nnz), {nq} queries "
           f"({len(queries[1]) / nq:.1f} nnz), {dim} terms; made in "
           f"{time.perf_counter() - t0:.0f} s")
@@ -262,6 +292,9 @@ def main(argv=None):
     variants = {"quanta": {}}
     if args.summary_cut:
         variants[f"quanta sc{args.summary_cut}"] = {"summary_cut": args.summary_cut}
+    for v in args.variant:
+        kv = dict(item.split("=") for item in v.split(","))
+        variants[f"quanta {v}"] = {key: literal(val) for key, val in kv.items()}
     if args.knn:  # built on all threads only (the graph searches every document)
         variants[f"quanta sc{args.summary_cut} knn{args.knn}"] = {
             "summary_cut": args.summary_cut or None, "knn": args.knn}
@@ -269,7 +302,7 @@ def main(argv=None):
     for name, extra in variants.items():
         times = []
         for threads in ((0,) if "knn" in extra else (1, 0)):
-            qi = quanta.SparseIndex(**build, **extra, values=args.values)
+            qi = quanta.SparseIndex(**{**build, "values": args.values, **extra})
             t0 = time.perf_counter()
             qi.add(docs, threads=threads)
             times.append(time.perf_counter() - t0)
@@ -277,7 +310,8 @@ def main(argv=None):
             times.insert(0, float("nan"))
         print(f"{name} build: {times[0]:.1f} s (1 thread), {times[1]:.1f} s (all "
               f"{os.cpu_count()}); memory {qi.memory_usage / 2**20:.1f} MiB (f32 CSR "
-              f"{csr_bytes / 2**20:.1f} MiB, {qi.memory_usage / csr_bytes:.2f}x)")
+              f"{csr_bytes / 2**20:.1f} MiB, {qi.memory_usage / csr_bytes:.2f}x): " +
+              ", ".join(f"{part} {b / 2**20:.1f}" for part, b in qi.memory_breakdown().items()))
         build_s[name] = times
         if not (args.no_default_search and not extra):
             indexes[name] = qi
@@ -320,7 +354,8 @@ def main(argv=None):
 
     print("\n| system | query_cut | heap_factor | recall@10 | QPS 1 thread | QPS all threads |")
     print("|---|---:|---:|---:|---:|---:|")
-    for qc, hf in SWEEP:
+    sweep = [(int(qc), hf) for qc in args.query_cuts.split(",") for hf in HEAP_FACTORS]
+    for qc, hf in sweep:
         for name, (qi, kw) in searchers.items():
             nk = qi.params["knn"]
             t1, I = timed(lambda: qi.search(queries, 10, qc, hf, n_knn=nk, threads=1, **kw).ids)
@@ -335,25 +370,49 @@ def main(argv=None):
             qc_, hf_, r, a, b = rows[name][-1]
             print(f"| {name} | {qc_} | {hf_} | {r:.3f} | {a:,.0f} | {b:,.0f} |")
 
-    print("\nBest single-thread QPS reaching each recall@10 target (all-thread QPS at that point):")
-    print("| recall@10 >= | index | QPS 1 / all threads (qc, hf, recall) | pyseismic-lsr: QPS 1 / "
-          "all (qc, hf, recall) | x pyseismic, 1 thread | all threads |")
+    if args.bmp:
+        from bench.bmp_peer import ALPHAS, BETAS, BMP
+        with tempfile.TemporaryDirectory() as tmp:
+            for bsize in map(int, args.bmp.split(",")):
+                name = f"BMP b{bsize}"
+                b = BMP(docs, bsize, os.path.join(tmp, f"b{bsize}.bmp"), args.bmp_order)
+                print(f"{name}: {args.bmp_order} order {b.order_seconds:.1f} s, build "
+                      f"{b.build_seconds:.1f} s (1 thread), index file "
+                      f"{b.bytes / 2**20:.1f} MiB ({b.bytes / csr_bytes:.2f}x CSR)")
+                qd = b.query_dicts(queries)
+                for alpha in ALPHAS:
+                    for beta in BETAS:
+                        t1, I = timed(lambda: b.search(qd, 10, alpha, beta))
+                        rows.setdefault(name, []).append(  # no batch API: no all-thread QPS
+                            (alpha, beta, recall_ties(I, S), nq / t1, float("nan")))
+                        print(f"| {name} | {alpha} | {beta} | {rows[name][-1][2]:.3f} | "
+                              f"{nq / t1:,.0f} | - |")
+
+    print("\nBest single-thread QPS reaching each recall@10 target (all-thread QPS at that "
+          "point; settings: query_cut, heap_factor or alpha, beta):")
+    print("| recall@10 >= | index | QPS 1 / all threads (settings, recall) | best peer: QPS 1 / "
+          "all (settings, recall) | x best peer, 1 thread | all threads |")
     print("|---:|---|---:|---:|---:|---:|")
+    def fmt(q):
+        if not q:
+            return "not reached"
+        every = "-" if np.isnan(q[4]) else f"{q[4]:,.0f}"
+        return f"{q[3]:,.0f} / {every} ({q[0]}, {q[1]}, {q[2]:.3f})"
+
     for target in TARGETS:
         best = {}
         for name, pts in rows.items():
             ok = [pt for pt in pts if pt[2] >= target]
             best[name] = max(ok, key=lambda pt: pt[3]) if ok else None
         for name in searchers:
-            peer = f"pyseismic-lsr knn{args.knn}" if "knn" in name else "pyseismic-lsr"
-            s = best.get(peer)
-            fs = f"{s[3]:,.0f} / {s[4]:,.0f} ({s[0]}, {s[1]}, {s[2]:.3f})" if s else "not reached"
-            if peer != "pyseismic-lsr":
-                fs = f"{peer}: {fs}"
+            knn = "knn" in name
+            peers = [p for p in rows if p not in searchers and ("knn" in p) == knn and best[p]]
+            peer = max(peers, key=lambda p: best[p][3], default=None)
+            s = best[peer] if peer else None
             q = best.get(name)
-            fq = f"{q[3]:,.0f} / {q[4]:,.0f} ({q[0]}, {q[1]}, {q[2]:.3f})" if q else "not reached"
-            ratio = f"{q[3] / s[3]:.2f} | {q[4] / s[4]:.2f}" if q and s else "- | -"
-            print(f"| {target:.2f} | {name} | {fq} | {fs} | {ratio} |")
+            ratio = (f"{q[3] / s[3]:.2f} | " + ("-" if np.isnan(s[4]) else f"{q[4] / s[4]:.2f}")
+                     if q and s else "- | -")
+            print(f"| {target:.2f} | {name} | {fmt(q)} | {peer or 'none'}: {fmt(s)} | {ratio} |")
 
     if args.plot:
         plot(rows, f"{args.data}: {args.n:,} documents, {nq} queries", args.plot)

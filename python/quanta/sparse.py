@@ -22,20 +22,20 @@ prefetch visited documents): the same results from less memory, 2-25% slower sea
 
 Search: the query's ``query_cut`` heaviest terms; the blocks of their lists are visited
 unless their summary dot product is below ``heap_factor`` times the current k-th best score,
-either list after list in stored order as the reference does (``order="list"``, the default
-for short rows such as BM25's) or all in one decreasing order of summary score up to the
-first below the bar (``order="score"``, the default for long rows: fewer visits); visited
-blocks' documents are scored exactly against the whole query. Lower ``heap_factor`` and
-higher ``query_cut`` raise recall and cost. Batches run on all cores (``threads``, GIL
-released), results in query order.
+list after list in stored order as the reference does (``order="list"``, the default) or all
+in one decreasing order of summary score up to the first below the bar (``order="score"``:
+fewer visits, but its one order raises the k-th score sooner and skips more, so it finds less
+at the same settings); visited blocks' documents are scored exactly against the whole query.
+Lower ``heap_factor`` and higher ``query_cut`` raise recall and cost. Batches run on all
+cores (``threads``, GIL released), results in query order.
 
-Head-first scoring (``head``, a quanta addition): a visited document is scored on its
-``head`` largest entries first (the start of its stored row: a cache line or two instead of a
-whole row) and in full only when that partial score is among the ``rerank`` (default 3k) best
-partial scores of the query so far. On the synthetic 120-entry benchmark ``head=16`` is
-2.2-3.0x faster than full scoring, recall within 0.001. The default, ``head=None``, is 16 for
-documents averaging over 32 entries and 0 (every visited document scored whole) otherwise;
-documents no longer than the head are always scored whole.
+Head-first scoring (``head``, a quanta addition, off by default): a visited document is
+scored on its ``head`` largest entries first (the start of its stored row: a cache line or
+two instead of a whole row) and in full only when that partial score is among the ``rerank``
+(default 3k) best partial scores of the query so far. It suits rows whose heaviest entries
+decide the score: on the synthetic 120-entry benchmark ``head=16`` is 2.2-3.0x faster than
+full scoring, recall within 0.001; on real SPLADE rows (splade-tiny, 71 entries) it caps
+recall@10 near 0.85, whatever the other settings.
 
 kNN graph (``knn`` > 0): at build time every document is searched as a query on the finished
 index (query_cut 10, heap_factor 0.9) and its ``knn`` best other results are kept; at search
@@ -67,8 +67,6 @@ from .filter import as_filters, as_removal
 from .flat import SearchResult, removed_mask
 from .io import FormatError, Persistent, register_kind, write_container
 
-AUTO_HEAD = 16  # search(head=None): the head of documents averaging over 2 * AUTO_HEAD entries
-#                 (shorter rows: head 0 and order "list")
 _LAYOUT = 4  # of the saved arrays (SparseIndex.State in cpp/include/quanta/seismic.hpp)
 
 def as_csr(x, dim: int | None = None, name: str = "documents"):
@@ -186,15 +184,16 @@ class SparseIndex(Removable, Persistent):
 
     maps_arrays = True  # quanta.load(path, mmap=True) maps the large arrays instead of reading
 
-    # Build and search settings for recall@10 targets, measured by bench.sparse on 200,000
-    # synthetic SPLADE-like documents and 180,000 BM25 documents with the default head and
-    # order (recall there: synthetic / BM25): 0.90: 0.957 / 0.939; 0.95: 0.983 / 0.970;
-    # 0.97: 0.984 / 0.976; 0.99: 0.999 / 0.996.
+    # Search settings (on the default build) for recall@10 targets: the fastest on real SPLADE
+    # rows among those reaching the target + 0.005 on 120,000 real SPLADE rows (splade-tiny
+    # vectors of GCIDE definitions), the 3,000-row sample the tests use, 200,000 synthetic
+    # SPLADE-like rows and 180,000 BM25 rows (python -m bench.sparse_presets;
+    # bench/results/sparse_presets.md).
     PRESETS = {
-        0.90: (dict(summary_cut=32), dict(query_cut=8, heap_factor=1.0)),
-        0.95: (dict(summary_cut=32), dict(query_cut=10, heap_factor=0.9)),
-        0.97: (dict(summary_cut=32), dict(query_cut=10, heap_factor=0.8)),
-        0.99: (dict(summary_cut=32), dict(query_cut=20, heap_factor=0.8)),
+        0.90: ({}, dict(query_cut=15, heap_factor=1.0)),
+        0.95: ({}, dict(query_cut=15, heap_factor=0.8)),
+        0.97: ({}, dict(query_cut=15, heap_factor=0.7)),
+        0.99: ({}, dict(query_cut=20, heap_factor=0.7)),
     }
 
     def __init__(self, n_postings: int = 3500, centroid_fraction: float = 0.1,
@@ -257,6 +256,21 @@ class SparseIndex(Removable, Persistent):
     def memory_usage(self) -> int:
         """Bytes of the index's arrays (memory-mapped ones included)."""
         return sum(int(n.memory_usage) for n in self._natives())
+
+    _PARTS = {"forward index": ("doc_ptr", "comp16", "comp32", "val16", "val8", "doc_scale"),
+              "postings": ("list_ptr", "block_ptr", "postings", "postoff"),
+              "summaries": ("block_step", "sdict_ptr", "sent_ptr", "sterm16", "sterm32", "soff",
+                            "sblock", "scode"),
+              "knn graph": ("knn",)}
+
+    def memory_breakdown(self) -> dict:
+        """Bytes of the main index's arrays by part: forward index, postings (with block
+        offsets), summaries (with their per-list term dictionary) and kNN graph."""
+        if self._index is None:
+            return {part: 0 for part in self._PARTS}
+        st = self._index.state()
+        return {part: sum(int(np.asarray(st[name]).nbytes) for name in names)
+                for part, names in self._PARTS.items()}
 
     def __repr__(self):
         return (f"SparseIndex({', '.join(f'{k}={v}' for k, v in self.params.items())}, "
@@ -363,9 +377,9 @@ class SparseIndex(Removable, Persistent):
             return read_inner_binary(queries)
         return queries
 
-    def search(self, queries, k: int = 10, query_cut: int = 10, heap_factor: float = 0.8, *,
-               exact: bool = False, n_knn: int = 0, head: int | None = None,
-               rerank: int | None = None, order: str | None = None,
+    def search(self, queries, k: int = 10, query_cut: int = 20, heap_factor: float = 0.8, *,
+               exact: bool = False, n_knn: int = 0, head: int = 0,
+               rerank: int | None = None, order: str = "list",
                threads: int = 0, filter=None) -> SearchResult:
         """Top-k documents by inner product for each query row; (scores, ids), -1 where
         fewer than k documents were reached. filter: ids the queries may return (see
@@ -375,18 +389,15 @@ class SparseIndex(Removable, Persistent):
 
         head > 0: a visited document is first scored on its head largest entries (a prefix of
         its stored row) and in full only when that partial score is among the rerank (default
-        3 * k) best partial scores of the query so far: fewer bytes read per document, a few
-        results possibly lost. 0 scores every visited document in full. None (the default):
-        16 when the documents average more than 32 entries (SPLADE-like rows), else 0 (short
-        rows such as BM25's are read whole in one go).
+        3 * k) best partial scores of the query so far: fewer bytes read per document, some
+        results possibly lost (many on real SPLADE rows: see the module docstring). 0 (the
+        default) scores every visited document in full.
 
-        order: "score" visits the blocks of all query_cut lists in one decreasing order of
-        summary score and stops at the first below heap_factor * theta; "list" is the
-        reference's loop: list after list (heaviest query term first), each list's blocks in
-        stored order, every block below heap_factor * theta skipped. None (the default):
-        "score" for long rows, where each visit is dear and the order saves visits; "list"
-        for short rows (the same rule as head), where the ordering would cost more than the
-        visits it saves."""
+        order: "list" (the default) is the reference's loop: list after list (heaviest query
+        term first), each list's blocks in stored order, every block below heap_factor * theta
+        skipped. "score" visits the blocks of all query_cut lists in one decreasing order of
+        summary score and stops at the first below heap_factor * theta: fewer visits, lower
+        recall at the same settings."""
         if self._index is None:
             raise ValueError("search: the index is empty; add documents first")
         k, threads = as_k(k), as_threads(threads)
@@ -400,11 +411,6 @@ class SparseIndex(Removable, Persistent):
                 or not 0 <= n_knn <= self.params["knn"]:
             raise ValueError(f"n_knn must be an integer in [0, knn={self.params['knn']}]; "
                              f"got {n_knn!r}")
-        long_rows = self._index.nnz > 2 * AUTO_HEAD * self._index.ndocs
-        if head is None:
-            head = AUTO_HEAD if long_rows else 0
-        if order is None:
-            order = "score" if long_rows else "list"
         if order not in ("score", "list"):
             raise ValueError(f"order must be 'score' or 'list'; got {order!r}")
         if isinstance(head, bool) or not isinstance(head, (int, np.integer)) or head < 0:

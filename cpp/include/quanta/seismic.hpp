@@ -8,11 +8,12 @@
 // each block with a summary: the coordinate-wise maximum of its documents (of their
 // summary_cut largest entries when set), cut to summary_energy of its L1 mass and quantized
 // to 8 bits (rounded up, so it stays an upper bound of what it keeps).
-// Search: the query's query_cut largest terms; the blocks of their lists are visited in one
-// decreasing order of summary score (a heap), until the first whose summary dot product is
-// below heap_factor times the current k-th score; a visited block's unseen documents are
-// scored exactly against the whole query. Optional kNN graph: each document's knn best other
-// results of a search with itself as the query; n_knn of them per result are scored last.
+// Search: the query's query_cut largest terms; the blocks of their lists are visited list by
+// list (or in one decreasing order of summary score), skipping those whose summary dot
+// product is below heap_factor times the current k-th score; a visited block's unseen
+// documents are scored exactly against the whole query. Optional kNN graph: each document's
+// knn best other results of a search with itself as the query; n_knn of them per result are
+// scored last.
 #pragma once
 #include <atomic>
 #include <cstddef>
@@ -39,12 +40,12 @@ struct Kernels;
 // Filters (SearchParams::filter) are tested before a document is scored; a filter allowing at
 // most 1/kExactFallback of the documents is served by scoring its documents directly.
 struct SparseSearch : SearchParams {
-  size_t query_cut = 10;
+  size_t query_cut = 20;
   float heap_factor = 0.8f;
   bool exact = false;
   size_t n_knn = 0;
   size_t head = 0, rerank = 0;
-  bool list_order = false;
+  bool list_order = true;
 };
 
 struct SparseParams {

@@ -256,6 +256,7 @@ void SparseIndex::build_knn(const int64_t* indptr, const int32_t* indices, const
   q.query_cut = kKnnQueryCut;
   q.heap_factor = kKnnHeapFactor;
   q.head = kKnnHead;
+  q.list_order = false;  // one order by summary score: fewer visits for the n searches
   std::vector<float> scores(n * q.k);
   std::vector<int64_t> labels(n * q.k);
   q.threads = threads;
