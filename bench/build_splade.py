@@ -105,9 +105,8 @@ def encode(tokenizer, model, texts, batch_size=64, max_length=256):
 
 def exact_top(docs, queries, dim, k=100):
     """Exact top-k (ids, scores) of every query by inner product, best first."""
-    import scipy.sparse as sp
-    D = sp.csr_matrix((docs[2], docs[1], docs[0]), shape=(len(docs[0]) - 1, dim))
-    Q = sp.csr_matrix((queries[2], queries[1], queries[0]), shape=(len(queries[0]) - 1, dim))
+    from bench.sparse import scipy_csr
+    D, Q = scipy_csr(docs, dim), scipy_csr(queries, dim)
     ids = np.empty((Q.shape[0], k), np.int64)
     scores = np.empty((Q.shape[0], k), np.float32)
     for s in range(0, Q.shape[0], 100):

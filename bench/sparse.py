@@ -119,11 +119,14 @@ def bm25(n, nq, k1=0.9, b=0.4):
     return tup(D), tup(Q), len(vocab)
 
 
-def exact_scores(docs, queries, dim):
+def scipy_csr(csr, dim):
+    """A SciPy CSR matrix of an (indptr, indices, data) triple."""
     import scipy.sparse as sp
-    D = sp.csr_matrix((docs[2], docs[1], docs[0]), shape=(len(docs[0]) - 1, dim))
-    Q = sp.csr_matrix((queries[2], queries[1], queries[0]), shape=(len(queries[0]) - 1, dim))
-    return (Q @ D.T).toarray()
+    return sp.csr_matrix((csr[2], csr[1], csr[0]), shape=(len(csr[0]) - 1, dim))
+
+
+def exact_scores(docs, queries, dim):
+    return (scipy_csr(queries, dim) @ scipy_csr(docs, dim).T).toarray()
 
 
 def recall_ties(I, S, k=10):
@@ -393,6 +396,7 @@ def main(argv=None):
     print("| recall@10 >= | index | QPS 1 / all threads (settings, recall) | best peer: QPS 1 / "
           "all (settings, recall) | x best peer, 1 thread | all threads |")
     print("|---:|---|---:|---:|---:|---:|")
+
     def fmt(q):
         if not q:
             return "not reached"

@@ -1,7 +1,6 @@
 """Seismic-style sparse index: exhaustive equality without pruning, recall trends, persistence,
 batch == single, bad input."""
 import pickle
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -437,16 +436,10 @@ def test_remove_append_compact_and_persistence(data, tmp_path):
 def real_splade():
     """Real SPLADE vectors (splade-tiny over GCIDE definitions; tests/data/README.md): 3,000
     documents (71 entries on average, f16 values) and 100 held-out queries (70)."""
-    z = np.load(Path(__file__).parent / "data" / "splade_sample.npz")
-    dim = int(z["dim"])
-
-    def csr(kind):
-        return sp.csr_matrix((z[f"{kind}_data"].astype(np.float32),
-                              z[f"{kind}_indices"].astype(np.int32),
-                              z[f"{kind}_indptr"].astype(np.int64)),
-                             shape=(len(z[f"{kind}_indptr"]) - 1, dim))
-
-    return csr("doc"), csr("query")
+    from bench.build_splade import shipped_sample
+    from bench.sparse import scipy_csr
+    docs, queries, dim = shipped_sample()
+    return scipy_csr(docs, dim), scipy_csr(queries, dim)
 
 
 def test_defaults_and_presets_hold_on_real_splade(real_splade):
