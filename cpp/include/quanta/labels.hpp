@@ -38,10 +38,17 @@ class Labels {
     for (size_t i = 0; i < n; ++i) out.push_back(ids ? ids[i] : int64_t(ntotal + i));
     return out;
   }
-  // assign() for a loaded index of n items: a removed-item mask must cover them exactly.
+  // assign() for a loaded index of n items. The removed-item mask may be shorter than n bits
+  // (items added after the last remove are live: the mask only grows when one is removed);
+  // bits past n are ignored, so a corrupt mask cannot count more removals than items.
   void restore(std::vector<int64_t> ids, std::vector<uint64_t> dead, size_t n) {
-    require(dead.empty() || dead.size() == (n + 63) / 64,
-            "corrupt index data: the removed-item mask does not match the item count");
+    const size_t words = (n + 63) / 64;
+    require(dead.size() <= words,
+            "corrupt index data: the removed-item mask is longer than the item count");
+    if (!dead.empty()) {
+      dead.resize(words, 0);
+      if (n % 64) dead.back() &= (uint64_t(1) << (n % 64)) - 1;
+    }
     assign(std::move(ids), std::move(dead));
   }
   void assign(std::vector<int64_t> ids, std::vector<uint64_t> dead = {}) {
