@@ -123,10 +123,12 @@ template <int R>
 uint32_t gemm_tile_t(const float* rows, const float* panel, size_t dim, const float* a,
                  const float* b, const float* threshold, float* out) {
   __m256 lo[R], hi[R];
+#pragma GCC unroll 8
   for (int r = 0; r < R; ++r) lo[r] = hi[r] = _mm256_setzero_ps();
   for (size_t p = 0; p < dim; ++p) {
     const __m256 c0 = _mm256_loadu_ps(panel + p * kMq);
     const __m256 c1 = _mm256_loadu_ps(panel + p * kMq + 8);
+#pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
       const __m256 x = _mm256_broadcast_ss(rows + r * dim + p);
       lo[r] = _mm256_fmadd_ps(x, c0, lo[r]);
@@ -135,6 +137,7 @@ uint32_t gemm_tile_t(const float* rows, const float* panel, size_t dim, const fl
   }
   const __m256 t0 = _mm256_loadu_ps(threshold), t1 = _mm256_loadu_ps(threshold + 8);
   uint32_t mask = 0;
+#pragma GCC unroll 8
   for (int r = 0; r < R; ++r) {
     const __m256 ar = _mm256_set1_ps(a[r]), br = _mm256_set1_ps(b[r]);
     const __m256 v0 = _mm256_fmadd_ps(lo[r], ar, br), v1 = _mm256_fmadd_ps(hi[r], ar, br);

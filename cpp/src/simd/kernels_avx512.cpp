@@ -295,10 +295,12 @@ template <int R>
 uint32_t gemm_tile_t(const float* rows, const float* panel, size_t dim, const float* a,
                  const float* b, const float* threshold, float* out) {
   __m512 lo[R], hi[R];
+#pragma GCC unroll 8
   for (int r = 0; r < R; ++r) lo[r] = hi[r] = _mm512_setzero_ps();
   for (size_t p = 0; p < dim; ++p) {
     const __m512 c0 = _mm512_loadu_ps(panel + p * kMq);
     const __m512 c1 = _mm512_loadu_ps(panel + p * kMq + 16);
+#pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
       const __m512 x = _mm512_set1_ps(rows[r * dim + p]);
       lo[r] = _mm512_fmadd_ps(x, c0, lo[r]);
@@ -307,6 +309,7 @@ uint32_t gemm_tile_t(const float* rows, const float* panel, size_t dim, const fl
   }
   const __m512 t0 = _mm512_loadu_ps(threshold), t1 = _mm512_loadu_ps(threshold + 16);
   __mmask16 m0 = 0, m1 = 0;
+#pragma GCC unroll 8
   for (int r = 0; r < R; ++r) {
     const __m512 ar = _mm512_set1_ps(a[r]), br = _mm512_set1_ps(b[r]);
     const __m512 v0 = _mm512_fmadd_ps(lo[r], ar, br), v1 = _mm512_fmadd_ps(hi[r], ar, br);
