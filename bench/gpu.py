@@ -111,7 +111,7 @@ def muvera(cp, dim, ndocs, nq, seed=0):
     doff = np.arange(0, ndocs * 32 + 1, 32, dtype=np.int64)
     qtok = topics[rng.integers(0, 500, nq * 16)]
     qoff = np.arange(0, nq * 16 + 1, 16, dtype=np.int64)
-    cpu = quanta.MultiVectorIndex(dim, index="Flat")
+    cpu = quanta.MultiVectorIndex(dim, first_stage="fde", index="Flat")
     cpu.add(docs, doff)
     gpu = quanta.cuda.MultiVectorIndex(cpu)
     dd = cp.asarray(docs)

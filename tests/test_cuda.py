@@ -304,7 +304,8 @@ def _token_corpus(dim, ndocs, nq, seed):
 
 def test_gpu_multivector_matches_cpu(cp, small_chunks, monkeypatch):
     docs, queries = _token_corpus(64, 300, 8, seed=6)
-    cpu = quanta.MultiVectorIndex(64, k_sim=3, d_proj=8, r_reps=8, storage="f16", index="Flat")
+    cpu = quanta.MultiVectorIndex(64, k_sim=3, d_proj=8, r_reps=8, storage="f16",
+                                  first_stage="fde", index="Flat")
     cpu.add(docs)
     gpu = quanta.cuda.MultiVectorIndex(cpu)
     small_chunks(8, 70)
@@ -325,7 +326,8 @@ def test_gpu_multivector_matches_cpu(cp, small_chunks, monkeypatch):
 def test_gpu_chamfer_any_dim(cp, dim):
     """Token tiles past 48 KiB of shared memory: dims beyond the old 768 limit."""
     docs, queries = _token_corpus(dim, 40, 3, seed=4)
-    cpu = quanta.MultiVectorIndex(dim, k_sim=3, d_proj=8, r_reps=2, index="Flat")
+    cpu = quanta.MultiVectorIndex(dim, k_sim=3, d_proj=8, r_reps=2, first_stage="fde",
+                                  index="Flat")
     cpu.add(docs)
     D0, I0 = cpu.search(queries, k=10, exact=True)
     D, I = quanta.cuda.MultiVectorIndex(cpu).search(queries, k=10, exact=True)
@@ -427,7 +429,8 @@ def test_gpu_more_than_65535_queries():
     np.testing.assert_allclose(S[-5:, 0], (Q[-5:] @ X[0].T).toarray().ravel(), rtol=1e-2,
                                atol=1e-2)  # f16 document values
     docs, _ = _token_corpus(32, 200, 1, seed=2)
-    mv = quanta.MultiVectorIndex(32, k_sim=3, d_proj=8, r_reps=2, index="Flat")
+    mv = quanta.MultiVectorIndex(32, k_sim=3, d_proj=8, r_reps=2, first_stage="fde",
+                                 index="Flat")
     mv.add(docs)
     q_tok = np.asarray(xb[:1]).repeat(70_000, 0)  # 70,000 one-token queries
     D, I = quanta.cuda.MultiVectorIndex(mv).search(q_tok, np.arange(70_001), k=3, exact=True)

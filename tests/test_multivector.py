@@ -272,9 +272,9 @@ def test_compact_storage_keeps_ranking(rng):
 def test_fde_retrieval_and_rerank_recall():
     docs, queries = clustered_sets(3000, 40)
     true = np.argsort(-chamfer_reference(queries, docs), axis=1, kind="stable")[:, :10]
-    index = quanta.MultiVectorIndex(48, seed=1)
+    index = quanta.MultiVectorIndex(48, seed=1, first_stage="fde")
     index.add(docs)
-    fde_only = index._fde_index.search(index.fdes(queries, queries=True), 10).ids
+    fde_only = index._stage.search(index.fdes(queries, queries=True), 10).ids
     reranked = [recall_at_k(index.search(queries, k=10, candidates=c).ids, true)
                 for c in (10, 50, 200)]
     assert recall_at_k(fde_only, true) > 0.3          # FDEs alone rank with signal
@@ -286,7 +286,8 @@ def test_fde_retrieval_and_rerank_recall():
 def test_inner_pq_index_and_merge(rng):
     docs, queries = clustered_sets(1500, 20)
     true = np.argsort(-chamfer_reference(queries, docs), axis=1, kind="stable")[:, :10]
-    index = quanta.MultiVectorIndex(48, k_sim=4, d_proj=8, r_reps=8, index="PQ64x4fs")
+    index = quanta.MultiVectorIndex(48, k_sim=4, d_proj=8, r_reps=8, first_stage="fde",
+                                    index="PQ64x4fs")
     index.add(docs)  # the PQ is trained on the first add's FDEs
     assert recall_at_k(index.search(queries, k=10, candidates=200).ids, true) >= 0.9
     merged = index.search(queries, k=10, candidates=200, merge_tau=0.7)
@@ -321,7 +322,7 @@ def test_batch_equals_one_by_one(rng):
 def test_index_persistence(tmp_path):
     docs, queries = clustered_sets(300, 8)
     index = quanta.MultiVectorIndex(48, k_sim=3, d_proj=8, r_reps=4, storage="f16",
-                                    index="PQ16x4fs", candidates=50)
+                                    first_stage="fde", index="PQ16x4fs", candidates=50)
     index.add(docs)
     before = index.search(queries, k=5)
     index.save(tmp_path / "mv.qnt")
@@ -334,7 +335,7 @@ def test_index_persistence(tmp_path):
     # mapped: the tokens and the FDE codes are views of the file; writes copy them first
     mapped = quanta.load(tmp_path / "mv.qnt", mmap=True)
     assert mapped._tokens.mapped_bytes == index._tokens.codes().nbytes
-    assert mapped._fde_index._index.mapped_bytes > 0
+    assert mapped._stage._index.mapped_bytes > 0
     saved = (tmp_path / "mv.qnt").read_bytes()
     mapped.remove([0, 1])
     mapped.add(docs[:2], ids=[1000, 1001])
@@ -377,15 +378,18 @@ def test_index_bad_input_and_edges(rng):
 
 # --- the engine contract: ids, filters, removal ---------------------------------------------
 
-@pytest.mark.parametrize("inner", ["Flat(bf16)", "IVF16,PQ64x4fs"])
-def test_ids_filters_remove_compact(inner, tmp_path):
+@pytest.mark.parametrize("stage,inner", [("fde", "Flat(bf16)"), ("fde", "IVF16,PQ64x4fs"),
+                                         ("tokens", None)])
+def test_ids_filters_remove_compact(stage, inner, tmp_path, monkeypatch):
+    monkeypatch.setattr(quanta.multivector, "STAGE_MIN_TOKENS", 5000)  # built by the first add
     docs, queries = clustered_sets(1200, 12)
     ids = np.arange(len(docs), dtype=np.int64) * 7 + 3
     scores = chamfer_reference(queries, docs)
-    index = quanta.MultiVectorIndex(48, seed=1, index=inner)
+    index = quanta.MultiVectorIndex(48, seed=1, first_stage=stage, index=inner)
     index.add(docs[:700], ids=ids[:700])
     index.add(docs[700:], ids=ids[700:])
-    kw = {"nprobe": 16} if inner.startswith("IVF") else {}
+    assert index._stage is not None
+    kw = {"nprobe": 16} if (inner or index.index_spec).startswith("IVF") else {}
 
     def truth(rows, k=10):
         order = np.argsort(-scores[:, rows], axis=1, kind="stable")[:, :k]
@@ -425,3 +429,115 @@ def test_ids_filters_remove_compact(inner, tmp_path):
     # upsert
     index.add(docs[:1], ids=gone[:1])
     assert gone[0] in index and index.ntotal == len(docs) - len(gone) + 1
+
+
+# --- the token stage ------------------------------------------------------------------------
+
+def token_candidates_reference(scores, labels, q_offsets, nc):
+    """XTR's estimate in plain Python: per query token, a document's best retrieved
+    similarity, else that token's smallest retrieved one; ties by smaller label."""
+    out = np.full((len(q_offsets) - 1, nc), -1, np.int64)
+    for i in range(len(q_offsets) - 1):
+        gain = {}
+        for t in range(q_offsets[i], q_offsets[i + 1]):
+            ok = labels[t] >= 0
+            if not ok.any():
+                continue
+            floor = scores[t][ok].min()
+            best = {}
+            for s, label in zip(scores[t][ok], labels[t][ok]):
+                best[label] = max(best.get(label, -np.inf), s)
+            for label, s in best.items():
+                gain[label] = gain.get(label, 0.0) + (s - floor)
+        ranked = sorted(gain.items(), key=lambda kv: (-kv[1], kv[0]))[:nc]
+        out[i, :len(ranked)] = [label for label, _ in ranked]
+    return out
+
+
+def test_token_candidates_matches_reference(rng):
+    ntok, kp = 40, 12
+    # scores best first per row, with ties; labels repeat (several tokens of one document)
+    scores = -np.sort(-rng.integers(0, 6, (ntok, kp)).astype(np.float32), axis=1)
+    labels = rng.integers(0, 15, (ntok, kp)).astype(np.int64)
+    labels[3, 7:] = -1  # a token that found fewer than kp
+    labels[5, :] = -1   # and one that found nothing
+    q_offsets = np.array([0, 1, 6, 6, 20, 40], np.int64)  # an empty query too
+    for nc in (1, 5, 15, 30):
+        for threads in (1, 2):
+            got = quanta._core.token_candidates(scores, labels, q_offsets, nc, threads)
+            np.testing.assert_array_equal(
+                got, token_candidates_reference(scores, labels, q_offsets, nc))
+    with pytest.raises(TypeError, match="labels"):
+        quanta._core.token_candidates(scores, labels[:, :3].copy(), q_offsets, 5, 1)
+    with pytest.raises(ValueError, match="q_offsets"):
+        quanta._core.token_candidates(scores, labels, np.array([0, 50], np.int64), 5, 1)
+
+
+def test_token_stage_recall_and_default_choice():
+    docs, queries = clustered_sets(3000, 40)  # 72k tokens: the stage is built
+    true = np.argsort(-chamfer_reference(queries, docs), axis=1, kind="stable")[:, :10]
+    index = quanta.MultiVectorIndex(48, storage="i8")
+    index.add(docs)
+    assert index._stage is not None and index.index_spec.startswith("IVF")
+    assert not index._use_exact(index.candidates, index.token_hits)  # the stage is cheaper
+    # these token sets are hard for token retrieval (75 documents share each topic, so many
+    # tie on every query token): more hits and candidates than on real tokens
+    staged = index.search(queries, k=10, token_hits=1000, candidates=300)
+    assert recall_at_k(staged.ids, true) >= 0.95
+    few = index.search(queries, k=10, token_hits=100, candidates=100)
+    assert recall_at_k(few.ids, true) < recall_at_k(staged.ids, true)  # the sweep matters
+    assert index.memory_breakdown()["first_stage"] < index.memory_breakdown()["tokens"]
+
+
+def test_small_corpus_is_searched_exhaustively(rng):
+    docs, queries = clustered_sets(200, 8)  # ~5k tokens: no stage
+    index = quanta.MultiVectorIndex(48)
+    index.add(docs)
+    assert index._stage is None and index.memory_breakdown()["first_stage"] == 0
+    exact = index.search(queries, k=5, exact=True)
+    for got in (index.search(queries, k=5), index.search(queries, k=5, exact=False)):
+        np.testing.assert_array_equal(got.ids, exact.ids)
+        np.testing.assert_array_equal(got.distances, exact.distances)
+
+
+def test_token_stage_built_by_a_later_add(monkeypatch, tmp_path):
+    monkeypatch.setattr(quanta.multivector, "STAGE_MIN_TOKENS", 20000)
+    docs, queries = clustered_sets(1500, 12)
+    true = np.argsort(-chamfer_reference(queries, docs), axis=1, kind="stable")[:, :10]
+    gone = np.unique(true[:, 0][true[:, 0] < 700])[:2]  # answers, stored before the stage
+    index = quanta.MultiVectorIndex(48, storage="f16")
+    index.add(docs[:400])
+    index.add(docs[400:700], ids=np.arange(400, 700))
+    index.remove(gone)  # removed before the stage exists: never in it
+    assert index._stage is None
+    index.add(docs[700:], ids=np.arange(700, 1500))
+    ntok = sum(len(d) for i, d in enumerate(docs) if i not in gone)
+    assert index._stage is not None and index._stage.ntotal == ntok
+    res = index.search(queries, k=10, exact=False, candidates=200)
+    assert not np.isin(res.ids, gone).any()
+    live = np.setdiff1d(np.arange(1500), gone)
+    scores = chamfer_reference(queries, [docs[i] for i in live])
+    want = live[np.argsort(-scores, axis=1, kind="stable")[:, :10]]
+    assert recall_at_k(res.ids, want) >= 0.95
+    # persistence keeps the stage (plainly, mapped, pickled): the same answers
+    index.save(tmp_path / "mv.qnt")
+    for back in (quanta.load(tmp_path / "mv.qnt"), quanta.load(tmp_path / "mv.qnt", mmap=True),
+                 pickle.loads(pickle.dumps(index))):
+        assert back.first_stage == "tokens" and back.index_spec == index.index_spec
+        again = back.search(queries, k=10, exact=False, candidates=200)
+        np.testing.assert_array_equal(again.ids, res.ids)
+        np.testing.assert_array_equal(again.distances, res.distances)
+
+
+def test_token_stage_bad_input():
+    small = dict(k_sim=2, d_proj=4, r_reps=2)
+    with pytest.raises(ValueError, match="first_stage"):
+        quanta.MultiVectorIndex(8, first_stage="tokenz", **small)
+    with pytest.raises(ValueError, match="token_hits"):
+        quanta.MultiVectorIndex(8, token_hits=0, **small)
+    with pytest.raises(ValueError):
+        quanta.MultiVectorIndex(8, index="IVF8,PQ3x4fs", **small)  # refused when made
+    index = quanta.MultiVectorIndex(8, **small)
+    index.add([np.ones((2, 8), np.float32)])
+    with pytest.raises(TypeError, match="token_hits"):
+        index.search(np.ones((2, 8), np.float32), k=1, token_hits=1.5)

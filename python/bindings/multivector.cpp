@@ -3,6 +3,7 @@
 // builds them from lists of arrays.
 #include "common.hpp"
 #include "quanta/fde.hpp"
+#include "quanta/token_candidates.hpp"
 #include "quanta/token_store.hpp"
 
 using namespace quanta_py;
@@ -134,4 +135,34 @@ void bind_multivector(py::module_& m) {
       .def_property_readonly("mapped_bytes", &TokenStore::mapped_bytes)
       .def("truncate", &TokenStore::truncate, py::arg("ndocs"))
       .def("reset", &TokenStore::reset);
+
+  m.def("token_candidates", [](const py::array& scores, const py::array& labels,
+                               const py::array& q_offsets, size_t candidates, int threads) {
+    if (!py::isinstance<py::array_t<float, py::array::c_style>>(scores) || scores.ndim() != 2 ||
+        !(scores.flags() & py::array::c_style))
+      throw py::type_error("scores must be a C-contiguous float32 array (query tokens, kp)");
+    if (!py::isinstance<I64Array>(labels) || !(labels.flags() & py::array::c_style) ||
+        labels.ndim() != 2 || labels.shape(0) != scores.shape(0) ||
+        labels.shape(1) != scores.shape(1))
+      throw py::type_error("labels must be a C-contiguous int64 array shaped like scores");
+    if (!py::isinstance<I64Array>(q_offsets) || !(q_offsets.flags() & py::array::c_style) ||
+        q_offsets.ndim() != 1 || q_offsets.shape(0) < 1)
+      throw py::type_error("q_offsets must be a 1-D C-contiguous int64 array");
+    const auto* off = static_cast<const int64_t*>(q_offsets.data());
+    const size_t nq = size_t(q_offsets.shape(0)) - 1;
+    if (off[0] != 0 || off[nq] != scores.shape(0))
+      throw py::value_error("q_offsets must run from 0 to the rows of scores");
+    for (size_t i = 0; i < nq; ++i)
+      if (off[i + 1] < off[i]) throw py::value_error("q_offsets must not decrease");
+    py::array_t<int64_t> out({py::ssize_t(nq), py::ssize_t(candidates)});
+    int64_t* op = out.mutable_data();
+    const auto* sp = static_cast<const float*>(scores.data());
+    const auto* lp = static_cast<const int64_t*>(labels.data());
+    const size_t kp = size_t(scores.shape(1));
+    py::gil_scoped_release nogil;
+    token_candidates(sp, lp, kp, off, nq, candidates, threads, op);
+    return out;
+  }, py::arg("scores"), py::arg("labels"), py::arg("q_offsets"), py::arg("candidates"),
+     py::arg("threads"),
+     "Document candidates (nq, candidates) from per-token hits, by XTR's estimate");
 }

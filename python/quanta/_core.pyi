@@ -6,7 +6,7 @@ import collections.abc
 import numpy
 import numpy.typing
 import typing
-__all__: list[str] = ['BinaryIndex', 'FDEEncoder', 'FlatIndex', 'FlatSearchParams', 'GraphIndex', 'GraphSearchParams', 'IVFBinaryIndex', 'IVFPQIndex', 'IVFSearchParams', 'IdFilter', 'Index', 'PQ', 'PQFastScanIndex', 'PQIndex', 'PQSearchParams', 'PreTransformIndex', 'QuantaError', 'RecurrentBinarizer', 'RefineIndex', 'RefineSearchParams', 'SearchParams', 'SparseIndex', 'TokenStore', 'active_isa', 'amx_bf16_active', 'amx_int8_active', 'compiled_isas', 'compiler', 'cpu_features', 'decode', 'default_threads', 'encode', 'hardware_threads', 'kmeans', 'set_default_threads', 'set_simd_level', 'storage_bytes', 'supported_isas']
+__all__: list[str] = ['BinaryIndex', 'FDEEncoder', 'FlatIndex', 'FlatSearchParams', 'GraphIndex', 'GraphSearchParams', 'IVFBinaryIndex', 'IVFPQIndex', 'IVFSearchParams', 'IdFilter', 'Index', 'PQ', 'PQFastScanIndex', 'PQIndex', 'PQSearchParams', 'PreTransformIndex', 'QuantaError', 'RecurrentBinarizer', 'RefineIndex', 'RefineSearchParams', 'SearchParams', 'SparseIndex', 'TokenStore', 'active_isa', 'amx_bf16_active', 'amx_int8_active', 'compiled_isas', 'compiler', 'cpu_features', 'decode', 'default_threads', 'encode', 'hardware_threads', 'kmeans', 'set_default_threads', 'set_simd_level', 'storage_bytes', 'supported_isas', 'token_candidates']
 class QuantaError(RuntimeError):
     pass
 class IdFilter:
@@ -544,3 +544,7 @@ def storage_bytes(storage: str) -> int:
     ...
 def supported_isas() -> list[str]:
     ...
+def token_candidates(scores: numpy.ndarray, labels: numpy.ndarray, q_offsets: numpy.ndarray, candidates: typing.SupportsInt | typing.SupportsIndex, threads: typing.SupportsInt | typing.SupportsIndex) -> numpy.typing.NDArray[numpy.int64]:
+    """
+    Document candidates (nq, candidates) from per-token hits, by XTR's estimate
+    """

@@ -579,7 +579,8 @@ class FDEEncoder(_OnDevice):
 
 
 class MultiVectorIndex(_OnDevice):
-    """A device copy of a :class:`quanta.MultiVectorIndex` whose inner FDE index is flat: FDEs
+    """A device copy of a :class:`quanta.MultiVectorIndex` built with ``first_stage="fde"`` and a
+    flat FDE index: FDEs
     of the queries on the GPU, the flat FDE scan, then exact Chamfer scores of the candidates
     (one block per (query, candidate), tokens staged through shared memory in 32 x 64 tiles,
     float32, any dim) and the GPU top-k. Tokens are held as float32 (decoded from the index's
@@ -590,8 +591,9 @@ class MultiVectorIndex(_OnDevice):
         from .storage import _RAW, decode
         if not isinstance(index, _CpuMV):
             raise TypeError("index must be a quanta.MultiVectorIndex")
-        if not isinstance(index._fde_index, _CpuFlatIndex):
-            raise ValueError("the GPU copy needs a flat inner FDE index ('Flat' or 'Flat(<storage>)')")
+        if index.first_stage != "fde" or not isinstance(index._stage, _CpuFlatIndex):
+            raise ValueError("the GPU copy needs an index built with first_stage='fde' and a "
+                             "flat FDE index ('Flat' or 'Flat(<storage>)')")
         if index._tokens.ids().size or index._tokens.removed().any():
             raise ValueError("the GPU copy serves document positions: build the index without "
                              "ids, and compact() it after removing")
@@ -599,7 +601,7 @@ class MultiVectorIndex(_OnDevice):
         self._pin(cp)
         self.cpu, self.dim, self.ntotal = index, index.dim, index.ntotal
         self.encoder = FDEEncoder(index.encoder)
-        self._fde = FlatIndex(index._fde_index)
+        self._fde = FlatIndex(index._stage)
         codes = index._tokens.codes()
         tok = decode(codes.view(_RAW[index.storage]), index.storage) \
             if index.storage != "i8" else codes.view(np.int8).astype(np.float32)
