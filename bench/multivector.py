@@ -321,8 +321,8 @@ def main(argv=None):
         for j, n in enumerate(sizes):
             for i, name in enumerate(names):
                 ax = axes[i][j]
-                for who, style in (("quanta", "o"), ("quanta FDE", "d--"),
-                                   ("fastembed", "s--"), ("exhaustive", "k^")):
+                for who, style, color in (("quanta", "o-", "C0"), ("quanta FDE", "d--", "C1"),
+                                          ("fastembed", "s--", "C2"), ("exhaustive", "^", "k")):
                     pts = curves[n][name].get(who)
                     if not pts:
                         continue
@@ -330,7 +330,7 @@ def main(argv=None):
                     # the frontier: the fastest point at each recall or above
                     front = [(a, b) for a, b, _ in r if b >= max(r[r[:, 0] >= a][:, 1])]
                     f = np.array(front)
-                    ax.plot(f[:, 0], f[:, 1], style, label=f"{who}, 1 thread")
+                    ax.plot(f[:, 0], f[:, 1], style, color=color, label=f"{who}, 1 thread")
                 ax.set_yscale("log")
                 ax.set_xlabel("recall@10 vs exact Chamfer")
                 ax.set_ylabel("queries/s")

@@ -408,6 +408,9 @@ def test_ids_filters_remove_compact(stage, inner, tmp_path, monkeypatch):
     per_q = [ids[i::len(queries)] for i in range(len(queries))]
     _, I = index.search(queries, k=5, exact=True, filter=per_q)
     assert all(np.isin(I[i], per_q[i]).all() for i in range(len(queries)))
+    for first in (slice(None), slice(1)):  # per-query filters through the first stage too
+        _, I = index.search(queries[first], k=5, exact=False, filter=per_q[first], **kw)
+        assert all(np.isin(I[i][I[i] >= 0], per_q[i]).all() for i in range(len(I)))
     # removal: never returned, same as a search over the rest, through save / load and compact
     _, I0 = index.search(queries, k=10, exact=True)
     gone = np.unique(I0[:, :2])

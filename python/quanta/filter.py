@@ -101,6 +101,13 @@ def _one(f):
     return Filter.ids(f)._native
 
 
+def is_per_query(filter) -> bool:
+    """Whether a search's filter argument is one filter per query (a list or tuple holding
+    Filters, arrays, lists or None) rather than one shared allow-list of integer ids."""
+    return isinstance(filter, (list, tuple)) and bool(filter) and not all(
+        isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_)) for x in filter)
+
+
 def as_filters(filter, nq: int):
     """The native filters of one search: None, [shared] or one per query.
 
@@ -109,9 +116,7 @@ def as_filters(filter, nq: int):
     """
     if filter is None:
         return None
-    if isinstance(filter, (list, tuple)) and filter and not all(
-            isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
-            for x in filter):
+    if is_per_query(filter):
         if len(filter) != nq:
             raise ValueError(f"filter: a list of per-query filters needs one per query ({nq}); "
                              f"got {len(filter)}")

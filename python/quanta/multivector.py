@@ -23,7 +23,7 @@ from ._rwlock import guarded
 from ._types import Storage
 from ._validate import as_f32_matrix, as_ids, as_k, as_threads
 from .factory import index_factory
-from .filter import as_filters, as_removal
+from .filter import as_filters, as_removal, is_per_query
 from .flat import SearchResult, removed_mask
 from .io import FormatError, Persistent, from_buffer, register_kind, to_bytes, write_container
 from .storage import STORAGES
@@ -259,8 +259,7 @@ STAGE_MIN_TOKENS = 32768
 def token_stage_spec(dim: int, ntokens: int) -> str:
     """The token stage's IVF-PQ spec for a corpus of ntokens: the largest power of two up to
     1.5 sqrt(ntokens) lists (64 .. 8192) and 4-bit fast-scan codes of 4 dimensions per
-    subquantizer.
-    Measured on MiniLM tokens (520k tokens): 1,024 lists gave the recall of 2,048 with a
+    subquantizer. Measured on MiniLM tokens (520k tokens): 1,024 lists gave the recall of 2,048 with a
     cheaper stage, and 4 dimensions per code reached recall@10 0.95 with half the candidates
     of 8 dimensions per code."""
     nlist = 1 << int(np.clip(np.floor(np.log2(1.5 * np.sqrt(max(ntokens, 1)))), 6, 13))
@@ -287,8 +286,8 @@ class MultiVectorIndex(Removable, Persistent):
       retrieves its ``token_hits`` best document tokens; a document's estimate is the sum over
       query tokens of its best retrieved similarity, a query token that did not reach it
       counting that token's smallest retrieved similarity (XTR, Lee et al. 2023). Its cost
-      follows the query's length like the exact score does, so short queries stay cheap, and
-      it holds about 32 bytes per token (codes and label).
+      follows the query's length like the exact score does, so short queries stay cheap; it
+      holds about 57 bytes per 384-d token (96 bytes of 4-bit codes halved, the label, lists).
     * ``"fde"``: MUVERA fixed-dimensional encodings (``encoder``, 10,240 floats with the
       defaults) in an inner index (``index``; default "Flat(bf16)"; PQ/IVF specs are trained on
       the first add's FDEs). One vector per document, but a flat scan of it costs about as much
@@ -297,7 +296,7 @@ class MultiVectorIndex(Removable, Persistent):
     ``exact=None`` (default) scores every document instead whenever that is estimated to be
     cheaper than the first stage plus the re-rank (small corpora, or before the token stage is
     built); ``exact=True`` always does (batched over the queries, GEMM speed: the ground
-    truth), ``exact=False`` never. On CPUs with AMX, bf16 and i8 tokens are scored by AMX tiles.
+    truth), ``exact=False`` uses the first stage whenever there is one. On CPUs with AMX, bf16 and i8 tokens are scored by AMX tiles.
     ``search(filter=...)``, ``remove``, ``contains`` and ``compact`` follow the engine contract
     of the dense indexes (see ``quanta.filter``).
     """
@@ -468,7 +467,7 @@ class MultiVectorIndex(Removable, Persistent):
             fde = self.encoder._e.encode(q, q_off, False, False, threads)
             _, cand = self._stage.search(fde, nc, threads=threads, filter=filter, **inner)
         else:
-            if filters is not None and len(filters) > 1:  # one filter per query token
+            if filters is not None and is_per_query(filter):  # one filter per query token
                 filter = [f for f, n in zip(filter, np.diff(q_off)) for _ in range(n)]
             hits = self._stage.search(q, kp, threads=threads, filter=filter, **inner)
             cand = _core.token_candidates(np.ascontiguousarray(hits.distances, np.float32),
