@@ -99,10 +99,6 @@ def recall(I, gt):
     return recall_at_k(I, gt, K)
 
 
-def recall_within(I, gt, n):
-    return float(np.mean([len(set(a[:n]) & set(b[:K])) / K for a, b in zip(I, gt)]))
-
-
 class FastEmbedPipeline:
     """FastEmbed's MUVERA as its users run it: query FDEs by Muvera.process_query, a flat
     NumPy inner-product search over the document FDEs, a NumPy Chamfer re-rank."""

@@ -199,4 +199,13 @@ def removed_mask(arrays, tag="DEAD"):
     return np.ascontiguousarray(arrays.get(tag, np.zeros(0, np.uint64)), dtype=np.uint64)
 
 
+def removed_rows(words, n: int) -> np.ndarray:
+    """A native removed-row bitmap (uint64 words, bit i = row i; shorter than n bits when rows
+    were added after the last remove) as one bool per row."""
+    words = np.ascontiguousarray(words, np.uint64)
+    dead = np.unpackbits(words.view(np.uint8), count=min(n, 64 * len(words)),
+                         bitorder="little").astype(bool)
+    return np.concatenate([dead, np.zeros(n - len(dead), bool)])
+
+
 register_kind("FLAT", FlatIndex)

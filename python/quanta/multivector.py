@@ -24,7 +24,7 @@ from ._types import Storage
 from ._validate import as_f32_matrix, as_ids, as_k, as_threads
 from .factory import index_factory
 from .filter import as_filters, as_removal, is_per_query
-from .flat import SearchResult, removed_mask
+from .flat import SearchResult, removed_mask, removed_rows
 from .io import FormatError, Persistent, from_buffer, register_kind, to_bytes, write_container
 from .storage import STORAGES
 
@@ -380,7 +380,7 @@ class MultiVectorIndex(Removable, Persistent):
     def _build_token_stage(self, x, labels, before, threads):
         """The token stage over the live documents stored before this add (decoded from their
         storage) and this add's tokens x (labelled per token)."""
-        docs = np.flatnonzero(~_dead_docs(self._tokens)[:before])
+        docs = np.flatnonzero(~removed_rows(self._tokens.removed(), before))
         if len(docs):
             ids = self._tokens.ids()
             old = np.asarray(docs, np.int64) if len(ids) == 0 else ids[docs]
@@ -575,16 +575,9 @@ _RERANK_TOKEN_NS = 25.0     # one candidate token in the exact re-rank (gathered
 _EXACT_TOKEN_NS = 15.0      # one stored token in the exhaustive search (GEMM), at 384-d
 
 
-def _dead_docs(store) -> np.ndarray:
-    """Which stored documents are removed (bool, one per document)."""
-    words = np.ascontiguousarray(store.removed(), np.uint64)
-    dead = np.unpackbits(words.view(np.uint8), bitorder="little").astype(bool)
-    return dead[:store.ndocs] if len(dead) else np.zeros(store.ndocs, bool)
-
-
 def _removed_tokens(store) -> int:
     """Tokens of the removed documents still stored."""
-    return int(np.diff(store.offsets())[_dead_docs(store)].sum())
+    return int(np.diff(store.offsets())[removed_rows(store.removed(), store.ndocs)].sum())
 
 
 register_kind("MVIX", MultiVectorIndex)

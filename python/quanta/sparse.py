@@ -64,7 +64,7 @@ from ._progress import run_with_progress
 from ._rwlock import guarded
 from ._validate import as_ids, as_k, as_threads
 from .filter import as_filters, as_removal
-from .flat import SearchResult, removed_mask
+from .flat import SearchResult, removed_mask, removed_rows
 from .io import FormatError, Persistent, register_kind, write_container
 
 _LAYOUT = 4  # of the saved arrays (SparseIndex.State in cpp/include/quanta/seismic.hpp)
@@ -510,9 +510,7 @@ def _live_rows(native, u8):
         vals = np.asarray(st["val16"], np.uint16).view(np.float16).astype(np.float32)
     ids = np.asarray(native.ids(), np.int64)
     ids = np.arange(n, dtype=np.int64) if ids.size == 0 else ids
-    dead = np.asarray(native.removed(), np.uint64)
-    live = ~np.unpackbits(dead.view(np.uint8), count=n, bitorder="little").astype(bool) \
-        if dead.size else np.ones(n, bool)
+    live = ~removed_rows(native.removed(), n)
     order = np.lexsort((comp, rows))
     keep = live[rows[order]]
     rows_k, comp_k, vals_k = rows[order][keep], comp[order][keep], vals[order][keep]
