@@ -208,7 +208,7 @@ def main(argv=None):
     ap.add_argument("--systems", default="quanta,hnswlib,usearch,faiss,rabitqlib,svs")
     ap.add_argument("--storages", default="f16,bf16,i8", help="quanta's vector storages")
     ap.add_argument("--codes", default="none,PQ{m}x4",
-                    help="quanta's estimation codes, 'none' or e.g. PQ48x4; {m} is dim / 8")
+                    help="quanta's estimation codes, 'none' or e.g. PQ96x4; {m} is dim / 4")
     ap.add_argument("--degree", type=int, default=32, help="quanta degree; peers get M = degree / 2")
     ap.add_argument("--build-width", type=int, default=128, help="and peers' ef_construction")
     ap.add_argument("--widths", default="10,16,24,32,48,64,96,128,192,256")
@@ -216,7 +216,7 @@ def main(argv=None):
     ap.add_argument("--json")
     args = ap.parse_args(argv)
     xb, xq = datasets.load(args.data, args.n, args.nq, args.dim)
-    args.dim_m = xb.shape[1] // 8
+    args.dim_m = xb.shape[1] // 4
     gt = datasets.ground_truth(xb, xq, args.k)[1]
     widths = [int(w) for w in args.widths.split(",")]
     print(f"data {args.data}: {xb.shape[0]} x {xb.shape[1]}, {len(xq)} queries, k={args.k}, "

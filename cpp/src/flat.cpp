@@ -627,9 +627,9 @@ void FlatIndex::compact() {
   if (labels_.removed() == 0) return;
   const std::vector<size_t> keep = labels_.live_positions(ntotal_);
   const size_t cs = code_size();
-  codes_.edit([&](std::vector<uint8_t>& c) { keep_rows(c, keep, cs); });
+  codes_.edit([&](auto& c) { keep_rows(c, keep, cs); });
   for (Buffer<float>* b : {&vector_scale_, &sq_norms_})
-    if (!b->empty()) b->edit([&](std::vector<float>& v) { keep_rows(v, keep, 1); });
+    if (!b->empty()) b->edit([&](auto& v) { keep_rows(v, keep, 1); });
   labels_.compact(keep);
   ntotal_ = keep.size();
 }

@@ -14,7 +14,7 @@ void bind_graph(py::module_& m) {
 
   py::class_<GraphIndex, quanta::Index, std::shared_ptr<GraphIndex>> g(m, "GraphIndex");
   g.def(py::init([](std::shared_ptr<FlatIndex> vectors, size_t degree, size_t build_width,
-                    float alpha, size_t pq_m, size_t pq_nbits) {
+                    float alpha, size_t pq_m, size_t pq_nbits, size_t refine) {
          if (pq_m && pq_nbits != 4 && pq_nbits != 8)
            throw py::value_error("codes: PQ nbits must be 4 or 8");
          GraphBuildParams b;
@@ -23,14 +23,17 @@ void bind_graph(py::module_& m) {
          b.alpha = alpha;
          b.pq_m = pq_m;
          b.pq_nbits = pq_nbits;
+         b.refine = refine;
          return std::make_shared<GraphIndex>(std::move(vectors), b);
        }),
        py::arg("vectors"), py::arg("degree"), py::arg("build_width"), py::arg("alpha"),
-       py::arg("pq_m") = 0, py::arg("pq_nbits") = 4)
+       py::arg("pq_m") = 0, py::arg("pq_nbits") = 4, py::arg("refine") = 1)
       .def_property_readonly("degree", [](const GraphIndex& s) { return s.build_params().degree; })
       .def_property_readonly("build_width",
                              [](const GraphIndex& s) { return s.build_params().build_width; })
       .def_property_readonly("alpha", [](const GraphIndex& s) { return s.build_params().alpha; })
+      .def_property_readonly("refine",
+                             [](const GraphIndex& s) { return s.build_params().refine; })
       .def_property_readonly("vectors", &GraphIndex::vectors)
       .def_property_readonly("rows", &GraphIndex::rows)
       .def_property_readonly("entry", &GraphIndex::entry)
@@ -44,14 +47,18 @@ void bind_graph(py::module_& m) {
       }, py::arg("x"), py::arg("threads") = 0)
       .def("adjacency", [](const GraphIndex& self) { return to_numpy(self.adjacency()); })
       .def("codes", [](const GraphIndex& self) { return to_numpy(self.codes()); })
+      .def("neighbour_codes",
+           [](const GraphIndex& self) { return to_numpy(self.neighbour_codes()); })
       .def("pq_centroids", [](const GraphIndex& self) {
         return self.pq() ? to_numpy(self.pq()->centroids()) : py::array_t<float>(0);
       })
       .def("restore", [](GraphIndex& self, const py::array& adjacency, uint32_t entry,
-                         const py::array& codes, const py::array& pq_centroids, bool borrow) {
+                         const py::array& codes, const py::array& pq_centroids,
+                         const py::array& neighbour_codes, bool borrow) {
         if (self.pq()) self.pq()->set_centroids(from_numpy<float>(pq_centroids, "pq_centroids"));
         self.restore(buffer_from_numpy<uint32_t>(adjacency, "adjacency", borrow), entry,
-                     buffer_from_numpy<uint8_t>(codes, "codes", borrow));
+                     buffer_from_numpy<uint8_t>(codes, "codes", borrow),
+                     buffer_from_numpy<uint8_t>(neighbour_codes, "neighbour_codes", borrow));
       }, py::arg("adjacency"), py::arg("entry"), py::arg("codes"), py::arg("pq_centroids"),
-         py::arg("borrow") = false);
+         py::arg("neighbour_codes"), py::arg("borrow") = false);
 }

@@ -39,7 +39,7 @@ def index_factory(dim: int, spec: str, metric: Metric = "ip"):
     ``"IVF1024,RBE384x2"`` keeps the codes in inverted lists. ``"Graph<degree>"`` /
     ``"Graph<degree>(<storage>)"``: a graph of ``degree`` neighbours per vector over vectors
     kept in that storage (default f32), searched by a beam that scores them exactly, e.g.
-    ``"Graph32(f16)"``, optionally followed by estimation codes: ``"Graph32(f16),PQ48x4"``
+    ``"Graph32(f16)"``, optionally followed by estimation codes: ``"Graph32(f16),PQ96x4"``
     (:class:`quanta.GraphIndex`).
     """
     if not isinstance(spec, str):

@@ -170,8 +170,8 @@ class Labels {
 
 // Keeps rows keep[0], keep[1], ... (ascending, as live_positions gives them) of v, each
 // `width` elements, in place.
-template <class T>
-void keep_rows(std::vector<T>& v, const std::vector<size_t>& keep, size_t width) {
+template <class Vector>
+void keep_rows(Vector& v, const std::vector<size_t>& keep, size_t width) {
   for (size_t i = 0; i < keep.size(); ++i)  // keep[i] >= i: moving down in order is safe
     if (keep[i] != i) std::copy_n(v.data() + keep[i] * width, width, v.data() + i * width);
   v.resize(keep.size() * width);

@@ -9,6 +9,7 @@
 #include <utility>
 #include <vector>
 
+#include "quanta/buffer.hpp"
 #include "quanta/id_filter.hpp"
 
 namespace quanta {
@@ -42,7 +43,7 @@ class ListIds {
   // Drops the entries of one list whose ids f allows, keeping the others in order:
   // move(to, from) moves an entry's code down. Returns how many were dropped.
   template <class Move>
-  static size_t remove(std::vector<int64_t>& ids, const IdFilter& f, Move&& move) {
+  static size_t remove(LargeVector<int64_t>& ids, const IdFilter& f, Move&& move) {
     size_t w = 0;
     for (size_t r = 0; r < ids.size(); ++r) {
       if (f.allows(ids[r])) continue;

@@ -130,15 +130,15 @@ void BinaryCodes::append(const uint64_t* codes, size_t n) {
   }
   if (scoring_ == BinaryScoring::sdc) {  // may throw: nothing changed yet
     const std::vector<uint8_t> nib = to_nibbles(*bin_, levels_ + 1, codes, n);
-    blocks_.edit([&](std::vector<uint8_t>& b) {
+    blocks_.edit([&](auto& b) {
       b.resize(fast_scan::bytes_for(n_ + n, nibbles()), 0);
       fast_scan::pack(nib.data(), n, nibbles(), n_, b.data());
     });
   } else {
-    codes_.edit([&](std::vector<uint64_t>& c) { c.insert(c.end(), codes, codes + n * cw); });
+    codes_.edit([&](auto& c) { c.insert(c.end(), codes, codes + n * cw); });
   }
-  sums_.edit([&](std::vector<int32_t>& v) { v.insert(v.end(), sums.begin(), sums.end()); });
-  inv_norms_.edit([&](std::vector<float>& v) { v.insert(v.end(), inv.begin(), inv.end()); });
+  sums_.edit([&](auto& v) { v.insert(v.end(), sums.begin(), sums.end()); });
+  inv_norms_.edit([&](auto& v) { v.insert(v.end(), inv.begin(), inv.end()); });
   if (n) min_norm2_ = min_norm2;
   n_ += n;
 }

@@ -84,7 +84,7 @@ void IVFBinaryIndex::add(const float* x, size_t n, const int64_t* ids, int threa
     for (size_t j = 0; j < members[l].size(); ++j)
       std::copy_n(codes.data() + members[l][j] * cw, cw, buf.data() + j * cw);
     lists_[l].append(buf.data(), members[l].size());
-    ids_[l].edit([&](std::vector<int64_t>& v) {
+    ids_[l].edit([&](auto& v) {
       for (size_t i : members[l]) v.push_back(ids ? ids[i] : int64_t(ntotal_ + i));
     });
   }
@@ -107,7 +107,7 @@ size_t IVFBinaryIndex::remove(const IdFilter& f) {
   for (size_t l = 0; l < nlist_; ++l) {
     if (!ListIds::any(ids_[l], f)) continue;
     std::vector<uint64_t> codes = lists_[l].codes();
-    ids_[l].edit([&](std::vector<int64_t>& v) {
+    ids_[l].edit([&](auto& v) {
       removed += ListIds::remove(v, f, [&](size_t to, size_t from) {
         std::copy_n(codes.data() + from * cw, cw, codes.data() + to * cw);
       });

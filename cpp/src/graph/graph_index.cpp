@@ -2,10 +2,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <string>
 
+#include "quanta/dispatch.hpp"
 #include "quanta/error.hpp"
+#include "quanta/fast_scan_codes.hpp"
 #include "quanta/parallel.hpp"
 #include "quanta/range_hits.hpp"
 #include "quanta/rows.hpp"
@@ -226,6 +229,108 @@ class BeamQuery {
   bool l2_;
 };
 
+// A query's fast-scan table for the neighbours' 4-bit codes: estimate(sum) approximates the
+// beam distance (see BeamQuery::exact) of a neighbour whose table entries add up to `sum`.
+class CodeQuery {
+ public:
+  CodeQuery(const ProductQuantizer& pq, const float* q, bool l2, float qnorm) {
+    const size_t m = pq.m();
+    std::vector<float> t(m * 16), lo(m), hi(m), neg;
+    if (!l2) {  // inner products: tables of -q, so that smaller is better
+      neg.assign(q, q + pq.dim());
+      for (float& x : neg) x = -x;
+      q = neg.data();
+    }
+    pq.distance_tables(q, 1, l2, t.data());
+    kernels(active_isa()).row16_minmax(t.data(), m, lo.data(), hi.data());
+    lut_.resize(fast_scan::block_bytes(m));
+    fast_scan::quantize_tables(t.data(), lo.data(), hi.data(), 1, m, lut_.data(), &scale_,
+                               &bias_);
+    if (l2) bias_ -= qnorm;  // |q - x|^2 - |q|^2
+  }
+  const uint8_t* lut() const { return lut_.data(); }
+  float estimate(uint16_t sum) const { return float(sum) / scale_ + bias_; }
+  // The largest sum whose estimate is at most d.
+  uint16_t limit(float d) const {
+    const double s = std::floor((double(d) - bias_) * scale_);
+    return uint16_t(std::clamp(s, 0.0, 65535.0));
+  }
+
+ private:
+  std::vector<uint8_t> lut_;
+  float scale_ = 1, bias_ = 0;
+};
+
+// What the search reads: each vertex's row (its list, then its neighbours' codes: see
+// GraphIndex::neighbour_codes) and its vector.
+struct Rows {
+  const uint8_t* rows;  // row_bytes per vertex
+  size_t degree, row_bytes, npairs, n;
+  const FlatIndex& vectors;
+};
+
+// SymphonyQG's search: the beam is ordered by estimated distances. Expanding a vertex scores
+// it exactly (reported to on(v, d)) and estimates all its neighbours with one fast-scan call
+// over the codes in its row; those whose estimate can enter the beam join it. A code's
+// estimate does not depend on the row it is read from, so a neighbour is marked visited
+// once it has passed that test (failing it, it would fail again: the beam only tightens).
+template <class On>
+void run_code_beam(const Rows& g, uint32_t entry, size_t width, BeamQuery& query,
+                   const CodeQuery& cq, On&& on, VisitedPool::Marks& marks, Beam& beam) {
+  const Kernels& kern = kernels(active_isa());
+  const size_t nblocks = (g.degree + fast_scan::kBlock - 1) / fast_scan::kBlock;
+  const uint8_t* lut = cq.lut();
+  uint16_t sums[GraphIndex::kMaxDegree];
+  uint32_t below[GraphIndex::kMaxDegree / fast_scan::kBlock];
+  beam.start(width);
+  marks.start(g.n);
+  marks.first_visit(entry);
+  float d;
+  query.exact(&entry, 1, &d);
+  beam.insert(d, entry);
+  // A vertex's vector, list and codes are asked for one expansion ahead: the next vertex
+  // but one in the beam, which is most often expanded next but one.
+  uint32_t fetched = GraphIndex::kNone;
+  const auto fetch = [&](uint32_t w) {
+    if (w == fetched) return;
+    fetched = w;
+    g.vectors.prefetch(w);
+    const uint8_t* r = g.rows + size_t(w) * g.row_bytes;
+    for (size_t o = 0; o < g.row_bytes; o += 64) __builtin_prefetch(r + o);
+  };
+  size_t cur = 0;
+  while (cur < beam.e.size()) {
+    const uint32_t v = beam.e[cur].id;
+    beam.e[cur].expanded = 1;
+    for (size_t ahead = cur + 1; ahead < beam.e.size(); ++ahead)
+      if (!beam.e[ahead].expanded) {
+        fetch(beam.e[ahead].id);
+        break;
+      }
+    query.exact(&v, 1, &d);
+    on(v, d);
+    const uint16_t limit = beam.e.size() < beam.width ? uint16_t(65535) : cq.limit(beam.e.back().d);
+    const uint8_t* vrow = g.rows + size_t(v) * g.row_bytes;
+    kern.pq4_accumulate(vrow + g.degree * sizeof(uint32_t), nblocks, g.npairs, &lut, 1, &limit,
+                        sums, below);
+    uint32_t row[GraphIndex::kMaxDegree];
+    std::memcpy(row, vrow, g.degree * sizeof(uint32_t));
+    size_t next = cur + 1;
+    for (size_t b = 0; b < nblocks; ++b)
+      for (uint32_t bits = below[b]; bits; bits &= bits - 1) {
+        const size_t j = fast_scan::kBlock * b + size_t(__builtin_ctz(bits));
+        if (j >= g.degree) break;
+        const uint32_t u = row[j];
+        if (u >= g.n || !marks.first_visit(u)) continue;  // an empty slot is kNone >= n
+        const float est = cq.estimate(sums[j]);
+        if (beam.admits(est, u)) next = std::min(next, beam.insert(est, u));
+      }
+    cur = next;
+    while (cur < beam.e.size() && beam.e[cur].expanded) ++cur;
+    if (cur < beam.e.size()) fetch(beam.e[cur].id);  // a vertex that just joined
+  }
+}
+
 }  // namespace
 
 GraphIndex::GraphIndex(std::shared_ptr<FlatIndex> vectors, GraphBuildParams build)
@@ -240,6 +345,9 @@ GraphIndex::GraphIndex(std::shared_ptr<FlatIndex> vectors, GraphBuildParams buil
   if (build_.pq_m) {
     require(dim() % build_.pq_m == 0, "codes: PQ m = " + std::to_string(build_.pq_m) +
                                           " must divide dim = " + std::to_string(dim()));
+    // 4-bit sums of 255 per sub-quantizer stay within uint16 up to 257 of them.
+    require(build_.pq_nbits != 4 || build_.pq_m <= 256,
+            "codes: PQ<m>x4 takes m <= 256; got " + std::to_string(build_.pq_m));
     pq_ = std::make_unique<ProductQuantizer>(dim(), build_.pq_m, build_.pq_nbits);
   }
 }
@@ -248,7 +356,7 @@ GraphIndex::~GraphIndex() = default;
 
 size_t GraphIndex::memory_usage() const {
   return vectors_->memory_usage() + adj_.size() * sizeof(uint32_t) +
-         norms_.size() * sizeof(float) + codes_.size() +
+         norms_.size() * sizeof(float) + codes_.size() + nbr_codes_.size() +
          (pq_ ? pq_->centroids().size() * sizeof(float) : 0);
 }
 
@@ -305,6 +413,39 @@ void GraphIndex::ensure_norms() {
   });
 }
 
+size_t GraphIndex::row_code_bytes() const {
+  return inline_codes() ? degree() * sizeof(uint32_t) +
+                              (degree() + fast_scan::kBlock - 1) / fast_scan::kBlock *
+                                  fast_scan::block_bytes(pq_->m())
+                        : 0;
+}
+
+void GraphIndex::pack_rows(const uint8_t* changed) {
+  const size_t n = rows(), R = degree(), m = pq_->m(), cs = pq_->code_size(),
+               rb = row_code_bytes();
+  const uint32_t* adj = adj_.data();
+  const uint8_t* codes = codes_.data();
+  nbr_codes_.edit([&](auto& out) {
+    out.resize(n * rb);
+    parallel_for((n + 255) / 256, 0, [&](size_t t, size_t) {
+      std::vector<uint8_t> gathered(R * cs);
+      for (size_t v = t * 256; v < std::min(n, (t + 1) * 256); ++v) {
+        if (changed && !changed[v]) continue;
+        const uint32_t* row = adj + v * R;
+        // An empty slot (or an id past the rows) gets code 0: the search skips its slot.
+        for (size_t j = 0; j < R; ++j) {
+          if (row[j] < n) std::copy_n(codes + size_t(row[j]) * cs, cs, &gathered[j * cs]);
+          else std::fill_n(&gathered[j * cs], cs, uint8_t(0));
+        }
+        uint8_t* dst = out.data() + v * rb;
+        std::fill(dst, dst + rb, uint8_t(0));
+        std::memcpy(dst, row, R * sizeof(uint32_t));
+        fast_scan::pack(gathered.data(), R, m, 0, dst + R * sizeof(uint32_t));
+      }
+    });
+  });
+}
+
 // RobustPrune: cand sorted by distance to p (ascending) -> at most `degree` neighbours.
 std::vector<uint32_t> GraphIndex::prune(uint32_t p, std::vector<Scored>& cand) const {
   std::vector<uint32_t> kept;
@@ -316,10 +457,14 @@ std::vector<uint32_t> GraphIndex::prune(uint32_t p, std::vector<Scored>& cand) c
     if (!kept.empty()) {
       vectors_->decode(c.id, row.data());
       const float* kq = vectors_->kernel_query(row.data(), scaled);
-      vectors_->dot_positions(kq, kept.data(), kept.size(), dots.data());
-      for (size_t j = 0; j < kept.size() && !covered; ++j) {
-        const float dkc = norms_[kept[j]] + norms_[c.id] - 2.0f * dots[j];
-        covered = build_.alpha * dkc <= c.d;
+      // Four kept neighbours at a time: a covering one is most often among the closest.
+      for (size_t j0 = 0; j0 < kept.size() && !covered; j0 += 4) {
+        const size_t nj = std::min<size_t>(4, kept.size() - j0);
+        vectors_->dot_positions(kq, kept.data() + j0, nj, dots.data());
+        for (size_t j = 0; j < nj && !covered; ++j) {
+          const float dkc = norms_[kept[j0 + j]] + norms_[c.id] - 2.0f * dots[j];
+          covered = build_.alpha * dkc <= c.d;
+        }
       }
     }
     if (!covered) kept.push_back(c.id);
@@ -328,15 +473,15 @@ std::vector<uint32_t> GraphIndex::prune(uint32_t p, std::vector<Scored>& cand) c
 }
 
 // Adds `to` to the list of `from`, pruning the list when it is full.
-void GraphIndex::link(uint32_t from, uint32_t to, std::vector<std::mutex>* locks,
-                      uint32_t* adj) const {
-  const auto lock = lock_of(locks, from);
-  uint32_t* row = adj + size_t(from) * degree();
+void GraphIndex::link(uint32_t from, uint32_t to, const Edit& e) const {
+  const auto lock = lock_of(e.locks, from);
+  uint32_t* row = e.adj + size_t(from) * degree();
   size_t cnt = 0;
   while (cnt < degree() && row[cnt] != kNone) {
     if (row[cnt] == to) return;
     ++cnt;
   }
+  e.changed[from] = 1;
   if (cnt < degree()) {
     row[cnt] = to;
     return;
@@ -349,7 +494,7 @@ void GraphIndex::link(uint32_t from, uint32_t to, std::vector<std::mutex>* locks
   std::copy(kept.begin(), kept.end(), row);
 }
 
-void GraphIndex::insert(uint32_t p, std::vector<std::mutex>* locks, uint32_t* adj) const {
+void GraphIndex::insert(uint32_t p, const Edit& e) const {
   std::vector<float> x(dim()), scaled;
   vectors_->decode(p, x.data());
   const float* kq = vectors_->kernel_query(x.data(), scaled);
@@ -358,20 +503,42 @@ void GraphIndex::insert(uint32_t p, std::vector<std::mutex>* locks, uint32_t* ad
   Beam beam;
   std::vector<float> dots(kMaxDegree);
   run_beam(
-      adj, degree(), rows(), entry_, build_.build_width,
+      e.adj, degree(), rows(), entry_, build_.build_width,
       [&](const uint32_t* ids, size_t n, float* out) {
         vectors_->dot_positions(kq, ids, n, dots.data());
         for (size_t i = 0; i < n; ++i) out[i] = pn + norms_[ids[i]] - 2.0f * dots[i];
       },
-      [](uint32_t, float) {}, *marks.marks, beam, locks);
+      [](uint32_t, float) {}, *marks.marks, beam, e.locks);
   std::vector<Scored> cand(beam.e.size());  // ascending already
   for (size_t i = 0; i < cand.size(); ++i) cand[i] = {beam.e[i].d, beam.e[i].id};
+  {
+    // A vertex already in the graph (a refinement pass) keeps its list as candidates too.
+    std::vector<uint32_t> own;
+    {
+      const auto lock = lock_of(e.locks, p);
+      const uint32_t* row = e.adj + size_t(p) * degree();
+      for (size_t j = 0; j < degree() && row[j] != kNone; ++j) own.push_back(row[j]);
+    }
+    if (!own.empty()) {
+      std::vector<uint32_t> fresh;
+      for (uint32_t u : own)
+        if (std::none_of(cand.begin(), cand.end(), [&](const Scored& c) { return c.id == u; }))
+          fresh.push_back(u);
+      const std::vector<Scored> more = by_distance(p, fresh.data(), fresh.size());
+      cand.insert(cand.end(), more.begin(), more.end());
+      std::sort(cand.begin(), cand.end(),
+                [](const Scored& a, const Scored& b) { return closer(a.d, a.id, b.d, b.id); });
+    }
+  }
   const std::vector<uint32_t> kept = prune(p, cand);
   {
-    const auto lock = lock_of(locks, p);
-    std::copy(kept.begin(), kept.end(), adj + size_t(p) * degree());
+    const auto lock = lock_of(e.locks, p);
+    uint32_t* row = e.adj + size_t(p) * degree();
+    std::fill(row, row + degree(), kNone);
+    std::copy(kept.begin(), kept.end(), row);
+    e.changed[p] = 1;
   }
-  for (uint32_t u : kept) link(u, p, locks, adj);
+  for (uint32_t u : kept) link(u, p, e);
 }
 
 // The live vertex closest to the mean of the live vectors: where every search starts.
@@ -422,45 +589,56 @@ void GraphIndex::add(const float* x, size_t n, const int64_t* ids, int threads) 
     pq_->encode(rows.data(), n, codes.data(), threads);
   }
   uint32_t* adj = nullptr;
-  adj_.edit([&](std::vector<uint32_t>& a) {  // room first: a failure below leaves it unused
+  adj_.edit([&](auto& a) {  // room first: a failure below leaves it unused
     a.resize((n0 + n) * degree(), kNone);
     adj = a.data();
   });
   try {
     vectors_->add(x, n, ids, threads);
   } catch (...) {
-    adj_.edit([&](std::vector<uint32_t>& a) { a.resize(n0 * degree()); });
+    adj_.edit([&](auto& a) { a.resize(n0 * degree()); });
     throw;
   }
-  codes_.edit([&](std::vector<uint8_t>& c) { c.insert(c.end(), codes.begin(), codes.end()); });
+  codes_.edit([&](auto& c) { c.insert(c.end(), codes.begin(), codes.end()); });
+  if (inline_codes())
+    nbr_codes_.edit([&](auto& c) { c.resize((n0 + n) * row_code_bytes(), 0); });
   ensure_norms();
   std::vector<std::mutex> locks(threads > 1 ? kLockStripes : 0);
-  std::vector<std::mutex>* lk = threads > 1 ? &locks : nullptr;
+  std::vector<uint8_t> changed(n0 + n, 0);
+  const Edit edit{adj, changed.data(), threads > 1 ? &locks : nullptr};
   size_t first = n0;
   if (entry_ == kNone) entry_ = uint32_t(first++);  // an empty graph: the first vertex starts it
   const size_t count = n0 + n - first;
   build_done_ = 0;
-  build_total_ = count;
+  build_total_ = count + build_.refine * n;
   // Consecutive vertices in one task keep a one-thread build in input order (deterministic).
-  const size_t per_task = threads == 1 ? std::max<size_t>(count, 1) : 64;
-  parallel_for((count + per_task - 1) / per_task, threads, [&](size_t t, size_t) {
-    const size_t end = std::min(first + count, first + (t + 1) * per_task);
-    for (size_t v = first + t * per_task; v < end; ++v) {
-      insert(uint32_t(v), lk, adj);
-      build_done_.fetch_add(1, std::memory_order_relaxed);
-    }
-  });
+  const auto insert_all = [&](size_t from, size_t m) {
+    const size_t per_task = threads == 1 ? std::max<size_t>(m, 1) : 64;
+    parallel_for((m + per_task - 1) / per_task, threads, [&](size_t t, size_t) {
+      const size_t end = std::min(from + m, from + (t + 1) * per_task);
+      for (size_t v = from + t * per_task; v < end; ++v) {
+        insert(uint32_t(v), edit);
+        build_done_.fetch_add(1, std::memory_order_relaxed);
+      }
+    });
+  };
+  insert_all(first, count);
   // The medoid costs a pass over every vector: chosen again once the graph grew by half.
   if (rows() >= medoid_rows_ + medoid_rows_ / 2) {
     entry_ = medoid();
     medoid_rows_ = rows();
   }
+  // Refinement (Vamana's second pass): the new vertices search the graph again, now that it
+  // holds all of them, and re-prune their lists with the old ones as candidates too.
+  for (size_t pass = 0; pass < build_.refine; ++pass) insert_all(n0, n);
+  if (inline_codes()) pack_rows(changed.data());
 }
 
 void GraphIndex::reset() {
   vectors_->reset();
   adj_ = {};
   codes_ = {};
+  nbr_codes_ = {};
   entry_ = kNone;
   medoid_rows_ = 0;
   norms_.clear();
@@ -502,9 +680,11 @@ void GraphIndex::search(const float* q, size_t nq, const GraphSearchParams& para
     if (entry_ == kNone || n == 0) return;
     BeamQuery query(*vectors_, q + i * dim());
     Beam beam;
-    Estimator est(pq_.get(), codes_.data(), query.values(), query.qnorm(), l2, params.slack);
+    const bool adc = pq_ && !inline_codes();  // 8-bit codes: ADC estimates, then a choice
+    Estimator est(adc ? pq_.get() : nullptr, codes_.data(), query.values(), query.qnorm(), l2,
+                  params.slack);
     const auto dist = [&](const uint32_t* ids, size_t m, float* out) {
-      if (!pq_) return query.exact(ids, m, out);
+      if (!adc) return query.exact(ids, m, out);
       // Once the beam is full, a neighbour whose estimate cannot enter it (with the margin
       // of the errors seen so far) is not scored: +inf, never admitted nor returned.
       const float limit = beam.e.size() < beam.width ? kInf : beam.e.back().d;
@@ -516,9 +696,11 @@ void GraphIndex::search(const float* q, size_t nq, const GraphSearchParams& para
       for (size_t j = 0, t = 0; j < m; ++j)
         out[j] = t < ns && sel[t] == ids[j] ? exact_d[t++] : kInf;
     };
+    // With 4-bit codes the beam holds estimates: the results are the vertices scored exactly.
+    const bool collect = checks || inline_codes();
     std::vector<std::pair<float, uint32_t>> res;  // allowed vertices, ascending, at most k
     const auto on = [&](uint32_t v, float d) {
-      if (d == kInf || !checks || !lab.allowed(v, f)) return;
+      if (d == kInf || !collect || (checks && !lab.allowed(v, f))) return;
       if (res.size() == k && !closer(d, v, res.back().first, res.back().second)) return;
       const auto at = std::upper_bound(res.begin(), res.end(), std::make_pair(d, v),
                                        [](const auto& a, const auto& b) {
@@ -528,11 +710,18 @@ void GraphIndex::search(const float* q, size_t nq, const GraphSearchParams& para
       if (res.size() > k) res.pop_back();
     };
     Borrowed marks(*visited_);
-    run_beam(adj_.data(), degree(), n, entry_, width, dist, on, *marks.marks, beam, nullptr);
-    if (!checks)
+    if (inline_codes()) {
+      const Rows g{nbr_codes_.data(), degree(), row_code_bytes(), fast_scan::npairs(pq_->m()),
+                   n, *vectors_};
+      const CodeQuery cq(*pq_, query.values(), l2, query.qnorm());
+      run_code_beam(g, entry_, width, query, cq, on, *marks.marks, beam);
+    } else {
+      run_beam(adj_.data(), degree(), n, entry_, width, dist, on, *marks.marks, beam, nullptr);
+    }
+    if (!collect)
       for (size_t j = 0; j < std::min(beam.e.size(), k); ++j)
         res.emplace_back(beam.e[j].d, beam.e[j].id);
-    if (checks && res.size() < k && res.size() < ntotal())
+    if (collect && res.size() < k && res.size() < ntotal())
       return exact_scan();  // the beam met fewer than k returnable vertices
     for (size_t j = 0; j < res.size(); ++j) {
       D[j] = l2 ? query.qnorm() + res[j].first : -res[j].first;
@@ -612,16 +801,20 @@ void GraphIndex::compact() {
   });
   vectors_->compact();
   keep_rows(norms_, keep, 1);
-  if (pq_) codes_.edit([&](std::vector<uint8_t>& c) { keep_rows(c, keep, pq_->code_size()); });
+  if (pq_) codes_.edit([&](auto& c) { keep_rows(c, keep, pq_->code_size()); });
   adj_ = Buffer<uint32_t>(std::move(next));
+  if (inline_codes()) pack_rows(nullptr);
   entry_ = medoid();
   medoid_rows_ = rows();
 }
 
-void GraphIndex::restore(Buffer<uint32_t> adjacency, uint32_t entry, Buffer<uint8_t> codes) {
+void GraphIndex::restore(Buffer<uint32_t> adjacency, uint32_t entry, Buffer<uint8_t> codes,
+                         Buffer<uint8_t> neighbour_codes) {
   const size_t n = rows();
   require(pq_ ? pq_->is_trained() && codes.size() == n * pq_->code_size() : codes.empty(),
           "corrupt index data: the estimation codes do not match the vectors");
+  require(neighbour_codes.empty() || neighbour_codes.size() == n * row_code_bytes(),
+          "corrupt index data: the neighbours' codes do not match the graph");
   require(adjacency.size() == n * degree(),
           "corrupt index data: the graph has " + std::to_string(adjacency.size()) +
               " neighbour slots, expected " + std::to_string(n) + " x " +
@@ -629,6 +822,9 @@ void GraphIndex::restore(Buffer<uint32_t> adjacency, uint32_t entry, Buffer<uint
   require(n == 0 ? entry == kNone : entry < n, "corrupt index data: the entry vertex is out of range");
   adj_ = std::move(adjacency);
   codes_ = std::move(codes);
+  nbr_codes_ = std::move(neighbour_codes);
+  // Any byte is a valid code (a corrupt one only misleads the estimates): no check needed.
+  if (inline_codes() && nbr_codes_.empty() && n > 0) pack_rows(nullptr);
   entry_ = entry;
   medoid_rows_ = n;
   norms_.clear();  // recomputed when a build step needs them

@@ -73,7 +73,7 @@ void TokenStore::add(const float* tokens, size_t ntokens, const int64_t* offsets
       scale = std::ldexp(1.0f, int(std::floor(std::log2(storage_max(storage_) / m))));
   }
   const size_t bytes = dim_ * storage_bytes(storage_), old = codes_.size();
-  codes_.edit([&](std::vector<uint8_t>& codes) {
+  codes_.edit([&](auto& codes) {
     codes.resize(old + ntokens * bytes);
     const size_t ntasks = (ntokens + kAddRowsPerTask - 1) / kAddRowsPerTask;
     parallel_for(ntasks, resolve_threads(threads), [&](size_t t, size_t) {
@@ -95,7 +95,7 @@ void TokenStore::compact() {
   const size_t bytes = dim_ * storage_bytes(storage_);
   std::vector<int64_t> offsets{0};
   size_t at = 0;
-  codes_.edit([&](std::vector<uint8_t>& codes) {
+  codes_.edit([&](auto& codes) {
     for (size_t d : keep) {  // moving down in order is safe: each kept row starts at or after at
       const size_t b = size_t(offsets_[d]), e = size_t(offsets_[d + 1]);
       std::memmove(codes.data() + at * bytes, codes.data() + b * bytes, (e - b) * bytes);
@@ -112,7 +112,7 @@ void TokenStore::compact() {
 void TokenStore::truncate(size_t n) {
   if (n > ndocs()) require(false, "truncate: only " + std::to_string(ndocs()) + " documents");
   offsets_.resize(n + 1);
-  codes_.edit([&](std::vector<uint8_t>& codes) {
+  codes_.edit([&](auto& codes) {
     codes.resize(size_t(offsets_.back()) * dim_ * storage_bytes(storage_));
   });
   labels_.truncate(n);

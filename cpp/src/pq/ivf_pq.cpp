@@ -160,7 +160,7 @@ void IVFPQIndex::add(const float* x, size_t n, const int64_t* ids, int threads) 
   for (size_t e = 0; e < copies * n; ++e) {
     const size_t l = size_t(lists[e]), len = ids_[l].size();
     const uint8_t* code = codes.data() + (e % coded) * cs;
-    codes_[l].edit([&](std::vector<uint8_t>& c) {
+    codes_[l].edit([&](auto& c) {
       if (fast_scan_) {
         c.resize(fast_scan::bytes_for(len + 1, pq_.m()), 0);
         fast_scan::pack(code, 1, pq_.m(), len, c.data());
@@ -169,7 +169,7 @@ void IVFPQIndex::add(const float* x, size_t n, const int64_t* ids, int threads) 
       }
     });
     const size_t i = e % n;
-    ids_[l].edit([&](std::vector<int64_t>& v) { v.push_back(ids ? ids[i] : int64_t(ntotal_ + i)); });
+    ids_[l].edit([&](auto& v) { v.push_back(ids ? ids[i] : int64_t(ntotal_ + i)); });
   }
   ntotal_ += n;
   locator_.forget();
@@ -192,14 +192,14 @@ size_t IVFPQIndex::remove(const IdFilter& f) {
     if (!ListIds::any(ids_[l], f)) continue;
     // Fast-scan lists are rewritten through their plain codes, then packed again.
     const size_t len = ids_[l].size();
-    codes_[l].edit([&](std::vector<uint8_t>& c) {
+    codes_[l].edit([&](auto& c) {
       uint8_t* codes = c.data();
       if (fast_scan_) {
         plain.resize(len * cs);
         fast_scan::unpack(codes, m, 0, len, plain.data());
         codes = plain.data();
       }
-      ids_[l].edit([&](std::vector<int64_t>& v) {
+      ids_[l].edit([&](auto& v) {
         removed += ListIds::remove(v, f, [&](size_t to, size_t from) {
           std::memmove(codes + to * cs, codes + from * cs, cs);
         });
@@ -221,8 +221,8 @@ size_t IVFPQIndex::remove(const IdFilter& f) {
 
 void IVFPQIndex::compact() {
   for (size_t l = 0; l < nlist_; ++l) {
-    if (!codes_[l].viewing()) codes_[l].edit([](std::vector<uint8_t>& c) { c.shrink_to_fit(); });
-    if (!ids_[l].viewing()) ids_[l].edit([](std::vector<int64_t>& v) { v.shrink_to_fit(); });
+    if (!codes_[l].viewing()) codes_[l].edit([](auto& c) { c.shrink_to_fit(); });
+    if (!ids_[l].viewing()) ids_[l].edit([](auto& v) { v.shrink_to_fit(); });
   }
 }
 

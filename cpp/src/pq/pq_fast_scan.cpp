@@ -61,7 +61,7 @@ void PQFastScanIndex::add(const float* x, size_t n, const int64_t* ids, int thre
     pq_.encode(x, n, codes.data(), resolve_threads(threads));
   }
   std::vector<int64_t> next = labels_.with_added(ids, n, ntotal_);
-  blocks_.edit([&](std::vector<uint8_t>& b) {
+  blocks_.edit([&](auto& b) {
     b.resize(fast_scan::bytes_for(ntotal_ + n, pq_.m()), 0);  // may throw: nothing lost
     fast_scan::pack(codes.data(), n, pq_.m(), ntotal_, b.data());
   });

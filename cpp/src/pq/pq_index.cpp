@@ -48,7 +48,7 @@ void PQIndex::add(const float* x, size_t n, const int64_t* ids, int threads) {
   std::vector<uint8_t> codes(n * pq_.code_size());
   pq_.encode(prepared(x, n, buf), n, codes.data(), resolve_threads(threads));
   std::vector<int64_t> next = labels_.with_added(ids, n, ntotal_);
-  codes_.edit([&](std::vector<uint8_t>& c) { c.insert(c.end(), codes.begin(), codes.end()); });
+  codes_.edit([&](auto& c) { c.insert(c.end(), codes.begin(), codes.end()); });
   labels_.commit(std::move(next));
   ntotal_ += n;
 }
@@ -154,7 +154,7 @@ RangeResult PQIndex::range_search(const float* q, size_t nq, float radius,
 void PQIndex::compact() {
   if (labels_.removed() == 0) return;
   const std::vector<size_t> keep = labels_.live_positions(ntotal_);
-  codes_.edit([&](std::vector<uint8_t>& c) { keep_rows(c, keep, pq_.code_size()); });
+  codes_.edit([&](auto& c) { keep_rows(c, keep, pq_.code_size()); });
   labels_.compact(keep);
   ntotal_ = keep.size();
 }

@@ -58,34 +58,53 @@ float tail_dot(const float* q, const uint8_t* row, size_t from, size_t dim) {
   return acc;
 }
 
+// <q, row> for four rows at once: one chain of FMAs per row, their loads overlapping.
+template <Storage S>
+void dot4(const float* q, const uint8_t* r0, const uint8_t* r1, const uint8_t* r2,
+          const uint8_t* r3, size_t dim, float* out) {
+  const size_t full = dim / 8 * 8;
+  constexpr float ps = post_scale<S>();
+  __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+  for (size_t p = 0; p < full; p += 8) {
+    const __m256 qv = _mm256_loadu_ps(q + p);
+    a0 = _mm256_fmadd_ps(qv, load8<S>(r0, p), a0);
+    a1 = _mm256_fmadd_ps(qv, load8<S>(r1, p), a1);
+    a2 = _mm256_fmadd_ps(qv, load8<S>(r2, p), a2);
+    a3 = _mm256_fmadd_ps(qv, load8<S>(r3, p), a3);
+  }
+  out[0] = hsum(a0) * ps + tail_dot<S>(q, r0, full, dim);
+  out[1] = hsum(a1) * ps + tail_dot<S>(q, r1, full, dim);
+  out[2] = hsum(a2) * ps + tail_dot<S>(q, r2, full, dim);
+  out[3] = hsum(a3) * ps + tail_dot<S>(q, r3, full, dim);
+}
+
+// <q, row> for one row, in four interleaved partial sums: a single chain would wait on the
+// FMA latency at every step (a graph search scores one row at a time).
+template <Storage S>
+float dot1(const float* q, const uint8_t* r, size_t dim) {
+  const size_t full = dim / 8 * 8, full4 = dim / 32 * 32;
+  __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+  size_t p = 0;
+  for (; p < full4; p += 32) {
+    a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + p), load8<S>(r, p), a0);
+    a1 = _mm256_fmadd_ps(_mm256_loadu_ps(q + p + 8), load8<S>(r, p + 8), a1);
+    a2 = _mm256_fmadd_ps(_mm256_loadu_ps(q + p + 16), load8<S>(r, p + 16), a2);
+    a3 = _mm256_fmadd_ps(_mm256_loadu_ps(q + p + 24), load8<S>(r, p + 24), a3);
+  }
+  for (; p < full; p += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + p), load8<S>(r, p), a0);
+  return hsum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3))) * post_scale<S>() +
+         tail_dot<S>(q, r, full, dim);
+}
+
 template <Storage S>
 void dot_rows_t(const float* q, const uint8_t* codes, size_t n, size_t dim, float* out) {
   const size_t bytes = dim * storage_bytes(S);
-  const size_t full = dim / 8 * 8;
-  constexpr float ps = post_scale<S>();
   size_t i = 0;
   for (; i + 4 <= n; i += 4) {
     const uint8_t* r = codes + i * bytes;
-    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-    for (size_t p = 0; p < full; p += 8) {
-      const __m256 qv = _mm256_loadu_ps(q + p);
-      a0 = _mm256_fmadd_ps(qv, load8<S>(r, p), a0);
-      a1 = _mm256_fmadd_ps(qv, load8<S>(r + bytes, p), a1);
-      a2 = _mm256_fmadd_ps(qv, load8<S>(r + 2 * bytes, p), a2);
-      a3 = _mm256_fmadd_ps(qv, load8<S>(r + 3 * bytes, p), a3);
-    }
-    out[i] = hsum(a0) * ps + tail_dot<S>(q, r, full, dim);
-    out[i + 1] = hsum(a1) * ps + tail_dot<S>(q, r + bytes, full, dim);
-    out[i + 2] = hsum(a2) * ps + tail_dot<S>(q, r + 2 * bytes, full, dim);
-    out[i + 3] = hsum(a3) * ps + tail_dot<S>(q, r + 3 * bytes, full, dim);
+    dot4<S>(q, r, r + bytes, r + 2 * bytes, r + 3 * bytes, dim, out + i);
   }
-  for (; i < n; ++i) {
-    const uint8_t* r = codes + i * bytes;
-    __m256 a0 = _mm256_setzero_ps();
-    for (size_t p = 0; p < full; p += 8)
-      a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + p), load8<S>(r, p), a0);
-    out[i] = hsum(a0) * ps + tail_dot<S>(q, r, full, dim);
-  }
+  for (; i < n; ++i) out[i] = dot1<S>(q, codes + i * bytes, dim);
 }
 
 template <Storage S>
@@ -111,7 +130,10 @@ void dot_gather(Storage s, const float* q, const uint8_t* base, const uint32_t* 
   with_storage(s, [&](auto st) {
     constexpr Storage S = decltype(st)::value;
     const size_t bytes = dim * storage_bytes(S);
-    for (size_t i = 0; i < n; ++i) dot_rows_t<S>(q, base + size_t(pos[i]) * bytes, 1, dim, out + i);
+    const auto row = [&](size_t i) { return base + size_t(pos[i]) * bytes; };
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) dot4<S>(q, row(i), row(i + 1), row(i + 2), row(i + 3), dim, out + i);
+    for (; i < n; ++i) out[i] = dot1<S>(q, row(i), dim);
   });
 }
 
