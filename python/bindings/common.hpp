@@ -75,8 +75,9 @@ std::vector<T> from_numpy(const py::array& a, const char* what) {
 // the array alive: a memory-mapped file), else a copy.
 template <class T>
 Buffer<T> buffer_from_numpy(const py::array& a, const char* what, bool borrow) {
-  if (!borrow) return Buffer<T>(from_numpy<T>(a, what));
-  return Buffer<T>::view(array_data<T>(a, what), size_t(a.size()));
+  const T* p = array_data<T>(a, what);
+  if (!borrow) return Buffer<T>(LargeVector<T>(p, p + a.size()));
+  return Buffer<T>::view(p, size_t(a.size()));
 }
 
 // Allocates (D, I) of nq x k, releases the GIL around run(D, I).

@@ -770,7 +770,7 @@ void GraphIndex::compact() {
   const std::vector<size_t> keep = lab.live_positions(n);
   std::vector<uint32_t> new_pos(n, kNone);
   for (size_t i = 0; i < keep.size(); ++i) new_pos[keep[i]] = uint32_t(i);
-  std::vector<uint32_t> next(keep.size() * R, kNone);
+  LargeVector<uint32_t> next(keep.size() * R, kNone);
   const uint32_t* adj = adj_.data();
   parallel_for(keep.size(), 0, [&](size_t i, size_t) {
     const uint32_t v = uint32_t(keep[i]);

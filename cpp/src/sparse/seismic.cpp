@@ -261,7 +261,7 @@ void SparseIndex::build_knn(const int64_t* indptr, const int32_t* indices, const
   std::vector<int64_t> labels(n * q.k);
   q.threads = threads;
   search(indptr, indices, values, n, q, scores.data(), labels.data());
-  std::vector<uint32_t> graph(n * p_.knn, ~0u);
+  LargeVector<uint32_t> graph(n * p_.knn, ~0u);
   for (size_t d = 0; d < n; ++d) {
     size_t j = 0;
     for (size_t r = 0; r < q.k && j < p_.knn; ++r) {
@@ -520,11 +520,12 @@ void SparseIndex::prune_and_block(const float* val, int threads) {
   }
   require(npost < (size_t(1) << 32) && nent < (size_t(1) << 32),
           "more than 2^32 postings or summary entries: raise pruning (lower n_postings)");
-  std::vector<uint32_t> block_ptr{0}, postings, soff;
-  std::vector<float> step;
-  std::vector<uint32_t> sterm;
-  std::vector<uint16_t> sblock;
-  std::vector<uint8_t> scode;
+  // LargeVector: moved into the state's Buffers without a copy.
+  LargeVector<uint32_t> block_ptr{0}, postings, soff;
+  LargeVector<float> step;
+  LargeVector<uint32_t> sterm;
+  LargeVector<uint16_t> sblock;
+  LargeVector<uint8_t> scode;
   block_ptr.reserve(nblk + 1);
   postings.reserve(npost);
   step.reserve(nblk);
@@ -551,7 +552,7 @@ void SparseIndex::prune_and_block(const float* val, int threads) {
   s_.list_ptr = std::move(list_ptr);
   s_.block_ptr = std::move(block_ptr);
   if (p_.posting_offsets && nnz < (size_t(1) << 32)) {
-    std::vector<uint32_t> off(postings.size());
+    LargeVector<uint32_t> off(postings.size());
     for (size_t i = 0; i < off.size(); ++i) off[i] = uint32_t(doc_ptr[postings[i]]);
     s_.postoff = std::move(off);
   } else {
@@ -564,7 +565,7 @@ void SparseIndex::prune_and_block(const float* val, int threads) {
   s_.sterm16 = Buffer<uint16_t>();
   s_.sterm32 = Buffer<uint32_t>();
   if (dim_ <= 65536)
-    s_.sterm16 = std::vector<uint16_t>(sterm.begin(), sterm.end());
+    s_.sterm16 = LargeVector<uint16_t>(sterm.begin(), sterm.end());
   else
     s_.sterm32 = std::move(sterm);
   s_.soff = std::move(soff);
