@@ -1,5 +1,5 @@
-"""Graph indexes side by side: quanta.GraphIndex against hnswlib, usearch HNSW, faiss HNSW and
-rabitqlib's SymphonyQG (scalable-vs has no adapter yet), on the same data, in one run.
+"""Graph indexes side by side: quanta.GraphIndex against hnswlib, usearch HNSW, faiss HNSW,
+rabitqlib's SymphonyQG and Intel SVS Vamana (f32, f16, LVQ-8), on the same data, in one run.
 
     python -m bench.graph --data clustered|real --n 100000 --nq 1000 [--threads 2]
         [--systems quanta,hnswlib,usearch,faiss,rabitqlib,svs] [--widths 10,16,...]
@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -154,6 +155,50 @@ class SymQG(System):
         return np.asarray(call(q, k, self.ef, threads)[0], dtype=np.int64)
 
 
+class SVS(System):
+    """Intel SVS Vamana (PyPI scalable-vs) over f32 or f16 vectors, or LVQ-8 codes (built from
+    a temporary fvecs file, as its loaders take one); alpha 0.95 (its inner-product default)."""
+
+    def __init__(self, storage, degree, window):
+        import svs
+        self.lib, self.storage, self.degree, self.window = svs, storage, degree, window
+        self.name = f"svs Vamana R{degree} {storage}"
+        if storage == "lvq8":  # SVS builds LVQ on Intel CPUs only, else it ends the process
+            probe = ("import numpy as np, sys; sys.path.insert(0, '.'); from bench.graph import SVS;"
+                     "s = SVS.__new__(SVS); s.lib, s.storage, s.degree, s.window = "
+                     "__import__('svs'), 'lvq8', 8, 16;"
+                     "s.build(np.random.default_rng(0).random((64, 16), np.float32), 1)")
+            run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+            if run.returncode:
+                raise RuntimeError((run.stdout + run.stderr).strip().splitlines()[-1])
+
+    def build(self, x, threads):
+        svs = self.lib
+        params = svs.VamanaBuildParameters(alpha=0.95, graph_max_degree=self.degree,
+                                           window_size=self.window)
+        with tempfile.TemporaryDirectory() as d:
+            if self.storage == "lvq8":
+                svs.write_vecs(x, os.path.join(d, "x.fvecs"))
+                data = svs.LVQLoader(svs.VectorDataLoader(os.path.join(d, "x.fvecs"),
+                                                          svs.DataType.float32), primary=8)
+            else:
+                data = x.astype(np.float16 if self.storage == "f16" else np.float32)
+            self.index = svs.Vamana.build(params, data, svs.DistanceType.MIP, threads)
+            parts = [os.path.join(d, p) for p in ("config", "graph", "data")]
+            self.index.save(*parts)
+            self.bytes_per_vector = sum(os.path.getsize(os.path.join(root, f))
+                                        for p in parts for root, _, fs in os.walk(p)
+                                        for f in fs) / len(x)
+        self.dtype = np.float16 if self.storage == "f16" else np.float32
+
+    def set_width(self, w):
+        self.index.search_window_size = w
+
+    def search(self, q, k, threads):
+        self.index.num_threads = threads
+        return np.asarray(self.index.search(q.astype(self.dtype), k)[0], dtype=np.int64)
+
+
 def systems(names, args):
     out, missing = [], []
 
@@ -180,7 +225,8 @@ def systems(names, args):
     if "rabitqlib" in names:
         attempt("rabitqlib SymQG", lambda: SymQG(deg, bw))
     if "svs" in names:
-        missing.append(("svs", "no adapter yet (scalable-vs is not installed here)"))
+        for st in ("f32", "f16", "lvq8"):
+            attempt(f"svs {st}", lambda t=st: SVS(t, deg, bw))
     return out, missing
 
 

@@ -53,11 +53,12 @@ def test_recall_on_clustered_data(metric, storage):
     assert recall(g.search(xq, K, width=200).ids, It) >= recall(I, It) - 0.01
 
 
-def test_recall_on_real_embeddings():
+@pytest.mark.parametrize("spec", ["Graph32(f16)", "Graph32(f16),PQ96x4"])
+def test_recall_on_real_embeddings(spec):
     d = np.load(pathlib.Path(__file__).parent / "data" / "minilm_sample.npz")
     xb, xq = d["base"], d["queries"]
     _, It = brute_force_knn(xb, xq, K, "ip")
-    g = quanta.index_factory(xb.shape[1], "Graph32(f16)")
+    g = quanta.index_factory(xb.shape[1], spec)
     g.add(xb)
     assert recall(g.search(xq, K, width=64).ids, It) >= 0.95
 
