@@ -209,11 +209,8 @@ const float* FlatIndex::kernel_query(const float* q, std::vector<float>& buf) co
 }
 
 void FlatIndex::dot_positions(const float* q, const uint32_t* pos, size_t n, float* out) const {
-  const size_t cs = code_size();
-  const uint8_t* base = codes_.data();
-  for (size_t i = 0; i < n; ++i)  // the rows are scattered: ask for all of them at once
-    for (size_t b = 0; b < cs; b += 64) __builtin_prefetch(base + size_t(pos[i]) * cs + b);
-  kernels(active_isa()).dot_gather(storage_, q, base, pos, n, dim_, out);
+  for (size_t i = 0; i < n; ++i) prefetch(pos[i]);  // scattered rows: ask for all at once
+  kernels(active_isa()).dot_gather(storage_, q, codes_.data(), pos, n, dim_, out);
   if (f8_scale_ == F8Scale::vector)
     for (size_t i = 0; i < n; ++i) out[i] *= vector_scale_[pos[i]];
   else if (f8_scale_ == F8Scale::global)

@@ -42,7 +42,7 @@ struct GraphBuildParams {
   // Refinement passes after the insertions: each new vertex searches the finished graph again
   // and re-prunes its list from what it finds and what it had (Vamana's second pass). On
   // clustered 384-d data (50k, degree 32) one pass raised recall@10 at search width 32 from
-  // 0.947 to 0.971 (exact scoring) and from 0.882 to 0.912 (PQ96x4 codes), for about 1.6x
+  // 0.947 to 0.971 (exact scoring) and from 0.882 to 0.912 (PQ96x4 codes), for 1.7-2.3x
   // the build time; a second pass gained under 0.01.
   size_t refine = 1;
   // Codes that estimate neighbours before they are scored exactly: a PQ code per vertex
