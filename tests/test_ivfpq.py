@@ -375,3 +375,36 @@ def test_soar_add_of_huge_finite_vectors(data):
     index.add(np.full((2, 64), 1e20, np.float32), ids=np.array([7, 9]))
     assert index.ntotal == 2
     assert sorted(index.search(xq[:1], 2, nprobe=16).ids[0]) == [7, 9]
+
+
+@pytest.mark.parametrize("spec,metric", [("IVF32,PQ8x4fs", "ip"), ("IVF32,PQ8x8", "l2"),
+                                         ("OPQ8,IVF32,PQ8x8,Refine(f16)", "ip"),
+                                         ("IVF32,PQ8x4fs", "cosine")])
+def test_search_with_a_given_coarse_step_equals_the_plain_search(spec, metric):
+    """coarse_search + search(coarse=) (faiss's search_preassigned), from this index or from
+    another trained from the same state (how quanta.distributed's shards search)."""
+    xb, xq = quanta.datasets.clustered(3000, 32, 40, seed=5)
+    index = quanta.index_factory(32, spec, metric)
+    index.train(xb)
+    twin = quanta.from_bytes(index.to_bytes())  # trained, empty: holds the same lists
+    index.add(xb)
+    D0, I0 = index.search(xq, 10, nprobe=6)
+    coarse = twin.coarse_search(xq, 6)
+    assert coarse.ids.shape == (40, 6)
+    steps = np.diff(coarse.distances, axis=1)  # best first
+    assert (steps >= 0).all() if metric == "l2" else (steps <= 0).all()
+    D, I = index.search(xq, 10, coarse=coarse)
+    np.testing.assert_array_equal(I, I0)
+    np.testing.assert_allclose(D, D0, rtol=1e-6)
+    # a filter that leaves a query short widens past the given lists, as the plain search
+    f = quanta.Filter.ids(np.arange(0, 3000, 97))
+    np.testing.assert_array_equal(index.search(xq, 10, coarse=coarse, filter=f).ids,
+                                  index.search(xq, 10, nprobe=6, filter=f).ids)
+    with pytest.raises(ValueError, match="nprobe"):
+        index.search(xq, 10, nprobe=5, coarse=coarse)
+    with pytest.raises(ValueError, match=r"\(3, nprobe\)"):
+        index.search(xq[:3], 10, coarse=coarse)
+    with pytest.raises(ValueError, match="nlist"):
+        index.search(xq, 10, coarse=(coarse.distances, coarse.ids + 32))
+    with pytest.raises(TypeError, match="pair"):
+        index.search(xq, 10, coarse=coarse.ids)

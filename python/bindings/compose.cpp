@@ -32,7 +32,15 @@ void bind_compose(py::module_& m) {
       .def_readwrite("sdc", &PQSearchParams::sdc);
   py::class_<IVFSearchParams, SearchParams, std::shared_ptr<IVFSearchParams>>(m, "IVFSearchParams")
       .def(py::init<>())
-      .def_readwrite("nprobe", &IVFSearchParams::nprobe);
+      .def_readwrite("nprobe", &IVFSearchParams::nprobe)
+      // the coarse step done elsewhere: IVFPQIndex.coarse_search's (distances, lists)
+      .def("set_coarse", [](IVFSearchParams& self, const py::array& distances,
+                            const py::array& lists) {
+        if (distances.size() != lists.size())
+          throw py::value_error("coarse: distances and lists must have the same shape");
+        self.coarse_distances = from_numpy<float>(distances, "coarse distances");
+        self.coarse_lists = from_numpy<int64_t>(lists, "coarse lists");
+      }, py::arg("distances"), py::arg("lists"));
   py::class_<RefineSearchParams, SearchParams, std::shared_ptr<RefineSearchParams>>(
       m, "RefineSearchParams")
       .def(py::init<>())

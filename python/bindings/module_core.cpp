@@ -262,6 +262,13 @@ PYBIND11_MODULE(_core, m) {
       }, py::arg("x"), py::arg("coarse_niter"), py::arg("niter"), py::arg("seed"),
          py::arg("mppc"), py::arg("threads"))
       .def("coarse_centroids", [](const IVFPQIndex& self) { return to_numpy(self.centroids()); })
+      .def("coarse_search", [](const IVFPQIndex& self, const py::array& q, size_t nprobe,
+                               int threads) {
+        return search_into(self.dim(), q, nprobe, [&](const float* qp, size_t nq, float* D,
+                                                      int64_t* I) {
+          self.coarse_search(qp, nq, nprobe, threads, D, I);
+        });
+      }, py::arg("queries"), py::arg("nprobe"), py::arg("threads"))
       // with_codes=False leaves out the plain codes (a save writes the stored layout).
       .def("state", [](const IVFPQIndex& self, bool with_codes) {
         py::dict d;

@@ -28,10 +28,15 @@ class Filter:
     >>> ~quanta.Filter.ids(banned)               # a deny-list
     """
 
-    __slots__ = ("_native", "_text")
+    __slots__ = ("_native", "_text", "_recipe")
 
-    def __init__(self, native, text):
-        self._native, self._text = native, text
+    def __init__(self, native, text, recipe):
+        # recipe: the constructor and its arguments, so that a filter pickles (to ship it to
+        # another process: quanta.distributed's shard actors)
+        self._native, self._text, self._recipe = native, text, recipe
+
+    def __reduce__(self):
+        return _rebuild, (self._recipe, self._text)
 
     @classmethod
     def ids(cls, ids) -> "Filter":
@@ -46,7 +51,7 @@ class Filter:
         if arr.dtype == np.uint64 and arr.size and arr.max() > np.iinfo(np.int64).max:
             raise ValueError("filter ids must fit in int64")
         arr = np.ascontiguousarray(arr, dtype=np.int64)
-        return cls(_core.IdFilter.from_ids(arr), f"Filter.ids(<{arr.size} ids>)")
+        return cls(_core.IdFilter.from_ids(arr), f"Filter.ids(<{arr.size} ids>)", ("ids", arr))
 
     @classmethod
     def range(cls, lo: int, hi: int) -> "Filter":
@@ -54,7 +59,8 @@ class Filter:
         for name, v in (("lo", lo), ("hi", hi)):
             if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
                 raise TypeError(f"Filter.range: {name} must be an integer; got {type(v).__name__}")
-        return cls(_core.IdFilter.from_range(int(lo), int(hi)), f"Filter.range({lo}, {hi})")
+        return cls(_core.IdFilter.from_range(int(lo), int(hi)), f"Filter.range({lo}, {hi})",
+                   ("range", int(lo), int(hi)))
 
     @classmethod
     def bitmap(cls, mask) -> "Filter":
@@ -67,12 +73,12 @@ class Filter:
             raise ValueError(f"Filter.bitmap: mask must be 1-D; got shape {mask.shape}")
         bits = np.packbits(mask, bitorder="little")
         return cls(_core.IdFilter.from_bitmap(bits, mask.size),
-                   f"Filter.bitmap(<{mask.size} bits>)")
+                   f"Filter.bitmap(<{mask.size} bits>)", ("bitmap", bits, mask.size))
 
     def negate(self) -> "Filter":
         """The complement: every id this filter does not allow."""
         text = self._text[1:] if self._text.startswith("~") else "~" + self._text
-        return Filter(self._native.negated(), text)
+        return Filter(self._native.negated(), text, ("not", self._recipe))
 
     __invert__ = negate
 
@@ -88,6 +94,15 @@ class Filter:
 
     def __repr__(self) -> str:
         return self._text
+
+
+def _rebuild(recipe, text):
+    """The Filter a recipe describes (unpickling)."""
+    if recipe[0] == "not":
+        return _rebuild(recipe[1], text[1:] if text.startswith("~") else text).negate()
+    make = {"ids": _core.IdFilter.from_ids, "range": _core.IdFilter.from_range,
+            "bitmap": _core.IdFilter.from_bitmap}[recipe[0]]
+    return Filter(make(*recipe[1:]), text, recipe)
 
 
 def _one(f):

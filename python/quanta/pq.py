@@ -207,6 +207,22 @@ def _ivf_params(nprobe):
     return params
 
 
+def _coarse_arrays(coarse, nq, nlist):
+    """(distances float32, lists int64) of a search's `coarse` argument, checked."""
+    if not (isinstance(coarse, tuple) and len(coarse) == 2):
+        raise TypeError("coarse must be the (distances, lists) pair coarse_search returns")
+    cd, cl = np.asarray(coarse[0]), np.asarray(coarse[1])
+    if cl.dtype.kind not in "iu" or cd.dtype.kind != "f":
+        raise TypeError(f"coarse: distances must be floats and lists integers; got "
+                        f"{cd.dtype} and {cl.dtype}")
+    if cl.ndim != 2 or cl.shape[0] != nq or cd.shape != cl.shape or cl.shape[1] < 1:
+        raise ValueError(f"coarse: distances and lists must both be ({nq}, nprobe); got "
+                         f"{cd.shape} and {cl.shape}")
+    if cl.size and (cl.min() < 0 or cl.max() >= nlist):
+        raise ValueError(f"coarse: lists must be in [0, nlist={nlist})")
+    return (np.ascontiguousarray(cd, np.float32), np.ascontiguousarray(cl, np.int64))
+
+
 def _rotation_from(arrays, dim):
     if "ROTM" not in arrays:
         return None
@@ -544,8 +560,22 @@ class IVFPQIndex(_Probed, _PQCodesIndex, Persistent):
                           mppc, threads)
         self._train_refine(x)
 
+    def coarse_search(self, q, nprobe: int | None = None, *, threads: int = 0) -> SearchResult:
+        """The coarse step alone: each query's nprobe closest lists (``ids``, best first) and
+        their coarse scores (``distances``: squared L2 for l2, inner products otherwise), as
+        faiss's ``index.quantizer.search``. Indexes trained from the same state (the shards
+        of ``quanta.distributed``) share their lists: one coarse step serves them all
+        through ``search(..., coarse=)``."""
+        if not self.is_trained:
+            raise ValueError("coarse_search: the index is not trained; call train(x) first")
+        nprobe = as_nprobe(self.nprobe if nprobe is None else nprobe, self.nlist)
+        q = as_f32_matrix(q, self.dim, "queries")
+        if self._rotation is not None:  # the lists live in the codes' (rotated) space
+            q = self._coded.apply(q, as_threads(threads))
+        return SearchResult(*self._index.coarse_search(q, nprobe, as_threads(threads)))
+
     def search(self, q, k: int = 10, *, nprobe: int | None = None, threads: int = 0,
-               filter=None) -> SearchResult:
+               filter=None, coarse=None) -> SearchResult:
         """The k best codes among each query's nprobe closest lists (re-ranked exactly when
         ``refine`` is set).
 
@@ -553,14 +583,26 @@ class IVFPQIndex(_Probed, _PQCodesIndex, Persistent):
         with fewer than k results is searched again with twice the lists, up to all of them;
         a filter allowing few ids (at most 1/16 of the codes nprobe lists hold) is served by
         scoring the allowed vectors directly, every list alike.
+        coarse: the (distances, lists) of ``coarse_search`` for these queries (nq x nprobe;
+        nprobe from their shape), from this index or one trained from the same state, used
+        instead of this index's own coarse step (faiss's ``search_preassigned``).
         """
         if not self.is_trained:
             raise ValueError("search: the index is not trained; call train(x) first")
-        nprobe = as_nprobe(self.nprobe if nprobe is None else nprobe, self.nlist)
         q = as_f32_matrix(q, self.dim, "queries")
+        if coarse is not None:
+            cd, cl = _coarse_arrays(coarse, q.shape[0], self.nlist)
+            if nprobe is not None and nprobe != cl.shape[1]:
+                raise ValueError(f"nprobe={nprobe} but coarse holds {cl.shape[1]} lists per "
+                                 f"query")
+            nprobe = cl.shape[1]
+        nprobe = as_nprobe(self.nprobe if nprobe is None else nprobe, self.nlist)
         k, threads = as_k(k), as_threads(threads)
         filters = as_filters(filter, q.shape[0])
-        return self._search_chain(q, k, threads, filters, _ivf_params(nprobe))
+        params = _ivf_params(nprobe)
+        if coarse is not None:
+            params.set_coarse(cd, cl)
+        return self._search_chain(q, k, threads, filters, params)
 
     def range_search(self, q, radius: float, *, nprobe: int | None = None, threads: int = 0,
                      filter=None) -> RangeResult:

@@ -62,6 +62,11 @@ class IVFPQIndex final : public Index {
     search(q, nq, params_as<IVFSearchParams>(params), distances, labels);
   }
   static constexpr size_t kExactFallback = 16;  // crossover measured by bench/filtered.py
+  // The coarse step alone: each query's nprobe best lists (lists) and their coarse scores
+  // (distances: squared L2 for l2, inner products otherwise), best first; what
+  // IVFSearchParams::coarse_lists / coarse_distances take.
+  void coarse_search(const float* q, size_t nq, size_t nprobe, int threads, float* distances,
+                     int64_t* lists) const;
   // The codes of the nprobe lists within `radius` (l2: < radius; ip / cosine: > radius).
   RangeResult range_search(const float* q, size_t nq, float radius,
                            const IVFSearchParams& params) const;

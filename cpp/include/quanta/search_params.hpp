@@ -35,6 +35,11 @@ struct PQSearchParams : SearchParams {
 
 struct IVFSearchParams : SearchParams {
   size_t nprobe = 1;  // lists visited per query (more when a filter leaves fewer than k)
+  // Optional: each query's nprobe lists (nq x nprobe, best first) and their coarse scores, as
+  // coarse_search returns them, used instead of the coarse step (faiss's search_preassigned):
+  // shards built from one trained state share their centroids, so one coarse step serves all.
+  std::vector<int64_t> coarse_lists;
+  std::vector<float> coarse_distances;
   std::unique_ptr<SearchParams> clone() const override {
     return std::make_unique<IVFSearchParams>(*this);
   }

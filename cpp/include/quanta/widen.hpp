@@ -32,6 +32,8 @@ void widen_short_queries(const float* q, size_t nq, const IVFSearchParams& param
   }
   IVFSearchParams wider = params;
   wider.nprobe = std::min(nlist, 2 * params.nprobe);
+  wider.coarse_lists.clear();  // the wider search makes its own coarse step
+  wider.coarse_distances.clear();
   if (!params.filter.shared()) wider.filter = QueryFilters(std::move(fa));
   search(qa.data(), na, wider, da.data(), la.data());
   for (size_t a = 0; a < na; ++a) {

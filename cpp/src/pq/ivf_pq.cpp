@@ -280,6 +280,17 @@ void IVFPQIndex::coarse(const float* qs, size_t nq, size_t nprobe, int threads, 
   });
 }
 
+void IVFPQIndex::coarse_search(const float* q, size_t nq, size_t nprobe, int threads,
+                               float* distances, int64_t* lists) const {
+  require(nprobe >= 1 && nprobe <= nlist_, "coarse_search: nprobe must be in [1, nlist=" +
+                                               std::to_string(nlist_) + "]; got " +
+                                               std::to_string(nprobe));
+  if (!is_trained()) throw std::invalid_argument("coarse_search: the index is not trained");
+  require_finite(q, nq * dim_, "coarse_search: queries");
+  const std::vector<float> qs = prepared(q, nq);
+  coarse(qs.data(), nq, nprobe, resolve_threads(threads), distances, lists, true);
+}
+
 void IVFPQIndex::search(const float* q, size_t nq, const IVFSearchParams& params,
                         float* distances, int64_t* labels) const {
   const size_t k = params.k, nprobe = params.nprobe;
@@ -335,11 +346,24 @@ void IVFPQIndex::search(const float* q, size_t nq, const IVFSearchParams& params
       finish(i, top, 0);
     });
   if (nexact == nq) return;
-  // Coarse step: the nprobe best lists of every query (exact, GEMM).
+  // Coarse step: the nprobe best lists of every query (exact, GEMM), unless given.
   std::vector<float> cd(nq * nprobe);
   std::vector<int64_t> cl(nq * nprobe);
-  // best first only for the query-by-query scan, whose heap then fills with good codes first
-  coarse(qs.data(), nq, nprobe, threads, cd.data(), cl.data(), !fast_scan_);
+  if (!params.coarse_lists.empty()) {
+    require(params.coarse_lists.size() == nq * nprobe &&
+                params.coarse_distances.size() == nq * nprobe,
+            "search: coarse lists and distances must be nq x nprobe = " +
+                std::to_string(nq) + " x " + std::to_string(nprobe));
+    for (int64_t l : params.coarse_lists)
+      require(l >= 0 && size_t(l) < nlist_, "search: coarse list " + std::to_string(l) +
+                                                " is not in [0, nlist=" +
+                                                std::to_string(nlist_) + ")");
+    cl = params.coarse_lists;
+    cd = params.coarse_distances;
+  } else {
+    // best first only for the query-by-query scan, whose heap fills with good codes first
+    coarse(qs.data(), nq, nprobe, threads, cd.data(), cl.data(), !fast_scan_);
+  }
   if (fast_scan_) {
     for (size_t i = 0; i < nq; ++i)  // queries served exactly probe nothing
       if (exact[i]) std::fill(&cl[i * nprobe], &cl[(i + 1) * nprobe], int64_t(-1));
