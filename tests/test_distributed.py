@@ -75,9 +75,33 @@ def test_sharded_quantized_recall_matches_the_single_index(tmp_path, data, spec)
     _, gt = brute_force_knn(xb, xq, 10, "ip")
     kw = {"nprobe": 6} if spec.startswith("IVF") else {}
     sharded = build_sharded(spec, xb, 4, tmp_path, backend="local")
+    one = single(spec, xb)
     r_sharded = recall_at_k(sharded.search(xq, 10, **kw).ids, gt)
-    r_single = recall_at_k(single(spec, xb).search(xq, 10, **kw).ids, gt)
+    r_single = recall_at_k(one.search(xq, 10, **kw).ids, gt)
     assert abs(r_sharded - r_single) <= 0.005, (r_sharded, r_single)
+    if spec == "IVF32,PQ8x4fs":  # searched as one index (search_together): the same results
+        assert sharded._backend.together
+        D, I = sharded.search(xq, 10, nprobe=6)
+        D0, I0 = one.search(xq, 10, nprobe=6)
+        np.testing.assert_array_equal(I, I0)
+        np.testing.assert_array_equal(D, D0)
+        # a filter goes shard by shard, then the merge (each shard widens its own search
+        # when the filter leaves it short, so the probed lists may differ from one index's)
+        f = quanta.Filter.range(0, 3000)
+        _, gt_f = brute_force_knn(xb[:3000], xq, 10, "ip")
+        I = sharded.search(xq, 10, nprobe=6, filter=f).ids
+        assert ((I >= 0) & (I < 3000)).all()
+        assert recall_at_k(I, gt_f) >= recall_at_k(one.search(xq, 10, nprobe=6, filter=f).ids,
+                                                   gt_f) - 0.02
+
+
+def test_search_together_refuses_parts_of_other_states(data):
+    xb, xq = data
+    a, b = single("IVF32,PQ8x4fs", xb[:3000]), single("IVF32,PQ8x4fs", xb[3000:])
+    with pytest.raises(ValueError, match="same state"):
+        a.search_together([b], xq, 10)
+    with pytest.raises(TypeError, match="fast-scan"):
+        a.search_together([single("IVF32,PQ8x4fs,Refine(f16)", xb[:3000])], xq, 10)
 
 
 def test_sharded_graph_and_exact_rerank(tmp_path, data):

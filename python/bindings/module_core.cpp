@@ -262,6 +262,21 @@ PYBIND11_MODULE(_core, m) {
       }, py::arg("x"), py::arg("coarse_niter"), py::arg("niter"), py::arg("seed"),
          py::arg("mppc"), py::arg("threads"))
       .def("coarse_centroids", [](const IVFPQIndex& self) { return to_numpy(self.centroids()); })
+      // shards of one trained state searched as one index (no filter: see ivf_pq.hpp)
+      .def("search_parts", [](const IVFPQIndex& self,
+                              const std::vector<std::shared_ptr<IVFPQIndex>>& others,
+                              const py::array& q, size_t k, int threads,
+                              IVFSearchParams params) {
+        std::vector<const IVFPQIndex*> parts;
+        for (const auto& o : others) parts.push_back(o.get());
+        params.k = k;
+        params.threads = threads;
+        return search_into(self.dim(), q, k, [&](const float* qp, size_t nq, float* D,
+                                                 int64_t* I) {
+          self.search(qp, nq, params, D, I, parts);
+        });
+      }, py::arg("others"), py::arg("queries"), py::arg("k"), py::arg("threads"),
+         py::arg("params"))
       .def("coarse_search", [](const IVFPQIndex& self, const py::array& q, size_t nprobe,
                                int threads) {
         return search_into(self.dim(), q, nprobe, [&](const float* qp, size_t nq, float* D,

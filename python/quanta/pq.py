@@ -604,6 +604,29 @@ class IVFPQIndex(_Probed, _PQCodesIndex, Persistent):
             params.set_coarse(cd, cl)
         return self._search_chain(q, k, threads, filters, params)
 
+    def search_together(self, others, q, k: int = 10, *, nprobe: int | None = None,
+                        threads: int = 0, coarse=None) -> SearchResult:
+        """This index and `others` (IVF-PQ fast-scan indexes trained from the same state,
+        as the shards of ``quanta.distributed.build_sharded``; no OPQ or re-ranking stage)
+        searched as one index holding all their vectors: each probed list is scanned in
+        every part under one heap per query, so the results are a single index's. No
+        filter (search each part with it and merge instead)."""
+        parts = [self] + list(others)
+        for p in parts:
+            if not (isinstance(p, IVFPQIndex) and p.fast_scan and p._top is p._index):
+                raise TypeError("search_together: fast-scan IVFPQIndex parts without OPQ or "
+                                "re-ranking only")
+        if not self.is_trained:
+            raise ValueError("search: the index is not trained; call train(x) first")
+        q = as_f32_matrix(q, self.dim, "queries")
+        if coarse is None:
+            coarse = self.coarse_search(q, nprobe, threads=threads)
+        cd, cl = _coarse_arrays(coarse, q.shape[0], self.nlist)
+        params = _ivf_params(cl.shape[1])
+        params.set_coarse(cd, cl)
+        return SearchResult(*self._index.search_parts([p._index for p in parts[1:]], q, as_k(k),
+                                                      as_threads(threads), params))
+
     def range_search(self, q, radius: float, *, nprobe: int | None = None, threads: int = 0,
                      filter=None) -> RangeResult:
         """Every code within `radius` among each query's nprobe closest lists (l2: distance

@@ -58,6 +58,10 @@ class Scanner {
     uint16_t lim[4];
     size_t len = kFirst;
     for (size_t s0 = 0; s0 < n; s0 += len, len = std::min(kSub, 2 * len)) {
+      bool tight = true;
+      for (size_t q = 0; q < nq; ++q) tight &= (lim[q] = limit(q)) < 65535;
+      // heaps already full (a later list of the queries): no short first calls
+      if (s0 == 0 && tight) len = kSub;
       const size_t sub = std::min(len, n - s0), nblocks = (sub + kBlock - 1) / kBlock;
       const uint32_t* mask = allowed ? allowed + s0 / kBlock : nullptr;
       // Mostly empty sub-chunks are scanned run by run of blocks with an allowed position;
@@ -66,7 +70,6 @@ class Scanner {
       if (mask) live = size_t(std::count_if(mask, mask + nblocks, [](uint32_t b) { return b; }));
       if (live == 0) continue;
       const bool runs = 2 * live < nblocks;
-      for (size_t q = 0; q < nq; ++q) lim[q] = limit(q);
       for (size_t b0 = 0; b0 < nblocks;) {
         size_t b1 = nblocks;
         if (runs) {

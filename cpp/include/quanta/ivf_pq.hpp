@@ -56,7 +56,14 @@ class IVFPQIndex final : public Index {
   // them; a filter that allows at most kExactFallback-th of the codes nprobe lists hold is
   // served by scoring the allowed vectors directly (their reconstructions), every list alike.
   void search(const float* q, size_t nq, const IVFSearchParams& params, float* distances,
-              int64_t* labels) const;
+              int64_t* labels) const {
+    search(q, nq, params, distances, labels, {});
+  }
+  // This index and `others`, trained from the same state (equal centroids and codebooks: the
+  // shards of one build), searched as one index holding all their vectors: each probed list
+  // is scanned in every part under one heap per query. Fast-scan codes, no filter.
+  void search(const float* q, size_t nq, const IVFSearchParams& params, float* distances,
+              int64_t* labels, const std::vector<const IVFPQIndex*>& others) const;
   void search(const float* q, size_t nq, const SearchParams& params, float* distances,
               int64_t* labels) const override {
     search(q, nq, params_as<IVFSearchParams>(params), distances, labels);
@@ -130,12 +137,17 @@ class IVFPQIndex final : public Index {
   // best first; returns how many): luts (npairs * 32 bytes each; one per list when
   // tables_per_list(), else one for all at the front), off (score = off - sum / scale) and
   // the query's scale.
+  // parts: the indexes searched together (this one first); a list empty in all is skipped.
   size_t fast_scan_tables(const float* q, const int64_t* cl, size_t nprobe, uint8_t* luts,
-                          float* off, int64_t* lists, float* scale) const;
+                          float* off, int64_t* lists, float* scale,
+                          const std::vector<const IVFPQIndex*>& parts) const;
   // Collects into result (empty TopKSet or TopKReservoir of nq queries).
   template <class Top>
   void search_fast_scan(const float* qs, size_t nq, const int64_t* cl, size_t nprobe,
-                        int threads, const QueryFilters& filter, Top& result) const;
+                        int threads, const QueryFilters& filter, Top& result,
+                        const std::vector<const IVFPQIndex*>& parts) const;
+  // Whether `other` holds lists and codes of the same trained state.
+  bool same_state(const IVFPQIndex& other) const;
   // l2 residual codes need a table per probed list; otherwise one table serves every list.
   bool tables_per_list() const { return metric_ == Metric::l2 && by_residual_; }
   // The l2 ADC table of list l for a query with sub-dots qdots (precomputed or from q - c_l).

@@ -291,8 +291,35 @@ void IVFPQIndex::coarse_search(const float* q, size_t nq, size_t nprobe, int thr
   coarse(qs.data(), nq, nprobe, resolve_threads(threads), distances, lists, true);
 }
 
+bool IVFPQIndex::same_state(const IVFPQIndex& o) const {
+  if (!(o.dim_ == dim_ && o.nlist_ == nlist_ && o.metric_ == metric_ &&
+        o.fast_scan_ == fast_scan_ && o.by_residual_ == by_residual_ && o.soar_ == soar_ &&
+        o.pq_.m() == pq_.m() && o.pq_.nbits() == pq_.nbits() &&
+        o.centroids_.size() == centroids_.size() && o.pq_.centroids() == pq_.centroids()))
+    return false;
+  // The codebooks are compared whole (dim x 2^nbits floats); the coarse centroids on 8 rows
+  // spread over the lists: comparing them all costs more than searching one query, and two
+  // k-means runs that differ anywhere differ on those rows too.
+  for (size_t s = 0; s < 8 && !centroids_.empty(); ++s) {
+    const size_t row = s * (nlist_ - 1) / 7;
+    if (!std::equal(&centroids_[row * dim_], &centroids_[(row + 1) * dim_],
+                    &o.centroids_[row * dim_]))
+      return false;
+  }
+  return true;
+}
+
 void IVFPQIndex::search(const float* q, size_t nq, const IVFSearchParams& params,
-                        float* distances, int64_t* labels) const {
+                        float* distances, int64_t* labels,
+                        const std::vector<const IVFPQIndex*>& others) const {
+  std::vector<const IVFPQIndex*> parts{this};
+  for (const IVFPQIndex* o : others) {
+    require(o && same_state(*o), "search: the parts were not trained from the same state "
+                                 "(centroids and codebooks differ)");
+    parts.push_back(o);
+  }
+  require(others.empty() || (fast_scan_ && params.filter.empty()),
+          "search: parts are searched together with fast-scan codes and no filter only");
   const size_t k = params.k, nprobe = params.nprobe;
   require(k > 0, "search: k must be >= 1; got 0");
   require(nprobe >= 1 && nprobe <= nlist_, "search: nprobe must be in [1, nlist=" +
@@ -368,7 +395,7 @@ void IVFPQIndex::search(const float* q, size_t nq, const IVFSearchParams& params
     for (size_t i = 0; i < nq; ++i)  // queries served exactly probe nothing
       if (exact[i]) std::fill(&cl[i * nprobe], &cl[(i + 1) * nprobe], int64_t(-1));
     const auto scan = [&](auto top) {
-      search_fast_scan(qs.data(), nq, cl.data(), nprobe, threads, params.filter, top);
+      search_fast_scan(qs.data(), nq, cl.data(), nprobe, threads, params.filter, top, parts);
       for (size_t i = 0; i < nq; ++i)
         if (!exact[i]) finish(i, top, i);
     };
@@ -471,7 +498,7 @@ RangeResult IVFPQIndex::range_search(const float* q, size_t nq, float radius,
       std::vector<int64_t> lists(nprobe);
       float scale;
       const size_t nt = fast_scan_tables(qi, cl.data() + i * nprobe, nprobe, luts.data(),
-                                         off.data(), lists.data(), &scale);
+                                         off.data(), lists.data(), &scale, {this});
       fast_scan::Scanner scanner;
       const Kernels& kern = kernels(active_isa());
       for (size_t t = 0; t < nt; ++t) {
@@ -546,14 +573,17 @@ void IVFPQIndex::scan_lists(const float* q, const float* cd, const int64_t* cl, 
 }
 
 size_t IVFPQIndex::fast_scan_tables(const float* q, const int64_t* cl, size_t nprobe,
-                                    uint8_t* luts, float* off, int64_t* lists,
-                                    float* scale) const {
+                                    uint8_t* luts, float* off, int64_t* lists, float* scale,
+                                    const std::vector<const IVFPQIndex*>& parts) const {
   const bool l2 = metric_ == Metric::l2;
   const float* pre = precomputed();
   const size_t m = pq_.m(), n16 = m * 16;
-  size_t nt = 0;  // the non-empty probed lists, best first
+  size_t nt = 0;  // the probed lists some part holds codes in, best first
   for (size_t pr = 0; pr < nprobe; ++pr)
-    if (cl[pr] >= 0 && !ids_[size_t(cl[pr])].empty()) lists[nt++] = cl[pr];
+    if (cl[pr] >= 0 && std::any_of(parts.begin(), parts.end(), [&](const IVFPQIndex* p) {
+          return !p->ids_[size_t(cl[pr])].empty();
+        }))
+      lists[nt++] = cl[pr];
   if (nt == 0) return 0;
   // Float tables (smaller is better): one per probed list for l2 residuals, else one shared.
   const bool per_list = tables_per_list();
@@ -600,7 +630,8 @@ size_t IVFPQIndex::fast_scan_tables(const float* q, const int64_t* cl, size_t np
 
 template <class Top>
 void IVFPQIndex::search_fast_scan(const float* qs, size_t nq, const int64_t* cl, size_t nprobe,
-                                  int threads, const QueryFilters& filter, Top& result) const {
+                                  int threads, const QueryFilters& filter, Top& result,
+                                  const std::vector<const IVFPQIndex*>& parts) const {
   // List-major, as faiss's IVF fast-scan: build every (query, probed list) table of a chunk of
   // queries, then scan each list once for up to 4 of its queries at a time, so a block of
   // codes loaded from memory serves several queries. Each worker keeps heaps for all queries;
@@ -628,7 +659,7 @@ void IVFPQIndex::search_fast_scan(const float* qs, size_t nq, const int64_t* cl,
     parallel_for(nc, threads, [&](size_t c, size_t) {
       count[c] = fast_scan_tables(qs + (q0 + c) * dim_, cl + (q0 + c) * nprobe, nprobe,
                                   &luts[c * qstride], &off[c * nprobe], &lists[c * nprobe],
-                                  &scale[c]);
+                                  &scale[c], parts);
     });
     // (query, slot) pairs grouped by list: a counting sort.
     std::vector<size_t> start(nlist_ + 1, 0);
@@ -642,38 +673,47 @@ void IVFPQIndex::search_fast_scan(const float* qs, size_t nq, const int64_t* cl,
     // A worker per ~64k codes at most: waking one costs about what it scans in 20 us, so a
     // single query's few thousand codes stay on the calling thread.
     size_t work = 0;
-    for (size_t l = 0; l < nlist_; ++l) work += (start[l + 1] - start[l]) * ids_[l].size();
+    for (size_t l = 0; l < nlist_; ++l)
+      for (const IVFPQIndex* p : parts) work += (start[l + 1] - start[l]) * p->ids_[l].size();
     const int workers = int(std::min<size_t>(nw, std::max<size_t>(1, work >> 16)));
     parallel_for(nlist_, workers, [&](size_t l, size_t w) {
       Top& top = heaps[w];
-      const int64_t* id = ids_[l].data();
-      const uint32_t* allowed = nullptr;
-      if (shared && start[l] < start[l + 1]) {
-        masks[w].resize((ids_[l].size() + fast_scan::kBlock - 1) / fast_scan::kBlock);
-        shared->block_masks(id, ids_[l].size(), masks[w].data());
-        allowed = masks[w].data();
-      }
-      for (size_t g = start[l]; g < start[l + 1]; g += 4) {
-        const size_t ng = std::min<size_t>(4, start[l + 1] - g);
-        size_t qi[4];
-        const uint8_t* lut[4];
-        for (size_t e = 0; e < ng; ++e) {
-          qi[e] = pairs[g + e] / nprobe;
-          lut[e] = &luts[qi[e] * qstride + (per_list ? pairs[g + e] % nprobe * lb : 0)];
+      if (start[l] == start[l + 1]) return;
+      // the list in every part (one, or the shards of search(..., others)) under the same
+      // heaps; the queries' tables stay in cache from one part to the next
+      for (const IVFPQIndex* part : parts) {
+        const size_t len = part->ids_[l].size();
+        if (len == 0) continue;
+        const int64_t* id = part->ids_[l].data();
+        const uint32_t* allowed = nullptr;
+        if (shared) {
+          masks[w].resize((len + fast_scan::kBlock - 1) / fast_scan::kBlock);
+          shared->block_masks(id, len, masks[w].data());
+          allowed = masks[w].data();
         }
-        scanners[w].scan(
-            kern, codes_[l].data(), ids_[l].size(), m, lut, ng,
-            [&](size_t e) {  // sums up to (off - threshold) * scale can still enter (+1: slack)
-              const float thr = top.threshold(q0 + qi[e]);
-              const double room = (double(off[pairs[g + e]]) - thr) * scale[qi[e]];
-              return room >= 65534 ? uint16_t(65535) : room < 0 ? uint16_t(0) : uint16_t(room + 1);
-            },
-            [&](size_t e, size_t r, uint16_t sum) {
-              const IdFilter* f = allowed ? nullptr : filter.of(q0 + qi[e]);
-              if (f && !f->allows(id[r])) return;
-              top.push(q0 + qi[e], off[pairs[g + e]] - float(sum) / scale[qi[e]], id[r]);
-            },
-            allowed);
+        for (size_t g = start[l]; g < start[l + 1]; g += 4) {
+          const size_t ng = std::min<size_t>(4, start[l + 1] - g);
+          size_t qi[4];
+          const uint8_t* lut[4];
+          for (size_t e = 0; e < ng; ++e) {
+            qi[e] = pairs[g + e] / nprobe;
+            lut[e] = &luts[qi[e] * qstride + (per_list ? pairs[g + e] % nprobe * lb : 0)];
+          }
+          scanners[w].scan(
+              kern, part->codes_[l].data(), len, m, lut, ng,
+              [&](size_t e) {  // sums up to (off - threshold) * scale can still enter (+1)
+                const float thr = top.threshold(q0 + qi[e]);
+                const double room = (double(off[pairs[g + e]]) - thr) * scale[qi[e]];
+                return room >= 65534 ? uint16_t(65535)
+                                     : room < 0 ? uint16_t(0) : uint16_t(room + 1);
+              },
+              [&](size_t e, size_t r, uint16_t sum) {
+                const IdFilter* f = allowed ? nullptr : filter.of(q0 + qi[e]);
+                if (f && !f->allows(id[r])) return;
+                top.push(q0 + qi[e], off[pairs[g + e]] - float(sum) / scale[qi[e]], id[r]);
+              },
+              allowed);
+        }
       }
     });
   }

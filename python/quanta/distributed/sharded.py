@@ -20,6 +20,7 @@ from .._rwlock import guarded
 from .._validate import as_k, as_threads
 from ..flat import RangeResult, SearchResult
 from ..io import FormatError, atomic_write, load, read_header, verify as verify_file
+from ..pq import IVFPQIndex
 from .merge import merge_ranges, merge_topk
 
 MANIFEST = "quanta-shards.json"
@@ -98,6 +99,15 @@ class _LocalShards:
 
     def __init__(self, paths, mmap):
         self.indexes = [_load(p, f"shard {i} ({p})", mmap) for i, p in enumerate(paths)]
+        # fast-scan IVF-PQ shards (no OPQ, no re-ranking) are searched as one index: every
+        # probed list in every shard under one heap per query (IVFPQIndex.search_together)
+        self.together = len(self.indexes) > 1 and all(
+            isinstance(ix, IVFPQIndex) and ix.fast_scan and ix._top is ix._index
+            for ix in self.indexes)
+
+    def search_together(self, queries, k, threads, coarse):
+        first, *rest = self.indexes
+        return first.search_together(rest, queries, k, threads=threads, coarse=coarse)
 
     def call(self, method, args, kw, threads):
         n = len(self.indexes)
@@ -140,6 +150,9 @@ class ShardActor:
             return _Stale((self.edits,))
         if "threads" in kw:
             kw = {**kw, "threads": self.threads}
+        if "coarse" in kw:  # put once by the caller for every actor
+            import ray
+            kw = {**kw, "coarse": ray.get(kw["coarse"])}
         out = _invoke(self.index, method, args, kw)
         if method == "remove":
             self.edits += 1
@@ -195,6 +208,8 @@ class _RayShards:
         if method in ("search", "range_search"):  # large queries: put once, not per actor
             args = tuple(self.ray.put(a) if isinstance(a, np.ndarray) and a.nbytes > 1 << 16
                          else a for a in args)
+            if "coarse" in kw:
+                kw = {**kw, "coarse": self.ray.put(kw["coarse"])}
         n = len(self.removals)
         out = self._get([a.run.remote(n, method, kw, *args) for a in self.actors], method)
         for i, v in enumerate(out):
@@ -321,9 +336,13 @@ class ShardedIndex:
             kw["coarse"] = tuple(self._trained.coarse_search(
                 queries, params.get("nprobe"), threads=threads))
             kw.pop("nprobe", None)
-        parts = self._backend.call("search", self._query_args(queries), kw, threads)
-        D, I = merge_topk([p[0] for p in parts], [p[1] for p in parts], ks,
-                          self.higher_is_better)
+        if filter is None and "coarse" in kw and set(params) <= {"nprobe"} and \
+                getattr(self._backend, "together", False):
+            D, I = self._backend.search_together(queries, ks, threads, kw["coarse"])
+        else:
+            parts = self._backend.call("search", self._query_args(queries), kw, threads)
+            D, I = merge_topk([p[0] for p in parts], [p[1] for p in parts], ks,
+                              self.higher_is_better)
         if rerank_factor:
             return self._rerank(queries, D, I, k)
         return SearchResult(D, I)
