@@ -51,7 +51,7 @@ def sparse_data(n, nq):
     return docs, queries, dim
 
 
-def timed_builds(ray, index, source, tmp, cpus, label):
+def timed_builds(index, source, tmp, cpus, label):
     """Build seconds of: one index (1 shard, 1 worker), 2 shards on 1 worker, cpus shards
     on cpus workers (each single-threaded)."""
     rows = {}
@@ -104,7 +104,7 @@ SEARCH_HEAD = ["| settings | recall one | recall sharded | QPS one, 1 thread | s
                "| QPS one, all | sharded, all |", "|---|---:|---:|---:|---:|---:|---:|"]
 
 
-def run_ivfpq(args, ray, tmp, lines):
+def run_ivfpq(args, tmp, lines):
     xb, xq, gt = dense_data(args.n, args.d, args.nq)
     spec = f"IVF{args.nlist},PQ{args.m or args.d // 2}x4fs"
     index = quanta.index_factory(args.d, spec, "ip")
@@ -112,7 +112,7 @@ def run_ivfpq(args, ray, tmp, lines):
     index.train(xb[np.sort(np.random.default_rng(0).choice(len(xb), min(len(xb), 100_000),
                                                             replace=False))])
     train_s = time.perf_counter() - t
-    rows = timed_builds(ray, index, xb, tmp, args.cpus, "ivfpq")
+    rows = timed_builds(index, xb, tmp, args.cpus, "ivfpq")
     build_section(f"IVF-PQ `{spec}`, {args.n:,} x {args.d} clustered vectors", rows, train_s,
                   lines)
     dirs = [r[0] for r in rows.values()]
@@ -123,11 +123,11 @@ def run_ivfpq(args, ray, tmp, lines):
     return index, xb, xq, gt
 
 
-def run_sparse(args, ray, tmp, lines):
+def run_sparse(args, tmp, lines):
     t = time.perf_counter()
     docs, queries, dim = sparse_data(args.n, args.nq)
     print(f"  sparse data: {time.perf_counter() - t:.0f} s", flush=True)
-    rows = timed_builds(ray, quanta.SparseIndex(), docs, tmp, args.cpus, "sparse")
+    rows = timed_builds(quanta.SparseIndex(), docs, tmp, args.cpus, "sparse")
     build_section(f"SparseIndex (defaults), {args.n:,} synthetic SPLADE-like documents",
                   rows, 0.0, lines)
     dirs = [r[0] for r in rows.values()]
@@ -140,7 +140,7 @@ def run_sparse(args, ray, tmp, lines):
     lines.append("")
 
 
-def run_fanout(args, ray, index, xb, xq, gt, tmp, lines):
+def run_fanout(args, index, xb, xq, gt, tmp, lines):
     """Time per query of the same corpus in S shards, same nprobe, batched queries."""
     counts = [int(s) for s in args.fanout_shards.split(",")]
     lines += [f"### Fan-out: {len(xb):,} vectors in S shards, nprobe={args.fanout_nprobe}, "
@@ -213,10 +213,10 @@ def main(argv=None):
     try:
         kinds = args.kinds.split(",")
         if "ivfpq" in kinds:
-            index, xb, xq, gt = run_ivfpq(args, ray, tmp, lines)
-            run_fanout(args, ray, index, xb, xq, gt, tmp, lines)
+            index, xb, xq, gt = run_ivfpq(args, tmp, lines)
+            run_fanout(args, index, xb, xq, gt, tmp, lines)
         if "sparse" in kinds:
-            run_sparse(args, ray, tmp, lines)
+            run_sparse(args, tmp, lines)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         ray.shutdown()

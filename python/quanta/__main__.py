@@ -98,7 +98,7 @@ def cmd_demo(args) -> int:
 def cmd_build(args) -> int:
     import quanta
     from quanta._progress import Progress
-    from quanta.datasets import read_vectors
+    from quanta.datasets import read_vectors, sample_rows
 
     if args.batch < 1:
         raise ValueError(f"--batch must be >= 1; got {args.batch}")
@@ -109,9 +109,8 @@ def cmd_build(args) -> int:
         raise ValueError(f"{args.input}: no vectors")
     index = quanta.index_factory(x.shape[1], args.spec, metric=args.metric)
     if not index.is_trained:  # a seeded random sample: the file's order may be anything
-        rows = np.random.default_rng(args.seed).choice(len(x), min(len(x), args.train_size),
-                                                       replace=False)
-        index.train(np.asarray(x[np.sort(rows)], np.float32))
+        rows = sample_rows(len(x), args.train_size, args.seed)
+        index.train(np.asarray(x[rows], np.float32))
     bar = Progress(len(x), "adding", enabled=not args.quiet)
     for i in range(0, len(x), args.batch):
         chunk = np.asarray(x[i:i + args.batch], np.float32)

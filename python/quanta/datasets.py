@@ -64,6 +64,14 @@ def clustered(n: int, d: int = 384, nq: int = 1000, seed: int = 0,
     return xb, xq
 
 
+def sample_rows(n: int, size: int, seed: int) -> np.ndarray:
+    """Sorted positions of `size` rows of n drawn at random with `seed` (all when there are
+    fewer): a training sample that does not depend on the rows' order."""
+    if size >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
+
+
 _BIN = {".fbin": np.float32, ".ibin": np.int32, ".u8bin": np.uint8, ".i8bin": np.int8}
 _VECS = {".fvecs": np.float32, ".ivecs": np.int32, ".bvecs": np.uint8}
 

@@ -207,6 +207,12 @@ def _ivf_params(nprobe):
     return params
 
 
+def searchable_together(index) -> bool:
+    """Whether `index` can be a part of IVFPQIndex.search_together: fast-scan IVF-PQ codes
+    searched alone (no OPQ, no re-ranking stage around them)."""
+    return isinstance(index, IVFPQIndex) and index.fast_scan and index._top is index._index
+
+
 def _coarse_arrays(coarse, nq, nlist):
     """(distances float32, lists int64) of a search's `coarse` argument, checked."""
     if not (isinstance(coarse, tuple) and len(coarse) == 2):
@@ -612,10 +618,9 @@ class IVFPQIndex(_Probed, _PQCodesIndex, Persistent):
         every part under one heap per query, so the results are a single index's. No
         filter (search each part with it and merge instead)."""
         parts = [self] + list(others)
-        for p in parts:
-            if not (isinstance(p, IVFPQIndex) and p.fast_scan and p._top is p._index):
-                raise TypeError("search_together: fast-scan IVFPQIndex parts without OPQ or "
-                                "re-ranking only")
+        if not all(map(searchable_together, parts)):
+            raise TypeError("search_together: fast-scan IVFPQIndex parts without OPQ or "
+                            "re-ranking only")
         if not self.is_trained:
             raise ValueError("search: the index is not trained; call train(x) first")
         q = as_f32_matrix(q, self.dim, "queries")

@@ -59,6 +59,7 @@ import sys
 import numpy as np
 
 from . import _core
+from ._merge import merge_topk
 from ._mutable import Removable
 from ._progress import run_with_progress
 from ._rwlock import guarded
@@ -143,6 +144,11 @@ def write_inner_binary(path, x) -> None:
     out[ent + np.repeat(lens, lens)] = data.astype("<f4").view("<u4")
     with open(os.fspath(path), "wb") as f:
         out.tofile(f)
+
+
+def integer_ids(ids) -> bool:
+    """Whether JSONL "id" fields are all non-negative integers (then they are the ids)."""
+    return all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids)
 
 
 def read_jsonl(path, vocabulary=None):
@@ -296,8 +302,7 @@ class SparseIndex(Removable, Persistent):
                 if self.vocabulary is None:
                     self.vocabulary = vocabulary
                     self.dim = self.dim or max(1, len(vocabulary))
-                if ids is None and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0
-                                       for i in file_ids):
+                if ids is None and integer_ids(file_ids):
                     ids = np.array(file_ids, np.int64)
             else:
                 docs = read_inner_binary(docs)
@@ -427,9 +432,7 @@ class SparseIndex(Removable, Persistent):
             return SearchResult(D, I)
         Dd, Id = self._delta_index.search(indptr, indices, data, k, 1, 1.0, True, 0, 0, 0, False,
                                           threads, filters)
-        D, I = np.concatenate([D, Dd], axis=1), np.concatenate([I, Id], axis=1)
-        order_ = np.argsort(-D, axis=1, kind="stable")[:, :k]
-        return SearchResult(np.take_along_axis(D, order_, 1), np.take_along_axis(I, order_, 1))
+        return SearchResult(*merge_topk([D, Dd], [I, Id], k, higher_is_better=True))
 
     def _write(self, f):
         meta = {**self.params, "values": self.values, "seed": self.seed, "dim": self.dim,

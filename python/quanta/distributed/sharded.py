@@ -20,8 +20,8 @@ from .._rwlock import guarded
 from .._validate import as_k, as_threads
 from ..flat import RangeResult, SearchResult
 from ..io import FormatError, atomic_write, load, read_header, verify as verify_file
-from ..pq import IVFPQIndex
-from .merge import merge_ranges, merge_topk
+from ..pq import searchable_together
+from .._merge import merge_ranges, merge_topk
 
 MANIFEST = "quanta-shards.json"
 _FORMAT = 1
@@ -101,13 +101,11 @@ class _LocalShards:
         self.indexes = [_load(p, f"shard {i} ({p})", mmap) for i, p in enumerate(paths)]
         # fast-scan IVF-PQ shards (no OPQ, no re-ranking) are searched as one index: every
         # probed list in every shard under one heap per query (IVFPQIndex.search_together)
-        self.together = len(self.indexes) > 1 and all(
-            isinstance(ix, IVFPQIndex) and ix.fast_scan and ix._top is ix._index
-            for ix in self.indexes)
+        self.together = len(self.indexes) > 1 and all(map(searchable_together, self.indexes))
 
-    def search_together(self, queries, k, threads, coarse):
+    def search_together(self, queries, k, threads, nprobe):
         first, *rest = self.indexes
-        return first.search_together(rest, queries, k, threads=threads, coarse=coarse)
+        return first.search_together(rest, queries, k, nprobe=nprobe, threads=threads)
 
     def call(self, method, args, kw, threads):
         n = len(self.indexes)
@@ -330,16 +328,16 @@ class ShardedIndex:
             raise ValueError("rerank_factor needs the original vectors: "
                              "ShardedIndex.open(..., vectors=)")
         ks = k * rerank_factor if rerank_factor else k
-        kw = {"k": ks, "threads": threads, "filter": filter, **params}
-        if hasattr(self._trained, "coarse_search") and "coarse" not in params:
-            # the shards share the trained centroids: one coarse step, not one per shard
-            kw["coarse"] = tuple(self._trained.coarse_search(
-                queries, params.get("nprobe"), threads=threads))
-            kw.pop("nprobe", None)
-        if filter is None and "coarse" in kw and set(params) <= {"nprobe"} and \
+        if filter is None and set(params) <= {"nprobe"} and \
                 getattr(self._backend, "together", False):
-            D, I = self._backend.search_together(queries, ks, threads, kw["coarse"])
+            D, I = self._backend.search_together(queries, ks, threads, params.get("nprobe"))
         else:
+            kw = {"k": ks, "threads": threads, "filter": filter, **params}
+            if hasattr(self._trained, "coarse_search") and "coarse" not in params:
+                # the shards share the trained centroids: one coarse step, not one per shard
+                kw["coarse"] = tuple(self._trained.coarse_search(
+                    queries, params.get("nprobe"), threads=threads))
+                kw.pop("nprobe", None)
             parts = self._backend.call("search", self._query_args(queries), kw, threads)
             D, I = merge_topk([p[0] for p in parts], [p[1] for p in parts], ks,
                               self.higher_is_better)

@@ -8,14 +8,15 @@ that builds it: files are read there, not shipped through the driver.
 from __future__ import annotations
 
 import os
+from abc import ABC, abstractmethod
 from typing import NamedTuple
 
 import numpy as np
 
 from .._validate import as_f32_matrix, as_ids
-from ..datasets import read_vectors
+from ..datasets import read_vectors, sample_rows
 from ..multivector import as_token_sets
-from ..sparse import _concat_csr, as_csr, read_jsonl
+from ..sparse import _concat_csr, as_csr, integer_ids, read_jsonl
 
 
 def _bounds(n: int, n_shards: int) -> np.ndarray:
@@ -101,24 +102,17 @@ def batches(part: Part, batch_size: int, vocabulary=None):
         yield data, ids_of(part.rows)
 
 
-def _integer_ids(lists) -> bool:
-    return all(isinstance(i, int) and not isinstance(i, bool) and i >= 0
-               for ids in lists for i in ids)
-
-
-class Source:
-    """n rows of one kind ("dense", "sparse" or "multivector"); dim for dense and sparse."""
+class Source(ABC):
+    """n rows of one kind ("dense", "sparse" or "multivector"); dim for dense and sparse.
+    Dense sources also draw training rows: ``sample(size, seed)``, float32."""
 
     kind = "dense"
     dim: int | None = None
     n: int = 0
 
-    def sample(self, size: int, seed: int):
-        """Training rows: `size` rows drawn at random (all when there are fewer), float32."""
-        raise NotImplementedError
-
+    @abstractmethod
     def parts(self, n_shards: int) -> list:
-        raise NotImplementedError
+        """The source cut into n_shards contiguous Parts."""
 
     def prepare(self, index) -> None:
         """Sets what every shard's index must share before it is pickled (sparse: the
@@ -141,7 +135,7 @@ class ArraySource(Source):
         self.ids = _check_ids(ids, self.n)
 
     def sample(self, size, seed):
-        rows = _sample_rows(self.n, size, seed)
+        rows = sample_rows(self.n, size, seed)
         return as_f32_matrix(self.x[rows], self.dim, "source")
 
     def parts(self, n_shards):
@@ -170,7 +164,7 @@ class FileSource(Source):
         self.ids = _check_ids(ids, self.n)
 
     def sample(self, size, seed):
-        rows = _sample_rows(self.n, size, seed)
+        rows = sample_rows(self.n, size, seed)
         file = np.searchsorted(self.starts, rows, side="right") - 1
         out = np.empty((len(rows), self.dim), np.float32)
         for f in np.unique(file):
@@ -275,7 +269,7 @@ class JsonlSource(Source):
         self.vocabulary = sorted(tokens)
         self.dim = max(1, len(self.vocabulary))
         self.n = int(sum(self.counts))
-        self.own_ids = _integer_ids(file_ids)
+        self.own_ids = all(integer_ids(ids) for ids in file_ids)
 
     def prepare(self, index):
         if index.vocabulary is not None and index.vocabulary != self.vocabulary:
@@ -309,12 +303,6 @@ class TokenSource(Source):
         return [Part((self.x[self.off[lo]:self.off[hi]], self.off[lo:hi + 1] - self.off[lo]),
                      int(lo), int(hi - lo), None if self.ids is None else self.ids[lo:hi])
                 for lo, hi in zip(b[:-1], b[1:])]
-
-
-def _sample_rows(n: int, size: int, seed: int) -> np.ndarray:
-    if size >= n:
-        return np.arange(n)
-    return np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
 
 
 def _is_paths(x) -> bool:

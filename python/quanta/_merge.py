@@ -1,7 +1,8 @@
-"""Merging per-shard results into one: the k best of each query by score, and range hits.
+"""Merging the results of several parts of one index (the shards of quanta.distributed, the
+main and delta parts of a SparseIndex): the k best of each query by score, and range hits.
 
-Scores from different shards are comparable because every shard was built from one trained
-state (the same codebooks, scales, encoder), so a merge is a sort.
+The parts' scores are comparable because they come from one trained state (the same
+codebooks, scales, encoder), so a merge is a sort.
 """
 from __future__ import annotations
 
@@ -9,16 +10,11 @@ import numpy as np
 
 
 def merge_topk(distances, ids, k: int, higher_is_better: bool):
-    """The k best of each query over the shards' (nq, k_s) results, best first; ties keep
-    shard order. Rows with fewer than k hits stay padded (-1, worst score)."""
+    """The k best of each query over the parts' (nq, k_p) results, best first; ties keep
+    part order. Rows with fewer than k hits stay padded (-1, worst score)."""
     D = np.concatenate(distances, axis=1)
     I = np.concatenate(ids, axis=1)
-    key = -D if higher_is_better else D
-    if D.shape[1] > k:
-        # a partition, then a stable sort of the k kept: cheaper than sorting every column
-        keep = np.sort(np.argpartition(key, k - 1, axis=1)[:, :k], axis=1)
-        D, I, key = (np.take_along_axis(a, keep, 1) for a in (D, I, key))
-    order = np.argsort(key, axis=1, kind="stable")
+    order = np.argsort(-D if higher_is_better else D, axis=1, kind="stable")[:, :k]
     D, I = np.take_along_axis(D, order, 1), np.take_along_axis(I, order, 1)
     if D.shape[1] < k:
         pad = k - D.shape[1]
@@ -28,7 +24,7 @@ def merge_topk(distances, ids, k: int, higher_is_better: bool):
 
 
 def merge_ranges(results, nq: int, higher_is_better: bool):
-    """(lims, distances, ids) of the shards' range results together, each query's hits best
+    """(lims, distances, ids) of the parts' range results together, each query's hits best
     first."""
     query = np.concatenate([np.repeat(np.arange(nq), np.diff(r.lims.astype(np.int64)))
                             for r in results])
