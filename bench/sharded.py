@@ -23,6 +23,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 
 import numpy as np
@@ -51,19 +52,53 @@ def sparse_data(n, nq):
     return docs, queries, dim
 
 
+def memory_in_use():
+    """Bytes the machine has in use (MemTotal - MemAvailable): every process, Ray's workers
+    and object store included."""
+    with open("/proc/meminfo") as f:
+        info = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in f}
+    return info["MemTotal"] - info["MemAvailable"]
+
+
+class PeakMemory:
+    """The highest memory_in_use() above its value at the start, sampled every 50 ms."""
+
+    def __enter__(self):
+        self.base = self.peak = memory_in_use()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self):
+        while not self._stop.wait(0.05):
+            self.peak = max(self.peak, memory_in_use())
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def gib(self):
+        return (self.peak - self.base) / 2**30
+
+
 def timed_builds(index, source, tmp, cpus, label):
-    """Build seconds of: one index (1 shard, 1 worker), 2 shards on 1 worker, cpus shards
-    on cpus workers (each single-threaded)."""
+    """Build seconds and peak memory (GiB above the start, all processes) of: one index
+    (1 shard, 1 worker), 2 shards on 1 worker, cpus shards on cpus workers (each
+    single-threaded)."""
     rows = {}
     for name, shards, per in (("one index (1 shard, 1 worker)", 1, cpus),
                               (f"{cpus} shards, 1 worker", cpus, cpus),
                               (f"{cpus} shards, {cpus} workers", cpus, 1)):
         out = os.path.join(tmp, f"{label}-{shards}-{per}")
         t = time.perf_counter()
-        build_sharded(index, source, shards, out, cpus_per_shard=per, threads=1,
-                      progress=False).close()
-        rows[name] = (out, time.perf_counter() - t)
-        print(f"  {label} build, {name}: {rows[name][1]:.1f} s", flush=True)
+        with PeakMemory() as mem:
+            build_sharded(index, source, shards, out, cpus_per_shard=per, threads=1,
+                          progress=False).close()
+        rows[name] = (out, time.perf_counter() - t, mem.gib)
+        print(f"  {label} build, {name}: {rows[name][1]:.1f} s, peak {mem.gib:.1f} GiB",
+              flush=True)
         if shards == per:  # several shards on one worker: timed only (saves disk)
             shutil.rmtree(out)
     return rows
@@ -92,11 +127,12 @@ def compare_search(one_dir, sharded_dir, queries, gt, threads, settings, lines):
 
 def build_section(title, rows, train_s, lines):
     lines += [f"### {title}", "", f"Training once on the sample: {train_s:.1f} s (not in the "
-              "build times below).", "", "| build | seconds | speed-up vs one index |",
-              "|---|---:|---:|"]
+              "build times below). Peak memory: the machine's memory in use (every process) "
+              "above its level before the build.", "",
+              "| build | seconds | speed-up vs one index | peak memory |", "|---|---:|---:|---:|"]
     base = next(iter(rows.values()))[1]
-    for name, (_, s) in rows.items():
-        lines.append(f"| {name} | {s:.1f} | {base / s:.2f}x |")
+    for name, (_, s, gib) in rows.items():
+        lines.append(f"| {name} | {s:.1f} | {base / s:.2f}x | {gib:.1f} GiB |")
     lines.append("")
 
 

@@ -130,6 +130,11 @@ def test_sharded_sparse_and_multivector(tmp_path):
     sharded = build_sharded(quanta.SparseIndex(), docs, 3, tmp_path / "s", backend="local")
     one = quanta.SparseIndex(dim=dim)
     one.add(docs)
+    # the posting budget is the corpus's: each shard keeps its share, together about one index
+    shards = sharded._backend.indexes
+    assert abs(sum(s.params["n_postings"] for s in shards) - one.params["n_postings"]) <= 2
+    held = sum(int(s._index.npostings) for s in shards)
+    assert 0.8 * int(one._index.npostings) <= held <= 1.1 * int(one._index.npostings)
     for cut in (10, 20):
         # each shard keeps its own k best, so it scores more documents: recall is not lower
         assert recall_at_k(sharded.search(queries, 10, query_cut=cut).ids, gt) >= \

@@ -147,6 +147,15 @@ def test_batch_threads_and_persistence(data, tmp_path):
         np.testing.assert_array_equal(Ib, I)
         np.testing.assert_array_equal(Db, D)
     assert quanta.load(tmp_path / "s.qnt", mmap=True)._index.borrowed  # views, not copies
+    # save writes from read-only views of the native arrays (no second copy), which keep
+    # the native index alive
+    views, copies = index._index.state(view=True), index._index.state()
+    assert views.keys() == copies.keys()
+    native, index._index = index._index, None
+    del native
+    for name, v in views.items():
+        np.testing.assert_array_equal(v, copies[name])
+        assert not v.flags.writeable or v.size == 0
     raw = (tmp_path / "s.qnt").read_bytes()
     (tmp_path / "bad.qnt").write_bytes(raw[: len(raw) // 3])
     with pytest.raises(quanta.FormatError):

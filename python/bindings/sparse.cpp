@@ -81,16 +81,24 @@ void bind_sparse(py::module_& m) {
         py::gil_scoped_release nogil;
         self.build(c.ptr, c.idx, c.val, c.n, threads);
       }, py::arg("indptr"), py::arg("indices"), py::arg("values"), py::arg("threads"))
-      .def("state", [](const SparseIndex& self) {
+      // view: read-only views of the index's arrays that keep it alive (valid until it is
+      // rebuilt or restored; what save writes from, so saving holds no second copy).
+      .def("state", [](const py::object& owner, bool view) {
+        const SparseIndex& self = owner.cast<const SparseIndex&>();
         py::dict d;
         SparseIndex::State::each(self.state(), [&](const char* name, const auto& buf) {
           using T = std::decay_t<decltype(buf[0])>;
-          py::array_t<T> a{py::ssize_t(buf.size())};
-          if (!buf.empty()) std::memcpy(a.mutable_data(), buf.data(), buf.size() * sizeof(T));
-          d[name] = a;
+          if (view && !buf.empty()) {
+            py::array_t<T> a({py::ssize_t(buf.size())}, {py::ssize_t(sizeof(T))}, buf.data(),
+                             owner);
+            a.attr("setflags")(py::arg("write") = false);
+            d[name] = a;
+          } else {
+            d[name] = to_numpy(buf);
+          }
         });
         return d;
-      })
+      }, py::arg("view") = false)
       // borrow: the arrays are viewed, not copied (the caller keeps them alive); contents
       // are then checked only when check_contents is set.
       .def("restore", [](SparseIndex& self, const py::dict& d, bool borrow, bool check_contents) {

@@ -38,23 +38,25 @@ def _pad(n: int) -> int:
 
 
 def write_container(f, kind: str, dim: int, ntotal: int, meta: dict, arrays: dict) -> None:
-    """Writes one index to the binary file object `f`."""
+    """Writes one index to the binary file object `f`. The arrays are written from their own
+    memory (no copy on a little-endian machine), so saving needs no second index in RAM."""
     meta = dict(meta)
     meta["arrays"] = {tag: [a.dtype.str, list(a.shape)] for tag, a in arrays.items()}
-    sections = [("META", json.dumps(meta, sort_keys=True).encode())]
-    sections += [(tag, np.ascontiguousarray(a).astype(a.dtype.newbyteorder("<"), copy=False)
-                  .tobytes()) for tag, a in arrays.items()]
+    sections = [("META", np.frombuffer(json.dumps(meta, sort_keys=True).encode(), np.uint8)),
+                *arrays.items()]
     head = _HEADER.pack(MAGIC, FORMAT_MAJOR, FORMAT_MINOR, 0x01020304, kind.encode(), dim, ntotal,
                         len(sections), b"\x00" * 20)
     f.write(head + struct.pack("<I", zlib.crc32(head)))
     pos = 64
-    for tag, payload in sections:
-        f.write(_SECTION.pack(tag.encode(), zlib.crc32(payload), len(payload)))
+    for tag, a in sections:
+        payload = (np.ascontiguousarray(a).astype(a.dtype.newbyteorder("<"), copy=False)
+                   .reshape(-1).view(np.uint8))
+        f.write(_SECTION.pack(tag.encode(), zlib.crc32(payload), payload.size))
         pos += _SECTION.size
         f.write(b"\x00" * _pad(pos))
         pos += _pad(pos)
         f.write(payload)
-        pos += len(payload)
+        pos += payload.size
 
 
 def read_container(buf, source: str = "buffer", *, verify: bool = True):

@@ -274,7 +274,7 @@ class SparseIndex(Removable, Persistent):
         offsets), summaries (with their per-list term dictionary) and kNN graph."""
         if self._index is None:
             return {part: 0 for part in self._PARTS}
-        st = self._index.state()
+        st = self._index.state(view=True)
         return {part: sum(int(np.asarray(st[name]).nbytes) for name in names)
                 for part, names in self._PARTS.items()}
 
@@ -439,7 +439,7 @@ class SparseIndex(Removable, Persistent):
                 "layout": _LAYOUT, "vocabulary": self.vocabulary}
         arrays = {}
         if self._index is not None:
-            st = self._index.state()
+            st = self._index.state(view=True)
             meta["fields"] = list(st)
             arrays = {f"S{i:03d}": a for i, a in enumerate(st.values())}
             arrays.update(IDS_=self._index.ids(), DEAD=self._index.removed())
@@ -501,7 +501,7 @@ def _live_rows(native, u8):
     """(indptr, indices, data, ids) of a native index's live documents, decoded from its
     forward index (f16 values exactly; u8 values times their document's scale), terms
     ascending per row."""
-    st = native.state()
+    st = native.state(view=True)
     ptr = np.asarray(st["doc_ptr"], np.int64)
     n = len(ptr) - 1
     comp = np.asarray(st["comp16"] if len(st["comp16"]) == ptr[-1] else st["comp32"], np.int64)

@@ -9,6 +9,9 @@
 #if defined(__linux__)
 #include <sys/mman.h>
 #endif
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 namespace quanta {
 
@@ -49,6 +52,15 @@ struct LargeAllocator {
   template <class U>
   bool operator!=(const LargeAllocator<U>&) const { return false; }
 };
+
+// Hands the allocator's free pages back to the system. glibc keeps memory freed in many small
+// blocks (a build's per-list pieces) mapped: without this a build's transient peak stays
+// resident afterwards.
+inline void release_free_memory() {
+#if defined(__GLIBC__)
+  malloc_trim(0);
+#endif
+}
 
 template <class T>
 using LargeVector = std::vector<T, LargeAllocator<T>>;

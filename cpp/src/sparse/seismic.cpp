@@ -104,8 +104,13 @@ struct ListOut {
   std::vector<float> step;
   std::vector<uint16_t> sblock;
   std::vector<uint8_t> scode;
+  size_t bytes() const {
+    return 4 * (postings.size() + block_len.size() + sterm.size() + soff.size() + step.size()) +
+           2 * sblock.size() + scode.size();
+  }
 };
 
+constexpr size_t kTrimBytes = size_t(64) << 20;
 constexpr size_t kMaxBlocksPerList = 65535;  // block numbers within a list are u16
 constexpr size_t kPrefetchAhead = 4;           // documents whose forward entries are prefetched
 constexpr size_t kKnnQueryCut = 10;            // search settings of the kNN-graph build
@@ -427,6 +432,10 @@ void SparseIndex::prune_and_block(const float* val, int threads) {
       std::vector<std::vector<uint32_t>> members(nc);
       for (size_t i = 0; i < len; ++i) members[assign[i]].push_back(docs[i]);
       ListOut& out = lists[t];
+      // Exact capacities: the lists together hold about the whole index until concatenated.
+      out.postings.reserve(len);
+      out.block_len.reserve(nc);
+      out.step.reserve(nc);
       std::vector<uint32_t> touched;
       std::vector<std::pair<float, uint32_t>> entries;
       std::vector<uint64_t> sum;  // term << 24 | block << 8 | code
@@ -490,6 +499,7 @@ void SparseIndex::prune_and_block(const float* val, int threads) {
         std::sort(terms.begin(), terms.end());
       }
       out.sterm = terms;
+      out.soff.reserve(terms.size() + 1);
       uint32_t at = 0;
       for (uint32_t k : terms) {
         out.soff.push_back(at);
@@ -508,6 +518,7 @@ void SparseIndex::prune_and_block(const float* val, int threads) {
     }
     progress_->fetch_add(t_end - task * kListsPerTask);
   });
+  cand = decltype(cand)();  // freed before the concatenation doubles what is held
 
   // Concatenate the lists in term order.
   std::vector<int64_t> list_ptr(dim_ + 1, 0), sdict_ptr(dim_ + 1, 0), sent_ptr(dim_ + 1, 0);
@@ -534,6 +545,7 @@ void SparseIndex::prune_and_block(const float* val, int threads) {
   sblock.reserve(nent);
   scode.reserve(nent);
   auto append = [](auto& to, const auto& from) { to.insert(to.end(), from.begin(), from.end()); };
+  size_t freed = 0;
   for (size_t t = 0; t < dim_; ++t) {
     ListOut& l = lists[t];
     append(postings, l.postings);
@@ -547,8 +559,12 @@ void SparseIndex::prune_and_block(const float* val, int threads) {
     list_ptr[t + 1] = int64_t(step.size());
     sdict_ptr[t + 1] = int64_t(sterm.size());
     sent_ptr[t + 1] = int64_t(sblock.size());
+    freed += l.bytes();
     l = ListOut();
+    // The freed lists go back to the system as the arrays fill: the peak stays near one index.
+    if (freed > kTrimBytes) release_free_memory(), freed = 0;
   }
+  release_free_memory();
   s_.list_ptr = std::move(list_ptr);
   s_.block_ptr = std::move(block_ptr);
   if (p_.posting_offsets && nnz < (size_t(1) << 32)) {

@@ -33,10 +33,13 @@ def family_of(index) -> str:
     return "dense"
 
 
-def build_shard(index, data, start, rows, ids, path, threads, batch_size):
+def build_shard(index, data, start, rows, ids, path, threads, batch_size, share=1.0):
     """Adds one part's rows to `index` (a trained, empty copy) and saves it to `path`; runs
-    in a Ray worker or in this process. Returns what the manifest records."""
+    in a Ray worker or in this process. Returns what the manifest records. share: the part's
+    fraction of all rows; a SparseIndex keeps that share of its posting budget."""
     t0 = time.perf_counter()
+    if isinstance(index, SparseIndex):
+        index.params["n_postings"] = max(1, round(index.params["n_postings"] * share))
     multi = isinstance(index, MultiVectorIndex)
     for x, labels in batches(Part(data, start, rows, ids), batch_size,
                              getattr(index, "vocabulary", None)):
@@ -61,6 +64,9 @@ def build_sharded(spec_or_index, source, n_shards: int, out_dir, *, metric: str 
 
     spec_or_index: an ``index_factory`` spec (dense sources; `metric` applies) or an empty
         index, trained or not: any dense index, a ``SparseIndex`` or a ``MultiVectorIndex``.
+        A SparseIndex's `n_postings` budgets the whole corpus: each shard keeps its share
+        (n_postings x its rows / all rows), so the shards hold the postings one index would
+        and search at its recall (bench/results/sharded.md).
     source: dense: a NumPy array or memmap (n, dim), a list of .npy / .fvecs / .fbin files
         (read by the workers: on a cluster, from storage every node sees) or a Ray Dataset
         (`column`: its vector column; `id_column`: its int64 ids). Sparse: a SciPy matrix,
@@ -124,14 +130,14 @@ def build_sharded(spec_or_index, source, n_shards: int, out_dir, *, metric: str 
     try:
         index.save(written[-1])
         if backend == "ray":
-            stats = _run_ray(index, parts, paths, threads or max(1, int(cpus_per_shard)),
+            stats = _run_ray(index, parts, src.n, paths, threads or max(1, int(cpus_per_shard)),
                              batch_size, cpus_per_shard, max_retries, bar)
         else:
             blob = pickle.dumps(index)
             stats = []
             for part, path in zip(parts, paths):
                 stats.append(build_shard(pickle.loads(blob), *part, path, threads or 0,
-                                         batch_size))
+                                         batch_size, part.rows / src.n))
                 bar.update(1)
     except BaseException:
         for p in written:
@@ -160,24 +166,27 @@ def _index_files(out_dir) -> set:
             if f.startswith(("shard-", "trained-")) and f.endswith(".qnt")}
 
 
-def _run_ray(index, parts, paths, threads, batch_size, cpus, max_retries, bar):
+def _run_ray(index, parts, total, paths, threads, batch_size, cpus, max_retries, bar):
     try:
         import ray
     except ImportError:
         raise ImportError("backend='ray' needs Ray: pip install 'quanta[ray]' (or pass "
                           "backend='local')") from None
-    # max_calls=1: a worker ends with its task, so the memory a build peaked at goes back to
-    # the node instead of staying in a reused worker (measured: 10 GB held after a 1M
-    # sparse shard, and the next build on that node killed for memory)
-    task = ray.remote(max_calls=1)(build_shard).options(num_cpus=cpus,
-                                                        max_retries=max_retries)
+    # Sparse and multi-vector builds peak far above what they keep: max_calls=1 ends the
+    # worker with its task, so that memory goes back to the node (measured before the sparse
+    # build freed its pieces: 10 GB held after a 1M sparse shard, and the next build on that
+    # node killed for memory). Dense builds reuse their workers: a fresh worker costs about
+    # 1 s per task (1M IVF-PQ vectors on two workers: 1.46-1.53x one worker, 1.49-1.81x
+    # reusing them; bench/results/sharded.md).
+    task = ray.remote(max_calls=0 if family_of(index) == "dense" else 1)(build_shard).options(
+        num_cpus=cpus, max_retries=max_retries)
     index_ref = ray.put(index)  # pickled once, shared by every task
     refs = []
     for part, path in zip(parts, paths):
         data = ray.put(np.ascontiguousarray(part.data)) if isinstance(part.data, np.ndarray) \
             else part.data  # a memmap's slice is read here, one shard at a time
         refs.append(task.remote(index_ref, data, part.start, part.rows, part.ids, path, threads,
-                                batch_size))
+                                batch_size, part.rows / total))
     pending = list(refs)
     try:
         while pending:
