@@ -231,12 +231,13 @@ def test_fast_scan_without_residuals(data, metric, tmp_path):
     np.testing.assert_array_equal(other.search(xq, 10, nprobe=8).ids, index.search(xq, 10, nprobe=8).ids)
 
 
-@pytest.mark.parametrize("by_residual", [True, False])
-def test_fast_scan_large_k_collector_matches_heaps(data, by_residual):
+@pytest.mark.parametrize("by_residual,metric", [(True, "l2"), (False, "l2"), (False, "ip")])
+def test_fast_scan_large_k_collector_matches_heaps(data, by_residual, metric):
     # k >= 64 collects in reservoirs, smaller k in heaps: both select under the same total
     # order from the same scores, so the k = 10 answer is the prefix of every larger k's
+    # (ip: scores of both signs through the reservoir's integer sort keys)
     xb, xq = data
-    index = quanta.IVFPQIndex(64, 32, 16, 4, "l2", fast_scan=True, by_residual=by_residual)
+    index = quanta.IVFPQIndex(64, 32, 16, 4, metric, fast_scan=True, by_residual=by_residual)
     index.train(xb[:8000], niter=5)
     index.add(xb[:5000])
     index.add(xb[:5000], ids=np.arange(5000, 10000))  # duplicate codes: ties broken by id
@@ -246,8 +247,10 @@ def test_fast_scan_large_k_collector_matches_heaps(data, by_residual):
             big = index.search(xq, k, nprobe=nprobe, threads=threads)
             np.testing.assert_array_equal(big.ids[:, :10], small.ids)
             np.testing.assert_array_equal(big.distances[:, :10], small.distances)
+            sign = 1 if metric == "l2" else -1
             for d, i in zip(big.distances, big.ids):  # sorted, padded past the lists' codes
-                assert np.all(np.diff(d[i >= 0]) >= 0) and np.all(d[i < 0] == np.inf)
+                assert np.all(sign * np.diff(d[i >= 0]) >= 0)
+                assert np.all(d[i < 0] == sign * np.inf)
     full = index.search(xq[:3], 10000, nprobe=32)  # every code: nothing lost when a buffer
     assert sorted(full.ids[0]) == list(range(10000))  # shrinks, no duplicates
 

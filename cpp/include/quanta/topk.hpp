@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <functional>
 #include <limits>
 #include <vector>
@@ -108,53 +109,69 @@ class TopKSet {
   std::vector<int64_t> pos_;
 };
 
+// Each of n scores' bucket in a histogram over their range (256 buckets, monotone in the
+// score: a higher score never lands in a lower bucket) and the bucket holding the k-th best
+// (1 <= k <= n): only that bucket's scores need comparing to find the k best. Linear in n
+// and branch-light.
+struct ScoreBuckets {
+  static constexpr size_t kBuckets = 256;
+  std::vector<uint8_t> of;  // the bucket of each score
+  size_t edge = 0;          // the bucket of the k-th best
+  size_t above = 0;         // how many score in higher buckets (fewer than k)
+
+  void split(const float* s, size_t n, size_t k) {
+    float lo8[8], hi8[8];  // eight running extremes: vectorizes, no loop-carried chain
+    for (size_t u = 0; u < 8; ++u) lo8[u] = hi8[u] = s[n - 1 - u % n];
+    for (size_t i = 0; i < n; i += 8)
+      for (size_t u = 0; u < 8; ++u) {
+        const float v = s[std::min(i + u, n - 1)];
+        lo8[u] = v < lo8[u] ? v : lo8[u];
+        hi8[u] = v > hi8[u] ? v : hi8[u];
+      }
+    float lo = lo8[0], hi = hi8[0];
+    for (size_t u = 1; u < 8; ++u) {
+      lo = lo8[u] < lo ? lo8[u] : lo;
+      hi = hi8[u] > hi ? hi8[u] : hi;
+    }
+    // an infinite range gives scale 0 (every score in bucket 0): correct, only slower
+    const float scale = hi > lo ? float(kBuckets) / (hi - lo) : 0.0f;
+    of.resize(n);
+    uint8_t* bk = of.data();
+    for (size_t i = 0; i < n; ++i) {  // int32 conversion: vectorizes, where size_t's does not
+      float b = (s[i] - lo) * scale;
+      b = b > 0.0f ? b : 0.0f;  // NaN (corrupt data) to bucket 0 (maxps), inf to the top (minps)
+      b = b < float(kBuckets - 1) ? b : float(kBuckets - 1);
+      bk[i] = uint8_t(int(b));
+    }
+    // Four histograms, summed after: a run of equal buckets would otherwise chain each
+    // increment on the previous one's store.
+    uint32_t part[4][kBuckets] = {};
+    size_t i4 = 0;
+    for (; i4 + 4 <= n; i4 += 4)
+      for (size_t u = 0; u < 4; ++u) ++part[u][bk[i4 + u]];
+    for (; i4 < n; ++i4) ++part[0][bk[i4]];
+    size_t hist[kBuckets];
+    for (size_t b = 0; b < kBuckets; ++b)
+      hist[b] = part[0][b] + part[1][b] + part[2][b] + part[3][b];
+    edge = kBuckets;
+    above = 0;
+    while (above + hist[edge - 1] < k) above += hist[--edge];
+    --edge;
+  }
+};
+
 // The positions of the k best of n scores (higher first, then lower position), in no
-// particular order, written to out. A histogram of the scores over their range finds the
-// bucket holding the k-th best; only that bucket's entries are compared. Linear in n and
-// branch-light, where a heap of k pays log2(k) unpredictable branches per push: meant for
-// selecting many of a few thousand (an IVF query's lists).
+// particular order, written to out: only the k-th best's bucket is compared. Where a heap
+// of k pays log2(k) unpredictable branches per push: meant for selecting many of a few
+// thousand (an IVF query's lists).
 inline void select_top(const float* s, size_t n, size_t k, int64_t* out) {
   k = std::min(k, n);
   if (k == 0) return;
-  float lo8[8], hi8[8];  // eight running extremes: vectorizes, no loop-carried chain
-  for (size_t u = 0; u < 8; ++u) lo8[u] = hi8[u] = s[n - 1 - u % n];
-  for (size_t i = 0; i < n; i += 8)
-    for (size_t u = 0; u < 8; ++u) {
-      const float v = s[std::min(i + u, n - 1)];
-      lo8[u] = v < lo8[u] ? v : lo8[u];
-      hi8[u] = v > hi8[u] ? v : hi8[u];
-    }
-  float lo = lo8[0], hi = hi8[0];
-  for (size_t u = 1; u < 8; ++u) {
-    lo = lo8[u] < lo ? lo8[u] : lo;
-    hi = hi8[u] > hi ? hi8[u] : hi;
-  }
-  constexpr size_t kBuckets = 256;
-  // Monotone in the score (rounding is): a higher score never lands in a lower bucket.
-  const float scale = hi > lo ? float(kBuckets) / (hi - lo) : 0.0f;
-  thread_local std::vector<uint8_t> buckets;
+  thread_local ScoreBuckets buckets;
   thread_local std::vector<std::pair<float, int64_t>> ties;
-  buckets.resize(n);
-  uint8_t* bk = buckets.data();
-  for (size_t i = 0; i < n; ++i) {  // int32 conversion: vectorizes, where size_t's does not
-    float b = (s[i] - lo) * scale;
-    b = b > 0.0f ? b : 0.0f;  // NaN (corrupt data) to bucket 0 (maxps), inf to the top (minps)
-    b = b < float(kBuckets - 1) ? b : float(kBuckets - 1);
-    bk[i] = uint8_t(int(b));
-  }
-  // Four histograms, summed after: a run of equal buckets would otherwise chain each
-  // increment on the previous one's store.
-  uint32_t part[4][kBuckets] = {};
-  size_t i4 = 0;
-  for (; i4 + 4 <= n; i4 += 4)
-    for (size_t u = 0; u < 4; ++u) ++part[u][bk[i4 + u]];
-  for (; i4 < n; ++i4) ++part[0][bk[i4]];
-  size_t hist[kBuckets];
-  for (size_t b = 0; b < kBuckets; ++b)
-    hist[b] = part[0][b] + part[1][b] + part[2][b] + part[3][b];
-  size_t edge = kBuckets, above = 0;  // the bucket of the k-th best; how many score above it
-  while (above + hist[edge - 1] < k) above += hist[--edge];
-  --edge;
+  buckets.split(s, n, k);
+  const uint8_t* bk = buckets.of.data();
+  const size_t edge = buckets.edge;
   ties.clear();
   size_t w = 0;
   for (size_t i = 0; i < n; ++i) {
@@ -163,7 +180,7 @@ inline void select_top(const float* s, size_t n, size_t k, int64_t* out) {
     else if (bk[i] == edge)
       ties.emplace_back(s[i], int64_t(i));
   }
-  const size_t need = k - above;
+  const size_t need = k - buckets.above;
   std::partial_sort(ties.begin(), ties.begin() + need, ties.end(), [](const auto& a, const auto& b) {
     return TopKSet::better(a.first, a.second, b.first, b.second);
   });
@@ -176,7 +193,7 @@ inline void select_top(const float* s, size_t n, size_t k, int64_t* out) {
 constexpr size_t kReservoirK = 64;
 
 // The same selection for large k: each query keeps up to 2k candidates unordered and, when the
-// buffer fills, keeps its k best (nth_element) and raises its threshold to the k-th score. A
+// buffer fills, keeps its k best (ScoreBuckets) and raises its threshold to the k-th score. A
 // push is an append instead of a heap sift of log2(k) levels; the threshold lags the heap's
 // a little, so a few more candidates are pushed. Same interface and results as TopKSet.
 class TopKReservoir {
@@ -191,7 +208,7 @@ class TopKReservoir {
   void push(size_t i, float score, int64_t pos) {
     if (k_ == 0 || !(score >= thr_[i])) return;  // NaN too, as TopKSet
     size_t& n = size_[i];
-    if (n == cap_) shrink(i);
+    if (n == cap_) shrink(i, n);
     buf_[i * cap_ + n++] = {score, pos};
   }
 
@@ -205,13 +222,28 @@ class TopKReservoir {
 
   // Writes query i's entries best first, the rest of the k slots as (pad, -1).
   void write_sorted(size_t i, float* scores, int64_t* pos, float pad) {
-    Entry* e = &buf_[i * cap_];
-    const size_t n = size_[i], kept = std::min(n, k_);
-    if (kept < n) std::nth_element(e, e + kept, e + n, Order());
-    std::sort(e, e + kept, Order());
+    const Entry* e = &buf_[i * cap_];
+    if (size_[i] > k_) shrink(i, size_[i]);
+    const size_t kept = size_[i];
+    // Sorted as 64-bit integers (the score's bits in descending order, then the slot): about
+    // twice as fast as sorting the entries by score and position; runs of equal scores are
+    // then put in position order.
+    keys_.resize(kept);
     for (size_t j = 0; j < kept; ++j) {
-      scores[j] = e[j].score;
-      pos[j] = e[j].pos;
+      uint32_t b;
+      std::memcpy(&b, &e[j].score, 4);
+      b = (b & 0x80000000u) ? b : ~b & 0x7fffffffu;  // higher score: smaller key
+      keys_[j] = uint64_t(b) << 32 | j;
+    }
+    std::sort(keys_.begin(), keys_.end());
+    for (size_t j = 0; j < kept; ++j) {
+      const Entry& x = e[keys_[j] & 0xffffffffu];
+      scores[j] = x.score;
+      pos[j] = x.pos;
+    }
+    for (size_t a = 0, b; a < kept; a = b) {
+      for (b = a + 1; b < kept && scores[b] == scores[a];) ++b;
+      if (b - a > 1) std::sort(pos + a, pos + b);
     }
     std::fill(scores + kept, scores + k_, pad);
     std::fill(pos + kept, pos + k_, int64_t(-1));
@@ -227,28 +259,27 @@ class TopKReservoir {
       return TopKSet::better(a.score, a.pos, b.score, b.pos);
     }
   };
-  // Keeps the k best of a full buffer. The k-th best score comes from a selection over the
-  // scores alone (plain float compares, several times faster than over (score, pos) pairs);
-  // then the entries above it move to the front, and ties at it are settled by position.
-  void shrink(size_t i) {
+  // Keeps the k best of query i's n > k entries: those above the k-th best's bucket (see
+  // ScoreBuckets) and the best of that bucket's, compared in full. The threshold becomes the
+  // k-th best score.
+  void shrink(size_t i, size_t n) {
     Entry* e = &buf_[i * cap_];
-    scores_.resize(cap_);
-    for (size_t j = 0; j < cap_; ++j) scores_[j] = e[j].score;
-    std::nth_element(scores_.begin(), scores_.begin() + (k_ - 1), scores_.end(),
-                     std::greater<float>());
-    const float kth = scores_[k_ - 1];
+    scores_.resize(n);
+    for (size_t j = 0; j < n; ++j) scores_[j] = e[j].score;
+    buckets_.split(scores_.data(), n, k_);
+    const uint8_t* bk = buckets_.of.data();
     size_t above = 0;
     ties_.clear();
-    for (size_t j = 0; j < cap_; ++j) {
-      if (e[j].score > kth)
+    for (size_t j = 0; j < n; ++j) {
+      if (bk[j] > buckets_.edge)
         e[above++] = e[j];  // above <= j: never overwrites an unread entry
-      else if (e[j].score == kth)
+      else if (bk[j] == buckets_.edge)
         ties_.push_back(e[j]);
     }
-    const size_t need = k_ - above;  // >= 1: the k-th best itself is a tie
-    std::partial_sort(ties_.begin(), ties_.begin() + need, ties_.end(), Order());
+    const size_t need = k_ - above;  // >= 1: the k-th best is in the edge bucket
+    std::nth_element(ties_.begin(), ties_.begin() + (need - 1), ties_.end(), Order());
     std::copy(ties_.begin(), ties_.begin() + need, e + above);
-    thr_[i] = kth;  // k candidates score at least this: nothing below can enter
+    thr_[i] = ties_[need - 1].score;  // k candidates score at least this: nothing below enters
     size_[i] = k_;
   }
 
@@ -257,7 +288,9 @@ class TopKReservoir {
   std::vector<float> thr_;
   std::vector<Entry> buf_;
   std::vector<float> scores_;  // scratch of shrink
+  ScoreBuckets buckets_;
   std::vector<Entry> ties_;
+  std::vector<uint64_t> keys_;  // scratch of write_sorted
 };
 
 }  // namespace quanta
