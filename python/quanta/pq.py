@@ -593,6 +593,13 @@ class IVFPQIndex(_Probed, _PQCodesIndex, Persistent):
         nprobe from their shape), from this index or one trained from the same state, used
         instead of this index's own coarse step (faiss's ``search_preassigned``).
         """
+        q, params = self._probe(q, nprobe, coarse)
+        k, threads = as_k(k), as_threads(threads)
+        return self._search_chain(q, k, threads, as_filters(filter, q.shape[0]), params)
+
+    def _probe(self, q, nprobe, coarse):
+        """The checked queries and the search parameters of nprobe lists, or of the given
+        coarse step (search's `coarse`)."""
         if not self.is_trained:
             raise ValueError("search: the index is not trained; call train(x) first")
         q = as_f32_matrix(q, self.dim, "queries")
@@ -602,13 +609,10 @@ class IVFPQIndex(_Probed, _PQCodesIndex, Persistent):
                 raise ValueError(f"nprobe={nprobe} but coarse holds {cl.shape[1]} lists per "
                                  f"query")
             nprobe = cl.shape[1]
-        nprobe = as_nprobe(self.nprobe if nprobe is None else nprobe, self.nlist)
-        k, threads = as_k(k), as_threads(threads)
-        filters = as_filters(filter, q.shape[0])
-        params = _ivf_params(nprobe)
+        params = _ivf_params(as_nprobe(self.nprobe if nprobe is None else nprobe, self.nlist))
         if coarse is not None:
             params.set_coarse(cd, cl)
-        return self._search_chain(q, k, threads, filters, params)
+        return q, params
 
     def search_together(self, others, q, k: int = 10, *, nprobe: int | None = None,
                         threads: int = 0, coarse=None) -> SearchResult:
@@ -621,14 +625,7 @@ class IVFPQIndex(_Probed, _PQCodesIndex, Persistent):
         if not all(map(searchable_together, parts)):
             raise TypeError("search_together: fast-scan IVFPQIndex parts without OPQ or "
                             "re-ranking only")
-        if not self.is_trained:
-            raise ValueError("search: the index is not trained; call train(x) first")
-        q = as_f32_matrix(q, self.dim, "queries")
-        if coarse is None:
-            coarse = self.coarse_search(q, nprobe, threads=threads)
-        cd, cl = _coarse_arrays(coarse, q.shape[0], self.nlist)
-        params = _ivf_params(cl.shape[1])
-        params.set_coarse(cd, cl)
+        q, params = self._probe(q, nprobe, coarse)
         return SearchResult(*self._index.search_parts([p._index for p in parts[1:]], q, as_k(k),
                                                       as_threads(threads), params))
 
