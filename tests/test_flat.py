@@ -355,6 +355,11 @@ def test_build_info_and_levels():
     assert "scalar" in info["simd_compiled"]
     with pytest.raises(ValueError):
         quanta.set_simd_level("avx9000")
+    # A level of the other architecture is refused, and the active level stays.
+    foreign = "avx2" if "neon" in info["simd_compiled"] else "neon"
+    with pytest.raises(ValueError, match="not supported here"):
+        quanta.set_simd_level(foreign)
+    assert quanta.simd_level() == info["simd_active"]
 
 
 def test_concurrent_searches_from_python_threads():

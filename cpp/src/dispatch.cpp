@@ -2,9 +2,16 @@
 #include "quanta/amx.hpp"
 #include "quanta/error.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <stdexcept>
+
+#if defined(__aarch64__) && defined(__linux__)
+#include <sys/auxv.h>
+#elif defined(__aarch64__) && defined(__APPLE__)
+#include <sys/sysctl.h>
+#endif
 
 
 namespace quanta {
@@ -26,12 +33,35 @@ bool cpu_has(const char* feature) {
   if (f == "avx512vpopcntdq") return __builtin_cpu_supports("avx512vpopcntdq");
   if (f == "avx512fp16") return __builtin_cpu_supports("avx512fp16");
   if (f == "avx512bf16") return __builtin_cpu_supports("avx512bf16");
+#elif defined(__aarch64__)
+  const std::string f = feature;
+  if (f == "asimd") return true;  // Advanced SIMD is part of AArch64
+  if (f == "dotprod") {
+#if defined(__linux__)
+    return (getauxval(AT_HWCAP) & (1ul << 20)) != 0;  // HWCAP_ASIMDDP
+#elif defined(__APPLE__)
+    int on = 0;
+    size_t len = sizeof(on);
+    return sysctlbyname("hw.optional.arm.FEAT_DotProd", &on, &len, nullptr, 0) == 0 && on;
+#else
+    return false;
+#endif
+  }
 #endif
   (void)feature;
   return false;
 }
 
 namespace {
+
+// This architecture's levels, lowest first.
+std::vector<Isa> ladder() {
+#if defined(__aarch64__)
+  return {Isa::scalar, Isa::neon};
+#else
+  return {Isa::scalar, Isa::avx2, Isa::avx512};
+#endif
+}
 
 Isa detect_best() {
   // Never call into an ISA file before the CPU check: its code may use those instructions.
@@ -43,6 +73,9 @@ Isa detect_best() {
   if (best == Isa::avx2 && cpu_has("avx512f") && cpu_has("avx512bw") && cpu_has("avx512vl") &&
       cpu_has("avx512dq"))
     best = Isa::avx512;
+#endif
+#ifdef QUANTA_HAVE_NEON
+  best = Isa::neon;  // every AArch64 CPU has it
 #endif
   return best;
 }
@@ -57,7 +90,8 @@ Isa initial_isa() {
       } catch (const std::invalid_argument& e) {
         throw std::invalid_argument(std::string("environment variable QUANTA_SIMD: ") + e.what());
       }
-      if (int(wanted) < int(isa)) isa = wanted;
+      const std::vector<Isa> ok = supported_isas();  // a higher or foreign level is ignored
+      if (std::find(ok.begin(), ok.end(), wanted) != ok.end()) isa = wanted;
     }
   }
   return isa;
@@ -75,15 +109,17 @@ const char* isa_name(Isa isa) {
     case Isa::scalar: return "scalar";
     case Isa::avx2: return "avx2";
     case Isa::avx512: return "avx512";
+    case Isa::neon: return "neon";
   }
   return "?";
 }
 
 Isa isa_from_name(const std::string& name) {
-  for (Isa isa : {Isa::scalar, Isa::avx2, Isa::avx512})
+  for (Isa isa : {Isa::scalar, Isa::avx2, Isa::avx512, Isa::neon})
     if (name == isa_name(isa)) return isa;
-  throw std::invalid_argument("SIMD level must be 'scalar', 'avx2' or 'avx512'; got '" + name +
-                              "'");
+  throw std::invalid_argument(
+      "SIMD level must be 'scalar', 'avx2', 'avx512' (x86-64) or 'neon' (AArch64); got '" + name +
+      "'");
 }
 
 Isa best_supported_isa() {
@@ -93,14 +129,18 @@ Isa best_supported_isa() {
 
 std::vector<Isa> supported_isas() {
   std::vector<Isa> out;
-  for (int i = 0; i <= int(best_supported_isa()); ++i) out.push_back(Isa(i));
+  for (Isa isa : ladder()) {
+    out.push_back(isa);
+    if (isa == best_supported_isa()) break;
+  }
   return out;
 }
 
 Isa active_isa() { return Isa(active_slot().load()); }
 
 void set_active_isa(Isa isa) {
-  if (int(isa) > int(best_supported_isa()))
+  const std::vector<Isa> ok = supported_isas();
+  if (std::find(ok.begin(), ok.end(), isa) == ok.end())
     throw std::invalid_argument(std::string("SIMD level '") + isa_name(isa) +
                                 "' is not supported here; the best is '" +
                                 isa_name(best_supported_isa()) + "'");
@@ -111,7 +151,7 @@ std::vector<std::string> cpu_features() {
   std::vector<std::string> out;
   for (const char* f : {"avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512dq",
                         "avx512vnni", "avx512vbmi", "avx512vpopcntdq", "avx512fp16",
-                        "avx512bf16"})
+                        "avx512bf16", "asimd", "dotprod"})
     if (cpu_has(f)) out.push_back(f);
   return out;
 }
@@ -123,6 +163,9 @@ std::vector<std::string> compiled_isas() {
 #endif
 #ifdef QUANTA_HAVE_AVX512
   out.push_back("avx512");
+#endif
+#ifdef QUANTA_HAVE_NEON
+  out.push_back("neon");
 #endif
   return out;
 }

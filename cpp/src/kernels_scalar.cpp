@@ -218,7 +218,13 @@ const Kernels& kernels(Isa isa) {
   if (isa == Isa::avx512) return *avx512_kernels();
 #endif
 #ifdef QUANTA_HAVE_AVX2
-  if (isa >= Isa::avx2) return *avx2_kernels();
+  if (isa == Isa::avx2) return *avx2_kernels();
+#endif
+#ifdef QUANTA_HAVE_NEON
+  if (isa == Isa::neon) {
+    static const bool dotprod = cpu_has("dotprod");
+    return *neon_kernels(dotprod);
+  }
 #endif
   (void)isa;
   return scalar_kernels();

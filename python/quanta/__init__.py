@@ -72,9 +72,10 @@ def cuda_status() -> dict:
 
 
 def set_simd_level(level: str) -> None:
-    """Lowers (or restores) the SIMD level: 'scalar', 'avx2' or 'avx512', never above the CPU's."""
+    """Lowers (or restores) the SIMD level, never above the CPU's: 'scalar', 'avx2' or
+    'avx512' on x86-64, 'scalar' or 'neon' on AArch64 (``build_info()["simd_supported"]``)."""
     if not isinstance(level, str):
-        raise TypeError("level must be a string: 'scalar', 'avx2' or 'avx512'")
+        raise TypeError("level must be a string: 'scalar', 'avx2', 'avx512' or 'neon'")
     _core.set_simd_level(level)
 
 

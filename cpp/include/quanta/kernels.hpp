@@ -79,5 +79,7 @@ const Kernels& kernels(Isa isa);
 const Kernels& scalar_kernels();
 const Kernels* avx2_kernels();    // defined only with QUANTA_HAVE_AVX2
 const Kernels* avx512_kernels();  // defined only with QUANTA_HAVE_AVX512
+// Defined only with QUANTA_HAVE_NEON; dotprod: dot_rows_i8 uses SDOT (Armv8.2).
+const Kernels* neon_kernels(bool dotprod);
 
 }  // namespace quanta

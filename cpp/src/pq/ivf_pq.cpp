@@ -610,7 +610,6 @@ size_t IVFPQIndex::fast_scan_tables(const float* q, const int64_t* cl, size_t np
     }
     kern.row16_minmax(tables.data(), ntab * m, lo.data(), hi.data());
   }
-  const size_t lb = fast_scan::block_bytes(m);
   fast_scan::quantize_tables(tables.data(), lo.data(), hi.data(), ntab, m, luts, scale,
                              bias.data());
   for (size_t t = 0; t < nt; ++t) {
