@@ -35,7 +35,7 @@ fi
 
 echo "== quanta, cross-compiled"
 cmake -S "$root" -B "$work/build" -DCMAKE_TOOLCHAIN_FILE="$root/cmake/aarch64-linux-gnu.cmake" \
-  -DCMAKE_BUILD_TYPE=Release >/dev/null
+  -DQUANTA_PYTHON=OFF -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build "$work/build" -j2 --target quanta_cpu >"$work/build.log" 2>&1 ||
   { cat "$work/build.log"; exit 1; }
 rm -rf "$work/pkg" && mkdir -p "$work/pkg" && cp -r "$root/python/quanta" "$work/pkg/"

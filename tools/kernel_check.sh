@@ -17,7 +17,7 @@ build() {  # the compiler's output only when it fails
 }
 
 echo "== native ($(uname -m))"
-cmake -S "$root" -B "$out/native" -DQUANTA_BUILD_TESTS=ON -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake -S "$root" -B "$out/native" -DQUANTA_BUILD_TESTS=ON -DQUANTA_PYTHON=OFF -DCMAKE_BUILD_TYPE=Release >/dev/null
 build "$out/native" --target test_kernels
 ctest --test-dir "$out/native" --output-on-failure --verbose | grep -E "kernels:|checks|cpu features|Passed|Failed"
 
@@ -30,7 +30,7 @@ for tool in aarch64-linux-gnu-g++ qemu-aarch64; do
 done
 echo "== aarch64 (cross-compiled, under qemu-aarch64)"
 cmake -S "$root" -B "$out/aarch64" -DCMAKE_TOOLCHAIN_FILE="$root/cmake/aarch64-linux-gnu.cmake" \
-  -DQUANTA_BUILD_TESTS=ON -DCMAKE_BUILD_TYPE=Release >/dev/null
+  -DQUANTA_BUILD_TESTS=ON -DQUANTA_PYTHON=OFF -DCMAKE_BUILD_TYPE=Release >/dev/null
 build "$out/aarch64"
 for cpu in max cortex-a53; do
   echo "-- qemu cpu: $cpu"
