@@ -63,6 +63,12 @@ std::vector<Isa> ladder() {
 #endif
 }
 
+// Whether this CPU and build run `isa` (a level of another architecture never).
+bool is_supported(Isa isa) {
+  const std::vector<Isa> ok = supported_isas();
+  return std::find(ok.begin(), ok.end(), isa) != ok.end();
+}
+
 Isa detect_best() {
   // Never call into an ISA file before the CPU check: its code may use those instructions.
   Isa best = Isa::scalar;
@@ -90,8 +96,7 @@ Isa initial_isa() {
       } catch (const std::invalid_argument& e) {
         throw std::invalid_argument(std::string("environment variable QUANTA_SIMD: ") + e.what());
       }
-      const std::vector<Isa> ok = supported_isas();  // a higher or foreign level is ignored
-      if (std::find(ok.begin(), ok.end(), wanted) != ok.end()) isa = wanted;
+      if (is_supported(wanted)) isa = wanted;  // a higher or foreign level is ignored
     }
   }
   return isa;
@@ -139,8 +144,7 @@ std::vector<Isa> supported_isas() {
 Isa active_isa() { return Isa(active_slot().load()); }
 
 void set_active_isa(Isa isa) {
-  const std::vector<Isa> ok = supported_isas();
-  if (std::find(ok.begin(), ok.end(), isa) == ok.end())
+  if (!is_supported(isa))
     throw std::invalid_argument(std::string("SIMD level '") + isa_name(isa) +
                                 "' is not supported here; the best is '" +
                                 isa_name(best_supported_isa()) + "'");

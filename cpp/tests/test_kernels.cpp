@@ -55,10 +55,9 @@ void check_float_rows(const char* name, const Kernels& k) {
       const size_t n = size_t(uniform(1, 9));
       // Rows of mixed magnitude: tiny values reach f16/f8 subnormals, large ones saturate.
       std::vector<float> x(n * dim);
-      for (size_t i = 0; i < n; ++i) {
-        const float scale = std::vector<float>{1e-6f, 0.01f, 1.0f, 300.0f}[i % 4];
-        for (size_t p = 0; p < dim; ++p) x[i * dim + p] = normal(scale);
-      }
+      const float scales[4] = {1e-6f, 0.01f, 1.0f, 300.0f};
+      for (size_t i = 0; i < n; ++i)
+        for (size_t p = 0; p < dim; ++p) x[i * dim + p] = normal(scales[i % 4]);
       std::vector<uint8_t> codes(n * dim * storage_bytes(s));
       encode_array(s, x.data(), n * dim, codes.data());
       const std::vector<float> q = normals(dim);
