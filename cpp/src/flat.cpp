@@ -76,6 +76,11 @@ size_t FlatIndex::memory_usage() const {
 void FlatIndex::train(const float* x, size_t n) {
   require(n > 0, "train: got 0 training vectors; pass at least one row");
   require_finite(x, n * dim_, "train: x");
+  const bool scaled = storage_ == Storage::i8 || f8_scale_ == F8Scale::global;
+  // New scales would silently change what every stored code means.
+  require(!scaled || ntotal_ == 0,
+          "train: the index holds " + std::to_string(ntotal_) +
+              " vectors coded with the current scales; call reset() first (or train a new index)");
   std::vector<float> rows(x, x + n * dim_);
   if (metric_ == Metric::cosine) normalize_rows(rows.data(), n, dim_);
   if (storage_ == Storage::i8) {

@@ -55,9 +55,9 @@ void bind_graph(py::module_& m) {
       .def("restore", [](GraphIndex& self, const py::array& adjacency, uint32_t entry,
                          const py::array& codes, const py::array& pq_centroids,
                          const py::array& neighbour_codes, bool borrow) {
-        if (self.pq()) self.pq()->set_centroids(from_numpy<float>(pq_centroids, "pq_centroids"));
         self.restore(buffer_from_numpy<uint32_t>(adjacency, "adjacency", borrow), entry,
                      buffer_from_numpy<uint8_t>(codes, "codes", borrow),
+                     from_numpy<float>(pq_centroids, "pq_centroids"),
                      buffer_from_numpy<uint8_t>(neighbour_codes, "neighbour_codes", borrow));
       }, py::arg("adjacency"), py::arg("entry"), py::arg("codes"), py::arg("pq_centroids"),
          py::arg("neighbour_codes"), py::arg("borrow") = false);

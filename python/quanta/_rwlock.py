@@ -2,11 +2,13 @@
 GIL), while add / train / reset / remove / compact wait for them and run alone, so a search
 never reads arrays that a writer is moving. A thread that holds the lock may call the index
 again (a writer may read and write; a reader may read), and waiting writers hold back new
-readers so they are not starved."""
+readers so they are not starved. A failed train() leaves the index as it was."""
 from __future__ import annotations
 
 import functools
 import threading
+
+from .io import from_bytes
 
 
 class RWLock:
@@ -92,9 +94,28 @@ READERS = ("search", "range_search", "reconstruct", "contains", "rerank", "to_by
 WRITERS = ("add", "train", "reset", "remove", "compact")
 
 
+def _all_or_nothing(train):
+    """train() either completes or leaves the index as it was: the state of an empty index
+    (small: train refuses populated ones) is kept as bytes and put back on any failure."""
+    @functools.wraps(train)
+    def wrapper(self, *args, **kwargs):
+        before = self.to_bytes() if self.ntotal == 0 else None
+        try:
+            return train(self, *args, **kwargs)
+        except BaseException:
+            if before is not None:
+                lock = self.__dict__["_rwlock"]
+                self.__dict__.clear()
+                self.__dict__.update(from_bytes(before).__dict__, _rwlock=lock)
+            raise
+    return wrapper
+
+
 def guarded(cls):
     """Class decorator: the class's reading and writing methods (those it has of READERS and
-    WRITERS) take its instance's lock."""
+    WRITERS) take its instance's lock; train() is all or nothing."""
+    if hasattr(cls, "train"):
+        cls.train = _all_or_nothing(cls.train)
     for names, acquire, release in ((READERS, RWLock.acquire_read, RWLock.release_read),
                                     (WRITERS, RWLock.acquire_write, RWLock.release_write)):
         for name in names:

@@ -69,12 +69,31 @@ def as_ids(ids, n: int, name: str = "ids") -> np.ndarray:
     return ids
 
 
+INT32_MAX = 2 ** 31 - 1
+MAX_THREADS = 4096
+
+
+def as_int(value, name: str, lo: int = 0, hi: int = INT32_MAX) -> int:
+    """An integer argument in [lo, hi] (the native side takes 32-bit counts), checked here so
+    that the error names it, not pybind's "incompatible function arguments"."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer; got {type(value).__name__}")
+    if value < lo:
+        raise ValueError(f"{name} must be >= {lo}; got {value}")
+    if value > hi:
+        raise ValueError(f"{name} must be <= {hi}; got {value}")
+    return int(value)
+
+
 def as_k(k) -> int:
-    if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)):
-        raise TypeError(f"k must be an integer; got {type(k).__name__}")
-    if k <= 0:
-        raise ValueError(f"k must be >= 1; got {k}")
-    return int(k)
+    return as_int(k, "k", 1)
+
+
+def native_k(k: int, ntotal: int) -> int:
+    """The k a native search is asked for: no search finds more than the index's ntotal
+    vectors, so its heaps stay that small however large k is (``SearchResult.padded`` fills
+    the rest)."""
+    return min(k, max(int(ntotal), 1))
 
 
 def as_nprobe(nprobe, nlist: int) -> int:
@@ -89,8 +108,8 @@ def as_nprobe(nprobe, nlist: int) -> int:
 def as_threads(threads) -> int:
     if isinstance(threads, (bool, np.bool_)) or not isinstance(threads, (int, np.integer)):
         raise TypeError(f"threads must be an integer (0 = all cores); got {type(threads).__name__}")
-    if threads < 0:
-        raise ValueError(f"threads must be >= 0 (0 = all cores); got {threads}")
+    if not 0 <= threads <= MAX_THREADS:
+        raise ValueError(f"threads must be in [0, {MAX_THREADS}] (0 = all cores); got {threads}")
     return int(threads)
 
 

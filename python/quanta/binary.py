@@ -14,7 +14,7 @@ import numpy as np
 from . import _core
 from ._rwlock import guarded
 from ._types import Metric, Storage
-from ._validate import as_f32_matrix, as_k, as_nprobe, as_threads
+from ._validate import as_f32_matrix, as_int, as_k, as_nprobe, as_threads, native_k
 from .filter import as_filters
 from .flat import SearchResult, removed_mask
 from .io import FormatError, Persistent, register_kind, write_container
@@ -24,12 +24,19 @@ TRANSFORMS = ("pca", "rotation")
 SCORINGS = ("auto", "sdc", "popcount", "u8")
 
 
+# Weights of the projection W (bits x dim) at most: fitting it holds W in float64 (4 GiB).
+MAX_PROJECTION = 2 ** 29
+
+
 def _check_shape(dim, bits, levels):
     for name, v in (("dim", dim), ("bits", bits), ("levels", levels)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-            raise TypeError(f"{name} must be an integer; got {type(v).__name__}")
+        as_int(v, name, 0)
     if dim < 1 or bits < 1:
         raise ValueError(f"dim and bits must be >= 1; got dim={dim}, bits={bits}")
+    if bits * dim > MAX_PROJECTION:
+        raise ValueError(f"bits x dim = {bits} x {dim}: the projection would hold "
+                         f"{bits * dim:,} weights ({bits * dim * 8 / 2 ** 30:.1f} GiB to fit); "
+                         f"pass bits <= {MAX_PROJECTION // dim} for this dim")
     if not 0 <= levels <= 7:
         raise ValueError(f"levels must be in [0, 7] (1 to 8 bits per dimension); got {levels}")
 
@@ -90,7 +97,8 @@ class RecurrentBinarizer(Persistent):
         if transform not in TRANSFORMS:
             raise ValueError(f"transform must be one of {TRANSFORMS}; got {transform!r}")
         self._b = _core.RecurrentBinarizer(int(dim), int(bits), int(levels))
-        self.transform, self.center, self.seed = transform, bool(center), int(seed)
+        self.transform, self.center = transform, bool(center)
+        self.seed = as_int(seed, "seed", 0, 2 ** 64 - 1)
 
     dim = property(lambda self: self._b.dim)
     bits = property(lambda self: self._b.m, doc="bits per plane (output dimensions)")
@@ -116,7 +124,8 @@ class RecurrentBinarizer(Persistent):
         x = as_f32_matrix(x, self.dim, "x")
         if x.shape[0] < 2:
             raise ValueError(f"fit: {x.shape[0]} vectors; need at least 2")
-        levels = self.levels if levels is None else int(levels)
+        max_train_points = as_int(max_train_points, "max_train_points", 2)
+        levels = self.levels if levels is None else as_int(levels, "levels", 0, 7)
         rng = np.random.default_rng(self.seed)
         if x.shape[0] > max_train_points:
             x = x[np.sort(rng.choice(x.shape[0], max_train_points, replace=False))]
@@ -310,17 +319,23 @@ class _BinaryCodesIndex(_QuantizedIndex):
     scoring = property(lambda self: self._index.scoring,
                        doc="the scoring path in use: 'sdc', 'popcount' or 'u8'")
 
+    def _check_binarizer(self, binarizer):
+        """train's `binarizer`: None, or a fitted one of this index's shape."""
+        if binarizer is None:
+            return
+        if not isinstance(binarizer, RecurrentBinarizer) or not binarizer.is_trained:
+            raise TypeError("binarizer must be a fitted quanta.RecurrentBinarizer")
+        if (binarizer.dim, binarizer.bits) != (self.dim, self.bits) or \
+                binarizer.levels < self.query_levels:
+            raise ValueError(f"binarizer must have dim {self.dim}, bits {self.bits} and at "
+                             f"least {self.query_levels} levels; got {binarizer!r}")
+
     def _fit_binarizer(self, x, max_train_points, binarizer=None):
         """Fits the index's binarizer (closed form), or copies a fitted one's transforms."""
+        self._check_binarizer(binarizer)
         if binarizer is None:
             self._binarizer.fit(x, max_train_points=max_train_points, levels=self.levels)
         else:
-            if not isinstance(binarizer, RecurrentBinarizer) or not binarizer.is_trained:
-                raise TypeError("binarizer must be a fitted quanta.RecurrentBinarizer")
-            if (binarizer.dim, binarizer.bits) != (self.dim, self.bits) or \
-                    binarizer.levels < self.query_levels:
-                raise ValueError(f"binarizer must have dim {self.dim}, bits {self.bits} and at "
-                                 f"least {self.query_levels} levels; got {binarizer!r}")
             first, recon, resid, normalize = binarizer._b.transforms()
             q = self.query_levels
             self._binarizer.set_transforms(first, recon[:q], resid[:q],
@@ -380,6 +395,7 @@ class BinaryIndex(_BinaryCodesIndex, Persistent):
         """Fits the binarizer (closed form; or takes the transforms of ``binarizer``, e.g. one
         from ``fit_learned``) and, with refine, the re-ranking storage."""
         self._require_empty()
+        as_threads(threads)  # the closed-form fit runs in NumPy
         self._fit_binarizer(as_f32_matrix(x, self.dim, "x"), max_train_points, binarizer)
 
     def search(self, q, k: int = 10, *, threads: int = 0, filter=None) -> SearchResult:
@@ -390,7 +406,8 @@ class BinaryIndex(_BinaryCodesIndex, Persistent):
         q = as_f32_matrix(q, self.dim, "queries")
         k, threads = as_k(k), as_threads(threads)
         filters = as_filters(filter, q.shape[0])
-        return self._search_chain(q, k, threads, filters, None)
+        return self._search_chain(q, native_k(k, self.ntotal), threads, filters,
+                                  None).padded(k, self.metric)
 
     def _write(self, f):
         meta, arrays = self._binary_parts()
@@ -436,8 +453,7 @@ class IVFBinaryIndex(_Probed, _BinaryCodesIndex, Persistent):
                  metric: Metric = "ip", *, query_levels: int | None = None, scoring: str = "auto",
                  transform: str = "pca", center: bool = False, seed: int = 0,
                  refine: Storage | None = None, refine_factor: int = 4):
-        if isinstance(nlist, bool) or not isinstance(nlist, (int, np.integer)) or nlist < 1:
-            raise ValueError(f"nlist must be an integer >= 1; got {nlist!r}")
+        as_int(nlist, "nlist", 1)
         bits, query_levels = _binary_args(dim, bits, levels, query_levels, metric, scoring)
         native = _core.IVFBinaryIndex(int(dim), int(nlist), bits, int(levels), query_levels,
                                       metric, scoring)
@@ -467,12 +483,10 @@ class IVFBinaryIndex(_Probed, _BinaryCodesIndex, Persistent):
         x = as_f32_matrix(x, self.dim, "x")
         if x.shape[0] < self.nlist:
             raise ValueError(f"train: {x.shape[0]} vectors; need at least nlist ({self.nlist})")
-        for name, v in (("coarse_niter", coarse_niter), ("seed", seed),
-                        ("max_points_per_centroid", max_points_per_centroid)):
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
-                raise ValueError(f"{name} must be an integer >= 0; got {v!r}")
-        self._index.train_coarse(x, int(coarse_niter), int(seed), int(max_points_per_centroid),
-                                 as_threads(threads))
+        args = (as_int(coarse_niter, "coarse_niter"), as_int(seed, "seed", 0, 2 ** 64 - 1),
+                as_int(max_points_per_centroid, "max_points_per_centroid"), as_threads(threads))
+        self._check_binarizer(binarizer)  # before anything changes
+        self._index.train_coarse(x, *args)
         self._fit_binarizer(x, max_train_points, binarizer)
 
     def search(self, q, k: int = 10, *, nprobe: int | None = None, threads: int = 0,
@@ -486,7 +500,8 @@ class IVFBinaryIndex(_Probed, _BinaryCodesIndex, Persistent):
         q = as_f32_matrix(q, self.dim, "queries")
         k, threads = as_k(k), as_threads(threads)
         filters = as_filters(filter, q.shape[0])
-        return self._search_chain(q, k, threads, filters, _ivf_params(nprobe))
+        return self._search_chain(q, native_k(k, self.ntotal), threads, filters,
+                                  _ivf_params(nprobe)).padded(k, self.metric)
 
     def _write(self, f):
         meta, arrays = self._binary_parts()

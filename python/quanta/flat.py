@@ -9,7 +9,8 @@ from . import _core
 from ._mutable import Removable
 from ._rwlock import guarded
 from ._types import Metric, Storage
-from ._validate import as_f32_matrix, as_ids, as_k, as_radius, as_threads, reconstruct_ids
+from ._validate import (as_f32_matrix, as_ids, as_int, as_k, as_radius, as_threads, native_k,
+                        reconstruct_ids)
 from .filter import as_filters
 from .io import FormatError, Persistent, register_kind, write_container
 from .storage import _check_storage
@@ -28,6 +29,21 @@ class SearchResult(NamedTuple):
 
     distances: np.ndarray
     ids: np.ndarray
+
+    def padded(self, k: int, metric: str) -> "SearchResult":
+        """These results widened to k columns of missing results (a search asks its native
+        part for at most the index's size: ``native_k``)."""
+        nq, have = self.ids.shape
+        if have >= k:
+            return self
+        try:
+            D = np.full((nq, k), np.inf if metric == "l2" else -np.inf, np.float32)
+            I = np.full((nq, k), -1, np.int64)
+        except MemoryError:
+            raise MemoryError(f"k={k}: a ({nq}, {k}) result does not fit in memory (the index "
+                              f"can return at most {have} per query)") from None
+        D[:, :have], I[:, :have] = self.distances, self.ids
+        return SearchResult(D, I)
 
 
 class RangeResult(NamedTuple):
@@ -72,10 +88,7 @@ class FlatIndex(Removable, Persistent):
 
     def __init__(self, dim: int, metric: Metric = "ip", storage: Storage = "f32", *,
                  f8_scale: str = "global", f8_rounding: str = "anisotropic"):
-        if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)):
-            raise TypeError(f"dim must be an integer; got {type(dim).__name__}")
-        if dim <= 0:
-            raise ValueError(f"dim must be >= 1; got {dim}")
+        dim = as_int(dim, "dim", 1)
         if metric not in METRICS:
             raise ValueError(f"metric must be one of {METRICS}; got {metric!r}")
         _check_storage(storage)
@@ -108,7 +121,8 @@ class FlatIndex(Removable, Persistent):
 
     # -- building ---------------------------------------------------------------------------
     def train(self, x) -> None:
-        """Learns the i8 per-dimension scales or the f8 global power of two from `x`."""
+        """Learns the i8 per-dimension scales or the f8 global power of two from `x`; with
+        such scales, an index holding vectors refuses (``reset()`` first)."""
         x = as_f32_matrix(x, self.dim, "x")
         if x.shape[0] == 0:
             raise ValueError("train: x is empty; pass at least one vector")
@@ -146,8 +160,10 @@ class FlatIndex(Removable, Persistent):
         q = as_f32_matrix(q, self.dim, "queries")
         params = _core.FlatSearchParams()
         params.quantize_queries = bool(quantize_queries)
-        return SearchResult(*self._index.search(q, as_k(k), as_threads(threads),
-                                                as_filters(filter, q.shape[0]), params))
+        k = as_k(k)
+        return SearchResult(*self._index.search(q, native_k(k, self.ntotal), as_threads(threads),
+                                                as_filters(filter, q.shape[0]),
+                                                params)).padded(k, self.metric)
 
     def range_search(self, q, radius: float, *, threads: int = 0, filter=None) -> RangeResult:
         """Every stored vector within `radius` of each query: l2 distance < radius, or

@@ -12,19 +12,11 @@ from ._mutable import Removable
 from ._progress import run_with_progress
 from ._rwlock import guarded
 from ._types import Metric, Storage
-from ._validate import as_f32_matrix, as_ids, as_k, as_radius, as_threads, reconstruct_ids
+from ._validate import (as_f32_matrix, as_ids, as_int, as_k, as_radius, as_threads,
+                        native_k, reconstruct_ids)
 from .filter import as_filters
 from .flat import FlatIndex, RangeResult, SearchResult
 from .io import FormatError, Persistent, register_kind, write_container
-
-
-def _as_int(value, name: str, lo: int, hi: int | None = None) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an integer; got {type(value).__name__}")
-    if value < lo or (hi is not None and value > hi):
-        bound = f"in [{lo}, {hi}]" if hi is not None else f">= {lo}"
-        raise ValueError(f"{name} must be {bound}; got {value}")
-    return int(value)
 
 
 _PARAMS = {}  # (width, slack) -> GraphSearchParams
@@ -92,8 +84,8 @@ class GraphIndex(Removable, Persistent):
                  codes: str | None = None, refine: int = 1, f8_scale: str = "global",
                  f8_rounding: str = "anisotropic"):
         self._flat = FlatIndex(dim, metric, storage, f8_scale=f8_scale, f8_rounding=f8_rounding)
-        degree = _as_int(degree, "degree", 2, 256)
-        build_width = _as_int(build_width, "build_width", 1)
+        degree = as_int(degree, "degree", 2, 256)
+        build_width = as_int(build_width, "build_width", 1)
         if isinstance(alpha, (bool, np.bool_)) or not isinstance(alpha, (int, float, np.number)):
             raise TypeError(f"alpha must be a real number; got {type(alpha).__name__}")
         if not (math.isfinite(alpha) and alpha >= 1):
@@ -101,7 +93,7 @@ class GraphIndex(Removable, Persistent):
         pq_m, pq_nbits = parse_codes(codes)
         if pq_m and self._flat.dim % pq_m:
             raise ValueError(f"codes: PQ m = {pq_m} must divide dim = {self._flat.dim}")
-        refine = _as_int(refine, "refine", 0, 8)
+        refine = as_int(refine, "refine", 0, 8)
         self._index = _core.GraphIndex(self._flat.native, degree, build_width, float(alpha),
                                        pq_m, pq_nbits, refine)
         self._codes = None if not pq_m else f"PQ{pq_m}x{pq_nbits}"
@@ -127,7 +119,7 @@ class GraphIndex(Removable, Persistent):
 
     @width.setter
     def width(self, value) -> None:
-        self._width = _as_int(value, "width", 1)
+        self._width = as_int(value, "width", 1)
 
     @property
     def native(self):
@@ -147,7 +139,8 @@ class GraphIndex(Removable, Persistent):
     def train(self, x, *, threads: int = 0) -> None:
         """Learns the storage's scales (i8, f8 with a global scale) and the estimation codes'
         quantizer; without them there is nothing to train. The first ``add`` trains what is
-        not trained yet from its own rows."""
+        not trained yet from its own rows. An index holding vectors refuses (``reset()``
+        first)."""
         x = as_f32_matrix(x, self.dim, "x")
         if x.shape[0] == 0:
             raise ValueError("train: x is empty; pass at least one vector")
@@ -174,7 +167,7 @@ class GraphIndex(Removable, Persistent):
     def _params(self, width, slack):
         """Search settings; made once per (width, slack) and never changed after (the native
         search copies them), so threads may share them."""
-        width = self.width if width is None else _as_int(width, "width", 1)
+        width = self.width if width is None else as_int(width, "width", 1)
         if isinstance(slack, (bool, np.bool_)) or not isinstance(slack, (int, float, np.number)) \
                 or not (math.isfinite(slack) and slack >= 0):
             raise ValueError(f"slack must be a finite number >= 0; got {slack!r}")
@@ -199,9 +192,10 @@ class GraphIndex(Removable, Persistent):
         filter: ids the queries may return (see ``quanta.filter``).
         """
         q = as_f32_matrix(q, self.dim, "queries", check_finite=False)  # checked natively
-        return SearchResult(*self._index.search(q, as_k(k), as_threads(threads),
+        k = as_k(k)
+        return SearchResult(*self._index.search(q, native_k(k, self.ntotal), as_threads(threads),
                                                 as_filters(filter, q.shape[0]),
-                                                self._params(width, slack)))
+                                                self._params(width, slack))).padded(k, self.metric)
 
     def range_search(self, q, radius: float, *, width: int | None = None, threads: int = 0,
                      filter=None) -> RangeResult:

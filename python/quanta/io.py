@@ -14,6 +14,7 @@ from __future__ import annotations
 import io as _io
 import json
 import os
+import socket
 import struct
 import tempfile
 import zlib
@@ -127,7 +128,8 @@ def atomic_write(path, write) -> None:
     """
     path = os.path.realpath(os.fspath(path))  # through a symlink: its target is replaced
     folder = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(prefix=".quanta-", suffix=".tmp", dir=folder)
+    _remove_orphans(folder)
+    fd, tmp = tempfile.mkstemp(prefix=f"{_TMP_PREFIX}{os.getpid()}-", suffix=".tmp", dir=folder)
     try:
         # mkstemp makes the file 0600; a saved index gets the usual 0666 under the umask
         os.fchmod(fd, 0o666 & ~_umask())
@@ -142,6 +144,38 @@ def atomic_write(path, write) -> None:
         except OSError:
             pass
         raise
+
+
+# Temporary files are named for this host and process: .quanta-<host>-<pid>-<random>.tmp
+_TMP_PREFIX = ".quanta-" + "".join(c if c.isalnum() else "_"
+                                   for c in socket.gethostname()) + "-"
+
+
+def _remove_orphans(folder) -> None:
+    """Deletes the temporary files that saves killed on this host left in `folder` (their
+    process is gone; those of running saves and of other hosts are left alone)."""
+    try:
+        names = [n for n in os.listdir(folder) if n.startswith(_TMP_PREFIX) and n.endswith(".tmp")]
+    except OSError:
+        return
+    for name in names:
+        pid = name[len(_TMP_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        try:
+            os.unlink(os.path.join(folder, name))
+        except OSError:
+            pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists but is not ours to signal
+        return True
+    return True
 
 
 def _umask() -> int:

@@ -6,7 +6,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _core
-from ._validate import as_f32_matrix, as_threads
+from ._validate import as_f32_matrix, as_int, as_threads
 
 
 class KMeansResult(NamedTuple):
@@ -31,18 +31,13 @@ def kmeans(x, k: int, *, niter: int = 25, seed: int = 0, max_points_per_centroid
     product. The result depends on ``seed`` only, not on ``threads``.
     """
     x = as_f32_matrix(x, None, "x")
-    for name, v in (("k", k), ("niter", niter), ("max_points_per_centroid", max_points_per_centroid),
-                    ("seed", seed)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-            raise TypeError(f"{name} must be an integer; got {type(v).__name__}")
-    if k < 1:
-        raise ValueError(f"k must be >= 1; got {k}")
-    if niter < 0 or max_points_per_centroid < 0 or seed < 0:
-        raise ValueError("niter, max_points_per_centroid and seed must be >= 0")
+    k, niter = as_int(k, "k", 1), as_int(niter, "niter")
+    mppc = as_int(max_points_per_centroid, "max_points_per_centroid")
+    seed = as_int(seed, "seed", 0, 2 ** 64 - 1)
     if init not in ("k-means++", "random"):
         raise ValueError(f"init must be 'k-means++' or 'random'; got {init!r}")
     if x.shape[0] < k:
         raise ValueError(f"x has {x.shape[0]} rows but k={k}: need at least k training points")
-    c, a, obj = _core.kmeans(x, int(k), int(niter), int(seed), int(max_points_per_centroid),
-                             bool(spherical), as_threads(threads), init == "random")
+    c, a, obj = _core.kmeans(x, k, niter, seed, mppc, bool(spherical), as_threads(threads),
+                             init == "random")
     return KMeansResult(c, a, obj)

@@ -21,7 +21,7 @@ from . import _core
 from ._mutable import Removable
 from ._rwlock import guarded
 from ._types import Storage
-from ._validate import as_f32_matrix, as_ids, as_k, as_threads
+from ._validate import as_f32_matrix, as_ids, as_int, as_k, as_threads, native_k
 from .factory import index_factory
 from .filter import as_filters, as_removal, is_per_query
 from .flat import SearchResult, removed_mask, removed_rows
@@ -80,14 +80,6 @@ def _choice(name, value, allowed):
     return value
 
 
-def _positive_int(name, value, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an integer; got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}; got {value}")
-    return int(value)
-
-
 class FDEEncoder(Persistent):
     """MUVERA fixed-dimensional encodings of token sets.
 
@@ -120,14 +112,14 @@ class FDEEncoder(Persistent):
     def __init__(self, dim: int, k_sim: int = 5, d_proj: int | None = 16, r_reps: int = 20,
                  seed: int = 0, *, projection: str = "auto", bucket_order: str = "binary",
                  fill_empty: bool = True, final_dim: int = 0):
-        self.dim = _positive_int("dim", dim)
-        self.k_sim = _positive_int("k_sim", k_sim, 0)
+        self.dim = as_int(dim, "dim", 1)
+        self.k_sim = as_int(k_sim, "k_sim", 0)
         if self.k_sim > 20:
             raise ValueError(f"k_sim must be <= 20 (2**k_sim buckets per repetition); got {k_sim}")
-        self.r_reps = _positive_int("r_reps", r_reps)
+        self.r_reps = as_int(r_reps, "r_reps", 1)
         self.projection = _choice("projection", projection, _PROJECTIONS)
         self.bucket_order = _choice("bucket_order", bucket_order, _ORDERS)
-        self.d_proj = self.dim if d_proj is None else _positive_int("d_proj", d_proj)
+        self.d_proj = self.dim if d_proj is None else as_int(d_proj, "d_proj", 1)
         if self.projection == "auto":
             if self.d_proj > self.dim:
                 raise ValueError(f"d_proj={self.d_proj} > dim={self.dim}: cannot project up "
@@ -137,9 +129,9 @@ class FDEEncoder(Persistent):
             kind = self.projection
         if kind == "identity" and self.d_proj != self.dim:
             raise ValueError(f"projection='identity' needs d_proj == dim ({self.dim}); got {self.d_proj}")
-        self.seed = int(seed)
+        self.seed = as_int(seed, "seed", 0, 2 ** 64 - 1)
         self.fill_empty = bool(fill_empty)
-        self.final_dim = _positive_int("final_dim", final_dim, 0)
+        self.final_dim = as_int(final_dim, "final_dim", 0)
 
         # FastEmbed's draws, in its order (the sign tensor is drawn even when unused, so that
         # every later draw lines up)
@@ -209,7 +201,7 @@ class FDEEncoder(Persistent):
         """The encoder with its stored matrices (not redrawn: a saved encoder re-encodes
         identically whatever NumPy's generators do later)."""
         out = cls.__new__(cls)
-        out.dim = _positive_int("dim", dim)
+        out.dim = as_int(dim, "dim", 1)
         out.k_sim, out.d_proj, out.r_reps = meta["k_sim"], meta["d_proj"], meta["r_reps"]
         out.seed, out.final_dim = meta["seed"], meta["final_dim"]
         out.projection = _choice("projection", meta["projection"], _PROJECTIONS)
@@ -307,8 +299,8 @@ class MultiVectorIndex(Removable, Persistent):
                  encoder: FDEEncoder | None = None, **encoder_options):
         self.storage = _choice("storage", storage, STORAGES)
         self.first_stage = _choice("first_stage", first_stage, _STAGES)
-        self.candidates = _positive_int("candidates", candidates)
-        self.token_hits = _positive_int("token_hits", token_hits)
+        self.candidates = as_int(candidates, "candidates", 1)
+        self.token_hits = as_int(token_hits, "token_hits", 1)
         if encoder is not None:
             if not isinstance(encoder, FDEEncoder):
                 raise TypeError("encoder must be a quanta.FDEEncoder")
@@ -456,13 +448,14 @@ class MultiVectorIndex(Removable, Persistent):
         if self.ntotal == 0:
             raise ValueError("search: the index is empty; add documents first")
         filters = as_filters(filter, len(q_off) - 1)
-        nc = self.candidates if candidates is None else _positive_int("candidates", candidates)
-        nc = max(nc, k)
-        kp = self.token_hits if token_hits is None else _positive_int("token_hits", token_hits)
+        nc = self.candidates if candidates is None else as_int(candidates, "candidates", 1)
+        kn = native_k(k, self.ntotal)
+        nc = max(nc, kn)
+        kp = self.token_hits if token_hits is None else as_int(token_hits, "token_hits", 1)
         if exact or self._stage is None or (
                 exact is None and not inner and self._use_exact(nc, kp)):
-            D, I = self._tokens.search(q, q_off, k, threads, filters)
-            return SearchResult(D, I)
+            D, I = self._tokens.search(q, q_off, kn, threads, filters)
+            return SearchResult(D, I).padded(k, "ip")
         if self.first_stage == "fde":
             fde = self.encoder._e.encode(q, q_off, False, False, threads)
             _, cand = self._stage.search(fde, nc, threads=threads, filter=filter, **inner)
@@ -475,9 +468,9 @@ class MultiVectorIndex(Removable, Persistent):
                                           threads)
         if merge_tau is not None:
             q, q_off = merge_query_tokens(q, q_off, float(merge_tau))
-        D, I = self._tokens.rerank(q, q_off, np.ascontiguousarray(cand, np.int64), k, threads,
+        D, I = self._tokens.rerank(q, q_off, np.ascontiguousarray(cand, np.int64), kn, threads,
                                    filters)
-        return SearchResult(D, I)
+        return SearchResult(D, I).padded(k, "ip")
 
     def rerank(self, q_tokens, q_offsets, candidates, k: int = 10, *,
                threads: int = 0) -> SearchResult:
@@ -489,9 +482,10 @@ class MultiVectorIndex(Removable, Persistent):
             raise TypeError(f"candidates must be integers; got dtype {cand.dtype}")
         if cand.ndim != 2 or cand.shape[0] != len(q_off) - 1:
             raise ValueError(f"candidates must have shape ({len(q_off) - 1}, nc); got {cand.shape}")
-        D, I = self._tokens.rerank(q, q_off, np.ascontiguousarray(cand, np.int64), as_k(k),
-                                   as_threads(threads), None)
-        return SearchResult(D, I)
+        k = as_k(k)
+        D, I = self._tokens.rerank(q, q_off, np.ascontiguousarray(cand, np.int64),
+                                   native_k(k, self.ntotal), as_threads(threads), None)
+        return SearchResult(D, I).padded(k, "ip")
 
     def document(self, i: int) -> np.ndarray:
         """The token vectors of the document at position i (add order, before any compact),

@@ -7,8 +7,8 @@ from . import _core
 from ._mutable import Removable
 from ._rwlock import guarded
 from ._types import Metric, Storage
-from ._validate import (as_f32_matrix, as_ids, as_k, as_nprobe, as_radius, as_threads,
-                        reconstruct_ids)
+from ._validate import (as_f32_matrix, as_ids, as_int, as_k, as_nprobe, as_radius, as_threads,
+                        native_k, reconstruct_ids)
 from .filter import as_filters
 from .flat import METRICS, FlatIndex, RangeResult, SearchResult, removed_mask
 from .io import FormatError, Persistent, register_kind, write_container
@@ -105,9 +105,7 @@ class _QuantizedIndex(Removable):
 
     @refine_factor.setter
     def refine_factor(self, value):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"refine_factor must be an integer >= 1; got {value!r}")
-        self._refine_factor = int(value)
+        self._refine_factor = as_int(value, "refine_factor", 1)
         if getattr(self, "_refine", None) is not None:
             self._top.k_factor = self._refine_factor
 
@@ -240,8 +238,7 @@ def _rotation_from(arrays, dim):
 
 def _check_shape(dim, m, nbits):
     for name, v in (("dim", dim), ("m", m), ("nbits", nbits)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-            raise TypeError(f"{name} must be an integer; got {type(v).__name__}")
+        as_int(v, name, 0)
     if dim < 1 or m < 1 or dim % m:
         raise ValueError(f"dim ({dim}) must be a positive multiple of m ({m})")
     if nbits not in (4, 8):
@@ -256,11 +253,8 @@ def _check_fast_scan(fast_scan, m, nbits):
 
 
 def _train_args(niter, seed, max_points_per_centroid, threads):
-    for name, v in (("niter", niter), ("seed", seed),
-                    ("max_points_per_centroid", max_points_per_centroid)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
-            raise ValueError(f"{name} must be an integer >= 0; got {v!r}")
-    return int(niter), int(seed), int(max_points_per_centroid), as_threads(threads)
+    return (as_int(niter, "niter"), as_int(seed, "seed", 0, 2 ** 64 - 1),
+            as_int(max_points_per_centroid, "max_points_per_centroid"), as_threads(threads))
 
 
 class PQ(Persistent):
@@ -438,7 +432,8 @@ class PQIndex(_PQCodesIndex, Persistent):
 
         params = _core.PQSearchParams()
         params.sdc = bool(sdc)
-        return self._search_chain(q, k, threads, filters, params)
+        return self._search_chain(q, native_k(k, self.ntotal), threads, filters,
+                                  params).padded(k, self.metric)
 
     def range_search(self, q, radius: float, *, threads: int = 0, filter=None) -> RangeResult:
         """Every vector whose code is within `radius` of each query (l2: distance < radius;
@@ -513,8 +508,7 @@ class IVFPQIndex(_Probed, _PQCodesIndex, Persistent):
                  fast_scan: bool = False, by_residual: bool | None = None, soar: bool = False,
                  opq: bool = False, refine: Storage | None = None, refine_factor: int = 4):
         _check_shape(dim, m, nbits)
-        if isinstance(nlist, bool) or not isinstance(nlist, (int, np.integer)) or nlist < 1:
-            raise ValueError(f"nlist must be an integer >= 1; got {nlist!r}")
+        as_int(nlist, "nlist", 1)
         if metric not in METRICS:
             raise ValueError(f"metric must be one of {METRICS}; got {metric!r}")
         _check_fast_scan(fast_scan, m, nbits)
@@ -558,11 +552,9 @@ class IVFPQIndex(_Probed, _PQCodesIndex, Persistent):
         need = max(self.nlist, 2 ** self.nbits)
         if x.shape[0] < need:
             raise ValueError(f"train: {x.shape[0]} vectors; need at least {need}")
-        if isinstance(coarse_niter, bool) or not isinstance(coarse_niter, (int, np.integer)) \
-                or coarse_niter < 0:
-            raise ValueError(f"coarse_niter must be an integer >= 0; got {coarse_niter!r}")
+        coarse_niter = as_int(coarse_niter, "coarse_niter")
         niter, seed, mppc, threads = _train_args(niter, seed, max_points_per_centroid, threads)
-        self._index.train(self._fit_rotation(x, seed, threads), int(coarse_niter), niter, seed,
+        self._index.train(self._fit_rotation(x, seed, threads), coarse_niter, niter, seed,
                           mppc, threads)
         self._train_refine(x)
 
@@ -595,7 +587,8 @@ class IVFPQIndex(_Probed, _PQCodesIndex, Persistent):
         """
         q, params = self._probe(q, nprobe, coarse)
         k, threads = as_k(k), as_threads(threads)
-        return self._search_chain(q, k, threads, as_filters(filter, q.shape[0]), params)
+        return self._search_chain(q, native_k(k, self.ntotal), threads,
+                                  as_filters(filter, q.shape[0]), params).padded(k, self.metric)
 
     def _probe(self, q, nprobe, coarse):
         """The checked queries and the search parameters of nprobe lists, or of the given
@@ -626,8 +619,11 @@ class IVFPQIndex(_Probed, _PQCodesIndex, Persistent):
             raise TypeError("search_together: fast-scan IVFPQIndex parts without OPQ or "
                             "re-ranking only")
         q, params = self._probe(q, nprobe, coarse)
-        return SearchResult(*self._index.search_parts([p._index for p in parts[1:]], q, as_k(k),
-                                                      as_threads(threads), params))
+        k = as_k(k)
+        kn = native_k(k, sum(p.ntotal for p in parts))
+        return SearchResult(*self._index.search_parts([p._index for p in parts[1:]], q, kn,
+                                                      as_threads(threads), params)
+                            ).padded(k, self.metric)
 
     def range_search(self, q, radius: float, *, nprobe: int | None = None, threads: int = 0,
                      filter=None) -> RangeResult:

@@ -63,7 +63,7 @@ from ._merge import merge_topk
 from ._mutable import Removable
 from ._progress import run_with_progress
 from ._rwlock import guarded
-from ._validate import as_ids, as_k, as_threads
+from ._validate import as_ids, as_int, as_k, as_threads, native_k
 from .filter import as_filters, as_removal
 from .flat import SearchResult, removed_mask, removed_rows
 from .io import FormatError, Persistent, register_kind, write_container
@@ -96,6 +96,9 @@ def as_csr(x, dim: int | None = None, name: str = "documents"):
     if len(indices) and indices.min() < 0:
         raise ValueError(f"{name}: negative term id {int(indices.min())}")
     need = int(indices.max()) + 1 if len(indices) else 1
+    if need > 2 ** 31:
+        raise ValueError(f"{name}: term id {need - 1} does not fit in int32 (term ids are in "
+                         f"[0, 2^31 - 1])")
     if dim is not None and need > dim:
         raise ValueError(f"{name}: term id {need - 1} is beyond the index's {dim} terms")
     return (np.ascontiguousarray(indptr, np.int64), np.ascontiguousarray(indices, np.int32),
@@ -209,26 +212,23 @@ class SparseIndex(Removable, Persistent):
                  posting_offsets: bool = True, seed: int = 1142):
         if values not in ("f16", "u8"):
             raise ValueError(f"values must be 'f16' or 'u8'; got {values!r}")
-        self.params = dict(n_postings=int(n_postings), centroid_fraction=float(centroid_fraction),
-                           min_cluster_size=int(min_cluster_size),
+        self.params = dict(n_postings=as_int(n_postings, "n_postings", 1),
+                           centroid_fraction=float(centroid_fraction),
+                           min_cluster_size=as_int(min_cluster_size, "min_cluster_size"),
                            summary_energy=float(summary_energy), max_fraction=float(max_fraction),
-                           doc_cut=int(doc_cut),
-                           summary_cut=0 if summary_cut is None else int(summary_cut),
-                           knn=int(knn), posting_offsets=bool(posting_offsets))
-        for key in ("n_postings", "doc_cut") + (("summary_cut",) if summary_cut is not None else ()):
-            if self.params[key] < 1:
-                raise ValueError(f"{key} must be >= 1; got {self.params[key]}")
+                           doc_cut=as_int(doc_cut, "doc_cut", 1),
+                           summary_cut=0 if summary_cut is None else as_int(summary_cut,
+                                                                            "summary_cut", 1),
+                           knn=as_int(knn, "knn"), posting_offsets=bool(posting_offsets))
         if not 0 < self.params["centroid_fraction"] <= 1:
             raise ValueError(f"centroid_fraction must be in (0, 1]; got {centroid_fraction}")
         if not 0 < self.params["summary_energy"] <= 1:
             raise ValueError(f"summary_energy must be in (0, 1]; got {summary_energy}")
         if not self.params["max_fraction"] > 0:
             raise ValueError(f"max_fraction must be > 0; got {max_fraction}")
-        if self.params["knn"] < 0:
-            raise ValueError(f"knn must be >= 0; got {knn}")
-        if self.params["min_cluster_size"] < 0:
-            raise ValueError(f"min_cluster_size must be >= 0; got {min_cluster_size}")
-        self.values, self.seed, self.dim = values, int(seed), dim
+        if dim is not None:
+            dim = as_int(dim, "dim", 1)
+        self.values, self.seed, self.dim = values, as_int(seed, "seed", 0, 2 ** 64 - 1), dim
         self._index = self._keep = self.vocabulary = None
         # Documents added after the build: a small part of their own (CSR rows and ids),
         # searched exhaustively alongside the main index until compact() re-blocks them in.
@@ -406,33 +406,26 @@ class SparseIndex(Removable, Persistent):
         if self._index is None:
             raise ValueError("search: the index is empty; add documents first")
         k, threads = as_k(k), as_threads(threads)
-        if isinstance(query_cut, bool) or not isinstance(query_cut, (int, np.integer)) \
-                or query_cut < 1:
-            raise ValueError(f"query_cut must be an integer >= 1; got {query_cut!r}")
+        query_cut = as_int(query_cut, "query_cut", 1)
         if not (isinstance(heap_factor, (int, float, np.floating)) and np.isfinite(heap_factor)
                 and heap_factor > 0):
             raise ValueError(f"heap_factor must be a positive number; got {heap_factor!r}")
-        if isinstance(n_knn, bool) or not isinstance(n_knn, (int, np.integer)) \
-                or not 0 <= n_knn <= self.params["knn"]:
-            raise ValueError(f"n_knn must be an integer in [0, knn={self.params['knn']}]; "
-                             f"got {n_knn!r}")
+        n_knn = as_int(n_knn, "n_knn", 0, self.params["knn"])
         if order not in ("score", "list"):
             raise ValueError(f"order must be 'score' or 'list'; got {order!r}")
-        if isinstance(head, bool) or not isinstance(head, (int, np.integer)) or head < 0:
-            raise ValueError(f"head must be an integer >= 0; got {head!r}")
-        if rerank is not None and (isinstance(rerank, bool) or
-                                   not isinstance(rerank, (int, np.integer)) or rerank < k):
-            raise ValueError(f"rerank must be an integer >= k={k}; got {rerank!r}")
+        head = as_int(head, "head")
+        rerank = 0 if rerank is None else as_int(rerank, "rerank", k)
         indptr, indices, data, _ = as_csr(self._rows(queries), self.dim, "queries")
         filters = as_filters(filter, len(indptr) - 1)
-        D, I = self._index.search(indptr, indices, data, k, int(query_cut), float(heap_factor),
-                                  bool(exact), int(n_knn), int(head), int(rerank or 0),
-                                  order == "list", threads, filters)
-        if self._delta_index is None:
-            return SearchResult(D, I)
-        Dd, Id = self._delta_index.search(indptr, indices, data, k, 1, 1.0, True, 0, 0, 0, False,
-                                          threads, filters)
-        return SearchResult(*merge_topk([D, Dd], [I, Id], k, higher_is_better=True))
+        kn = native_k(k, self.ntotal)
+        D, I = self._index.search(indptr, indices, data, kn, query_cut, float(heap_factor),
+                                  bool(exact), n_knn, head, rerank, order == "list", threads,
+                                  filters)
+        if self._delta_index is not None:
+            Dd, Id = self._delta_index.search(indptr, indices, data, kn, 1, 1.0, True, 0, 0, 0,
+                                              False, threads, filters)
+            D, I = merge_topk([D, Dd], [I, Id], kn, higher_is_better=True)
+        return SearchResult(D, I).padded(k, "ip")
 
     def _write(self, f):
         meta = {**self.params, "values": self.values, "seed": self.seed, "dim": self.dim,

@@ -128,7 +128,6 @@ class GraphIndex final : public Index {
   // crash).
   const Buffer<uint32_t>& adjacency() const { return adj_; }
   const ProductQuantizer* pq() const { return pq_.get(); }
-  ProductQuantizer* pq() { return pq_.get(); }  // restore sets its centroids
   const Buffer<uint8_t>& codes() const { return codes_; }  // rows x pq code size
   // 4-bit codes: rows x row_code_bytes(). Row v holds a copy of v's adjacency row (degree
   // uint32), then its neighbours' codes in the fast-scan layout (slot j is position j): all a
@@ -137,9 +136,10 @@ class GraphIndex final : public Index {
   const Buffer<uint8_t>& neighbour_codes() const { return nbr_codes_; }
   bool inline_codes() const { return pq_ && build_.pq_nbits == 4; }
   size_t row_code_bytes() const;
+  // pq_centroids: as pq()->centroids() gave them (empty: an untrained, empty index);
   // neighbour_codes: empty (derived again) or as neighbour_codes() gave it.
   void restore(Buffer<uint32_t> adjacency, uint32_t entry, Buffer<uint8_t> codes = {},
-               Buffer<uint8_t> neighbour_codes = {});
+               std::vector<float> pq_centroids = {}, Buffer<uint8_t> neighbour_codes = {});
 
  private:
   struct Scored {

@@ -374,10 +374,12 @@ std::vector<float> metric_rows(const float* x, size_t n, size_t dim, Metric metr
 void GraphIndex::train(const float* x, size_t n, int threads) {
   require(n > 0, "train: got 0 training vectors; pass at least one row");
   require_finite(x, n * dim(), "train: x");
-  if (!vectors_->is_trained()) vectors_->train(x, n);
-  if (pq_ && !pq_->is_trained()) {
-    require(n >= pq_->ksub(), "train: the codes' quantizer needs at least " +
-                                  std::to_string(pq_->ksub()) + " vectors");
+  require(rows() == 0, "train: the index holds " + std::to_string(rows()) +
+                           " vectors; call reset() first (or train a new index)");
+  require(!pq_ || n >= pq_->ksub(), "train: the codes' quantizer needs at least " +
+                                        std::to_string(pq_ ? pq_->ksub() : 0) + " vectors");
+  vectors_->train(x, n);
+  if (pq_) {
     KMeansParams kp;
     kp.threads = threads;
     kp.assign_all = false;
@@ -809,9 +811,12 @@ void GraphIndex::compact() {
 }
 
 void GraphIndex::restore(Buffer<uint32_t> adjacency, uint32_t entry, Buffer<uint8_t> codes,
-                         Buffer<uint8_t> neighbour_codes) {
+                         std::vector<float> pq_centroids, Buffer<uint8_t> neighbour_codes) {
   const size_t n = rows();
-  require(pq_ ? pq_->is_trained() && codes.size() == n * pq_->code_size() : codes.empty(),
+  require(pq_ || pq_centroids.empty(), "corrupt index data: centroids without codes");
+  if (pq_ && !pq_centroids.empty()) pq_->set_centroids(std::move(pq_centroids));
+  require(pq_ ? (n == 0 || pq_->is_trained()) && codes.size() == n * pq_->code_size()
+              : codes.empty(),
           "corrupt index data: the estimation codes do not match the vectors");
   require(neighbour_codes.empty() || neighbour_codes.size() == n * row_code_bytes(),
           "corrupt index data: the neighbours' codes do not match the graph");
