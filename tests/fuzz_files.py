@@ -46,6 +46,8 @@ def _build(kind):
             index.add(x[:600], np.arange(0, 601, 6, dtype=np.int64))
         finally:
             quanta.multivector.STAGE_MIN_TOKENS = least
+    elif kind.startswith("empty "):  # as made, untrained: what a save before training writes
+        index = quanta.index_factory(32, kind.split(" ", 1)[1])
     else:
         metric = "ip" if "RBE" in kind else "l2"
         index = quanta.index_factory(32, kind, metric=metric)
@@ -58,7 +60,8 @@ def _build(kind):
 
 KINDS = ["Flat", "Flat(f16)", "Flat(f8e4m3)", "Flat(i8)", "PQ8x8", "PQ8x4fs", "IVF8,PQ8x8",
          "IVF8,PQ8x4fs,Refine(f16)", "RBE64x2", "IVF8,RBE64x2", "Graph8(f16),PQ8x4", "sparse",
-         "multivector"]
+         "multivector", "empty IVF8,PQ8x4fs,Refine(i8)", "empty IVF8,RBE64x2",
+         "empty Graph8(i8),PQ8x4"]
 
 
 def _sections(buf):
@@ -138,6 +141,11 @@ CHILD_MEMORY = 2 << 30  # bytes of address space: a crafted size must not alloca
 CHILD_SECONDS = 120     # a child's time for its whole batch: more is a hang
 
 
+def _load_bytes(data):
+    import quanta
+    return quanta.from_bytes(data)
+
+
 def _child(path_list):
     """Loads and searches each mutant named in the file, printing its number first."""
     import resource
@@ -181,6 +189,10 @@ def run(kinds, mutants, seed=0, log=print, keep=None):
         jobs = []
         for kind in kinds:
             data = _build(kind)
+            try:  # the file as saved must load, or a FormatError of every mutant means nothing
+                _load_bytes(data)
+            except Exception as e:  # noqa: BLE001 - reported, not raised
+                findings.append(f"{kind} [as saved]: {type(e).__name__}: {str(e)[:150]}")
             rng = np.random.default_rng([seed, KINDS.index(kind)])
             for i in range(mutants):
                 blob, what = mutate(data, rng)
