@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from . import _core
 from ._core import QuantaError
+from ._validate import MAX_THREADS as _MAX_THREADS, as_int as _as_int
 from .factory import index_factory
 from .filter import Filter
 from .flat import FlatIndex, RangeResult, SearchResult
@@ -88,9 +89,7 @@ def set_num_threads(n: int) -> None:
     """Default thread count for calls with threads=0. 0 goes back to the environment's
     default: QUANTA_NUM_THREADS, else OMP_NUM_THREADS, else the CPUs this process may run on
     (its affinity mask, as set by taskset or a container)."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise ValueError(f"n must be an integer >= 0; got {n!r}")
-    _core.set_default_threads(n)
+    _core.set_default_threads(_as_int(n, "n", 0, _MAX_THREADS))
 
 
 def get_num_threads() -> int:

@@ -70,6 +70,7 @@ def as_ids(ids, n: int, name: str = "ids") -> np.ndarray:
 
 
 INT32_MAX = 2 ** 31 - 1
+INT64_MIN, INT64_MAX = -2 ** 63, 2 ** 63 - 1
 MAX_THREADS = 4096
 
 
@@ -83,6 +84,11 @@ def as_int(value, name: str, lo: int = 0, hi: int = INT32_MAX) -> int:
     if value > hi:
         raise ValueError(f"{name} must be <= {hi}; got {value}")
     return int(value)
+
+
+def as_seed(seed) -> int:
+    """A random seed: any uint64."""
+    return as_int(seed, "seed", 0, 2 ** 64 - 1)
 
 
 def as_k(k) -> int:
@@ -130,6 +136,7 @@ def as_radius(radius) -> float:
     if isinstance(radius, (bool, np.bool_)) or not isinstance(radius, (int, float, np.integer,
                                                                      np.floating)):
         raise TypeError(f"radius must be a real number; got {type(radius).__name__}")
+    radius = float(radius)  # a Python int past float's range raises OverflowError here
     if not np.isfinite(radius):
         raise ValueError(f"radius must be finite; got {radius}")
-    return float(radius)
+    return radius

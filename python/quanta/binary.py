@@ -14,7 +14,7 @@ import numpy as np
 from . import _core
 from ._rwlock import guarded
 from ._types import Metric, Storage
-from ._validate import as_f32_matrix, as_int, as_k, as_nprobe, as_threads, native_k
+from ._validate import as_f32_matrix, as_int, as_k, as_nprobe, as_seed, as_threads, native_k
 from .filter import as_filters
 from .flat import SearchResult, removed_mask
 from .io import FormatError, Persistent, register_kind, write_container
@@ -98,7 +98,7 @@ class RecurrentBinarizer(Persistent):
             raise ValueError(f"transform must be one of {TRANSFORMS}; got {transform!r}")
         self._b = _core.RecurrentBinarizer(int(dim), int(bits), int(levels))
         self.transform, self.center = transform, bool(center)
-        self.seed = as_int(seed, "seed", 0, 2 ** 64 - 1)
+        self.seed = as_seed(seed)
 
     dim = property(lambda self: self._b.dim)
     bits = property(lambda self: self._b.m, doc="bits per plane (output dimensions)")
@@ -483,7 +483,7 @@ class IVFBinaryIndex(_Probed, _BinaryCodesIndex, Persistent):
         x = as_f32_matrix(x, self.dim, "x")
         if x.shape[0] < self.nlist:
             raise ValueError(f"train: {x.shape[0]} vectors; need at least nlist ({self.nlist})")
-        args = (as_int(coarse_niter, "coarse_niter"), as_int(seed, "seed", 0, 2 ** 64 - 1),
+        args = (as_int(coarse_niter, "coarse_niter"), as_seed(seed),
                 as_int(max_points_per_centroid, "max_points_per_centroid"), as_threads(threads))
         self._check_binarizer(binarizer)  # before anything changes
         self._index.train_coarse(x, *args)

@@ -5,6 +5,8 @@ import os
 
 import numpy as np
 
+from ._validate import as_int, as_seed
+
 
 def _l2_normalize(x: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(x, axis=1, keepdims=True)
@@ -30,7 +32,11 @@ def clustered(n: int, d: int = 384, nq: int = 1000, seed: int = 0,
 
     Returns ``(xb, xq)`` with shapes ``(n, d)`` and ``(nq, d)``.
     """
-    rng = np.random.default_rng(seed)
+    n, d, nq = as_int(n, "n", 1), as_int(d, "d", 1), as_int(nq, "nq")
+    latent_dim = as_int(latent_dim, "latent_dim", 1)
+    if n_clusters is not None:
+        n_clusters = as_int(n_clusters, "n_clusters", 1)
+    rng = np.random.default_rng(as_seed(seed))
     if n_clusters is None:
         n_clusters = int(min(300, max(8, n // 100)))
     r = int(min(latent_dim, d))

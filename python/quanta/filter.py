@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _core
+from ._validate import INT64_MAX, INT64_MIN, as_int
 
 __all__ = ["Filter"]
 
@@ -57,8 +58,7 @@ class Filter:
     def range(cls, lo: int, hi: int) -> "Filter":
         """Allows the ids lo <= id < hi."""
         for name, v in (("lo", lo), ("hi", hi)):
-            if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
-                raise TypeError(f"Filter.range: {name} must be an integer; got {type(v).__name__}")
+            as_int(v, f"Filter.range: {name}", INT64_MIN, INT64_MAX)
         return cls(_core.IdFilter.from_range(int(lo), int(hi)), f"Filter.range({lo}, {hi})",
                    ("range", int(lo), int(hi)))
 

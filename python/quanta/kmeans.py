@@ -6,7 +6,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _core
-from ._validate import as_f32_matrix, as_int, as_threads
+from ._validate import as_f32_matrix, as_int, as_seed, as_threads
 
 
 class KMeansResult(NamedTuple):
@@ -33,7 +33,7 @@ def kmeans(x, k: int, *, niter: int = 25, seed: int = 0, max_points_per_centroid
     x = as_f32_matrix(x, None, "x")
     k, niter = as_int(k, "k", 1), as_int(niter, "niter")
     mppc = as_int(max_points_per_centroid, "max_points_per_centroid")
-    seed = as_int(seed, "seed", 0, 2 ** 64 - 1)
+    seed = as_seed(seed)
     if init not in ("k-means++", "random"):
         raise ValueError(f"init must be 'k-means++' or 'random'; got {init!r}")
     if x.shape[0] < k:

@@ -21,7 +21,8 @@ from . import _core
 from ._mutable import Removable
 from ._rwlock import guarded
 from ._types import Storage
-from ._validate import as_f32_matrix, as_ids, as_int, as_k, as_threads, native_k
+from ._validate import (INT64_MAX, as_f32_matrix, as_ids, as_int, as_k, as_seed, as_threads,
+                        native_k)
 from .factory import index_factory
 from .filter import as_filters, as_removal, is_per_query
 from .flat import SearchResult, removed_mask, removed_rows
@@ -129,7 +130,7 @@ class FDEEncoder(Persistent):
             kind = self.projection
         if kind == "identity" and self.d_proj != self.dim:
             raise ValueError(f"projection='identity' needs d_proj == dim ({self.dim}); got {self.d_proj}")
-        self.seed = as_int(seed, "seed", 0, 2 ** 64 - 1)
+        self.seed = as_seed(seed)
         self.fill_empty = bool(fill_empty)
         self.final_dim = as_int(final_dim, "final_dim", 0)
 
@@ -490,7 +491,7 @@ class MultiVectorIndex(Removable, Persistent):
     def document(self, i: int) -> np.ndarray:
         """The token vectors of the document at position i (add order, before any compact),
         as stored (decoded)."""
-        return self._tokens.tokens(int(i))
+        return self._tokens.tokens(as_int(i, "i", 0, INT64_MAX))
 
     def fdes(self, tokens, offsets=None, *, queries: bool = False, threads: int = 0):
         """The MUVERA FDEs of a batch of documents (or queries) under this index's encoder."""

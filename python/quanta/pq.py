@@ -7,8 +7,8 @@ from . import _core
 from ._mutable import Removable
 from ._rwlock import guarded
 from ._types import Metric, Storage
-from ._validate import (as_f32_matrix, as_ids, as_int, as_k, as_nprobe, as_radius, as_threads,
-                        native_k, reconstruct_ids)
+from ._validate import (as_f32_matrix, as_ids, as_int, as_k, as_nprobe, as_radius, as_seed,
+                        as_threads, native_k, reconstruct_ids)
 from .filter import as_filters
 from .flat import METRICS, FlatIndex, RangeResult, SearchResult, removed_mask
 from .io import FormatError, Persistent, register_kind, write_container
@@ -253,7 +253,7 @@ def _check_fast_scan(fast_scan, m, nbits):
 
 
 def _train_args(niter, seed, max_points_per_centroid, threads):
-    return (as_int(niter, "niter"), as_int(seed, "seed", 0, 2 ** 64 - 1),
+    return (as_int(niter, "niter"), as_seed(seed),
             as_int(max_points_per_centroid, "max_points_per_centroid"), as_threads(threads))
 
 

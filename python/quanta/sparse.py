@@ -63,7 +63,7 @@ from ._merge import merge_topk
 from ._mutable import Removable
 from ._progress import run_with_progress
 from ._rwlock import guarded
-from ._validate import as_ids, as_int, as_k, as_threads, native_k
+from ._validate import as_ids, as_int, as_k, as_seed, as_threads, native_k
 from .filter import as_filters, as_removal
 from .flat import SearchResult, removed_mask, removed_rows
 from .io import FormatError, Persistent, register_kind, write_container
@@ -228,7 +228,7 @@ class SparseIndex(Removable, Persistent):
             raise ValueError(f"max_fraction must be > 0; got {max_fraction}")
         if dim is not None:
             dim = as_int(dim, "dim", 1)
-        self.values, self.seed, self.dim = values, as_int(seed, "seed", 0, 2 ** 64 - 1), dim
+        self.values, self.seed, self.dim = values, as_seed(seed), dim
         self._index = self._keep = self.vocabulary = None
         # Documents added after the build: a small part of their own (CSR rows and ids),
         # searched exhaustively alongside the main index until compact() re-blocks them in.
