@@ -17,10 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import queue
 import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import zlib
 
@@ -138,7 +140,7 @@ def _with_section(buf, secs, tag, payload):
 
 
 CHILD_MEMORY = 2 << 30  # bytes of address space: a crafted size must not allocate its way past
-CHILD_SECONDS = 120     # a child's time for its whole batch: more is a hang
+MUTANT_SECONDS = 60     # a child's time for one mutant (its load and search): more is a hang
 
 
 def _load_bytes(data):
@@ -182,6 +184,40 @@ def _child(path_list):
     print("done", flush=True)
 
 
+def _run_child(listing, tmp):
+    """Runs a child over the mutants in `listing`; returns (exit code, or "timeout" when one
+    mutant took more than MUTANT_SECONDS, its output lines, the tail of its stderr). The
+    deadline is per mutant, so a batch of any size on a slow or busy machine is no hang."""
+    err_path = os.path.join(tmp, "child.err")
+    with open(err_path, "w") as err:
+        proc = subprocess.Popen([sys.executable, __file__, "--child", listing],
+                                stdout=subprocess.PIPE, stderr=err, text=True,
+                                env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})
+        lines = queue.Queue()
+
+        def pump():  # the child's lines, then None at its end
+            for line in proc.stdout:
+                lines.put(line.rstrip("\n"))
+            lines.put(None)
+
+        threading.Thread(target=pump, daemon=True).start()
+        out, hung = [], False
+        while True:
+            try:
+                line = lines.get(timeout=MUTANT_SECONDS)
+            except queue.Empty:  # the mutant it is on hangs
+                proc.kill()
+                hung = True
+                break
+            if line is None:
+                break
+            out.append(line)
+        code = proc.wait()
+    with open(err_path) as err:
+        stderr = err.read()[-2000:]
+    return ("timeout" if hung else code), out, ("hung" if hung else stderr)
+
+
 def run(kinds, mutants, seed=0, log=print, keep=None):
     """Fuzzes each kind with `mutants` mutants; returns the findings (crashes first)."""
     findings, searched = [], 0
@@ -206,15 +242,9 @@ def run(kinds, mutants, seed=0, log=print, keep=None):
             with open(listing, "w") as f:
                 for n in range(start, len(jobs)):
                     f.write(f"{n}\t{jobs[n][0]}\t{jobs[n][2]}\n")
-            try:
-                res = subprocess.run([sys.executable, __file__, "--child", listing],
-                                     capture_output=True, text=True, timeout=CHILD_SECONDS,
-                                     env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})
-            except subprocess.TimeoutExpired as e:  # the mutant it was on hangs
-                out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
-                res = subprocess.CompletedProcess(e.cmd, "timeout", out, "hung")
+            returncode, lines, stderr = _run_child(listing, tmp)
             last = start
-            for line in res.stdout.splitlines():
+            for line in lines:
                 if line.startswith("run "):
                     last = int(line.split()[1])
                 elif line.startswith("searched "):
@@ -222,13 +252,13 @@ def run(kinds, mutants, seed=0, log=print, keep=None):
                 elif line.startswith("bad "):
                     n = int(line.split()[1])
                     findings.append(f"{jobs[n][0]} [{jobs[n][1]}]: {line.split(' ', 2)[2]}")
-            if "done" in res.stdout.splitlines()[-1:]:
+            if lines[-1:] == ["done"]:
                 break
             kept = os.path.join(keep or tempfile.gettempdir(), f"quanta-fuzz-crash-{seed}-{last}.qnt")
             with open(jobs[last][2], "rb") as src, open(kept, "wb") as dst:
                 dst.write(src.read())
-            findings.insert(0, f"CRASH (exit {res.returncode}) {jobs[last][0]} "
-                               f"[{jobs[last][1]}], kept as {kept}: {res.stderr.strip()[-200:]}")
+            findings.insert(0, f"CRASH (exit {returncode}) {jobs[last][0]} "
+                               f"[{jobs[last][1]}], kept as {kept}: {stderr.strip()[-200:]}")
             log(findings[0])
             start = last + 1
     log(f"{len(jobs)} mutants of {len(kinds)} kinds; {searched} loads searched; "
