@@ -376,8 +376,9 @@ void GraphIndex::train(const float* x, size_t n, int threads) {
   require_finite(x, n * dim(), "train: x");
   require(rows() == 0, "train: the index holds " + std::to_string(rows()) +
                            " vectors; call reset() first (or train a new index)");
-  require(!pq_ || n >= pq_->ksub(), "train: the codes' quantizer needs at least " +
-                                        std::to_string(pq_ ? pq_->ksub() : 0) + " vectors");
+  if (pq_)
+    require(n >= pq_->ksub(), "train: the codes' quantizer needs at least " +
+                                  std::to_string(pq_->ksub()) + " vectors");
   vectors_->train(x, n);
   if (pq_) {
     KMeansParams kp;
