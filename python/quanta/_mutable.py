@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validate import INT64_MAX, INT64_MIN
+from ._validate import INT64_MAX, INT64_MIN, as_int64s
 from .filter import as_removal
 
 
@@ -24,12 +24,7 @@ class Removable:
 
     def contains(self, ids) -> np.ndarray:
         """Whether each id is in the index (bool array)."""
-        ids = np.atleast_1d(np.asarray(ids))
-        if ids.dtype.kind not in "iu":
-            raise TypeError(f"ids must be integers (int64); got dtype {ids.dtype}")
-        if ids.dtype == np.uint64 and ids.size and ids.max() > INT64_MAX:
-            raise ValueError("ids must fit in int64")
-        return self._index.contains(np.ascontiguousarray(ids, dtype=np.int64))
+        return self._index.contains(as_int64s(np.atleast_1d(ids), "ids"))
 
     def __contains__(self, id) -> bool:
         if isinstance(id, (bool, np.bool_)) or not isinstance(id, (int, np.integer)) \

@@ -53,16 +53,21 @@ def as_f32_matrix(x, dim: int | None, name: str, check_finite: bool = True) -> n
     return x
 
 
-def as_ids(ids, n: int, name: str = "ids") -> np.ndarray:
-    """Returns `ids` as a C-contiguous int64 vector of length n; integer dtypes only."""
+def as_int64s(ids, name: str) -> np.ndarray:
+    """`ids` (any shape) as a C-contiguous int64 array; integer dtypes whose values fit only."""
     ids = np.asarray(ids)
     if ids.dtype.kind not in "iu":
         raise TypeError(f"{name} must be integers (int64); got dtype {ids.dtype}")
+    if ids.dtype == np.uint64 and ids.size and ids.max() > np.iinfo(np.int64).max:
+        raise ValueError(f"{name} must fit in int64")
+    return np.ascontiguousarray(ids, dtype=np.int64)
+
+
+def as_ids(ids, n: int, name: str = "ids") -> np.ndarray:
+    """Returns `ids` as a C-contiguous int64 vector of length n; integer dtypes only."""
+    ids = as_int64s(ids, name)
     if ids.ndim != 1 or ids.shape[0] != n:
         raise ValueError(f"{name} must be a 1-D array of length {n}; got shape {ids.shape}")
-    if ids.dtype == np.uint64 and n and ids.max() > np.iinfo(np.int64).max:
-        raise ValueError(f"{name} must fit in int64")
-    ids = np.ascontiguousarray(ids, dtype=np.int64)
     if n and ids.min() < 0:
         raise ValueError(f"{name} must be non-negative (-1 marks missing results); "
                          f"got {int(ids.min())}")

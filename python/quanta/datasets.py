@@ -34,11 +34,9 @@ def clustered(n: int, d: int = 384, nq: int = 1000, seed: int = 0,
     """
     n, d, nq = as_int(n, "n", 1), as_int(d, "d", 1), as_int(nq, "nq")
     latent_dim = as_int(latent_dim, "latent_dim", 1)
-    if n_clusters is not None:
-        n_clusters = as_int(n_clusters, "n_clusters", 1)
+    n_clusters = (min(300, max(8, n // 100)) if n_clusters is None
+                  else as_int(n_clusters, "n_clusters", 1))
     rng = np.random.default_rng(as_seed(seed))
-    if n_clusters is None:
-        n_clusters = int(min(300, max(8, n // 100)))
     r = int(min(latent_dim, d))
     centers = rng.standard_normal((n_clusters, d), dtype=np.float32)
     centers += rng.standard_normal(d, dtype=np.float32)          # shared mean offset

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _core
-from ._validate import INT64_MAX, INT64_MIN, as_int
+from ._validate import INT64_MAX, INT64_MIN, as_int, as_int64s
 
 __all__ = ["Filter"]
 
@@ -43,15 +43,9 @@ class Filter:
     def ids(cls, ids) -> "Filter":
         """Allows exactly these ids (non-negative integers; duplicates are fine)."""
         arr = np.asarray(ids)
-        if arr.size == 0:
-            arr = np.zeros(0, np.int64)
-        if arr.dtype.kind not in "iu":
-            raise TypeError(f"filter ids must be integers (int64); got dtype {arr.dtype}")
+        arr = as_int64s(np.zeros(0, np.int64) if arr.size == 0 else arr, "filter ids")
         if arr.ndim != 1:
             raise ValueError(f"filter ids must be a 1-D array; got shape {arr.shape}")
-        if arr.dtype == np.uint64 and arr.size and arr.max() > np.iinfo(np.int64).max:
-            raise ValueError("filter ids must fit in int64")
-        arr = np.ascontiguousarray(arr, dtype=np.int64)
         return cls(_core.IdFilter.from_ids(arr), f"Filter.ids(<{arr.size} ids>)", ("ids", arr))
 
     @classmethod
