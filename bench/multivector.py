@@ -19,8 +19,9 @@ of 2,000 topics per document (one query set, 32 tokens).
    search on the float16 tokens of the cache, decoded exactly, which is tested against NumPy).
    Recall@10 and QPS at 1 thread and all threads of:
    * quanta ``MultiVectorIndex`` with ``search()``'s defaults (the row users get), and over a
-     sweep of ``token_hits`` x ``candidates`` (token stage: IVF-PQ fast-scan of every token,
-     XTR estimate, exact Chamfer re-rank on int8 tokens);
+     sweep of ``token_hits`` x ``candidates`` x ``shortlist`` (token stage: IVF-PQ fast-scan
+     of every token, XTR estimate, the shortlist picked by the 4-bit token sketch, exact
+     Chamfer re-rank on int8 tokens);
    * quanta with MUVERA's stage (the document FDEs in a bf16 flat index, then the same
      re-rank) over the candidate counts;
    * FastEmbed's pipeline (its query FDEs, a flat NumPy search over the float32 document FDEs,
@@ -199,7 +200,9 @@ def main(argv=None):
     p.add_argument("--hits", default="10,20,50,100", help="token_hits swept (token stage)")
     p.add_argument("--candidates", default="20,50,100,200,500",
                    help="candidates swept (token stage)")
-    p.add_argument("--fde-candidates", default="100,500,1000,2000",
+    p.add_argument("--shortlist", default="32,64",
+                   help="shortlists swept (candidates scored exactly, picked by the sketch)")
+    p.add_argument("--fde-candidates", default="100,300,500,700,1000,2000",
                    help="candidates swept (FDE stages: quanta's and FastEmbed's)")
     p.add_argument("--fde-max", type=int, default=100000,
                    help="largest corpus for quanta's FDE stage (it needs the FDEs twice)")
@@ -216,6 +219,7 @@ def main(argv=None):
     sizes = [int(s) for s in args.sizes.split(",")]
     hits = [int(c) for c in args.hits.split(",")]
     cands = [int(c) for c in args.candidates.split(",")]
+    shortlists = [int(c) for c in args.shortlist.split(",")]
     fde_cands = [int(c) for c in args.fde_candidates.split(",")]
     n_max = max(sizes)
     if args.data == "real":
@@ -257,7 +261,8 @@ def main(argv=None):
         print(f"\n## {n} documents ({obn[-1]} tokens, {obn[-1] / n:.1f} per document)\n")
         print(f"quanta index ({index.index_spec}, tokens {args.storage}): built in {build:.1f} s "
               f"(one add call, {threads} threads); bytes per document: tokens "
-              f"{mem['tokens'] / n:,.0f}, token stage {mem['first_stage'] / n:,.0f}; the FDEs: "
+              f"{mem['tokens'] / n:,.0f}, sketch {mem['sketch'] / n:,.0f}, token stage "
+              f"{mem['first_stage'] / n:,.0f}; the FDEs: "
               f"{doc_fde.shape[1] * 2:,} as bf16 (quanta's FDE stage), "
               f"{doc_fde.shape[1] * 4:,} as float32 (FastEmbed); float32 tokens "
               f"{obn[-1] * dim * 4 / n:,.0f}")
@@ -281,11 +286,15 @@ def main(argv=None):
             show("quanta MultiVectorIndex", "search() defaults", default)
             for h in hits:
                 for c in cands:
-                    r = sweep_point(lambda t: index.search(q, qo, K, token_hits=h, candidates=c,
-                                                           exact=False, threads=t).ids,
-                                    nq, gt, threads)
-                    rows["quanta"].append(r)
-                    show("quanta MultiVectorIndex", f"token_hits {h}, candidates {c}", r)
+                    for s in shortlists:
+                        if s >= c:
+                            continue
+                        r = sweep_point(lambda t: index.search(
+                            q, qo, K, token_hits=h, candidates=c, shortlist=s, exact=False,
+                            threads=t).ids, nq, gt, threads)
+                        rows["quanta"].append(r)
+                        show("quanta MultiVectorIndex",
+                             f"token_hits {h}, candidates {c}, shortlist {s}", r)
             rows["fastembed"] = []
             queries = split(q, qo)
             for c in fde_cands:

@@ -275,7 +275,7 @@ def test_fde_retrieval_and_rerank_recall():
     index = quanta.MultiVectorIndex(48, seed=1, first_stage="fde")
     index.add(docs)
     fde_only = index._stage.search(index.fdes(queries, queries=True), 10).ids
-    reranked = [recall_at_k(index.search(queries, k=10, candidates=c).ids, true)
+    reranked = [recall_at_k(index.search(queries, k=10, candidates=c, shortlist=c).ids, true)
                 for c in (10, 50, 200)]
     assert recall_at_k(fde_only, true) > 0.3          # FDEs alone rank with signal
     assert reranked[0] >= recall_at_k(fde_only, true)  # re-rank of the same 10 only helps
@@ -482,7 +482,7 @@ def test_token_stage_recall_and_default_choice():
     index = quanta.MultiVectorIndex(48, storage="i8")
     index.add(docs)
     assert index._stage is not None and index.index_spec.startswith("IVF")
-    assert not index._use_exact(index.candidates, index.token_hits)  # the stage is cheaper
+    assert not index._use_exact(index.candidates, index.token_hits, index.shortlist)
     # these token sets are hard for token retrieval (75 documents share each topic, so many
     # tie on every query token): more hits and candidates than on real tokens
     staged = index.search(queries, k=10, token_hits=1000, candidates=300)

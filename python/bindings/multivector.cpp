@@ -103,7 +103,8 @@ void bind_multivector(py::module_& m) {
       }, py::arg("queries"), py::arg("q_offsets"), py::arg("k"), py::arg("threads"),
          py::arg("filter"))
       .def("rerank", [](const TokenStore& self, const py::array& q, const py::array& q_offsets,
-                        const py::array& cand, size_t k, int threads, const py::object& filter) {
+                        const py::array& cand, size_t k, int threads, const py::object& filter,
+                        size_t shortlist) {
         const Ragged r = ragged(q, q_offsets, self.dim(), "query tokens");
         if (!py::isinstance<I64Array>(cand) || !(cand.flags() & py::array::c_style) ||
             cand.ndim() != 2 || size_t(cand.shape(0)) != r.n)
@@ -112,10 +113,37 @@ void bind_multivector(py::module_& m) {
         const int64_t* cp = static_cast<const int64_t*>(cand.data());
         const auto p = search_params<SearchParams>(k, threads, filter, r.n);
         return results_into(r.n, k, [&](float* dp, int64_t* ip) {
-          self.rerank(r.tokens, r.ntokens, r.offsets, r.n, cp, nc, p, dp, ip);
+          self.rerank(r.tokens, r.ntokens, r.offsets, r.n, cp, nc, shortlist, p, dp, ip);
         });
       }, py::arg("queries"), py::arg("q_offsets"), py::arg("candidates"), py::arg("k"),
-         py::arg("threads"), py::arg("filter"))
+         py::arg("threads"), py::arg("filter"), py::arg("shortlist") = 0)
+      .def("build_sketch", [](TokenStore& self, size_t m, uint64_t seed, int threads) {
+        py::gil_scoped_release nogil;
+        self.build_sketch(m, seed, threads);
+      }, py::arg("m"), py::arg("seed"), py::arg("threads"))
+      .def("sketch_estimate", [](const TokenStore& self, const py::array& q,
+                                 const py::array& docs) {
+        size_t nt = 0;
+        const float* qp = f32_rows(q, self.dim(), nt, "q");
+        const auto d = from_numpy<int64_t>(docs, "docs");
+        py::array_t<uint32_t> out(py::ssize_t(d.size()));
+        uint32_t* op = out.mutable_data();
+        py::gil_scoped_release nogil;
+        self.estimate(qp, nt, d.data(), d.size(), op);
+        return out;
+      }, py::arg("q"), py::arg("docs"))
+      .def_property_readonly("sketch_bytes", [](const TokenStore& self) {
+        return self.sketch() ? self.sketch()->memory_usage() : size_t(0);
+      })
+      .def_property_readonly("sketch_m", [](const TokenStore& self) {
+        return self.sketch() ? self.sketch()->m() : size_t(0);
+      })
+      .def("sketch_centroids", [](const TokenStore& self) {
+        return to_numpy(self.sketch() ? self.sketch()->centroids() : std::vector<float>{});
+      })
+      .def("sketch_codes", [](const TokenStore& self) {
+        return self.sketch() ? to_numpy(self.sketch()->codes()) : to_numpy(std::vector<uint8_t>{});
+      })
       .def("tokens", [](const TokenStore& self, size_t i) {
         const std::vector<float> t = self.tokens(i);
         py::array_t<float> out({py::ssize_t(t.size() / self.dim()), py::ssize_t(self.dim())});
@@ -126,12 +154,18 @@ void bind_multivector(py::module_& m) {
       .def("offsets", [](const TokenStore& self) { return to_numpy(self.offsets()); })
       // borrow: the codes are a view of the array (a mapped file the caller keeps alive).
       .def("restore", [](TokenStore& self, const py::array& codes, const py::array& offsets,
-                         float scale, const py::array& ids, const py::array& removed, bool borrow) {
+                         float scale, const py::array& ids, const py::array& removed, bool borrow,
+                         size_t sketch_m, const py::array& sketch_centroids,
+                         const py::array& sketch_codes) {
         self.restore(buffer_from_numpy<uint8_t>(codes, "codes", borrow),
                      from_numpy<int64_t>(offsets, "offsets"), scale, from_numpy<int64_t>(ids, "ids"),
-                     from_numpy<uint64_t>(removed, "removed"));
+                     from_numpy<uint64_t>(removed, "removed"), sketch_m,
+                     from_numpy<float>(sketch_centroids, "sketch_centroids"),
+                     buffer_from_numpy<uint8_t>(sketch_codes, "sketch_codes", borrow));
       }, py::arg("codes"), py::arg("offsets"), py::arg("scale"), py::arg("ids"),
-         py::arg("removed"), py::arg("borrow") = false)
+         py::arg("removed"), py::arg("borrow") = false, py::arg("sketch_m") = 0,
+         py::arg("sketch_centroids") = py::array_t<float>(0),
+         py::arg("sketch_codes") = py::array_t<uint8_t>(0))
       .def_property_readonly("mapped_bytes", &TokenStore::mapped_bytes)
       .def("truncate", &TokenStore::truncate, py::arg("ndocs"))
       .def("reset", &TokenStore::reset);

@@ -256,8 +256,12 @@ def token_stage_spec(dim: int, ntokens: int) -> str:
     cheaper stage, and 4 dimensions per code reached recall@10 0.95 with half the candidates
     of 8 dimensions per code."""
     nlist = 1 << int(np.clip(np.floor(np.log2(1.5 * np.sqrt(max(ntokens, 1)))), 6, 13))
-    m = dim // next(sub for sub in (4, 2, 1) if dim % sub == 0)
-    return f"IVF{nlist},PQ{m}x4fs"
+    return f"IVF{nlist},PQ{_code_m(dim)}x4fs"
+
+
+def _code_m(dim: int, dsub: int = 4) -> int:
+    """Sub-quantizers of dsub dimensions each (fewer where dim is not a multiple of dsub)."""
+    return dim // next(sub for sub in (dsub, 4, 2, 1) if dim % sub == 0)
 
 
 @guarded
@@ -266,8 +270,8 @@ class MultiVectorIndex(Removable, Persistent):
 
     ``add(tokens, offsets)`` stores every document's token vectors (in ``storage``: f32, f16,
     bf16, f8e4m3, f8e5m2 or i8; i8 and float8 with one global scale). ``search`` takes
-    ``candidates`` documents per query from the first stage and re-ranks them by exact Chamfer
-    similarity (sum over query tokens of the best document token's inner product); scores are
+    ``candidates`` (300) documents per query from the first stage and re-ranks the
+    ``shortlist`` (64) best of them, by the token sketch below, by exact Chamfer similarity (sum over query tokens of the best document token's inner product); scores are
     Chamfer similarities, higher first; labels are the documents' ids (``add(..., ids=)``;
     default: positions in add order).
 
@@ -276,7 +280,7 @@ class MultiVectorIndex(Removable, Persistent):
     * ``"tokens"`` (default): every document token in an IVF-PQ fast-scan index labelled by
       its document (``index``: an ``index_factory`` spec; default ``token_stage_spec``, built
       and trained once the corpus reaches ``STAGE_MIN_TOKENS`` tokens). Each query token
-      retrieves its ``token_hits`` best document tokens; a document's estimate is the sum over
+      retrieves its ``token_hits`` (200) best document tokens; a document's estimate is the sum over
       query tokens of its best retrieved similarity, a query token that did not reach it
       counting that token's smallest retrieved similarity (XTR, Lee et al. 2023). Its cost
       follows the query's length like the exact score does, so short queries stay cheap; it
@@ -286,22 +290,32 @@ class MultiVectorIndex(Removable, Persistent):
       the first add's FDEs). One vector per document, but a flat scan of it costs about as much
       as exact Chamfer on short queries.
 
+    The token sketch: from ``STAGE_MIN_TOKENS`` tokens on, every stored token also has a 4-bit
+    PQ code (8 dimensions per sub-quantizer from 256-d up, else 4; each document's codes in
+    their own 32-code fast-scan blocks: about 1 KB per document of 29 384-d tokens). Of the
+    ``candidates`` the first stage gives, the ``shortlist`` best by Chamfer estimated from
+    these codes get the exact score; estimating a candidate costs about a sixth of scoring it
+    exactly. Files saved before the sketch existed load without one and score every
+    candidate exactly.
+
     ``exact=None`` (default) scores every document instead whenever that is estimated to be
     cheaper than the first stage plus the re-rank (small corpora, or before the token stage is
     built); ``exact=True`` always does (batched over the queries, GEMM speed: the ground
-    truth), ``exact=False`` uses the first stage whenever there is one. On CPUs with AMX, bf16 and i8 tokens are scored by AMX tiles.
+    truth), ``exact=False`` uses the first stage whenever there is one. On CPUs with AMX, bf16
+    and i8 tokens are scored by AMX tiles.
     ``search(filter=...)``, ``remove``, ``contains`` and ``compact`` follow the engine contract
     of the dense indexes (see ``quanta.filter``).
     """
 
     def __init__(self, dim: int, k_sim: int = 5, d_proj: int | None = 16, r_reps: int = 20,
                  seed: int = 0, *, storage: Storage = "f32", first_stage: str = "tokens",
-                 index: str | None = None, candidates: int = 200, token_hits: int = 400,
-                 encoder: FDEEncoder | None = None, **encoder_options):
+                 index: str | None = None, candidates: int = 300, token_hits: int = 200,
+                 shortlist: int = 64, encoder: FDEEncoder | None = None, **encoder_options):
         self.storage = _choice("storage", storage, STORAGES)
         self.first_stage = _choice("first_stage", first_stage, _STAGES)
         self.candidates = as_int(candidates, "candidates", 1)
         self.token_hits = as_int(token_hits, "token_hits", 1)
+        self.shortlist = as_int(shortlist, "shortlist", 1)
         if encoder is not None:
             if not isinstance(encoder, FDEEncoder):
                 raise TypeError("encoder must be a quanta.FDEEncoder")
@@ -331,14 +345,17 @@ class MultiVectorIndex(Removable, Persistent):
         return int(self._tokens.memory_usage + stage)
 
     def memory_breakdown(self) -> dict:
-        """Bytes by part: the stored tokens and the first stage."""
+        """Bytes by part: the stored tokens, their sketch and the first stage."""
         stage = 0 if self._stage is None else int(self._stage.memory_usage)
-        return {"tokens": int(self._tokens.memory_usage), "first_stage": stage}
+        sketch = int(self._tokens.sketch_bytes)
+        return {"tokens": int(self._tokens.memory_usage) - sketch, "sketch": sketch,
+                "first_stage": stage}
 
     def __repr__(self):
         return (f"MultiVectorIndex(dim={self.dim}, storage={self.storage!r}, "
                 f"first_stage={self.first_stage!r}, index={self.index_spec!r}, "
                 f"candidates={self.candidates}, token_hits={self.token_hits}, "
+                f"shortlist={self.shortlist}, "
                 f"ntotal={self.ntotal}, encoder={self.encoder!r})")
 
     def add(self, tokens, offsets=None, ids=None, *, threads: int = 0) -> None:
@@ -362,11 +379,14 @@ class MultiVectorIndex(Removable, Persistent):
             stage.train(rows)
         self._tokens.add(x, off, given, threads)
         try:
+            if self._tokens.sketch_m == 0 and self._tokens.ntokens >= STAGE_MIN_TOKENS:
+                self._tokens.build_sketch(  # coarser codes pay on wide tokens
+                    _code_m(self.dim, 8 if self.dim >= 256 else 4), self.encoder.seed, threads)
             if stage is not None:
                 _add_in_slices(stage, rows, labels, threads)
             elif self._tokens.ntokens >= STAGE_MIN_TOKENS:
                 self._stage = self._build_token_stage(x, labels, before, threads)
-        except BaseException:  # keep the stores in step
+        except BaseException:  # keep the stores in step (truncating keeps a sketch built here)
             self._tokens.truncate(before)
             raise
 
@@ -412,31 +432,36 @@ class MultiVectorIndex(Removable, Persistent):
         """Whether each id is held (bool array)."""
         return self._tokens.contains(np.ascontiguousarray(np.atleast_1d(ids), dtype=np.int64))
 
-    def _use_exact(self, candidates: int, token_hits: int) -> bool:
+    def _use_exact(self, candidates: int, token_hits: int, shortlist: int) -> bool:
         """Whether scoring every document is estimated cheaper than the first stage and a
         re-rank of `candidates` documents. Both costs grow with the query's token count, so
         the choice depends on the corpus: per query token, the exhaustive search scores every
-        stored token, the token stage pays a fixed cost, its probed lists and the re-rank of
-        the candidates' tokens (constants measured on one AVX2 core, 384-d MiniLM tokens)."""
+        stored token, the token stage pays a fixed cost, its probed lists, the sketch's
+        estimate of the candidates and the exact score of the shortlist's tokens (constants
+        measured on one AVX2 core, 384-d MiniLM tokens)."""
         if self.first_stage == "fde":
             return False
-        ntok = self._tokens.ntokens
+        ntok, ndocs = self._tokens.ntokens, max(self._tokens.ndocs, 1)
         scanned = ntok * getattr(self._stage, "nprobe", 1) / getattr(self._stage, "nlist", 1)
-        stage = (_STAGE_FIXED_NS + token_hits * _HIT_NS + scanned * _CODE_NS
-                 + candidates * ntok / max(self._tokens.ndocs, 1) * _RERANK_TOKEN_NS)
+        rerank = candidates * ntok / ndocs * _RERANK_TOKEN_NS
+        if self._tokens.sketch_m and shortlist < candidates:
+            blocks = (ntok / ndocs + 31) // 32
+            rerank = candidates * blocks * _SKETCH_BLOCK_NS + shortlist * ntok / ndocs * _RERANK_TOKEN_NS
+        stage = _STAGE_FIXED_NS + token_hits * _HIT_NS + scanned * _CODE_NS + rerank
         # below ~128 dimensions the exhaustive scan's cost per token stops shrinking (measured:
         # 5 ns per token at 48-d)
         return ntok * _EXACT_TOKEN_NS * max(self.dim, 128) / 384 <= stage
 
     def search(self, q_tokens, q_offsets=None, k: int = 10, *, candidates: int | None = None,
                exact: bool | None = None, token_hits: int | None = None,
-               merge_tau: float | None = None, threads: int = 0, filter=None,
-               **inner) -> SearchResult:
+               shortlist: int | None = None, merge_tau: float | None = None, threads: int = 0,
+               filter=None, **inner) -> SearchResult:
         """Top-k documents by Chamfer similarity for each query of a ragged batch.
 
         candidates: documents re-ranked per query (default the index's ``candidates``);
         token_hits: document tokens each query token retrieves (token stage; default the
-        index's); exact: True scores every document, False uses the first stage whenever the
+        index's); shortlist: candidates scored exactly, the best by the token sketch (default
+        the index's; no narrowing before the sketch is built); exact: True scores every document, False uses the first stage whenever the
         index has one (the token stage is built at STAGE_MIN_TOKENS tokens), None picks the
         cheaper (see the class docstring); merge_tau: merge query tokens by ball
         carving (``merge_query_tokens``) before the re-rank; inner: passed to the first stage's
@@ -453,8 +478,10 @@ class MultiVectorIndex(Removable, Persistent):
         kn = native_k(k, self.ntotal)
         nc = max(nc, kn)
         kp = self.token_hits if token_hits is None else as_int(token_hits, "token_hits", 1)
+        ns = self.shortlist if shortlist is None else as_int(shortlist, "shortlist", 1)
+        ns = max(ns, kn)
         if exact or self._stage is None or (
-                exact is None and not inner and self._use_exact(nc, kp)):
+                exact is None and not inner and self._use_exact(nc, kp, ns)):
             D, I = self._tokens.search(q, q_off, kn, threads, filters)
             return SearchResult(D, I).padded(k, "ip")
         if self.first_stage == "fde":
@@ -470,7 +497,7 @@ class MultiVectorIndex(Removable, Persistent):
         if merge_tau is not None:
             q, q_off = merge_query_tokens(q, q_off, float(merge_tau))
         D, I = self._tokens.rerank(q, q_off, np.ascontiguousarray(cand, np.int64), kn, threads,
-                                   filters)
+                                   filters, ns)
         return SearchResult(D, I).padded(k, "ip")
 
     def rerank(self, q_tokens, q_offsets, candidates, k: int = 10, *,
@@ -503,10 +530,13 @@ class MultiVectorIndex(Removable, Persistent):
         meta = {"encoder": self.encoder._meta(), "storage": self.storage,
                 "first_stage": self.first_stage, "index": self.index_spec,
                 "candidates": self.candidates, "token_hits": self.token_hits,
+                "shortlist": self.shortlist, "sketch_m": int(self._tokens.sketch_m),
                 "scale": float(self._tokens.scale)}
         enc = {_ENC_TAGS[t]: a for t, a in self.encoder._matrices.items()}
         stage = {} if self._stage is None else {
             "FDEX": np.frombuffer(to_bytes(self._stage), np.uint8)}
+        if self._tokens.sketch_m:
+            stage.update(SKCE=self._tokens.sketch_centroids(), SKCO=self._tokens.sketch_codes())
         write_container(f, "MVIX", self.dim, self._tokens.ndocs, meta,
                         {"CODE": self._tokens.codes(), "OFFS": self._tokens.offsets(),
                          "IDS_": self._tokens.ids(), "DEAD": self._tokens.removed(),
@@ -522,12 +552,16 @@ class MultiVectorIndex(Removable, Persistent):
             first = meta.get("first_stage", "fde")  # files before the token stage: FDEs
             out = cls(dim, storage=meta["storage"], first_stage=first, index=meta["index"],
                       candidates=meta["candidates"], token_hits=meta.get("token_hits", 400),
-                      encoder=enc)
+                      shortlist=meta.get("shortlist", 64), encoder=enc)
             codes = np.ascontiguousarray(arrays["CODE"])
+            sketch_m = as_int(meta.get("sketch_m", 0), "sketch_m", 0)  # 0: files without one
+            sketch = [np.ascontiguousarray(arrays[t]) if sketch_m else np.zeros(0, dt)
+                      for t, dt in (("SKCE", np.float32), ("SKCO", np.uint8))]
             out._tokens.restore(codes, np.ascontiguousarray(arrays["OFFS"]), meta["scale"],
                                 np.ascontiguousarray(arrays.get("IDS_", np.zeros(0, np.int64))),
-                                removed_mask(arrays), borrow=mapped)
-            out._keep = [codes] if mapped else []
+                                removed_mask(arrays), borrow=mapped, sketch_m=sketch_m,
+                                sketch_centroids=sketch[0], sketch_codes=sketch[1])
+            out._keep = [codes, sketch[1]] if mapped else []
             # The first stage is a container inside this one: mapped, its arrays view the file.
             if "FDEX" in arrays:
                 out._stage = from_buffer(arrays["FDEX"] if mapped else bytes(arrays["FDEX"]),
@@ -567,6 +601,7 @@ _STAGE_FIXED_NS = 100_000   # coarse search of the lists, tables, the query's bo
 _HIT_NS = 20                # collecting one retrieved token
 _CODE_NS = 2.0              # one 4-bit fast-scan code
 _RERANK_TOKEN_NS = 25.0     # one candidate token in the exact re-rank (gathered rows)
+_SKETCH_BLOCK_NS = 50.0     # one candidate's block of 32 sketch codes (48 sub-quantizers)
 _EXACT_TOKEN_NS = 15.0      # one stored token in the exhaustive search (GEMM), at 384-d
 
 

@@ -10,12 +10,14 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 #include "quanta/buffer.hpp"
 #include "quanta/labels.hpp"
 #include "quanta/search_params.hpp"
 #include "quanta/storage.hpp"
+#include "quanta/token_sketch.hpp"
 
 namespace quanta {
 
@@ -41,10 +43,18 @@ class TokenStore {
   void search(const float* q, size_t nq_tokens, const int64_t* q_offsets, size_t nq,
               const SearchParams& p, float* scores, int64_t* labels) const;
   // Exact top-k of each query among its nc candidate ids (cand[i * nc ..]; -1, removed and
-  // unknown ids skipped), under the same filters.
+  // unknown ids skipped), under the same filters. With a sketch and shortlist > 0, only the
+  // shortlist candidates the sketch estimates best are scored exactly.
   void rerank(const float* q, size_t nq_tokens, const int64_t* q_offsets, size_t nq,
-              const int64_t* cand, size_t nc, const SearchParams& p, float* scores,
-              int64_t* labels) const;
+              const int64_t* cand, size_t nc, size_t shortlist, const SearchParams& p,
+              float* scores, int64_t* labels) const;
+  // Trains a 4-bit PQ sketch of m sub-quantizers (dim % m == 0) on a sample of the stored
+  // tokens and encodes them all; later adds encode theirs too.
+  void build_sketch(size_t m, uint64_t seed, int threads);
+  const TokenSketch* sketch() const { return sketch_ ? &*sketch_ : nullptr; }
+  // The sketch's estimates (TokenSketch::score) for one query of nt tokens and n documents
+  // (positions).
+  void estimate(const float* q, size_t nt, const int64_t* docs, size_t n, uint32_t* out) const;
   size_t remove(const IdFilter& f) { return labels_.remove(f, ndocs()); }
   bool contains(int64_t id) const { return labels_.position_of(id, ndocs()) >= 0; }
   void compact();  // drops the removed documents' tokens
@@ -54,11 +64,16 @@ class TokenStore {
   std::vector<float> tokens(size_t i) const;
 
   const Buffer<uint8_t>& codes() const { return codes_; }
-  size_t mapped_bytes() const { return codes_.viewed_bytes(); }  // tokens viewed in a file
+  size_t mapped_bytes() const {  // tokens (and sketch codes) viewed in a file
+    return codes_.viewed_bytes() + (sketch_ ? sketch_->mapped_bytes() : 0);
+  }
   const std::vector<int64_t>& offsets() const { return offsets_; }
   // codes may view memory the caller keeps alive (a mapped file); writes copy them first.
+  // A sketch comes back with sketch_m > 0 (its centroids and codes; the codes may view a file).
   void restore(Buffer<uint8_t> codes, std::vector<int64_t> offsets, float scale,
-               std::vector<int64_t> ids = {}, std::vector<uint64_t> removed = {});
+               std::vector<int64_t> ids = {}, std::vector<uint64_t> removed = {},
+               size_t sketch_m = 0, std::vector<float> sketch_centroids = {},
+               Buffer<uint8_t> sketch_codes = {});
   void reset();
   // Keeps the first n documents (undoes an add).
   void truncate(size_t n);
@@ -70,6 +85,9 @@ class TokenStore {
   enum class Amx { none, bf16, i8 };
   Amx amx_kind() const;
   static void sum_queries(const Group& g, const float* colmax, float inv, float* out);
+  // Keeps the shortlist documents (positions, increasing) of query i the sketch rates best.
+  void narrow(const float* q, const int64_t* q_offsets, size_t i, size_t shortlist,
+              std::vector<int64_t>& docs) const;
   void score_docs(const Group& g, const int64_t* docs, size_t ndocs, std::vector<float>& rows,
                   std::vector<float>& colmax, float* out) const;
 
@@ -79,6 +97,7 @@ class TokenStore {
   Buffer<uint8_t> codes_;
   std::vector<int64_t> offsets_{0};
   Labels labels_;
+  std::optional<TokenSketch> sketch_;  // built by build_sketch, kept in step by every change
 };
 
 }  // namespace quanta

@@ -11,6 +11,7 @@
 #include "quanta/error.hpp"
 #include "quanta/gemm_panels.hpp"
 #include "quanta/kernels.hpp"
+#include "quanta/kmeans.hpp"
 #include "quanta/parallel.hpp"
 #include "quanta/token_sets.hpp"
 #include "quanta/topk.hpp"
@@ -46,7 +47,8 @@ TokenStore::TokenStore(size_t dim, Storage storage) : dim_(dim), storage_(storag
 }
 
 size_t TokenStore::memory_usage() const {
-  return codes_.size() + offsets_.capacity() * sizeof(int64_t) + sizeof(*this);
+  return codes_.size() + offsets_.capacity() * sizeof(int64_t) + sizeof(*this) +
+         (sketch_ ? sketch_->memory_usage() : 0);
 }
 
 void TokenStore::reset() {
@@ -54,6 +56,7 @@ void TokenStore::reset() {
   offsets_.assign(1, 0);
   scale_ = 0.0f;
   labels_.assign({});
+  sketch_.reset();
 }
 
 void TokenStore::add(const float* tokens, size_t ntokens, const int64_t* offsets, size_t n,
@@ -73,8 +76,18 @@ void TokenStore::add(const float* tokens, size_t ntokens, const int64_t* offsets
       scale = std::ldexp(1.0f, int(std::floor(std::log2(storage_max(storage_) / m))));
   }
   const size_t bytes = dim_ * storage_bytes(storage_), old = codes_.size();
+  const size_t before = ndocs();
+  if (sketch_) sketch_->add(tokens, offsets, n, threads);
+  const int64_t base = offsets_.back();
+  try {
+    for (size_t i = 1; i <= n; ++i) offsets_.push_back(base + offsets[i]);
+    codes_.edit([&](auto& codes) { codes.resize(old + ntokens * bytes); });
+  } catch (...) {  // out of memory: nothing is added
+    offsets_.resize(before + 1);
+    if (sketch_) sketch_->truncate(before);
+    throw;
+  }
   codes_.edit([&](auto& codes) {
-    codes.resize(old + ntokens * bytes);
     const size_t ntasks = (ntokens + kAddRowsPerTask - 1) / kAddRowsPerTask;
     parallel_for(ntasks, resolve_threads(threads), [&](size_t t, size_t) {
       const size_t r0 = t * kAddRowsPerTask, r1 = std::min(ntokens, r0 + kAddRowsPerTask);
@@ -83,10 +96,37 @@ void TokenStore::add(const float* tokens, size_t ntokens, const int64_t* offsets
       encode_array(storage_, buf.data(), buf.size(), codes.data() + old + r0 * bytes);
     });
   });
-  const int64_t base = offsets_.back();
-  for (size_t i = 1; i <= n; ++i) offsets_.push_back(base + offsets[i]);
   scale_ = scale;
   labels_.commit(std::move(next));
+}
+
+void TokenStore::build_sketch(size_t m, uint64_t seed, int threads) {
+  require(m > 0 && dim_ % m == 0, "sketch: m must divide dim (" + std::to_string(dim_) + ")");
+  require(ntokens() >= 16, "sketch: needs at least 16 stored tokens");
+  TokenSketch s(dim_, m);
+  const float inv = 1.0f / scale_;
+  const size_t bytes = dim_ * storage_bytes(storage_);
+  const auto decode = [&](size_t t0, size_t n, float* out) {
+    decode_array(storage_, codes_.data() + t0 * bytes, n * dim_, out);
+    for (size_t i = 0; i < n * dim_; ++i) out[i] *= inv;
+  };
+  const std::vector<size_t> rows = sample_rows(ntokens(), TokenSketch::kSampleTokens, seed);
+  std::vector<float> x(rows.size() * dim_);
+  for (size_t i = 0; i < rows.size(); ++i) decode(rows[i], 1, x.data() + i * dim_);
+  s.train(x.data(), rows.size(), seed, threads);
+  // every stored document, decoded a slice of about kAddRowsPerTask tokens at a time
+  for (size_t d0 = 0; d0 < ndocs();) {
+    size_t d1 = d0 + 1;
+    while (d1 < ndocs() && size_t(offsets_[d1 + 1] - offsets_[d0]) <= kAddRowsPerTask) ++d1;
+    const size_t t0 = size_t(offsets_[d0]), nt = size_t(offsets_[d1]) - t0;
+    x.resize(nt * dim_);
+    decode(t0, nt, x.data());
+    std::vector<int64_t> rel(offsets_.begin() + ptrdiff_t(d0), offsets_.begin() + ptrdiff_t(d1) + 1);
+    for (int64_t& o : rel) o -= int64_t(t0);
+    s.add(x.data(), rel.data(), d1 - d0, threads);
+    d0 = d1;
+  }
+  sketch_ = std::move(s);
 }
 
 void TokenStore::compact() {
@@ -105,6 +145,7 @@ void TokenStore::compact() {
     codes.resize(at * bytes);
     codes.shrink_to_fit();
   });
+  if (sketch_) sketch_->keep(keep);
   offsets_ = std::move(offsets);
   labels_.compact(keep);
 }
@@ -116,6 +157,7 @@ void TokenStore::truncate(size_t n) {
     codes.resize(size_t(offsets_.back()) * dim_ * storage_bytes(storage_));
   });
   labels_.truncate(n);
+  if (sketch_) sketch_->truncate(n);
   if (n == 0) scale_ = 0.0f;
 }
 
@@ -266,8 +308,8 @@ void TokenStore::search(const float* q, size_t nq_tokens, const int64_t* q_offse
 }
 
 void TokenStore::rerank(const float* q, size_t nq_tokens, const int64_t* q_offsets, size_t nq,
-                        const int64_t* cand, size_t nc, const SearchParams& p, float* scores,
-                        int64_t* labels) const {
+                        const int64_t* cand, size_t nc, size_t shortlist, const SearchParams& p,
+                        float* scores, int64_t* labels) const {
   const size_t k = p.k;
   const int threads = p.threads;
   validate_sets(q_offsets, nq, nq_tokens, "query offsets");
@@ -286,6 +328,7 @@ void TokenStore::rerank(const float* q, size_t nq_tokens, const int64_t* q_offse
     }
     std::sort(docs.begin(), docs.end());  // rows in address order (ties resolve by position)
     docs.erase(std::unique(docs.begin(), docs.end()), docs.end());
+    if (sketch_ && shortlist > 0 && docs.size() > shortlist) narrow(q, q_offsets, i, shortlist, docs);
     out[w].resize(docs.size());
     score_docs(g, docs.data(), docs.size(), rows[w], colmax[w], out[w].data());
     TopKSet heap(1, k);
@@ -293,6 +336,31 @@ void TokenStore::rerank(const float* q, size_t nq_tokens, const int64_t* q_offse
     heap.write_sorted(0, scores + i * k, labels + i * k, -std::numeric_limits<float>::infinity());
     for (size_t j = 0; j < k; ++j) labels[i * k + j] = labels_.at(labels[i * k + j]);
   });
+}
+
+void TokenStore::estimate(const float* q, size_t nt, const int64_t* docs, size_t n,
+                          uint32_t* out) const {
+  require(sketch_.has_value(), "estimate: no token sketch (build_sketch first)");
+  require(nt > 0, "estimate: the query has no tokens");
+  require_finite(q, nt * dim_, "queries");
+  for (size_t i = 0; i < n; ++i)
+    if (docs[i] < 0 || size_t(docs[i]) >= ndocs())
+      require(false, "estimate: document " + std::to_string(docs[i]) + " out of range");
+  sketch_->score(q, nt, offsets_.data(), docs, n, out);
+}
+
+void TokenStore::narrow(const float* q, const int64_t* q_offsets, size_t i, size_t shortlist,
+                        std::vector<int64_t>& docs) const {
+  const size_t t0 = size_t(q_offsets[i]), nt = size_t(q_offsets[i + 1]) - t0;
+  std::vector<uint32_t> est(docs.size());
+  sketch_->score(q + t0 * dim_, nt, offsets_.data(), docs.data(), docs.size(), est.data());
+  std::vector<uint64_t> keys(docs.size());  // (estimate, position): ties go to the lower position
+  for (size_t j = 0; j < docs.size(); ++j) keys[j] = uint64_t(est[j]) << 32 | j;
+  std::nth_element(keys.begin(), keys.begin() + ptrdiff_t(shortlist), keys.end());
+  keys.resize(shortlist);
+  std::sort(keys.begin(), keys.end(), [](uint64_t a, uint64_t b) { return uint32_t(a) < uint32_t(b); });
+  for (size_t j = 0; j < shortlist; ++j) docs[j] = docs[uint32_t(keys[j])];
+  docs.resize(shortlist);
 }
 
 std::vector<float> TokenStore::tokens(size_t i) const {
@@ -306,7 +374,9 @@ std::vector<float> TokenStore::tokens(size_t i) const {
 }
 
 void TokenStore::restore(Buffer<uint8_t> codes, std::vector<int64_t> offsets, float scale,
-                         std::vector<int64_t> ids, std::vector<uint64_t> removed) {
+                         std::vector<int64_t> ids, std::vector<uint64_t> removed,
+                         size_t sketch_m, std::vector<float> sketch_centroids,
+                         Buffer<uint8_t> sketch_codes) {
   require(!offsets.empty() && offsets[0] == 0, "restore: offsets must start at 0");
   for (size_t i = 1; i < offsets.size(); ++i)
     require(offsets[i] > offsets[i - 1], "restore: offsets must increase");
@@ -318,10 +388,17 @@ void TokenStore::restore(Buffer<uint8_t> codes, std::vector<int64_t> offsets, fl
   const size_t n = offsets.size() - 1;
   require(ids.empty() || ids.size() == n, "restore: one id per document");
   for (int64_t id : ids) require(id >= 0, "restore: negative id");
+  std::optional<TokenSketch> sketch;
+  if (sketch_m > 0) {
+    require(dim_ % sketch_m == 0, "restore: the token sketch's m must divide dim");
+    sketch.emplace(dim_, sketch_m);
+    sketch->restore(std::move(sketch_centroids), std::move(sketch_codes), offsets);
+  }
   codes_ = std::move(codes);
   offsets_ = std::move(offsets);
   scale_ = scale;
   labels_.restore(std::move(ids), std::move(removed), n);
+  sketch_ = std::move(sketch);
 }
 
 }  // namespace quanta
