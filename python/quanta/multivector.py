@@ -271,8 +271,9 @@ class MultiVectorIndex(Removable, Persistent):
     ``add(tokens, offsets)`` stores every document's token vectors (in ``storage``: f32, f16,
     bf16, f8e4m3, f8e5m2 or i8; i8 and float8 with one global scale). ``search`` takes
     ``candidates`` (300) documents per query from the first stage and re-ranks the
-    ``shortlist`` (64) best of them, by the token sketch below, by exact Chamfer similarity (sum over query tokens of the best document token's inner product); scores are
-    Chamfer similarities, higher first; labels are the documents' ids (``add(..., ids=)``;
+    ``shortlist`` (64) best of them, by the token sketch below, by exact Chamfer similarity
+    (sum over query tokens of the best document token's inner product); scores are Chamfer
+    similarities, higher first; labels are the documents' ids (``add(..., ids=)``;
     default: positions in add order).
 
     First stages (``first_stage``):
@@ -446,7 +447,8 @@ class MultiVectorIndex(Removable, Persistent):
         rerank = candidates * ntok / ndocs * _RERANK_TOKEN_NS
         if self._tokens.sketch_m and shortlist < candidates:
             blocks = (ntok / ndocs + 31) // 32
-            rerank = candidates * blocks * _SKETCH_BLOCK_NS + shortlist * ntok / ndocs * _RERANK_TOKEN_NS
+            rerank = (candidates * blocks * _SKETCH_BLOCK_NS
+                      + shortlist * ntok / ndocs * _RERANK_TOKEN_NS)
         stage = _STAGE_FIXED_NS + token_hits * _HIT_NS + scanned * _CODE_NS + rerank
         # below ~128 dimensions the exhaustive scan's cost per token stops shrinking (measured:
         # 5 ns per token at 48-d)
@@ -458,13 +460,14 @@ class MultiVectorIndex(Removable, Persistent):
                filter=None, **inner) -> SearchResult:
         """Top-k documents by Chamfer similarity for each query of a ragged batch.
 
-        candidates: documents re-ranked per query (default the index's ``candidates``);
-        token_hits: document tokens each query token retrieves (token stage; default the
-        index's); shortlist: candidates scored exactly, the best by the token sketch (default
-        the index's; no narrowing before the sketch is built); exact: True scores every document, False uses the first stage whenever the
-        index has one (the token stage is built at STAGE_MIN_TOKENS tokens), None picks the
-        cheaper (see the class docstring); merge_tau: merge query tokens by ball
-        carving (``merge_query_tokens``) before the re-rank; inner: passed to the first stage's
+        candidates: documents taken from the first stage per query (default the index's
+        ``candidates``); shortlist: how many of them are scored exactly, the best by the token
+        sketch (default the index's; no narrowing before the sketch is built); token_hits:
+        document tokens each query token retrieves (token stage; default the index's); exact:
+        True scores every document, False uses the first stage whenever the index has one (the
+        token stage is built at STAGE_MIN_TOKENS tokens), None picks the cheaper (see the class
+        docstring); merge_tau: merge query tokens by ball carving (``merge_query_tokens``)
+        before the re-rank; inner: passed to the first stage's
         search (e.g. ``nprobe``); filter: ids the queries may return (see ``quanta.filter``),
         applied in the first stage and again in the re-rank. Missing results (k > ntotal) are
         (-inf, -1).

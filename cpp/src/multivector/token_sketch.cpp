@@ -50,7 +50,8 @@ void TokenSketch::add(const float* x, const int64_t* offsets, size_t n, int thre
   codes_.edit([&](auto& codes) {
     for (size_t i = 0; i < n; ++i)
       fast_scan::pack(plain.data() + size_t(offsets[i]) * pq_.code_size(),
-                      size_t(offsets[i + 1] - offsets[i]), m, 0, codes.data() + size_t(first[i]) * lb);
+                      size_t(offsets[i + 1] - offsets[i]), m, 0,
+                      codes.data() + size_t(first[i]) * lb);
   });
 }
 

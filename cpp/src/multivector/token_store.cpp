@@ -121,8 +121,8 @@ void TokenStore::build_sketch(size_t m, uint64_t seed, int threads) {
     const size_t t0 = size_t(offsets_[d0]), nt = size_t(offsets_[d1]) - t0;
     x.resize(nt * dim_);
     decode(t0, nt, x.data());
-    std::vector<int64_t> rel(offsets_.begin() + ptrdiff_t(d0), offsets_.begin() + ptrdiff_t(d1) + 1);
-    for (int64_t& o : rel) o -= int64_t(t0);
+    std::vector<int64_t> rel;
+    for (size_t d = d0; d <= d1; ++d) rel.push_back(offsets_[d] - int64_t(t0));
     s.add(x.data(), rel.data(), d1 - d0, threads);
     d0 = d1;
   }
@@ -328,7 +328,8 @@ void TokenStore::rerank(const float* q, size_t nq_tokens, const int64_t* q_offse
     }
     std::sort(docs.begin(), docs.end());  // rows in address order (ties resolve by position)
     docs.erase(std::unique(docs.begin(), docs.end()), docs.end());
-    if (sketch_ && shortlist > 0 && docs.size() > shortlist) narrow(q, q_offsets, i, shortlist, docs);
+    if (sketch_ && shortlist > 0 && docs.size() > shortlist)
+      narrow(q, q_offsets, i, shortlist, docs);
     out[w].resize(docs.size());
     score_docs(g, docs.data(), docs.size(), rows[w], colmax[w], out[w].data());
     TopKSet heap(1, k);
@@ -358,8 +359,9 @@ void TokenStore::narrow(const float* q, const int64_t* q_offsets, size_t i, size
   for (size_t j = 0; j < docs.size(); ++j) keys[j] = uint64_t(est[j]) << 32 | j;
   std::nth_element(keys.begin(), keys.begin() + ptrdiff_t(shortlist), keys.end());
   keys.resize(shortlist);
-  std::sort(keys.begin(), keys.end(), [](uint64_t a, uint64_t b) { return uint32_t(a) < uint32_t(b); });
-  for (size_t j = 0; j < shortlist; ++j) docs[j] = docs[uint32_t(keys[j])];
+  for (uint64_t& key : keys) key = uint32_t(key);  // back to slots, in position order
+  std::sort(keys.begin(), keys.end());
+  for (size_t j = 0; j < shortlist; ++j) docs[j] = docs[keys[j]];
   docs.resize(shortlist);
 }
 
