@@ -12,6 +12,13 @@ namespace {
 
 using I64Array = py::array_t<int64_t, py::array::c_style>;
 
+// The data of a C-contiguous int64 array of ndim dimensions; null for anything else.
+const int64_t* i64_data(const py::array& a, py::ssize_t ndim) {
+  if (!py::isinstance<I64Array>(a) || !(a.flags() & py::array::c_style) || a.ndim() != ndim)
+    return nullptr;
+  return static_cast<const int64_t*>(a.data());
+}
+
 struct Ragged {
   const float* tokens;
   size_t ntokens;
@@ -23,10 +30,9 @@ struct Ragged {
 Ragged ragged(const py::array& tokens, const py::array& offsets, size_t dim, const char* what) {
   Ragged r;
   r.tokens = f32_rows(tokens, dim, r.ntokens, what);
-  if (!py::isinstance<I64Array>(offsets) || !(offsets.flags() & py::array::c_style) ||
-      offsets.ndim() != 1 || offsets.shape(0) < 1)
+  r.offsets = i64_data(offsets, 1);
+  if (!r.offsets || offsets.shape(0) < 1)
     throw py::type_error(std::string(what) + " offsets must be a 1-D C-contiguous int64 array");
-  r.offsets = static_cast<const int64_t*>(offsets.data());
   r.n = size_t(offsets.shape(0)) - 1;
   return r;
 }
@@ -106,11 +112,10 @@ void bind_multivector(py::module_& m) {
                         const py::array& cand, size_t k, int threads, const py::object& filter,
                         size_t shortlist) {
         const Ragged r = ragged(q, q_offsets, self.dim(), "query tokens");
-        if (!py::isinstance<I64Array>(cand) || !(cand.flags() & py::array::c_style) ||
-            cand.ndim() != 2 || size_t(cand.shape(0)) != r.n)
+        const int64_t* cp = i64_data(cand, 2);
+        if (!cp || size_t(cand.shape(0)) != r.n)
           throw py::type_error("candidates must be a C-contiguous int64 array of shape (nq, nc)");
         const size_t nc = size_t(cand.shape(1));
-        const int64_t* cp = static_cast<const int64_t*>(cand.data());
         const auto p = search_params<SearchParams>(k, threads, filter, r.n);
         return results_into(r.n, k, [&](float* dp, int64_t* ip) {
           self.rerank(r.tokens, r.ntokens, r.offsets, r.n, cp, nc, shortlist, p, dp, ip);
@@ -175,14 +180,12 @@ void bind_multivector(py::module_& m) {
     if (!py::isinstance<py::array_t<float, py::array::c_style>>(scores) || scores.ndim() != 2 ||
         !(scores.flags() & py::array::c_style))
       throw py::type_error("scores must be a C-contiguous float32 array (query tokens, kp)");
-    if (!py::isinstance<I64Array>(labels) || !(labels.flags() & py::array::c_style) ||
-        labels.ndim() != 2 || labels.shape(0) != scores.shape(0) ||
-        labels.shape(1) != scores.shape(1))
+    const int64_t* lp = i64_data(labels, 2);
+    if (!lp || labels.shape(0) != scores.shape(0) || labels.shape(1) != scores.shape(1))
       throw py::type_error("labels must be a C-contiguous int64 array shaped like scores");
-    if (!py::isinstance<I64Array>(q_offsets) || !(q_offsets.flags() & py::array::c_style) ||
-        q_offsets.ndim() != 1 || q_offsets.shape(0) < 1)
+    const int64_t* off = i64_data(q_offsets, 1);
+    if (!off || q_offsets.shape(0) < 1)
       throw py::type_error("q_offsets must be a 1-D C-contiguous int64 array");
-    const auto* off = static_cast<const int64_t*>(q_offsets.data());
     const size_t nq = size_t(q_offsets.shape(0)) - 1;
     if (off[0] != 0 || off[nq] != scores.shape(0))
       throw py::value_error("q_offsets must run from 0 to the rows of scores");
@@ -191,7 +194,6 @@ void bind_multivector(py::module_& m) {
     py::array_t<int64_t> out({py::ssize_t(nq), py::ssize_t(candidates)});
     int64_t* op = out.mutable_data();
     const auto* sp = static_cast<const float*>(scores.data());
-    const auto* lp = static_cast<const int64_t*>(labels.data());
     const size_t kp = size_t(scores.shape(1));
     py::gil_scoped_release nogil;
     token_candidates(sp, lp, kp, off, nq, candidates, threads, op);
