@@ -36,6 +36,9 @@ size_t code_of(const uint8_t* blocks, size_t m, size_t pos, size_t j);
 // lets the sums of several tables (an IVF query's probed lists) be compared with each other.
 void quantize_tables(const float* tables, const float* lo, const float* hi, size_t nt, size_t m,
                      uint8_t* luts, float* scale, float* bias);
+// The same, taking each row's minimum and maximum itself.
+void quantize_tables(const float* tables, size_t nt, size_t m, uint8_t* luts, float* scale,
+                     float* bias);
 
 // Scans positions [0, n) of `blocks` for nq <= 4 queries (tables luts[q]). Every sub-chunk
 // re-reads limit(q) (the largest uint16 sum still worth reporting) and calls emit(q, pos, sum)

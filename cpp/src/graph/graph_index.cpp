@@ -235,17 +235,15 @@ class CodeQuery {
  public:
   CodeQuery(const ProductQuantizer& pq, const float* q, bool l2, float qnorm) {
     const size_t m = pq.m();
-    std::vector<float> t(m * 16), lo(m), hi(m), neg;
+    std::vector<float> t(m * 16), neg;
     if (!l2) {  // inner products: tables of -q, so that smaller is better
       neg.assign(q, q + pq.dim());
       for (float& x : neg) x = -x;
       q = neg.data();
     }
     pq.distance_tables(q, 1, l2, t.data());
-    kernels(active_isa()).row16_minmax(t.data(), m, lo.data(), hi.data());
     lut_.resize(fast_scan::block_bytes(m));
-    fast_scan::quantize_tables(t.data(), lo.data(), hi.data(), 1, m, lut_.data(), &scale_,
-                               &bias_);
+    fast_scan::quantize_tables(t.data(), 1, m, lut_.data(), &scale_, &bias_);
     if (l2) bias_ -= qnorm;  // |q - x|^2 - |q|^2
   }
   const uint8_t* lut() const { return lut_.data(); }

@@ -83,14 +83,12 @@ void TokenSketch::score(const float* q, size_t nt, const int64_t* token_offsets,
   const size_t m = pq_.m(), lb = fast_scan::block_bytes(m), np = fast_scan::npairs(m);
   // Tables of -<q, centroid> (the fast-scan tables are smaller-is-better), one scale for all
   // the query's tokens: their per-token biases are then one constant per query.
-  std::vector<float> tables(nt * m * 16), lo(nt * m), hi(nt * m), bias(nt);
+  std::vector<float> tables(nt * m * 16), bias(nt);
   pq_.distance_tables(q, nt, false, tables.data());
   for (float& v : tables) v = -v;
-  kern.row16_minmax(tables.data(), nt * m, lo.data(), hi.data());
   std::vector<uint8_t> luts(nt * lb);
   float scale;
-  fast_scan::quantize_tables(tables.data(), lo.data(), hi.data(), nt, m, luts.data(), &scale,
-                             bias.data());
+  fast_scan::quantize_tables(tables.data(), nt, m, luts.data(), &scale, bias.data());
   size_t most = 1;
   for (size_t i = 0; i < n; ++i)
     most = std::max(most, size_t(blocks_[docs[i] + 1] - blocks_[docs[i]]));

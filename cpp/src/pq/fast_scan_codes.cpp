@@ -57,5 +57,12 @@ void quantize_tables(const float* tables, const float* lo, const float* hi, size
   *scale = a;
 }
 
+void quantize_tables(const float* tables, size_t nt, size_t m, uint8_t* luts, float* scale,
+                     float* bias) {
+  std::vector<float> lo(nt * m), hi(nt * m);
+  kernels(active_isa()).row16_minmax(tables, nt * m, lo.data(), hi.data());
+  quantize_tables(tables, lo.data(), hi.data(), nt, m, luts, scale, bias);
+}
+
 }  // namespace fast_scan
 }  // namespace quanta

@@ -92,9 +92,7 @@ void PQFastScanIndex::quantized_tables(const float* q, uint8_t* lut, float* scal
       }
       t[j * 16 + c] = float(v);
     }
-  std::vector<float> lo(m), hi(m);
-  kernels(active_isa()).row16_minmax(t.data(), m, lo.data(), hi.data());
-  fast_scan::quantize_tables(t.data(), lo.data(), hi.data(), 1, m, lut, scale, bias);
+  fast_scan::quantize_tables(t.data(), 1, m, lut, scale, bias);
 }
 
 void PQFastScanIndex::query_tables(const float* q, size_t nq, std::vector<uint8_t>& luts,
