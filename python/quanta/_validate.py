@@ -58,7 +58,7 @@ def as_int64s(ids, name: str) -> np.ndarray:
     ids = np.asarray(ids)
     if ids.dtype.kind not in "iu":
         raise TypeError(f"{name} must be integers (int64); got dtype {ids.dtype}")
-    if ids.dtype == np.uint64 and ids.size and ids.max() > np.iinfo(np.int64).max:
+    if ids.dtype == np.uint64 and ids.size and ids.max() > INT64_MAX:
         raise ValueError(f"{name} must fit in int64")
     return np.ascontiguousarray(ids, dtype=np.int64)
 

@@ -85,6 +85,8 @@ class TokenStore {
   enum class Amx { none, bf16, i8 };
   Amx amx_kind() const;
   static void sum_queries(const Group& g, const float* colmax, float inv, float* out);
+  // Stored tokens t0 .. t0 + n - 1, decoded (times 1 / scale()).
+  void decode(size_t t0, size_t n, float* out) const;
   // Keeps the shortlist documents (positions, increasing) of query i the sketch rates best.
   void narrow(const float* q, const int64_t* q_offsets, size_t i, size_t shortlist,
               std::vector<int64_t>& docs) const;

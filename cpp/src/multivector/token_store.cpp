@@ -104,12 +104,6 @@ void TokenStore::build_sketch(size_t m, uint64_t seed, int threads) {
   require(m > 0 && dim_ % m == 0, "sketch: m must divide dim (" + std::to_string(dim_) + ")");
   require(ntokens() >= 16, "sketch: needs at least 16 stored tokens");
   TokenSketch s(dim_, m);
-  const float inv = 1.0f / scale_;
-  const size_t bytes = dim_ * storage_bytes(storage_);
-  const auto decode = [&](size_t t0, size_t n, float* out) {
-    decode_array(storage_, codes_.data() + t0 * bytes, n * dim_, out);
-    for (size_t i = 0; i < n * dim_; ++i) out[i] *= inv;
-  };
   const std::vector<size_t> rows = sample_rows(ntokens(), TokenSketch::kSampleTokens, seed);
   std::vector<float> x(rows.size() * dim_);
   for (size_t i = 0; i < rows.size(); ++i) decode(rows[i], 1, x.data() + i * dim_);
@@ -369,10 +363,13 @@ std::vector<float> TokenStore::tokens(size_t i) const {
   if (i >= ndocs()) require(false, "document " + std::to_string(i) + " out of range");
   const size_t t0 = size_t(offsets_[i]), nt = size_t(offsets_[i + 1]) - t0;
   std::vector<float> out(nt * dim_);
-  decode_array(storage_, codes_.data() + t0 * dim_ * storage_bytes(storage_), out.size(),
-               out.data());
-  for (float& v : out) v /= scale_;
+  decode(t0, nt, out.data());
   return out;
+}
+
+void TokenStore::decode(size_t t0, size_t n, float* out) const {
+  decode_array(storage_, codes_.data() + t0 * dim_ * storage_bytes(storage_), n * dim_, out);
+  for (size_t i = 0; i < n * dim_; ++i) out[i] /= scale_;
 }
 
 void TokenStore::restore(Buffer<uint8_t> codes, std::vector<int64_t> offsets, float scale,
