@@ -370,6 +370,45 @@ def test_probed_lists_are_the_nearest_centroids(metric):
             assert sorted(got[i][got[i] >= 0]) == sorted(want), (nprobe, i)
 
 
+@pytest.mark.parametrize("metric", ["ip", "l2", "cosine"])
+def test_bounded_coarse_step_picks_the_exact_lists(metric, simd_level):
+    # From 256 lists the coarse step scores int8 copies of the centroids and re-scores in
+    # float32 only those its error bound cannot rule out (coarse_quantizer.hpp). Many lists
+    # per cluster make near-ties, where a bound too tight would pick a wrong list.
+    xb, xq = quanta.datasets.clustered(12000, 48, 40, seed=9)
+    xq = np.vstack([xq[:150], xb[:50] + 1e-3])  # queries close to stored points too
+    # the levels with an int8 panel kernel: portable code, and AVX-512 with VNNI
+    vnni = "avx512vnni" in quanta.build_info()["cpu_features"]
+    bounded = simd_level == "scalar" or (simd_level == "avx512" and vnni)
+    index = quanta.IVFPQIndex(48, 512, 8, 4, metric, fast_scan=True)
+    index.train(xb, niter=2, coarse_niter=3)
+    cen = index.coarse_centroids.astype(np.float64)
+    # and queries halfway between two near centroids: a tie in float32, within int8 rounding
+    near = np.argsort(((cen[:100, None] - cen[None]) ** 2).sum(-1), axis=1)[:, 1]
+    mid = 0.5 * (cen[:100] + cen[near]) + 1e-5 * np.random.default_rng(2).standard_normal((100, 48))
+    xq = np.vstack([xq, mid.astype(np.float32)])
+    q = xq.astype(np.float64)
+    if metric == "cosine":
+        q /= np.linalg.norm(q, axis=1, keepdims=True)
+    score = 2 * q @ cen.T - (cen ** 2).sum(1) if metric == "l2" else q @ cen.T
+    for nprobe in (1, 5, 16, 64):  # 64: scored in float32 throughout (too many lists)
+        D, I = index.coarse_search(xq, nprobe)
+        want = -np.sort(-score, axis=1)[:, :nprobe]
+        got = np.take_along_axis(score, I, 1)
+        np.testing.assert_allclose(got, want, rtol=0, atol=2e-5)  # the best, best first
+        assert all(len(set(row)) == nprobe for row in I)
+        rescored = index.native.coarse_rescored(xq, nprobe)
+        if nprobe == 64:
+            assert (rescored == 512).all()
+        elif bounded:
+            assert (rescored >= nprobe).all() and rescored.mean() < 512 / 4, (nprobe, rescored)
+    # a query whose int8 scaling overflows is scored in float32 throughout, the same lists
+    big = xq[:4] * np.float32(1e37)
+    I_big = index.coarse_search(big, 5).ids
+    if metric != "l2":
+        assert (np.sort(I_big, 1) == np.sort(index.coarse_search(xq[:4], 5).ids, 1)).all()
+
+
 def test_soar_add_of_huge_finite_vectors(data):
     # every SOAR loss overflows to inf for these: the second list must still be a real one
     xb, xq = data

@@ -202,13 +202,25 @@ float sparse_dot(const uint16_t* comp, const V* val, size_t n, const float* q) {
   return s;
 }
 
+void dot_panel_i8(const int8_t* rows, const int32_t* row_sums, size_t n, const uint8_t* panel,
+                  size_t dim, int32_t* out) {
+  for (size_t r = 0; r < n; ++r)
+    for (size_t j = 0; j < kPanelI8; ++j) {
+      int32_t acc = 0;
+      for (size_t p = 0; p < dim; ++p)
+        acc += int32_t(panel[(p / 4) * 4 * kPanelI8 + 4 * j + p % 4]) * rows[r * dim + p];
+      out[r * kPanelI8 + j] = acc - 128 * row_sums[r];
+    }
+}
+
 }  // namespace
 
 const Kernels& scalar_kernels() {
   static const Kernels k{kMq,         kMr,         dot_rows,      decode_rows,
                          gemm_tile,   dot_rows_i8, nearest,       pq4_accumulate,
                          row16_minmax, row16_table_minmax, row16_quantize, rbe_dots,
-                         rbe_dots_u8, sparse_dot<uint16_t>, sparse_dot<uint8_t>, dot_gather};
+                         rbe_dots_u8, sparse_dot<uint16_t>, sparse_dot<uint8_t>, dot_gather,
+                         dot_panel_i8};
   return k;
 }
 

@@ -130,6 +130,38 @@ void check_i8(const char* name, const Kernels& k) {
   }
 }
 
+// The int8 panel kernel against plain integer sums of the unshifted queries (so the scalar
+// version is checked too), with the extreme products and a partial last tile of rows.
+void check_panel_i8(const char* name, const Kernels& k) {
+  if (!k.dot_panel_i8) return;
+  for (size_t dim : {4, 8, 64, 100, 384}) {
+    for (size_t n : {1, 7, 8, 9, 17}) {
+      std::vector<int8_t> q(kPanelI8 * dim), rows(n * dim);
+      for (auto& v : q) v = int8_t(uniform(-127, 127));
+      for (auto& v : rows) v = int8_t(uniform(-127, 127));
+      std::fill(q.begin(), q.begin() + dim, int8_t(-127));  // query 0 x row 0: the extremes
+      std::fill(rows.begin(), rows.begin() + dim, int8_t(127));
+      std::vector<uint8_t> panel(dim * kPanelI8);
+      for (size_t j = 0; j < kPanelI8; ++j)
+        for (size_t p = 0; p < dim; ++p)
+          panel[(p / 4) * 4 * kPanelI8 + 4 * j + p % 4] = uint8_t(q[j * dim + p] + 128);
+      std::vector<int32_t> sums(n, 0), out(n * kPanelI8);
+      for (size_t r = 0; r < n; ++r)
+        for (size_t p = 0; p < dim; ++p) sums[r] += rows[r * dim + p];
+      k.dot_panel_i8(rows.data(), sums.data(), n, panel.data(), dim, out.data());
+      bool ok = true;
+      for (size_t r = 0; r < n; ++r)
+        for (size_t j = 0; j < kPanelI8; ++j) {
+          int32_t want = 0;
+          for (size_t p = 0; p < dim; ++p) want += int32_t(rows[r * dim + p]) * q[j * dim + p];
+          ok = ok && out[r * kPanelI8 + j] == want;
+        }
+      expect(ok, std::string(name) + " dot_panel_i8 dim " + std::to_string(dim) + " rows " +
+                     std::to_string(n));
+    }
+  }
+}
+
 void check_nearest(const char* name, const Kernels& k) {
   for (size_t dim : {1, 5, 16, 33}) {
     for (size_t kc : {1, 10, 64, 70, 200}) {
@@ -275,6 +307,7 @@ void check_table(const char* name, const Kernels& k) {
   check_float_rows(name, k);
   check_gemm(name, k);
   check_i8(name, k);
+  check_panel_i8(name, k);
   check_nearest(name, k);
   check_fast_scan(name, k);
   check_row16(name, k);

@@ -284,6 +284,13 @@ PYBIND11_MODULE(_core, m) {
           self.coarse_search(qp, nq, nprobe, threads, D, I);
         });
       }, py::arg("queries"), py::arg("nprobe"), py::arg("threads"))
+      .def("coarse_rescored", [](const IVFPQIndex& self, const py::array& q, size_t nprobe) {
+        size_t nq;
+        const float* p = f32_rows(q, self.dim(), nq, "queries");
+        py::array_t<int64_t> out{py::ssize_t(nq)};
+        self.coarse_rescored(p, nq, nprobe, out.mutable_data());
+        return out;
+      }, py::arg("queries"), py::arg("nprobe"))
       // with_codes=False leaves out the plain codes (a save writes the stored layout).
       .def("state", [](const IVFPQIndex& self, bool with_codes) {
         py::dict d;

@@ -10,7 +10,7 @@
 
 #include "quanta/index.hpp"
 #include "quanta/binary_codes.hpp"
-#include "quanta/flat.hpp"
+#include "quanta/coarse_quantizer.hpp"
 #include "quanta/kmeans.hpp"
 #include "quanta/list_ids.hpp"
 #include "quanta/recurrent_binary.hpp"
@@ -81,7 +81,7 @@ class IVFBinaryIndex final : public Index {
   Metric metric_;
   BinaryScoring scoring_;
   std::vector<float> centroids_;
-  std::unique_ptr<FlatIndex> coarse_;  // inner product over the centroids
+  std::unique_ptr<CoarseQuantizer> coarse_;  // inner product over the centroids
   std::vector<BinaryCodes> lists_;     // refer to bin_
   std::vector<Buffer<int64_t>> ids_;
   size_t ntotal_ = 0;

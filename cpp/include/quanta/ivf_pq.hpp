@@ -15,6 +15,7 @@
 
 #include "quanta/index.hpp"
 #include "quanta/buffer.hpp"
+#include "quanta/coarse_quantizer.hpp"
 #include "quanta/fast_scan_codes.hpp"
 #include "quanta/flat.hpp"
 #include "quanta/labels.hpp"
@@ -74,6 +75,9 @@ class IVFPQIndex final : public Index {
   // IVFSearchParams::coarse_lists / coarse_distances take.
   void coarse_search(const float* q, size_t nq, size_t nprobe, int threads, float* distances,
                      int64_t* lists) const;
+  // How many centroids the coarse step scores in float32 for each query (coarse_quantizer.hpp;
+  // nlist where it scores them all).
+  void coarse_rescored(const float* q, size_t nq, size_t nprobe, int64_t* out) const;
   // The codes of the nprobe lists within `radius` (l2: < radius; ip / cosine: > radius).
   RangeResult range_search(const float* q, size_t nq, float radius,
                            const IVFSearchParams& params) const;
@@ -123,14 +127,6 @@ class IVFPQIndex final : public Index {
                   Floor&& floor, Emit&& emit) const;
   // One query's exact scores of the vectors f allows (f->max_allowed() must be finite).
   void score_allowed(const float* q, const IdFilter& f, TopKSet& top, size_t slot) const;
-  // The coarse step: each query's nprobe best lists (distances cd, lists cl), best first
-  // when sorted (else the same lists in any order: the list-major scans do not need one).
-  void coarse(const float* qs, size_t nq, size_t nprobe, int threads, float* cd, int64_t* cl,
-              bool sorted) const;
-  // The coarse step scores every list and selects (select_top) from this nprobe on (below,
-  // a heap of nprobe is cheaper; measured crossover on 1,024 lists), up to this many lists.
-  static constexpr size_t kDenseCoarseFrom = 8;
-  static constexpr size_t kMaxDenseCoarse = 1 << 15;
   void code_of(size_t l, size_t r, uint8_t* code) const;  // entry r of list l, plain
   void decode_entry(size_t l, size_t r, float* out) const;
   // One query's quantized fast-scan tables for its non-empty probed lists (written to lists,
@@ -163,7 +159,7 @@ class IVFPQIndex final : public Index {
   mutable std::vector<float> precomputed_;
   mutable std::mutex precomputed_mutex_;
   mutable std::atomic<bool> precomputed_ready_{false};
-  std::unique_ptr<FlatIndex> coarse_;  // exact search over the centroids (the coarse step)
+  std::unique_ptr<CoarseQuantizer> coarse_;  // the coarse step over the centroids
   std::vector<Buffer<uint8_t>> codes_;  // per list: plain codes, or fast-scan blocks
   std::vector<Buffer<int64_t>> ids_;
   size_t ntotal_ = 0;

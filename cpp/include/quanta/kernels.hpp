@@ -73,7 +73,17 @@ struct Kernels {
   // products for every storage (no query quantization); the caller prefetches the rows.
   void (*dot_gather)(Storage s, const float* q, const uint8_t* base, const uint32_t* pos,
                      size_t n, size_t dim, float* out);
+  // Integer inner products of n int8 rows (values in [-127, 127], dim a multiple of 4) with a
+  // panel of kPanelI8 int8 queries: out[r * kPanelI8 + j] = sum_p rows[r][p] q_j[p]. The
+  // panel holds the queries plus 128 as bytes, 4 dimensions of each query in turn:
+  // panel[(p / 4) * 4 * kPanelI8 + 4 * j + p % 4] = q_j[p] + 128; row_sums[r] = sum_p
+  // rows[r][p] (for the correction of the +128). nullptr where it would not beat the float32
+  // GEMM (no VNNI): the coarse step then scores in float32.
+  void (*dot_panel_i8)(const int8_t* rows, const int32_t* row_sums, size_t n,
+                       const uint8_t* panel, size_t dim, int32_t* out);
 };
+
+constexpr size_t kPanelI8 = 16;  // queries per dot_panel_i8 panel: one 512-bit register
 
 const Kernels& kernels(Isa isa);
 const Kernels& scalar_kernels();

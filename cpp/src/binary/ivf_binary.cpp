@@ -44,8 +44,7 @@ std::vector<float> IVFBinaryIndex::prepared(const float* x, size_t n) const {
 
 void IVFBinaryIndex::set_centroids(std::vector<float> c) {
   centroids_ = std::move(c);
-  coarse_ = std::make_unique<FlatIndex>(dim(), Metric::ip, Storage::f32, F8Scale::none, false);
-  coarse_->add(centroids_.data(), nlist_, nullptr, 0);
+  coarse_ = std::make_unique<CoarseQuantizer>(centroids_.data(), nlist_, dim(), Metric::ip);
 }
 
 void IVFBinaryIndex::train_coarse(const float* x, size_t n, const KMeansParams& params) {
@@ -134,10 +133,7 @@ void IVFBinaryIndex::search(const float* q, size_t nq, const IVFSearchParams& pa
   const std::vector<float> qs = prepared(q, nq);
   std::vector<float> cd(nq * nprobe);
   std::vector<int64_t> cl(nq * nprobe);
-  FlatSearchParams sp;
-  sp.k = nprobe;
-  sp.threads = threads;
-  coarse_->search(qs.data(), nq, sp, cd.data(), cl.data());
+  coarse_->search(qs.data(), nq, nprobe, threads, cd.data(), cl.data(), true);
   const size_t qcw = bin_.code_words();
   std::vector<uint64_t> qcodes(nq * qcw);
   bin_.encode(q, nq, qcodes.data(), threads);

@@ -9,7 +9,6 @@
 
 #include "quanta/dispatch.hpp"
 #include "quanta/error.hpp"
-#include "quanta/gemm_panels.hpp"
 #include "quanta/kernels.hpp"
 #include "quanta/kmeans.hpp"
 #include "quanta/parallel.hpp"
@@ -56,6 +55,7 @@ IVFPQIndex::IVFPQIndex(size_t dim, size_t nlist, size_t m, size_t nbits, Metric 
 size_t IVFPQIndex::memory_usage() const {
   size_t s = (centroids_.size() + pq_.centroids().size()) * sizeof(float);
   for (size_t l = 0; l < nlist_; ++l) s += codes_[l].size() + ids_[l].size() * sizeof(int64_t);
+  if (coarse_) s += coarse_->memory_usage();
   return s;
 }
 
@@ -101,9 +101,8 @@ void IVFPQIndex::train(const float* x, size_t n, const KMeansParams& coarse,
 void IVFPQIndex::precompute() {
   coarse_.reset();
   if (!centroids_.empty()) {
-    coarse_ = std::make_unique<FlatIndex>(dim_, metric_ == Metric::l2 ? Metric::l2 : Metric::ip,
-                                          Storage::f32, F8Scale::none, false);
-    coarse_->add(centroids_.data(), nlist_, nullptr, 0);
+    coarse_ = std::make_unique<CoarseQuantizer>(centroids_.data(), nlist_, dim_,
+                                                metric_ == Metric::l2 ? Metric::l2 : Metric::ip);
   }
   std::lock_guard<std::mutex> lock(precomputed_mutex_);
   precomputed_.clear();
@@ -226,60 +225,6 @@ void IVFPQIndex::compact() {
   }
 }
 
-void IVFPQIndex::coarse(const float* qs, size_t nq, size_t nprobe, int threads, float* cd,
-                        int64_t* cl, bool sorted) const {
-  if (sorted || nprobe < kDenseCoarseFrom || nlist_ > kMaxDenseCoarse) {
-    FlatSearchParams sp;
-    sp.k = nprobe;
-    sp.threads = threads;
-    coarse_->search(qs, nq, sp, cd, cl);
-    return;
-  }
-  // Many lists out of few: every query's scores against every centroid, then select_top (a
-  // heap of nprobe would pay more in unpredictable branches than the scores cost). Batches go
-  // through the GEMM kernel (the centroids as rows in place, the queries packed into panels);
-  // fewer queries than a panel holds are scored row by row.
-  const bool l2 = metric_ == Metric::l2;
-  const float* cnorm = coarse_->sq_norms().data();  // |c|^2 (l2)
-  const Kernels& kern = kernels(active_isa());
-  const size_t mq = size_t(kern.mq), mr = size_t(kern.mr);
-  const bool gemm = nq >= mq;
-  const size_t nblocks = gemm ? (nq + mq - 1) / mq : nq;  // a panel, or one query
-  const std::vector<float> panels =
-      gemm ? pack_panels(nq, dim_, mq, [&](size_t i, size_t p) { return qs[i * dim_ + p]; })
-           : std::vector<float>();
-  const auto* rows = reinterpret_cast<const uint8_t*>(centroids_.data());
-  parallel_for(nblocks, threads, [&](size_t b, size_t) {
-    thread_local std::vector<float> scores, tile;
-    const size_t q0 = gemm ? b * mq : b, nb = gemm ? std::min(mq, nq - q0) : 1;
-    scores.resize(nb * nlist_);  // [query in block][list]: <q, c>
-    if (gemm) {
-      tile.resize(mr * mq);
-      const float* panel = panels.data() + b * dim_ * mq;
-      for (size_t r0 = 0; r0 < nlist_; r0 += mr) {
-        const size_t nr = std::min(mr, nlist_ - r0);
-        gemm_tile_plain(kern, centroids_.data() + r0 * dim_, nr, panel, dim_, tile.data());
-        for (size_t j = 0; j < nb; ++j)
-          for (size_t r = 0; r < nr; ++r) scores[j * nlist_ + r0 + r] = tile[r * mq + j];
-      }
-    } else {
-      kern.dot_rows(Storage::f32, qs + q0 * dim_, rows, nlist_, dim_, scores.data());
-    }
-    for (size_t j = 0; j < nb; ++j) {
-      const size_t i = q0 + j;
-      float* s = scores.data() + j * nlist_;
-      if (l2)  // -|q - c|^2 up to |q|^2: the same order
-        for (size_t l = 0; l < nlist_; ++l) s[l] = 2 * s[l] - cnorm[l];
-      select_top(s, nlist_, nprobe, cl + i * nprobe);
-      const float qn = l2 ? float(sq_norm(qs + i * dim_, dim_)) : 0.0f;
-      for (size_t u = 0; u < nprobe; ++u) {
-        const float v = s[cl[i * nprobe + u]];
-        cd[i * nprobe + u] = l2 ? std::max(0.0f, qn - v) : v;
-      }
-    }
-  });
-}
-
 void IVFPQIndex::coarse_search(const float* q, size_t nq, size_t nprobe, int threads,
                                float* distances, int64_t* lists) const {
   require(nprobe >= 1 && nprobe <= nlist_, "coarse_search: nprobe must be in [1, nlist=" +
@@ -288,7 +233,17 @@ void IVFPQIndex::coarse_search(const float* q, size_t nq, size_t nprobe, int thr
   if (!is_trained()) throw std::invalid_argument("coarse_search: the index is not trained");
   require_finite(q, nq * dim_, "coarse_search: queries");
   const std::vector<float> qs = prepared(q, nq);
-  coarse(qs.data(), nq, nprobe, resolve_threads(threads), distances, lists, true);
+  coarse_->search(qs.data(), nq, nprobe, resolve_threads(threads), distances, lists, true);
+}
+
+void IVFPQIndex::coarse_rescored(const float* q, size_t nq, size_t nprobe, int64_t* out) const {
+  require(nprobe >= 1 && nprobe <= nlist_, "coarse_rescored: nprobe must be in [1, nlist=" +
+                                               std::to_string(nlist_) + "]; got " +
+                                               std::to_string(nprobe));
+  if (!is_trained()) throw std::invalid_argument("coarse_rescored: the index is not trained");
+  require_finite(q, nq * dim_, "coarse_rescored: queries");
+  const std::vector<float> qs = prepared(q, nq);
+  coarse_->rescored(qs.data(), nq, nprobe, out);
 }
 
 bool IVFPQIndex::same_state(const IVFPQIndex& o) const {
@@ -389,7 +344,7 @@ void IVFPQIndex::search(const float* q, size_t nq, const IVFSearchParams& params
     cd = params.coarse_distances;
   } else {
     // best first only for the query-by-query scan, whose heap fills with good codes first
-    coarse(qs.data(), nq, nprobe, threads, cd.data(), cl.data(), !fast_scan_);
+    coarse_->search(qs.data(), nq, nprobe, threads, cd.data(), cl.data(), !fast_scan_);
   }
   if (fast_scan_) {
     for (size_t i = 0; i < nq; ++i)  // queries served exactly probe nothing
@@ -486,7 +441,7 @@ RangeResult IVFPQIndex::range_search(const float* q, size_t nq, float radius,
   std::vector<float> qs = prepared(q, nq);
   std::vector<float> cd(nq * nprobe);
   std::vector<int64_t> cl(nq * nprobe);
-  coarse(qs.data(), nq, nprobe, threads, cd.data(), cl.data(), false);
+  coarse_->search(qs.data(), nq, nprobe, threads, cd.data(), cl.data(), false);
   RangeHits hits(nq);
   const size_t m = pq_.m(), lb = fast_scan::block_bytes(m);
   parallel_for(nq, threads, [&](size_t i, size_t) {

@@ -388,7 +388,7 @@ const Kernels* avx2_kernels() {
                          gemm_tile,   dot_rows_i8, nearest,  pq4_accumulate,
                          row16_minmax, row16_table_minmax, row16_quantize, rbe_dots,
                          scalar_kernels().rbe_dots_u8, sparse_dot<uint16_t>, sparse_dot<uint8_t>,
-                         dot_gather};
+                         dot_gather,  nullptr};
   return &k;
 }
 

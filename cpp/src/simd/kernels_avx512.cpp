@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "quanta/kernels.hpp"
@@ -371,6 +372,43 @@ __attribute__((target("avx512vnni"))) void dot_rows_i8_vnni(const int8_t* q, con
   }
 }
 
+// R rows at a time: each 4-byte group of a row is broadcast to every lane and multiplied with
+// the same group of the 16 queries (vpdpbusd: unsigned panel bytes, signed row bytes), so
+// each lane sums one query's products and nothing is reduced across lanes at the end.
+template <int R>
+__attribute__((target("avx512vnni"))) inline void panel_tile(const int8_t* rows,
+                                                             const int32_t* sums,
+                                                             const uint8_t* panel, size_t dim,
+                                                             int32_t* out) {
+  __m512i acc[R];
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_si512();
+  for (size_t g = 0; g < dim / 4; ++g) {
+    const __m512i pv = _mm512_loadu_si512(panel + g * 64);
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) {
+      int32_t b;
+      std::memcpy(&b, rows + r * dim + 4 * g, 4);
+      acc[r] = _mm512_dpbusd_epi32(acc[r], pv, _mm512_set1_epi32(b));
+    }
+  }
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r)
+    _mm512_storeu_si512(out + r * kPanelI8,
+                        _mm512_sub_epi32(acc[r], _mm512_set1_epi32(128 * sums[r])));
+}
+
+__attribute__((target("avx512vnni"))) void dot_panel_i8_vnni(const int8_t* rows,
+                                                             const int32_t* row_sums, size_t n,
+                                                             const uint8_t* panel, size_t dim,
+                                                             int32_t* out) {
+  constexpr size_t R = 8;
+  size_t r = 0;
+  for (; r + R <= n; r += R)
+    panel_tile<R>(rows + r * dim, row_sums + r, panel, dim, out + r * kPanelI8);
+  for (; r < n; ++r) panel_tile<1>(rows + r * dim, row_sums + r, panel, dim, out + r * kPanelI8);
+}
+
 // Without VNNI: widen to 16 bits and multiply-add pairs (vpmaddwd).
 void dot_rows_i8_bw(const int8_t* q, const int8_t* codes, size_t n, size_t dim, int32_t* out) {
   const size_t full = dim / 32 * 32;
@@ -499,8 +537,8 @@ void pq4_accumulate_t(const uint8_t* codes, size_t nblocks, size_t npairs,
       }
       const __m128i lim = _mm_set1_epi16(short(limit[q]));
       uint16_t* o = out + q * nblocks * 32 + 32 * b;
-      // Returns the mask of the 16 results <= limit; stores the results only when there is
-      // one (after the first blocks most have none).
+      // Stores the 16 results (every one: callers such as the token sketch read them all)
+      // and returns the mask of those <= limit.
       auto finish = [&](__m256i all, __m256i high, uint16_t* dst) -> uint32_t {
         const __m256i even = _mm256_sub_epi16(all, _mm256_slli_epi16(high, 8));
         const __m128i e =
@@ -508,7 +546,6 @@ void pq4_accumulate_t(const uint8_t* codes, size_t nblocks, size_t npairs,
         const __m128i h =
             _mm_add_epi16(_mm256_castsi256_si128(high), _mm256_extracti128_si256(high, 1));
         const uint32_t me = _mm_cmple_epu16_mask(e, lim), mh = _mm_cmple_epu16_mask(h, lim);
-        if ((me | mh) == 0) return 0;
         _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), _mm_unpacklo_epi16(e, h));
         _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 8), _mm_unpackhi_epi16(e, h));
         return _pdep_u32(me, 0x5555u) | _pdep_u32(mh, 0xAAAAu);  // vector 2w: e, 2w + 1: h
@@ -567,11 +604,9 @@ __attribute__((target("avx512vbmi,avx512vnni"))) void pq4_accumulate_vbmi_t(
       const uint32_t mask = uint32_t(_mm256_cmple_epu16_mask(sl, lim)) |
                             uint32_t(_mm256_cmple_epu16_mask(sh, lim)) << 16;
       below[q * nblocks + b] = mask;
-      if (mask) {  // after the first blocks most have no candidate: skip the stores
-        uint16_t* o = out + q * nblocks * 32 + 32 * b;
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(o), sl);
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + 16), sh);
-      }
+      uint16_t* o = out + q * nblocks * 32 + 32 * b;  // every result, as the contract says
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(o), sl);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + 16), sh);
     }
   }
 }
@@ -742,7 +777,8 @@ const Kernels* avx512_kernels() {
                                                               : scalar_kernels().rbe_dots_u8,
                          sparse_dot<uint16_t>,
                          sparse_dot<uint8_t>,
-                         dot_gather};
+                         dot_gather,
+                         __builtin_cpu_supports("avx512vnni") ? dot_panel_i8_vnni : nullptr};
   return &k;
 }
 
