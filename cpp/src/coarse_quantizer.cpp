@@ -2,8 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
-#include <functional>
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <utility>
 
@@ -62,17 +62,11 @@ CoarseQuantizer::CoarseQuantizer(const float* centroids, size_t n, size_t dim, M
       l1_[c] += std::abs(int32_t(k));
       sums_[c] += k;
     }
-  shift_.resize(n);
-  pad_.resize(n);
-  for (size_t c = 0; c < n; ++c) {
-    shift_[c] = l2_ ? norms_[c] : 0.0f;
-    pad_[c] = l2_ ? 2 * kUlp * norms_[c] : 0.0f;  // |c|^2 enters both sides: rounding only
-  }
   has_int8_ = true;
 }
 
 size_t CoarseQuantizer::memory_usage() const {
-  return exact_.memory_usage() + codes_.size() + (scale_.size() + norms_.size() + shift_.size() + pad_.size()) * sizeof(float) +
+  return exact_.memory_usage() + codes_.size() + (scale_.size() + norms_.size()) * sizeof(float) +
          (l1_.size() + sums_.size()) * sizeof(int32_t);
 }
 
@@ -81,12 +75,6 @@ bool CoarseQuantizer::bounded(size_t nprobe) const {
          kernels(active_isa()).dot_panel_i8 != nullptr;
 }
 
-// Error of the int8 score: with u_p = q_p s_p quantized as t j_p (|u_p - t j_p| <= t/2) and
-// c_p = s_p k_p + e_p (|e_p| <= s_p/2),
-//   <q, c> - t <j, k> = sum_p (u_p - t j_p) k_p + sum_p q_p e_p,
-// at most (t/2) sum_p |k_p| + (1/2) sum_p |u_p| in size. Twice the float32 rounding of a
-// float32 dot product (dim ulps of sum_p |q_p c_p| <= 127 sum_p |u_p|) is added, so that the
-// float32 pass picks the same lists as one over every centroid would.
 bool CoarseQuantizer::quantize(const float* q, int8_t* q8, float& t, float& usum) const {
   const size_t dim = dim_;
   const float* sc = scale_.data();
@@ -112,6 +100,12 @@ bool CoarseQuantizer::quantize(const float* q, int8_t* q8, float& t, float& usum
   return true;
 }
 
+// Error of the int8 score: with u_p = q_p s_p quantized as t j_p (|u_p - t j_p| <= t/2) and
+// c_p = s_p k_p + e_p (|e_p| <= s_p/2),
+//   <q, c> - t <j, k> = sum_p (u_p - t j_p) k_p + sum_p q_p e_p,
+// at most (t/2) sum_p |k_p| + (1/2) sum_p |u_p| in size. Twice the float32 rounding of a
+// float32 dot product (dim ulps of sum_p |q_p c_p| <= 127 sum_p |u_p|) is added, so that the
+// float32 pass picks the same lists as one over every centroid would.
 size_t CoarseQuantizer::select_bounded(const float* q, const int32_t* dots, float t,
                                        float usum, size_t nprobe, bool sorted, float* cd,
                                        int64_t* cl) const {
@@ -123,16 +117,17 @@ size_t CoarseQuantizer::select_bounded(const float* q, const int32_t* dots, floa
   // Scores as compared: l2 2 <q, c> - |c|^2 (the same order as -|q - c|^2), ip <q, c>.
   const float f = l2_ ? 2.0f : 1.0f, ft = f * t, half_ft = 0.5f * ft;
   const float base = f * usum * (0.5f + 2.0f * float(dim_) * kUlp * 127.0f);
+  // l2 scores subtract |c|^2 (on both sides of the bound: only its rounding adds error)
+  const float shift = l2_ ? 1.0f : 0.0f, pad = l2_ ? 2 * kUlp : 0.0f;
   lows.resize(n);
   errs.resize(n);
   float* __restrict lo = lows.data();
   float* __restrict err = errs.data();
-  const float* __restrict shift = shift_.data();
-  const float* __restrict pad = pad_.data();
+  const float* __restrict norms = norms_.data();
   const int32_t* __restrict l1 = l1_.data();
   for (size_t c = 0; c < n; ++c) {
-    err[c] = base + half_ft * float(l1[c]) + pad[c];
-    lo[c] = ft * float(dots[c]) - shift[c] - err[c];
+    err[c] = base + half_ft * float(l1[c]) + pad * norms[c];
+    lo[c] = ft * float(dots[c]) - shift * norms[c] - err[c];
   }
   // A floor at or below the nprobe-th best lower bound. Few lists: a min-heap of nprobe, its
   // top cached (few replacements). Many: the least lower bound in the histogram bucket that

@@ -24,6 +24,9 @@ class CoarseQuantizer {
   CoarseQuantizer(const float* centroids, size_t n, size_t dim, Metric metric);
 
   size_t size() const { return exact_.rows(); }
+  const float* centroids() const {  // size() x dim, as given
+    return reinterpret_cast<const float*>(exact_.codes().data());
+  }
   size_t memory_usage() const;
 
   // Each query's nprobe best lists (cl) and their distances (cd; l2: |q - c|^2, ip: <q, c>),
@@ -67,8 +70,6 @@ class CoarseQuantizer {
   std::vector<float> scale_;     // per dimension: max |c_p| / 127 (1 where all are 0)
   std::vector<int32_t> l1_;      // per centroid: sum_p |codes|
   std::vector<int32_t> sums_;    // per centroid: sum_p codes (dot_panel_i8's correction)
-  std::vector<float> shift_;     // per centroid: l2 |c|^2, ip 0 (scores as compared)
-  std::vector<float> pad_;       // per centroid: rounding slack of |c|^2 (l2)
   bool has_int8_ = false;        // false where the centroids are too large for the bound
 };
 

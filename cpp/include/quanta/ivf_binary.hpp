@@ -33,7 +33,7 @@ class IVFBinaryIndex final : public Index {
   BinaryScoring scoring() const { return scoring_; }
   size_t ntotal() const override { return ntotal_; }
   // The binarizer is fitted separately (binarizer().set_transforms).
-  bool is_trained() const override { return !centroids_.empty() && bin_.is_trained(); }
+  bool is_trained() const override { return coarse_ && bin_.is_trained(); }
   size_t memory_usage() const override;
   RecurrentBinarizer& binarizer() { return bin_; }
   const RecurrentBinarizer& binarizer() const { return bin_; }
@@ -53,7 +53,10 @@ class IVFBinaryIndex final : public Index {
   bool contains(int64_t id) const override { return locator_.where(ids_).count(id) > 0; }
   void compact() override {}  // remove() already frees the entries
 
-  const std::vector<float>& centroids() const { return centroids_; }
+  std::vector<float> centroids() const {  // nlist x dim (empty before training)
+    return coarse_ ? std::vector<float>(coarse_->centroids(), coarse_->centroids() + nlist_ * dim())
+                   : std::vector<float>();
+  }
   // Serialized form: list sizes, then all codes and all ids, list by list.
   std::vector<uint64_t> list_sizes() const;
   std::vector<uint64_t> all_codes() const;
@@ -71,7 +74,7 @@ class IVFBinaryIndex final : public Index {
 
  private:
   std::vector<float> prepared(const float* x, size_t n) const;  // normalized for cosine
-  void set_centroids(std::vector<float> c);
+  void set_centroids(const std::vector<float>& c);
   // Installs restored lists after checking the centroids (nothing changes on a throw).
   void set_lists(std::vector<float> centroids, std::vector<BinaryCodes> lists,
                  std::vector<Buffer<int64_t>> ids, size_t total);
@@ -80,8 +83,7 @@ class IVFBinaryIndex final : public Index {
   size_t levels_, nlist_;
   Metric metric_;
   BinaryScoring scoring_;
-  std::vector<float> centroids_;
-  std::unique_ptr<CoarseQuantizer> coarse_;  // inner product over the centroids
+  std::unique_ptr<CoarseQuantizer> coarse_;  // the centroids, inner product over them
   std::vector<BinaryCodes> lists_;     // refer to bin_
   std::vector<Buffer<int64_t>> ids_;
   size_t ntotal_ = 0;

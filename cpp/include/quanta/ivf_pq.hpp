@@ -43,7 +43,7 @@ class IVFPQIndex final : public Index {
   size_t copies() const { return soar_ && nlist_ > 1 ? 2 : 1; }
   static constexpr float kSoarLambda = 1.0f;  // measured flat between 1 and 2 on MiniLM
   size_t ntotal() const override { return ntotal_; }
-  bool is_trained() const override { return !centroids_.empty() && pq_.is_trained(); }
+  bool is_trained() const override { return coarse_ && pq_.is_trained(); }
   size_t memory_usage() const override;
   size_t mapped_bytes() const;  // bytes of lists viewed in a mapped file, not owned
   ProductQuantizer& pq() { return pq_; }
@@ -92,7 +92,10 @@ class IVFPQIndex final : public Index {
   bool contains(int64_t id) const override { return locator_.where(ids_).count(id) > 0; }
   void compact() override;  // returns the lists' spare capacity
 
-  const std::vector<float>& centroids() const { return centroids_; }
+  std::vector<float> centroids() const {  // nlist x dim (empty before training)
+    return coarse_ ? std::vector<float>(coarse_->centroids(), coarse_->centroids() + nlist_ * dim_)
+                   : std::vector<float>();
+  }
   // Serialized form: list sizes, all codes and all ids, list by list. all_codes() holds
   // plain codes (code_size bytes per entry); stored_codes() the lists as they sit in memory
   // (fast-scan: each list's blocks, fast_scan::bytes_for(size, m) bytes), which a restore
@@ -113,7 +116,7 @@ class IVFPQIndex final : public Index {
   // l2: |q - c - r|^2 = |q - c|^2 + (|r|^2 + 2 <c, r>) - 2 <q, r>. The middle term depends on
   // (list, sub-space, code) only: precomputed here (faiss's precomputed tables), so a probed
   // list's table costs m * ksub adds instead of a table from the residual query.
-  void precompute();  // builds coarse_ from the centroids, forgets the tables below
+  void precompute();  // forgets the tables below (the centroids changed)
   // nlist x m x ksub tables (l2 residuals, when within the cap; else nullptr), built on
   // first use under a lock, then read without one.
   const float* precomputed() const;
@@ -155,11 +158,10 @@ class IVFPQIndex final : public Index {
   bool by_residual_;
   bool soar_;
   ProductQuantizer pq_;
-  std::vector<float> centroids_;  // nlist x dim
   mutable std::vector<float> precomputed_;
   mutable std::mutex precomputed_mutex_;
   mutable std::atomic<bool> precomputed_ready_{false};
-  std::unique_ptr<CoarseQuantizer> coarse_;  // the coarse step over the centroids
+  std::unique_ptr<CoarseQuantizer> coarse_;  // the centroids and the coarse step over them
   std::vector<Buffer<uint8_t>> codes_;  // per list: plain codes, or fast-scan blocks
   std::vector<Buffer<int64_t>> ids_;
   size_t ntotal_ = 0;

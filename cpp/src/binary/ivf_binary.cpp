@@ -30,7 +30,7 @@ IVFBinaryIndex::IVFBinaryIndex(size_t dim, size_t nlist, size_t m, size_t levels
 }
 
 size_t IVFBinaryIndex::memory_usage() const {
-  size_t s = centroids_.size() * sizeof(float);
+  size_t s = coarse_ ? coarse_->memory_usage() : 0;
   for (size_t l = 0; l < nlist_; ++l)
     s += lists_[l].memory_usage() + ids_[l].size() * sizeof(int64_t);
   return s;
@@ -42,9 +42,8 @@ std::vector<float> IVFBinaryIndex::prepared(const float* x, size_t n) const {
   return out;
 }
 
-void IVFBinaryIndex::set_centroids(std::vector<float> c) {
-  centroids_ = std::move(c);
-  coarse_ = std::make_unique<CoarseQuantizer>(centroids_.data(), nlist_, dim(), Metric::ip);
+void IVFBinaryIndex::set_centroids(const std::vector<float>& c) {
+  coarse_ = std::make_unique<CoarseQuantizer>(c.data(), nlist_, dim(), Metric::ip);
 }
 
 void IVFBinaryIndex::train_coarse(const float* x, size_t n, const KMeansParams& params) {
@@ -68,7 +67,7 @@ void IVFBinaryIndex::add(const float* x, size_t n, const int64_t* ids, int threa
   threads = resolve_threads(threads);
   const std::vector<float> xs = prepared(x, n);
   std::vector<int64_t> lists(n);
-  assign_nearest(xs.data(), n, centroids_.data(), nlist_, dim(), true, threads, lists.data(),
+  assign_nearest(xs.data(), n, coarse_->centroids(), nlist_, dim(), true, threads, lists.data(),
                  nullptr);
   const size_t cw = code_words();
   std::vector<uint64_t> codes(n * cw);
@@ -288,7 +287,7 @@ void IVFBinaryIndex::set_lists(std::vector<float> centroids, std::vector<BinaryC
                                std::vector<Buffer<int64_t>> ids, size_t total) {
   require(centroids.size() == nlist_ * dim(), "corrupt index data: list count");
   for (float v : centroids) require(std::isfinite(v), "corrupt index data: non-finite centroid");
-  set_centroids(std::move(centroids));
+  set_centroids(centroids);
   lists_ = std::move(lists);
   ids_ = std::move(ids);
   ntotal_ = total;

@@ -53,9 +53,8 @@ IVFPQIndex::IVFPQIndex(size_t dim, size_t nlist, size_t m, size_t nbits, Metric 
 }
 
 size_t IVFPQIndex::memory_usage() const {
-  size_t s = (centroids_.size() + pq_.centroids().size()) * sizeof(float);
+  size_t s = pq_.centroids().size() * sizeof(float) + (coarse_ ? coarse_->memory_usage() : 0);
   for (size_t l = 0; l < nlist_; ++l) s += codes_[l].size() + ids_[l].size() * sizeof(int64_t);
-  if (coarse_) s += coarse_->memory_usage();
   return s;
 }
 
@@ -66,7 +65,7 @@ std::vector<float> IVFPQIndex::prepared(const float* x, size_t n) const {
 }
 
 void IVFPQIndex::assign(const float* x, size_t n, int threads, int64_t* lists) const {
-  assign_nearest(x, n, centroids_.data(), nlist_, dim_, metric_ != Metric::l2, threads, lists,
+  assign_nearest(x, n, coarse_->centroids(), nlist_, dim_, metric_ != Metric::l2, threads, lists,
                  nullptr);
 }
 
@@ -83,27 +82,17 @@ void IVFPQIndex::train(const float* x, size_t n, const KMeansParams& coarse,
   cp.init = KMeansInit::sample;  // as faiss: with nlist clusters, k-means++ costs more than
                                  // it gains in list quality
   KMeansResult km = kmeans(xs.data(), n, dim_, nlist_, cp);
-  std::vector<float> old = std::move(centroids_);
-  centroids_ = std::move(km.centroids);
-  try {
-    for (size_t i = 0; i < n; ++i) {
-      const float* c = centroids_.data() + size_t(km.assign[i]) * dim_;
-      for (size_t p = 0; p < dim_ && by_residual_; ++p) xs[i * dim_ + p] -= c[p];
-    }
-    pq_.train(xs.data(), n, fine);
-  } catch (...) {
-    centroids_ = std::move(old);
-    throw;
+  for (size_t i = 0; i < n; ++i) {
+    const float* c = km.centroids.data() + size_t(km.assign[i]) * dim_;
+    for (size_t p = 0; p < dim_ && by_residual_; ++p) xs[i * dim_ + p] -= c[p];
   }
+  pq_.train(xs.data(), n, fine);  // the lists change only once this has succeeded
+  coarse_ = std::make_unique<CoarseQuantizer>(km.centroids.data(), nlist_, dim_,
+                                              metric_ == Metric::l2 ? Metric::l2 : Metric::ip);
   precompute();
 }
 
 void IVFPQIndex::precompute() {
-  coarse_.reset();
-  if (!centroids_.empty()) {
-    coarse_ = std::make_unique<CoarseQuantizer>(centroids_.data(), nlist_, dim_,
-                                                metric_ == Metric::l2 ? Metric::l2 : Metric::ip);
-  }
   std::lock_guard<std::mutex> lock(precomputed_mutex_);
   precomputed_.clear();
   precomputed_ready_.store(false);
@@ -111,7 +100,7 @@ void IVFPQIndex::precompute() {
 
 const float* IVFPQIndex::precomputed() const {
   const size_t m = pq_.m(), ks = pq_.ksub(), ds = pq_.dsub();
-  if (metric_ != Metric::l2 || !by_residual_ || centroids_.empty() || !pq_.is_trained() ||
+  if (metric_ != Metric::l2 || !by_residual_ || !coarse_ || !pq_.is_trained() ||
       nlist_ * m * ks * sizeof(float) > kMaxPrecomputedBytes)
     return nullptr;
   // Built by the first search, not at load: a mapped index stays small until it is used.
@@ -123,7 +112,7 @@ const float* IVFPQIndex::precomputed() const {
       for (size_t l = 0; l < nlist_; ++l)
         for (size_t j = 0; j < m; ++j) {
           float* t = precomputed_.data() + (l * m + j) * ks;
-          pq_.sub_dots(j, centroids_.data() + l * dim_ + j * ds, t);
+          pq_.sub_dots(j, coarse_->centroids() + l * dim_ + j * ds, t);
           for (size_t c = 0; c < ks; ++c) t[c] = cn[j * ks + c] + 2 * t[c];
         }
       precomputed_ready_.store(true, std::memory_order_release);
@@ -144,14 +133,14 @@ void IVFPQIndex::add(const float* x, size_t n, const int64_t* ids, int threads) 
   std::vector<int64_t> lists(copies * n);
   assign(xs.data(), n, threads, lists.data());
   if (copies > 1)
-    soar_assign(xs.data(), n, centroids_.data(), nlist_, dim_, lists.data(), kSoarLambda,
+    soar_assign(xs.data(), n, coarse_->centroids(), nlist_, dim_, lists.data(), kSoarLambda,
                 threads, lists.data() + n);
   // The codes of each entry: residuals differ per list, plain codes are shared.
   const size_t cs = pq_.code_size(), coded = by_residual_ ? copies * n : n;
   std::vector<float> rows(coded * dim_);
   for (size_t e = 0; e < coded; ++e) {
     const float* v = xs.data() + (e % n) * dim_;
-    const float* c = centroids_.data() + size_t(lists[e]) * dim_;
+    const float* c = coarse_->centroids() + size_t(lists[e]) * dim_;
     for (size_t p = 0; p < dim_; ++p) rows[e * dim_ + p] = by_residual_ ? v[p] - c[p] : v[p];
   }
   std::vector<uint8_t> codes(coded * cs);
@@ -250,15 +239,14 @@ bool IVFPQIndex::same_state(const IVFPQIndex& o) const {
   if (!(o.dim_ == dim_ && o.nlist_ == nlist_ && o.metric_ == metric_ &&
         o.fast_scan_ == fast_scan_ && o.by_residual_ == by_residual_ && o.soar_ == soar_ &&
         o.pq_.m() == pq_.m() && o.pq_.nbits() == pq_.nbits() &&
-        o.centroids_.size() == centroids_.size() && o.pq_.centroids() == pq_.centroids()))
+        bool(o.coarse_) == bool(coarse_) && o.pq_.centroids() == pq_.centroids()))
     return false;
   // The codebooks are compared whole (dim x 2^nbits floats); the coarse centroids on 8 rows
   // spread over the lists: comparing them all costs more than searching one query, and two
   // k-means runs that differ anywhere differ on those rows too.
-  for (size_t s = 0; s < 8 && !centroids_.empty(); ++s) {
-    const size_t row = s * (nlist_ - 1) / 7;
-    if (!std::equal(&centroids_[row * dim_], &centroids_[(row + 1) * dim_],
-                    &o.centroids_[row * dim_]))
+  for (size_t s = 0; s < 8 && coarse_; ++s) {
+    const float* a = coarse_->centroids() + s * (nlist_ - 1) / 7 * dim_;
+    if (!std::equal(a, a + dim_, o.coarse_->centroids() + (a - coarse_->centroids())))
       return false;
   }
   return true;
@@ -391,7 +379,7 @@ void IVFPQIndex::decode_entry(size_t l, size_t r, float* out) const {
   std::vector<uint8_t> code(pq_.code_size());
   code_of(l, r, code.data());
   pq_.decode(code.data(), 1, out);
-  for (size_t p = 0; p < dim_ && by_residual_; ++p) out[p] += centroids_[l * dim_ + p];
+  for (size_t p = 0; p < dim_ && by_residual_; ++p) out[p] += coarse_->centroids()[l * dim_ + p];
 }
 
 void IVFPQIndex::score_allowed(const float* q, const IdFilter& f, TopKSet& top,
@@ -420,7 +408,7 @@ void IVFPQIndex::score_allowed(const float* q, const IdFilter& f, TopKSet& top,
       pq_.scan(table.data(), code.data(), 1, &s);
       if (l2) s = -s;
       else if (by_residual_)
-        for (size_t p = 0; p < dim_; ++p) s += q[p] * centroids_[l * dim_ + p];
+        for (size_t p = 0; p < dim_; ++p) s += q[p] * coarse_->centroids()[l * dim_ + p];
     }
     top.push(slot, s, id);  // higher is better
   });
@@ -489,7 +477,7 @@ void IVFPQIndex::l2_table(const float* q, const float* qdots, size_t l, float* t
     for (size_t e = 0; e < n; ++e) table[e] = t[e] - 2 * qdots[e];
   } else {  // from the residual query: the full |q - c - r|^2
     std::vector<float> resid(dim_);
-    const float* c = centroids_.data() + l * dim_;
+    const float* c = coarse_->centroids() + l * dim_;
     for (size_t p = 0; p < dim_; ++p) resid[p] = q[p] - c[p];
     pq_.distance_tables(resid.data(), 1, true, table);
   }
@@ -571,7 +559,7 @@ size_t IVFPQIndex::fast_scan_tables(const float* q, const int64_t* cl, size_t np
     // score = off - sum / scale: minus the estimated distance (l2), the estimated ip (ip).
     // The coarse term is recomputed here in portable code (the coarse search's SIMD GEMM
     // rounds differently per SIMD level), so results are the same at every level.
-    const float* c = centroids_.data() + size_t(lists[t]) * dim_;
+    const float* c = coarse_->centroids() + size_t(lists[t]) * dim_;
     float coarse = 0;
     if (pre)
       for (size_t p = 0; p < dim_; ++p) coarse += (q[p] - c[p]) * (q[p] - c[p]);
@@ -755,7 +743,10 @@ void IVFPQIndex::restore(std::vector<float> centroids, const std::vector<uint64_
     for (size_t i = 0; check_codes && i < total; ++i)
       if (codes[(i + 1) * cs - 1] >> 4) bad("code out of range");
   }
-  centroids_ = std::move(centroids);
+  coarse_.reset();
+  if (!centroids.empty())
+    coarse_ = std::make_unique<CoarseQuantizer>(centroids.data(), nlist_, dim_,
+                                                metric_ == Metric::l2 ? Metric::l2 : Metric::ip);
   size_t at = 0, off = 0;
   for (size_t l = 0; l < nlist_; ++l) {
     const size_t len = sizes[l], nb = list_bytes(len);
