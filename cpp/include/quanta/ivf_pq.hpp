@@ -113,6 +113,9 @@ class IVFPQIndex final : public Index {
 
  private:
   std::vector<float> prepared(const float* x, size_t n) const;  // normalized for cosine
+  // coarse_search's and coarse_rescored's checks (what: the caller's name), then prepared().
+  std::vector<float> coarse_queries(const char* what, const float* q, size_t nq,
+                                    size_t nprobe) const;
   // l2: |q - c - r|^2 = |q - c|^2 + (|r|^2 + 2 <c, r>) - 2 <q, r>. The middle term depends on
   // (list, sub-space, code) only: precomputed here (faiss's precomputed tables), so a probed
   // list's table costs m * ksub adds instead of a table from the residual query.

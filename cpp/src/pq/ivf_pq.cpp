@@ -214,24 +214,24 @@ void IVFPQIndex::compact() {
   }
 }
 
-void IVFPQIndex::coarse_search(const float* q, size_t nq, size_t nprobe, int threads,
-                               float* distances, int64_t* lists) const {
-  require(nprobe >= 1 && nprobe <= nlist_, "coarse_search: nprobe must be in [1, nlist=" +
+std::vector<float> IVFPQIndex::coarse_queries(const char* what, const float* q, size_t nq,
+                                              size_t nprobe) const {
+  require(nprobe >= 1 && nprobe <= nlist_, std::string(what) + ": nprobe must be in [1, nlist=" +
                                                std::to_string(nlist_) + "]; got " +
                                                std::to_string(nprobe));
-  if (!is_trained()) throw std::invalid_argument("coarse_search: the index is not trained");
-  require_finite(q, nq * dim_, "coarse_search: queries");
-  const std::vector<float> qs = prepared(q, nq);
+  if (!is_trained()) throw std::invalid_argument(std::string(what) + ": the index is not trained");
+  require_finite(q, nq * dim_, (std::string(what) + ": queries").c_str());
+  return prepared(q, nq);
+}
+
+void IVFPQIndex::coarse_search(const float* q, size_t nq, size_t nprobe, int threads,
+                               float* distances, int64_t* lists) const {
+  const std::vector<float> qs = coarse_queries("coarse_search", q, nq, nprobe);
   coarse_->search(qs.data(), nq, nprobe, resolve_threads(threads), distances, lists, true);
 }
 
 void IVFPQIndex::coarse_rescored(const float* q, size_t nq, size_t nprobe, int64_t* out) const {
-  require(nprobe >= 1 && nprobe <= nlist_, "coarse_rescored: nprobe must be in [1, nlist=" +
-                                               std::to_string(nlist_) + "]; got " +
-                                               std::to_string(nprobe));
-  if (!is_trained()) throw std::invalid_argument("coarse_rescored: the index is not trained");
-  require_finite(q, nq * dim_, "coarse_rescored: queries");
-  const std::vector<float> qs = prepared(q, nq);
+  const std::vector<float> qs = coarse_queries("coarse_rescored", q, nq, nprobe);
   coarse_->rescored(qs.data(), nq, nprobe, out);
 }
 
