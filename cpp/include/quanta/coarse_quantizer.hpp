@@ -41,10 +41,11 @@ class CoarseQuantizer {
   // where search is not bounded.
   void rescored(const float* q, size_t nq, size_t nprobe, int64_t* out) const;
 
-  // From this many centroids the int8 pass pays (measured: 1,024 x 384 MiniLM centroids).
+  // From this many centroids the int8 copies are kept (measured on 1,024 x 384 MiniLM
+  // centroids; with fewer the float32 pass costs a few us at most).
   static constexpr size_t kBoundedFrom = 256;
-  // Up to nprobe = this fraction of the centroids: beyond, the candidates' float32 pass
-  // approaches a whole float32 pass.
+  // Up to nprobe = size() / this: beyond, the candidates' float32 pass approaches a whole
+  // float32 pass (1,024 lists: 1.1x faster searches at nprobe 32, none at 64).
   static constexpr size_t kBoundedMaxFraction = 32;
 
  private:
