@@ -76,12 +76,13 @@ def main(argv=None):
         np.put_along_axis(probed, order[:, :nprobe], True, 1)
         hit = covered(probed, first)
         rescored = ivf.native.coarse_rescored(xq, nprobe).mean()
-        print(f"| fixed nprobe | {nprobe} | {hit.mean():.4f} | {(probed * sizes).sum(1).mean():,.0f} "
-              f"| {rescored:,.1f} |")
+        codes = (probed * sizes).sum(1).mean()
+        print(f"| fixed nprobe | {nprobe} | {hit.mean():.4f} | {codes:,.0f} | {rescored:,.1f} |")
         for lam, second in seconds.items():
             both = hit | covered(probed, second)
             scanned = (probed * (sizes + np.bincount(second, minlength=args.nlist))).sum(1).mean()
-            print(f"| SOAR, lambda {lam:g} | nprobe {nprobe} | {both.mean():.4f} | {scanned:,.0f} | |")
+            print(f"| SOAR, lambda {lam:g} | nprobe {nprobe} | {both.mean():.4f} | "
+                  f"{scanned:,.0f} | |")
     for ratio in [float(v) for v in args.ratios.split(",")]:
         nearest = np.take_along_axis(qdist, order[:, :1], 1)
         probed = qdist <= ratio * nearest

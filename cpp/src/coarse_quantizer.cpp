@@ -222,14 +222,17 @@ void CoarseQuantizer::search_bounded(const float* q, size_t nq, size_t nprobe, b
 }
 
 void CoarseQuantizer::rescored(const float* q, size_t nq, size_t nprobe, int64_t* out) const {
+  if (!bounded(nprobe)) {
+    std::fill(out, out + nq, int64_t(size()));
+    return;
+  }
   std::vector<float> cd(kPanelI8 * nprobe);
   std::vector<int64_t> cl(kPanelI8 * nprobe);
   size_t got[kPanelI8];
   for (size_t i0 = 0; i0 < nq; i0 += kPanelI8) {
     const size_t nb = std::min(kPanelI8, nq - i0);
-    if (bounded(nprobe))
-      search_bounded(q + i0 * dim_, nb, nprobe, false, cd.data(), cl.data(), got);
-    for (size_t j = 0; j < nb; ++j) out[i0 + j] = bounded(nprobe) ? int64_t(got[j]) : int64_t(size());
+    search_bounded(q + i0 * dim_, nb, nprobe, false, cd.data(), cl.data(), got);
+    for (size_t j = 0; j < nb; ++j) out[i0 + j] = int64_t(got[j]);
   }
 }
 
