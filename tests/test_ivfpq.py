@@ -385,7 +385,8 @@ def test_bounded_coarse_step_picks_the_exact_lists(metric, simd_level):
     cen = index.coarse_centroids.astype(np.float64)
     # and queries halfway between two near centroids: a tie in float32, within int8 rounding
     near = np.argsort(((cen[:100, None] - cen[None]) ** 2).sum(-1), axis=1)[:, 1]
-    mid = 0.5 * (cen[:100] + cen[near]) + 1e-5 * np.random.default_rng(2).standard_normal((100, 48))
+    noise = 1e-5 * np.random.default_rng(2).standard_normal((100, 48))
+    mid = 0.5 * (cen[:100] + cen[near]) + noise
     xq = np.vstack([xq, mid.astype(np.float32)])
     q = xq.astype(np.float64)
     if metric == "cosine":

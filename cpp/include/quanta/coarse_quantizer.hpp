@@ -27,6 +27,9 @@ class CoarseQuantizer {
   const float* centroids() const {  // size() x dim, as given
     return reinterpret_cast<const float*>(exact_.codes().data());
   }
+  std::vector<float> copy_centroids() const {
+    return std::vector<float>(centroids(), centroids() + size() * dim_);
+  }
   size_t memory_usage() const;
 
   // Each query's nprobe best lists (cl) and their distances (cd; l2: |q - c|^2, ip: <q, c>),

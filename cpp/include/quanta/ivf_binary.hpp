@@ -54,8 +54,7 @@ class IVFBinaryIndex final : public Index {
   void compact() override {}  // remove() already frees the entries
 
   std::vector<float> centroids() const {  // nlist x dim (empty before training)
-    return coarse_ ? std::vector<float>(coarse_->centroids(), coarse_->centroids() + nlist_ * dim())
-                   : std::vector<float>();
+    return coarse_ ? coarse_->copy_centroids() : std::vector<float>();
   }
   // Serialized form: list sizes, then all codes and all ids, list by list.
   std::vector<uint64_t> list_sizes() const;

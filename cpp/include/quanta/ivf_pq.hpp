@@ -93,8 +93,7 @@ class IVFPQIndex final : public Index {
   void compact() override;  // returns the lists' spare capacity
 
   std::vector<float> centroids() const {  // nlist x dim (empty before training)
-    return coarse_ ? std::vector<float>(coarse_->centroids(), coarse_->centroids() + nlist_ * dim_)
-                   : std::vector<float>();
+    return coarse_ ? coarse_->copy_centroids() : std::vector<float>();
   }
   // Serialized form: list sizes, all codes and all ids, list by list. all_codes() holds
   // plain codes (code_size bytes per entry); stored_codes() the lists as they sit in memory
@@ -113,6 +112,7 @@ class IVFPQIndex final : public Index {
 
  private:
   std::vector<float> prepared(const float* x, size_t n) const;  // normalized for cosine
+  const float* centroid(size_t l) const { return coarse_->centroids() + l * dim_; }
   // coarse_search's and coarse_rescored's checks (what: the caller's name), then prepared().
   std::vector<float> coarse_queries(const char* what, const float* q, size_t nq,
                                     size_t nprobe) const;

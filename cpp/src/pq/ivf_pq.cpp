@@ -112,7 +112,7 @@ const float* IVFPQIndex::precomputed() const {
       for (size_t l = 0; l < nlist_; ++l)
         for (size_t j = 0; j < m; ++j) {
           float* t = precomputed_.data() + (l * m + j) * ks;
-          pq_.sub_dots(j, coarse_->centroids() + l * dim_ + j * ds, t);
+          pq_.sub_dots(j, centroid(l) + j * ds, t);
           for (size_t c = 0; c < ks; ++c) t[c] = cn[j * ks + c] + 2 * t[c];
         }
       precomputed_ready_.store(true, std::memory_order_release);
@@ -140,7 +140,7 @@ void IVFPQIndex::add(const float* x, size_t n, const int64_t* ids, int threads) 
   std::vector<float> rows(coded * dim_);
   for (size_t e = 0; e < coded; ++e) {
     const float* v = xs.data() + (e % n) * dim_;
-    const float* c = coarse_->centroids() + size_t(lists[e]) * dim_;
+    const float* c = centroid(size_t(lists[e]));
     for (size_t p = 0; p < dim_; ++p) rows[e * dim_ + p] = by_residual_ ? v[p] - c[p] : v[p];
   }
   std::vector<uint8_t> codes(coded * cs);
@@ -245,8 +245,8 @@ bool IVFPQIndex::same_state(const IVFPQIndex& o) const {
   // spread over the lists: comparing them all costs more than searching one query, and two
   // k-means runs that differ anywhere differ on those rows too.
   for (size_t s = 0; s < 8 && coarse_; ++s) {
-    const float* a = coarse_->centroids() + s * (nlist_ - 1) / 7 * dim_;
-    if (!std::equal(a, a + dim_, o.coarse_->centroids() + (a - coarse_->centroids())))
+    const size_t row = s * (nlist_ - 1) / 7;
+    if (!std::equal(centroid(row), centroid(row) + dim_, o.centroid(row)))
       return false;
   }
   return true;
@@ -379,7 +379,8 @@ void IVFPQIndex::decode_entry(size_t l, size_t r, float* out) const {
   std::vector<uint8_t> code(pq_.code_size());
   code_of(l, r, code.data());
   pq_.decode(code.data(), 1, out);
-  for (size_t p = 0; p < dim_ && by_residual_; ++p) out[p] += coarse_->centroids()[l * dim_ + p];
+  const float* c = centroid(l);
+  for (size_t p = 0; p < dim_ && by_residual_; ++p) out[p] += c[p];
 }
 
 void IVFPQIndex::score_allowed(const float* q, const IdFilter& f, TopKSet& top,
@@ -406,9 +407,12 @@ void IVFPQIndex::score_allowed(const float* q, const IdFilter& f, TopKSet& top,
     } else {
       code_of(l, r, code.data());
       pq_.scan(table.data(), code.data(), 1, &s);
-      if (l2) s = -s;
-      else if (by_residual_)
-        for (size_t p = 0; p < dim_; ++p) s += q[p] * coarse_->centroids()[l * dim_ + p];
+      if (l2) {
+        s = -s;
+      } else if (by_residual_) {
+        const float* c = centroid(l);
+        for (size_t p = 0; p < dim_; ++p) s += q[p] * c[p];
+      }
     }
     top.push(slot, s, id);  // higher is better
   });
@@ -477,7 +481,7 @@ void IVFPQIndex::l2_table(const float* q, const float* qdots, size_t l, float* t
     for (size_t e = 0; e < n; ++e) table[e] = t[e] - 2 * qdots[e];
   } else {  // from the residual query: the full |q - c - r|^2
     std::vector<float> resid(dim_);
-    const float* c = coarse_->centroids() + l * dim_;
+    const float* c = centroid(l);
     for (size_t p = 0; p < dim_; ++p) resid[p] = q[p] - c[p];
     pq_.distance_tables(resid.data(), 1, true, table);
   }
@@ -559,7 +563,7 @@ size_t IVFPQIndex::fast_scan_tables(const float* q, const int64_t* cl, size_t np
     // score = off - sum / scale: minus the estimated distance (l2), the estimated ip (ip).
     // The coarse term is recomputed here in portable code (the coarse search's SIMD GEMM
     // rounds differently per SIMD level), so results are the same at every level.
-    const float* c = coarse_->centroids() + size_t(lists[t]) * dim_;
+    const float* c = centroid(size_t(lists[t]));
     float coarse = 0;
     if (pre)
       for (size_t p = 0; p < dim_; ++p) coarse += (q[p] - c[p]) * (q[p] - c[p]);
