@@ -213,6 +213,23 @@ void dot_panel_i8(const int8_t* rows, const int32_t* row_sums, size_t n, const u
     }
 }
 
+void pq16_tables(const float* q, const float* ct, const float* cnorm, size_t m, size_t dsub,
+                 bool l2, float* out) {
+  for (size_t j = 0; j < m; ++j) {
+    const float* qj = q + j * dsub;
+    const float* t = ct + j * dsub * 16;
+    float acc[16] = {};
+    double qn = 0;
+    for (size_t p = 0; p < dsub; ++p) {
+      for (size_t c = 0; c < 16; ++c) acc[c] += qj[p] * t[p * 16 + c];
+      qn += double(qj[p]) * qj[p];
+    }
+    const float* cn = cnorm + j * 16;
+    for (size_t c = 0; c < 16; ++c)
+      out[j * 16 + c] = l2 ? std::max(0.0f, float(qn) - 2 * acc[c] + cn[c]) : acc[c];
+  }
+}
+
 }  // namespace
 
 const Kernels& scalar_kernels() {
@@ -220,7 +237,7 @@ const Kernels& scalar_kernels() {
                          gemm_tile,   dot_rows_i8, nearest,       pq4_accumulate,
                          row16_minmax, row16_table_minmax, row16_quantize, rbe_dots,
                          rbe_dots_u8, sparse_dot<uint16_t>, sparse_dot<uint8_t>, dot_gather,
-                         dot_panel_i8};
+                         dot_panel_i8, pq16_tables};
   return k;
 }
 

@@ -55,10 +55,13 @@ class CoarseQuantizer {
   // The query's int8 copy (q8: dim4_ bytes), its step t and sum_p |q_p s_p|; false where
   // those overflow (the query is then scored in float32).
   bool quantize(const float* q, int8_t* q8, float& t, float& usum) const;
-  // One query's nprobe best lists from its int8 scores (dots) and the bound; 0 where the
-  // bound cannot serve it, else how many centroids it scored in float32.
-  size_t select_bounded(const float* q, const int32_t* dots, float t, float usum, size_t nprobe,
-                        bool sorted, float* cd, int64_t* cl) const;
+  // The nprobe best lists of nq <= L queries from their int8 scores (dots[c * L + j]) and the
+  // bound; got[j]: 0 where the bound cannot serve query j (or ok[j] is false), else how many
+  // centroids it scored in float32.
+  template <size_t L>
+  void select_bounded(const float* q, size_t nq, const int32_t* dots, const float* t,
+                      const float* usum, const bool* ok, size_t nprobe, bool sorted, float* cd,
+                      int64_t* cl, size_t* got) const;
   // Up to kPanelI8 queries (one int8 panel); rescored (optional) gets the float32 counts.
   void search_bounded(const float* q, size_t nq, size_t nprobe, bool sorted, float* cd,
                       int64_t* cl, size_t* rescored) const;
@@ -74,6 +77,8 @@ class CoarseQuantizer {
   std::vector<float> scale_;     // per dimension: max |c_p| / 127 (1 where all are 0)
   std::vector<int32_t> l1_;      // per centroid: sum_p |codes|
   std::vector<int32_t> sums_;    // per centroid: sum_p codes (dot_panel_i8's correction)
+  int32_t max_l1_ = 0;           // the largest l1_
+  float max_norm_ = 0;           // the largest norms_
   bool has_int8_ = false;        // false where the centroids are too large for the bound
 };
 

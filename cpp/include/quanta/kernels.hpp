@@ -81,6 +81,13 @@ struct Kernels {
   // GEMM (no VNNI): the coarse step then scores in float32.
   void (*dot_panel_i8)(const int8_t* rows, const int32_t* row_sums, size_t n,
                        const uint8_t* panel, size_t dim, int32_t* out);
+  // ADC tables of one query for PQ codebooks of 16 centroids (4-bit codes), centroids
+  // transposed (ct[(j * dsub + p) * 16 + c]): d = sum over p < dsub, in order, of
+  // q[j * dsub + p] * ct[...] (a multiply, then an add: no fused multiply-add), and
+  // out[j * 16 + c] = d (ip) or max(0, float(|q_j|^2) - 2 d + cnorm[j * 16 + c]) (l2, |q_j|^2
+  // summed in double). The same floats at every SIMD level.
+  void (*pq16_tables)(const float* q, const float* ct, const float* cnorm, size_t m,
+                      size_t dsub, bool l2, float* out);
 };
 
 constexpr size_t kPanelI8 = 16;  // queries per dot_panel_i8 panel: one 512-bit register

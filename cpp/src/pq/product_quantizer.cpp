@@ -3,6 +3,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "quanta/dispatch.hpp"
+#include "quanta/kernels.hpp"
 #include "quanta/parallel.hpp"
 #include "quanta/pq.hpp"
 
@@ -118,22 +120,11 @@ void ProductQuantizer::decode(const uint8_t* codes, size_t n, float* x) const {
 void ProductQuantizer::distance_tables(const float* q, size_t nq, bool l2, float* tables) const {
   if (!is_trained()) throw std::invalid_argument("PQ: the quantizer is not trained");
   const size_t ds = dsub(), ks = ksub();
-  if (ks == 16) {  // 4-bit codes (every fast-scan query): a fixed-width inner loop vectorizes
+  if (ks == 16) {  // 4-bit codes (every fast-scan query)
+    const Kernels& kern = kernels(active_isa());
     for (size_t i = 0; i < nq; ++i)
-      for (size_t j = 0; j < m_; ++j) {
-        const float* qj = q + i * dim_ + j * ds;
-        const float* t = transposed_.data() + j * ds * 16;
-        float acc[16] = {};
-        double qn = 0;
-        for (size_t p = 0; p < ds; ++p) {
-          for (size_t c = 0; c < 16; ++c) acc[c] += qj[p] * t[p * 16 + c];
-          qn += double(qj[p]) * qj[p];
-        }
-        float* out = tables + (i * m_ + j) * 16;
-        const float* cn = cnorm_.data() + j * 16;
-        for (size_t c = 0; c < 16; ++c)
-          out[c] = l2 ? std::max(0.0f, float(qn) - 2 * acc[c] + cn[c]) : acc[c];
-      }
+      kern.pq16_tables(q + i * dim_, transposed_.data(), cnorm_.data(), m_, ds, l2,
+                       tables + i * m_ * 16);
     return;
   }
   for (size_t i = 0; i < nq; ++i)

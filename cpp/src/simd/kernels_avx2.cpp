@@ -312,6 +312,31 @@ void row16_minmax(const float* rows, size_t n, float* lo, float* hi) {
   }
 }
 
+void pq16_tables(const float* q, const float* ct, const float* cnorm, size_t m, size_t dsub,
+                 bool l2, float* out) {
+  for (size_t j = 0; j < m; ++j) {
+    const float* qj = q + j * dsub;
+    const float* t = ct + j * dsub * 16;
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    double qn = 0;
+    for (size_t p = 0; p < dsub; ++p) {  // multiply, then add: the scalar table's roundings
+      const __m256 v = _mm256_set1_ps(qj[p]);
+      a0 = _mm256_add_ps(a0, _mm256_mul_ps(v, _mm256_loadu_ps(t + p * 16)));
+      a1 = _mm256_add_ps(a1, _mm256_mul_ps(v, _mm256_loadu_ps(t + p * 16 + 8)));
+      qn += double(qj[p]) * qj[p];
+    }
+    if (l2) {
+      const __m256 n = _mm256_set1_ps(float(qn)), zero = _mm256_setzero_ps();
+      a0 = _mm256_max_ps(_mm256_add_ps(_mm256_sub_ps(n, _mm256_add_ps(a0, a0)),
+                                       _mm256_loadu_ps(cnorm + j * 16)), zero);
+      a1 = _mm256_max_ps(_mm256_add_ps(_mm256_sub_ps(n, _mm256_add_ps(a1, a1)),
+                                       _mm256_loadu_ps(cnorm + j * 16 + 8)), zero);
+    }
+    _mm256_storeu_ps(out + j * 16, a0);
+    _mm256_storeu_ps(out + j * 16 + 8, a1);
+  }
+}
+
 void row16_table_minmax(const float* a, const float* b, size_t n, float* rows, float* lo,
                         float* hi) {
   for (size_t r = 0; r < n; ++r) {
@@ -388,7 +413,7 @@ const Kernels* avx2_kernels() {
                          gemm_tile,   dot_rows_i8, nearest,  pq4_accumulate,
                          row16_minmax, row16_table_minmax, row16_quantize, rbe_dots,
                          scalar_kernels().rbe_dots_u8, sparse_dot<uint16_t>, sparse_dot<uint8_t>,
-                         dot_gather,  nullptr};
+                         dot_gather,  nullptr,     pq16_tables};
   return &k;
 }
 

@@ -737,6 +737,25 @@ __attribute__((target("avx512vnni"))) void rbe_dots_vnni(const uint64_t* q, size
 }
 
 // The lanes of m whose term's bit is set in `bits`.
+void pq16_tables(const float* q, const float* ct, const float* cnorm, size_t m, size_t dsub,
+                 bool l2, float* out) {
+  for (size_t j = 0; j < m; ++j) {
+    const float* qj = q + j * dsub;
+    const float* t = ct + j * dsub * 16;
+    __m512 a = _mm512_setzero_ps();
+    double qn = 0;
+    for (size_t p = 0; p < dsub; ++p) {  // multiply, then add: the scalar table's roundings
+      a = _mm512_add_ps(a, _mm512_mul_ps(_mm512_set1_ps(qj[p]), _mm512_loadu_ps(t + p * 16)));
+      qn += double(qj[p]) * qj[p];
+    }
+    if (l2)
+      a = _mm512_max_ps(_mm512_add_ps(_mm512_sub_ps(_mm512_set1_ps(float(qn)), _mm512_add_ps(a, a)),
+                                      _mm512_loadu_ps(cnorm + j * 16)),
+                        _mm512_setzero_ps());
+    _mm512_storeu_ps(out + j * 16, a);
+  }
+}
+
 // The forward-index values of lanes m as floats (f16 or u8), zero elsewhere.
 inline __m512 values16(__mmask16 m, const uint16_t* v) {
   return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, v));
@@ -778,7 +797,8 @@ const Kernels* avx512_kernels() {
                          sparse_dot<uint16_t>,
                          sparse_dot<uint8_t>,
                          dot_gather,
-                         __builtin_cpu_supports("avx512vnni") ? dot_panel_i8_vnni : nullptr};
+                         __builtin_cpu_supports("avx512vnni") ? dot_panel_i8_vnni : nullptr,
+                         pq16_tables};
   return &k;
 }
 

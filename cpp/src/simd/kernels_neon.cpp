@@ -415,7 +415,8 @@ const Kernels* neon_kernels(bool dotprod) {
                              gemm_tile,   dot_rows_i8, nearest,  pq4_accumulate,
                              row16_minmax, row16_table_minmax, row16_quantize, rbe_dots,
                              scalar_kernels().rbe_dots_u8, sparse_dot<uint16_t>,
-                             sparse_dot<uint8_t>, dot_gather,  nullptr};
+                             sparse_dot<uint8_t>, dot_gather,  nullptr,
+                             scalar_kernels().pq16_tables};
   static const Kernels sdot = [] {
     Kernels k = plain;
     k.dot_rows_i8 = dot_rows_i8_sdot;
