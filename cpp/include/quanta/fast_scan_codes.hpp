@@ -40,6 +40,23 @@ void quantize_tables(const float* tables, const float* lo, const float* hi, size
 void quantize_tables(const float* tables, size_t nt, size_t m, uint8_t* luts, float* scale,
                      float* bias);
 
+// The largest uint16 sum whose score off - float(sum) / scale (computed so, in float) is
+// still >= thr: a scan's limit for a query whose k-th best score is thr (an equal score may
+// still enter on position). Tighter than rounding (off - thr) * scale up, which reports a
+// whole step of sums that cannot enter (about half of what a top-10 IVF scan reported).
+inline uint16_t sum_limit(float off, float scale, float thr) {
+  const double est = (double(off) - thr) * scale;
+  if (!(est < 65534)) return 65535;  // everything (also: thr -inf, NaN)
+  if (est < 0) return 0;             // nothing: off < thr
+  const auto ok = [&](uint32_t s) { return off - float(s) / scale >= thr; };
+  // The float score is monotone in the sum, and est is within a step of where it crosses
+  // thr (unless a large off flattens the float scores: then every sum is reported).
+  uint32_t s = uint32_t(est);
+  if (ok(s + 1)) return ok(s + 2) ? uint16_t(65535) : uint16_t(s + 1);
+  if (s > 0 && !ok(s)) --s;  // further down would only leave out more sums that cannot enter
+  return uint16_t(s);
+}
+
 // Scans positions [0, n) of `blocks` for nq <= 4 queries (tables luts[q]). Every sub-chunk
 // re-reads limit(q) (the largest uint16 sum still worth reporting) and calls emit(q, pos, sum)
 // for each position whose sum is at or under it. With `allowed` (one 32-bit mask per block,
@@ -48,7 +65,7 @@ void quantize_tables(const float* tables, size_t nt, size_t m, uint8_t* luts, fl
 class Scanner {
  public:
   static constexpr size_t kSub = 1024;   // vectors per kernel call: keeps the limits fresh
-  static constexpr size_t kFirst = 64;   // the first calls are short: while a query's heap is
+  static constexpr size_t kFirst = 32;   // the first calls are short: while a query's heap is
                                          // still filling, its limit is loose and every position
                                          // is reported, so it must tighten early
   Scanner() : acc_(4 * kSub), below_(4 * kSub / kBlock) {}

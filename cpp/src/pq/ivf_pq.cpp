@@ -647,11 +647,9 @@ void IVFPQIndex::search_fast_scan(const float* qs, size_t nq, const int64_t* cl,
           }
           scanners[w].scan(
               kern, part->codes_[l].data(), len, m, lut, ng,
-              [&](size_t e) {  // sums up to (off - threshold) * scale can still enter (+1)
-                const float thr = top.threshold(q0 + qi[e]);
-                const double room = (double(off[pairs[g + e]]) - thr) * scale[qi[e]];
-                return room >= 65534 ? uint16_t(65535)
-                                     : room < 0 ? uint16_t(0) : uint16_t(room + 1);
+              [&](size_t e) {
+                return fast_scan::sum_limit(off[pairs[g + e]], scale[qi[e]],
+                                            top.threshold(q0 + qi[e]));
               },
               [&](size_t e, size_t r, uint16_t sum) {
                 const IdFilter* f = allowed ? nullptr : filter.of(q0 + qi[e]);
