@@ -333,6 +333,14 @@ void IVFPQIndex::search(const float* q, size_t nq, const IVFSearchParams& params
   } else {
     // best first only for the query-by-query scan, whose heap fills with good codes first
     coarse_->search(qs.data(), nq, nprobe, threads, cd.data(), cl.data(), !fast_scan_);
+    if (fast_scan_)  // unsorted, but the best list first (the fast-scan's first pass)
+      for (size_t i = 0; i < nq; ++i) {
+        float* d = &cd[i * nprobe];
+        const size_t b = size_t((metric_ == Metric::l2 ? std::min_element(d, d + nprobe)
+                                                       : std::max_element(d, d + nprobe)) - d);
+        std::swap(d[0], d[b]);
+        std::swap(cl[i * nprobe], cl[i * nprobe + b]);
+      }
   }
   if (fast_scan_) {
     for (size_t i = 0; i < nq; ++i)  // queries served exactly probe nothing
@@ -607,59 +615,68 @@ void IVFPQIndex::search_fast_scan(const float* qs, size_t nq, const int64_t* cl,
                                   &luts[c * qstride], &off[c * nprobe], &lists[c * nprobe],
                                   &scale[c], parts);
     });
-    // (query, slot) pairs grouped by list: a counting sort.
-    std::vector<size_t> start(nlist_ + 1, 0);
-    for (size_t c = 0; c < nc; ++c)
-      for (size_t u = 0; u < count[c]; ++u) ++start[size_t(lists[c * nprobe + u]) + 1];
-    for (size_t l = 0; l < nlist_; ++l) start[l + 1] += start[l];
-    std::vector<size_t> pairs(start[nlist_]), fill(start.begin(), start.end() - 1);
-    for (size_t c = 0; c < nc; ++c)
-      for (size_t u = 0; u < count[c]; ++u)
-        pairs[fill[size_t(lists[c * nprobe + u])]++] = c * nprobe + u;
-    // A worker per ~64k codes at most: waking one costs about what it scans in 20 us, so a
-    // single query's few thousand codes stay on the calling thread.
-    size_t work = 0;
-    for (size_t l = 0; l < nlist_; ++l)
-      for (const IVFPQIndex* p : parts) work += (start[l + 1] - start[l]) * p->ids_[l].size();
-    const int workers = int(std::min<size_t>(nw, std::max<size_t>(1, work >> 16)));
-    parallel_for(nlist_, workers, [&](size_t l, size_t w) {
-      Top& top = heaps[w];
-      if (start[l] == start[l + 1]) return;
-      // the list in every part (one, or the shards of search(..., others)) under the same
-      // heaps; the queries' tables stay in cache from one part to the next
-      for (const IVFPQIndex* part : parts) {
-        const size_t len = part->ids_[l].size();
-        if (len == 0) continue;
-        const int64_t* id = part->ids_[l].data();
-        const uint32_t* allowed = nullptr;
-        if (shared) {
-          masks[w].resize((len + fast_scan::kBlock - 1) / fast_scan::kBlock);
-          shared->block_masks(id, len, masks[w].data());
-          allowed = masks[w].data();
-        }
-        for (size_t g = start[l]; g < start[l + 1]; g += 4) {
-          const size_t ng = std::min<size_t>(4, start[l + 1] - g);
-          size_t qi[4];
-          const uint8_t* lut[4];
-          for (size_t e = 0; e < ng; ++e) {
-            qi[e] = pairs[g + e] / nprobe;
-            lut[e] = &luts[qi[e] * qstride + (per_list ? pairs[g + e] % nprobe * lb : 0)];
+    // Two passes: each query's first list (its best, see search), then the others, so its heap
+    // fills with good codes and its limit tightens early. In each, (query, slot) pairs
+    // grouped by list: a counting sort.
+    for (size_t pass = 0; pass < 2; ++pass) {
+      const auto slots = [&](size_t c) {  // query c's slots in this pass: [first, second)
+        const size_t one = std::min<size_t>(1, count[c]);
+        return pass == 0 ? std::make_pair(size_t(0), one) : std::make_pair(one, count[c]);
+      };
+      std::vector<size_t> start(nlist_ + 1, 0);
+      for (size_t c = 0; c < nc; ++c)
+        for (size_t u = slots(c).first; u < slots(c).second; ++u)
+          ++start[size_t(lists[c * nprobe + u]) + 1];
+      for (size_t l = 0; l < nlist_; ++l) start[l + 1] += start[l];
+      std::vector<size_t> pairs(start[nlist_]), fill(start.begin(), start.end() - 1);
+      for (size_t c = 0; c < nc; ++c)
+        for (size_t u = slots(c).first; u < slots(c).second; ++u)
+          pairs[fill[size_t(lists[c * nprobe + u])]++] = c * nprobe + u;
+      // A worker per ~64k codes at most: waking one costs about what it scans in 20 us, so a
+      // single query's few thousand codes stay on the calling thread.
+      size_t work = 0;
+      for (size_t l = 0; l < nlist_; ++l)
+        for (const IVFPQIndex* p : parts) work += (start[l + 1] - start[l]) * p->ids_[l].size();
+      const int workers = int(std::min<size_t>(nw, std::max<size_t>(1, work >> 16)));
+      parallel_for(nlist_, workers, [&](size_t l, size_t w) {
+        Top& top = heaps[w];
+        if (start[l] == start[l + 1]) return;
+        // the list in every part (one, or the shards of search(..., others)) under the same
+        // heaps; the queries' tables stay in cache from one part to the next
+        for (const IVFPQIndex* part : parts) {
+          const size_t len = part->ids_[l].size();
+          if (len == 0) continue;
+          const int64_t* id = part->ids_[l].data();
+          const uint32_t* allowed = nullptr;
+          if (shared) {
+            masks[w].resize((len + fast_scan::kBlock - 1) / fast_scan::kBlock);
+            shared->block_masks(id, len, masks[w].data());
+            allowed = masks[w].data();
           }
-          scanners[w].scan(
-              kern, part->codes_[l].data(), len, m, lut, ng,
-              [&](size_t e) {
-                return fast_scan::sum_limit(off[pairs[g + e]], scale[qi[e]],
-                                            top.threshold(q0 + qi[e]));
-              },
-              [&](size_t e, size_t r, uint16_t sum) {
-                const IdFilter* f = allowed ? nullptr : filter.of(q0 + qi[e]);
-                if (f && !f->allows(id[r])) return;
-                top.push(q0 + qi[e], off[pairs[g + e]] - float(sum) / scale[qi[e]], id[r]);
-              },
-              allowed);
+          for (size_t g = start[l]; g < start[l + 1]; g += 4) {
+            const size_t ng = std::min<size_t>(4, start[l + 1] - g);
+            size_t qi[4];
+            const uint8_t* lut[4];
+            for (size_t e = 0; e < ng; ++e) {
+              qi[e] = pairs[g + e] / nprobe;
+              lut[e] = &luts[qi[e] * qstride + (per_list ? pairs[g + e] % nprobe * lb : 0)];
+            }
+            scanners[w].scan(
+                kern, part->codes_[l].data(), len, m, lut, ng,
+                [&](size_t e) {
+                  return fast_scan::sum_limit(off[pairs[g + e]], scale[qi[e]],
+                                              top.threshold(q0 + qi[e]));
+                },
+                [&](size_t e, size_t r, uint16_t sum) {
+                  const IdFilter* f = allowed ? nullptr : filter.of(q0 + qi[e]);
+                  if (f && !f->allows(id[r])) return;
+                  top.push(q0 + qi[e], off[pairs[g + e]] - float(sum) / scale[qi[e]], id[r]);
+                },
+                allowed);
+          }
         }
-      }
-    });
+      });
+    }
   }
   result = std::move(heaps[0]);
   for (size_t w = 1; w < heaps.size(); ++w) result.merge(heaps[w]);
