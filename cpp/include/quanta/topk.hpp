@@ -1,6 +1,7 @@
 // Bounded top-k selection for a set of queries, under a total order: higher score first,
 // then lower position. The order is total, so splitting the work across threads and merging
-// gives the same result. All heaps live in two flat arrays: no allocation per query.
+// gives the same result. All heaps live in two flat arrays: no allocation per query. Pushes
+// to different queries may come from different threads at once.
 #pragma once
 #include <algorithm>
 #include <cmath>
@@ -195,7 +196,8 @@ constexpr size_t kReservoirK = 64;
 // The same selection for large k: each query keeps up to 2k candidates unordered and, when the
 // buffer fills, keeps its k best (ScoreBuckets) and raises its threshold to the k-th score. A
 // push is an append instead of a heap sift of log2(k) levels; the threshold lags the heap's
-// a little, so a few more candidates are pushed. Same interface and results as TopKSet.
+// a little, so a few more candidates are pushed. Same interface and results as TopKSet; as
+// there, pushes to different queries may come from different threads.
 class TopKReservoir {
  public:
   TopKReservoir(size_t nq, size_t k)
@@ -263,23 +265,27 @@ class TopKReservoir {
   // ScoreBuckets) and the best of that bucket's, compared in full. The threshold becomes the
   // k-th best score.
   void shrink(size_t i, size_t n) {
+    // scratch per thread: queries of one collector may be pushed to from several threads
+    thread_local std::vector<float> scores;
+    thread_local ScoreBuckets buckets;
+    thread_local std::vector<Entry> ties;
     Entry* e = &buf_[i * cap_];
-    scores_.resize(n);
-    for (size_t j = 0; j < n; ++j) scores_[j] = e[j].score;
-    buckets_.split(scores_.data(), n, k_);
-    const uint8_t* bk = buckets_.of.data();
+    scores.resize(n);
+    for (size_t j = 0; j < n; ++j) scores[j] = e[j].score;
+    buckets.split(scores.data(), n, k_);
+    const uint8_t* bk = buckets.of.data();
     size_t above = 0;
-    ties_.clear();
+    ties.clear();
     for (size_t j = 0; j < n; ++j) {
-      if (bk[j] > buckets_.edge)
+      if (bk[j] > buckets.edge)
         e[above++] = e[j];  // above <= j: never overwrites an unread entry
-      else if (bk[j] == buckets_.edge)
-        ties_.push_back(e[j]);
+      else if (bk[j] == buckets.edge)
+        ties.push_back(e[j]);
     }
     const size_t need = k_ - above;  // >= 1: the k-th best is in the edge bucket
-    std::nth_element(ties_.begin(), ties_.begin() + (need - 1), ties_.end(), Order());
-    std::copy(ties_.begin(), ties_.begin() + need, e + above);
-    thr_[i] = ties_[need - 1].score;  // k candidates score at least this: nothing below enters
+    std::nth_element(ties.begin(), ties.begin() + (need - 1), ties.end(), Order());
+    std::copy(ties.begin(), ties.begin() + need, e + above);
+    thr_[i] = ties[need - 1].score;  // k candidates score at least this: nothing below enters
     size_[i] = k_;
   }
 
@@ -287,9 +293,6 @@ class TopKReservoir {
   std::vector<size_t> size_;
   std::vector<float> thr_;
   std::vector<Entry> buf_;
-  std::vector<float> scores_;  // scratch of shrink
-  ScoreBuckets buckets_;
-  std::vector<Entry> ties_;
   std::vector<uint64_t> keys_;  // scratch of write_sorted
 };
 

@@ -586,100 +586,113 @@ template <class Top>
 void IVFPQIndex::search_fast_scan(const float* qs, size_t nq, const int64_t* cl, size_t nprobe,
                                   int threads, const QueryFilters& filter, Top& result,
                                   const std::vector<const IVFPQIndex*>& parts) const {
-  // List-major, as faiss's IVF fast-scan: build every (query, probed list) table of a chunk of
-  // queries, then scan each list once for up to 4 of its queries at a time, so a block of
-  // codes loaded from memory serves several queries. Each worker keeps heaps for all queries;
-  // the merge is a total order on (score, id), so results do not depend on the schedule.
+  // Queries in blocks, a block per task: its (query, list) tables, then its probed lists
+  // list-major, as faiss's IVF fast-scan, so codes loaded once serve up to 4 queries. A
+  // query lives in one block, so only one worker pushes to its heap in `result`: no heaps per
+  // worker (each would hold part of a query's lists, and report more codes) and no merge.
+  // One thread: one block (up to 8 MiB of tables). More: about 4 blocks per thread, for
+  // balance, of at least 16 queries (a single query stays on the calling thread). Smaller
+  // blocks share fewer lists: blocks of 250 / 64 queries cost 2% / 6% more per query than
+  // one of 1,000 (MiniLM, 1,024 lists, nprobe 8).
   const size_t m = pq_.m(), lb = fast_scan::block_bytes(m);
   const bool per_list = tables_per_list();
   const size_t qstride = (per_list ? nprobe : 1) * lb;  // table bytes per query
-  const size_t chunk = std::max<size_t>(4, std::min(nq, (size_t(8) << 20) / qstride));
-  std::vector<uint8_t> luts(chunk * qstride);
-  std::vector<float> off(chunk * nprobe), scale(chunk);
-  std::vector<int64_t> lists(chunk * nprobe);
-  std::vector<size_t> count(chunk);
-  const size_t nw = static_cast<size_t>(threads);
-  std::vector<Top> heaps(nw, result);
-  std::vector<fast_scan::Scanner> scanners(nw);
+  const size_t nw = std::max(1, threads);
+  size_t block = std::max<size_t>(1, std::min(nq, (size_t(8) << 20) / qstride));
+  if (nw > 1) block = std::min(block, std::max<size_t>(16, (nq + 4 * nw - 1) / (4 * nw)));
+  const size_t nblocks = (nq + block - 1) / block;
   // A selective filter shared by every query becomes a mask per block of each scanned list:
   // blocks with no allowed code are skipped and the others report allowed codes only. (A
   // broad one is cheaper to test on the few codes that pass the heap's threshold.)
   const IdFilter* shared =
       filter.shared() && filter.of(0)->max_allowed() <= ntotal_ / 4 ? filter.of(0) : nullptr;
-  std::vector<std::vector<uint32_t>> masks(shared ? nw : 0);
+  struct Scratch {
+    std::vector<uint8_t> luts;
+    std::vector<float> off, scale;
+    std::vector<int64_t> lists;
+    std::vector<size_t> count, pairs, sorted, start;
+    std::vector<uint32_t> mask;
+    fast_scan::Scanner scanner;
+  };
+  std::vector<Scratch> scratch(std::min(nw, nblocks));
   const Kernels& kern = kernels(active_isa());
-  for (size_t q0 = 0; q0 < nq; q0 += chunk) {
-    const size_t nc = std::min(chunk, nq - q0);
-    parallel_for(nc, threads, [&](size_t c, size_t) {
-      count[c] = fast_scan_tables(qs + (q0 + c) * dim_, cl + (q0 + c) * nprobe, nprobe,
-                                  &luts[c * qstride], &off[c * nprobe], &lists[c * nprobe],
-                                  &scale[c], parts);
-    });
-    // Two passes: each query's first list (its best, see search), then the others, so its heap
-    // fills with good codes and its limit tightens early. In each, (query, slot) pairs
-    // grouped by list: a counting sort.
-    for (size_t pass = 0; pass < 2; ++pass) {
-      const auto slots = [&](size_t c) {  // query c's slots in this pass: [first, second)
-        const size_t one = std::min<size_t>(1, count[c]);
-        return pass == 0 ? std::make_pair(size_t(0), one) : std::make_pair(one, count[c]);
-      };
-      std::vector<size_t> start(nlist_ + 1, 0);
-      for (size_t c = 0; c < nc; ++c)
-        for (size_t u = slots(c).first; u < slots(c).second; ++u)
-          ++start[size_t(lists[c * nprobe + u]) + 1];
-      for (size_t l = 0; l < nlist_; ++l) start[l + 1] += start[l];
-      std::vector<size_t> pairs(start[nlist_]), fill(start.begin(), start.end() - 1);
-      for (size_t c = 0; c < nc; ++c)
-        for (size_t u = slots(c).first; u < slots(c).second; ++u)
-          pairs[fill[size_t(lists[c * nprobe + u])]++] = c * nprobe + u;
-      // A worker per ~64k codes at most: waking one costs about what it scans in 20 us, so a
-      // single query's few thousand codes stay on the calling thread.
-      size_t work = 0;
-      for (size_t l = 0; l < nlist_; ++l)
-        for (const IVFPQIndex* p : parts) work += (start[l + 1] - start[l]) * p->ids_[l].size();
-      const int workers = int(std::min<size_t>(nw, std::max<size_t>(1, work >> 16)));
-      parallel_for(nlist_, workers, [&](size_t l, size_t w) {
-        Top& top = heaps[w];
-        if (start[l] == start[l + 1]) return;
-        // the list in every part (one, or the shards of search(..., others)) under the same
-        // heaps; the queries' tables stay in cache from one part to the next
-        for (const IVFPQIndex* part : parts) {
-          const size_t len = part->ids_[l].size();
-          if (len == 0) continue;
-          const int64_t* id = part->ids_[l].data();
-          const uint32_t* allowed = nullptr;
-          if (shared) {
-            masks[w].resize((len + fast_scan::kBlock - 1) / fast_scan::kBlock);
-            shared->block_masks(id, len, masks[w].data());
-            allowed = masks[w].data();
-          }
-          for (size_t g = start[l]; g < start[l + 1]; g += 4) {
-            const size_t ng = std::min<size_t>(4, start[l + 1] - g);
-            size_t qi[4];
-            const uint8_t* lut[4];
-            for (size_t e = 0; e < ng; ++e) {
-              qi[e] = pairs[g + e] / nprobe;
-              lut[e] = &luts[qi[e] * qstride + (per_list ? pairs[g + e] % nprobe * lb : 0)];
-            }
-            scanners[w].scan(
-                kern, part->codes_[l].data(), len, m, lut, ng,
-                [&](size_t e) {
-                  return fast_scan::sum_limit(off[pairs[g + e]], scale[qi[e]],
-                                              top.threshold(q0 + qi[e]));
-                },
-                [&](size_t e, size_t r, uint16_t sum) {
-                  const IdFilter* f = allowed ? nullptr : filter.of(q0 + qi[e]);
-                  if (f && !f->allows(id[r])) return;
-                  top.push(q0 + qi[e], off[pairs[g + e]] - float(sum) / scale[qi[e]], id[r]);
-                },
-                allowed);
-          }
+  parallel_for(nblocks, threads, [&](size_t b, size_t w) {
+    Scratch& x = scratch[w];
+    const size_t q0 = b * block, nc = std::min(block, nq - q0);
+    x.luts.resize(nc * qstride);
+    x.off.resize(nc * nprobe);
+    x.scale.resize(nc);
+    x.lists.resize(nc * nprobe);
+    x.count.resize(nc);
+    for (size_t c = 0; c < nc; ++c)
+      x.count[c] = fast_scan_tables(qs + (q0 + c) * dim_, cl + (q0 + c) * nprobe, nprobe,
+                                    &x.luts[c * qstride], &x.off[c * nprobe],
+                                    &x.lists[c * nprobe], &x.scale[c], parts);
+    const auto list_of = [&](size_t pair) { return size_t(x.lists[pair]); };
+    // One list for the pairs (c * nprobe + slot) in pr[0, np): every part's codes of it.
+    const auto scan_list = [&](size_t l, const size_t* pr, size_t np) {
+      for (const IVFPQIndex* part : parts) {
+        const size_t len = part->ids_[l].size();
+        if (len == 0) continue;
+        const int64_t* id = part->ids_[l].data();
+        const uint32_t* allowed = nullptr;
+        if (shared) {
+          x.mask.resize((len + fast_scan::kBlock - 1) / fast_scan::kBlock);
+          shared->block_masks(id, len, x.mask.data());
+          allowed = x.mask.data();
         }
-      });
+        for (size_t g = 0; g < np; g += 4) {
+          const size_t ng = std::min<size_t>(4, np - g);
+          size_t qi[4];
+          const uint8_t* lut[4];
+          for (size_t e = 0; e < ng; ++e) {
+            qi[e] = pr[g + e] / nprobe;
+            lut[e] = &x.luts[qi[e] * qstride + (per_list ? pr[g + e] % nprobe * lb : 0)];
+          }
+          x.scanner.scan(
+              kern, part->codes_[l].data(), len, m, lut, ng,
+              [&](size_t e) {
+                return fast_scan::sum_limit(x.off[pr[g + e]], x.scale[qi[e]],
+                                            result.threshold(q0 + qi[e]));
+              },
+              [&](size_t e, size_t r, uint16_t sum) {
+                const IdFilter* f = allowed ? nullptr : filter.of(q0 + qi[e]);
+                if (f && !f->allows(id[r])) return;
+                result.push(q0 + qi[e], x.off[pr[g + e]] - float(sum) / x.scale[qi[e]], id[r]);
+              },
+              allowed);
+        }
+      }
+    };
+    // Two passes: each query's first list (its best, see search), then the others, so its
+    // heap fills with good codes and its limit tightens early.
+    for (size_t pass = 0; pass < 2; ++pass) {
+      x.pairs.clear();
+      for (size_t c = 0; c < nc; ++c) {
+        const size_t one = std::min<size_t>(1, x.count[c]);
+        for (size_t u = pass == 0 ? 0 : one; u < (pass == 0 ? one : x.count[c]); ++u)
+          x.pairs.push_back(c * nprobe + u);
+      }
+      // The pairs grouped by list, in list order: sorted when few, else a counting sort.
+      x.sorted.resize(x.pairs.size());
+      if (x.pairs.size() * 8 < nlist_) {
+        std::copy(x.pairs.begin(), x.pairs.end(), x.sorted.begin());
+        std::sort(x.sorted.begin(), x.sorted.end(), [&](size_t a, size_t c) {
+          return list_of(a) != list_of(c) ? list_of(a) < list_of(c) : a < c;
+        });
+      } else {
+        x.start.assign(nlist_ + 1, 0);
+        for (size_t pr : x.pairs) ++x.start[list_of(pr) + 1];
+        for (size_t l = 0; l < nlist_; ++l) x.start[l + 1] += x.start[l];
+        for (size_t pr : x.pairs) x.sorted[x.start[list_of(pr)]++] = pr;
+      }
+      for (size_t g0 = 0, g1; g0 < x.sorted.size(); g0 = g1) {
+        const size_t l = list_of(x.sorted[g0]);
+        for (g1 = g0 + 1; g1 < x.sorted.size() && list_of(x.sorted[g1]) == l;) ++g1;
+        scan_list(l, &x.sorted[g0], g1 - g0);
+      }
     }
-  }
-  result = std::move(heaps[0]);
-  for (size_t w = 1; w < heaps.size(); ++w) result.merge(heaps[w]);
+  });
 }
 
 void IVFPQIndex::reconstruct(const int64_t* ids, size_t n, float* out) const {
