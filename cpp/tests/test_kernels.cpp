@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "quanta/dispatch.hpp"
+#include "quanta/fast_scan_codes.hpp"
 #include "quanta/kernels.hpp"
 
 using namespace quanta;
@@ -363,6 +364,23 @@ void check_table(const char* name, const Kernels& k) {
   check_sparse(name, k);
 }
 
+// fast_scan::sum_limit against every sum: no sum whose float score reaches thr lies past the
+// limit (the scan would miss it), and with ordinary magnitudes the limit is the last such sum.
+void check_sum_limit() {
+  for (int trial = 0; trial < 300; ++trial) {
+    const float off = normal(trial % 3 == 0 ? 1e4f : 10.0f), scale = std::exp(normal(2.0f));
+    const float thr = off - float(uniform(-5, 70000)) / scale + normal(1e-3f);
+    const uint16_t lim = fast_scan::sum_limit(off, scale, thr);
+    long last = -1;
+    for (long v = 0; v <= 65535; ++v)
+      if (off - float(v) / scale >= thr) last = v;
+    const std::string at = "sum_limit off " + std::to_string(off) + " scale " +
+                           std::to_string(scale) + " thr " + std::to_string(thr);
+    expect(last <= long(lim), at + ": misses sums");
+    if (trial % 3 != 0) expect(last == long(lim) || (last < 0 && lim == 0), at + ": loose");
+  }
+}
+
 void check_dispatch() {
   const std::vector<Isa> levels = supported_isas();
   expect(!levels.empty() && levels.front() == Isa::scalar, "supported levels start at scalar");
@@ -386,6 +404,7 @@ void check_dispatch() {
 
 int main() {
   check_dispatch();
+  check_sum_limit();
   std::vector<std::string> features = cpu_features();
   std::string joined;
   for (const auto& f : features) joined += " " + f;

@@ -6,8 +6,9 @@
 // enough centroids each query first scores int8 copies of them (VNNI: four times the
 // products per instruction) and bounds the rounding error of each int8 score. Only the
 // centroids whose upper bound reaches the nprobe-th best lower bound can be among the best;
-// those (a few dozen) are scored again in float32 and the best nprobe of them taken. The
-// bound is a worst case, so the lists are the exact ones, not an approximation.
+// those, and a few more (one bound for all centroids keeps the selection to branch-free
+// vector loops), are scored again in float32 and the best nprobe of them taken. The bound is
+// a worst case, so the lists are the exact ones, not an approximation.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -75,9 +76,8 @@ class CoarseQuantizer {
   std::vector<float> norms_;     // |c|^2
   std::vector<int8_t> codes_;    // n x dim4_: round(c_p / scale_p), zeros past dim
   std::vector<float> scale_;     // per dimension: max |c_p| / 127 (1 where all are 0)
-  std::vector<int32_t> l1_;      // per centroid: sum_p |codes|
   std::vector<int32_t> sums_;    // per centroid: sum_p codes (dot_panel_i8's correction)
-  int32_t max_l1_ = 0;           // the largest l1_
+  int32_t max_l1_ = 0;           // the largest sum_p |codes| of a centroid
   float max_norm_ = 0;           // the largest norms_
   bool has_int8_ = false;        // false where the centroids are too large for the bound
 };
