@@ -308,13 +308,18 @@ void IVFPQIndex::search(const float* q, size_t nq, const IVFSearchParams& params
       }
     }
   }
-  if (nexact)
+  if (nexact) {
+    // a filter shared by every query: its rows looked up once
+    const AllowedRows shared =
+        params.filter.shared() ? allowed_rows(*params.filter.of(0)) : AllowedRows();
     parallel_for(nq, threads, [&](size_t i, size_t) {
       if (!exact[i]) return;
       TopKSet top(1, kk);
-      score_allowed(qs.data() + i * dim_, *params.filter.of(i), top, 0);
+      score_allowed(qs.data() + i * dim_,
+                    params.filter.shared() ? shared : allowed_rows(*params.filter.of(i)), top, 0);
       finish(i, top, 0);
     });
+  }
   if (nexact == nq) return;
   // Coarse step: the nprobe best lists of every query (exact, GEMM), unless given.
   std::vector<float> cd(nq * nprobe);
@@ -391,39 +396,55 @@ void IVFPQIndex::decode_entry(size_t l, size_t r, float* out) const {
   for (size_t p = 0; p < dim_ && by_residual_; ++p) out[p] += c[p];
 }
 
-void IVFPQIndex::score_allowed(const float* q, const IdFilter& f, TopKSet& top,
+IVFPQIndex::AllowedRows IVFPQIndex::allowed_rows(const IdFilter& f) const {
+  const ListIds::Where& map = locator_.where(ids_);
+  const size_t cs = pq_.code_size();
+  AllowedRows rows;
+  f.for_each_allowed([&](int64_t id) {
+    auto it = map.find(id);
+    if (it == map.end()) return;
+    rows.ids.push_back(id);
+    rows.lists.push_back(uint32_t(it->second.first));
+    rows.codes.resize(rows.codes.size() + cs);
+    code_of(it->second.first, it->second.second, rows.codes.data() + rows.codes.size() - cs);
+  });
+  return rows;
+}
+
+void IVFPQIndex::score_allowed(const float* q, const AllowedRows& rows, TopKSet& top,
                                size_t slot) const {
   // The exact ADC distance (float tables, as the plain scan) of each allowed vector: one table
   // for every list, plus <q, centroid> for ip residuals; l2 residuals need a table per list,
   // so they are scored by their reconstructions instead (the same distance).
-  const ListIds::Where& map = locator_.where(ids_);
   const bool l2 = metric_ == Metric::l2, per_list = l2 && by_residual_;
-  const size_t m = pq_.m(), ks = pq_.ksub();
-  std::vector<float> table(per_list ? 0 : m * ks), x(per_list ? dim_ : 0);
-  std::vector<uint8_t> code(pq_.code_size());
-  if (!per_list) pq_.distance_tables(q, 1, l2, table.data());
-  f.for_each_allowed([&](int64_t id) {
-    auto it = map.find(id);
-    if (it == map.end()) return;
-    const size_t l = it->second.first, r = it->second.second;
-    float s;
-    if (per_list) {
-      decode_entry(l, r, x.data());
+  const size_t n = rows.ids.size(), cs = pq_.code_size();
+  thread_local std::vector<float> table, x, s;
+  s.resize(n);
+  if (per_list) {
+    x.resize(dim_);
+    for (size_t u = 0; u < n; ++u) {
+      pq_.decode(&rows.codes[u * cs], 1, x.data());
+      const float* c = centroid(rows.lists[u]);
       double d = 0;
-      for (size_t p = 0; p < dim_; ++p) d += double(q[p] - x[p]) * (q[p] - x[p]);
-      s = -float(d);
-    } else {
-      code_of(l, r, code.data());
-      pq_.scan(table.data(), code.data(), 1, &s);
-      if (l2) {
-        s = -s;
-      } else if (by_residual_) {
-        const float* c = centroid(l);
-        for (size_t p = 0; p < dim_; ++p) s += q[p] * c[p];
+      for (size_t p = 0; p < dim_; ++p) {
+        const float v = x[p] + c[p];
+        d += double(q[p] - v) * (q[p] - v);
       }
+      s[u] = -float(d);
     }
-    top.push(slot, s, id);  // higher is better
-  });
+  } else {
+    table.resize(pq_.m() * pq_.ksub());
+    pq_.distance_tables(q, 1, l2, table.data());
+    pq_.scan(table.data(), rows.codes.data(), n, s.data());
+    for (size_t u = 0; u < n; ++u)
+      if (l2) {
+        s[u] = -s[u];
+      } else if (by_residual_) {
+        const float* c = centroid(rows.lists[u]);
+        for (size_t p = 0; p < dim_; ++p) s[u] += q[p] * c[p];
+      }
+  }
+  for (size_t u = 0; u < n; ++u) top.push(slot, s[u], rows.ids[u]);  // higher is better
 }
 
 RangeResult IVFPQIndex::range_search(const float* q, size_t nq, float radius,
