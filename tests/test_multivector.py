@@ -18,7 +18,7 @@ GOLDEN = Path(__file__).parent / "data" / "fastembed_muvera_golden.npz"
 
 def fde_reference(enc, sets, documents):
     """A plain NumPy MUVERA encoder over the encoder's own matrices (float64)."""
-    m = enc._matrices
+    m = enc.matrices
     d, k, dp, R = enc.dim, enc.k_sim, enc.d_proj, enc.r_reps
     B = 1 << k
     simhash = m["SIMH"].reshape(R, d, k).astype(np.float64)
@@ -189,6 +189,10 @@ def test_encoder_seed_and_persistence(tmp_path, rng):
     c = quanta.FDEEncoder(12, k_sim=3, d_proj=4, r_reps=5, seed=10)
     np.testing.assert_array_equal(a.encode_documents(sets), b.encode_documents(sets))
     assert not np.array_equal(a.encode_queries(sets)[:, :40], c.encode_queries(sets)[:, :40])
+    m = a.matrices  # public and read-only: the encoder's own state is not exposed to writes
+    assert m["SIMH"].size == 5 * 12 * 3 and m["PROJ"].size == 5 * 12 * 4 and m["FIDX"].size
+    with pytest.raises(ValueError):
+        m["SIMH"][0] = 1.0
     a.save(tmp_path / "enc.qnt")
     for back in (quanta.load(tmp_path / "enc.qnt"), pickle.loads(pickle.dumps(a))):
         assert repr(back) == repr(a)
@@ -274,7 +278,7 @@ def test_fde_retrieval_and_rerank_recall():
     true = np.argsort(-chamfer_reference(queries, docs), axis=1, kind="stable")[:, :10]
     index = quanta.MultiVectorIndex(48, seed=1, first_stage="fde")
     index.add(docs)
-    fde_only = index._stage.search(index.fdes(queries, queries=True), 10).ids
+    fde_only = index.stage.search(index.fdes(queries, queries=True), 10).ids
     reranked = [recall_at_k(index.search(queries, k=10, candidates=c, shortlist=c).ids, true)
                 for c in (10, 50, 200)]
     assert recall_at_k(fde_only, true) > 0.3          # FDEs alone rank with signal

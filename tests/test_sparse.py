@@ -410,7 +410,9 @@ def test_remove_append_compact_and_persistence(data, tmp_path):
     index = quanta.SparseIndex(n_postings=10**6, max_fraction=10.0, summary_energy=1.0)
     first = 2000
     index.add(X[:first], ids=ids[:first])
+    assert index.pending == 0 and index.native.ndocs == first
     index.add(X[first:], ids=ids[first:])  # appended: the delta part
+    assert index.pending == n - first and index.native.ndocs == first
     assert index.ntotal == n and index.contains(ids).all()
     D, I = index.search(Q, k=10, exact=True)
     Dt, It = _truth_over(X, Q, np.arange(n), ids, 10)
@@ -432,7 +434,7 @@ def test_remove_append_compact_and_persistence(data, tmp_path):
         np.testing.assert_allclose(other.search(Q, k=10, exact=True).distances, Dt,
                                    rtol=1e-4, atol=1e-4)
     index.compact()  # one index again: the delta blocked in, the removed documents gone
-    assert index._delta is None and index._index.ndocs == n - len(gone)
+    assert index.pending == 0 and index.native.ndocs == n - len(gone)
     D, I = index.search(Q, k=10, exact=True)
     np.testing.assert_allclose(D, Dt, rtol=1e-4, atol=1e-4)
     assert recall(I, It) >= 0.99

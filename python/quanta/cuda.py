@@ -531,7 +531,7 @@ class FDEEncoder(_OnDevice):
         self._mod, cp = _module(), _cupy()
         self._pin(cp)
         self.cpu = encoder
-        m, R, d, k, dp = encoder._matrices, encoder.r_reps, encoder.dim, encoder.k_sim, encoder.d_proj
+        m, R, d, k, dp = encoder.matrices, encoder.r_reps, encoder.dim, encoder.k_sim, encoder.d_proj
         cols = [m["SIMH"].reshape(R, d, k).transpose(1, 0, 2).reshape(d, R * k)]
         self._proj_col = -1
         if m["PROJ"].size:
@@ -591,23 +591,23 @@ class MultiVectorIndex(_OnDevice):
         from .storage import _RAW, decode
         if not isinstance(index, _CpuMV):
             raise TypeError("index must be a quanta.MultiVectorIndex")
-        if index.first_stage != "fde" or not isinstance(index._stage, _CpuFlatIndex):
+        if index.first_stage != "fde" or not isinstance(index.stage, _CpuFlatIndex):
             raise ValueError("the GPU copy needs an index built with first_stage='fde' and a "
                              "flat FDE index ('Flat' or 'Flat(<storage>)')")
-        if index._tokens.ids().size or index._tokens.removed().any():
+        if index.tokens.ids().size or index.tokens.removed().any():
             raise ValueError("the GPU copy serves document positions: build the index without "
                              "ids, and compact() it after removing")
         self._mod, cp = _module(), _cupy()
         self._pin(cp)
         self.cpu, self.dim, self.ntotal = index, index.dim, index.ntotal
         self.encoder = FDEEncoder(index.encoder)
-        self._fde = FlatIndex(index._stage)
-        codes = index._tokens.codes()
+        self._fde = FlatIndex(index.stage)
+        codes = index.tokens.codes()
         tok = decode(codes.view(_RAW[index.storage]), index.storage) \
             if index.storage != "i8" else codes.view(np.int8).astype(np.float32)
-        scale = index._tokens.scale or 1.0
+        scale = index.tokens.scale or 1.0
         self._tokens = cp.asarray((tok.reshape(-1, index.dim) / scale).astype(np.float32))
-        self._offsets = cp.asarray(index._tokens.offsets())
+        self._offsets = cp.asarray(index.tokens.offsets())
 
     def search(self, q_tokens, q_offsets=None, k: int = 10, *, candidates: int | None = None,
                exact: bool = False) -> SearchResult:
@@ -655,16 +655,16 @@ class SparseIndex(_OnDevice):
         from .sparse import SparseIndex as _CpuSparse
         if not isinstance(index, _CpuSparse):
             raise TypeError("index must be a quanta.SparseIndex")
-        if index._index is None:
+        if index.native is None:
             raise ValueError("the index is empty; add documents first")
-        if index._delta is not None or index._index.removed().any() or index._index.ids().size:
+        if index.pending or index.native.removed().any() or index.native.ids().size:
             raise ValueError("the GPU copy serves positions of one built index: call "
                              "index.compact() after adding to it or removing from it, and "
                              "build it without ids")
         self._mod, cp = _module(), _cupy()
         self._pin(cp)
         self.cpu, self.dim, self.ntotal = index, index.dim, index.ntotal
-        st = index._index.state()
+        st = index.native.state()
         ptr = np.asarray(st["doc_ptr"], np.int64)
         nnz = max(st["comp16"].size, st["comp32"].size)
         # the kernel reads entries doc_ptr[d] .. doc_ptr[d + 1]: they must lie in the arrays
@@ -675,7 +675,7 @@ class SparseIndex(_OnDevice):
 
     def _dense(self, queries):
         from .sparse import as_csr
-        indptr, indices, data, _ = as_csr(self.cpu._rows(queries), self.dim, "queries")
+        indptr, indices, data, _ = as_csr(self.cpu.query_rows(queries), self.dim, "queries")
         nq = len(indptr) - 1
         if len(data) and (not np.isfinite(data).all() or data.min() < 0):
             raise ValueError("queries: values must be finite and >= 0")

@@ -171,6 +171,20 @@ class FDEEncoder(Persistent):
         """Length of one encoding."""
         return self._e.output_dim
 
+    @property
+    def matrices(self) -> dict:
+        """The encoder's random matrices, read-only, flattened float32 / int32 arrays:
+        ``SIMH`` (r_reps x dim x k_sim SimHash hyperplanes, in that order), ``PROJ`` (r_reps x
+        dim x d_proj projections; empty when ``projection="identity"``), ``FIDX`` and
+        ``FSGN`` (the final count-sketch's output index and sign of each FDE coordinate;
+        empty without ``final_dim``). What a GPU or other encoder needs to reproduce it."""
+        out = {}
+        for name, a in self._matrices.items():
+            view = a.view()
+            view.flags.writeable = False
+            out[name] = view
+        return out
+
     def __repr__(self):
         return (f"FDEEncoder(dim={self.dim}, k_sim={self.k_sim}, d_proj={self.d_proj}, "
                 f"r_reps={self.r_reps}, seed={self.seed}, projection={self.projection!r}, "
@@ -338,6 +352,13 @@ class MultiVectorIndex(Removable, Persistent):
 
     ntotal = property(lambda self: self._tokens.ntotal, doc="Documents held (removed excluded).")
     ntokens = property(lambda self: self._tokens.ntokens, doc="Token vectors stored.")
+    stage = property(lambda self: self._stage,
+                     doc="The first stage's index (FDEs, or one token per row for "
+                         "first_stage='tokens'); None until a token stage is built.")
+    tokens = property(lambda self: self._tokens,
+                      doc="The stored tokens (quanta.native TokenStore): codes(), offsets(), "
+                          "ids(), removed(), scale. Read it; change the index through its "
+                          "methods.")
 
     @property
     def memory_usage(self) -> int:

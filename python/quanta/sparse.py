@@ -255,6 +255,18 @@ class SparseIndex(Removable, Persistent):
         """Documents held (removed ones excluded)."""
         return sum(int(n.ntotal) for n in self._natives())
 
+    @property
+    def native(self):
+        """The built index (``quanta.native`` SparseIndex: ``state()``, ``removed()``,
+        ``ids()``, ...), or None before the first add. Documents added after it sit in a
+        delta part until ``compact()`` (see ``pending``)."""
+        return self._index
+
+    @property
+    def pending(self) -> int:
+        """Documents added after the build, searched exhaustively until ``compact()``."""
+        return 0 if self._delta is None else len(self._delta[3])
+
     def _natives(self):
         return [n for n in (self._index, self._delta_index) if n is not None]
 
@@ -326,7 +338,7 @@ class SparseIndex(Removable, Persistent):
 
     def _held(self) -> int:
         """Stored documents, removed ones included: where default ids continue."""
-        return int(self._index.ndocs) + (0 if self._delta is None else len(self._delta[3]))
+        return int(self._index.ndocs) + self.pending
 
     def _append(self, indptr, indices, data, ids, threads):
         if ids is None:
@@ -371,8 +383,10 @@ class SparseIndex(Removable, Persistent):
         native.set_ids(ids, np.zeros(0, np.uint64))
         self._index, self._keep, self._delta, self._delta_index = native, None, None, None
 
-    def _rows(self, queries):
-        """Query rows from the same kinds of input as add (JSONL through the vocabulary)."""
+    def query_rows(self, queries):
+        """Query rows from the same kinds of input as add: a ``.jsonl`` path (through the
+        index's vocabulary) or an inner binary file become CSR rows; anything else is
+        returned as given (a SciPy matrix or an (indptr, indices, data) tuple)."""
         if isinstance(queries, (str, os.PathLike)):
             if os.fspath(queries).endswith(".jsonl"):
                 if self.vocabulary is None:
@@ -415,7 +429,7 @@ class SparseIndex(Removable, Persistent):
             raise ValueError(f"order must be 'score' or 'list'; got {order!r}")
         head = as_int(head, "head")
         rerank = 0 if rerank is None else as_int(rerank, "rerank", k)
-        indptr, indices, data, _ = as_csr(self._rows(queries), self.dim, "queries")
+        indptr, indices, data, _ = as_csr(self.query_rows(queries), self.dim, "queries")
         filters = as_filters(filter, len(indptr) - 1)
         kn = native_k(k, self.ntotal)
         D, I = self._index.search(indptr, indices, data, kn, query_cut, float(heap_factor),
