@@ -315,8 +315,11 @@ void IVFPQIndex::search(const float* q, size_t nq, const IVFSearchParams& params
     parallel_for(nq, threads, [&](size_t i, size_t) {
       if (!exact[i]) return;
       TopKSet top(1, kk);
-      score_allowed(qs.data() + i * dim_,
-                    params.filter.shared() ? shared : allowed_rows(*params.filter.of(i)), top, 0);
+      const float* qi = qs.data() + i * dim_;
+      if (params.filter.shared())
+        score_allowed(qi, shared, top, 0);
+      else
+        score_allowed(qi, allowed_rows(*params.filter.of(i)), top, 0);
       finish(i, top, 0);
     });
   }
