@@ -370,17 +370,19 @@ def test_probed_lists_are_the_nearest_centroids(metric):
             assert sorted(got[i][got[i] >= 0]) == sorted(want), (nprobe, i)
 
 
-@pytest.mark.parametrize("metric", ["ip", "l2", "cosine"])
-def test_bounded_coarse_step_picks_the_exact_lists(metric, simd_level):
+@pytest.mark.parametrize("metric,nlist", [("ip", 512), ("l2", 512), ("cosine", 512),
+                                          ("l2", 300)])
+def test_bounded_coarse_step_picks_the_exact_lists(metric, nlist, simd_level):
     # From 256 lists the coarse step scores int8 copies of the centroids and re-scores in
     # float32 only those its error bound cannot rule out (coarse_quantizer.hpp). Many lists
-    # per cluster make near-ties, where a bound too tight would pick a wrong list.
+    # per cluster make near-ties, where a bound too tight would pick a wrong list. 300 lists:
+    # the last group of centroids in the selection is a partial one.
     xb, xq = quanta.datasets.clustered(12000, 48, 40, seed=9)
     xq = np.vstack([xq[:150], xb[:50] + 1e-3])  # queries close to stored points too
     # the levels with an int8 panel kernel: portable code, and AVX-512 with VNNI
     vnni = "avx512vnni" in quanta.build_info()["cpu_features"]
     bounded = simd_level == "scalar" or (simd_level == "avx512" and vnni)
-    index = quanta.IVFPQIndex(48, 512, 8, 4, metric, fast_scan=True)
+    index = quanta.IVFPQIndex(48, nlist, 8, 4, metric, fast_scan=True)
     index.train(xb, niter=2, coarse_niter=3)
     cen = index.coarse_centroids.astype(np.float64)
     # and queries halfway between two near centroids: a tie in float32, within int8 rounding
@@ -392,17 +394,25 @@ def test_bounded_coarse_step_picks_the_exact_lists(metric, simd_level):
     if metric == "cosine":
         q /= np.linalg.norm(q, axis=1, keepdims=True)
     score = 2 * q @ cen.T - (cen ** 2).sum(1) if metric == "l2" else q @ cen.T
-    for nprobe in (1, 5, 16, 64):  # 64: scored in float32 throughout (too many lists)
+    for nprobe in (1, 5, nlist // 32, 64):  # 64: float32 throughout (too many lists)
         D, I = index.coarse_search(xq, nprobe)
         want = -np.sort(-score, axis=1)[:, :nprobe]
         got = np.take_along_axis(score, I, 1)
         np.testing.assert_allclose(got, want, rtol=0, atol=2e-5)  # the best, best first
         assert all(len(set(row)) == nprobe for row in I)
+        # one query at a time (the single-query kernel and selection): the best lists too,
+        # and, where the int8 pass serves it, the very lists of the batch (the same integer
+        # scores pick the same float32 candidates; float32 batches and rows round apart)
+        for i in (0, 151, len(xq) - 1):
+            one = index.coarse_search(xq[i:i + 1], nprobe).ids[0]
+            np.testing.assert_allclose(score[i, one], want[i], rtol=0, atol=2e-5)
+            if bounded and nprobe <= nlist // 32:
+                np.testing.assert_array_equal(one, I[i])
         rescored = index.native.coarse_rescored(xq, nprobe)
         if nprobe == 64:
-            assert (rescored == 512).all()
+            assert (rescored == nlist).all()
         elif bounded:
-            assert (rescored >= nprobe).all() and rescored.mean() < 512 / 4, (nprobe, rescored)
+            assert (rescored >= nprobe).all() and rescored.mean() < nlist / 4, (nprobe, rescored)
     # a query whose int8 scaling overflows is scored in float32 throughout, the same lists
     big = xq[:4] * np.float32(1e37)
     I_big = index.coarse_search(big, 5).ids
