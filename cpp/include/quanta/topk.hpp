@@ -230,16 +230,17 @@ class TopKReservoir {
     // Sorted as 64-bit integers (the score's bits in descending order, then the slot): about
     // twice as fast as sorting the entries by score and position; runs of equal scores are
     // then put in position order.
-    keys_.resize(kept);
+    thread_local std::vector<uint64_t> keys;  // scratch per thread, as shrink's
+    keys.resize(kept);
     for (size_t j = 0; j < kept; ++j) {
       uint32_t b;
       std::memcpy(&b, &e[j].score, 4);
       b = (b & 0x80000000u) ? b : ~b & 0x7fffffffu;  // higher score: smaller key
-      keys_[j] = uint64_t(b) << 32 | j;
+      keys[j] = uint64_t(b) << 32 | j;
     }
-    std::sort(keys_.begin(), keys_.end());
+    std::sort(keys.begin(), keys.end());
     for (size_t j = 0; j < kept; ++j) {
-      const Entry& x = e[keys_[j] & 0xffffffffu];
+      const Entry& x = e[keys[j] & 0xffffffffu];
       scores[j] = x.score;
       pos[j] = x.pos;
     }
@@ -293,7 +294,6 @@ class TopKReservoir {
   std::vector<size_t> size_;
   std::vector<float> thr_;
   std::vector<Entry> buf_;
-  std::vector<uint64_t> keys_;  // scratch of write_sorted
 };
 
 }  // namespace quanta
