@@ -14,6 +14,7 @@
 #include "quanta/buffer.hpp"
 #include "quanta/labels.hpp"
 #include "quanta/metric.hpp"
+#include "quanta/rows.hpp"
 #include "quanta/search_params.hpp"
 #include "quanta/storage.hpp"
 #include "quanta/topk.hpp"
@@ -86,11 +87,7 @@ class FlatIndex final : public Index {
   void dot_positions(const float* q, const uint32_t* pos, size_t n, float* out) const;
   void decode(size_t pos, float* out) const { decode_row(pos, out); }  // cosine: normalized
   // Asks for row pos's bytes ahead of a dot_positions that will read it.
-  void prefetch(size_t pos) const {
-    const size_t cs = code_size();
-    const uint8_t* row = codes_.data() + pos * cs;
-    for (size_t b = 0; b < cs; b += 64) __builtin_prefetch(row + b);
-  }
+  void prefetch(size_t pos) const { prefetch_l2(codes_.data() + pos * code_size(), code_size()); }
   const Labels& labels() const { return labels_; }
 
   // Raw state, for serialization. restore() validates sizes and throws on mismatch.

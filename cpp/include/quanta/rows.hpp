@@ -6,6 +6,15 @@
 
 namespace quanta {
 
+// Asks for `bytes` at p ahead of use, into L2 (prefetcht1). A graph expansion asks for 30-40
+// lines at once; prefetcht0 of that many overran L1's miss buffers on Zen 4 and the loads
+// that followed still waited (60k MiniLM graph, PQ96x4 codes, width 32: 27.5 us a query with
+// prefetcht0, 20.8 us with prefetcht1).
+inline void prefetch_l2(const void* p, size_t bytes) {
+  const char* c = static_cast<const char*>(p);
+  for (size_t o = 0; o < bytes; o += 64) __builtin_prefetch(c + o, 0, 2);
+}
+
 // Eight independent accumulators in a fixed order: the compiler vectorizes it, and the sum
 // is still the same on every CPU.
 inline double sq_norm(const float* v, size_t dim) {

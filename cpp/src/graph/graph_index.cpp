@@ -72,31 +72,47 @@ bool closer(float da, uint32_t a, float db, uint32_t b) { return da < db || (da 
 
 // -- the beam ---------------------------------------------------------------------------------
 
-// The beam of a search: the `width` closest vertices met so far, ascending, each marked once
-// expanded; one array, insertions by memmove (the beam is short).
+// The beam of a search: the `width` closest vertices met so far, ascending (ties by id), each
+// marked once expanded. Arrays by field: an insertion finds its place by counting the closer
+// entries without a branch (a scan from the back mispredicted its exit at every insertion;
+// counting is a few vector compares for beams of tens) and moves the rest up by one.
 struct Beam {
-  struct Entry {
-    float d;
-    uint32_t id;
-    uint32_t expanded;
-  };
-  std::vector<Entry> e;
-  size_t width = 0;
+  std::vector<float> d;
+  std::vector<uint32_t> id;
+  std::vector<uint8_t> expanded;
+  size_t size = 0, width = 0;
   void start(size_t w) {
     width = w;
-    e.clear();
-    e.reserve(w + 1);
+    size = 0;
+    if (d.size() < w) {
+      d.resize(w);
+      id.resize(w);
+      expanded.resize(w);
+    }
   }
-  bool admits(float d, uint32_t id) const {
-    return e.size() < width || closer(d, id, e.back().d, e.back().id);
+  bool full() const { return size == width; }
+  bool admits(float dd, uint32_t u) const {
+    return size < width || closer(dd, u, d[size - 1], id[size - 1]);
   }
-  // Inserts (d, id) (admits() must hold); returns its position.
-  size_t insert(float d, uint32_t id) {
-    size_t pos = e.size();
-    while (pos > 0 && closer(d, id, e[pos - 1].d, e[pos - 1].id)) --pos;
-    e.insert(e.begin() + std::ptrdiff_t(pos), Entry{d, id, 0});
-    if (e.size() > width) e.pop_back();
+  // Inserts (dd, u) (admits() must hold); returns its position.
+  size_t insert(float dd, uint32_t u) {
+    size_t pos = 0;
+    for (size_t i = 0; i < size; ++i)
+      pos += size_t(d[i] < dd) | (size_t(d[i] == dd) & size_t(id[i] < u));
+    const size_t moved = std::min(size, width - 1) - pos;  // the last entry drops when full
+    std::memmove(d.data() + pos + 1, d.data() + pos, moved * sizeof(float));
+    std::memmove(id.data() + pos + 1, id.data() + pos, moved * sizeof(uint32_t));
+    std::memmove(expanded.data() + pos + 1, expanded.data() + pos, moved);
+    d[pos] = dd;
+    id[pos] = u;
+    expanded[pos] = 0;
+    size = std::min(size + 1, width);
     return pos;
+  }
+  // The first unexpanded position at or after `from` (size when none).
+  size_t next_unexpanded(size_t from) const {
+    while (from < size && expanded[from]) ++from;
+    return from;
   }
 };
 
@@ -123,9 +139,9 @@ void run_beam(const uint32_t* adj, size_t degree, size_t rows, uint32_t entry, s
   uint32_t nb[GraphIndex::kMaxDegree];
   float nd[GraphIndex::kMaxDegree];
   size_t cur = 0;
-  while (cur < beam.e.size()) {
-    const uint32_t v = beam.e[cur].id;
-    beam.e[cur].expanded = 1;
+  while (cur < beam.size) {
+    const uint32_t v = beam.id[cur];
+    beam.expanded[cur] = 1;
     size_t cnt = 0;
     {
       const auto lock = lock_of(locks, v);
@@ -142,8 +158,7 @@ void run_beam(const uint32_t* adj, size_t degree, size_t rows, uint32_t entry, s
       on(nb[i], nd[i]);
       if (beam.admits(nd[i], nb[i])) next = std::min(next, beam.insert(nd[i], nb[i]));
     }
-    cur = next;
-    while (cur < beam.e.size() && beam.e[cur].expanded) ++cur;
+    cur = beam.next_unexpanded(next);
   }
 }
 
@@ -293,39 +308,33 @@ void run_code_beam(const Rows& g, uint32_t entry, size_t width, BeamQuery& query
     if (w == fetched) return;
     fetched = w;
     g.vectors.prefetch(w);
-    const uint8_t* r = g.rows + size_t(w) * g.row_bytes;
-    for (size_t o = 0; o < g.row_bytes; o += 64) __builtin_prefetch(r + o);
+    prefetch_l2(g.rows + size_t(w) * g.row_bytes, g.row_bytes);
   };
   size_t cur = 0;
-  while (cur < beam.e.size()) {
-    const uint32_t v = beam.e[cur].id;
-    beam.e[cur].expanded = 1;
-    for (size_t ahead = cur + 1; ahead < beam.e.size(); ++ahead)
-      if (!beam.e[ahead].expanded) {
-        fetch(beam.e[ahead].id);
-        break;
-      }
+  while (cur < beam.size) {
+    const uint32_t v = beam.id[cur];
+    beam.expanded[cur] = 1;
+    const size_t ahead = beam.next_unexpanded(cur + 1);
+    if (ahead < beam.size) fetch(beam.id[ahead]);
     query.exact(&v, 1, &d);
     on(v, d);
-    const uint16_t limit = beam.e.size() < beam.width ? uint16_t(65535) : cq.limit(beam.e.back().d);
+    const uint16_t limit = beam.full() ? cq.limit(beam.d[beam.size - 1]) : uint16_t(65535);
     const uint8_t* vrow = g.rows + size_t(v) * g.row_bytes;
     kern.pq4_accumulate(vrow + g.degree * sizeof(uint32_t), nblocks, g.npairs, &lut, 1, &limit,
                         sums, below);
-    uint32_t row[GraphIndex::kMaxDegree];
-    std::memcpy(row, vrow, g.degree * sizeof(uint32_t));
     size_t next = cur + 1;
     for (size_t b = 0; b < nblocks; ++b)
       for (uint32_t bits = below[b]; bits; bits &= bits - 1) {
         const size_t j = fast_scan::kBlock * b + size_t(__builtin_ctz(bits));
         if (j >= g.degree) break;
-        const uint32_t u = row[j];
+        uint32_t u;
+        std::memcpy(&u, vrow + j * sizeof(uint32_t), sizeof u);
         if (u >= g.n || !marks.first_visit(u)) continue;  // an empty slot is kNone >= n
         const float est = cq.estimate(sums[j]);
         if (beam.admits(est, u)) next = std::min(next, beam.insert(est, u));
       }
-    cur = next;
-    while (cur < beam.e.size() && beam.e[cur].expanded) ++cur;
-    if (cur < beam.e.size()) fetch(beam.e[cur].id);  // a vertex that just joined
+    cur = beam.next_unexpanded(next);
+    if (cur < beam.size) fetch(beam.id[cur]);  // a vertex that just joined
   }
 }
 
@@ -510,8 +519,8 @@ void GraphIndex::insert(uint32_t p, const Edit& e) const {
         for (size_t i = 0; i < n; ++i) out[i] = pn + norms_[ids[i]] - 2.0f * dots[i];
       },
       [](uint32_t, float) {}, *marks.marks, beam, e.locks);
-  std::vector<Scored> cand(beam.e.size());  // ascending already
-  for (size_t i = 0; i < cand.size(); ++i) cand[i] = {beam.e[i].d, beam.e[i].id};
+  std::vector<Scored> cand(beam.size);  // ascending already
+  for (size_t i = 0; i < cand.size(); ++i) cand[i] = {beam.d[i], beam.id[i]};
   {
     // A vertex already in the graph (a refinement pass) keeps its list as candidates too.
     std::vector<uint32_t> own;
@@ -688,7 +697,7 @@ void GraphIndex::search(const float* q, size_t nq, const GraphSearchParams& para
       if (!adc) return query.exact(ids, m, out);
       // Once the beam is full, a neighbour whose estimate cannot enter it (with the margin
       // of the errors seen so far) is not scored: +inf, never admitted nor returned.
-      const float limit = beam.e.size() < beam.width ? kInf : beam.e.back().d;
+      const float limit = beam.full() ? beam.d[beam.size - 1] : kInf;
       uint32_t sel[kMaxDegree];
       float exact_d[kMaxDegree];
       const size_t ns = est.select(ids, m, limit, sel);
@@ -720,8 +729,7 @@ void GraphIndex::search(const float* q, size_t nq, const GraphSearchParams& para
       run_beam(adj_.data(), degree(), n, entry_, width, dist, on, *marks.marks, beam, nullptr);
     }
     if (!collect)
-      for (size_t j = 0; j < std::min(beam.e.size(), k); ++j)
-        res.emplace_back(beam.e[j].d, beam.e[j].id);
+      for (size_t j = 0; j < std::min(beam.size, k); ++j) res.emplace_back(beam.d[j], beam.id[j]);
     if (collect && res.size() < k && res.size() < ntotal())
       return exact_scan();  // the beam met fewer than k returnable vertices
     for (size_t j = 0; j < res.size(); ++j) {
