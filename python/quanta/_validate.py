@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 
+_F32 = np.dtype(np.float32)
 _ML_FLOATS = ("bfloat16", "float8_e4m3fn", "float8_e5m2", "float8_e4m3", "float8_e4m3fnuz",
                "float8_e5m2fnuz", "float8_e4m3b11fnuz")
 
@@ -31,6 +32,21 @@ def as_f32_matrix(x, dim: int | None, name: str, check_finite: bool = True) -> n
     Real numeric input of another dtype is converted (this may copy); anything else raises.
     check_finite=False leaves the NaN / infinity check to the native call that follows.
     """
+    # A C-contiguous float32 matrix of the right width (a search's usual query) is taken as
+    # it is, after a few attribute reads.
+    if not (type(x) is np.ndarray and x.dtype is _F32 and x.ndim == 2 and x.shape[1] == dim
+            and x.flags.c_contiguous):
+        x = _converted(x, dim, name)
+    # One reduction first (a NaN or infinity makes the sum non-finite; so may an overflow,
+    # which the exact test then clears): a single query costs one numpy call, not two.
+    if check_finite and not np.isfinite(np.add.reduce(x, axis=None)) and not np.isfinite(x).all():
+        bad = int(np.argwhere(~np.isfinite(x))[0][0])
+        raise ValueError(f"{name} contains NaN or infinity (first at row {bad}); only finite "
+                         f"values are accepted")
+    return x
+
+
+def _converted(x, dim: int | None, name: str) -> np.ndarray:
     if not isinstance(x, np.ndarray):
         x = _host_array(x, name)
     if x.dtype.kind == "V" and x.dtype.name in _ML_FLOATS:  # ml_dtypes bfloat16 / float8
@@ -43,14 +59,7 @@ def as_f32_matrix(x, dim: int | None, name: str, check_finite: bool = True) -> n
         raise ValueError(f"{name} must be 2-D (n, dim) or 1-D (dim,); got shape {x.shape}")
     if dim is not None and x.shape[1] != dim:
         raise ValueError(f"{name} has dim {x.shape[1]} but the index has dim {dim}")
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    # One reduction first (a NaN or infinity makes the sum non-finite; so may an overflow,
-    # which the exact test then clears): a single query costs one numpy call, not two.
-    if check_finite and not np.isfinite(np.add.reduce(x, axis=None)) and not np.isfinite(x).all():
-        bad = int(np.argwhere(~np.isfinite(x))[0][0])
-        raise ValueError(f"{name} contains NaN or infinity (first at row {bad}); only finite "
-                         f"values are accepted")
-    return x
+    return np.ascontiguousarray(x, dtype=np.float32)
 
 
 def as_int64s(ids, name: str) -> np.ndarray:
@@ -82,6 +91,8 @@ MAX_THREADS = 4096
 def as_int(value, name: str, lo: int = 0, hi: int = INT32_MAX) -> int:
     """An integer argument in [lo, hi] (the native side takes 32-bit counts), checked here so
     that the error names it, not pybind's "incompatible function arguments"."""
+    if type(value) is int and lo <= value <= hi:  # the common case first: one type test
+        return value
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name} must be an integer; got {type(value).__name__}")
     if value < lo:
@@ -104,7 +115,7 @@ def native_k(k: int, ntotal: int) -> int:
     """The k a native search is asked for: no search finds more than the index's ntotal
     vectors, so its heaps stay that small however large k is (``SearchResult.padded`` fills
     the rest)."""
-    return min(k, max(int(ntotal), 1))
+    return k if k <= ntotal else max(int(ntotal), 1)
 
 
 def as_nprobe(nprobe, nlist: int) -> int:
@@ -117,6 +128,8 @@ def as_nprobe(nprobe, nlist: int) -> int:
 
 
 def as_threads(threads) -> int:
+    if type(threads) is int and 0 <= threads <= MAX_THREADS:
+        return threads
     if isinstance(threads, (bool, np.bool_)) or not isinstance(threads, (int, np.integer)):
         raise TypeError(f"threads must be an integer (0 = all cores); got {type(threads).__name__}")
     if not 0 <= threads <= MAX_THREADS:

@@ -406,8 +406,9 @@ class BinaryIndex(_BinaryCodesIndex, Persistent):
         q = as_f32_matrix(q, self.dim, "queries")
         k, threads = as_k(k), as_threads(threads)
         filters = as_filters(filter, q.shape[0])
-        return self._search_chain(q, native_k(k, self.ntotal), threads, filters,
-                                  None).padded(k, self.metric)
+        kn = native_k(k, self.ntotal)
+        result = self._search_chain(q, kn, threads, filters, None)
+        return result if kn == k else result.padded(k, self.metric)
 
     def _write(self, f):
         meta, arrays = self._binary_parts()
@@ -500,8 +501,9 @@ class IVFBinaryIndex(_Probed, _BinaryCodesIndex, Persistent):
         q = as_f32_matrix(q, self.dim, "queries")
         k, threads = as_k(k), as_threads(threads)
         filters = as_filters(filter, q.shape[0])
-        return self._search_chain(q, native_k(k, self.ntotal), threads, filters,
-                                  _ivf_params(nprobe)).padded(k, self.metric)
+        kn = native_k(k, self.ntotal)
+        result = self._search_chain(q, kn, threads, filters, _ivf_params(nprobe))
+        return result if kn == k else result.padded(k, self.metric)
 
     def _write(self, f):
         meta, arrays = self._binary_parts()

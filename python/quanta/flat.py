@@ -161,9 +161,10 @@ class FlatIndex(Removable, Persistent):
         params = _core.FlatSearchParams()
         params.quantize_queries = bool(quantize_queries)
         k = as_k(k)
-        return SearchResult(*self._index.search(q, native_k(k, self.ntotal), as_threads(threads),
-                                                as_filters(filter, q.shape[0]),
-                                                params)).padded(k, self.metric)
+        kn = native_k(k, self.ntotal)
+        result = SearchResult(*self._index.search(q, kn, as_threads(threads),
+                                                  as_filters(filter, q.shape[0]), params))
+        return result if kn == k else result.padded(k, self.metric)
 
     def range_search(self, q, radius: float, *, threads: int = 0, filter=None) -> RangeResult:
         """Every stored vector within `radius` of each query: l2 distance < radius, or

@@ -20,6 +20,7 @@ from .io import FormatError, Persistent, register_kind, write_container
 
 
 _PARAMS = {}  # (width, slack) -> GraphSearchParams
+_SLACK = 2.0  # search()'s default slack (its default settings are kept made: _defaults)
 _CODES = re.compile(r"^PQ(?P<m>[0-9]+)(?:x(?P<nbits>[48]))?$")
 
 
@@ -120,6 +121,7 @@ class GraphIndex(Removable, Persistent):
     @width.setter
     def width(self, value) -> None:
         self._width = as_int(value, "width", 1)
+        self._defaults = self._params(None, _SLACK)
 
     @property
     def native(self):
@@ -181,7 +183,7 @@ class GraphIndex(Removable, Persistent):
         return params
 
     def search(self, q, k: int = 10, *, width: int | None = None, threads: int = 0,
-               filter=None, slack: float = 2.0) -> SearchResult:
+               filter=None, slack: float = _SLACK) -> SearchResult:
         """The k nearest stored vectors of each query found by the beam, best first.
 
         width: the beam (default ``index.width``; raised to k when smaller).
@@ -191,11 +193,15 @@ class GraphIndex(Removable, Persistent):
         threads: queries are spread over threads; results do not depend on it.
         filter: ids the queries may return (see ``quanta.filter``).
         """
-        q = as_f32_matrix(q, self.dim, "queries", check_finite=False)  # checked natively
+        index = self._index
+        q = as_f32_matrix(q, index.dim, "queries", check_finite=False)  # checked natively
         k = as_k(k)
-        return SearchResult(*self._index.search(q, native_k(k, self.ntotal), as_threads(threads),
-                                                as_filters(filter, q.shape[0]),
-                                                self._params(width, slack))).padded(k, self.metric)
+        kn = native_k(k, index.ntotal)
+        params = self._defaults if width is None and slack is _SLACK else \
+            self._params(width, slack)
+        result = SearchResult(*index.search(q, kn, as_threads(threads),
+                                            as_filters(filter, q.shape[0]), params))
+        return result if kn == k else result.padded(k, self.metric)
 
     def range_search(self, q, radius: float, *, width: int | None = None, threads: int = 0,
                      filter=None) -> RangeResult:

@@ -432,8 +432,9 @@ class PQIndex(_PQCodesIndex, Persistent):
 
         params = _core.PQSearchParams()
         params.sdc = bool(sdc)
-        return self._search_chain(q, native_k(k, self.ntotal), threads, filters,
-                                  params).padded(k, self.metric)
+        kn = native_k(k, self.ntotal)
+        result = self._search_chain(q, kn, threads, filters, params)
+        return result if kn == k else result.padded(k, self.metric)
 
     def range_search(self, q, radius: float, *, threads: int = 0, filter=None) -> RangeResult:
         """Every vector whose code is within `radius` of each query (l2: distance < radius;
@@ -587,8 +588,9 @@ class IVFPQIndex(_Probed, _PQCodesIndex, Persistent):
         """
         q, params = self._probe(q, nprobe, coarse)
         k, threads = as_k(k), as_threads(threads)
-        return self._search_chain(q, native_k(k, self.ntotal), threads,
-                                  as_filters(filter, q.shape[0]), params).padded(k, self.metric)
+        kn = native_k(k, self.ntotal)
+        result = self._search_chain(q, kn, threads, as_filters(filter, q.shape[0]), params)
+        return result if kn == k else result.padded(k, self.metric)
 
     def _probe(self, q, nprobe, coarse):
         """The checked queries and the search parameters of nprobe lists, or of the given
