@@ -344,6 +344,29 @@ def test_neighbour_codes_follow_the_lists_through_adds_and_compaction():
     assert recall(g.search(xq, K, width=64).ids, keep[It]) >= 0.9
 
 
+@pytest.mark.parametrize("refine", [0, 1])
+def test_rows_with_codes_are_filled(refine):
+    # With 4-bit codes every slot of a row is estimated anyway: the slots RobustPrune leaves
+    # empty get the closest candidates it dropped, so rows are full; without codes they are not.
+    xb, xq = clustered(2000, DIM, NQ, seed=15)
+    _, It = brute_force_knn(xb, xq, K, "ip")
+    lengths = {}
+    for codes in (None, "PQ12x4"):
+        g = quanta.GraphIndex(DIM, "ip", 32, "f16", codes=codes, refine=refine)
+        g.add(xb, threads=1)
+        adj = g.native.adjacency().reshape(-1, 32)
+        live = adj != 0xFFFFFFFF
+        lengths[codes] = live.sum(1)
+        for v in range(len(adj)):
+            row = adj[v][live[v]]
+            assert len(set(row.tolist())) == len(row) and v not in row and (row < len(adj)).all()
+        assert recall(g.search(xq, K, width=48).ids, It) >= 0.9
+    assert lengths[None].min() < 32  # RobustPrune alone leaves some rows short...
+    # ...which the fill completes (without refinement, a vertex inserted while the graph was
+    # small met fewer candidates than that)
+    assert np.mean(lengths["PQ12x4"] == 32) >= (1 if refine else 0.95)
+
+
 def test_files_without_neighbour_codes_load(tmp_path):
     # Files written before the fast-scan rows hold no GNBC section: it is derived again.
     xb, xq = clustered(1000, DIM, NQ, seed=13)

@@ -63,7 +63,8 @@ class GraphIndex(Removable, Persistent):
         pass over the row estimates all its neighbours (``degree`` x (m / 2 + 4) bytes per
         vector more). The beam is ordered by these estimates and only the vertex being
         expanded is scored exactly: far fewer vector rows are read, 2-4x the speed of the
-        plain graph at the same recall. Larger m estimates better at more bytes and more work
+        plain graph at the same recall. As every slot of a row is estimated anyway, the slots
+        RobustPrune leaves empty are filled with the closest candidates it dropped. Larger m estimates better at more bytes and more work
         per vertex; ``dim / 4`` to ``dim / 3`` were the fastest on 384-d data. Trained by
         ``train`` or the first ``add``. Factory: ``"Graph32(f16),PQ96x4"``.
         ``"PQ<m>x8"``: an 8-bit code per vector; a neighbour is scored exactly only when its

@@ -49,7 +49,9 @@ struct GraphBuildParams {
   // (pq_m sub-quantizers of pq_nbits, 4 or 8), 0 for none.
   // 4 bits: SymphonyQG's layout. Each vertex's row also holds its neighbours' codes in the
   // fast-scan layout, so one kernel call over that row estimates all its neighbours; the beam
-  // is ordered by these estimates and only the vertex being expanded is scored exactly.
+  // is ordered by these estimates and only the vertex being expanded is scored exactly. The
+  // build fills the slots RobustPrune leaves empty with the closest candidates it dropped (on
+  // 60k MiniLM vectors: recall@10 +0.013 at search width 10, +0.005 at 32, no slower).
   // 8 bits: a neighbour is scored exactly when its ADC estimate could enter the beam.
   size_t pq_m = 0;
   size_t pq_nbits = 4;
@@ -151,14 +153,18 @@ class GraphIndex final : public Index {
   // build's geometry whatever the metric), closest first.
   std::vector<Scored> by_distance(uint32_t v, const uint32_t* ids, size_t n) const;
   // The adjacency being built: locks, one per vertex stripe during a parallel build (null on
-  // one thread); changed[v] is set (under v's lock) when v's list changes.
+  // one thread); changed[v] is set (under v's lock) when v's list changes. spare (when not
+  // null): rows x degree, where insert() leaves the candidates its pruning did not keep.
   struct Edit {
     uint32_t* adj;
     uint8_t* changed;
     std::vector<std::mutex>* locks;
+    uint32_t* spare = nullptr;
   };
   // Links a new vertex p into the graph; for a vertex already in it, re-chooses its list.
   void insert(uint32_t p, const Edit& e) const;
+  // Fills the empty slots of rows [from, to) from their spare candidates, closest first.
+  void fill(size_t from, size_t to, const Edit& e) const;
   std::vector<uint32_t> prune(uint32_t p, std::vector<Scored>& cand) const;
   void link(uint32_t from, uint32_t to, const Edit& e) const;
   // Packs the neighbours' codes of rows v with changed[v] (all rows when changed is null).

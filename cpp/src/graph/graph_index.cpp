@@ -541,6 +541,13 @@ void GraphIndex::insert(uint32_t p, const Edit& e) const {
     }
   }
   const std::vector<uint32_t> kept = prune(p, cand);
+  if (e.spare) {
+    uint32_t* spare = e.spare + size_t(p) * degree();
+    size_t ns = 0;
+    for (size_t i = 0; i < cand.size() && ns < degree(); ++i)
+      if (cand[i].id != p && std::find(kept.begin(), kept.end(), cand[i].id) == kept.end())
+        spare[ns++] = cand[i].id;
+  }
   {
     const auto lock = lock_of(e.locks, p);
     uint32_t* row = e.adj + size_t(p) * degree();
@@ -549,6 +556,21 @@ void GraphIndex::insert(uint32_t p, const Edit& e) const {
     e.changed[p] = 1;
   }
   for (uint32_t u : kept) link(u, p, e);
+}
+
+void GraphIndex::fill(size_t from, size_t to, const Edit& e) const {
+  parallel_for(to - from, 0, [&](size_t i, size_t) {
+    const size_t v = from + i;
+    uint32_t* row = e.adj + v * degree();
+    size_t cnt = 0;
+    while (cnt < degree() && row[cnt] != kNone) ++cnt;
+    const uint32_t* spare = e.spare + v * degree();
+    for (size_t j = 0; j < degree() && cnt < degree() && spare[j] != kNone; ++j)
+      if (std::find(row, row + cnt, spare[j]) == row + cnt) {
+        row[cnt++] = spare[j];
+        e.changed[v] = 1;
+      }
+  });
 }
 
 // The live vertex closest to the mean of the live vectors: where every search starts.
@@ -615,7 +637,11 @@ void GraphIndex::add(const float* x, size_t n, const int64_t* ids, int threads) 
   ensure_norms();
   std::vector<std::mutex> locks(threads > 1 ? kLockStripes : 0);
   std::vector<uint8_t> changed(n0 + n, 0);
-  const Edit edit{adj, changed.data(), threads > 1 ? &locks : nullptr};
+  // With 4-bit codes a row's every slot is estimated anyway: the slots RobustPrune leaves
+  // empty are filled with the closest candidates it dropped (SymphonyQG fills its rows too).
+  std::vector<uint32_t> spare(inline_codes() ? (n0 + n) * degree() : 0, kNone);
+  Edit edit{adj, changed.data(), threads > 1 ? &locks : nullptr,
+            inline_codes() && build_.refine == 0 ? spare.data() : nullptr};
   size_t first = n0;
   if (entry_ == kNone) entry_ = uint32_t(first++);  // an empty graph: the first vertex starts it
   const size_t count = n0 + n - first;
@@ -640,8 +666,14 @@ void GraphIndex::add(const float* x, size_t n, const int64_t* ids, int threads) 
   }
   // Refinement (Vamana's second pass): the new vertices search the graph again, now that it
   // holds all of them, and re-prune their lists with the old ones as candidates too.
-  for (size_t pass = 0; pass < build_.refine; ++pass) insert_all(n0, n);
-  if (inline_codes()) pack_rows(changed.data());
+  for (size_t pass = 0; pass < build_.refine; ++pass) {
+    if (pass + 1 == build_.refine) edit.spare = spare.data();
+    insert_all(n0, n);
+  }
+  if (inline_codes()) {
+    fill(n0, n0 + n, edit);
+    pack_rows(changed.data());
+  }
 }
 
 void GraphIndex::reset() {
