@@ -257,7 +257,7 @@ def main(argv=None):
                     help="quanta's estimation codes, 'none' or e.g. PQ96x4; {m} is dim / 4")
     ap.add_argument("--degree", type=int, default=32, help="quanta degree; peers get M = degree / 2")
     ap.add_argument("--build-width", type=int, default=128, help="and peers' ef_construction")
-    ap.add_argument("--widths", default="10,16,24,32,48,64,96,128,192,256")
+    ap.add_argument("--widths", default="10,12,14,16,20,24,28,32,40,48,56,64,80,96,112,128,160,192,256")
     ap.add_argument("--plot")
     ap.add_argument("--json")
     args = ap.parse_args(argv)

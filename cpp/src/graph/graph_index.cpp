@@ -142,6 +142,9 @@ void run_beam(const uint32_t* adj, size_t degree, size_t rows, uint32_t entry, s
   while (cur < beam.size) {
     const uint32_t v = beam.id[cur];
     beam.expanded[cur] = 1;
+    // The list most likely expanded next (the next unexpanded one) is asked for now.
+    const size_t ahead = beam.next_unexpanded(cur + 1);
+    if (ahead < beam.size) prefetch_l2(adj + size_t(beam.id[ahead]) * degree, degree * 4);
     size_t cnt = 0;
     {
       const auto lock = lock_of(locks, v);
