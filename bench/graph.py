@@ -3,6 +3,7 @@ rabitqlib's SymphonyQG and Intel SVS Vamana (f32, f16, LVQ-8), on the same data,
 
     python -m bench.graph --data clustered|real --n 100000 --nq 1000 [--threads 2]
         [--systems quanta,hnswlib,usearch,faiss,rabitqlib,svs] [--widths 10,16,...]
+        [--peer-m 32] [--usearch-types f16,bf16]
         [--single 300] [--plot bench/results/graph.png] [--json out.json]
 
 For every system: build time at --threads, bytes per vector, then for each search width
@@ -214,14 +215,15 @@ def systems(names, args):
             for codes in args.codes.split(","):
                 codes = None if codes == "none" else codes.replace("{m}", str(args.dim_m))
                 attempt(f"quanta {storage} {codes}", lambda s=storage, c=codes: Quanta(s, deg, bw, c))
+    m = args.peer_m or deg // 2
     if "hnswlib" in names:
-        attempt("hnswlib", lambda: Hnswlib(deg // 2, bw))
+        attempt("hnswlib", lambda: Hnswlib(m, bw))
     if "usearch" in names:
-        for dt in ("f32", "bf16", "i8"):
-            attempt(f"usearch {dt}", lambda d=dt: USearch(d, deg // 2, bw))
+        for dt in args.usearch_types.split(","):
+            attempt(f"usearch {dt}", lambda d=dt: USearch(d, m, bw))
     if "faiss" in names:
-        attempt("faiss HNSWFlat", lambda: FaissHNSW(None, deg // 2, bw))
-        attempt("faiss HNSWSQ", lambda: FaissHNSW("fp16", deg // 2, bw))
+        attempt("faiss HNSWFlat", lambda: FaissHNSW(None, m, bw))
+        attempt("faiss HNSWSQ", lambda: FaissHNSW("fp16", m, bw))
     if "rabitqlib" in names:
         attempt("rabitqlib SymQG", lambda: SymQG(deg, bw))
     if "svs" in names:
@@ -256,6 +258,10 @@ def main(argv=None):
     ap.add_argument("--codes", default="none,PQ{m}x4",
                     help="quanta's estimation codes, 'none' or e.g. PQ96x4; {m} is dim / 4")
     ap.add_argument("--degree", type=int, default=32, help="quanta degree; peers get M = degree / 2")
+    ap.add_argument("--peer-m", type=int, default=0,
+                    help="HNSW peers' M / usearch connectivity (default degree / 2: the same "
+                         "layer-0 degree as quanta's)")
+    ap.add_argument("--usearch-types", default="f32,bf16,i8", help="usearch's vector types")
     ap.add_argument("--build-width", type=int, default=128, help="and peers' ef_construction")
     ap.add_argument("--widths", default="10,12,14,16,20,24,28,32,40,48,56,64,80,96,112,128,160,192,256")
     ap.add_argument("--plot")
