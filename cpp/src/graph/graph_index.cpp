@@ -641,7 +641,7 @@ void GraphIndex::add(const float* x, size_t n, const int64_t* ids, int threads) 
   std::vector<std::mutex> locks(threads > 1 ? kLockStripes : 0);
   std::vector<uint8_t> changed(n0 + n, 0);
   // With 4-bit codes a row's every slot is estimated anyway: the slots RobustPrune leaves
-  // empty are filled with the closest candidates it dropped (SymphonyQG fills its rows too).
+  // empty are filled with the closest candidates it dropped in the last pass.
   std::vector<uint32_t> spare(inline_codes() ? (n0 + n) * degree() : 0, kNone);
   Edit edit{adj, changed.data(), threads > 1 ? &locks : nullptr,
             inline_codes() && build_.refine == 0 ? spare.data() : nullptr};
