@@ -263,7 +263,8 @@ def main(argv=None):
                          "layer-0 degree as quanta's)")
     ap.add_argument("--usearch-types", default="f32,bf16,i8", help="usearch's vector types")
     ap.add_argument("--build-width", type=int, default=128, help="and peers' ef_construction")
-    ap.add_argument("--widths", default="10,12,14,16,20,24,28,32,40,48,56,64,80,96,112,128,160,192,256")
+    ap.add_argument("--widths",
+                    default="10,12,14,16,20,24,28,32,40,48,56,64,80,96,112,128,160,192,256")
     ap.add_argument("--plot")
     ap.add_argument("--json")
     args = ap.parse_args(argv)

@@ -154,12 +154,14 @@ class GraphIndex final : public Index {
   std::vector<Scored> by_distance(uint32_t v, const uint32_t* ids, size_t n) const;
   // The adjacency being built: locks, one per vertex stripe during a parallel build (null on
   // one thread); changed[v] is set (under v's lock) when v's list changes. spare (when not
-  // null): rows x degree, where insert() leaves the candidates its pruning did not keep.
+  // null): degree slots for each vertex from spare_from on, where insert() leaves the
+  // candidates its pruning did not keep.
   struct Edit {
     uint32_t* adj;
     uint8_t* changed;
     std::vector<std::mutex>* locks;
     uint32_t* spare = nullptr;
+    size_t spare_from = 0;
   };
   // Links a new vertex p into the graph; for a vertex already in it, re-chooses its list.
   void insert(uint32_t p, const Edit& e) const;

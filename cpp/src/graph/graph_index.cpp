@@ -590,7 +590,7 @@ void GraphIndex::insert(uint32_t p, const Edit& e) const {
   }
   const std::vector<uint32_t> kept = prune(p, cand);
   if (e.spare) {
-    uint32_t* spare = e.spare + size_t(p) * degree();
+    uint32_t* spare = e.spare + (p - e.spare_from) * degree();
     size_t ns = 0;
     for (size_t i = 0; i < cand.size() && ns < degree(); ++i)
       if (cand[i].id != p && std::find(kept.begin(), kept.end(), cand[i].id) == kept.end())
@@ -612,7 +612,7 @@ void GraphIndex::fill(size_t from, size_t to, const Edit& e) const {
     uint32_t* row = e.adj + v * degree();
     size_t cnt = 0;
     while (cnt < degree() && row[cnt] != kNone) ++cnt;
-    const uint32_t* spare = e.spare + v * degree();
+    const uint32_t* spare = e.spare + (v - e.spare_from) * degree();
     for (size_t j = 0; j < degree() && cnt < degree() && spare[j] != kNone; ++j)
       if (std::find(row, row + cnt, spare[j]) == row + cnt) {
         row[cnt++] = spare[j];
@@ -687,9 +687,9 @@ void GraphIndex::add(const float* x, size_t n, const int64_t* ids, int threads) 
   std::vector<uint8_t> changed(n0 + n, 0);
   // With 4-bit codes a row's every slot is estimated anyway: the slots RobustPrune leaves
   // empty are filled with the closest candidates it dropped in the last pass.
-  std::vector<uint32_t> spare(inline_codes() ? (n0 + n) * degree() : 0, kNone);
+  std::vector<uint32_t> spare(inline_codes() ? n * degree() : 0, kNone);  // the new rows'
   Edit edit{adj, changed.data(), threads > 1 ? &locks : nullptr,
-            inline_codes() && build_.refine == 0 ? spare.data() : nullptr};
+            inline_codes() && build_.refine == 0 ? spare.data() : nullptr, n0};
   size_t first = n0;
   if (entry_ == kNone) entry_ = uint32_t(first++);  // an empty graph: the first vertex starts it
   const size_t count = n0 + n - first;
@@ -791,6 +791,7 @@ void GraphIndex::search(const float* q, size_t nq, const GraphSearchParams& para
     std::vector<std::pair<float, uint32_t>> res;  // allowed vertices, ascending, at most k
     const auto on = [&](uint32_t v, float d) {
       if (d == kInf || !collect || (checks && !lab.allowed(v, f))) return;
+      // (k >= 1: the emptiness test only tells the compiler that back() exists)
       if (res.size() == k && !res.empty() && !closer(d, v, res.back().first, res.back().second))
         return;
       const auto at = std::upper_bound(res.begin(), res.end(), std::make_pair(d, v),
