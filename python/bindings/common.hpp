@@ -102,29 +102,15 @@ py::tuple search_into(size_t dim, const py::array& q, size_t k, Run&& run) {
   return results_into(nq, k, [&](float* dp, int64_t* ip) { run(p, nq, dp, ip); });
 }
 
-// The methods every index binds the same way.
-template <class Class>
-void bind_common(Class& c) {
-  using Index = typename Class::type;
-  c.def_property_readonly("ntotal", &Index::ntotal)
-      .def_property_readonly("is_trained", &Index::is_trained)
-      .def_property_readonly("memory_usage", &Index::memory_usage)
-      .def_property_readonly("metric", [](const Index& s) { return metric_name(s.metric()); })
-      .def("add", [](Index& self, const py::array& x, const py::object& ids, int threads) {
-        size_t n;
-        const float* p = f32_rows(x, self.dim(), n, "x");
-        py::array_t<int64_t, py::array::c_style> id_arr;
-        const int64_t* idp = nullptr;
-        if (!ids.is_none()) {
-          id_arr = ids.cast<py::array_t<int64_t, py::array::c_style>>();
-          if (id_arr.ndim() != 1 || size_t(id_arr.shape(0)) != n)
-            throw py::value_error("ids must be a 1-D int64 array with one id per row");
-          idp = id_arr.data();
-        }
-        py::gil_scoped_release nogil;
-        self.add(p, n, idp, threads);
-      }, py::arg("x"), py::arg("ids"), py::arg("threads"))
-      .def("reset", &Index::reset);
+// The optional `ids` argument of an add: null for None, else the data of a 1-D int64 array
+// of n ids (kept alive by `keep`).
+inline const int64_t* optional_ids(const py::object& ids, size_t n,
+                                   py::array_t<int64_t, py::array::c_style>& keep) {
+  if (ids.is_none()) return nullptr;
+  keep = ids.cast<py::array_t<int64_t, py::array::c_style>>();
+  if (keep.ndim() != 1 || size_t(keep.shape(0)) != n)
+    throw py::value_error("ids must be a 1-D int64 array with one id per row");
+  return keep.data();
 }
 
 // A search's `filter` argument as the Python layer passes it: None, or a list of IdFilter
@@ -168,35 +154,6 @@ py::tuple range_into(size_t dim, const py::array& q, Run&& run) {
                         to_numpy(r.distances), to_numpy(r.ids));
 }
 
-// remove / contains, for the indexes with tombstones or in-place removal.
-template <class Class>
-void bind_remove_contains(Class& c) {
-  using Index = typename Class::type;
-  c.def("remove", [](Index& self, const IdFilter& f) {
-     py::gil_scoped_release nogil;
-     return self.remove(f);
-   }, py::arg("filter"))
-      .def("contains", [](const Index& self, const py::array_t<int64_t, py::array::c_style>& ids) {
-        py::array_t<bool> out{ids.size()};
-        const int64_t* ip = ids.data();
-        bool* op = out.mutable_data();
-        py::gil_scoped_release nogil;
-        for (py::ssize_t i = 0; i < ids.size(); ++i) op[i] = self.contains(ip[i]);
-        return out;
-      }, py::arg("ids"));
-}
-
-// ... and compact, for those that reclaim the space in place.
-template <class Class>
-void bind_removal(Class& c) {
-  using Index = typename Class::type;
-  bind_remove_contains(c);
-  c.def("compact", [](Index& self) {
-    py::gil_scoped_release nogil;
-    self.compact();
-  });
-}
-
 // The filter type the Python layer builds quanta.Filter on.
 inline void bind_id_filter(py::module_& m) {
   py::class_<IdFilter>(m, "IdFilter")
@@ -222,21 +179,6 @@ inline void bind_id_filter(py::module_& m) {
         if (n == std::numeric_limits<size_t>::max()) return py::none();
         return py::int_(n);
       });
-}
-
-// For the indexes that can decode their vectors.
-template <class Class>
-void bind_reconstruct(Class& c) {
-  using Index = typename Class::type;
-  c.def("reconstruct", [](const Index& self, const py::array_t<int64_t, py::array::c_style>& ids) {
-    const size_t n = size_t(ids.size());
-    py::array_t<float> out({py::ssize_t(n), py::ssize_t(self.dim())});
-    const int64_t* ip = ids.data();
-    float* op = out.mutable_data();
-    py::gil_scoped_release nogil;
-    self.reconstruct(ip, n, op);
-    return out;
-  }, py::arg("ids"));
 }
 
 }  // namespace quanta_py

@@ -1,6 +1,6 @@
-// Bindings of the contract shared by the dense families: the Index base (what a chain of
-// indexes is searched through), the search-settings structs, and the two wrappers that
-// compose indexes, RefineIndex and PreTransformIndex.
+// Bindings of the engine contract: IndexBase (the verbs of every family), Index (dense rows:
+// what a chain of indexes is searched through), the search-settings structs, and the two
+// wrappers that compose dense indexes, RefineIndex and PreTransformIndex.
 #include "common.hpp"
 #include "quanta/index.hpp"
 #include "quanta/pre_transform.hpp"
@@ -47,12 +47,53 @@ void bind_compose(py::module_& m) {
       .def_readwrite("k_factor", &RefineSearchParams::k_factor)
       .def_readwrite("base", &RefineSearchParams::base);
 
-  // The verbs every dense index answers; a family's own class adds its settings on top.
-  py::class_<Index, std::shared_ptr<Index>> index(m, "Index");
-  bind_common(index);
-  bind_removal(index);
-  bind_reconstruct(index);
-  index.def_property_readonly("dim", &Index::dim)
+  // The verbs of every index, whatever its rows; a family's own class adds add / search over
+  // its rows and its settings on top.
+  py::class_<IndexBase, std::shared_ptr<IndexBase>>(m, "IndexBase")
+      .def_property_readonly("dim", &IndexBase::dim)
+      .def_property_readonly("metric", [](const IndexBase& s) { return metric_name(s.metric()); })
+      .def_property_readonly("ntotal", &IndexBase::ntotal)
+      .def_property_readonly("is_trained", &IndexBase::is_trained)
+      .def_property_readonly("memory_usage", &IndexBase::memory_usage)
+      .def("remove", [](IndexBase& self, const IdFilter& f) {
+        py::gil_scoped_release nogil;
+        return self.remove(f);
+      }, py::arg("filter"))
+      .def("contains", [](const IndexBase& self, const py::array_t<int64_t, py::array::c_style>& ids) {
+        py::array_t<bool> out{ids.size()};
+        const int64_t* ip = ids.data();
+        bool* op = out.mutable_data();
+        py::gil_scoped_release nogil;
+        for (py::ssize_t i = 0; i < ids.size(); ++i) op[i] = self.contains(ip[i]);
+        return out;
+      }, py::arg("ids"))
+      .def("reset", [](IndexBase& self) {
+        py::gil_scoped_release nogil;
+        self.reset();
+      })
+      .def("compact", [](IndexBase& self) {
+        py::gil_scoped_release nogil;
+        self.compact();
+      });
+
+  py::class_<Index, IndexBase, std::shared_ptr<Index>>(m, "Index")
+      .def("add", [](Index& self, const py::array& x, const py::object& ids, int threads) {
+        size_t n;
+        const float* p = f32_rows(x, self.dim(), n, "x");
+        py::array_t<int64_t, py::array::c_style> keep;
+        const int64_t* idp = optional_ids(ids, n, keep);
+        py::gil_scoped_release nogil;
+        self.add(p, n, idp, threads);
+      }, py::arg("x"), py::arg("ids"), py::arg("threads"))
+      .def("reconstruct", [](const Index& self, const py::array_t<int64_t, py::array::c_style>& ids) {
+        const size_t n = size_t(ids.size());
+        py::array_t<float> out({py::ssize_t(n), py::ssize_t(self.dim())});
+        const int64_t* ip = ids.data();
+        float* op = out.mutable_data();
+        py::gil_scoped_release nogil;
+        self.reconstruct(ip, n, op);
+        return out;
+      }, py::arg("ids"))
       .def("search", [](const Index& self, const py::array& q, size_t k, int threads,
                         const py::object& filter, const std::shared_ptr<SearchParams>& params) {
         const auto p = call_params(params, k, threads, filter, size_t(q.shape(0)));

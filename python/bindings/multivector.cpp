@@ -19,16 +19,10 @@ const int64_t* i64_data(const py::array& a, py::ssize_t ndim) {
   return static_cast<const int64_t*>(a.data());
 }
 
-struct Ragged {
-  const float* tokens;
-  size_t ntokens;
-  const int64_t* offsets;
-  size_t n;
-};
-
 // Checks dtypes and shapes; offsets are validated by the core.
-Ragged ragged(const py::array& tokens, const py::array& offsets, size_t dim, const char* what) {
-  Ragged r;
+TokenSets ragged(const py::array& tokens, const py::array& offsets, size_t dim,
+                 const char* what) {
+  TokenSets r;
   r.tokens = f32_rows(tokens, dim, r.ntokens, what);
   r.offsets = i64_data(offsets, 1);
   if (!r.offsets || offsets.shape(0) < 1)
@@ -62,7 +56,7 @@ void bind_multivector(py::module_& m) {
       .def_property_readonly("output_dim", &FDEEncoder::output_dim)
       .def("encode", [](const FDEEncoder& self, const py::array& tokens, const py::array& offsets,
                         bool documents, bool fill_empty, int threads) {
-        const Ragged r = ragged(tokens, offsets, self.config().dim, "tokens");
+        const TokenSets r = ragged(tokens, offsets, self.config().dim, "tokens");
         py::array_t<float> out({py::ssize_t(r.n), py::ssize_t(self.output_dim())});
         float* op = out.mutable_data();
         py::gil_scoped_release nogil;
@@ -71,54 +65,44 @@ void bind_multivector(py::module_& m) {
       }, py::arg("tokens"), py::arg("offsets"), py::arg("documents"), py::arg("fill_empty"),
          py::arg("threads"));
 
-  py::class_<TokenStore> store(m, "TokenStore");
-  bind_removal(store);
-  store
+  py::class_<TokenStore, IndexBase, std::shared_ptr<TokenStore>>(m, "TokenStore")
       .def(py::init([](size_t dim, const std::string& storage) {
              return new TokenStore(dim, storage_from_name(storage));
            }),
            py::arg("dim"), py::arg("storage"))
       .def_property_readonly("ndocs", &TokenStore::ndocs)
-      .def_property_readonly("ntotal", &TokenStore::ntotal)
       .def("ids", [](const TokenStore& self) { return to_numpy(self.ids()); })
       .def("removed", [](const TokenStore& self) { return to_numpy(self.removed_mask()); })
       .def_property_readonly("ntokens", &TokenStore::ntokens)
       .def_property_readonly("scale", &TokenStore::scale)
-      .def_property_readonly("memory_usage", &TokenStore::memory_usage)
       .def("add", [](TokenStore& self, const py::array& tokens, const py::array& offsets,
                      const py::object& ids, int threads) {
-        const Ragged r = ragged(tokens, offsets, self.dim(), "tokens");
-        py::array_t<int64_t, py::array::c_style> id_arr;
-        const int64_t* idp = nullptr;
-        if (!ids.is_none()) {
-          id_arr = ids.cast<py::array_t<int64_t, py::array::c_style>>();
-          if (id_arr.ndim() != 1 || size_t(id_arr.shape(0)) != r.n)
-            throw py::value_error("ids must be a 1-D int64 array with one id per document");
-          idp = id_arr.data();
-        }
+        const TokenSets r = ragged(tokens, offsets, self.dim(), "tokens");
+        py::array_t<int64_t, py::array::c_style> keep;
+        const int64_t* idp = optional_ids(ids, r.n, keep);
         py::gil_scoped_release nogil;
-        self.add(r.tokens, r.ntokens, r.offsets, r.n, idp, threads);
+        self.add(r, idp, threads);
       }, py::arg("tokens"), py::arg("offsets"), py::arg("ids"), py::arg("threads"))
       .def("search", [](const TokenStore& self, const py::array& q, const py::array& q_offsets,
                         size_t k, int threads, const py::object& filter) {
-        const Ragged r = ragged(q, q_offsets, self.dim(), "query tokens");
+        const TokenSets r = ragged(q, q_offsets, self.dim(), "query tokens");
         const auto p = search_params<SearchParams>(k, threads, filter, r.n);
         return results_into(r.n, k, [&](float* dp, int64_t* ip) {
-          self.search(r.tokens, r.ntokens, r.offsets, r.n, p, dp, ip);
+          self.search(r, p, dp, ip);
         });
       }, py::arg("queries"), py::arg("q_offsets"), py::arg("k"), py::arg("threads"),
          py::arg("filter"))
       .def("rerank", [](const TokenStore& self, const py::array& q, const py::array& q_offsets,
                         const py::array& cand, size_t k, int threads, const py::object& filter,
                         size_t shortlist) {
-        const Ragged r = ragged(q, q_offsets, self.dim(), "query tokens");
+        const TokenSets r = ragged(q, q_offsets, self.dim(), "query tokens");
         const int64_t* cp = i64_data(cand, 2);
         if (!cp || size_t(cand.shape(0)) != r.n)
           throw py::type_error("candidates must be a C-contiguous int64 array of shape (nq, nc)");
         const size_t nc = size_t(cand.shape(1));
         const auto p = search_params<SearchParams>(k, threads, filter, r.n);
         return results_into(r.n, k, [&](float* dp, int64_t* ip) {
-          self.rerank(r.tokens, r.ntokens, r.offsets, r.n, cp, nc, shortlist, p, dp, ip);
+          self.rerank(r, cp, nc, shortlist, p, dp, ip);
         });
       }, py::arg("queries"), py::arg("q_offsets"), py::arg("candidates"), py::arg("k"),
          py::arg("threads"), py::arg("filter"), py::arg("shortlist") = 0)
@@ -172,8 +156,7 @@ void bind_multivector(py::module_& m) {
          py::arg("sketch_centroids") = py::array_t<float>(0),
          py::arg("sketch_codes") = py::array_t<uint8_t>(0))
       .def_property_readonly("mapped_bytes", &TokenStore::mapped_bytes)
-      .def("truncate", &TokenStore::truncate, py::arg("ndocs"))
-      .def("reset", &TokenStore::reset);
+      .def("truncate", &TokenStore::truncate, py::arg("ndocs"));
 
   m.def("token_candidates", [](const py::array& scores, const py::array& labels,
                                const py::array& q_offsets, size_t candidates, int threads) {

@@ -12,15 +12,8 @@ namespace {
 using I64 = py::array_t<int64_t, py::array::c_style>;
 using I32 = py::array_t<int32_t, py::array::c_style>;
 
-struct Csr {
-  const int64_t* ptr;
-  const int32_t* idx;
-  const float* val;
-  size_t n;
-};
-
 // Types and lengths here; row contents in the core.
-Csr csr(const py::array& indptr, const py::array& indices, const py::array& values,
+SparseRows csr(const py::array& indptr, const py::array& indices, const py::array& values,
         const char* what) {
   const std::string w(what);
   if (!py::isinstance<I64>(indptr) || indptr.ndim() != 1 || indptr.shape(0) < 1)
@@ -31,9 +24,10 @@ Csr csr(const py::array& indptr, const py::array& indices, const py::array& valu
     throw py::type_error(w + " values must be a 1-D C-contiguous float32 array");
   if (indices.shape(0) != values.shape(0))
     throw py::value_error(w + " indices and values differ in length");
-  Csr c{static_cast<const int64_t*>(indptr.data()), static_cast<const int32_t*>(indices.data()),
-        static_cast<const float*>(values.data()), size_t(indptr.shape(0)) - 1};
-  if (c.ptr[c.n] != indices.shape(0))
+  SparseRows c{static_cast<const int64_t*>(indptr.data()),
+               static_cast<const int32_t*>(indices.data()), static_cast<const float*>(values.data()),
+               size_t(indptr.shape(0)) - 1};
+  if (c.indptr[c.n] != indices.shape(0))
     throw py::value_error(w + " indptr must end at the number of entries");
   return c;
 }
@@ -41,8 +35,7 @@ Csr csr(const py::array& indptr, const py::array& indices, const py::array& valu
 }  // namespace
 
 void bind_sparse(py::module_& m) {
-  py::class_<SparseIndex> sparse(m, "SparseIndex");
-  sparse
+  py::class_<SparseIndex, IndexBase, std::shared_ptr<SparseIndex>>(m, "SparseIndex")
       .def(py::init([](size_t dim, size_t n_postings, float centroid_fraction,
                        size_t min_cluster_size, float summary_energy, float max_fraction,
                        size_t doc_cut, size_t summary_cut, size_t knn, bool u8_values,
@@ -59,7 +52,7 @@ void bind_sparse(py::module_& m) {
              p.u8_values = u8_values;
              p.posting_offsets = posting_offsets;
              p.seed = seed;
-             return new SparseIndex(dim, p);
+             return std::make_shared<SparseIndex>(dim, p);
            }),
            py::arg("dim"), py::arg("n_postings"), py::arg("centroid_fraction"),
            py::arg("min_cluster_size"), py::arg("summary_energy"), py::arg("max_fraction"),
@@ -74,13 +67,26 @@ void bind_sparse(py::module_& m) {
       .def_property_readonly("borrowed", [](const SparseIndex& self) {  // views of a loaded file
         return self.state().postings.viewing();
       })
-      .def_property_readonly("memory_usage", &SparseIndex::memory_usage)
-      .def("build", [](SparseIndex& self, const py::array& indptr, const py::array& indices,
-                       const py::array& values, int threads) {
-        const Csr c = csr(indptr, indices, values, "documents");
+      .def_property_readonly("pending", &SparseIndex::pending)
+      .def("add", [](SparseIndex& self, const py::array& indptr, const py::array& indices,
+                     const py::array& values, const py::object& ids, int threads) {
+        const SparseRows c = csr(indptr, indices, values, "documents");
+        py::array_t<int64_t, py::array::c_style> keep;
+        const int64_t* idp = optional_ids(ids, c.n, keep);
         py::gil_scoped_release nogil;
-        self.build(c.ptr, c.idx, c.val, c.n, threads);
-      }, py::arg("indptr"), py::arg("indices"), py::arg("values"), py::arg("threads"))
+        self.add(c, idp, threads);
+      }, py::arg("indptr"), py::arg("indices"), py::arg("values"), py::arg("ids"),
+         py::arg("threads"))
+      .def("compact", [](SparseIndex& self, int threads) {
+        py::gil_scoped_release nogil;
+        self.compact(threads);
+      }, py::arg("threads") = 0)
+      // (indptr, indices, values, ids) of the live documents added after the build
+      .def("pending_docs", [](const SparseIndex& self) {
+        SparseDocs d = self.pending_docs();
+        return py::make_tuple(to_numpy(d.indptr), to_numpy(d.indices), to_numpy(d.values),
+                              to_numpy(d.ids));
+      })
       // view: read-only views of the index's arrays that keep it alive (valid until it is
       // rebuilt or restored; what save writes from, so saving holds no second copy).
       .def("state", [](const py::object& owner, bool view) {
@@ -123,7 +129,7 @@ void bind_sparse(py::module_& m) {
                         const py::array& values, size_t k, size_t query_cut, float heap_factor,
                         bool exact, size_t n_knn, size_t head, size_t rerank, bool list_order,
                         int threads, const py::object& filter) {
-        const Csr c = csr(indptr, indices, values, "queries");
+        const SparseRows c = csr(indptr, indices, values, "queries");
         auto p = search_params<SparseSearch>(k, threads, filter, c.n);
         p.query_cut = query_cut;
         p.heap_factor = heap_factor;
@@ -133,17 +139,15 @@ void bind_sparse(py::module_& m) {
         p.rerank = rerank;
         p.list_order = list_order;
         return results_into(c.n, k, [&](float* dp, int64_t* ip) {
-          self.search(c.ptr, c.idx, c.val, c.n, p, dp, ip);
+          self.search(c, p, dp, ip);
         });
       }, py::arg("indptr"), py::arg("indices"), py::arg("values"), py::arg("k"),
          py::arg("query_cut"), py::arg("heap_factor"), py::arg("exact"), py::arg("n_knn"),
          py::arg("head"), py::arg("rerank"), py::arg("list_order"), py::arg("threads"),
          py::arg("filter"))
-      .def_property_readonly("ntotal", &SparseIndex::ntotal)
       .def("set_ids", [](SparseIndex& self, const py::array& ids, const py::array& removed) {
         self.set_ids(from_numpy<int64_t>(ids, "ids"), from_numpy<uint64_t>(removed, "removed"));
       }, py::arg("ids"), py::arg("removed"))
       .def("ids", [](const SparseIndex& self) { return to_numpy(self.ids()); })
       .def("removed", [](const SparseIndex& self) { return to_numpy(self.removed_mask()); });
-  bind_remove_contains(sparse);
 }

@@ -1,5 +1,5 @@
-"""Merging the results of several parts of one index (the shards of quanta.distributed, the
-main and delta parts of a SparseIndex): the k best of each query by score, and range hits.
+"""Merging the results of several parts of one index (the shards of quanta.distributed): the
+k best of each query by score, and range hits.
 
 The parts' scores are comparable because they come from one trained state (the same
 codebooks, scales, encoder), so a merge is a sort.

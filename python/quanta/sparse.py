@@ -59,13 +59,12 @@ import sys
 import numpy as np
 
 from . import _core
-from ._merge import merge_topk
 from ._mutable import Removable
 from ._progress import run_with_progress
 from ._rwlock import guarded
 from ._validate import as_ids, as_int, as_k, as_seed, as_threads, native_k
 from .filter import as_filters, as_removal
-from .flat import SearchResult, removed_mask, removed_rows
+from .flat import SearchResult, removed_mask
 from .io import FormatError, Persistent, register_kind, write_container
 
 _LAYOUT = 4  # of the saved arrays (SparseIndex.State in cpp/include/quanta/seismic.hpp)
@@ -229,11 +228,8 @@ class SparseIndex(Removable, Persistent):
         if dim is not None:
             dim = as_int(dim, "dim", 1)
         self.values, self.seed, self.dim = values, as_seed(seed), dim
+        # the native index (made by the first add, when the vocabulary is known)
         self._index = self._keep = self.vocabulary = None
-        # Documents added after the build: a small part of their own (CSR rows and ids),
-        # searched exhaustively alongside the main index until compact() re-blocks them in.
-        self._delta = None
-        self._delta_index = None
 
     @classmethod
     def preset(cls, recall: float, **overrides):
@@ -253,27 +249,25 @@ class SparseIndex(Removable, Persistent):
     @property
     def ntotal(self) -> int:
         """Documents held (removed ones excluded)."""
-        return sum(int(n.ntotal) for n in self._natives())
+        return 0 if self._index is None else int(self._index.ntotal)
 
     @property
     def native(self):
-        """The built index (``quanta.native`` SparseIndex: ``state()``, ``removed()``,
-        ``ids()``, ...), or None before the first add. Documents added after it sit in a
-        delta part until ``compact()`` (see ``pending``)."""
+        """The native index (``quanta.native`` SparseIndex, an ``IndexBase``: ``state()``,
+        ``removed()``, ``ids()``, ...), or None before the first add. Its arrays are the
+        main part's; documents added after the build sit in a delta part until
+        ``compact()`` (see ``pending``)."""
         return self._index
 
     @property
     def pending(self) -> int:
         """Documents added after the build, searched exhaustively until ``compact()``."""
-        return 0 if self._delta is None else len(self._delta[3])
-
-    def _natives(self):
-        return [n for n in (self._index, self._delta_index) if n is not None]
+        return 0 if self._index is None else int(self._index.pending)
 
     @property
     def memory_usage(self) -> int:
         """Bytes of the index's arrays (memory-mapped ones included)."""
-        return sum(int(n.memory_usage) for n in self._natives())
+        return 0 if self._index is None else int(self._index.memory_usage)
 
     _PARTS = {"forward index": ("doc_ptr", "comp16", "comp32", "val16", "val8", "doc_scale"),
               "postings": ("list_ptr", "block_ptr", "postings", "postoff"),
@@ -284,7 +278,7 @@ class SparseIndex(Removable, Persistent):
     def memory_breakdown(self) -> dict:
         """Bytes of the main index's arrays by part: forward index, postings (with block
         offsets), summaries (with their per-list term dictionary) and kNN graph."""
-        if self._index is None:
+        if self._index is None or self._index.ndocs == 0:
             return {part: 0 for part in self._PARTS}
         st = self._index.state(view=True)
         return {part: sum(int(np.asarray(st[name]).nbytes) for name in names)
@@ -323,65 +317,32 @@ class SparseIndex(Removable, Persistent):
         if n < 1:
             raise ValueError("documents: no rows")
         ids = None if ids is None else as_ids(ids, n)
-        if self._index is not None:
-            self._append(indptr, indices, data, ids, threads)
-            return
-        native = self._native(dim)
+        threads = as_threads(threads)
+        native = self._native(dim) if self._index is None else self._index
         if progress is None:
-            progress = n > 100_000 and sys.stderr.isatty()
-        run_with_progress(lambda: native.build(indptr, indices, data, as_threads(threads)),
+            progress = n > 100_000 and sys.stderr.isatty() and native.ndocs == 0
+        run_with_progress(lambda: native.add(indptr, indices, data, ids, threads),
                           lambda: native.build_progress, "SparseIndex build" if progress else None,
                           "the posting lists")
-        if ids is not None:
-            native.set_ids(ids, np.zeros(0, np.uint64))
         self._index, self.dim = native, dim
-
-    def _held(self) -> int:
-        """Stored documents, removed ones included: where default ids continue."""
-        return int(self._index.ndocs) + self.pending
-
-    def _append(self, indptr, indices, data, ids, threads):
-        if ids is None:
-            ids = np.arange(self._held(), self._held() + len(indptr) - 1, dtype=np.int64)
-        # The delta is rebuilt from its live documents and the new ones (it stays small).
-        parts = [] if self._delta is None else [_live_rows(self._delta_index,
-                                                           self.values == "u8")]
-        delta = _concat_csr(parts + [(indptr, indices, data, ids)])
-        native = self._native(self.dim)
-        native.build(*delta[:3], as_threads(threads))
-        native.set_ids(delta[3], np.zeros(0, np.uint64))
-        self._delta, self._delta_index = delta, native
 
     def remove(self, ids) -> int:
         """Removes the documents with these ids (array-like or ``quanta.Filter``); returns how
         many were held. Searches never return them; ``compact()`` drops them from memory."""
-        f = as_removal(ids)
-        return sum(int(n.remove(f)) for n in self._natives())
+        return 0 if self._index is None else int(self._index.remove(as_removal(ids)))
 
     def contains(self, ids) -> np.ndarray:
         """Whether each id is held (bool array)."""
         ids = np.ascontiguousarray(np.atleast_1d(ids), dtype=np.int64)
-        out = np.zeros(ids.shape, bool)
-        for n in self._natives():
-            out |= n.contains(ids)
-        return out
+        return np.zeros(ids.shape, bool) if self._index is None else self._index.contains(ids)
 
     def compact(self, *, threads: int = 0) -> None:
         """Rebuilds one index from the live documents (the delta part included): blocks and
         summaries are made again, removed documents are gone."""
-        if self._index is None or (self._delta is None and not self._index.removed().any()):
-            return
-        parts = [_live_rows(self._index, self.values == "u8")]
-        if self._delta is not None:
-            parts.append(_live_rows(self._delta_index, self.values == "u8"))
-        indptr, indices, data, ids = _concat_csr(parts)
-        if len(ids) == 0:
-            self._index = self._keep = self._delta = self._delta_index = None
-            return
-        native = self._native(self.dim)
-        native.build(indptr, indices, data, as_threads(threads))
-        native.set_ids(ids, np.zeros(0, np.uint64))
-        self._index, self._keep, self._delta, self._delta_index = native, None, None, None
+        threads = as_threads(threads)
+        if self._index is not None:
+            self._index.compact(threads)
+            self._keep = None  # the arrays are the index's own now
 
     def query_rows(self, queries):
         """Query rows from the same kinds of input as add: a ``.jsonl`` path (through the
@@ -417,7 +378,7 @@ class SparseIndex(Removable, Persistent):
         skipped. "score" visits the blocks of all query_cut lists in one decreasing order of
         summary score and stops at the first below heap_factor * theta: fewer visits, lower
         recall at the same settings."""
-        if self._index is None:
+        if self.ntotal == 0:
             raise ValueError("search: the index is empty; add documents first")
         k, threads = as_k(k), as_threads(threads)
         query_cut = as_int(query_cut, "query_cut", 1)
@@ -435,25 +396,20 @@ class SparseIndex(Removable, Persistent):
         D, I = self._index.search(indptr, indices, data, kn, query_cut, float(heap_factor),
                                   bool(exact), n_knn, head, rerank, order == "list", threads,
                                   filters)
-        if self._delta_index is not None:
-            Dd, Id = self._delta_index.search(indptr, indices, data, kn, 1, 1.0, True, 0, 0, 0,
-                                              False, threads, filters)
-            D, I = merge_topk([D, Dd], [I, Id], kn, higher_is_better=True)
         return SearchResult(D, I).padded(k, "ip")
 
     def _write(self, f):
         meta = {**self.params, "values": self.values, "seed": self.seed, "dim": self.dim,
                 "layout": _LAYOUT, "vocabulary": self.vocabulary}
         arrays = {}
-        if self._index is not None:
+        ndocs = 0 if self._index is None else int(self._index.ndocs)
+        if ndocs:
             st = self._index.state(view=True)
             meta["fields"] = list(st)
             arrays = {f"S{i:03d}": a for i, a in enumerate(st.values())}
             arrays.update(IDS_=self._index.ids(), DEAD=self._index.removed())
-        if self._delta is not None:  # its live documents, rebuilt on load
-            arrays.update(zip(("DPTR", "DIDX", "DVAL", "DIDS"),
-                              _live_rows(self._delta_index, self.values == "u8")))
-        ndocs = 0 if self._index is None else int(self._index.ndocs)
+        if self.pending:  # the delta part's live documents, added again on load
+            arrays.update(zip(("DPTR", "DIDX", "DVAL", "DIDS"), self._index.pending_docs()))
         write_container(f, "SPRS", self.dim or 0, ndocs, meta, arrays)
 
     @classmethod
@@ -482,51 +438,11 @@ class SparseIndex(Removable, Persistent):
                                                     np.int64), removed_mask(arrays))
                 out._index, out._keep = native, state
                 if "DPTR" in arrays:
-                    out._append(*(np.ascontiguousarray(arrays[t]) for t in
-                                  ("DPTR", "DIDX", "DVAL", "DIDS")), 0)
+                    native.add(*(np.ascontiguousarray(arrays[t]) for t in
+                                 ("DPTR", "DIDX", "DVAL", "DIDS")), 0)
         except (KeyError, TypeError, ValueError) as e:
             raise FormatError(f"{source}: not a valid SparseIndex ({e})") from None
         return out
-
-
-def _concat_csr(parts):
-    """One (indptr, indices, data, ids) from several, in order."""
-    indptr = [np.zeros(1, np.int64)]
-    at = 0
-    for p in parts:
-        indptr.append(np.asarray(p[0][1:], np.int64) - int(p[0][0]) + at)
-        at += int(p[0][-1] - p[0][0])
-    return (np.concatenate(indptr),
-            np.concatenate([np.asarray(p[1][int(p[0][0]):int(p[0][-1])], np.int32)
-                            for p in parts]),
-            np.concatenate([np.asarray(p[2][int(p[0][0]):int(p[0][-1])], np.float32)
-                            for p in parts]),
-            np.concatenate([np.asarray(p[3], np.int64) for p in parts]))
-
-
-def _live_rows(native, u8):
-    """(indptr, indices, data, ids) of a native index's live documents, decoded from its
-    forward index (f16 values exactly; u8 values times their document's scale), terms
-    ascending per row."""
-    st = native.state(view=True)
-    ptr = np.asarray(st["doc_ptr"], np.int64)
-    n = len(ptr) - 1
-    comp = np.asarray(st["comp16"] if len(st["comp16"]) == ptr[-1] else st["comp32"], np.int64)
-    counts = np.diff(ptr)
-    rows = np.repeat(np.arange(n), counts)
-    if u8:
-        vals = np.asarray(st["val8"], np.float32) * np.asarray(st["doc_scale"], np.float32)[rows]
-    else:
-        vals = np.asarray(st["val16"], np.uint16).view(np.float16).astype(np.float32)
-    ids = np.asarray(native.ids(), np.int64)
-    ids = np.arange(n, dtype=np.int64) if ids.size == 0 else ids
-    live = ~removed_rows(native.removed(), n)
-    order = np.lexsort((comp, rows))
-    keep = live[rows[order]]
-    rows_k, comp_k, vals_k = rows[order][keep], comp[order][keep], vals[order][keep]
-    new_counts = np.bincount(rows_k, minlength=n)[live]
-    indptr = np.concatenate([[0], np.cumsum(new_counts)]).astype(np.int64)
-    return indptr, comp_k.astype(np.int32), vals_k, ids[live]
 
 
 register_kind("SPRS", SparseIndex)

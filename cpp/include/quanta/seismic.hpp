@@ -22,8 +22,10 @@
 #include <vector>
 
 #include "quanta/buffer.hpp"
+#include "quanta/index.hpp"
 #include "quanta/labels.hpp"
 #include "quanta/search_params.hpp"
+#include "quanta/sparse_rows.hpp"
 
 namespace quanta {
 
@@ -46,6 +48,9 @@ struct SparseSearch : SearchParams {
   size_t n_knn = 0;
   size_t head = 0, rerank = 0;
   bool list_order = true;
+  std::unique_ptr<SearchParams> clone() const override {
+    return std::make_unique<SparseSearch>(*this);
+  }
 };
 
 struct SparseParams {
@@ -62,26 +67,47 @@ struct SparseParams {
   uint64_t seed = 1142;
 };
 
-class SparseIndex {
+// The engine contract over sparse rows. The first add builds the index; documents added
+// after it go to a delta part (a small SparseIndex of their own) that every search scores
+// exhaustively alongside, until compact() rebuilds one index from the live documents.
+class SparseIndex : public RowsIndex<SparseRows> {
  public:
   SparseIndex(size_t dim, const SparseParams& params);
 
-  size_t dim() const { return dim_; }
-  size_t ndocs() const { return s_.doc_ptr.size() - 1; }  // stored, removed ones included
-  size_t ntotal() const { return ndocs() - labels_.removed(); }  // live documents
+  size_t dim() const override { return dim_; }
+  Metric metric() const override { return Metric::ip; }
+  bool is_trained() const override { return true; }
+  size_t ntotal() const override;  // live documents, the delta part's included
+  size_t memory_usage() const override;
+
+  // Documents: CSR rows (indices sorted ascending per row, values finite and >= 0); ids null:
+  // positions continuing after the documents held. Validates everything first: a failed call
+  // stores nothing.
+  void add(const SparseRows& docs, const int64_t* ids, int threads) override;
+  // The main part by `params` (a SparseSearch, else the common settings with its defaults),
+  // the delta part exhaustively; scores are inner products, best first.
+  void search(const SparseRows& queries, const SearchParams& params, float* scores,
+              int64_t* labels) const override;
+  size_t remove(const IdFilter& f) override;
+  bool contains(int64_t id) const override;
+  void reset() override;
+  void compact() override { compact(0); }
+  // Rebuilds one index (blocks, summaries, graph) from the live documents of both parts.
+  void compact(int threads);
+
+  // The main part alone: its stored documents (removed ones included) and contents.
+  size_t ndocs() const { return s_.doc_ptr.size() - 1; }
   size_t nnz() const { return size_t(s_.doc_ptr.back()); }
   size_t npostings() const { return s_.postings.size(); }
   size_t nblocks() const { return s_.block_step.size(); }
   size_t nsummary_entries() const { return s_.sblock.size(); }
+  size_t pending() const { return delta_ ? delta_->ndocs() : 0; }  // documents in the delta
   const SparseParams& params() const { return p_; }
-  size_t memory_usage() const;
-  // Share of the posting lists built so far by a running build() (0 .. 1), for progress bars.
+  // Share of the posting lists built so far by a running first add (0 .. 1), for progress bars.
   double build_progress() const { return double(progress_->load()) / double(dim_); }
-
-  // CSR documents (indptr n + 1, indices sorted ascending per row, values finite and >= 0).
-  // Replaces any previous content; validates everything first.
-  void build(const int64_t* indptr, const int32_t* indices, const float* values, size_t n,
-             int threads);
+  // The live documents of the main part (terms ascending, values as stored) and of the delta.
+  SparseDocs live_docs() const;
+  SparseDocs pending_docs() const { return delta_ ? delta_->live_docs() : SparseDocs(); }
 
   // The whole index as flat arrays (term ids as u16 when dim <= 65536, else u32: one of each
   // pair is empty). Forward index: document d = entries doc_ptr[d] .. doc_ptr[d + 1], heaviest
@@ -125,20 +151,20 @@ class SparseIndex {
   // block number (skipped for memory-mapped arrays, which the search clamps instead).
   void restore(State s, bool check_contents);
 
-  // CSR queries (the same rules). exact: every document scored (ground truth).
-  void search(const int64_t* qptr, const int32_t* qidx, const float* qval, size_t nq,
-              const SparseSearch& p, float* scores, int64_t* labels) const;
+  // The main part's search (CSR queries, the same rules). exact: every document scored.
+  void search_main(const int64_t* qptr, const int32_t* qidx, const float* qval, size_t nq,
+                   const SparseSearch& p, float* scores, int64_t* labels) const;
   static constexpr size_t kExactFallback = 64;
 
-  // User ids of the documents (empty: their positions) and removed documents (tombstones,
-  // dropped by rebuilding the index).
+  // User ids of the main part's documents (empty: their positions) and its removed documents
+  // (tombstones): how a loaded index gets them back.
   void set_ids(std::vector<int64_t> ids, std::vector<uint64_t> removed = {});
   const std::vector<int64_t>& ids() const { return labels_.raw(); }
   const std::vector<uint64_t>& removed_mask() const { return labels_.dead(); }
-  size_t remove(const IdFilter& f) { return labels_.remove(f, ndocs()); }
-  bool contains(int64_t id) const { return labels_.position_of(id, ndocs()) >= 0; }
 
  private:
+  // Replaces the main part's content with these documents (positional labels).
+  void build(const SparseRows& docs, int threads);
   template <class Comp>
   float entries_dot(const Comp* comp, size_t doc, size_t b, size_t e, const float* q,
                     const Kernels& kr) const;
@@ -157,6 +183,7 @@ class SparseIndex {
   SparseParams p_;
   State s_;
   Labels labels_;
+  std::unique_ptr<SparseIndex> delta_;  // documents added after the build
   std::shared_ptr<std::atomic<size_t>> progress_ = std::make_shared<std::atomic<size_t>>(0);
 };
 

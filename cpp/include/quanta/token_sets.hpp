@@ -9,6 +9,14 @@
 
 namespace quanta {
 
+// A batch of n sets: set i is rows offsets[i] .. offsets[i + 1] of tokens (ntokens x dim).
+struct TokenSets {
+  const float* tokens;
+  size_t ntokens;
+  const int64_t* offsets;  // n + 1
+  size_t n;
+};
+
 // Offsets of n sets over ntokens rows: start at 0, end at ntokens, every set non-empty.
 inline void validate_sets(const int64_t* offsets, size_t n, size_t ntokens, const char* what) {
   const std::string w(what);

@@ -14,40 +14,44 @@
 #include <vector>
 
 #include "quanta/buffer.hpp"
+#include "quanta/index.hpp"
 #include "quanta/labels.hpp"
 #include "quanta/search_params.hpp"
 #include "quanta/storage.hpp"
+#include "quanta/token_sets.hpp"
 #include "quanta/token_sketch.hpp"
 
 namespace quanta {
 
-class TokenStore {
+// The engine contract over token sets: the multi-vector index's exact part (its first stages
+// are dense indexes over FDEs or tokens, composed by the Python MultiVectorIndex).
+class TokenStore : public RowsIndex<TokenSets> {
  public:
   TokenStore(size_t dim, Storage storage);
 
-  size_t dim() const { return dim_; }
+  size_t dim() const override { return dim_; }
+  Metric metric() const override { return Metric::ip; }  // Chamfer over inner products
+  bool is_trained() const override { return true; }
   Storage storage() const { return storage_; }
   size_t ndocs() const { return offsets_.size() - 1; }  // stored, removed ones included
-  size_t ntotal() const { return ndocs() - labels_.removed(); }  // live documents
+  size_t ntotal() const override { return ndocs() - labels_.removed(); }  // live documents
   size_t ntokens() const { return size_t(offsets_.back()); }
   float scale() const { return scale_; }
-  size_t memory_usage() const;
+  size_t memory_usage() const override;
 
-  // Appends n documents (ntokens rows, offsets of n + 1) labelled ids (null: positions).
-  // Validates first: on an exception nothing changes.
-  void add(const float* tokens, size_t ntokens, const int64_t* offsets, size_t n,
-           const int64_t* ids, int threads);
+  // Appends documents labelled ids (null: positions). Validates first: on an exception
+  // nothing changes.
+  void add(const TokenSets& docs, const int64_t* ids, int threads) override;
 
   // Exact top-k by Chamfer over every allowed document, batched over the queries; a filter
   // shared by every query scores only the documents it allows.
-  void search(const float* q, size_t nq_tokens, const int64_t* q_offsets, size_t nq,
-              const SearchParams& p, float* scores, int64_t* labels) const;
+  void search(const TokenSets& queries, const SearchParams& p, float* scores,
+              int64_t* labels) const override;
   // Exact top-k of each query among its nc candidate ids (cand[i * nc ..]; -1, removed and
   // unknown ids skipped), under the same filters. With a sketch and shortlist > 0, only the
   // shortlist candidates the sketch estimates best are scored exactly.
-  void rerank(const float* q, size_t nq_tokens, const int64_t* q_offsets, size_t nq,
-              const int64_t* cand, size_t nc, size_t shortlist, const SearchParams& p,
-              float* scores, int64_t* labels) const;
+  void rerank(const TokenSets& queries, const int64_t* cand, size_t nc, size_t shortlist,
+              const SearchParams& p, float* scores, int64_t* labels) const;
   // Trains a 4-bit PQ sketch of m sub-quantizers (dim % m == 0) on a sample of the stored
   // tokens and encodes them all; later adds encode theirs too.
   void build_sketch(size_t m, uint64_t seed, int threads);
@@ -55,9 +59,9 @@ class TokenStore {
   // The sketch's estimates (TokenSketch::score) for one query of nt tokens and n documents
   // (positions).
   void estimate(const float* q, size_t nt, const int64_t* docs, size_t n, uint32_t* out) const;
-  size_t remove(const IdFilter& f) { return labels_.remove(f, ndocs()); }
-  bool contains(int64_t id) const { return labels_.position_of(id, ndocs()) >= 0; }
-  void compact();  // drops the removed documents' tokens
+  size_t remove(const IdFilter& f) override { return labels_.remove(f, ndocs()); }
+  bool contains(int64_t id) const override { return labels_.position_of(id, ndocs()) >= 0; }
+  void compact() override;  // drops the removed documents' tokens
   const std::vector<int64_t>& ids() const { return labels_.raw(); }
   const std::vector<uint64_t>& removed_mask() const { return labels_.dead(); }
   // The decoded tokens of document i (times 1 / scale()).
@@ -74,7 +78,7 @@ class TokenStore {
                std::vector<int64_t> ids = {}, std::vector<uint64_t> removed = {},
                size_t sketch_m = 0, std::vector<float> sketch_centroids = {},
                Buffer<uint8_t> sketch_codes = {});
-  void reset();
+  void reset() override;
   // Keeps the first n documents (undoes an add).
   void truncate(size_t n);
 

@@ -59,8 +59,10 @@ void TokenStore::reset() {
   sketch_.reset();
 }
 
-void TokenStore::add(const float* tokens, size_t ntokens, const int64_t* offsets, size_t n,
-                     const int64_t* ids, int threads) {
+void TokenStore::add(const TokenSets& docs, const int64_t* ids, int threads) {
+  const float* tokens = docs.tokens;
+  const size_t ntokens = docs.ntokens, n = docs.n;
+  const int64_t* offsets = docs.offsets;
   validate_sets(offsets, n, ntokens, "offsets");
   require_finite(tokens, ntokens * dim_, "tokens");
   if (storage_ == Storage::f16) require_f16_range(tokens, ntokens * dim_, "tokens");
@@ -259,8 +261,11 @@ void TokenStore::sum_queries(const Group& g, const float* colmax, float inv, flo
   }
 }
 
-void TokenStore::search(const float* q, size_t nq_tokens, const int64_t* q_offsets, size_t nq,
-                        const SearchParams& p, float* scores, int64_t* labels) const {
+void TokenStore::search(const TokenSets& queries, const SearchParams& p, float* scores,
+                        int64_t* labels) const {
+  const float* q = queries.tokens;
+  const size_t nq_tokens = queries.ntokens, nq = queries.n;
+  const int64_t* q_offsets = queries.offsets;
   const size_t k = p.k;
   const int threads = p.threads;
   const bool filtered = labels_.checks(p.filter);
@@ -301,9 +306,12 @@ void TokenStore::search(const float* q, size_t nq_tokens, const int64_t* q_offse
                 [](size_t, float s) { return s; });
 }
 
-void TokenStore::rerank(const float* q, size_t nq_tokens, const int64_t* q_offsets, size_t nq,
-                        const int64_t* cand, size_t nc, size_t shortlist, const SearchParams& p,
-                        float* scores, int64_t* labels) const {
+void TokenStore::rerank(const TokenSets& queries, const int64_t* cand, size_t nc,
+                        size_t shortlist, const SearchParams& p, float* scores,
+                        int64_t* labels) const {
+  const float* q = queries.tokens;
+  const size_t nq_tokens = queries.ntokens, nq = queries.n;
+  const int64_t* q_offsets = queries.offsets;
   const size_t k = p.k;
   const int threads = p.threads;
   validate_sets(q_offsets, nq, nq_tokens, "query offsets");

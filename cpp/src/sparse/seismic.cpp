@@ -150,9 +150,118 @@ SparseIndex::SparseIndex(size_t dim, const SparseParams& params) : dim_(dim), p_
 }
 
 size_t SparseIndex::memory_usage() const {
-  size_t bytes = 0;
+  size_t bytes = delta_ ? delta_->memory_usage() : 0;
   State::each(s_, [&](const char*, const auto& buf) { bytes += buf.size() * sizeof(buf[0]); });
   return bytes;
+}
+
+size_t SparseIndex::ntotal() const {
+  return ndocs() - labels_.removed() + (delta_ ? delta_->ntotal() : 0);
+}
+
+void SparseIndex::add(const SparseRows& docs, const int64_t* ids, int threads) {
+  require(docs.n > 0, "documents: no rows");
+  Labels::check(ids, docs.n);
+  if (ndocs() == 0 && !delta_) {  // the first add builds the index
+    build(docs, threads);
+    if (ids) set_ids(std::vector<int64_t>(ids, ids + docs.n));
+    return;
+  }
+  validate_csr(docs.indptr, docs.indices, docs.values, docs.n, dim_, "documents");
+  // The delta is rebuilt from its live documents and the new ones (it stays small).
+  SparseDocs all = pending_docs();
+  std::vector<int64_t> next;
+  if (!ids) {  // positions continuing after every document stored
+    const int64_t held = int64_t(ndocs() + pending());
+    for (size_t i = 0; i < docs.n; ++i) next.push_back(held + int64_t(i));
+    ids = next.data();
+  }
+  all.append(docs, ids);
+  SparseParams exhaustive = p_;
+  exhaustive.knn = 0;  // the delta is scored exhaustively: no graph
+  auto delta = std::make_unique<SparseIndex>(dim_, exhaustive);
+  delta->build(all.rows(), threads);
+  delta->set_ids(std::move(all.ids));
+  delta_ = std::move(delta);
+}
+
+void SparseIndex::search(const SparseRows& q, const SearchParams& params, float* scores,
+                         int64_t* labels) const {
+  const SparseSearch p = params_as<SparseSearch>(params);
+  search_main(q.indptr, q.indices, q.values, q.n, p, scores, labels);
+  if (!delta_) return;
+  SparseSearch every = p;
+  every.exact = true;
+  every.n_knn = 0;
+  const size_t k = p.k;
+  std::vector<float> ds(q.n * k);
+  std::vector<int64_t> dl(q.n * k);
+  delta_->search_main(q.indptr, q.indices, q.values, q.n, every, ds.data(), dl.data());
+  // Each query's k best of the two lists (both best first; the main part first on ties).
+  std::vector<float> ms(k);
+  std::vector<int64_t> ml(k);
+  for (size_t i = 0; i < q.n; ++i) {
+    float* s = scores + i * k;
+    int64_t* l = labels + i * k;
+    size_t a = 0, b = 0;
+    for (size_t r = 0; r < k; ++r) {
+      const bool main = dl[i * k + b] < 0 || (l[a] >= 0 && s[a] >= ds[i * k + b]);
+      ms[r] = main ? s[a] : ds[i * k + b];
+      ml[r] = main ? l[a++] : dl[i * k + b++];
+    }
+    std::copy(ms.begin(), ms.end(), s);
+    std::copy(ml.begin(), ml.end(), l);
+  }
+}
+
+size_t SparseIndex::remove(const IdFilter& f) {
+  return labels_.remove(f, ndocs()) + (delta_ ? delta_->remove(f) : 0);
+}
+
+bool SparseIndex::contains(int64_t id) const {
+  return labels_.position_of(id, ndocs()) >= 0 || (delta_ && delta_->contains(id));
+}
+
+void SparseIndex::reset() {
+  SparseIndex empty(dim_, p_);
+  s_ = std::move(empty.s_);
+  labels_.assign({});
+  delta_.reset();
+}
+
+void SparseIndex::compact(int threads) {
+  if (!delta_ && labels_.removed() == 0) return;
+  SparseDocs all = live_docs();
+  const SparseDocs more = pending_docs();
+  all.append(more.rows(), more.ids.data());
+  if (all.size() == 0) {
+    reset();
+    return;
+  }
+  SparseIndex fresh(dim_, p_);  // built aside: a failure leaves this index as it was
+  fresh.build(all.rows(), threads);
+  fresh.set_ids(std::move(all.ids));
+  s_ = std::move(fresh.s_);
+  labels_.assign(std::vector<int64_t>(fresh.ids()));
+  delta_.reset();
+}
+
+SparseDocs SparseIndex::live_docs() const {
+  SparseDocs out;
+  const bool narrow = dim_ <= 65536;
+  std::vector<std::pair<int32_t, float>> row;
+  for (size_t d = 0; d < ndocs(); ++d) {
+    if (!labels_.live(d)) continue;
+    row.clear();
+    for (int64_t e = s_.doc_ptr[d]; e < s_.doc_ptr[d + 1]; ++e)
+      row.emplace_back(int32_t(narrow ? s_.comp16[e] : s_.comp32[e]),
+                       p_.u8_values ? float(s_.val8[e]) * s_.doc_scale[d] : f16_to_f32(s_.val16[e]));
+    std::sort(row.begin(), row.end());  // stored heaviest first; CSR wants term order
+    for (const auto& [t, v] : row) out.indices.push_back(t), out.values.push_back(v);
+    out.indptr.push_back(int64_t(out.indices.size()));
+    out.ids.push_back(labels_.at(int64_t(d)));
+  }
+  return out;
 }
 
 template <class Comp>
@@ -183,8 +292,11 @@ void SparseIndex::prefetch_doc(const Comp* comp, size_t offset, size_t bytes) co
   for (size_t o = 0; o < vb; o += 64) prefetch_line(v + o);
 }
 
-void SparseIndex::build(const int64_t* indptr, const int32_t* indices, const float* values,
-                        size_t n, int threads) {
+void SparseIndex::build(const SparseRows& docs, int threads) {
+  const int64_t* indptr = docs.indptr;
+  const int32_t* indices = docs.indices;
+  const float* values = docs.values;
+  const size_t n = docs.n;
   validate_csr(indptr, indices, values, n, dim_, "documents");
   require(n < (size_t(1) << 32), "at most 2^32 - 1 documents");
   labels_.assign({});
@@ -265,7 +377,7 @@ void SparseIndex::build_knn(const int64_t* indptr, const int32_t* indices, const
   std::vector<float> scores(n * q.k);
   std::vector<int64_t> labels(n * q.k);
   q.threads = threads;
-  search(indptr, indices, values, n, q, scores.data(), labels.data());
+  search_main(indptr, indices, values, n, q, scores.data(), labels.data());
   LargeVector<uint32_t> graph(n * p_.knn, ~0u);
   for (size_t d = 0; d < n; ++d) {
     size_t j = 0;
@@ -824,8 +936,9 @@ void SparseIndex::set_ids(std::vector<int64_t> ids, std::vector<uint64_t> remove
   labels_.restore(std::move(ids), std::move(removed), ndocs());
 }
 
-void SparseIndex::search(const int64_t* qptr, const int32_t* qidx, const float* qval, size_t nq,
-                         const SparseSearch& p, float* scores, int64_t* labels) const {
+void SparseIndex::search_main(const int64_t* qptr, const int32_t* qidx, const float* qval,
+                              size_t nq, const SparseSearch& p, float* scores,
+                              int64_t* labels) const {
   const int threads = p.threads;
   require(p.k > 0, "k must be >= 1");
   require(p.query_cut > 0, "query_cut must be >= 1");
