@@ -454,3 +454,95 @@ def test_non_finite_stored_norms_are_refused(data, tmp_path):
     for mmap in (False, True):
         with pytest.raises(quanta.FormatError, match="non-finite"):
             quanta.load(tmp_path / "n.qnt", mmap=mmap)
+
+
+# -- the native factory: the same grammar and chains as quanta.index_factory ------------------
+
+NATIVE_SPECS = {"Flat": "FlatIndex", "Flat(f16)": "FlatIndex", "Flat(i8)": "FlatIndex",
+                "PQ8x8": "PQIndex", "PQ8x4fs": "PQFastScanIndex",
+                "IVF16,PQ8x8": "IVFPQIndex", "IVF16(soar),PQ8x4fs": "IVFPQIndex",
+                "PQ8x4fs,Refine(f16)": "RefineIndex", "IVF16,PQ8x4fs,RFlat": "RefineIndex",
+                "Graph8(f16)": "GraphIndex", "Graph8(f16),PQ8x4": "GraphIndex",
+                "RBE64x2": "BinaryIndex", "IVF16,RBE64x1,Refine(bf16)": "RefineIndex"}
+
+
+@pytest.mark.parametrize("spec", list(NATIVE_SPECS))
+def test_native_factory_builds_what_the_python_factory_does(data, spec):
+    """The native chain of a spec, trained through the contract's train with the default
+    TrainParams, answers exactly as quanta.index_factory's index trained with its defaults."""
+    from quanta import _core
+    xb, xq, ids = data
+    native = quanta.native.index_factory(DIM, spec, "l2" if "RBE" not in spec else "ip")
+    assert type(native).__name__ == NATIVE_SPECS[spec]
+    assert isinstance(native, quanta.native.Index) and native.dim == DIM
+    py = quanta.index_factory(DIM, spec, metric=native.metric)
+    if "RBE" in spec:  # the binarizer is fitted with NumPy: train refuses until it is
+        with pytest.raises(ValueError, match="binarizer"):
+            native.train(xb, quanta.native.TrainParams())
+        return
+    assert type(py.native).__name__ == NATIVE_SPECS[spec]
+    native.train(xb, quanta.native.TrainParams(threads=1))
+    py.train(xb, threads=1)
+    native.add(xb, ids, 1)
+    py.add(xb, ids, threads=1)
+    assert native.ntotal == py.ntotal == N
+    params = None
+    if "IVF" in spec:
+        params = _core.IVFSearchParams()
+        params.nprobe = 4
+        if "Refine" in spec or "RFlat" in spec:
+            outer = _core.RefineSearchParams()
+            outer.base = params
+            params = outer
+        kw = {"nprobe": 4}
+    else:
+        kw = {}
+    if "Graph" in spec:
+        params = _core.GraphSearchParams()
+        params.width = py.width
+    D, I = native.search(xq, K, 1, None, params)
+    ref = py.search(xq, K, threads=1, **kw)
+    np.testing.assert_array_equal(I, ref.ids)
+    np.testing.assert_allclose(D, ref.distances, rtol=1e-6)
+
+
+def test_native_factory_refuses_bad_specs_and_opq():
+    for spec, what in [("Flat(f64)", "unknown storage"), ("PQ8x8fs", "4-bit"),
+                       ("IVF16,Flat", "must be followed"), ("Flat,Refine(f16)", "follows a PQ"),
+                       ("OPQ8,PQ4x8", "must match"), ("RBE64x9", "1 to 8 planes"),
+                       ("Graph8,PQ8x5", "PQ<m>x4"), ("HNSW32", "unknown index spec"),
+                       ("IVF16(soar),RBE64x1", "soar")]:
+        with pytest.raises(ValueError, match="spec"):
+            quanta.native.parse_index_spec(spec)
+        with pytest.raises(ValueError, match=what):
+            quanta.index_factory(DIM, spec)
+    assert quanta.native.parse_index_spec("OPQ8,IVF16,PQ8x4fs,Refine(f8e4m3)") == dict(
+        family="ivf_pq", storage="f32", m=8, nbits=4, fast_scan=True, nlist=16, soar=False,
+        bits=0, planes=0, query_planes=0, degree=0, opq=True, refine="f8e4m3")
+    with pytest.raises(ValueError, match="OPQ rotations"):
+        quanta.native.index_factory(DIM, "OPQ8,PQ8x8", "l2")
+
+
+def test_every_family_is_an_index_base(data):
+    """Sparse rows and token sets implement the same verbs as the dense families."""
+    import scipy.sparse as sp
+    xb = data[0]
+    rng = np.random.default_rng(0)
+    docs = sp.random(200, 500, density=0.05, random_state=1, format="csr", dtype=np.float32)
+    sparse = quanta.SparseIndex()
+    sparse.add(docs, np.arange(200) * 2)
+    tokens = quanta.MultiVectorIndex(DIM)
+    tokens.add([rng.random((5, DIM), dtype=np.float32) for _ in range(50)])
+    dense = quanta.index_factory(DIM, "Flat")
+    dense.add(xb[:100])
+    for native in (sparse.native, tokens.tokens, dense.native):
+        assert isinstance(native, quanta.native.IndexBase)
+        n = native.ntotal
+        assert native.is_trained and native.metric in ("ip", "l2") and native.memory_usage > 0
+        held = native.contains(np.array([0, 2], np.int64))
+        assert native.remove(quanta.Filter.ids([0, 2])._native) == held.sum() > 0
+        assert native.ntotal == n - held.sum() and not native.contains(np.array([0, 2])).any()
+        native.compact()
+        assert native.ntotal == n - held.sum()
+        native.reset()
+        assert native.ntotal == 0

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Every SIMD kernel against the scalar reference (cpp/tests/test_kernels.cpp, run by ctest):
+# Every SIMD kernel against the scalar reference (cpp/tests/test_kernels.cpp, run by ctest),
+# and the engine contract used from C++ alone (cpp/tests/test_engine.cpp):
 #   1. natively: each level this CPU runs (avx2, avx512 on x86-64);
 #   2. on x86-64 hosts, cross-compiled for AArch64 (the whole C++ library, so portable code
 #      that only builds on x86 shows up too) and run under qemu-user twice: as a CPU with the
@@ -18,8 +19,8 @@ build() {  # the compiler's output only when it fails
 
 echo "== native ($(uname -m))"
 cmake -S "$root" -B "$out/native" -DQUANTA_BUILD_TESTS=ON -DQUANTA_PYTHON=OFF -DCMAKE_BUILD_TYPE=Release >/dev/null
-build "$out/native" --target test_kernels
-ctest --test-dir "$out/native" --output-on-failure --verbose | grep -E "kernels:|checks|cpu features|Passed|Failed"
+build "$out/native" --target test_kernels test_engine
+ctest --test-dir "$out/native" --output-on-failure --verbose | grep -E "kernels:|engine:|checks|cpu features|Passed|Failed"
 
 [ "$(uname -m)" = x86_64 ] || exit 0
 for tool in aarch64-linux-gnu-g++ qemu-aarch64; do
@@ -35,5 +36,5 @@ build "$out/aarch64"
 for cpu in max cortex-a53; do
   echo "-- qemu cpu: $cpu"
   QEMU_CPU=$cpu ctest --test-dir "$out/aarch64" --output-on-failure --verbose |
-    grep -E "kernels:|checks|cpu features|Passed|Failed"
+    grep -E "kernels:|engine:|checks|cpu features|Passed|Failed"
 done

@@ -155,8 +155,7 @@ void bind_binary(py::module_& m) {
      return new BinaryIndex(dim, bits, levels, query_levels, metric_from_name(metric), scoring);
    }), py::arg("dim"), py::arg("bits"), py::arg("levels"), py::arg("query_levels"),
       py::arg("metric"), py::arg("scoring"))
-      .def_static("sdc_possible", &sdc_possible, py::arg("m"), py::arg("levels"),
-                  py::arg("query_levels"))
+      .def_static("default_query_levels", &default_query_levels, py::arg("m"), py::arg("levels"))
       .def_property_readonly("levels", &BinaryIndex::levels)
       .def_property_readonly("query_levels", &BinaryIndex::query_levels)
       .def_property_readonly("scoring", [](const BinaryIndex& self) {

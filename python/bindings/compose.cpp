@@ -3,6 +3,7 @@
 // wrappers that compose dense indexes, RefineIndex and PreTransformIndex.
 #include "common.hpp"
 #include "quanta/index.hpp"
+#include "quanta/index_factory.hpp"
 #include "quanta/pre_transform.hpp"
 #include "quanta/refine.hpp"
 
@@ -76,7 +77,28 @@ void bind_compose(py::module_& m) {
         self.compact();
       });
 
+  py::class_<TrainParams>(m, "TrainParams")
+      .def(py::init([](size_t niter, size_t coarse_niter, uint64_t seed,
+                       size_t max_points_per_centroid, int threads) {
+             return TrainParams{niter, coarse_niter, seed, max_points_per_centroid, threads};
+           }),
+           py::arg("niter") = TrainParams{}.niter, py::arg("coarse_niter") = TrainParams{}.coarse_niter,
+           py::arg("seed") = TrainParams{}.seed,
+           py::arg("max_points_per_centroid") = TrainParams{}.max_points_per_centroid,
+           py::arg("threads") = TrainParams{}.threads)
+      .def_readwrite("niter", &TrainParams::niter)
+      .def_readwrite("coarse_niter", &TrainParams::coarse_niter)
+      .def_readwrite("seed", &TrainParams::seed)
+      .def_readwrite("max_points_per_centroid", &TrainParams::max_points_per_centroid)
+      .def_readwrite("threads", &TrainParams::threads);
+
   py::class_<Index, IndexBase, std::shared_ptr<Index>>(m, "Index")
+      .def("train", [](Index& self, const py::array& x, const TrainParams& params) {
+        size_t n;
+        const float* p = f32_rows(x, self.dim(), n, "x");
+        py::gil_scoped_release nogil;
+        self.train(p, n, params);
+      }, py::arg("x"), py::arg("params") = TrainParams{})
       .def("add", [](Index& self, const py::array& x, const py::object& ids, int threads) {
         size_t n;
         const float* p = f32_rows(x, self.dim(), n, "x");
@@ -111,6 +133,21 @@ void bind_compose(py::module_& m) {
       }, py::arg("queries"), py::arg("radius"), py::arg("threads"), py::arg("filter"),
          py::arg("params") = nullptr);
 
+
+  // The spec grammar (one parse for the native factory and quanta.index_factory).
+  m.def("parse_index_spec", [](const std::string& spec) {
+    const IndexSpec s = parse_index_spec(spec);
+    static const char* const families[] = {"flat", "pq", "ivf_pq", "rbe", "ivf_rbe", "graph"};
+    py::dict d;
+    d["family"] = families[int(s.family)];
+    d["storage"] = storage_name(s.storage);
+    d["m"] = s.m, d["nbits"] = s.nbits, d["fast_scan"] = s.fast_scan;
+    d["nlist"] = s.nlist, d["soar"] = s.soar;
+    d["bits"] = s.bits, d["planes"] = s.planes, d["query_planes"] = s.query_planes;
+    d["degree"] = s.degree, d["opq"] = s.opq;
+    d["refine"] = s.refine ? py::object(py::str(storage_name(s.refine_storage))) : py::none();
+    return d;
+  }, py::arg("spec"));
 }
 
 // The wrappers take and return FlatIndex objects: bound after it, so that their signatures
@@ -144,4 +181,9 @@ void bind_compose_wrappers(py::module_& m) {
         std::copy(self.matrix().begin(), self.matrix().end(), out.mutable_data());
         return out;
       });
+  // Bound after every family, so that the chain it returns shows as its own class.
+  m.def("index_factory", [](size_t dim, const std::string& spec, const std::string& metric) {
+    return index_factory(dim, spec, metric_from_name(metric));
+  }, py::arg("dim"), py::arg("spec"), py::arg("metric") = "ip",
+     "The empty native index of a spec (cpp/include/quanta/index_factory.hpp)");
 }

@@ -39,12 +39,6 @@ void bind_graph(py::module_& m) {
       .def_property_readonly("entry", &GraphIndex::entry)
       .def_property_readonly("build_progress", &GraphIndex::build_progress)
       .def_property_readonly("mapped_bytes", &GraphIndex::mapped_bytes)
-      .def("train", [](GraphIndex& self, const py::array& x, int threads) {
-        size_t n;
-        const float* p = f32_rows(x, self.dim(), n, "x");
-        py::gil_scoped_release nogil;
-        self.train(p, n, threads);
-      }, py::arg("x"), py::arg("threads") = 0)
       .def("adjacency", [](const GraphIndex& self) { return to_numpy(self.adjacency()); })
       .def("codes", [](const GraphIndex& self) { return to_numpy(self.codes()); })
       .def("neighbour_codes",

@@ -42,14 +42,7 @@ template <class Index>
 auto bind_pq_index(py::module_& m, const char* name) {
   py::class_<Index, quanta::Index, std::shared_ptr<Index>> c(m, name);
   bind_pq_accessor(c);
-  c.def("train", [](Index& self, const py::array& x, size_t niter, uint64_t seed,
-                                 size_t mppc, int threads) {
-     size_t n;
-     const float* p = f32_rows(x, self.dim(), n, "x");
-     py::gil_scoped_release nogil;
-     self.train(p, n, kmeans_params(niter, seed, mppc, threads));
-   }, py::arg("x"), py::arg("niter"), py::arg("seed"), py::arg("mppc"), py::arg("threads"))
-      .def("codes", [](const Index& self) { return to_numpy(self.codes()); })
+  c.def("codes", [](const Index& self) { return to_numpy(self.codes()); })
       .def("ids", [](const Index& self) { return to_numpy(self.ids()); })
       .def("removed", [](const Index& self) { return to_numpy(self.removed_mask()); })
       .def_property_readonly("rows", &Index::rows)
@@ -252,15 +245,6 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("by_residual", &IVFPQIndex::by_residual)
       .def_property_readonly("soar", &IVFPQIndex::soar)
       .def_property_readonly("mapped_bytes", &IVFPQIndex::mapped_bytes)
-      .def("train", [](IVFPQIndex& self, const py::array& x, size_t coarse_niter,
-                                    size_t niter, uint64_t seed, size_t mppc, int threads) {
-        size_t n;
-        const float* p = f32_rows(x, self.dim(), n, "x");
-        py::gil_scoped_release nogil;
-        self.train(p, n, kmeans_params(coarse_niter, seed, mppc, threads),
-                   kmeans_params(niter, seed + 1, mppc, threads));
-      }, py::arg("x"), py::arg("coarse_niter"), py::arg("niter"), py::arg("seed"),
-         py::arg("mppc"), py::arg("threads"))
       .def("coarse_centroids", [](const IVFPQIndex& self) { return to_numpy(self.centroids()); })
       // shards of one trained state searched as one index (no filter: see ivf_pq.hpp)
       .def("search_parts", [](const IVFPQIndex& self,
@@ -323,12 +307,6 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("storage", [](const FlatIndex& s) { return storage_name(s.storage()); })
       .def_property_readonly("f8_scale", [](const FlatIndex& s) { return f8scale_name(s.f8_scale()); })
       .def_property_readonly("code_size", &FlatIndex::code_size)
-      .def("train", [](FlatIndex& self, const py::array& x) {
-        size_t n;
-        const float* p = f32_rows(x, self.dim(), n, "x");
-        py::gil_scoped_release nogil;
-        self.train(p, n);
-      }, py::arg("x"))
       .def("search_subset", [](const FlatIndex& self, const py::array& q,
                                const py::array_t<int64_t, py::array::c_style>& cand, size_t k,
                                int threads) {

@@ -267,22 +267,12 @@ class RecurrentBinarizer(Persistent):
 register_kind("RBIN", RecurrentBinarizer)
 
 
-def _default_query_levels(bits, levels):
-    """Up to 4-bit queries while the sdc tables stay exact in uint8 (1-2 plane documents):
-    the query's extra levels cost no storage and, with sdc, no scan time. Deeper documents keep
-    symmetric codes (popcount work grows with the query's planes)."""
-    if levels <= 1:
-        for q in (3, 2, 1):
-            if q >= levels and _core.BinaryIndex.sdc_possible(int(bits), int(levels), q):
-                return q
-    return levels
-
-
 def _binary_args(dim, bits, levels, query_levels, metric, scoring):
     """Validated (bits, query_levels) for a binary index."""
     bits = dim if bits is None else bits
     _check_shape(dim, bits, levels)
-    query_levels = _default_query_levels(bits, levels) if query_levels is None else query_levels
+    if query_levels is None:  # up to 4-bit queries where sdc stays exact (see the native docs)
+        query_levels = _core.BinaryIndex.default_query_levels(int(bits), int(levels))
     _check_shape(dim, bits, query_levels)
     if query_levels < levels:
         raise ValueError(f"query_levels ({query_levels}) must be >= levels ({levels})")

@@ -120,9 +120,11 @@ class FlatIndex(Removable, Persistent):
                 f"{extra}, ntotal={self.ntotal})")
 
     # -- building ---------------------------------------------------------------------------
-    def train(self, x) -> None:
+    def train(self, x, *, threads: int = 0) -> None:
         """Learns the i8 per-dimension scales or the f8 global power of two from `x`; with
-        such scales, an index holding vectors refuses (``reset()`` first)."""
+        such scales, an index holding vectors refuses (``reset()`` first). `threads` is
+        accepted as every index's train takes it (one pass over x needs none)."""
+        as_threads(threads)
         x = as_f32_matrix(x, self.dim, "x")
         if x.shape[0] == 0:
             raise ValueError("train: x is empty; pass at least one vector")

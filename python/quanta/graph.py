@@ -148,7 +148,7 @@ class GraphIndex(Removable, Persistent):
         x = as_f32_matrix(x, self.dim, "x")
         if x.shape[0] == 0:
             raise ValueError("train: x is empty; pass at least one vector")
-        self._index.train(x, as_threads(threads))
+        self._index.train(x, _core.TrainParams(threads=as_threads(threads)))
 
     def add(self, x, ids=None, *, threads: int = 0, progress: bool | None = None) -> None:
         """Stores vectors (n, dim) and inserts them into the graph; `ids` are int64 labels

@@ -412,7 +412,10 @@ class PQIndex(_PQCodesIndex, Persistent):
         if x.shape[0] < 2 ** self.nbits:
             raise ValueError(f"train: {x.shape[0]} vectors; need at least {2 ** self.nbits}")
         args = _train_args(niter, seed, max_points_per_centroid, threads)
-        self._index.train(self._fit_rotation(x, args[1], args[3]), *args)
+        niter, seed, mppc, threads = args
+        self._index.train(self._fit_rotation(x, seed, threads),
+                          _core.TrainParams(niter=niter, seed=seed,
+                                            max_points_per_centroid=mppc, threads=threads))
         self._train_refine(x)
 
     def search(self, q, k: int = 10, *, threads: int = 0, filter=None,
@@ -555,8 +558,9 @@ class IVFPQIndex(_Probed, _PQCodesIndex, Persistent):
             raise ValueError(f"train: {x.shape[0]} vectors; need at least {need}")
         coarse_niter = as_int(coarse_niter, "coarse_niter")
         niter, seed, mppc, threads = _train_args(niter, seed, max_points_per_centroid, threads)
-        self._index.train(self._fit_rotation(x, seed, threads), coarse_niter, niter, seed,
-                          mppc, threads)
+        self._index.train(self._fit_rotation(x, seed, threads),
+                          _core.TrainParams(niter=niter, coarse_niter=coarse_niter, seed=seed,
+                                            max_points_per_centroid=mppc, threads=threads))
         self._train_refine(x)
 
     def coarse_search(self, q, nprobe: int | None = None, *, threads: int = 0) -> SearchResult:

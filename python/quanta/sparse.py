@@ -445,4 +445,19 @@ class SparseIndex(Removable, Persistent):
         return out
 
 
+def _concat_csr(parts):
+    """One (indptr, indices, data, ids) from several, in order."""
+    indptr = [np.zeros(1, np.int64)]
+    at = 0
+    for p in parts:
+        indptr.append(np.asarray(p[0][1:], np.int64) - int(p[0][0]) + at)
+        at += int(p[0][-1] - p[0][0])
+    return (np.concatenate(indptr),
+            np.concatenate([np.asarray(p[1][int(p[0][0]):int(p[0][-1])], np.int32)
+                            for p in parts]),
+            np.concatenate([np.asarray(p[2][int(p[0][0]):int(p[0][-1])], np.float32)
+                            for p in parts]),
+            np.concatenate([np.asarray(p[3], np.int64) for p in parts]))
+
+
 register_kind("SPRS", SparseIndex)

@@ -36,6 +36,11 @@ BinaryScoring choose_binary_scoring(const std::string& name, size_t m, size_t le
 // sdc: documents of 1 or 2 planes tiling nibbles, table entries (<= 2 D K_q K_d) in uint8 and
 // sums (<= 2 m K_q K_d) in uint16.
 bool sdc_possible(size_t m, size_t levels, size_t query_levels);
+// The query levels an index takes by default: up to 4-bit queries while the sdc tables stay
+// exact in uint8 (documents of 1-2 planes): the query's extra levels cost no storage and, with
+// sdc, no scan time. Deeper documents keep symmetric codes (popcount work grows with the
+// query's planes).
+size_t default_query_levels(size_t m, size_t levels);
 
 // A query ready for every path: its code, integer stats and, for sdc, its exact table.
 struct BinaryQuery {

@@ -37,6 +37,9 @@ class BinaryIndex final : public Index {
   RecurrentBinarizer& binarizer() { return bin_; }
   const RecurrentBinarizer& binarizer() const { return bin_; }
 
+  // Nothing to learn here: the binarizer is fitted separately (binarizer().set_transforms;
+  // quanta's Python layer fits it with NumPy). Refuses while it is not.
+  void train(const float* x, size_t n, const TrainParams& p) override;
   void add(const float* x, size_t n, const int64_t* ids, int threads) override;
   // Adds codes of levels() levels made by binarizer().encode (n x code_words()); rejects
   // non-zero padding bits.

@@ -101,7 +101,8 @@ class GraphIndex final : public Index {
 
   // The storage's scales and the estimation codes' quantizer (the first add trains what is
   // not trained yet, from its own rows).
-  void train(const float* x, size_t n, int threads = 0);
+  void train(const float* x, size_t n, int threads);
+  void train(const float* x, size_t n, const TrainParams& p) override { train(x, n, p.threads); }
   // Stores the vectors, then inserts them into the graph (over `threads`; one thread gives
   // the same graph every time). On an exception the index is unchanged.
   void add(const float* x, size_t n, const int64_t* ids, int threads) override;

@@ -13,6 +13,7 @@
 #include "quanta/id_filter.hpp"
 #include "quanta/metric.hpp"
 #include "quanta/search_params.hpp"
+#include "quanta/train_params.hpp"
 
 namespace quanta {
 
@@ -47,6 +48,9 @@ class RowsIndex : public IndexBase {
 // An index over dense float32 rows of dim() values.
 class Index : public IndexBase {
  public:
+  // Learns what the family needs before add (codebooks, list centroids, storage scales) from
+  // n rows; a family with nothing to learn keeps what it has.
+  virtual void train(const float* x, size_t n, const TrainParams& params) = 0;
   // ids: one int64 per row, or nullptr for positions.
   virtual void add(const float* x, size_t n, const int64_t* ids, int threads) = 0;
   // nq x params.k results, best first, padded with id -1.

@@ -39,6 +39,9 @@ class IVFBinaryIndex final : public Index {
   const RecurrentBinarizer& binarizer() const { return bin_; }
 
   void train_coarse(const float* x, size_t n, const KMeansParams& params);
+  // The list centroids (coarse_niter iterations); the binarizer must be fitted already (see
+  // BinaryIndex::train).
+  void train(const float* x, size_t n, const TrainParams& p) override;
   void add(const float* x, size_t n, const int64_t* ids, int threads) override;
   // Filters are tested on each candidate's id before it enters a heap; a query its filter
   // leaves with fewer than k results is searched again with twice the lists, up to all.

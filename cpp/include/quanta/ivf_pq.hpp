@@ -51,6 +51,10 @@ class IVFPQIndex final : public Index {
 
   // Coarse k-means (10 iterations by default, as faiss), then PQ on the residuals.
   void train(const float* x, size_t n, const KMeansParams& coarse, const KMeansParams& fine);
+  // The codebooks seeded seed + 1 (the lists take seed).
+  void train(const float* x, size_t n, const TrainParams& p) override {
+    train(x, n, p.kmeans(p.coarse_niter), p.kmeans(p.niter, 1));
+  }
   void add(const float* x, size_t n, const int64_t* ids, int threads) override;
   // Filters are tested on each candidate's id before it enters a heap. A query left with
   // fewer than k results by its filter is searched again with twice the lists, up to all of

@@ -29,6 +29,7 @@ class PQFastScanIndex final : public Index {
   const ProductQuantizer& pq() const { return pq_; }
 
   void train(const float* x, size_t n, const KMeansParams& params);
+  void train(const float* x, size_t n, const TrainParams& p) override { train(x, n, p.kmeans(p.niter)); }
   void add(const float* x, size_t n, const int64_t* ids, int threads) override;
   // Filters and removed rows are tested on the candidates the kernel reports.
   void search(const float* q, size_t nq, const SearchParams& params, float* distances,

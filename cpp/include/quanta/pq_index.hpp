@@ -26,6 +26,7 @@ class PQIndex final : public Index {
   const ProductQuantizer& pq() const { return pq_; }
 
   void train(const float* x, size_t n, const KMeansParams& params);
+  void train(const float* x, size_t n, const TrainParams& p) override { train(x, n, p.kmeans(p.niter)); }
   void add(const float* x, size_t n, const int64_t* ids, int threads) override;
   // distances: l2 squared distance to the reconstruction; ip/cosine: inner product.
   // A filtered search gathers each block's allowed codes and scans only those.

@@ -28,6 +28,9 @@ class PreTransformIndex final : public Index {
   // n rows of x mapped: out = x M (n x dim).
   void apply(const float* x, size_t n, float* out, int threads) const;
 
+  // Trains the inner index on the mapped rows (the matrix itself is given, not learned:
+  // quanta.opq.train_rotation learns OPQ's).
+  void train(const float* x, size_t n, const TrainParams& p) override;
   void add(const float* x, size_t n, const int64_t* ids, int threads) override;
   void search(const float* q, size_t nq, const SearchParams& params, float* distances,
               int64_t* labels) const override;

@@ -37,6 +37,8 @@ class RefineIndex final : public Index {
   const std::shared_ptr<Index>& base() const { return base_; }
   const std::shared_ptr<FlatIndex>& refine() const { return refine_; }
 
+  // Trains the base, and the re-ranking vectors' storage when it is not trained yet.
+  void train(const float* x, size_t n, const TrainParams& p) override;
   void add(const float* x, size_t n, const int64_t* ids, int threads) override;
   // distances: the refine index's (exact for f32 vectors).
   void search(const float* q, size_t nq, const SearchParams& params, float* distances,

@@ -85,6 +85,13 @@ bool sdc_possible(size_t m, size_t levels, size_t query_levels) {
   return m % d == 0 && 2 * d * kq * kd <= 255 && 2 * m * kq * kd <= 65535;
 }
 
+size_t default_query_levels(size_t m, size_t levels) {
+  if (levels <= 1)
+    for (size_t q = 3; q >= 1; --q)
+      if (q >= levels && sdc_possible(m, levels, q)) return q;
+  return levels;
+}
+
 BinaryScoring choose_binary_scoring(const std::string& name, size_t m, size_t levels,
                                     size_t query_levels) {
   const bool u8_ok = query_levels < 7;

@@ -28,6 +28,12 @@ BinaryIndex::BinaryIndex(size_t dim, size_t m, size_t levels, size_t query_level
     throw std::invalid_argument("BinaryIndex: query_levels must be >= levels");
 }
 
+void BinaryIndex::train(const float*, size_t, const TrainParams&) {
+  require(bin_.is_trained(),
+          "train: fit the binarizer first (binarizer().set_transforms; quanta's "
+          "BinaryIndex.train fits it)");
+}
+
 void BinaryIndex::add(const float* x, size_t n, const int64_t* ids, int threads) {
   if (!is_trained()) throw std::invalid_argument("add: the index is not trained; call train first");
   if (n == 0) return;

@@ -46,6 +46,13 @@ void IVFBinaryIndex::set_centroids(const std::vector<float>& c) {
   coarse_ = std::make_unique<CoarseQuantizer>(c.data(), nlist_, dim(), Metric::ip);
 }
 
+void IVFBinaryIndex::train(const float* x, size_t n, const TrainParams& p) {
+  require(bin_.is_trained(),
+          "train: fit the binarizer first (binarizer().set_transforms; quanta's "
+          "IVFBinaryIndex.train fits it)");
+  train_coarse(x, n, p.kmeans(p.coarse_niter));
+}
+
 void IVFBinaryIndex::train_coarse(const float* x, size_t n, const KMeansParams& params) {
   require_finite(x, n * dim(), "train: x");
   if (n < nlist_)

@@ -60,6 +60,13 @@ void PreTransformIndex::apply(const float* x, size_t n, float* out, int threads)
   });
 }
 
+void PreTransformIndex::train(const float* x, size_t n, const TrainParams& p) {
+  require_finite(x, n * dim(), "train: x");
+  std::vector<float> y(n * dim());
+  apply(x, n, y.data(), p.threads);
+  inner_->train(y.data(), n, p);
+}
+
 void PreTransformIndex::add(const float* x, size_t n, const int64_t* ids, int threads) {
   require_finite(x, n * dim(), "add: x");
   std::vector<float> y(n * dim());

@@ -21,6 +21,11 @@ void RefineIndex::set_k_factor(size_t k_factor) {
   k_factor_ = k_factor;
 }
 
+void RefineIndex::train(const float* x, size_t n, const TrainParams& p) {
+  base_->train(x, n, p);
+  if (!refine_->is_trained()) refine_->train(x, n);
+}
+
 void RefineIndex::add(const float* x, size_t n, const int64_t* ids, int threads) {
   // The base first: it checks the input (and that it is trained) before changing anything,
   // and the refine store then takes the same rows.
