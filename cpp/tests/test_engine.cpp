@@ -9,11 +9,11 @@
 #include <string>
 #include <vector>
 
-#include "quanta/graph_index.hpp"
-#include "quanta/index_factory.hpp"
-#include "quanta/refine.hpp"
-#include "quanta/seismic.hpp"
-#include "quanta/token_store.hpp"
+#include "quanta/index/graph_index.hpp"
+#include "quanta/core/index_factory.hpp"
+#include "quanta/index/refine.hpp"
+#include "quanta/index/seismic.hpp"
+#include "quanta/index/token_store.hpp"
 
 using namespace quanta;
 

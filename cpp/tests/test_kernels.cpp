@@ -12,9 +12,9 @@
 #include <string>
 #include <vector>
 
-#include "quanta/dispatch.hpp"
-#include "quanta/fast_scan_codes.hpp"
-#include "quanta/kernels.hpp"
+#include "quanta/simd/dispatch.hpp"
+#include "quanta/codec/fast_scan_codes.hpp"
+#include "quanta/simd/kernels.hpp"
 
 using namespace quanta;
 

@@ -2,11 +2,11 @@
 #include <pybind11/stl.h>
 
 #include "common.hpp"
-#include "quanta/binary_index.hpp"
-#include "quanta/dispatch.hpp"
-#include "quanta/ivf_binary.hpp"
-#include "quanta/kernels.hpp"
-#include "quanta/recurrent_binary.hpp"
+#include "quanta/index/binary_index.hpp"
+#include "quanta/simd/dispatch.hpp"
+#include "quanta/index/ivf_binary.hpp"
+#include "quanta/simd/kernels.hpp"
+#include "quanta/codec/recurrent_binary.hpp"
 
 using namespace quanta_py;
 

@@ -2,10 +2,10 @@
 // what a chain of indexes is searched through), the search-settings structs, and the two
 // wrappers that compose dense indexes, RefineIndex and PreTransformIndex.
 #include "common.hpp"
-#include "quanta/index.hpp"
-#include "quanta/index_factory.hpp"
-#include "quanta/pre_transform.hpp"
-#include "quanta/refine.hpp"
+#include "quanta/core/index.hpp"
+#include "quanta/core/index_factory.hpp"
+#include "quanta/index/pre_transform.hpp"
+#include "quanta/index/refine.hpp"
 
 using namespace quanta_py;
 
@@ -185,5 +185,5 @@ void bind_compose_wrappers(py::module_& m) {
   m.def("index_factory", [](size_t dim, const std::string& spec, const std::string& metric) {
     return index_factory(dim, spec, metric_from_name(metric));
   }, py::arg("dim"), py::arg("spec"), py::arg("metric") = "ip",
-     "The empty native index of a spec (cpp/include/quanta/index_factory.hpp)");
+     "The empty native index of a spec (cpp/include/quanta/core/index_factory.hpp)");
 }

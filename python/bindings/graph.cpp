@@ -1,7 +1,7 @@
 // Bindings of the graph index: construction from a FlatIndex holding the vectors, its build
 // settings, the search settings struct, and the raw state for persistence.
 #include "common.hpp"
-#include "quanta/graph_index.hpp"
+#include "quanta/index/graph_index.hpp"
 
 using namespace quanta_py;
 

@@ -2,9 +2,9 @@
 // batches arrive as (tokens float32 [ntokens, dim], offsets int64 [n + 1]); the Python layer
 // builds them from lists of arrays.
 #include "common.hpp"
-#include "quanta/fde.hpp"
-#include "quanta/token_candidates.hpp"
-#include "quanta/token_store.hpp"
+#include "quanta/codec/fde.hpp"
+#include "quanta/index/token_candidates.hpp"
+#include "quanta/index/token_store.hpp"
 
 using namespace quanta_py;
 

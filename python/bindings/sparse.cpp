@@ -1,6 +1,6 @@
 // Bindings of the Seismic-style sparse index: CSR arrays in (validated by the core).
 #include "common.hpp"
-#include "quanta/seismic.hpp"
+#include "quanta/index/seismic.hpp"
 
 #include <cstring>
 #include <type_traits>

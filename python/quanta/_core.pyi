@@ -572,7 +572,7 @@ def hardware_threads() -> int:
     ...
 def index_factory(dim: typing.SupportsInt | typing.SupportsIndex, spec: str, metric: str = 'ip') -> Index:
     """
-    The empty native index of a spec (cpp/include/quanta/index_factory.hpp)
+    The empty native index of a spec (cpp/include/quanta/core/index_factory.hpp)
     """
 def kmeans(x: numpy.ndarray, k: typing.SupportsInt | typing.SupportsIndex, niter: typing.SupportsInt | typing.SupportsIndex, seed: typing.SupportsInt | typing.SupportsIndex, max_points_per_centroid: typing.SupportsInt | typing.SupportsIndex, spherical: bool, threads: typing.SupportsInt | typing.SupportsIndex, sample_init: bool) -> tuple[numpy.typing.NDArray[numpy.float32], numpy.typing.NDArray[numpy.int64], numpy.typing.NDArray[numpy.float64]]:
     ...

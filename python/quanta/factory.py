@@ -33,7 +33,7 @@ def index_factory(dim: int, spec: str, metric: Metric = "ip"):
     """
     if not isinstance(spec, str):
         raise TypeError(f"spec must be a string; got {type(spec).__name__}")
-    s = _core.parse_index_spec(spec)  # the grammar lives in cpp/src/index_factory.cpp
+    s = _core.parse_index_spec(spec)  # the grammar lives in cpp/src/core/index_factory.cpp
     kw = {"opq": True} if s["opq"] else {}
     if s["refine"] is not None:
         kw["refine"] = s["refine"]

@@ -67,7 +67,7 @@ from .filter import as_filters, as_removal
 from .flat import SearchResult, removed_mask
 from .io import FormatError, Persistent, register_kind, write_container
 
-_LAYOUT = 4  # of the saved arrays (SparseIndex.State in cpp/include/quanta/seismic.hpp)
+_LAYOUT = 4  # of the saved arrays (SparseIndex.State in cpp/include/quanta/index/seismic.hpp)
 
 def as_csr(x, dim: int | None = None, name: str = "documents"):
     """(indptr int64, indices int32, values float32, dim) from a SciPy sparse matrix or an

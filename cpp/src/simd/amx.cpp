@@ -1,6 +1,6 @@
 // Compiled with -mamx-tile -mamx-bf16 -mamx-int8 -mavx512f (CMake); only reached through
 // amx_bf16_active() / amx_int8_active().
-#include "quanta/amx.hpp"
+#include "quanta/simd/amx.hpp"
 
 #include <immintrin.h>
 #include <sys/syscall.h>
@@ -9,8 +9,8 @@
 #include <algorithm>
 #include <cstring>
 
-#include "quanta/dispatch.hpp"
-#include "quanta/storage.hpp"
+#include "quanta/simd/dispatch.hpp"
+#include "quanta/codec/storage.hpp"
 
 namespace quanta {
 

@@ -4,7 +4,7 @@
 
 #include <cmath>
 
-#include "quanta/kernels.hpp"
+#include "quanta/simd/kernels.hpp"
 
 namespace quanta {
 

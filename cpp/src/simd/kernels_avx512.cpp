@@ -7,7 +7,7 @@
 #include <cstring>
 #include <vector>
 
-#include "quanta/kernels.hpp"
+#include "quanta/simd/kernels.hpp"
 
 namespace quanta {
 

@@ -5,7 +5,7 @@
 
 #include <cmath>
 
-#include "quanta/kernels.hpp"
+#include "quanta/simd/kernels.hpp"
 
 #if defined(__clang__)
 #define QUANTA_TARGET_DOTPROD __attribute__((target("dotprod")))
