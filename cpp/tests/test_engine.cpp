@@ -9,8 +9,8 @@
 #include <string>
 #include <vector>
 
-#include "quanta/index/graph_index.hpp"
 #include "quanta/core/index_factory.hpp"
+#include "quanta/index/graph_index.hpp"
 #include "quanta/index/refine.hpp"
 #include "quanta/index/seismic.hpp"
 #include "quanta/index/token_store.hpp"

@@ -12,8 +12,8 @@
 #include <string>
 #include <vector>
 
-#include "quanta/simd/dispatch.hpp"
 #include "quanta/codec/fast_scan_codes.hpp"
+#include "quanta/simd/dispatch.hpp"
 #include "quanta/simd/kernels.hpp"
 
 using namespace quanta;

@@ -2,11 +2,11 @@
 #include <pybind11/stl.h>
 
 #include "common.hpp"
-#include "quanta/index/binary_index.hpp"
-#include "quanta/simd/dispatch.hpp"
-#include "quanta/index/ivf_binary.hpp"
-#include "quanta/simd/kernels.hpp"
 #include "quanta/codec/recurrent_binary.hpp"
+#include "quanta/index/binary_index.hpp"
+#include "quanta/index/ivf_binary.hpp"
+#include "quanta/simd/dispatch.hpp"
+#include "quanta/simd/kernels.hpp"
 
 using namespace quanta_py;
 

@@ -9,11 +9,11 @@
 #include <string>
 #include <vector>
 
-#include "quanta/core/buffer.hpp"
-#include "quanta/index/flat.hpp"
-#include "quanta/core/id_filter.hpp"
 #include "quanta/codec/kmeans.hpp"
+#include "quanta/core/buffer.hpp"
+#include "quanta/core/id_filter.hpp"
 #include "quanta/core/search_params.hpp"
+#include "quanta/index/flat.hpp"
 
 namespace py = pybind11;
 using namespace quanta;

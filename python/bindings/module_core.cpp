@@ -5,17 +5,17 @@
 
 #include <cstring>
 
-#include "quanta/simd/amx.hpp"
-#include "quanta/simd/dispatch.hpp"
-#include "quanta/core/error.hpp"
-#include "quanta/index/flat.hpp"
-#include "quanta/index/ivf_pq.hpp"
 #include "quanta/codec/kmeans.hpp"
 #include "quanta/codec/pq.hpp"
+#include "quanta/codec/storage.hpp"
+#include "quanta/core/error.hpp"
+#include "quanta/core/parallel.hpp"
+#include "quanta/index/flat.hpp"
+#include "quanta/index/ivf_pq.hpp"
 #include "quanta/index/pq_fast_scan.hpp"
 #include "quanta/index/pq_index.hpp"
-#include "quanta/core/parallel.hpp"
-#include "quanta/codec/storage.hpp"
+#include "quanta/simd/amx.hpp"
+#include "quanta/simd/dispatch.hpp"
 #include "common.hpp"
 
 void bind_binary(py::module_& m);  // binary.cpp

@@ -3,8 +3,8 @@
 #include <algorithm>
 #include <stdexcept>
 
-#include "quanta/simd/dispatch.hpp"
 #include "quanta/core/error.hpp"
+#include "quanta/simd/dispatch.hpp"
 
 namespace quanta {
 

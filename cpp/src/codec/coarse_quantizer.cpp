@@ -7,12 +7,12 @@
 #include <type_traits>
 #include <utility>
 
-#include "quanta/simd/dispatch.hpp"
-#include "quanta/simd/gemm_panels.hpp"
-#include "quanta/simd/kernels.hpp"
 #include "quanta/core/parallel.hpp"
 #include "quanta/core/rows.hpp"
 #include "quanta/core/topk.hpp"
+#include "quanta/simd/dispatch.hpp"
+#include "quanta/simd/gemm_panels.hpp"
+#include "quanta/simd/kernels.hpp"
 
 namespace quanta {
 

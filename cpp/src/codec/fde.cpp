@@ -6,10 +6,10 @@
 #include <string>
 
 #include "quanta/core/error.hpp"
-#include "quanta/simd/gemm_panels.hpp"
-#include "quanta/simd/kernels.hpp"
 #include "quanta/core/parallel.hpp"
 #include "quanta/core/token_sets.hpp"
+#include "quanta/simd/gemm_panels.hpp"
+#include "quanta/simd/kernels.hpp"
 
 namespace quanta {
 

@@ -6,11 +6,11 @@
 #include <stdexcept>
 #include <string>
 
-#include "quanta/simd/gemm_panels.hpp"
-#include "quanta/simd/kernels.hpp"
 #include "quanta/core/parallel.hpp"
 #include "quanta/core/random.hpp"
 #include "quanta/core/rows.hpp"
+#include "quanta/simd/gemm_panels.hpp"
+#include "quanta/simd/kernels.hpp"
 
 namespace quanta {
 

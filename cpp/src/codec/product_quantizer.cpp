@@ -3,10 +3,10 @@
 #include <stdexcept>
 #include <string>
 
+#include "quanta/codec/pq.hpp"
+#include "quanta/core/parallel.hpp"
 #include "quanta/simd/dispatch.hpp"
 #include "quanta/simd/kernels.hpp"
-#include "quanta/core/parallel.hpp"
-#include "quanta/codec/pq.hpp"
 
 namespace quanta {
 

@@ -3,11 +3,11 @@
 #include <stdexcept>
 #include <string>
 
+#include "quanta/codec/recurrent_binary.hpp"
+#include "quanta/core/parallel.hpp"
+#include "quanta/core/rows.hpp"
 #include "quanta/simd/dispatch.hpp"
 #include "quanta/simd/kernels.hpp"
-#include "quanta/core/parallel.hpp"
-#include "quanta/codec/recurrent_binary.hpp"
-#include "quanta/core/rows.hpp"
 
 namespace quanta {
 

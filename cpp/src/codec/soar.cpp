@@ -4,11 +4,11 @@
 #include <limits>
 #include <vector>
 
+#include "quanta/core/parallel.hpp"
+#include "quanta/core/rows.hpp"
 #include "quanta/simd/dispatch.hpp"
 #include "quanta/simd/gemm_panels.hpp"
 #include "quanta/simd/kernels.hpp"
-#include "quanta/core/parallel.hpp"
-#include "quanta/core/rows.hpp"
 
 namespace quanta {
 

@@ -4,10 +4,10 @@
 #include <cstring>
 #include <string>
 
-#include "quanta/core/error.hpp"
 #include "quanta/codec/fast_scan_codes.hpp"
-#include "quanta/simd/kernels.hpp"
 #include "quanta/codec/kmeans.hpp"
+#include "quanta/core/error.hpp"
+#include "quanta/simd/kernels.hpp"
 
 namespace quanta {
 

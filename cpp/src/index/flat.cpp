@@ -6,14 +6,14 @@
 #include <limits>
 #include <stdexcept>
 
-#include "quanta/simd/amx.hpp"
 #include "quanta/core/block_scan.hpp"
 #include "quanta/core/error.hpp"
-#include "quanta/simd/gemm_panels.hpp"
-#include "quanta/simd/kernels.hpp"
 #include "quanta/core/parallel.hpp"
 #include "quanta/core/range_hits.hpp"
 #include "quanta/core/rows.hpp"
+#include "quanta/simd/amx.hpp"
+#include "quanta/simd/gemm_panels.hpp"
+#include "quanta/simd/kernels.hpp"
 
 namespace quanta {
 

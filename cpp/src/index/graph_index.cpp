@@ -6,12 +6,12 @@
 #include <limits>
 #include <string>
 
-#include "quanta/simd/dispatch.hpp"
-#include "quanta/core/error.hpp"
 #include "quanta/codec/fast_scan_codes.hpp"
+#include "quanta/core/error.hpp"
 #include "quanta/core/parallel.hpp"
 #include "quanta/core/range_hits.hpp"
 #include "quanta/core/rows.hpp"
+#include "quanta/simd/dispatch.hpp"
 
 namespace quanta {
 

@@ -8,8 +8,8 @@
 #include "quanta/core/error.hpp"
 #include "quanta/core/parallel.hpp"
 #include "quanta/core/rows.hpp"
-#include "quanta/core/widen.hpp"
 #include "quanta/core/topk.hpp"
+#include "quanta/core/widen.hpp"
 
 namespace quanta {
 

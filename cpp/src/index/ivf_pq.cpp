@@ -7,16 +7,16 @@
 #include <string>
 #include <unordered_set>
 
-#include "quanta/simd/dispatch.hpp"
-#include "quanta/core/error.hpp"
-#include "quanta/simd/kernels.hpp"
 #include "quanta/codec/kmeans.hpp"
+#include "quanta/codec/soar.hpp"
+#include "quanta/core/error.hpp"
 #include "quanta/core/parallel.hpp"
 #include "quanta/core/range_hits.hpp"
 #include "quanta/core/rows.hpp"
-#include "quanta/codec/soar.hpp"
 #include "quanta/core/topk.hpp"
 #include "quanta/core/widen.hpp"
+#include "quanta/simd/dispatch.hpp"
+#include "quanta/simd/kernels.hpp"
 
 namespace quanta {
 

@@ -7,12 +7,12 @@
 #include <stdexcept>
 #include <string>
 
-#include "quanta/core/block_scan.hpp"
-#include "quanta/core/range_hits.hpp"
-#include "quanta/core/error.hpp"
 #include "quanta/codec/fast_scan_codes.hpp"
-#include "quanta/simd/kernels.hpp"
+#include "quanta/core/block_scan.hpp"
+#include "quanta/core/error.hpp"
+#include "quanta/core/range_hits.hpp"
 #include "quanta/core/rows.hpp"
+#include "quanta/simd/kernels.hpp"
 
 namespace quanta {
 

@@ -7,8 +7,8 @@
 #include <string>
 
 #include "quanta/core/block_scan.hpp"
-#include "quanta/core/range_hits.hpp"
 #include "quanta/core/error.hpp"
+#include "quanta/core/range_hits.hpp"
 #include "quanta/core/rows.hpp"
 
 namespace quanta {

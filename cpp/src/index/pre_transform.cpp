@@ -3,11 +3,11 @@
 #include <cmath>
 #include <string>
 
-#include "quanta/simd/dispatch.hpp"
 #include "quanta/core/error.hpp"
-#include "quanta/simd/gemm_panels.hpp"
 #include "quanta/core/parallel.hpp"
 #include "quanta/core/rows.hpp"
+#include "quanta/simd/dispatch.hpp"
+#include "quanta/simd/gemm_panels.hpp"
 
 namespace quanta {
 

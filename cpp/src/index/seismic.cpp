@@ -8,13 +8,13 @@
 #include <string>
 #include <utility>
 
-#include "quanta/simd/dispatch.hpp"
+#include "quanta/codec/storage.hpp"
 #include "quanta/core/error.hpp"
-#include "quanta/simd/kernels.hpp"
 #include "quanta/core/parallel.hpp"
 #include "quanta/core/random.hpp"
-#include "quanta/codec/storage.hpp"
 #include "quanta/core/topk.hpp"
+#include "quanta/simd/dispatch.hpp"
+#include "quanta/simd/kernels.hpp"
 
 namespace quanta {
 

@@ -7,14 +7,14 @@
 #include <optional>
 #include <string>
 
-#include "quanta/simd/amx.hpp"
-#include "quanta/core/error.hpp"
-#include "quanta/simd/gemm_panels.hpp"
-#include "quanta/simd/kernels.hpp"
 #include "quanta/codec/kmeans.hpp"
+#include "quanta/core/error.hpp"
 #include "quanta/core/parallel.hpp"
 #include "quanta/core/token_sets.hpp"
 #include "quanta/core/topk.hpp"
+#include "quanta/simd/amx.hpp"
+#include "quanta/simd/gemm_panels.hpp"
+#include "quanta/simd/kernels.hpp"
 
 namespace quanta {
 

@@ -9,8 +9,8 @@
 #include <algorithm>
 #include <cstring>
 
-#include "quanta/simd/dispatch.hpp"
 #include "quanta/codec/storage.hpp"
+#include "quanta/simd/dispatch.hpp"
 
 namespace quanta {
 

@@ -1,6 +1,6 @@
-#include "quanta/simd/dispatch.hpp"
-#include "quanta/simd/amx.hpp"
 #include "quanta/core/error.hpp"
+#include "quanta/simd/amx.hpp"
+#include "quanta/simd/dispatch.hpp"
 
 #include <algorithm>
 #include <atomic>

@@ -17,11 +17,11 @@
 #include <string>
 #include <vector>
 
+#include "quanta/codec/fast_scan_codes.hpp"
+#include "quanta/codec/recurrent_binary.hpp"
 #include "quanta/core/buffer.hpp"
 #include "quanta/simd/dispatch.hpp"
-#include "quanta/codec/fast_scan_codes.hpp"
 #include "quanta/simd/kernels.hpp"
-#include "quanta/codec/recurrent_binary.hpp"
 
 namespace quanta {
 

@@ -14,8 +14,8 @@
 #include <cstdint>
 #include <vector>
 
-#include "quanta/index/flat.hpp"
 #include "quanta/core/metric.hpp"
+#include "quanta/index/flat.hpp"
 
 namespace quanta {
 

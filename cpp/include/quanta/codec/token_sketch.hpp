@@ -14,8 +14,8 @@
 #include <cstdint>
 #include <vector>
 
-#include "quanta/core/buffer.hpp"
 #include "quanta/codec/pq.hpp"
+#include "quanta/core/buffer.hpp"
 
 namespace quanta {
 

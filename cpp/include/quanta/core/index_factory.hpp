@@ -16,8 +16,8 @@
 #include <memory>
 #include <string>
 
-#include "quanta/core/index.hpp"
 #include "quanta/codec/storage.hpp"
+#include "quanta/core/index.hpp"
 
 namespace quanta {
 

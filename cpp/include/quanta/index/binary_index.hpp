@@ -8,11 +8,11 @@
 #include <string>
 #include <vector>
 
-#include "quanta/core/index.hpp"
 #include "quanta/codec/binary_codes.hpp"
-#include "quanta/index/flat.hpp"
-#include "quanta/core/labels.hpp"
 #include "quanta/codec/recurrent_binary.hpp"
+#include "quanta/core/index.hpp"
+#include "quanta/core/labels.hpp"
+#include "quanta/index/flat.hpp"
 
 namespace quanta {
 

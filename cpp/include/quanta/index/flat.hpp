@@ -10,13 +10,13 @@
 #include <string>
 #include <vector>
 
-#include "quanta/core/index.hpp"
+#include "quanta/codec/storage.hpp"
 #include "quanta/core/buffer.hpp"
+#include "quanta/core/index.hpp"
 #include "quanta/core/labels.hpp"
 #include "quanta/core/metric.hpp"
 #include "quanta/core/rows.hpp"
 #include "quanta/core/search_params.hpp"
-#include "quanta/codec/storage.hpp"
 #include "quanta/core/topk.hpp"
 
 namespace quanta {

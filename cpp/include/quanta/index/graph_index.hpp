@@ -23,11 +23,11 @@
 #include <mutex>
 #include <vector>
 
-#include "quanta/core/buffer.hpp"
-#include "quanta/index/flat.hpp"
-#include "quanta/core/index.hpp"
 #include "quanta/codec/pq.hpp"
+#include "quanta/core/buffer.hpp"
+#include "quanta/core/index.hpp"
 #include "quanta/core/search_params.hpp"
+#include "quanta/index/flat.hpp"
 
 namespace quanta {
 

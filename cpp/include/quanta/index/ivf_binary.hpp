@@ -8,12 +8,12 @@
 #include <string>
 #include <vector>
 
-#include "quanta/core/index.hpp"
 #include "quanta/codec/binary_codes.hpp"
 #include "quanta/codec/coarse_quantizer.hpp"
 #include "quanta/codec/kmeans.hpp"
-#include "quanta/core/list_ids.hpp"
 #include "quanta/codec/recurrent_binary.hpp"
+#include "quanta/core/index.hpp"
+#include "quanta/core/list_ids.hpp"
 
 namespace quanta {
 

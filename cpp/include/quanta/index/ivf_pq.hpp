@@ -13,15 +13,15 @@
 #include <utility>
 #include <vector>
 
-#include "quanta/core/index.hpp"
-#include "quanta/core/buffer.hpp"
 #include "quanta/codec/coarse_quantizer.hpp"
 #include "quanta/codec/fast_scan_codes.hpp"
-#include "quanta/index/flat.hpp"
+#include "quanta/codec/pq.hpp"
+#include "quanta/core/buffer.hpp"
+#include "quanta/core/index.hpp"
 #include "quanta/core/labels.hpp"
 #include "quanta/core/list_ids.hpp"
-#include "quanta/codec/pq.hpp"
 #include "quanta/core/topk.hpp"
+#include "quanta/index/flat.hpp"
 
 namespace quanta {
 

@@ -4,11 +4,11 @@
 #include <cstdint>
 #include <vector>
 
-#include "quanta/core/index.hpp"
-#include "quanta/core/buffer.hpp"
-#include "quanta/index/flat.hpp"
-#include "quanta/core/labels.hpp"
 #include "quanta/codec/pq.hpp"
+#include "quanta/core/buffer.hpp"
+#include "quanta/core/index.hpp"
+#include "quanta/core/labels.hpp"
+#include "quanta/index/flat.hpp"
 
 namespace quanta {
 

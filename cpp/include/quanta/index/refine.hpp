@@ -7,9 +7,9 @@
 #include <cstdint>
 #include <memory>
 
-#include "quanta/index/flat.hpp"
 #include "quanta/core/index.hpp"
 #include "quanta/core/search_params.hpp"
+#include "quanta/index/flat.hpp"
 
 namespace quanta {
 

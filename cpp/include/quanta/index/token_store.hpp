@@ -13,13 +13,13 @@
 #include <optional>
 #include <vector>
 
+#include "quanta/codec/storage.hpp"
+#include "quanta/codec/token_sketch.hpp"
 #include "quanta/core/buffer.hpp"
 #include "quanta/core/index.hpp"
 #include "quanta/core/labels.hpp"
 #include "quanta/core/search_params.hpp"
-#include "quanta/codec/storage.hpp"
 #include "quanta/core/token_sets.hpp"
-#include "quanta/codec/token_sketch.hpp"
 
 namespace quanta {
 
