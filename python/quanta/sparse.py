@@ -342,7 +342,8 @@ class SparseIndex(Removable, Persistent):
         threads = as_threads(threads)
         if self._index is not None:
             self._index.compact(threads)
-            self._keep = None  # the arrays are the index's own now
+            if not self._index.borrowed:  # rebuilt: the arrays are the index's own now
+                self._keep = None
 
     def query_rows(self, queries):
         """Query rows from the same kinds of input as add: a ``.jsonl`` path (through the
