@@ -60,6 +60,21 @@ def test_exhaustive_search_matches_numpy(data):
     assert recall(I, It) >= 0.99  # only float near-ties may swap
 
 
+def test_one_query_calls_reuse_scratch_across_indexes(data):
+    """One query per call reuses each thread's scratch (dense query, marks) across calls and
+    indexes of any size: results equal a batch, whatever was searched in between."""
+    X, Q = data
+    small, wide = quanta.SparseIndex(n_postings=100), quanta.SparseIndex(n_postings=100, dim=70000)
+    small.add(X[:500])
+    wide.add(X)  # dim > 65536: u32 term ids, a dense query of dim + 1 floats
+    want = {id(ix): ix.search(Q, 10, 8, 0.9, threads=1) for ix in (small, wide)}
+    for i in range(Q.shape[0]):
+        for ix in (wide, small, wide):  # alternate: sizes and epochs interleave
+            got = ix.search(Q[i], 10, 8, 0.9, threads=1)
+            np.testing.assert_array_equal(got.ids[0], want[id(ix)].ids[i])
+            np.testing.assert_array_equal(got.distances[0], want[id(ix)].distances[i])
+
+
 @pytest.mark.parametrize("values", ["f16", "u8"])
 def test_forward_dot_products_every_simd_level(simd_level, values):
     """The scoring kernels (gathers of the dense query) against SciPy, with documents longer
