@@ -521,6 +521,17 @@ def test_native_factory_refuses_bad_specs_and_opq():
         bits=0, planes=0, query_planes=0, degree=0, opq=True, refine="f8e4m3")
     with pytest.raises(ValueError, match="OPQ rotations"):
         quanta.native.index_factory(DIM, "OPQ8,PQ8x8", "l2")
+    for dim, spec, what in [(0, "Flat", "dim"), (DIM, "PQ7x8", "multiple"),
+                            (DIM, "Graph300", "degree"), (DIM, "PQ99999999999", "too large")]:
+        with pytest.raises(ValueError, match=what):
+            quanta.native.index_factory(dim, spec, "l2")
+    bad = np.ones((300, DIM), np.float32)
+    bad[3, 4] = np.nan
+    for spec in ("PQ8x8", "IVF16,PQ8x4fs,Refine(f16)", "Graph8,PQ8x4"):
+        native = quanta.native.index_factory(DIM, spec, "l2")
+        with pytest.raises(ValueError, match="NaN"):
+            native.train(bad, quanta.native.TrainParams())
+        assert not native.is_trained
 
 
 def test_every_family_is_an_index_base(data):
