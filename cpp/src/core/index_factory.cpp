@@ -106,7 +106,7 @@ IndexSpec parse_index_spec(const std::string& text) {
     if (is_ivf && iv[2].matched) bad(spec, "(soar) is for IVF-PQ specs");
     return out;
   }
-  if (out.refine && !is_ivf && !std::regex_match(body, std::regex("PQ.*")))
+  if (out.refine && !is_ivf && body.compare(0, 2, "PQ") != 0)
     bad(spec, "Refine(...) follows a PQ, IVF-PQ or RBE spec");
   if (is_ivf) {
     if (!parse_pq(spec, inner, out))

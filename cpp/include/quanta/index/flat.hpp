@@ -54,7 +54,7 @@ class FlatIndex final : public Index {
   // i8: per-dimension symmetric scale max|x_k| / 127. f8 with F8Scale::global: the power of
   // two 2^e that keeps max|x| * 2^e within 1/16 of the format's largest value. Others: no-op.
   void train(const float* x, size_t n);
-  void train(const float* x, size_t n, const TrainParams& p) override { train(x, n); }
+  void train(const float* x, size_t n, const TrainParams&) override { train(x, n); }
   // Validates everything before changing anything: on an exception the index is unchanged.
   void add(const float* x, size_t n, const int64_t* ids, int threads) override;
   // Filtered searches score only the allowed rows when the filter is shared by every query
