@@ -256,7 +256,8 @@ def main(argv=None):
     ap.add_argument("--systems", default="quanta,hnswlib,usearch,faiss,rabitqlib,svs")
     ap.add_argument("--storages", default="f16,bf16,i8", help="quanta's vector storages")
     ap.add_argument("--codes", default="none,PQ{m}x4",
-                    help="quanta's estimation codes, 'none' or e.g. PQ96x4; {m} is dim / 4")
+                    help="quanta's estimation codes, 'none', 'RaBitQ' or e.g. PQ96x4; {m} is "
+                         "dim / 4")
     ap.add_argument("--degree", type=int, default=32, help="quanta degree; peers get M = degree / 2")
     ap.add_argument("--peer-m", type=int, default=0,
                     help="HNSW peers' M / usearch connectivity (default degree / 2: the same "

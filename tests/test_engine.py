@@ -518,7 +518,7 @@ def test_native_factory_refuses_bad_specs_and_opq():
             quanta.index_factory(DIM, spec)
     assert quanta.native.parse_index_spec("OPQ8,IVF16,PQ8x4fs,Refine(f8e4m3)") == dict(
         family="ivf_pq", storage="f32", m=8, nbits=4, fast_scan=True, nlist=16, soar=False,
-        bits=0, planes=0, query_planes=0, degree=0, opq=True, refine="f8e4m3")
+        bits=0, planes=0, query_planes=0, degree=0, rabitq=False, opq=True, refine="f8e4m3")
     with pytest.raises(ValueError, match="OPQ rotations"):
         quanta.native.index_factory(DIM, "OPQ8,PQ8x8", "l2")
     for dim, spec, what in [(0, "Flat", "dim"), (DIM, "PQ7x8", "multiple"),

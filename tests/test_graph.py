@@ -53,7 +53,7 @@ def test_recall_on_clustered_data(metric, storage):
     assert recall(g.search(xq, K, width=200).ids, It) >= recall(I, It) - 0.01
 
 
-@pytest.mark.parametrize("spec", ["Graph32(f16)", "Graph32(f16),PQ96x4"])
+@pytest.mark.parametrize("spec", ["Graph32(f16)", "Graph32(f16),PQ96x4", "Graph32(f16),RaBitQ"])
 def test_recall_on_real_embeddings(spec):
     d = np.load(pathlib.Path(__file__).parent / "data" / "minilm_sample.npz")
     xb, xq = d["base"], d["queries"]
@@ -268,6 +268,17 @@ def test_scores_match_numpy_at_every_simd_level(storage, data):
         quanta.set_simd_level(before)
 
 
+def _assert_f16_scores(xb, xq, metric, D, I):
+    """D holds the exact scores (metric) of the f16-stored rows I of xb."""
+    flat = quanta.FlatIndex(DIM, metric, "f16")
+    flat.add(xb)
+    rows = flat.reconstruct(np.arange(len(xb))).astype(np.float64)
+    q = xq / np.linalg.norm(xq, axis=1, keepdims=True) if metric == "cosine" else xq
+    want = (((q[:, None, :] - rows[I]) ** 2).sum(-1) if metric == "l2"
+            else np.einsum("qd,qkd->qk", q, rows[I]))
+    np.testing.assert_allclose(D, want, rtol=1e-3, atol=1e-3)
+
+
 @pytest.mark.parametrize("metric", ["ip", "l2", "cosine"])
 def test_estimation_codes_keep_recall_and_persist(metric, tmp_path):
     xb, xq = clustered(N, DIM, NQ, seed=8, normalize=metric != "cosine")
@@ -279,13 +290,7 @@ def test_estimation_codes_keep_recall_and_persist(metric, tmp_path):
     D, I = g.search(xq, K, width=64)
     assert recall(I, It) >= 0.93
     # the exact scores of what it returns, whatever the estimates said
-    flat = quanta.FlatIndex(DIM, metric, "f16")
-    flat.add(xb)
-    rows = flat.reconstruct(np.arange(N)).astype(np.float64)
-    q = xq / np.linalg.norm(xq, axis=1, keepdims=True) if metric == "cosine" else xq
-    want = (((q[:, None, :] - rows[I]) ** 2).sum(-1) if metric == "l2"
-            else np.einsum("qd,qkd->qk", q, rows[I]))
-    np.testing.assert_allclose(D, want, rtol=1e-3, atol=1e-3)
+    _assert_f16_scores(xb, xq, metric, D, I)
     # a larger slack scores more neighbours exactly: at least as good
     assert recall(g.search(xq, K, width=64, slack=8.0).ids, It) >= recall(I, It) - 0.01
     g.save(tmp_path / "g.qnt")
@@ -299,6 +304,74 @@ def test_estimation_codes_keep_recall_and_persist(metric, tmp_path):
     keep = np.arange(1, N, 2)
     _, It2 = brute_force_knn(xb[keep], xq, K, metric)
     assert recall(g.search(xq, K, width=64).ids, keep[It2]) >= 0.9
+
+
+def _rabitq_reference(state, x, dim):
+    """RaBitQ codes (sign bits, packed as the native codes) and factors |r|^2 / |P r|_1 of
+    rows x from the codec's state (centre, permutation, signs, orthogonal 64-blocks), in
+    NumPy; also the rotation P as a matrix."""
+    center, perm = state[:dim], state[dim:2 * dim].astype(np.int64)
+    sign, blocks = state[2 * dim:3 * dim], state[3 * dim:]
+    P, at = np.zeros((dim, dim)), 0
+    for s in range(0, dim, 64):
+        b = min(64, dim - s)
+        Q = blocks[at:at + b * b].reshape(b, b).astype(np.float64)
+        at += b * b
+        # (P x)[s + i] = sum_t Q[i, t] * sign[s + t] * x[perm[s + t]]
+        P[s:s + b, perm[s:s + b]] = Q * sign[s:s + b]
+    r = x.astype(np.float64) - center
+    rr = r @ P.T
+    bits = np.packbits(rr > 0, axis=1, bitorder="little")
+    factors = (r * r).sum(1) / np.abs(rr).sum(1)
+    return bits, factors, P, center
+
+
+@pytest.mark.parametrize("metric", ["ip", "l2", "cosine"])
+def test_rabitq_codes_match_numpy_and_estimate(metric, tmp_path):
+    xb, xq = clustered(N, DIM, NQ, seed=9, normalize=metric != "cosine")
+    g = quanta.index_factory(DIM, "Graph24(f16),RaBitQ", metric=metric)
+    assert g.codes == "RaBitQ" and not g.is_trained
+    g.add(xb)  # trains: the centre is the rows' mean
+    assert g.is_trained
+    rows = xb / np.linalg.norm(xb, axis=1, keepdims=True) if metric == "cosine" else xb
+    state = g.native.codec_state()
+    P = _rabitq_reference(state, rows, DIM)[2]
+    np.testing.assert_allclose(P @ P.T, np.eye(DIM), atol=1e-5)  # a rotation
+    np.testing.assert_allclose(state[:DIM], rows.mean(0), rtol=1e-4, atol=1e-5)
+    # per row: DIM / 8 code bytes, the factor, and for l2 |x|^2
+    per = DIM // 8 + (8 if metric == "l2" else 4)
+    codes = g.native.codes().reshape(N, per)
+    bits, factors, P, center = _rabitq_reference(state, rows, DIM)
+    np.testing.assert_array_equal(codes[:, :DIM // 8], bits)
+    np.testing.assert_allclose(codes[:, DIM // 8:DIM // 8 + 4].copy().view(np.float32)[:, 0],
+                               factors, rtol=1e-4)
+    if metric == "l2":
+        np.testing.assert_allclose(codes[:, -4:].copy().view(np.float32)[:, 0],
+                                   (rows.astype(np.float64) ** 2).sum(1), rtol=1e-4)
+    # the estimate <q, c> + f <P q, signs> tracks the true inner product: unbiased, and at 48
+    # dimensions its error (about |q| |x - c| / sqrt(dim)) is two thirds of the scores' spread
+    signs = np.where(np.unpackbits(bits, axis=1, bitorder="little")[:, :DIM] > 0, 1.0, -1.0)
+    q = xq[:8].astype(np.float64)
+    est = (q @ center)[:, None] + (signs @ P @ q.T).T * factors
+    true = q @ rows.T.astype(np.float64)
+    err = est - true
+    assert abs(err.mean()) < 0.05 * true.std() and err.std() < 0.75 * true.std(), \
+        (err.mean(), err.std(), true.std())
+    # the search: recall, the exact scores of what it returns, persistence, compaction
+    _, It = brute_force_knn(xb, xq, K, metric)
+    D, I = g.search(xq, K, width=64)
+    assert recall(I, It) >= 0.93
+    _assert_f16_scores(xb, xq, metric, D, I)
+    g.save(tmp_path / "g.qnt")
+    for other in (quanta.load(tmp_path / "g.qnt"), quanta.load(tmp_path / "g.qnt", mmap=True),
+                  pickle.loads(pickle.dumps(g))):
+        assert repr(other) == repr(g)
+        np.testing.assert_array_equal(other.search(xq, K, width=64).ids, I)
+    g.remove(np.arange(0, N, 2))
+    g.compact()
+    np.testing.assert_array_equal(g.native.codes().reshape(-1, per), codes[1::2])
+    _, It2 = brute_force_knn(xb[1::2], xq, K, metric)
+    assert recall((g.search(xq, K, width=64).ids - 1) // 2, It2) >= 0.9
 
 
 def _row_codes(packed_row, m, degree):
@@ -401,6 +474,9 @@ def test_codes_and_slack_validation():
         quanta.GraphIndex(DIM, codes="OPQ8")
     with pytest.raises(ValueError, match="codes"):
         quanta.index_factory(DIM, "Graph16,PQ12x5")
+    with pytest.raises(ValueError, match="RaBitQ"):
+        quanta.GraphIndex(50, codes="RaBitQ")  # 50 is not a multiple of 4
+    assert quanta.native.parse_index_spec("Graph16(f16),RaBitQ")["rabitq"]
     g = quanta.GraphIndex(DIM, codes="PQ12")
     assert g.codes == "PQ12x4"
     g.add(clustered(300, DIM, 1, seed=1)[0])

@@ -73,7 +73,8 @@ void dense_chain() {
   for (float& v : q) v += g(rng);
   std::vector<int64_t> ids(n);
   for (size_t i = 0; i < n; ++i) ids[i] = int64_t(1000 + 3 * i);
-  for (const char* spec : {"Flat(f16)", "IVF32,PQ32x4fs,Refine(f32)", "Graph16(f16),PQ32x4"}) {
+  for (const char* spec : {"Flat(f16)", "IVF32,PQ32x4fs,Refine(f32)", "Graph16(f16),PQ32x4",
+                           "Graph16(f16),RaBitQ"}) {
     const std::string s(spec);
     std::shared_ptr<Index> index = index_factory(dim, spec, Metric::ip);
     TrainParams tp;

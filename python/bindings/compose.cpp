@@ -144,7 +144,7 @@ void bind_compose(py::module_& m) {
     d["m"] = s.m, d["nbits"] = s.nbits, d["fast_scan"] = s.fast_scan;
     d["nlist"] = s.nlist, d["soar"] = s.soar;
     d["bits"] = s.bits, d["planes"] = s.planes, d["query_planes"] = s.query_planes;
-    d["degree"] = s.degree, d["opq"] = s.opq;
+    d["degree"] = s.degree, d["rabitq"] = s.rabitq, d["opq"] = s.opq;
     d["refine"] = s.refine ? py::object(py::str(storage_name(s.refine_storage))) : py::none();
     return d;
   }, py::arg("spec"));

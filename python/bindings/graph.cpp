@@ -14,7 +14,7 @@ void bind_graph(py::module_& m) {
 
   py::class_<GraphIndex, quanta::Index, std::shared_ptr<GraphIndex>> g(m, "GraphIndex");
   g.def(py::init([](std::shared_ptr<FlatIndex> vectors, size_t degree, size_t build_width,
-                    float alpha, size_t pq_m, size_t pq_nbits, size_t refine) {
+                    float alpha, size_t pq_m, size_t pq_nbits, size_t refine, bool rabitq) {
          if (pq_m && pq_nbits != 4 && pq_nbits != 8)
            throw py::value_error("codes: PQ nbits must be 4 or 8");
          GraphBuildParams b;
@@ -24,10 +24,12 @@ void bind_graph(py::module_& m) {
          b.pq_m = pq_m;
          b.pq_nbits = pq_nbits;
          b.refine = refine;
+         b.rabitq = rabitq;
          return std::make_shared<GraphIndex>(std::move(vectors), b);
        }),
        py::arg("vectors"), py::arg("degree"), py::arg("build_width"), py::arg("alpha"),
-       py::arg("pq_m") = 0, py::arg("pq_nbits") = 4, py::arg("refine") = 1)
+       py::arg("pq_m") = 0, py::arg("pq_nbits") = 4, py::arg("refine") = 1,
+       py::arg("rabitq") = false)
       .def_property_readonly("degree", [](const GraphIndex& s) { return s.build_params().degree; })
       .def_property_readonly("build_width",
                              [](const GraphIndex& s) { return s.build_params().build_width; })
@@ -43,16 +45,14 @@ void bind_graph(py::module_& m) {
       .def("codes", [](const GraphIndex& self) { return to_numpy(self.codes()); })
       .def("neighbour_codes",
            [](const GraphIndex& self) { return to_numpy(self.neighbour_codes()); })
-      .def("pq_centroids", [](const GraphIndex& self) {
-        return self.pq() ? to_numpy(self.pq()->centroids()) : py::array_t<float>(0);
-      })
+      .def("codec_state", [](const GraphIndex& self) { return to_numpy(self.codec_state()); })
       .def("restore", [](GraphIndex& self, const py::array& adjacency, uint32_t entry,
-                         const py::array& codes, const py::array& pq_centroids,
+                         const py::array& codes, const py::array& codec_state,
                          const py::array& neighbour_codes, bool borrow) {
         self.restore(buffer_from_numpy<uint32_t>(adjacency, "adjacency", borrow), entry,
                      buffer_from_numpy<uint8_t>(codes, "codes", borrow),
-                     from_numpy<float>(pq_centroids, "pq_centroids"),
+                     from_numpy<float>(codec_state, "codec_state"),
                      buffer_from_numpy<uint8_t>(neighbour_codes, "neighbour_codes", borrow));
-      }, py::arg("adjacency"), py::arg("entry"), py::arg("codes"), py::arg("pq_centroids"),
+      }, py::arg("adjacency"), py::arg("entry"), py::arg("codes"), py::arg("codec_state"),
          py::arg("neighbour_codes"), py::arg("borrow") = false);
 }

@@ -29,7 +29,7 @@ def index_factory(dim: int, spec: str, metric: Metric = "ip"):
     ``"Graph<degree>(<storage>)"``: a graph of ``degree`` neighbours per vector over vectors
     kept in that storage (default f32), searched by a beam that scores them exactly, e.g.
     ``"Graph32(f16)"``, optionally followed by estimation codes: ``"Graph32(f16),PQ96x4"``
-    (:class:`quanta.GraphIndex`).
+    or ``"Graph32(f16),RaBitQ"`` (:class:`quanta.GraphIndex`).
     """
     if not isinstance(spec, str):
         raise TypeError(f"spec must be a string; got {type(spec).__name__}")
@@ -41,7 +41,7 @@ def index_factory(dim: int, spec: str, metric: Metric = "ip"):
     if family == "flat":
         return FlatIndex(dim, metric, s["storage"])
     if family == "graph":
-        codes = f"PQ{s['m']}x{s['nbits']}" if s["m"] else None
+        codes = "RaBitQ" if s["rabitq"] else f"PQ{s['m']}x{s['nbits']}" if s["m"] else None
         return GraphIndex(dim, metric, s["degree"], s["storage"], codes=codes)
     if family in ("rbe", "ivf_rbe"):
         query_levels = s["query_planes"] - 1 if s["query_planes"] else None

@@ -25,14 +25,17 @@ _CODES = re.compile(r"^PQ(?P<m>[0-9]+)(?:x(?P<nbits>[48]))?$")
 
 
 def parse_codes(codes):
-    """(m, nbits) of a codes spec "PQ<m>x4" / "PQ<m>x8" ("PQ<m>": 4 bits), (0, 4) for None."""
+    """(m, nbits, rabitq) of a codes spec "PQ<m>x4" / "PQ<m>x8" ("PQ<m>": 4 bits) or
+    "RaBitQ"; (0, 4, False) for None."""
     if codes is None or codes == "none":
-        return 0, 4
+        return 0, 4, False
+    if codes == "RaBitQ":
+        return 0, 4, True
     match = _CODES.match(codes) if isinstance(codes, str) else None
     if not match or int(match.group("m")) < 1:
-        raise ValueError(f"codes must be None or 'PQ<m>x4' / 'PQ<m>x8' (m dividing dim); "
-                         f"got {codes!r}")
-    return int(match.group("m")), int(match.group("nbits") or 4)
+        raise ValueError(f"codes must be None, 'RaBitQ' or 'PQ<m>x4' / 'PQ<m>x8' (m dividing "
+                         f"dim); got {codes!r}")
+    return int(match.group("m")), int(match.group("nbits") or 4), False
 
 
 @guarded
@@ -68,6 +71,12 @@ class GraphIndex(Removable, Persistent):
         closest candidates it dropped. Larger m estimates better at more bytes and more work
         per vertex; ``dim / 4`` to ``dim / 3`` were the fastest on 384-d data. Trained by
         ``train`` or the first ``add``. Factory: ``"Graph32(f16),PQ96x4"``.
+        ``"RaBitQ"``: RaBitQ's one-bit codes (SymphonyQG's own estimates) in the same layout:
+        each vector centred on the training mean, rotated, coded by its signs, with one float
+        per vector that makes the estimate unbiased (dim / 8 + 4 bytes per neighbour slot, +4
+        more for l2; dim a multiple of 4, at most 1024). Training only takes the mean. On 60k
+        MiniLM vectors it reached 0.007-0.019 more recall@10 than PQ96x4 at the same width,
+        at 0.94-0.96x its speed per width; on clustered data the same recall.
         ``"PQ<m>x8"``: an 8-bit code per vector; a neighbour is scored exactly only when its
         estimate could enter the beam (within ``slack`` times the estimation error seen so
         far in the search).
@@ -93,13 +102,16 @@ class GraphIndex(Removable, Persistent):
             raise TypeError(f"alpha must be a real number; got {type(alpha).__name__}")
         if not (math.isfinite(alpha) and alpha >= 1):
             raise ValueError(f"alpha must be a finite number >= 1; got {alpha}")
-        pq_m, pq_nbits = parse_codes(codes)
+        pq_m, pq_nbits, rabitq = parse_codes(codes)
         if pq_m and self._flat.dim % pq_m:
             raise ValueError(f"codes: PQ m = {pq_m} must divide dim = {self._flat.dim}")
+        if rabitq and (self._flat.dim % 4 or self._flat.dim > 1024):
+            raise ValueError(f"codes: RaBitQ takes dim a multiple of 4, at most 1024; got "
+                             f"{self._flat.dim}")
         refine = as_int(refine, "refine", 0, 8)
         self._index = _core.GraphIndex(self._flat.native, degree, build_width, float(alpha),
-                                       pq_m, pq_nbits, refine)
-        self._codes = None if not pq_m else f"PQ{pq_m}x{pq_nbits}"
+                                       pq_m, pq_nbits, refine, rabitq)
+        self._codes = "RaBitQ" if rabitq else f"PQ{pq_m}x{pq_nbits}" if pq_m else None
         self.width = width
 
     # -- properties -------------------------------------------------------------------------
@@ -224,7 +236,7 @@ class GraphIndex(Removable, Persistent):
         meta, arrays = self._flat._state()
         arrays["ADJ_"] = self._index.adjacency().reshape(-1, self.degree)
         arrays["GCOD"] = self._index.codes()
-        arrays["GPQC"] = self._index.pq_centroids()
+        arrays["GPQC"] = self._index.codec_state()
         arrays["GNBC"] = self._index.neighbour_codes()
         meta.update(degree=self.degree, build_width=self.build_width, alpha=self.alpha,
                     width=self.width, entry=int(self._index.entry), codes=self.codes,

@@ -80,7 +80,7 @@ IndexSpec parse_index_spec(const std::string& text) {
   static const std::regex ivf("IVF([0-9]+)(\\(soar\\))?,(.+)");
   static const std::regex flat("Flat(?:\\(([a-z0-9]+)\\))?");
   static const std::regex graph(
-      "Graph([0-9]+)(?:\\(([a-z0-9]+)\\))?(?:,PQ([0-9]+)(?:x([0-9]+))?)?");
+      "Graph([0-9]+)(?:\\(([a-z0-9]+)\\))?(?:,(?:PQ([0-9]+)(?:x([0-9]+))?|(RaBitQ)))?");
   const std::string spec = trimmed(text);
   IndexSpec out;
   std::string body = spec;
@@ -120,8 +120,9 @@ IndexSpec parse_index_spec(const std::string& text) {
     out.storage = storage_of(spec, g[2], "storage");
     out.m = number(g[3]);
     out.nbits = g[4].matched ? number(g[4]) : 4;
+    out.rabitq = g[5].matched;
     if (g[3].matched && (out.m < 1 || (out.nbits != 4 && out.nbits != 8)))
-      bad(spec, "a Graph's codes are 'PQ<m>x4' or 'PQ<m>x8' (m dividing dim)");
+      bad(spec, "a Graph's codes are 'PQ<m>x4', 'PQ<m>x8' (m dividing dim) or 'RaBitQ'");
     return out;
   } else if (std::regex_match(body, g, flat)) {
     if (out.opq) bad(spec, "OPQ<m>, precedes a PQ or IVF-PQ spec");
@@ -135,7 +136,7 @@ IndexSpec parse_index_spec(const std::string& text) {
                           "in ") + kStorages + ", 'PQ<m>x<nbits>', 'PQ<m>x4fs', "
               "'IVF<nlist>,PQ<m>x<nbits>[fs]', each PQ spec optionally followed by "
               "',Refine(<storage>)' and optionally preceded by 'OPQ<m>,', "
-              "'RBE<bits>x<planes>', 'Graph<degree>[(<storage>)][,PQ<m>x4]'");
+              "'RBE<bits>x<planes>', 'Graph<degree>[(<storage>)][,PQ<m>x4|,RaBitQ]'");
   }
   if (out.opq && opq_m != out.m)
     bad(spec, "OPQ" + std::to_string(opq_m) + " must match the PQ's m (PQ" +
@@ -162,6 +163,7 @@ std::shared_ptr<Index> index_factory(size_t dim, const std::string& text, Metric
       b.degree = s.degree;
       b.pq_m = s.m;
       b.pq_nbits = s.m ? s.nbits : 4;
+      b.rabitq = s.rabitq;
       return std::make_shared<GraphIndex>(flat(s.storage), b);
     }
     case F::pq:

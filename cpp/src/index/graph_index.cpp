@@ -294,6 +294,8 @@ class BeamQuery {
 
 // A query's fast-scan table for the neighbours' 4-bit codes: estimate(sum) approximates the
 // beam distance (see BeamQuery::exact) of a neighbour whose table entries add up to `sum`.
+// RaBitQ codes: the sum estimates <P q, sign code>, and a neighbour's beam distance is
+// a + b * estimate(sum) + offset(), with its row's factors a (l2: |x|^2, else 0) and b.
 class CodeQuery {
  public:
   CodeQuery(const ProductQuantizer& pq, const float* q, bool l2, float qnorm) {
@@ -305,12 +307,20 @@ class CodeQuery {
       q = neg.data();
     }
     pq.distance_tables(q, 1, l2, t.data());
-    lut_.resize(fast_scan::block_bytes(m));
-    fast_scan::quantize_tables(t.data(), 1, m, lut_.data(), &scale_, &bias_);
+    quantize(t, m);
     if (l2) bias_ -= qnorm;  // |q - x|^2 - |q|^2
+  }
+  CodeQuery(const RaBitQCodes& rq, const float* q, bool l2) {
+    std::vector<float> t(rq.m() * 16);
+    const float center_dot = rq.tables(q, t.data());
+    quantize(t, rq.m());
+    offset_ = (l2 ? -2.0f : -1.0f) * center_dot;  // the centre's share of -<q, x> (x2 for l2)
   }
   const uint8_t* lut() const { return lut_.data(); }
   float estimate(uint16_t sum) const { return float(sum) / scale_ + bias_; }
+  float offset() const { return offset_; }
+  float inverse_scale() const { return 1.0f / scale_; }
+  float bias() const { return bias_; }
   // The largest sum whose estimate is at most d.
   uint16_t limit(float d) const {
     const double s = std::floor((double(d) - bias_) * scale_);
@@ -318,16 +328,21 @@ class CodeQuery {
   }
 
  private:
+  void quantize(const std::vector<float>& t, size_t m) {
+    lut_.resize(fast_scan::block_bytes(m));
+    fast_scan::quantize_tables(t.data(), 1, m, lut_.data(), &scale_, &bias_);
+  }
   std::vector<uint8_t> lut_;
-  float scale_ = 1, bias_ = 0;
+  float scale_ = 1, bias_ = 0, offset_ = 0;
 };
 
 // What the search reads: each vertex's row (its list, then its neighbours' codes: see
 // GraphIndex::neighbour_codes) and its vector.
 struct Rows {
   const uint8_t* rows;  // row_bytes per vertex
-  size_t degree, row_bytes, npairs, n;
+  size_t degree, row_bytes, npairs, block_bytes, n;
   const FlatIndex& vectors;
+  size_t factors = 0;  // RaBitQ codes: floats per slot after the codes (b, then l2's a)
 };
 
 // SymphonyQG's search: the beam is ordered by estimated distances. Expanding a vertex scores
@@ -342,6 +357,7 @@ void run_code_beam(const Rows& g, uint32_t entry, size_t width, BeamQuery& query
   const size_t nblocks = (g.degree + fast_scan::kBlock - 1) / fast_scan::kBlock;
   const uint8_t* lut = cq.lut();
   uint16_t sums[GraphIndex::kMaxDegree];
+  float est[GraphIndex::kMaxDegree];
   Candidates cand;
   uint32_t below[GraphIndex::kMaxDegree / fast_scan::kBlock];
   beam.start(width);
@@ -367,10 +383,25 @@ void run_code_beam(const Rows& g, uint32_t entry, size_t width, BeamQuery& query
     if (ahead < beam.size) fetch(beam.id[ahead]);
     query.exact(&v, 1, &d);
     on(v, d);
-    const uint16_t limit = beam.full() ? cq.limit(beam.d[beam.size - 1]) : uint16_t(65535);
+    const float dlimit = beam.full() ? beam.d[beam.size - 1] : kInf;
     const uint8_t* vrow = g.rows + size_t(v) * g.row_bytes;
-    kern.pq4_accumulate(vrow + g.degree * sizeof(uint32_t), nblocks, g.npairs, &lut, 1, &limit,
-                        sums, below);
+    const uint8_t* codes = vrow + g.degree * sizeof(uint32_t);
+    if (g.factors == 0) {  // the estimate is monotone in the sum: the kernel tests the limit
+      const uint16_t limit = beam.full() ? cq.limit(dlimit) : uint16_t(65535);
+      kern.pq4_accumulate(codes, nblocks, g.npairs, &lut, 1, &limit, sums, below);
+    } else {  // each slot's own factors: every sum, then the float estimates tested
+      const uint16_t all = 65535;
+      kern.pq4_accumulate(codes, nblocks, g.npairs, &lut, 1, &all, sums, below);
+      float fb[2 * GraphIndex::kMaxDegree];  // copied: a mapped file's rows may be unaligned
+      std::memcpy(fb, codes + nblocks * g.block_bytes, g.factors * g.degree * sizeof(float));
+      const float off = cq.offset(), inv = cq.inverse_scale(), bias = cq.bias();
+      const float* a = g.factors == 2 ? fb + g.degree : nullptr;
+      for (size_t j = 0; j < g.degree; ++j)
+        est[j] = (a ? a[j] : 0.0f) + fb[j] * (float(sums[j]) * inv + bias) + off;
+      std::fill_n(below, nblocks, 0u);
+      for (size_t j = 0; j < g.degree; ++j)
+        below[j / fast_scan::kBlock] |= uint32_t(est[j] <= dlimit) << (j % fast_scan::kBlock);
+    }
     cand.n = 0;  // the new neighbours below the limit
     for (size_t b = 0; b < nblocks; ++b)
       for (uint32_t bits = below[b]; bits; bits &= bits - 1) {
@@ -379,7 +410,7 @@ void run_code_beam(const Rows& g, uint32_t entry, size_t width, BeamQuery& query
         uint32_t u;
         std::memcpy(&u, vrow + j * sizeof(uint32_t), sizeof u);
         if (u >= g.n || !marks.first_visit(u)) continue;  // an empty slot is kNone >= n
-        cand.add(cq.estimate(sums[j]), u);
+        cand.add(g.factors ? est[j] : cq.estimate(sums[j]), u);
       }
     cur = beam.next_unexpanded(std::min(cur + 1, beam.merge(cand)));
     if (cur < beam.size) fetch(beam.id[cur]);  // a vertex that just joined
@@ -403,7 +434,13 @@ GraphIndex::GraphIndex(std::shared_ptr<FlatIndex> vectors, GraphBuildParams buil
     // 4-bit sums of 255 per sub-quantizer stay within uint16 up to 257 of them.
     require(build_.pq_nbits != 4 || build_.pq_m <= 256,
             "codes: PQ<m>x4 takes m <= 256; got " + std::to_string(build_.pq_m));
+    require(!build_.rabitq, "codes: PQ or RaBitQ, not both");
     pq_ = std::make_unique<ProductQuantizer>(dim(), build_.pq_m, build_.pq_nbits);
+  }
+  if (build_.rabitq) {
+    require(dim() % 4 == 0 && dim() / 4 <= 256,
+            "codes: RaBitQ takes dim a multiple of 4, at most 1024; got " + std::to_string(dim()));
+    rabitq_ = std::make_unique<RaBitQCodes>(dim());
   }
 }
 
@@ -412,7 +449,16 @@ GraphIndex::~GraphIndex() = default;
 size_t GraphIndex::memory_usage() const {
   return vectors_->memory_usage() + adj_.size() * sizeof(uint32_t) +
          norms_.size() * sizeof(float) + codes_.size() + nbr_codes_.size() +
-         (pq_ ? pq_->centroids().size() * sizeof(float) : 0);
+         (pq_ ? pq_->centroids().size() : rabitq_ ? rabitq_->state_size() : 0) * sizeof(float);
+}
+
+std::vector<float> GraphIndex::codec_state() const {
+  return pq_ ? pq_->centroids() : rabitq_ ? rabitq_->state() : std::vector<float>();
+}
+
+size_t GraphIndex::code_bytes() const {
+  if (rabitq_) return rabitq_->code_size() + factors_per_slot() * sizeof(float);
+  return pq_ ? pq_->code_size() : 0;
 }
 
 namespace {
@@ -441,6 +487,10 @@ void GraphIndex::train(const float* x, size_t n, int threads) {
     kp.assign_all = false;
     const std::vector<float> rows = metric_rows(x, n, dim(), metric());
     pq_->train(rows.data(), n, kp);
+  }
+  if (rabitq_) {
+    const std::vector<float> rows = metric_rows(x, n, dim(), metric());
+    rabitq_->train(rows.data(), n, 0);
   }
 }
 
@@ -474,31 +524,41 @@ void GraphIndex::ensure_norms() {
 size_t GraphIndex::row_code_bytes() const {
   return inline_codes() ? degree() * sizeof(uint32_t) +
                               (degree() + fast_scan::kBlock - 1) / fast_scan::kBlock *
-                                  fast_scan::block_bytes(pq_->m())
+                                  fast_scan::block_bytes(code_m()) +
+                              degree() * factors_per_slot() * sizeof(float)
                         : 0;
 }
 
 void GraphIndex::pack_rows(const uint8_t* changed) {
-  const size_t n = rows(), R = degree(), m = pq_->m(), cs = pq_->code_size(),
-               rb = row_code_bytes();
+  const size_t n = rows(), R = degree(), m = code_m(), cs = code_bytes(),
+               pc = rabitq_ ? rabitq_->code_size() : cs, rb = row_code_bytes();
+  const size_t nf = factors_per_slot(), at_factors = rb - R * nf * sizeof(float);
+  const float scale = metric() == Metric::l2 ? -2.0f : -1.0f;  // see CodeQuery
   const uint32_t* adj = adj_.data();
   const uint8_t* codes = codes_.data();
   nbr_codes_.edit([&](auto& out) {
     out.resize(n * rb);
     parallel_for((n + 255) / 256, 0, [&](size_t t, size_t) {
-      std::vector<uint8_t> gathered(R * cs);
+      std::vector<uint8_t> gathered(R * pc);
+      std::vector<float> factors(R * nf);
       for (size_t v = t * 256; v < std::min(n, (t + 1) * 256); ++v) {
         if (changed && !changed[v]) continue;
         const uint32_t* row = adj + v * R;
         // An empty slot (or an id past the rows) gets code 0: the search skips its slot.
+        std::fill(gathered.begin(), gathered.end(), uint8_t(0));
+        std::fill(factors.begin(), factors.end(), 0.0f);
         for (size_t j = 0; j < R; ++j) {
-          if (row[j] < n) std::copy_n(codes + size_t(row[j]) * cs, cs, &gathered[j * cs]);
-          else std::fill_n(&gathered[j * cs], cs, uint8_t(0));
+          if (row[j] >= n) continue;
+          const uint8_t* c = codes + size_t(row[j]) * cs;
+          std::copy_n(c, pc, &gathered[j * pc]);
+          for (size_t f = 0; f < nf; ++f) std::memcpy(&factors[f * R + j], c + pc + 4 * f, 4);
+          if (nf) factors[j] *= scale;
         }
         uint8_t* dst = out.data() + v * rb;
         std::fill(dst, dst + rb, uint8_t(0));
         std::memcpy(dst, row, R * sizeof(uint32_t));
         fast_scan::pack(gathered.data(), R, m, 0, dst + R * sizeof(uint32_t));
+        if (nf) std::memcpy(dst + at_factors, factors.data(), factors.size() * sizeof(float));
       }
     });
   });
@@ -662,11 +722,27 @@ void GraphIndex::add(const float* x, size_t n, const int64_t* ids, int threads) 
   require(n0 + n < size_t(kNone), "add: a graph index holds fewer than 2^32 - 1 vectors");
   require_finite(x, n * dim(), "add: x");
   std::vector<uint8_t> codes;
-  if (pq_) {  // encoded before anything changes, so a failure leaves the index as it was
-    if (!pq_->is_trained()) train(x, n, threads);
-    codes.resize(n * pq_->code_size());
+  if (pq_ || rabitq_) {  // encoded before anything changes: a failure leaves the index as it was
+    if (!(pq_ ? pq_->is_trained() : rabitq_->is_trained())) train(x, n, threads);
+    codes.resize(n * code_bytes());
     const std::vector<float> rows = metric_rows(x, n, dim(), metric());
-    pq_->encode(rows.data(), n, codes.data(), threads);
+    if (pq_) {
+      pq_->encode(rows.data(), n, codes.data(), threads);
+    } else {
+      const size_t pc = rabitq_->code_size(), cs = code_bytes();
+      std::vector<uint8_t> plain(n * pc);
+      std::vector<float> factor(n);
+      rabitq_->encode(rows.data(), n, plain.data(), factor.data(), threads);
+      for (size_t i = 0; i < n; ++i) {
+        uint8_t* c = codes.data() + i * cs;
+        std::copy_n(&plain[i * pc], pc, c);
+        std::memcpy(c + pc, &factor[i], sizeof(float));
+        if (factors_per_slot() == 2) {  // l2: |x|^2
+          const float sq = float(sq_norm(&rows[i * dim()], dim()));
+          std::memcpy(c + pc + sizeof(float), &sq, sizeof(float));
+        }
+      }
+    }
   }
   uint32_t* adj = nullptr;
   adj_.edit([&](auto& a) {  // room first: a failure below leaves it unused
@@ -803,9 +879,10 @@ void GraphIndex::search(const float* q, size_t nq, const GraphSearchParams& para
     };
     Borrowed marks(*visited_);
     if (inline_codes()) {
-      const Rows g{nbr_codes_.data(), degree(), row_code_bytes(), fast_scan::npairs(pq_->m()),
-                   n, *vectors_};
-      const CodeQuery cq(*pq_, query.values(), l2, query.qnorm());
+      const Rows g{nbr_codes_.data(), degree(), row_code_bytes(), fast_scan::npairs(code_m()),
+                   fast_scan::block_bytes(code_m()), n, *vectors_, factors_per_slot()};
+      const CodeQuery cq = rabitq_ ? CodeQuery(*rabitq_, query.values(), l2)
+                                   : CodeQuery(*pq_, query.values(), l2, query.qnorm());
       run_code_beam(g, entry_, width, query, cq, on, *marks.marks, beam);
     } else {
       run_beam(adj_.data(), degree(), n, entry_, width, dist, on, *marks.marks, beam, nullptr);
@@ -892,7 +969,7 @@ void GraphIndex::compact() {
   });
   vectors_->compact();
   keep_rows(norms_, keep, 1);
-  if (pq_) codes_.edit([&](auto& c) { keep_rows(c, keep, pq_->code_size()); });
+  if (pq_ || rabitq_) codes_.edit([&](auto& c) { keep_rows(c, keep, code_bytes()); });
   adj_ = Buffer<uint32_t>(std::move(next));
   if (inline_codes()) pack_rows(nullptr);
   entry_ = medoid();
@@ -900,12 +977,18 @@ void GraphIndex::compact() {
 }
 
 void GraphIndex::restore(Buffer<uint32_t> adjacency, uint32_t entry, Buffer<uint8_t> codes,
-                         std::vector<float> pq_centroids, Buffer<uint8_t> neighbour_codes) {
+                         std::vector<float> codec_state, Buffer<uint8_t> neighbour_codes) {
   const size_t n = rows();
-  require(pq_ || pq_centroids.empty(), "corrupt index data: centroids without codes");
-  if (pq_ && !pq_centroids.empty()) pq_->set_centroids(std::move(pq_centroids));
-  require(pq_ ? (n == 0 || pq_->is_trained()) && codes.size() == n * pq_->code_size()
-              : codes.empty(),
+  require(pq_ || rabitq_ || codec_state.empty(),
+          "corrupt index data: a codes' state without codes");
+  if (!codec_state.empty()) {
+    if (pq_) pq_->set_centroids(std::move(codec_state));
+    else rabitq_->set_state(std::move(codec_state));
+  }
+  const bool coded = pq_ || rabitq_;
+  require(coded ? (n == 0 || (pq_ ? pq_->is_trained() : rabitq_->is_trained())) &&
+                      codes.size() == n * code_bytes()
+                : codes.empty(),
           "corrupt index data: the estimation codes do not match the vectors");
   require(neighbour_codes.empty() || neighbour_codes.size() == n * row_code_bytes(),
           "corrupt index data: the neighbours' codes do not match the graph");

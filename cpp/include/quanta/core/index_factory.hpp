@@ -31,6 +31,7 @@ struct IndexSpec {
   bool soar = false;
   size_t bits = 0, planes = 0, query_planes = 0;  // RBE; query_planes 0: the default
   size_t degree = 0;
+  bool rabitq = false;  // Graph: RaBitQ estimation codes
   bool opq = false;
   bool refine = false;
   Storage refine_storage = Storage::f32;

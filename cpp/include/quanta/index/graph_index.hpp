@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "quanta/codec/pq.hpp"
+#include "quanta/codec/rabitq_codes.hpp"
 #include "quanta/core/buffer.hpp"
 #include "quanta/core/index.hpp"
 #include "quanta/core/search_params.hpp"
@@ -55,6 +56,10 @@ struct GraphBuildParams {
   // 8 bits: a neighbour is scored exactly when its ADC estimate could enter the beam.
   size_t pq_m = 0;
   size_t pq_nbits = 4;
+  // RaBitQ codes instead (pq_m unused): one bit per dimension and a correction factor per
+  // vector (codec/rabitq_codes.hpp), SymphonyQG's own estimates, in the same row layout as
+  // 4-bit PQ with dim / 4 sub-quantizers, plus the neighbours' factors (and |x|^2 for l2).
+  bool rabitq = false;
 };
 
 struct GraphSearchParams : SearchParams {
@@ -83,7 +88,8 @@ class GraphIndex final : public Index {
   size_t ntotal() const override { return vectors_->ntotal(); }
   size_t rows() const { return vectors_->rows(); }
   bool is_trained() const override {
-    return vectors_->is_trained() && (!pq_ || pq_->is_trained());
+    return vectors_->is_trained() && (!pq_ || pq_->is_trained()) &&
+           (!rabitq_ || rabitq_->is_trained());
   }
   size_t memory_usage() const override;
   size_t mapped_bytes() const {
@@ -131,18 +137,23 @@ class GraphIndex final : public Index {
   // crash).
   const Buffer<uint32_t>& adjacency() const { return adj_; }
   const ProductQuantizer* pq() const { return pq_.get(); }
-  const Buffer<uint8_t>& codes() const { return codes_; }  // rows x pq code size
+  // The codes' trained state: the PQ centroids, or the RaBitQ state (empty: untrained).
+  std::vector<float> codec_state() const;
+  // rows x code_bytes(): a PQ code, or a RaBitQ code, its factor and (l2) |x|^2 as floats.
+  const Buffer<uint8_t>& codes() const { return codes_; }
+  size_t code_bytes() const;
   // 4-bit codes: rows x row_code_bytes(). Row v holds a copy of v's adjacency row (degree
-  // uint32), then its neighbours' codes in the fast-scan layout (slot j is position j): all a
+  // uint32), then its neighbours' codes in the fast-scan layout (slot j is position j), then
+  // with RaBitQ codes their factors (and for l2 their |x|^2) as degree floats each: all a
   // search reads to expand v but v's vector, in one place. Derived from codes() and
   // adjacency().
   const Buffer<uint8_t>& neighbour_codes() const { return nbr_codes_; }
-  bool inline_codes() const { return pq_ && build_.pq_nbits == 4; }
+  bool inline_codes() const { return rabitq_ || (pq_ && build_.pq_nbits == 4); }
   size_t row_code_bytes() const;
-  // pq_centroids: as pq()->centroids() gave them (empty: an untrained, empty index);
+  // codec_state: as codec_state() gave it (empty: an untrained, empty index);
   // neighbour_codes: empty (derived again) or as neighbour_codes() gave it.
   void restore(Buffer<uint32_t> adjacency, uint32_t entry, Buffer<uint8_t> codes = {},
-               std::vector<float> pq_centroids = {}, Buffer<uint8_t> neighbour_codes = {});
+               std::vector<float> codec_state = {}, Buffer<uint8_t> neighbour_codes = {});
 
  private:
   struct Scored {
@@ -172,6 +183,8 @@ class GraphIndex final : public Index {
   void link(uint32_t from, uint32_t to, const Edit& e) const;
   // Packs the neighbours' codes of rows v with changed[v] (all rows when changed is null).
   void pack_rows(const uint8_t* changed);
+  size_t code_m() const { return rabitq_ ? rabitq_->m() : pq_->m(); }  // 4-bit codes a vector
+  size_t factors_per_slot() const { return rabitq_ ? (metric() == Metric::l2 ? 2 : 1) : 0; }
 
   uint32_t medoid() const;
   void ensure_norms();
@@ -182,7 +195,8 @@ class GraphIndex final : public Index {
   uint32_t entry_ = kNone;
   size_t medoid_rows_ = 0;      // rows when the entry was last chosen
   std::unique_ptr<ProductQuantizer> pq_;  // estimation codes, when configured
-  Buffer<uint8_t> codes_;                 // rows x pq_->code_size()
+  std::unique_ptr<RaBitQCodes> rabitq_;   // or these
+  Buffer<uint8_t> codes_;                 // rows x code_bytes()
   Buffer<uint8_t> nbr_codes_;             // rows x row_code_bytes(), with 4-bit codes
   std::vector<float> norms_;    // |x|^2 of every row, for the build geometry (not saved)
   std::unique_ptr<VisitedPool> visited_;
