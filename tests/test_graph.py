@@ -417,6 +417,37 @@ def test_neighbour_codes_follow_the_lists_through_adds_and_compaction():
     assert recall(g.search(xq, K, width=64).ids, keep[It]) >= 0.9
 
 
+@pytest.mark.parametrize("codes", ["PQ12x4", "RaBitQ"])
+def test_coded_graph_holds_its_lists_once(codes, tmp_path):
+    # With 4-bit codes the lists live in the neighbour rows only: after a build, a load or a
+    # compaction the index holds the vectors, the rows, the per-vector codes and the codec.
+    xb, xq = clustered(N, DIM, NQ, seed=12)
+    g = quanta.GraphIndex(DIM, "ip", 24, "f16", codes=codes)
+    g.add(xb[:3000])
+    g.add(xb[3000:])  # an incremental add rebuilds the lists from the rows and drops them again
+    nat = g.native
+
+    def parts(index):
+        return (index.native.vectors.memory_usage + index.native.neighbour_codes().nbytes +
+                index.native.codes().nbytes + index.native.codec_state().nbytes)
+
+    assert g.memory_usage == parts(g)
+    rows = nat.neighbour_codes().reshape(N, -1)[:, :4 * 24].copy().view(np.uint32)
+    np.testing.assert_array_equal(nat.adjacency().reshape(N, 24), rows)
+    I = g.search(xq, K, width=48).ids
+    g.save(tmp_path / "g.qnt")
+    for other in (quanta.load(tmp_path / "g.qnt"), pickle.loads(pickle.dumps(g))):
+        assert other.memory_usage == parts(other)
+        np.testing.assert_array_equal(other.search(xq, K, width=48).ids, I)
+    g.remove(np.arange(0, N, 3))
+    g.compact()
+    assert g.memory_usage == parts(g)
+    _, It = brute_force_knn(xb[np.arange(N) % 3 != 0], xq, K, "ip")
+    live = np.flatnonzero(np.arange(N) % 3 != 0)
+    got = g.search(xq, K, width=48).ids
+    assert recall(np.searchsorted(live, got), It) >= 0.9
+
+
 @pytest.mark.parametrize("refine", [0, 1])
 def test_rows_with_codes_are_filled(refine):
     # With 4-bit codes every slot of a row is estimated anyway: the slots RobustPrune leaves

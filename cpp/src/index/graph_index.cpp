@@ -168,9 +168,11 @@ std::unique_lock<std::mutex> lock_of(std::vector<std::mutex>* locks, uint32_t v)
 
 // Greedy best-first search from `entry`: the closest unexpanded vertex of the beam is expanded
 // next, its unvisited neighbours scored together by dist(ids, n, out) and reported to
-// on(v, d). With locks (a parallel build) a list is copied under its vertex's lock.
+// on(v, d). Vertex v's list is adj + v * stride. With locks (a parallel build) a list is
+// copied under its vertex's lock.
 template <class Dist, class On>
-void run_beam(const uint32_t* adj, size_t degree, size_t rows, uint32_t entry, size_t width,
+void run_beam(const uint32_t* adj, size_t stride, size_t degree, size_t rows, uint32_t entry,
+              size_t width,
               Dist&& dist, On&& on, VisitedPool::Marks& marks, Beam& beam,
               std::vector<std::mutex>* locks) {
   beam.start(width);
@@ -189,11 +191,11 @@ void run_beam(const uint32_t* adj, size_t degree, size_t rows, uint32_t entry, s
     beam.expanded[cur] = 1;
     // The list most likely expanded next (the next unexpanded one) is asked for now.
     const size_t ahead = beam.next_unexpanded(cur + 1);
-    if (ahead < beam.size) prefetch_l2(adj + size_t(beam.id[ahead]) * degree, degree * 4);
+    if (ahead < beam.size) prefetch_l2(adj + size_t(beam.id[ahead]) * stride, degree * 4);
     size_t cnt = 0;
     {
       const auto lock = lock_of(locks, v);
-      const uint32_t* row = adj + size_t(v) * degree;
+      const uint32_t* row = adj + size_t(v) * stride;
       for (size_t j = 0; j < degree; ++j) {
         const uint32_t u = row[j];
         if (u == GraphIndex::kNone) break;
@@ -621,7 +623,7 @@ void GraphIndex::insert(uint32_t p, const Edit& e) const {
   Beam beam;
   std::vector<float> dots(kMaxDegree);
   run_beam(
-      e.adj, degree(), rows(), entry_, build_.build_width,
+      e.adj, degree(), degree(), rows(), entry_, build_.build_width,
       [&](const uint32_t* ids, size_t n, float* out) {
         vectors_->dot_positions(kq, ids, n, dots.data());
         for (size_t i = 0; i < n; ++i) out[i] = pn + norms_[ids[i]] - 2.0f * dots[i];
@@ -744,6 +746,7 @@ void GraphIndex::add(const float* x, size_t n, const int64_t* ids, int threads) 
       }
     }
   }
+  ensure_adjacency();
   uint32_t* adj = nullptr;
   adj_.edit([&](auto& a) {  // room first: a failure below leaves it unused
     a.resize((n0 + n) * degree(), kNone);
@@ -797,6 +800,7 @@ void GraphIndex::add(const float* x, size_t n, const int64_t* ids, int threads) 
   if (inline_codes()) {
     fill(n0, n0 + n, edit);
     pack_rows(changed.data());
+    drop_build_state();
   }
 }
 
@@ -885,7 +889,8 @@ void GraphIndex::search(const float* q, size_t nq, const GraphSearchParams& para
                                    : CodeQuery(*pq_, query.values(), l2, query.qnorm());
       run_code_beam(g, entry_, width, query, cq, on, *marks.marks, beam);
     } else {
-      run_beam(adj_.data(), degree(), n, entry_, width, dist, on, *marks.marks, beam, nullptr);
+      const auto [adj, stride] = lists();
+      run_beam(adj, stride, degree(), n, entry_, width, dist, on, *marks.marks, beam, nullptr);
     }
     if (!collect)
       for (size_t j = 0; j < std::min(beam.size, k); ++j) res.emplace_back(beam.d[j], beam.id[j]);
@@ -907,6 +912,7 @@ RangeResult GraphIndex::range_search(const float* q, size_t nq, float radius,
   const Labels& lab = vectors_->labels();
   std::vector<float> qnorms(nq, 0.0f);
   RangeHits hits(nq);
+  const auto [adj, stride] = lists();
   parallel_for(nq, resolve_threads(gp.threads), [&](size_t i, size_t) {
     if (entry_ == kNone) return;
     BeamQuery query(*vectors_, q + i * dim());
@@ -917,7 +923,7 @@ RangeResult GraphIndex::range_search(const float* q, size_t nq, float radius,
     Borrowed marks(*visited_);
     Beam beam;
     run_beam(
-        adj_.data(), degree(), rows(), entry_, gp.width,
+        adj, stride, degree(), rows(), entry_, gp.width,
         [&](const uint32_t* ids, size_t m, float* out) { query.exact(ids, m, out); },
         [&](uint32_t v, float d) {
           if (-d > floor && lab.allowed(v, f)) hits.add(i, -d, int64_t(v));
@@ -933,6 +939,7 @@ RangeResult GraphIndex::range_search(const float* q, size_t nq, float radius,
 void GraphIndex::compact() {
   const Labels& lab = vectors_->labels();
   if (lab.removed() == 0) return;
+  ensure_adjacency();
   ensure_norms();
   const size_t n = rows(), R = degree();
   const std::vector<size_t> keep = lab.live_positions(n);
@@ -974,6 +981,7 @@ void GraphIndex::compact() {
   if (inline_codes()) pack_rows(nullptr);
   entry_ = medoid();
   medoid_rows_ = rows();
+  drop_build_state();
 }
 
 void GraphIndex::restore(Buffer<uint32_t> adjacency, uint32_t entry, Buffer<uint8_t> codes,
@@ -1005,6 +1013,33 @@ void GraphIndex::restore(Buffer<uint32_t> adjacency, uint32_t entry, Buffer<uint
   entry_ = entry;
   medoid_rows_ = n;
   norms_.clear();  // recomputed when a build step needs them
+  drop_build_state();
+}
+
+Buffer<uint32_t> GraphIndex::adjacency() const {
+  if (!adj_.empty() || rows() == 0) return adj_;
+  const auto [adj, stride] = lists();
+  LargeVector<uint32_t> out(rows() * degree());
+  for (size_t v = 0; v < rows(); ++v)
+    std::memcpy(&out[v * degree()], adj + v * stride, degree() * sizeof(uint32_t));
+  return Buffer<uint32_t>(std::move(out));
+}
+
+void GraphIndex::ensure_adjacency() {
+  if (adj_.empty() && rows() > 0) adj_ = adjacency();
+}
+
+std::pair<const uint32_t*, size_t> GraphIndex::lists() const {
+  if (!adj_.empty() || nbr_codes_.empty()) return {adj_.data(), degree()};
+  // rows are whole uint32s (lists, 32-byte code blocks, float factors) and start aligned
+  return {reinterpret_cast<const uint32_t*>(nbr_codes_.data()),
+          row_code_bytes() / sizeof(uint32_t)};
+}
+
+void GraphIndex::drop_build_state() {
+  if (!inline_codes() || nbr_codes_.size() != rows() * row_code_bytes() || rows() == 0) return;
+  adj_ = {};
+  norms_ = std::vector<float>();
 }
 
 }  // namespace quanta

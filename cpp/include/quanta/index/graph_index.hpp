@@ -135,7 +135,9 @@ class GraphIndex final : public Index {
   // takes the vectors' state already restored; the adjacency may view a mapped file (ids at
   // or past rows are skipped by every search, so a corrupt file gives wrong results, never a
   // crash).
-  const Buffer<uint32_t>& adjacency() const { return adj_; }
+  // With 4-bit codes the lists live only in the neighbour rows once a build is done (the
+  // separate array is rebuilt from them for the next add or compact): this is a copy.
+  Buffer<uint32_t> adjacency() const;
   const ProductQuantizer* pq() const { return pq_.get(); }
   // The codes' trained state: the PQ centroids, or the RaBitQ state (empty: untrained).
   std::vector<float> codec_state() const;
@@ -183,6 +185,13 @@ class GraphIndex final : public Index {
   void link(uint32_t from, uint32_t to, const Edit& e) const;
   // Packs the neighbours' codes of rows v with changed[v] (all rows when changed is null).
   void pack_rows(const uint8_t* changed);
+  // The lists for the build: adj_ again from the rows when only the rows hold them.
+  void ensure_adjacency();
+  // The lists as the search reads them: (first list, uint32 from one list to the next).
+  std::pair<const uint32_t*, size_t> lists() const;
+  // After a build or load with 4-bit codes: drops what the rows hold again (adj_) and the
+  // build geometry's norms (recomputed by the next build step).
+  void drop_build_state();
   size_t code_m() const { return rabitq_ ? rabitq_->m() : pq_->m(); }  // 4-bit codes a vector
   size_t factors_per_slot() const { return rabitq_ ? (metric() == Metric::l2 ? 2 : 1) : 0; }
 
@@ -191,7 +200,7 @@ class GraphIndex final : public Index {
 
   std::shared_ptr<FlatIndex> vectors_;
   GraphBuildParams build_;
-  Buffer<uint32_t> adj_;        // rows * degree
+  Buffer<uint32_t> adj_;        // rows * degree (empty when only the rows hold the lists)
   uint32_t entry_ = kNone;
   size_t medoid_rows_ = 0;      // rows when the entry was last chosen
   std::unique_ptr<ProductQuantizer> pq_;  // estimation codes, when configured
