@@ -3,7 +3,7 @@ rabitqlib's SymphonyQG and Intel SVS Vamana (f32, f16, LVQ-8), on the same data,
 
     python -m bench.graph --data clustered|real --n 100000 --nq 1000 [--threads 2]
         [--systems quanta,hnswlib,usearch,faiss,rabitqlib,svs] [--widths 10,16,...]
-        [--peer-m 32] [--usearch-types f16,bf16]
+        [--peer-m 32] [--usearch-types f16,bf16] [--max-candidates 0,256]
         [--single 300] [--plot bench/results/graph.png] [--json out.json]
 
 For every system: build time at --threads, bytes per vector, then for each search width
@@ -41,16 +41,17 @@ class System:
 class Quanta(System):
     kind = "quanta"
 
-    def __init__(self, storage, degree, build_width, codes):
+    def __init__(self, storage, degree, build_width, codes, max_candidates=0):
         import quanta  # noqa: F401  (fails here, listed as missing, when not installed)
-        self.name = f"quanta Graph{degree}({storage})" + (f",{codes}" if codes else "")
-        self.args = (storage, degree, build_width, codes)
+        self.name = f"quanta Graph{degree}({storage})" + (f",{codes}" if codes else "") + \
+            (f" maxc{max_candidates}" if max_candidates else "")
+        self.args = (storage, degree, build_width, codes, max_candidates)
 
     def build(self, x, threads):
         import quanta
-        storage, degree, bw, codes = self.args
+        storage, degree, bw, codes, maxc = self.args
         self.index = quanta.GraphIndex(x.shape[1], "ip", degree, storage, build_width=bw,
-                                       codes=codes)
+                                       codes=codes, max_candidates=maxc)
         self.index.add(x, threads=threads)
         self.bytes_per_vector = self.index.memory_usage / len(x)
 
@@ -214,7 +215,9 @@ def systems(names, args):
         for storage in args.storages.split(","):
             for codes in args.codes.split(","):
                 codes = None if codes == "none" else codes.replace("{m}", str(args.dim_m))
-                attempt(f"quanta {storage} {codes}", lambda s=storage, c=codes: Quanta(s, deg, bw, c))
+                for mc in map(int, args.max_candidates.split(",")):
+                    attempt(f"quanta {storage} {codes}",
+                            lambda s=storage, c=codes, mc=mc: Quanta(s, deg, bw, c, mc))
     m = args.peer_m or deg // 2
     if "hnswlib" in names:
         attempt("hnswlib", lambda: Hnswlib(m, bw))
@@ -264,6 +267,8 @@ def main(argv=None):
                          "layer-0 degree as quanta's)")
     ap.add_argument("--usearch-types", default="f32,bf16,i8", help="usearch's vector types")
     ap.add_argument("--build-width", type=int, default=128, help="and peers' ef_construction")
+    ap.add_argument("--max-candidates", default="0",
+                    help="quanta's max_candidates (comma-separated: one build each)")
     ap.add_argument("--widths",
                     default="10,12,14,16,20,24,28,32,40,48,56,64,80,96,112,128,160,192,256")
     ap.add_argument("--plot")

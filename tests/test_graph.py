@@ -63,6 +63,29 @@ def test_recall_on_real_embeddings(spec):
     assert recall(g.search(xq, K, width=64).ids, It) >= 0.95
 
 
+def test_max_candidates_chooses_lists_among_all_scored(tmp_path):
+    # Lists chosen among the 256 closest vertices each insertion search scored (beyond its
+    # beam of 32): a graph as good or better, the same every one-thread build, and kept in files.
+    xb, xq = clustered(N, DIM, NQ, seed=14)
+    _, It = brute_force_knn(xb, xq, K, "ip")
+    got = {}
+    for maxc in (0, 256):
+        g = quanta.GraphIndex(DIM, "ip", 16, "f16", build_width=32, max_candidates=maxc)
+        g.add(xb, threads=1)
+        got[maxc] = (g, recall(g.search(xq, K, width=24).ids, It))
+    g, r = got[256]
+    assert r >= 0.9 and r >= got[0][1] - 0.02, (r, got[0][1])
+    assert g.max_candidates == 256 and "max_candidates=256" in repr(g)
+    again = quanta.GraphIndex(DIM, "ip", 16, "f16", build_width=32, max_candidates=256)
+    again.add(xb, threads=1)
+    np.testing.assert_array_equal(again.native.adjacency(), g.native.adjacency())
+    assert not np.array_equal(again.native.adjacency(), got[0][0].native.adjacency())
+    g.save(tmp_path / "g.qnt")
+    assert repr(quanta.load(tmp_path / "g.qnt")) == repr(g)
+    with pytest.raises(ValueError, match="max_candidates"):
+        quanta.GraphIndex(DIM, max_candidates=-1)
+
+
 def test_one_thread_builds_are_identical_and_search_ignores_threads(data):
     xb, xq, _ = data
     a, b = quanta.GraphIndex(DIM, degree=16), quanta.GraphIndex(DIM, degree=16)

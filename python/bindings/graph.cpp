@@ -14,7 +14,8 @@ void bind_graph(py::module_& m) {
 
   py::class_<GraphIndex, quanta::Index, std::shared_ptr<GraphIndex>> g(m, "GraphIndex");
   g.def(py::init([](std::shared_ptr<FlatIndex> vectors, size_t degree, size_t build_width,
-                    float alpha, size_t pq_m, size_t pq_nbits, size_t refine, bool rabitq) {
+                    float alpha, size_t pq_m, size_t pq_nbits, size_t refine, bool rabitq,
+                    size_t max_candidates) {
          if (pq_m && pq_nbits != 4 && pq_nbits != 8)
            throw py::value_error("codes: PQ nbits must be 4 or 8");
          GraphBuildParams b;
@@ -25,17 +26,20 @@ void bind_graph(py::module_& m) {
          b.pq_nbits = pq_nbits;
          b.refine = refine;
          b.rabitq = rabitq;
+         b.max_candidates = max_candidates;
          return std::make_shared<GraphIndex>(std::move(vectors), b);
        }),
        py::arg("vectors"), py::arg("degree"), py::arg("build_width"), py::arg("alpha"),
        py::arg("pq_m") = 0, py::arg("pq_nbits") = 4, py::arg("refine") = 1,
-       py::arg("rabitq") = false)
+       py::arg("rabitq") = false, py::arg("max_candidates") = 0)
       .def_property_readonly("degree", [](const GraphIndex& s) { return s.build_params().degree; })
       .def_property_readonly("build_width",
                              [](const GraphIndex& s) { return s.build_params().build_width; })
       .def_property_readonly("alpha", [](const GraphIndex& s) { return s.build_params().alpha; })
       .def_property_readonly("refine",
                              [](const GraphIndex& s) { return s.build_params().refine; })
+      .def_property_readonly("max_candidates",
+                             [](const GraphIndex& s) { return s.build_params().max_candidates; })
       .def_property_readonly("vectors", &GraphIndex::vectors)
       .def_property_readonly("rows", &GraphIndex::rows)
       .def_property_readonly("entry", &GraphIndex::entry)

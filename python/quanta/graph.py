@@ -61,6 +61,12 @@ class GraphIndex(Removable, Persistent):
     refine : refinement passes after the insertions: each new vector searches the finished
         graph again and re-chooses its neighbours (Vamana's second pass); 0 builds faster, a
         worse graph.
+    max_candidates : 0 (default): a vector's neighbours are chosen among the final beam of its
+        insertion search; else among up to this many of the closest vectors that search
+        scored (DiskANN's ``maxc``). The farther candidates link clusters to each other: on
+        100k clustered 384-d vectors with PQ96x4 codes, 256 raised recall@10 at width 32
+        from 0.872 to 0.923 for 1.5x the build time; on 120k MiniLM embeddings it gained
+        nothing.
     codes : ``"PQ<m>x4"``: SymphonyQG's layout. Each vertex's row holds a copy of its list and
         its neighbours' 4-bit product-quantization codes in the fast-scan layout, so one SIMD
         pass over the row estimates all its neighbours (``degree`` x (m / 2 + 4) bytes per
@@ -93,8 +99,8 @@ class GraphIndex(Removable, Persistent):
     def __init__(self, dim: int, metric: Metric = "ip", degree: int = 32,
                  storage: Storage = "f32", *,
                  build_width: int = 128, alpha: float = 1.0, width: int = 64,
-                 codes: str | None = None, refine: int = 1, f8_scale: str = "global",
-                 f8_rounding: str = "anisotropic"):
+                 codes: str | None = None, refine: int = 1, max_candidates: int = 0,
+                 f8_scale: str = "global", f8_rounding: str = "anisotropic"):
         self._flat = FlatIndex(dim, metric, storage, f8_scale=f8_scale, f8_rounding=f8_rounding)
         degree = as_int(degree, "degree", 2, 256)
         build_width = as_int(build_width, "build_width", 1)
@@ -109,8 +115,9 @@ class GraphIndex(Removable, Persistent):
             raise ValueError(f"codes: RaBitQ takes dim a multiple of 4, at most 1024; got "
                              f"{self._flat.dim}")
         refine = as_int(refine, "refine", 0, 8)
+        max_candidates = as_int(max_candidates, "max_candidates", 0)
         self._index = _core.GraphIndex(self._flat.native, degree, build_width, float(alpha),
-                                       pq_m, pq_nbits, refine, rabitq)
+                                       pq_m, pq_nbits, refine, rabitq, max_candidates)
         self._codes = "RaBitQ" if rabitq else f"PQ{pq_m}x{pq_nbits}" if pq_m else None
         self.width = width
 
@@ -123,6 +130,7 @@ class GraphIndex(Removable, Persistent):
     build_width = property(lambda self: self._index.build_width)
     alpha = property(lambda self: self._index.alpha)
     refine = property(lambda self: self._index.refine)
+    max_candidates = property(lambda self: self._index.max_candidates)
     codes = property(lambda self: self._codes, doc="the estimation codes' spec, or None")
     is_trained = property(lambda self: self._index.is_trained)
     memory_usage = property(lambda self: self._index.memory_usage, doc="bytes held by the index")
@@ -146,10 +154,12 @@ class GraphIndex(Removable, Persistent):
         return self.ntotal
 
     def __repr__(self) -> str:
-        codes = f", codes={self.codes!r}" if self.codes else ""
+        extra = f", codes={self.codes!r}" if self.codes else ""
+        if self.max_candidates:
+            extra += f", max_candidates={self.max_candidates}"
         return (f"GraphIndex(dim={self.dim}, metric={self.metric!r}, degree={self.degree}, "
                 f"storage={self.storage!r}, build_width={self.build_width}, alpha={self.alpha:g}, "
-                f"refine={self.refine}, width={self.width}{codes}, ntotal={self.ntotal})")
+                f"refine={self.refine}, width={self.width}{extra}, ntotal={self.ntotal})")
 
     # -- building ---------------------------------------------------------------------------
     def train(self, x, *, threads: int = 0) -> None:
@@ -240,7 +250,7 @@ class GraphIndex(Removable, Persistent):
         arrays["GNBC"] = self._index.neighbour_codes()
         meta.update(degree=self.degree, build_width=self.build_width, alpha=self.alpha,
                     width=self.width, entry=int(self._index.entry), codes=self.codes,
-                    refine=self.refine)
+                    refine=self.refine, max_candidates=self.max_candidates)
         write_container(f, "GRPH", self.dim, self._index.rows, meta, arrays)
 
     maps_arrays = True  # quanta.load(path, mmap=True) searches the mapped vectors and graph
@@ -251,7 +261,8 @@ class GraphIndex(Removable, Persistent):
             index = cls(dim, meta["metric"], meta["degree"], meta["storage"],
                         build_width=meta["build_width"], alpha=meta["alpha"],
                         width=meta["width"], codes=meta.get("codes"),
-                        refine=meta.get("refine", 1), f8_scale=meta["f8_scale"],
+                        refine=meta.get("refine", 1),
+                        max_candidates=meta.get("max_candidates", 0), f8_scale=meta["f8_scale"],
                         f8_rounding=meta["f8_rounding"])
             index._flat._restore(ntotal, meta, arrays, mapped)
             # GNBC (the neighbours' codes) is derived: files written before it have none.

@@ -622,15 +622,27 @@ void GraphIndex::insert(uint32_t p, const Edit& e) const {
   Borrowed marks(*visited_);
   Beam beam;
   std::vector<float> dots(kMaxDegree);
+  std::vector<Scored> cand;  // with max_candidates: every vertex the search scored
+  const size_t maxc = build_.max_candidates;
   run_beam(
       e.adj, degree(), degree(), rows(), entry_, build_.build_width,
       [&](const uint32_t* ids, size_t n, float* out) {
         vectors_->dot_positions(kq, ids, n, dots.data());
         for (size_t i = 0; i < n; ++i) out[i] = pn + norms_[ids[i]] - 2.0f * dots[i];
       },
-      [](uint32_t, float) {}, *marks.marks, beam, e.locks);
-  std::vector<Scored> cand(beam.size);  // ascending already
-  for (size_t i = 0; i < cand.size(); ++i) cand[i] = {beam.d[i], beam.id[i]};
+      [&](uint32_t v, float d) {
+        if (maxc && v != p) cand.push_back({d, v});
+      },
+      *marks.marks, beam, e.locks);
+  if (maxc) {  // the max_candidates closest, ascending
+    const size_t m = std::min(maxc, cand.size());
+    std::partial_sort(cand.begin(), cand.begin() + m, cand.end(),
+                      [](const Scored& a, const Scored& b) { return closer(a.d, a.id, b.d, b.id); });
+    cand.resize(m);
+  } else {  // the beam, ascending already
+    cand.resize(beam.size);
+    for (size_t i = 0; i < cand.size(); ++i) cand[i] = {beam.d[i], beam.id[i]};
+  }
   {
     // A vertex already in the graph (a refinement pass) keeps its list as candidates too.
     std::vector<uint32_t> own;
