@@ -635,10 +635,12 @@ void GraphIndex::insert(uint32_t p, const Edit& e) const {
       },
       *marks.marks, beam, e.locks);
   if (maxc) {  // the max_candidates closest, ascending
-    const size_t m = std::min(maxc, cand.size());
-    std::partial_sort(cand.begin(), cand.begin() + m, cand.end(),
-                      [](const Scored& a, const Scored& b) { return closer(a.d, a.id, b.d, b.id); });
-    cand.resize(m);
+    const auto cmp = [](const Scored& a, const Scored& b) { return closer(a.d, a.id, b.d, b.id); };
+    if (cand.size() > maxc) {  // selection first: the search scores thousands
+      std::nth_element(cand.begin(), cand.begin() + maxc, cand.end(), cmp);
+      cand.resize(maxc);
+    }
+    std::sort(cand.begin(), cand.end(), cmp);
   } else {  // the beam, ascending already
     cand.resize(beam.size);
     for (size_t i = 0; i < cand.size(); ++i) cand[i] = {beam.d[i], beam.id[i]};
