@@ -926,7 +926,7 @@ RangeResult GraphIndex::range_search(const float* q, size_t nq, float radius,
   const Labels& lab = vectors_->labels();
   std::vector<float> qnorms(nq, 0.0f);
   RangeHits hits(nq);
-  const auto [adj, stride] = lists();
+  const std::pair<const uint32_t*, size_t> adj = lists();  // (no structured binding: captured)
   parallel_for(nq, resolve_threads(gp.threads), [&](size_t i, size_t) {
     if (entry_ == kNone) return;
     BeamQuery query(*vectors_, q + i * dim());
@@ -937,7 +937,7 @@ RangeResult GraphIndex::range_search(const float* q, size_t nq, float radius,
     Borrowed marks(*visited_);
     Beam beam;
     run_beam(
-        adj, stride, degree(), rows(), entry_, gp.width,
+        adj.first, adj.second, degree(), rows(), entry_, gp.width,
         [&](const uint32_t* ids, size_t m, float* out) { query.exact(ids, m, out); },
         [&](uint32_t v, float d) {
           if (-d > floor && lab.allowed(v, f)) hits.add(i, -d, int64_t(v));
