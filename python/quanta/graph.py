@@ -63,9 +63,9 @@ class GraphIndex(Removable, Persistent):
         worse graph.
     max_candidates : 0 (default): a vector's neighbours are chosen among the final beam of its
         insertion search; else among up to this many of the closest vectors that search
-        scored (DiskANN's ``maxc``). The farther candidates link clusters to each other: on
-        100k clustered 384-d vectors with PQ96x4 codes, 256 raised recall@10 at width 32
-        from 0.872 to 0.923 for 1.5x the build time; on 120k MiniLM embeddings it gained
+        scored (DiskANN's ``maxc``), so farther ones can become long links. On 100k
+        clustered 384-d vectors with PQ96x4 codes, 256 raised recall@10 at width 32 from
+        0.872 to 0.923 for 1.5-1.9x the build time; on 120k MiniLM embeddings it gained
         nothing.
     codes : ``"PQ<m>x4"``: SymphonyQG's layout. Each vertex's row holds a copy of its list and
         its neighbours' 4-bit product-quantization codes in the fast-scan layout, so one SIMD
@@ -80,9 +80,10 @@ class GraphIndex(Removable, Persistent):
         ``"RaBitQ"``: RaBitQ's one-bit codes (SymphonyQG's own estimates) in the same layout:
         each vector centred on the training mean, rotated, coded by its signs, with one float
         per vector that makes the estimate unbiased (dim / 8 + 4 bytes per neighbour slot, +4
-        more for l2; dim a multiple of 4, at most 1024). Training only takes the mean. On 60k
-        MiniLM vectors it reached 0.007-0.019 more recall@10 than PQ96x4 at the same width,
-        at 0.94-0.96x its speed per width; on clustered data the same recall.
+        more for l2; dim a multiple of 4, at most 1024). Training only takes the mean. On 120k
+        MiniLM vectors it reached up to 0.017 more recall@10 than PQ96x4 at widths 10-24,
+        the same above, at 0.84-0.97x its QPS at recall 0.90-0.99; on clustered data the
+        same recall per width.
         ``"PQ<m>x8"``: an 8-bit code per vector; a neighbour is scored exactly only when its
         estimate could enter the beam (within ``slack`` times the estimation error seen so
         far in the search).

@@ -49,10 +49,10 @@ struct GraphBuildParams {
   size_t refine = 1;
   // Candidates RobustPrune chooses a list from: 0, the insertion search's final beam
   // (build_width of them); else up to this many of the closest vertices that search scored
-  // (DiskANN's maxc, SymphonyQG's candidate pool), beam or not. Farther candidates give
-  // clustered data its links between clusters: on 100k clustered 384-d vectors (PQ96x4
+  // (DiskANN's maxc, SymphonyQG's candidate pool), beam or not: the farther ones can become
+  // long links (between clusters, we suppose). On 100k clustered 384-d vectors (PQ96x4
   // codes) 256 raised recall@10 at search width 32 from 0.872 to 0.923 (384: 0.921, 750:
-  // 0.909), for 1.5x the build time; on 120k MiniLM embeddings it changed nothing.
+  // 0.909), for 1.5-1.9x the build time; on 120k MiniLM vectors it changed nothing.
   size_t max_candidates = 0;
   // Codes that estimate neighbours before they are scored exactly: a PQ code per vertex
   // (pq_m sub-quantizers of pq_nbits, 4 or 8), 0 for none.
