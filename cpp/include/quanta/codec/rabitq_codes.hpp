@@ -5,7 +5,7 @@
 //   <q, x>  ~  <q, c> + f * <P q, sign(r')>.
 // Four signs make one 4-bit code, so the codes use the fast-scan layout and kernels of
 // 4-bit PQ (m = dim / 4 sub-quantizers whose 16 "centroids" are the sign patterns). On
-// 384-d MiniLM and clustered data the estimate's error was 0.62-0.80x that of PQ<dim/4>x4
+// 384-d MiniLM and clustered data the estimate's error std was 0.6-0.8x that of PQ<dim/4>x4
 // codes of the same size (`GraphIndex`'s neighbour estimates).
 // P is block-diagonal (orthogonal blocks of 64 after a random permutation and sign flip):
 // a query is rotated in dim x 64 multiply-adds, and a full rotation estimated no better.
