@@ -394,8 +394,8 @@ void run_code_beam(const Rows& g, uint32_t entry, size_t width, BeamQuery& query
     } else {  // each slot's own factors: every sum, then the float estimates tested
       const uint16_t all = 65535;
       kern.pq4_accumulate(codes, nblocks, g.npairs, &lut, 1, &all, sums, below);
-      float fb[2 * GraphIndex::kMaxDegree];  // copied: a mapped file's rows may be unaligned
-      std::memcpy(fb, codes + nblocks * g.block_bytes, g.factors * g.degree * sizeof(float));
+      // rows are whole floats and uint32s from an aligned start (see GraphIndex::lists)
+      const float* fb = reinterpret_cast<const float*>(codes + nblocks * g.block_bytes);
       const float off = cq.offset(), inv = cq.inverse_scale(), bias = cq.bias();
       const float* a = g.factors == 2 ? fb + g.degree : nullptr;
       for (size_t j = 0; j < g.degree; ++j)
@@ -1045,7 +1045,8 @@ void GraphIndex::ensure_adjacency() {
 
 std::pair<const uint32_t*, size_t> GraphIndex::lists() const {
   if (!adj_.empty() || nbr_codes_.empty()) return {adj_.data(), degree()};
-  // rows are whole uint32s (lists, 32-byte code blocks, float factors) and start aligned
+  // rows are whole uint32s (lists, 32-byte code blocks, float factors) and the array starts
+  // aligned: owned, from the allocator; mapped, at a 64-byte offset of the file (quanta.io)
   return {reinterpret_cast<const uint32_t*>(nbr_codes_.data()),
           row_code_bytes() / sizeof(uint32_t)};
 }
