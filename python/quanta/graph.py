@@ -112,9 +112,6 @@ class GraphIndex(Removable, Persistent):
         pq_m, pq_nbits, rabitq = parse_codes(codes)
         if pq_m and self._flat.dim % pq_m:
             raise ValueError(f"codes: PQ m = {pq_m} must divide dim = {self._flat.dim}")
-        if rabitq and (self._flat.dim % 4 or self._flat.dim > 1024):
-            raise ValueError(f"codes: RaBitQ takes dim a multiple of 4, at most 1024; got "
-                             f"{self._flat.dim}")
         refine = as_int(refine, "refine", 0, 8)
         max_candidates = as_int(max_candidates, "max_candidates", 0)
         self._index = _core.GraphIndex(self._flat.native, degree, build_width, float(alpha),
