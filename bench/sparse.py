@@ -16,6 +16,8 @@ Data:
   the BM25 score; queries are held-out definitions.
 - splade: real SPLADE vectors (splade-tiny) of GCIDE definitions, documents and held-out
   queries, from the cache `python -m bench.build_splade` makes.
+``--variant layout=blocks`` adds the blocks layout (block-max pruning over documents in
+bisection order), swept over its own grid (``--blocks-query-cuts``, ``--blocks-heap-factors``).
 Ground truth: exact inner products (SciPy); recall@10 counts a returned document as correct
 when its exact score reaches the true 10th score (ties handled). Both libraries get the same
 build parameters (quanta also with summary_cut, summaries from each document's largest
@@ -44,6 +46,10 @@ import numpy as np
 
 QUERY_CUTS = (3, 5, 8, 10, 12, 15, 20, 30)
 HEAP_FACTORS = (1.0, 0.9, 0.8, 0.7)
+# The blocks layout bounds every block over the cut terms: it wants more terms and prunes
+# (heap_factor > 1) where the lists layout widens (< 1).
+BLOCKS_QUERY_CUTS = (20, 25, 30, 35, 40, 50, 70)
+BLOCKS_HEAP_FACTORS = (1.2, 1.1, 1.0, 0.9, 0.8)
 TARGETS = (0.90, 0.95, 0.97, 0.99)
 
 
@@ -266,6 +272,10 @@ def main(argv=None):
                    help="also search every quanta index with head=H (0: not)")
     p.add_argument("--query-cuts", default=",".join(map(str, QUERY_CUTS)),
                    help="query_cut values of the sweep (comma-separated)")
+    p.add_argument("--blocks-query-cuts", default=",".join(map(str, BLOCKS_QUERY_CUTS)),
+                   help="query_cut values of the sweep of layout=blocks builds")
+    p.add_argument("--blocks-heap-factors", default=",".join(map(str, BLOCKS_HEAP_FACTORS)),
+                   help="heap_factor values of the sweep of layout=blocks builds")
     p.add_argument("--bmp", default="",
                    help="also BMP with these block sizes (comma-separated, e.g. 32,64)")
     p.add_argument("--bmp-order", choices=("bp", "given"), default="bp",
@@ -358,20 +368,32 @@ def main(argv=None):
     print("\n| system | query_cut | heap_factor | recall@10 | QPS 1 thread | QPS all threads |")
     print("|---|---:|---:|---:|---:|---:|")
     sweep = [(int(qc), hf) for qc in args.query_cuts.split(",") for hf in HEAP_FACTORS]
-    for qc, hf in sweep:
+    blocks_sweep = [(int(qc), float(hf)) for qc in args.blocks_query_cuts.split(",")
+                    for hf in args.blocks_heap_factors.split(",")]
+    sweeps = {name: blocks_sweep if qi.params["layout"] == "blocks" else sweep
+              for name, (qi, _) in searchers.items()}
+    sweeps.update({name: sweep for name in seismics})
+    for i in range(max(map(len, sweeps.values()))):  # the systems' points interleaved
         for name, (qi, kw) in searchers.items():
+            if i >= len(sweeps[name]):
+                continue
+            qc, hf = sweeps[name][i]
             nk = qi.params["knn"]
             t1, I = timed(lambda: qi.search(queries, 10, qc, hf, n_knn=nk, threads=1, **kw).ids)
             ta, _ = timed(lambda: qi.search(queries, 10, qc, hf, n_knn=nk, **kw))
             rows.setdefault(name, []).append((qc, hf, recall_ties(I, S), nq / t1, nq / ta))
+            print(f"| {name} | {qc} | {hf} | {rows[name][-1][2]:.3f} | {nq / t1:,.0f} | "
+                  f"{nq / ta:,.0f} |")
         for name, (se, nk) in seismics.items():
+            if i >= len(sweeps[name]):
+                continue
+            qc, hf = sweeps[name][i]
             s1, res = timed(lambda: [se.search(t, v, 10, qc, hf, nk, True) for t, v in q_rows])
             Is = [[int(d) for _, d in r] for r in res]
             sa, _ = timed(lambda: se.batch_search(qfile.name, 10, qc, hf, nk, True))
             rows.setdefault(name, []).append((qc, hf, recall_ties(Is, S), nq / s1, nq / sa))
-        for name in rows:
-            qc_, hf_, r, a, b = rows[name][-1]
-            print(f"| {name} | {qc_} | {hf_} | {r:.3f} | {a:,.0f} | {b:,.0f} |")
+            print(f"| {name} | {qc} | {hf} | {rows[name][-1][2]:.3f} | {nq / s1:,.0f} | "
+                  f"{nq / sa:,.0f} |")
 
     if args.bmp:
         from bench.bmp_peer import ALPHAS, BETAS, BMP

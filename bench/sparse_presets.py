@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import argparse
 
-from bench.sparse import TARGETS, bm25, exact_scores, recall_ties, splade_like, timed
+from bench.sparse import (BLOCKS_HEAP_FACTORS, BLOCKS_QUERY_CUTS, TARGETS, bm25, exact_scores,
+                          recall_ties, splade_like, timed)
 
 QUERY_CUTS = (5, 8, 10, 15, 20, 30, 40)
 HEAP_FACTORS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5)
-BUILDS = {"default": {}, "n_postings=500": {"n_postings": 500}}
+BUILDS = {"default": {}, "n_postings=500": {"n_postings": 500}, "blocks": {"layout": "blocks"}}
+GRIDS = {"default": [(qc, hf) for qc in QUERY_CUTS for hf in HEAP_FACTORS],
+         "blocks": [(qc, hf) for qc in BLOCKS_QUERY_CUTS for hf in BLOCKS_HEAP_FACTORS]}
 
 
 def datasets(args):
@@ -37,34 +40,39 @@ def main(argv=None):
     p.add_argument("--n-synthetic", type=int, default=200_000)
     p.add_argument("--n-bm25", type=int, default=180_000)
     p.add_argument("--margin", type=float, default=0.005)
+    p.add_argument("--builds", default=",".join(BUILDS),
+                   help="the builds to sweep (comma-separated names of BUILDS)")
     args = p.parse_args(argv)
     import quanta
 
-    grid = [(qc, hf) for qc in QUERY_CUTS for hf in HEAP_FACTORS]
+    builds = {b: BUILDS[b] for b in args.builds.split(",")}
+    grids = {b: GRIDS.get(b, GRIDS["default"]) for b in builds}
     found = {}  # (build, data) -> {(qc, hf): (recall, qps)}
     for data, docs, queries, dim in datasets(args):
         S = exact_scores(docs, queries, dim)
         nq = len(queries[0]) - 1
-        for build, params in BUILDS.items():
+        for build, params in builds.items():
             index = quanta.SparseIndex(**params)
             index.add(docs)
             pts = found[build, data] = {}
-            for qc, hf in grid:
+            for qc, hf in grids[build]:
                 t, I = timed(lambda: index.search(queries, 10, qc, hf, threads=1).ids)
                 pts[qc, hf] = (recall_ties(I, S), nq / t)
             del index
-        print(f"| {data} | " + " | ".join(f"{qc}, {hf}" for qc, hf in grid) + " |")
-        for build in BUILDS:
-            print(f"| {build} | " + " | ".join(f"{r:.3f} {q:,.0f}" for r, q in
-                                                found[build, data].values()) + " |")
+        for build in builds:
+            print(f"| {data}: {build} | " + " | ".join(f"{qc}, {hf}" for qc, hf in grids[build]) +
+                  " |")
+            print(f"| recall, QPS | " + " | ".join(f"{r:.3f} {q:,.0f}" for r, q in
+                                                   found[build, data].values()) + " |")
 
-    names = [data for build, data in found if build == "default"]
+    first = next(iter(builds))
+    names = [data for build, data in found if build == first]
     print(f"\n| build | recall@10 target (+{args.margin}) | query_cut, heap_factor | recall " +
           " / ".join(names) + " | QPS 1 thread |")
     print("|---|---:|---|---|---|")
-    for build in BUILDS:
+    for build in builds:
         for target in TARGETS:
-            ok = [s for s in grid
+            ok = [s for s in grids[build]
                   if all(found[build, d][s][0] >= target + args.margin for d in names)]
             if not ok:
                 print(f"| {build} | {target:.2f} | none reaches it on every set | | |")

@@ -126,8 +126,9 @@ void dense_chain() {
   expect(refused, "OPQ specs are refused natively");
 }
 
-void sparse_rows() {
+void sparse_rows(SparseLayout layout) {
   // 300 documents of 8 terms out of 200, added in two batches (the second goes to the delta).
+  const std::string name = layout == SparseLayout::blocks ? "sparse blocks" : "sparse lists";
   const size_t n = 300, vocab = 200, nnz = 8, k = 5;
   std::uniform_real_distribution<float> w(0.1f, 1.0f);
   std::vector<float> dense(n * vocab, 0.0f);
@@ -144,7 +145,10 @@ void sparse_rows() {
     docs.indptr.push_back(int64_t(docs.indices.size()));
     docs.ids.push_back(int64_t(10 * i));
   }
-  SparseIndex index(vocab, SparseParams{});
+  SparseParams params;
+  params.layout = layout;
+  params.block_size = 4;
+  SparseIndex index(vocab, params);
   // Rows [b, e) of docs as a batch of their own.
   const auto slice = [&](size_t b, size_t e) {
     SparseDocs part;
@@ -155,24 +159,34 @@ void sparse_rows() {
   const SparseDocs first = slice(0, 200), rest = slice(200, n), queries = slice(40, 60);
   index.add(first.rows(), first.ids.data(), 2);
   index.add(rest.rows(), rest.ids.data(), 2);
-  expect(index.ntotal() == n && index.pending() == 100, "sparse: the second add is pending");
+  expect(index.ntotal() == n && index.pending() == 100, name + ": the second add is pending");
   index.remove(IdFilter::from_ids(std::vector<int64_t>{0, 2500}.data(), 2));
   SparseSearch p;
   p.k = k;
   p.exact = true;
   std::vector<float> d(20 * k);
   std::vector<int64_t> l(20 * k);
-  for (int round = 0; round < 2; ++round) {
+  auto recall = [&] {
     index.search(queries.rows(), p, d.data(), l.data());  // documents 40-59
-    double recall = 0;
+    double r = 0;
     for (size_t i = 0; i < 20; ++i)
-      recall += overlap(l.data() + i * k,
-                        brute_force(dense, vocab, dense.data() + (40 + i) * vocab, k, docs.ids,
-                                    [](int64_t id) { return id != 0 && id != 2500; }));
-    expect(recall / 20 == 1.0, "sparse: exact search equals brute force (round " +
-                                   std::to_string(round) + ")");
+      r += overlap(l.data() + i * k,
+                   brute_force(dense, vocab, dense.data() + (40 + i) * vocab, k, docs.ids,
+                               [](int64_t id) { return id != 0 && id != 2500; }));
+    return r / 20;
+  };
+  for (int round = 0; round < 2; ++round) {
+    p.exact = true;
+    expect(recall() == 1.0, name + ": exact search equals brute force (round " +
+                                std::to_string(round) + ")");
+    if (layout == SparseLayout::blocks) {  // every query term, bounds kept: nothing lost
+      p.exact = false;
+      p.query_cut = vocab;
+      p.heap_factor = 0.97f;
+      expect(recall() == 1.0, name + ": unpruned search equals brute force");
+    }
     index.compact();  // the second round searches one rebuilt index
-    expect(index.pending() == 0 && index.ntotal() == n - 2, "sparse: compact");
+    expect(index.pending() == 0 && index.ntotal() == n - 2, name + ": compact");
   }
 }
 
@@ -213,7 +227,8 @@ void token_sets() {
 
 int main() {
   dense_chain();
-  sparse_rows();
+  sparse_rows(SparseLayout::lists);
+  sparse_rows(SparseLayout::blocks);
   token_sets();
   std::printf("engine: %d checks, %d failed\n", checks, failures);
   return failures ? 1 : 0;

@@ -350,6 +350,24 @@ void check_sparse(const char* name, const Kernels& k) {
   }
 }
 
+// Block-max accumulation: every ISA's integers equal the plain formula's, saturation included.
+void check_accumulate_u8(const char* name, const Kernels& k) {
+  for (size_t n : {0, 1, 15, 16, 17, 31, 32, 33, 100, 1000}) {
+    std::vector<uint8_t> row(n);
+    std::vector<uint16_t> acc(n), ref(n);
+    for (size_t i = 0; i < n; ++i) {
+      row[i] = uint8_t(uniform(0, 255));
+      acc[i] = ref[i] = uint16_t(uniform(0, 65535));
+    }
+    for (uint16_t w : {0, 1, 128, 255}) {
+      k.accumulate_u8(row.data(), n, w, acc.data());
+      for (size_t i = 0; i < n; ++i)
+        ref[i] = uint16_t(std::min<uint32_t>(65535, ref[i] + (uint32_t(w) * row[i] + 63) / 64));
+    }
+    expect(acc == ref, std::string(name) + " accumulate_u8 n " + std::to_string(n));
+  }
+}
+
 void check_table(const char* name, const Kernels& k) {
   std::printf("kernels: %s (mq %d, mr %d)\n", name, k.mq, k.mr);
   check_float_rows(name, k);
@@ -358,6 +376,7 @@ void check_table(const char* name, const Kernels& k) {
   check_panel_i8(name, k);
   check_nearest(name, k);
   check_fast_scan(name, k);
+  check_accumulate_u8(name, k);
   check_row16(name, k);
   check_pq16_tables(name, k);
   check_binary(name, k);

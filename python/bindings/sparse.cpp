@@ -39,8 +39,13 @@ void bind_sparse(py::module_& m) {
       .def(py::init([](size_t dim, size_t n_postings, float centroid_fraction,
                        size_t min_cluster_size, float summary_energy, float max_fraction,
                        size_t doc_cut, size_t summary_cut, size_t knn, bool u8_values,
-                       bool posting_offsets, uint64_t seed) {
+                       bool posting_offsets, uint64_t seed, const std::string& layout,
+                       size_t block_size) {
              SparseParams p;
+             if (layout != "lists" && layout != "blocks")
+               throw py::value_error("layout must be 'lists' or 'blocks'; got '" + layout + "'");
+             p.layout = layout == "blocks" ? SparseLayout::blocks : SparseLayout::lists;
+             p.block_size = block_size;
              p.n_postings = n_postings;
              p.centroid_fraction = centroid_fraction;
              p.min_cluster_size = min_cluster_size;
@@ -57,7 +62,8 @@ void bind_sparse(py::module_& m) {
            py::arg("dim"), py::arg("n_postings"), py::arg("centroid_fraction"),
            py::arg("min_cluster_size"), py::arg("summary_energy"), py::arg("max_fraction"),
            py::arg("doc_cut"), py::arg("summary_cut"), py::arg("knn"),
-           py::arg("u8_values"), py::arg("posting_offsets"), py::arg("seed"))
+           py::arg("u8_values"), py::arg("posting_offsets"), py::arg("seed"),
+           py::arg("layout") = "lists", py::arg("block_size") = 8)
       .def_property_readonly("ndocs", &SparseIndex::ndocs)
       .def_property_readonly("nnz", &SparseIndex::nnz)
       .def_property_readonly("npostings", &SparseIndex::npostings)

@@ -657,6 +657,9 @@ class SparseIndex(_OnDevice):
             raise TypeError("index must be a quanta.SparseIndex")
         if index.native is None:
             raise ValueError("the index is empty; add documents first")
+        if index.params["layout"] == "blocks":
+            raise ValueError("the GPU copy serves documents by position, and the blocks layout "
+                             "stores them in an order of its own: build with layout='lists'")
         if index.pending or index.native.removed().any() or index.native.ids().size:
             raise ValueError("the GPU copy serves positions of one built index: call "
                              "index.compact() after adding to it or removing from it, and "

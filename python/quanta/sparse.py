@@ -42,6 +42,21 @@ index (query_cut 10, heap_factor 0.9) and its ``knn`` best other results are kep
 time ``n_knn`` neighbours of each result are scored after the block loop, which lets a small
 query_cut reach the recall of a larger one.
 
+Blocks layout (``layout="blocks"``, a quanta addition; block-max pruning as in BMP, Mallia et
+al., SIGIR 2024): no posting lists. The documents are stored in a recursive graph bisection
+order (BP: rows sharing terms end up together) and cut into blocks of ``block_size`` (8)
+neighbours; each block keeps its exact maximum per term, 8 bits of that term's largest value
+rounded up, term by term (a byte per block for terms in at least 1/8 of the blocks, else
+(block, code) pairs). A search bounds every block over the query's ``query_cut`` heaviest
+terms (16-bit sums, SIMD over the byte rows), visits the blocks in decreasing bound and stops
+at the first below ``heap_factor`` times the k-th score: with every term and heap_factor 1 it
+prunes nothing but through the 8-bit rounding of the query weights. Here heap_factor > 1
+prunes harder and < 1 widens; defaults ``SEARCH_DEFAULTS["blocks"]``. Each document sits in
+one block, so the index is the forward index (4 bytes per entry, 3 with u8 values) plus the
+block maxima (2.9 bytes per entry on 120,000 real SPLADE rows): below the f32 CSR of the
+documents (8 bytes per entry), where the lists layout takes 4-7x it. The
+n_postings .. summary_cut, posting_offsets and ``order`` settings do not apply to it.
+
 Files: ``add`` and ``search`` also take paths: JSONL rows of the Seismic tools (``{"id",
 "content", "vector": {token: weight}}``, the vocabulary kept with the index) or their inner
 binary format (u32 row count, then per row u32 n, n u32 term ids, n f32 values); see
@@ -67,7 +82,12 @@ from .filter import as_filters, as_removal
 from .flat import SearchResult, removed_mask
 from .io import FormatError, Persistent, register_kind, write_container
 
-_LAYOUT = 4  # of the saved arrays (SparseIndex.State in cpp/include/quanta/index/seismic.hpp)
+# Version of the saved arrays (SparseIndex.State in cpp/include/quanta/index/seismic.hpp),
+# meta key "format"; files of version 4 (meta "layout": 4) hold the lists layout without the
+# block-max arrays and still load.
+_FORMAT = 5
+_BLOCK_MAX_FIELDS = {"bm_ptr": np.int64, "bm_entry": np.uint32, "bm_scale": np.float32,
+                     "bm_dense_terms": np.uint32, "bm_dense": np.uint8}
 
 def as_csr(x, dim: int | None = None, name: str = "documents"):
     """(indptr int64, indices int32, values float32, dim) from a SciPy sparse matrix or an
@@ -192,26 +212,32 @@ class SparseIndex(Removable, Persistent):
 
     maps_arrays = True  # quanta.load(path, mmap=True) maps the large arrays instead of reading
 
-    # Search settings (on the default build) for recall@10 targets: the fastest on real SPLADE
-    # rows among those reaching the target + 0.005 on 120,000 real SPLADE rows (splade-tiny
-    # vectors of GCIDE definitions), the 3,000-row sample the tests use, 200,000 synthetic
-    # SPLADE-like rows and 180,000 BM25 rows (python -m bench.sparse_presets;
-    # bench/results/sparse_presets.md).
+    # Build and search settings for recall@10 targets: the blocks layout (faster than the
+    # lists layout on each of these sets, in a fifth to a tenth of its memory) with the
+    # fastest setting on real SPLADE rows among those reaching the target + 0.005 on 120,000
+    # real SPLADE rows (splade-tiny vectors of GCIDE definitions), the 3,000-row sample the
+    # tests use, 200,000 synthetic SPLADE-like rows and 180,000 BM25 rows (python -m
+    # bench.sparse_presets --builds blocks; bench/results/sparse_presets.md). BM25's short
+    # queries lose results at heap_factor > 1, so 0.90 takes 0.95's setting.
     PRESETS = {
-        0.90: ({}, dict(query_cut=15, heap_factor=1.0)),
-        0.95: ({}, dict(query_cut=15, heap_factor=0.8)),
-        0.97: ({}, dict(query_cut=15, heap_factor=0.7)),
-        0.99: ({}, dict(query_cut=20, heap_factor=0.7)),
+        0.90: ({"layout": "blocks"}, dict(query_cut=35, heap_factor=1.0)),
+        0.95: ({"layout": "blocks"}, dict(query_cut=35, heap_factor=1.0)),
+        0.97: ({"layout": "blocks"}, dict(query_cut=40, heap_factor=1.0)),
+        0.99: ({"layout": "blocks"}, dict(query_cut=40, heap_factor=0.9)),
     }
 
     def __init__(self, n_postings: int = 3500, centroid_fraction: float = 0.1,
                  min_cluster_size: int = 2, summary_energy: float = 0.4,
                  max_fraction: float = 1.5, doc_cut: int = 15, knn: int = 0, *,
                  summary_cut: int | None = None, values: str = "f16", dim: int | None = None,
-                 posting_offsets: bool = True, seed: int = 1142):
+                 posting_offsets: bool = True, seed: int = 1142, layout: str = "lists",
+                 block_size: int = 8):
         if values not in ("f16", "u8"):
             raise ValueError(f"values must be 'f16' or 'u8'; got {values!r}")
-        self.params = dict(n_postings=as_int(n_postings, "n_postings", 1),
+        if layout not in ("lists", "blocks"):
+            raise ValueError(f"layout must be 'lists' or 'blocks'; got {layout!r}")
+        self.params = dict(layout=layout, block_size=as_int(block_size, "block_size", 1),
+                           n_postings=as_int(n_postings, "n_postings", 1),
                            centroid_fraction=float(centroid_fraction),
                            min_cluster_size=as_int(min_cluster_size, "min_cluster_size"),
                            summary_energy=float(summary_energy), max_fraction=float(max_fraction),
@@ -244,7 +270,8 @@ class SparseIndex(Removable, Persistent):
         return _core.SparseIndex(dim, p["n_postings"], p["centroid_fraction"],
                                  p["min_cluster_size"], p["summary_energy"], p["max_fraction"],
                                  p["doc_cut"], p["summary_cut"], p["knn"],
-                                 self.values == "u8", p["posting_offsets"], self.seed)
+                                 self.values == "u8", p["posting_offsets"], self.seed,
+                                 p["layout"], p["block_size"])
 
     @property
     def ntotal(self) -> int:
@@ -272,12 +299,13 @@ class SparseIndex(Removable, Persistent):
     _PARTS = {"forward index": ("doc_ptr", "comp16", "comp32", "val16", "val8", "doc_scale"),
               "postings": ("list_ptr", "block_ptr", "postings", "postoff"),
               "summaries": ("block_step", "sdict_ptr", "sent_ptr", "sterm16", "sterm32", "soff",
-                            "sblock", "scode"),
+                            "sblock", "scode") + tuple(_BLOCK_MAX_FIELDS),
               "knn graph": ("knn",)}
 
     def memory_breakdown(self) -> dict:
         """Bytes of the main index's arrays by part: forward index, postings (with block
-        offsets), summaries (with their per-list term dictionary) and kNN graph."""
+        offsets), summaries (the lists layout's with their per-list term dictionary, or the
+        blocks layout's block maxima) and kNN graph."""
         if self._index is None or self._index.ndocs == 0:
             return {part: 0 for part in self._PARTS}
         st = self._index.state(view=True)
@@ -358,12 +386,17 @@ class SparseIndex(Removable, Persistent):
             return read_inner_binary(queries)
         return queries
 
-    def search(self, queries, k: int = 10, query_cut: int = 20, heap_factor: float = 0.8, *,
+    # (query_cut, heap_factor) of search() by layout when not given
+    SEARCH_DEFAULTS = {"lists": (20, 0.8), "blocks": (35, 1.0)}
+
+    def search(self, queries, k: int = 10, query_cut: int | None = None,
+               heap_factor: float | None = None, *,
                exact: bool = False, n_knn: int = 0, head: int = 0,
                rerank: int | None = None, order: str = "list",
                threads: int = 0, filter=None) -> SearchResult:
         """Top-k documents by inner product for each query row; (scores, ids), -1 where
-        fewer than k documents were reached. filter: ids the queries may return (see
+        fewer than k documents were reached. query_cut and heap_factor default to the
+        layout's ``SEARCH_DEFAULTS``. filter: ids the queries may return (see
         ``quanta.filter``), tested before a document is scored; a filter allowing at most
         1/64 of the documents is served by scoring them directly. n_knn (<= the index's knn): after the block loop,
         the first n_knn graph neighbours of each result are scored too.
@@ -374,7 +407,7 @@ class SparseIndex(Removable, Persistent):
         results possibly lost (many on real SPLADE rows: see the module docstring). 0 (the
         default) scores every visited document in full.
 
-        order: "list" (the default) is the reference's loop: list after list (heaviest query
+        order (the lists layout only): "list" (the default) is the reference's loop: list after list (heaviest query
         term first), each list's blocks in stored order, every block below heap_factor * theta
         skipped. "score" visits the blocks of all query_cut lists in one decreasing order of
         summary score and stops at the first below heap_factor * theta: fewer visits, lower
@@ -382,7 +415,9 @@ class SparseIndex(Removable, Persistent):
         if self.ntotal == 0:
             raise ValueError("search: the index is empty; add documents first")
         k, threads = as_k(k), as_threads(threads)
-        query_cut = as_int(query_cut, "query_cut", 1)
+        default_cut, default_factor = self.SEARCH_DEFAULTS[self.params["layout"]]
+        query_cut = as_int(default_cut if query_cut is None else query_cut, "query_cut", 1)
+        heap_factor = default_factor if heap_factor is None else heap_factor
         if not (isinstance(heap_factor, (int, float, np.floating)) and np.isfinite(heap_factor)
                 and heap_factor > 0):
             raise ValueError(f"heap_factor must be a positive number; got {heap_factor!r}")
@@ -401,7 +436,7 @@ class SparseIndex(Removable, Persistent):
 
     def _write(self, f):
         meta = {**self.params, "values": self.values, "seed": self.seed, "dim": self.dim,
-                "layout": _LAYOUT, "vocabulary": self.vocabulary}
+                "format": _FORMAT, "vocabulary": self.vocabulary}
         arrays = {}
         ndocs = 0 if self._index is None else int(self._index.ndocs)
         if ndocs:
@@ -421,14 +456,20 @@ class SparseIndex(Removable, Persistent):
                                               "max_fraction", "doc_cut", "knn")},
                       summary_cut=meta.get("summary_cut") or None,
                       posting_offsets=meta.get("posting_offsets", True),
-                      values=meta["values"], seed=meta["seed"], dim=meta["dim"])
+                      values=meta["values"], seed=meta["seed"], dim=meta["dim"],
+                      **({} if meta.get("layout") == 4 else
+                         {"layout": meta["layout"], "block_size": meta["block_size"]}))
             out.vocabulary = meta.get("vocabulary")
             if arrays:
-                if meta.get("layout") != _LAYOUT:
-                    raise ValueError(f"layout {meta.get('layout')}, this quanta reads {_LAYOUT}")
+                version = 4 if meta.get("layout") == 4 else meta.get("format")
+                if version not in (4, _FORMAT):
+                    raise ValueError(f"format {version}, this quanta reads 4 and {_FORMAT}")
                 state = {name: arrays[f"S{i:03d}"] for i, name in enumerate(meta["fields"])}
-                if state["list_ptr"].size != dim + 1:  # before dim sizes any allocation
-                    raise ValueError(f"{state['list_ptr'].size} list offsets for dim {dim}")
+                for name, dtype in _BLOCK_MAX_FIELDS.items():  # absent from version 4
+                    state.setdefault(name, np.zeros(0, dtype))
+                offsets = "bm_ptr" if out.params["layout"] == "blocks" else "list_ptr"
+                if state[offsets].size != dim + 1:  # before dim sizes any allocation
+                    raise ValueError(f"{state[offsets].size} term offsets for dim {dim}")
                 native = out._native(dim)
                 # The arrays are views of the file's buffer or memory map: borrowed, not
                 # copied; a memory-mapped file's contents are not all read up front.

@@ -8,6 +8,7 @@
 #include <string>
 #include <utility>
 
+#include "quanta/codec/bisection_order.hpp"
 #include "quanta/codec/storage.hpp"
 #include "quanta/core/error.hpp"
 #include "quanta/core/parallel.hpp"
@@ -110,12 +111,23 @@ struct ListOut {
   }
 };
 
+// An 8-bit summary code of v >= 0 for steps of `step` (the summary's largest / 255), rounded
+// up: code * step stays an upper bound of v.
+inline uint32_t code_up(float v, float step) {
+  uint32_t code = std::min(255u, uint32_t(std::ceil(v / step)));
+  if (code < 255 && float(code) * step < v) ++code;
+  return code;
+}
+
 constexpr size_t kTrimBytes = size_t(64) << 20;
 constexpr size_t kMaxBlocksPerList = 65535;  // block numbers within a list are u16
 constexpr size_t kPrefetchAhead = 4;           // documents whose forward entries are prefetched
+constexpr size_t kRowsAhead = 2;     // blocks layout: blocks whose forward rows are prefetched
+constexpr size_t kOffsetsAhead = 4;  // blocks whose first document offset is prefetched
 constexpr size_t kKnnQueryCut = 10;            // search settings of the kNN-graph build
 constexpr float kKnnHeapFactor = 0.9f;
 constexpr size_t kKnnHead = 16;
+constexpr size_t kBisectionIters = 20;  // swap rounds per cut (the BP paper's)
 
 }  // namespace
 
@@ -123,6 +135,7 @@ constexpr size_t kKnnHead = 16;
 // summary scores of one list.
 struct SparseScratch {
   std::vector<float> q, acc;
+  std::vector<uint16_t> bound;  // the blocks layout's block scores
   std::vector<uint8_t> seen;  // one byte per document: small enough to stay in cache
   uint8_t epoch = 0;          // cleared every 255 queries
   std::vector<uint32_t> docs;
@@ -142,6 +155,18 @@ struct SparseScratch {
 SparseScratch& thread_scratch() {
   thread_local SparseScratch s;
   return s;
+}
+
+// The query's entries of positive weight into s.terms, its query_cut heaviest first; returns
+// how many of them lead (the cut).
+static size_t cut_terms(const int64_t* qptr, const int32_t* qidx, const float* qval, size_t i,
+                 size_t query_cut, SparseScratch& s) {
+  s.terms.clear();
+  for (int64_t e = qptr[i]; e < qptr[i + 1]; ++e)
+    if (qval[e] > 0.0f) s.terms.emplace_back(qval[e], uint32_t(qidx[e]));
+  const size_t cut = std::min(s.terms.size(), query_cut);
+  std::partial_sort(s.terms.begin(), s.terms.begin() + cut, s.terms.end(), heavier);
+  return cut;
 }
 
 SparseIndex::SparseIndex(size_t dim, const SparseParams& params) : dim_(dim), p_(params) {
@@ -173,8 +198,7 @@ void SparseIndex::add(const SparseRows& docs, const int64_t* ids, int threads) {
   require(docs.n > 0, "documents: no rows");
   Labels::check(ids, docs.n);
   if (ndocs() == 0 && !delta_) {  // the first add builds the index
-    build(docs, threads);
-    if (ids) set_ids(std::vector<int64_t>(ids, ids + docs.n));
+    build(docs, ids, threads);
     return;
   }
   validate_csr(docs.indptr, docs.indices, docs.values, docs.n, dim_, "documents");
@@ -190,8 +214,7 @@ void SparseIndex::add(const SparseRows& docs, const int64_t* ids, int threads) {
   SparseParams exhaustive = p_;
   exhaustive.knn = 0;  // the delta is scored exhaustively: no graph
   auto delta = std::make_unique<SparseIndex>(dim_, exhaustive);
-  delta->build(all.rows(), threads);
-  delta->set_ids(std::move(all.ids));
+  delta->build(all.rows(), all.ids.data(), threads);
   delta_ = std::move(delta);
 }
 
@@ -249,8 +272,7 @@ void SparseIndex::compact(int threads) {
     return;
   }
   SparseIndex fresh(dim_, p_);  // built aside: a failure leaves this index as it was
-  fresh.build(all.rows(), threads);
-  fresh.set_ids(std::move(all.ids));
+  fresh.build(all.rows(), all.ids.data(), threads);
   s_ = std::move(fresh.s_);
   labels_.assign(std::vector<int64_t>(fresh.ids()));
   delta_.reset();
@@ -302,14 +324,31 @@ void SparseIndex::prefetch_doc(const Comp* comp, size_t offset, size_t bytes) co
   for (size_t o = 0; o < vb; o += 64) prefetch_line(v + o);
 }
 
-void SparseIndex::build(const SparseRows& docs, int threads) {
+void SparseIndex::build(const SparseRows& given, const int64_t* given_ids, int threads) {
+  validate_csr(given.indptr, given.indices, given.values, given.n, dim_, "documents");
+  require(given.n < (size_t(1) << 32), "at most 2^32 - 1 documents");
+  // The blocks layout stores the documents in bisection order: block b is positions
+  // b * block_size .., and the ids follow the documents.
+  SparseDocs sorted;
+  std::vector<int64_t> ids;
+  if (given_ids) ids.assign(given_ids, given_ids + given.n);
+  if (p_.layout == SparseLayout::blocks) {
+    require(p_.block_size > 0, "block_size must be positive");
+    require((given.n + p_.block_size - 1) / p_.block_size < (size_t(1) << 24),
+            "the blocks layout holds at most 2^24 blocks: raise block_size");
+    const std::vector<uint32_t> order = bisection_order(
+        given.indptr, given.indices, given.n, dim_, p_.block_size, kBisectionIters, threads);
+    for (uint32_t d : order) {
+      const int64_t id = given_ids ? given_ids[d] : int64_t(d);
+      sorted.append({given.indptr + d, given.indices, given.values, 1}, &id);
+    }
+    ids = std::move(sorted.ids);
+  }
+  const SparseRows docs = p_.layout == SparseLayout::blocks ? sorted.rows() : given;
   const int64_t* indptr = docs.indptr;
   const int32_t* indices = docs.indices;
   const float* values = docs.values;
   const size_t n = docs.n;
-  validate_csr(indptr, indices, values, n, dim_, "documents");
-  require(n < (size_t(1) << 32), "at most 2^32 - 1 documents");
-  labels_.assign({});
   const size_t nnz = size_t(indptr[n]);
   // Each row heaviest first (lower id on ties): a document's largest entries are a prefix,
   // for k-means, the summaries and head-first scoring.
@@ -365,13 +404,73 @@ void SparseIndex::build(const SparseRows& docs, int threads) {
   }
   std::swap(s_, st);
   try {
-    prune_and_block(vals.data(), threads);
+    if (p_.layout == SparseLayout::blocks)
+      block_maxima(vals.data());
+    else
+      prune_and_block(vals.data(), threads);
+    labels_.assign({});  // positions while the kNN graph searches
     s_.knn = Buffer<uint32_t>();
     if (p_.knn > 0) build_knn(indptr, indices, values, n, threads);
+    set_ids(std::move(ids));
   } catch (...) {
     std::swap(s_, st);  // nothing stored is lost on a failed build
     throw;
   }
+}
+
+void SparseIndex::block_maxima(const float* val) {
+  const size_t n = ndocs(), bs = p_.block_size, nb = (n + bs - 1) / bs;
+  const bool narrow = dim_ <= 65536;
+  // Every block's maximum per term (blocks ascending), then each term's scale and layout.
+  struct Max {
+    uint32_t term, block;
+    float v;
+  };
+  std::vector<Max> all;
+  std::vector<std::pair<uint32_t, float>> block;
+  std::vector<float> top(dim_, 0.0f);
+  std::vector<size_t> count(dim_, 0);
+  for (size_t b = 0; b < nb; ++b) {
+    block.clear();
+    for (int64_t e = s_.doc_ptr[b * bs]; e < s_.doc_ptr[std::min(n, (b + 1) * bs)]; ++e)
+      block.emplace_back(narrow ? s_.comp16[e] : s_.comp32[e], val[e]);
+    std::sort(block.begin(), block.end());  // by term, then value: a term's largest is last
+    for (size_t i = 0; i < block.size(); ++i)
+      if ((i + 1 == block.size() || block[i + 1].first != block[i].first) &&
+          block[i].second > 0.0f) {
+        const uint32_t t = block[i].first;
+        all.push_back({t, uint32_t(b), block[i].second});
+        top[t] = std::max(top[t], block[i].second);
+        ++count[t];
+      }
+  }
+  std::vector<float> scale(dim_);
+  std::vector<int64_t> ptr(dim_ + 1, 0);
+  std::vector<uint32_t> dense_terms;
+  std::vector<int64_t> row(dim_, -1);  // a dense term's row
+  for (size_t t = 0; t < dim_; ++t) {
+    scale[t] = top[t] > 0.0f ? top[t] / 255.0f : 1.0f;
+    if (count[t] * kDenseShare >= nb && count[t] > 0) {
+      row[t] = int64_t(dense_terms.size());
+      dense_terms.push_back(uint32_t(t));
+    }
+    ptr[t + 1] = ptr[t] + (row[t] < 0 ? int64_t(count[t]) : 0);
+  }
+  LargeVector<uint32_t> entry(size_t(ptr[dim_]));
+  LargeVector<uint8_t> dense(dense_terms.size() * nb, 0);
+  std::vector<int64_t> fill(ptr.begin(), ptr.end() - 1);
+  for (const Max& m : all) {
+    const uint32_t code = code_up(m.v, scale[m.term]);
+    if (row[m.term] >= 0)
+      dense[size_t(row[m.term]) * nb + m.block] = uint8_t(code);
+    else
+      entry[size_t(fill[m.term]++)] = m.block << 8 | code;
+  }
+  s_.bm_ptr = std::move(ptr);
+  s_.bm_entry = std::move(entry);
+  s_.bm_scale = std::move(scale);
+  s_.bm_dense_terms = std::move(dense_terms);
+  s_.bm_dense = std::move(dense);
 }
 
 // The graph: each document searched as a query on the finished index (query_cut and
@@ -596,11 +695,8 @@ void SparseIndex::prune_and_block(const float* val, int threads) {
         for (const auto& en : entries) hi = std::max(hi, en.first);
         // codes times hi / 255, rounded up: the summary stays an upper bound of the maxima
         const float step = hi / 255.0f;
-        for (const auto& en : entries) {
-          uint32_t code = std::min(255u, uint32_t(std::ceil(en.first / step)));
-          if (code < 255 && float(code) * step < en.first) ++code;
-          sum.push_back(uint64_t(en.second) << 24 | block << 8 | code);
-        }
+        for (const auto& en : entries)
+          sum.push_back(uint64_t(en.second) << 24 | block << 8 | code_up(en.first, step));
         out.step.push_back(step);
       }
       // Transpose: entries grouped by term (ascending), blocks ascending within a term (a
@@ -729,20 +825,39 @@ void SparseIndex::restore(State s, bool check_contents) {
   require(p_.u8_values ? s.val8.size() == nnz && s.doc_scale.size() == n && s.val16.empty()
                        : s.val16.size() == nnz && s.val8.empty(),
           "restore: values do not match the offsets");
-  require(offsets_ok(s.list_ptr, dim_ + 1, nb), "restore: bad list offsets");
-  require(offsets_ok(s.block_ptr, nb + 1, s.postings.size()), "restore: bad block offsets");
-  require(s.postoff.empty() || s.postoff.size() == s.postings.size(),
-          "restore: posting offsets do not match the postings");
-  require(offsets_ok(s.sdict_ptr, dim_ + 1, ndict) && offsets_ok(s.sent_ptr, dim_ + 1, nent) &&
-              s.scode.size() == nent && s.soff.size() == ndict + dim_,
-          "restore: bad summary offsets");
-  for (size_t t = 0; t < dim_; ++t) {
-    const uint32_t* off = s.soff.data() + s.sdict_ptr[t] + t;
-    const size_t m = size_t(s.sdict_ptr[t + 1] - s.sdict_ptr[t]);
-    require(off[0] == 0 && off[m] == uint64_t(s.sent_ptr[t + 1] - s.sent_ptr[t]) &&
-                std::is_sorted(off, off + m + 1) &&
-                s.list_ptr[t + 1] - s.list_ptr[t] <= int64_t(kMaxBlocksPerList),
+  const bool blocks = p_.layout == SparseLayout::blocks;
+  require(blocks != s.bm_ptr.empty(), "restore: arrays of the other layout");
+  if (blocks) {
+    require(s.list_ptr.empty() && s.postings.empty() && s.postoff.empty() && nb == 0 &&
+                s.sdict_ptr.empty() && s.sent_ptr.empty() && ndict == 0 && s.soff.empty() &&
+                nent == 0 && s.scode.empty() && s.block_ptr.size() == 1,
+            "restore: list arrays in the blocks layout");
+    const size_t nbm = p_.block_size > 0 ? (n + p_.block_size - 1) / p_.block_size : 0;
+    require(nbm > 0 && offsets_ok(s.bm_ptr, dim_ + 1, s.bm_entry.size()) &&
+                s.bm_scale.size() == dim_ && s.bm_dense.size() == s.bm_dense_terms.size() * nbm &&
+                std::adjacent_find(s.bm_dense_terms.begin(), s.bm_dense_terms.end(),
+                                   std::greater_equal<uint32_t>()) == s.bm_dense_terms.end() &&
+                (s.bm_dense_terms.empty() || s.bm_dense_terms.back() < dim_),
+            "restore: bad block maxima");
+  } else {
+    require(s.bm_entry.empty() && s.bm_scale.empty() && s.bm_dense_terms.empty() &&
+                s.bm_dense.empty(),
+            "restore: block maxima in the lists layout");
+    require(offsets_ok(s.list_ptr, dim_ + 1, nb), "restore: bad list offsets");
+    require(offsets_ok(s.block_ptr, nb + 1, s.postings.size()), "restore: bad block offsets");
+    require(s.postoff.empty() || s.postoff.size() == s.postings.size(),
+            "restore: posting offsets do not match the postings");
+    require(offsets_ok(s.sdict_ptr, dim_ + 1, ndict) && offsets_ok(s.sent_ptr, dim_ + 1, nent) &&
+                s.scode.size() == nent && s.soff.size() == ndict + dim_,
             "restore: bad summary offsets");
+    for (size_t t = 0; t < dim_; ++t) {
+      const uint32_t* off = s.soff.data() + s.sdict_ptr[t] + t;
+      const size_t m = size_t(s.sdict_ptr[t + 1] - s.sdict_ptr[t]);
+      require(off[0] == 0 && off[m] == uint64_t(s.sent_ptr[t + 1] - s.sent_ptr[t]) &&
+                  std::is_sorted(off, off + m + 1) &&
+                  s.list_ptr[t + 1] - s.list_ptr[t] <= int64_t(kMaxBlocksPerList),
+              "restore: bad summary offsets");
+    }
   }
   require(s.knn.size() == (p_.knn ? n * p_.knn : 0), "restore: kNN graph of the wrong size");
   if (check_contents) {
@@ -755,16 +870,121 @@ void SparseIndex::restore(State s, bool check_contents) {
                 below(s.sterm32, dim_),
             "restore: term id out of range");
     require(below(s.postings, n), "restore: posting out of range");
+    const size_t nbm = s.bm_ptr.empty() ? 0 : (n + p_.block_size - 1) / p_.block_size;
+    for (uint32_t x : s.bm_entry)
+      require((x >> 8) < nbm, "restore: block maximum of a block out of range");
     for (uint32_t x : s.knn) require(x < n || x == ~0u, "restore: kNN neighbour out of range");
     for (size_t i = 0; i < s.postoff.size(); ++i)
       require(s.postoff[i] == uint64_t(s.doc_ptr[s.postings[i]]), "restore: bad posting offset");
-    for (size_t t = 0; t < dim_; ++t)
+    for (size_t t = 0; !blocks && t < dim_; ++t)
       for (int64_t e = s.sent_ptr[t]; e < s.sent_ptr[t + 1]; ++e)
         require(s.sblock[size_t(e)] < s.list_ptr[t + 1] - s.list_ptr[t],
                 "restore: summary block out of range");
   }
   s_ = std::move(s);
   labels_.assign({});
+}
+
+// The blocks layout's loop for one query whose cut heaviest terms lead s.terms; documents
+// are scored by score(heap, document, first entry).
+template <class Comp, class Score>
+void SparseIndex::search_blocks(const Comp* comp, size_t cut, const SparseSearch& p,
+                                SparseScratch& s, const Kernels& kr, TopKSet& heap,
+                                Score&& score) const {
+  const size_t n = ndocs();
+  auto skip = [&](float sd) {
+    const float theta = heap.threshold(0);
+    return std::isfinite(theta) && sd < p.heap_factor * theta;
+  };
+  auto lighter = [](const std::pair<float, int64_t>& a, const std::pair<float, int64_t>& b) {
+    return heavier(b, a);
+  };
+  // The blocks' summary scores over the cut terms as 16-bit sums of each term's weight times
+  // its scale, quantized to `levels` steps of the largest, times the codes. Codes and products
+  // are rounded up, the weights to nearest: with every term and heap_factor 1 a block is
+  // skipped only through that rounding.
+  const size_t nb = nblocks(), bs = p_.block_size;
+  if (s.bound.size() < nb) s.bound.resize(nb);
+  uint16_t* bound = s.bound.data();
+  std::fill(bound, bound + nb, uint16_t(0));
+  float wmax = 0.0f;
+  for (size_t ti = 0; ti < cut; ++ti)
+    wmax = std::max(wmax, s.terms[ti].first * s_.bm_scale[s.terms[ti].second]);
+  // a term adds at most about levels * 4 per block: sums of up to 64 terms fit in 16
+  // bits at 255 levels, longer queries get fewer (and sums saturate rather than wrap)
+  const float levels = float(std::clamp<size_t>(16383 / std::max<size_t>(1, cut), 1, 255));
+  const uint32_t* dense_end = s_.bm_dense_terms.end();
+  for (size_t ti = 0; ti < cut && wmax > 0.0f; ++ti) {
+    const uint32_t t = s.terms[ti].second;
+    const float weight = s.terms[ti].first * s_.bm_scale[t] / wmax * levels;
+    const uint32_t w = std::min(uint32_t(levels), uint32_t(std::lrint(weight)));
+    const uint32_t* d = std::lower_bound(s_.bm_dense_terms.begin(), dense_end, t);
+    if (d != dense_end && *d == t) {
+      kr.accumulate_u8(s_.bm_dense.data() + size_t(d - s_.bm_dense_terms.begin()) * nb, nb,
+                       uint16_t(w), bound);
+      continue;
+    }
+    // block numbers clamped: a corrupt mapped file gives wrong results, not wild writes
+    for (int64_t x = s_.bm_ptr[t]; x < s_.bm_ptr[t + 1]; ++x) {
+      const uint32_t en = s_.bm_entry[x];
+      uint16_t& to = bound[std::min<size_t>(en >> 8, nb - 1)];
+      to = uint16_t(std::min<uint32_t>(65535u, to + ((w * (en & 255u) + 63u) >> 6)));
+    }
+  }
+  const float unit = 64.0f * wmax / levels;  // the score of one unit of a sum
+  uint32_t top = 0;
+  for (size_t b = 0; b < nb; ++b) top = std::max<uint32_t>(top, bound[b]);
+  // Prefetched two blocks ahead: the first offset of a block's run of forward rows, then
+  // one block ahead the run itself (a random block's offset is a miss of its own).
+  auto prefetch_offset = [&](size_t b) {
+    prefetch_line(reinterpret_cast<const char*>(s_.doc_ptr.data() + b * bs));
+  };
+  auto prefetch_rows = [&](size_t b) {
+    const size_t e0 = size_t(s_.doc_ptr[b * bs]);
+    const size_t e1 = size_t(s_.doc_ptr[std::min(n, b * bs + bs)]);
+    prefetch_doc(comp, e0, std::min<size_t>(2048, (e1 - e0) * sizeof(Comp)));
+  };
+  // The blocks in decreasing score up to the first below heap_factor * theta, found in
+  // rounds that each sort only the blocks with sums in [lo, hi): lo halves until the heap
+  // is full, then drops to that bar, so most blocks are never sorted.
+  uint32_t hi = 65536, lo = std::max<uint32_t>(1, top / 2);
+  while (top > 0) {
+    s.docs.resize(nb);  // the round's blocks
+    size_t m = 0;
+    for (size_t b = 0; b < nb; ++b) {  // branch-free: most blocks fail the test
+      s.docs[m] = uint32_t(b);
+      m += uint32_t(bound[b]) - lo < hi - lo;
+    }
+    s.blocks.clear();
+    for (size_t j = 0; j < m; ++j)
+      s.blocks.emplace_back(float(bound[s.docs[j]]) * unit, s.docs[j]);
+    // Popped from a heap in decreasing order (a round often ends after a few blocks), a
+    // few ahead of the visits for the prefetches: the r-th best lands at end - 1 - r.
+    std::make_heap(s.blocks.begin(), s.blocks.end(), lighter);
+    size_t popped = 0;
+    auto ranked = [&](size_t r) -> const std::pair<float, int64_t>& {
+      for (; popped <= r; ++popped)
+        std::pop_heap(s.blocks.begin(), s.blocks.end() - popped, lighter);
+      return *(s.blocks.end() - 1 - r);
+    };
+    bool below = false;
+    for (size_t r = 0; r < m && !(below = skip(ranked(r).first)); ++r) {
+      if (r + kOffsetsAhead < m) prefetch_offset(size_t(ranked(r + kOffsetsAhead).second));
+      if (r + kRowsAhead < m) prefetch_rows(size_t(ranked(r + kRowsAhead).second));
+      const size_t b = size_t(ranked(r).second);
+      for (size_t doc = b * bs; doc < std::min(n, b * bs + bs); ++doc) {
+        s.seen[doc] = s.epoch;
+        score(heap, doc, size_t(s_.doc_ptr[doc]));
+      }
+    }
+    const float theta = heap.threshold(0);
+    const uint32_t bar = std::isfinite(theta)
+                             ? uint32_t(std::min(65536.0f, p.heap_factor * theta / unit))
+                             : 0;
+    if (below || lo == 1 || bar >= lo) break;  // every block left is below the bar
+    hi = lo;
+    lo = std::max<uint32_t>({1, bar, lo / 2});
+  }
 }
 
 template <class Comp, class Term>
@@ -824,12 +1044,10 @@ void SparseIndex::search_one(const Comp* comp, const Term* sterm, const int64_t*
     });
   } else if (p.exact) {
     for (size_t d = 0; d < n; ++d) score_all(d);
+  } else if (blocks_layout()) {
+    search_blocks(comp, cut_terms(qptr, qidx, qval, i, p.query_cut, s), p, s, kr, heap, score);
   } else {
-    s.terms.clear();
-    for (int64_t e = qptr[i]; e < qptr[i + 1]; ++e)
-      if (qval[e] > 0.0f) s.terms.emplace_back(qval[e], uint32_t(qidx[e]));
-    const size_t cut = std::min(s.terms.size(), p.query_cut);
-    std::partial_sort(s.terms.begin(), s.terms.begin() + cut, s.terms.end(), heavier);
+    const size_t cut = cut_terms(qptr, qidx, qval, i, p.query_cut, s);
     const uint32_t* postings = s_.postings.data();
     const uint32_t* postoff = s_.postoff.empty() ? nullptr : s_.postoff.data();
     // bytes of term ids to prefetch per document: the average row (at most 8 cache lines),

@@ -776,6 +776,19 @@ float sparse_dot(const uint16_t* comp, const V* val, size_t n, const float* q) {
   return _mm512_reduce_add_ps(acc);
 }
 
+void accumulate_u8(const uint8_t* row, size_t n, uint16_t w, uint16_t* acc) {
+  const __m512i wv = _mm512_set1_epi16(int16_t(w)), up = _mm512_set1_epi16(63);
+  size_t i = 0;
+  for (; i + 32 <= n; i += 32) {  // w * row + 63 <= 65,088: exact in 16 bits
+    const __m256i bytes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + i));
+    const __m512i r = _mm512_cvtepu8_epi16(bytes);
+    const __m512i add = _mm512_srli_epi16(_mm512_add_epi16(_mm512_mullo_epi16(r, wv), up), 6);
+    _mm512_storeu_si512(acc + i, _mm512_adds_epu16(_mm512_loadu_si512(acc + i), add));
+  }
+  for (; i < n; ++i)
+    acc[i] = uint16_t(std::min<uint32_t>(65535u, acc[i] + ((w * row[i] + 63u) >> 6)));
+}
+
 }  // namespace
 
 const Kernels* avx512_kernels() {
@@ -798,7 +811,8 @@ const Kernels* avx512_kernels() {
                          sparse_dot<uint8_t>,
                          dot_gather,
                          __builtin_cpu_supports("avx512vnni") ? dot_panel_i8_vnni : nullptr,
-                         pq16_tables};
+                         pq16_tables,
+                         accumulate_u8};
   return &k;
 }
 

@@ -416,7 +416,8 @@ const Kernels* neon_kernels(bool dotprod) {
                              row16_minmax, row16_table_minmax, row16_quantize, rbe_dots,
                              scalar_kernels().rbe_dots_u8, sparse_dot<uint16_t>,
                              sparse_dot<uint8_t>, dot_gather,  nullptr,
-                             scalar_kernels().pq16_tables};
+                             scalar_kernels().pq16_tables,
+                             scalar_kernels().accumulate_u8};  // auto-vectorized: NEON is baseline
   static const Kernels sdot = [] {
     Kernels k = plain;
     k.dot_rows_i8 = dot_rows_i8_sdot;

@@ -230,6 +230,11 @@ void pq16_tables(const float* q, const float* ct, const float* cnorm, size_t m, 
   }
 }
 
+void accumulate_u8(const uint8_t* row, size_t n, uint16_t w, uint16_t* acc) {
+  for (size_t i = 0; i < n; ++i)
+    acc[i] = uint16_t(std::min<uint32_t>(65535u, acc[i] + ((w * row[i] + 63u) >> 6)));
+}
+
 }  // namespace
 
 const Kernels& scalar_kernels() {
@@ -237,7 +242,7 @@ const Kernels& scalar_kernels() {
                          gemm_tile,   dot_rows_i8, nearest,       pq4_accumulate,
                          row16_minmax, row16_table_minmax, row16_quantize, rbe_dots,
                          rbe_dots_u8, sparse_dot<uint16_t>, sparse_dot<uint8_t>, dot_gather,
-                         dot_panel_i8, pq16_tables};
+                         dot_panel_i8, pq16_tables, accumulate_u8};
   return k;
 }
 

@@ -1,19 +1,30 @@
 // Seismic-style approximate top-k inner-product search over non-negative sparse vectors
-// (learned sparse retrieval, SPLADE-like; Bruch et al., SIGIR 2024).
+// (learned sparse retrieval, SPLADE-like; Bruch et al., SIGIR 2024), in one of two layouts.
 //
-// Build: a forward index of every document (term ids, f16 or u8 values); per term a posting
-// list pruned globally (the n_postings * dim largest entries of the collection, at most
-// n_postings * max_fraction per list), split into blocks by one pass of k-means around
-// sampled documents (documents and centroids compared on their doc_cut largest entries),
-// each block with a summary: the coordinate-wise maximum of its documents (of their
-// summary_cut largest entries when set), cut to summary_energy of its L1 mass and quantized
-// to 8 bits (rounded up, so it stays an upper bound of what it keeps).
+// Lists layout (the reference's). Build: a forward index of every document (term ids, f16
+// or u8 values); per term a posting list pruned globally (the n_postings * dim largest
+// entries of the collection, at most n_postings * max_fraction per list), split into blocks
+// by one pass of k-means around sampled documents (documents and centroids compared on their
+// doc_cut largest entries), each block with a summary: the coordinate-wise maximum of its
+// documents (of their summary_cut largest entries when set), cut to summary_energy of its L1
+// mass and quantized to 8 bits (rounded up, so it stays an upper bound of what it keeps).
 // Search: the query's query_cut largest terms; the blocks of their lists are visited list by
 // list (or in one decreasing order of summary score), skipping those whose summary dot
 // product is below heap_factor times the current k-th score; a visited block's unseen
-// documents are scored exactly against the whole query. Optional kNN graph: each document's
-// knn best other results of a search with itself as the query; n_knn of them per result are
-// scored last.
+// documents are scored exactly against the whole query.
+//
+// Blocks layout (block-max pruning over clustered documents, as in BMP, Mallia et al., SIGIR
+// 2024). Build: the documents are stored in bisection order (codec/bisection_order.hpp) and
+// cut into blocks of block_size neighbours; each block is summarized by its exact per-term
+// maxima, quantized to 8 bits of the term's largest value (rounded up), stored term-major: a
+// dense row of one byte per block for terms in at least 1/kDenseShare of the blocks, else
+// (block, code) pairs. No posting lists: each document sits in one block. Search: the
+// summary scores of every block over the query's query_cut heaviest terms (16-bit sums of
+// quantized query weights times codes, SIMD over dense rows), then the blocks in decreasing
+// summary score up to the first below heap_factor * theta, their documents scored exactly.
+//
+// Both: an optional kNN graph (each document's knn best other results of a search with itself
+// as the query; n_knn of them per result are scored last), head-first scoring and filters.
 #pragma once
 #include <atomic>
 #include <cstddef>
@@ -31,6 +42,7 @@ namespace quanta {
 
 struct SparseScratch;
 struct Kernels;
+class TopKSet;
 
 // Search settings. n_knn: graph neighbours of each result evaluated after the block loop.
 // head > 0: a visited document is scored on its head largest entries first and in full only
@@ -53,7 +65,12 @@ struct SparseSearch : SearchParams {
   }
 };
 
+enum class SparseLayout : uint8_t { lists, blocks };
+
 struct SparseParams {
+  SparseLayout layout = SparseLayout::lists;
+  size_t block_size = 8;  // documents per block of the blocks layout
+  // The lists layout's build (n_postings .. summary_cut, posting_offsets):
   size_t n_postings = 3500;
   float centroid_fraction = 0.1f;
   size_t min_cluster_size = 2;
@@ -99,8 +116,15 @@ class SparseIndex : public RowsIndex<SparseRows> {
   size_t ndocs() const { return s_.doc_ptr.size() - 1; }
   size_t nnz() const { return size_t(s_.doc_ptr.back()); }
   size_t npostings() const { return s_.postings.size(); }
-  size_t nblocks() const { return s_.block_step.size(); }
-  size_t nsummary_entries() const { return s_.sblock.size(); }
+  bool blocks_layout() const { return !s_.bm_ptr.empty(); }
+  size_t nblocks() const {
+    return blocks_layout() ? (ndocs() + p_.block_size - 1) / p_.block_size : s_.block_step.size();
+  }
+  size_t nsummary_entries() const {  // (block, term) maxima stored, dense rows' zeros included
+    return blocks_layout() ? s_.bm_entry.size() + s_.bm_dense.size() : s_.sblock.size();
+  }
+  // Blocks layout: terms in at least 1 / kDenseShare of the blocks get a dense row.
+  static constexpr size_t kDenseShare = 8;
   size_t pending() const { return delta_ ? delta_->ndocs() : 0; }  // documents in the delta
   const SparseParams& params() const { return p_; }
   // Share of the posting lists built so far by a running first add (0 .. 1), for progress bars.
@@ -117,6 +141,11 @@ class SparseIndex : public RowsIndex<SparseRows> {
   // terms sterm[sdict_ptr[t] .. sdict_ptr[t + 1]) ascending; the j-th term's entries are
   // soff[sdict_ptr[t] + t + j] .. soff[... + 1] (relative to sent_ptr[t]) of (block within
   // the list, 8-bit code); a block's summary value is code * block_step[b].
+  // Blocks layout (the list arrays empty): block b = documents b * block_size .. (stored in
+  // bisection order). Term t's maximum in a block is code * bm_scale[t]; the codes of the
+  // dense terms bm_dense_terms[j] (ascending) are row j of bm_dense (one byte per block), the
+  // others' are bm_entry[bm_ptr[t] .. bm_ptr[t + 1]) = block << 8 | code (blocks ascending,
+  // zero codes left out).
   struct State {
     Buffer<int64_t> doc_ptr{std::vector<int64_t>{0}};
     Buffer<uint16_t> comp16, val16;
@@ -133,6 +162,10 @@ class SparseIndex : public RowsIndex<SparseRows> {
     Buffer<uint8_t> scode;
     // knn[d * knn .. (d + 1) * knn): document d's graph neighbours, best first (padding ~0u)
     Buffer<uint32_t> knn;
+    Buffer<int64_t> bm_ptr;
+    Buffer<uint32_t> bm_entry, bm_dense_terms;
+    Buffer<float> bm_scale;
+    Buffer<uint8_t> bm_dense;
 
     // f(name, buffer) for every array, in the order the files store them.
     template <class S, class F>
@@ -144,6 +177,8 @@ class SparseIndex : public RowsIndex<SparseRows> {
       f("block_step", s.block_step), f("sdict_ptr", s.sdict_ptr), f("sent_ptr", s.sent_ptr);
       f("sterm16", s.sterm16), f("sterm32", s.sterm32), f("soff", s.soff);
       f("sblock", s.sblock), f("scode", s.scode), f("knn", s.knn);
+      f("bm_ptr", s.bm_ptr), f("bm_entry", s.bm_entry), f("bm_scale", s.bm_scale);
+      f("bm_dense_terms", s.bm_dense_terms), f("bm_dense", s.bm_dense);
     }
   };
   const State& state() const { return s_; }
@@ -163,18 +198,22 @@ class SparseIndex : public RowsIndex<SparseRows> {
   const std::vector<uint64_t>& removed_mask() const { return labels_.dead(); }
 
  private:
-  // Replaces the main part's content with these documents (positional labels).
-  void build(const SparseRows& docs, int threads);
+  // Replaces the main part's content with these documents (ids null: their positions).
+  void build(const SparseRows& docs, const int64_t* ids, int threads);
   template <class Comp>
   float entries_dot(const Comp* comp, size_t doc, size_t b, size_t e, const float* q,
                     const Kernels& kr) const;
   template <class Comp>
   void prefetch_doc(const Comp* comp, size_t offset, size_t bytes) const;
+  template <class Comp, class Score>
+  void search_blocks(const Comp* comp, size_t cut, const SparseSearch& p, SparseScratch& s,
+                     const Kernels& kr, TopKSet& heap, Score&& score) const;
   template <class Comp, class Term>
   void search_one(const Comp* comp, const Term* sterm, const int64_t* qptr, const int32_t* qidx,
                   const float* qval, size_t i, const SparseSearch& p, SparseScratch& s,
                   const Kernels& kr, float* scores, int64_t* labels) const;
   void prune_and_block(const float* val, int threads);
+  void block_maxima(const float* val);
   void build_knn(const int64_t* indptr, const int32_t* indices, const float* values, size_t n,
                  int threads);
   size_t qdense_size() const { return s_.comp16.empty() ? dim_ + 1 : 65536; }

@@ -88,6 +88,10 @@ struct Kernels {
   // summed in double). The same floats at every SIMD level.
   void (*pq16_tables)(const float* q, const float* ct, const float* cnorm, size_t m,
                       size_t dsub, bool l2, float* out);
+  // acc[i] = min(65535, acc[i] + ((w * row[i] + 63) >> 6)) for i < n (w <= 255): one query
+  // term's share of n block-max bounds, rounded up so they stay bounds. Exact integers, the
+  // same at every SIMD level.
+  void (*accumulate_u8)(const uint8_t* row, size_t n, uint16_t w, uint16_t* acc);
 };
 
 constexpr size_t kPanelI8 = 16;  // queries per dot_panel_i8 panel: one 512-bit register
