@@ -212,8 +212,9 @@ class SparseIndex(Removable, Persistent):
 
     maps_arrays = True  # quanta.load(path, mmap=True) maps the large arrays instead of reading
 
-    # Build and search settings for recall@10 targets: the blocks layout (faster than the
-    # lists layout on each of these sets, in a fifth to a tenth of its memory) with the
+    # Build and search settings for recall@10 targets: the blocks layout (as fast as the lists
+    # layout or faster on each of these sets, in 4.7-11x less memory: sparse_splade.md,
+    # sparse_blocks_synthetic_bm25.md) with the
     # fastest setting on real SPLADE rows among those reaching the target + 0.005 on 120,000
     # real SPLADE rows (splade-tiny vectors of GCIDE definitions), the 3,000-row sample the
     # tests use, 200,000 synthetic SPLADE-like rows and 180,000 BM25 rows (python -m
@@ -407,9 +408,9 @@ class SparseIndex(Removable, Persistent):
         results possibly lost (many on real SPLADE rows: see the module docstring). 0 (the
         default) scores every visited document in full.
 
-        order (the lists layout only): "list" (the default) is the reference's loop: list after list (heaviest query
-        term first), each list's blocks in stored order, every block below heap_factor * theta
-        skipped. "score" visits the blocks of all query_cut lists in one decreasing order of
+        order (the lists layout only): "list" (the default) is the reference's loop: list
+        after list (heaviest query term first), each list's blocks in stored order, every
+        block below heap_factor * theta skipped. "score" visits the blocks of all query_cut lists in one decreasing order of
         summary score and stops at the first below heap_factor * theta: fewer visits, lower
         recall at the same settings."""
         if self.ntotal == 0:
