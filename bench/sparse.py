@@ -373,7 +373,7 @@ def main(argv=None):
     sweeps = {name: blocks_sweep if qi.params["layout"] == "blocks" else sweep
               for name, (qi, _) in searchers.items()}
     sweeps.update({name: sweep for name in seismics})
-    for i in range(max(map(len, sweeps.values()))):  # the systems' points interleaved
+    for i in range(max(map(len, sweeps.values()), default=0)):  # the systems' points interleaved
         for name, (qi, kw) in searchers.items():
             if i >= len(sweeps[name]):
                 continue
