@@ -38,9 +38,10 @@ full scoring, recall within 0.001; on real SPLADE rows (splade-tiny, 71 entries)
 recall@10 near 0.85, whatever the other settings.
 
 kNN graph (``knn`` > 0): at build time every document is searched as a query on the finished
-index (query_cut 10, heap_factor 0.9) and its ``knn`` best other results are kept; at search
-time ``n_knn`` neighbours of each result are scored after the block loop, which lets a small
-query_cut reach the recall of a larger one.
+index (query_cut 10, heap_factor 0.9; the blocks layout: 35 and 1.0, every document scored
+whole) and its ``knn`` best other results are kept; at search time ``n_knn`` neighbours of
+each result are scored after the block loop, which lets a small query_cut reach the recall
+of a larger one.
 
 Blocks layout (``layout="blocks"``, a quanta addition; block-max pruning as in BMP, Mallia et
 al., SIGIR 2024): no posting lists. The documents are stored in a recursive graph bisection
