@@ -183,6 +183,7 @@ SparseIndex::SparseIndex(size_t dim, const SparseParams& params) : dim_(dim), p_
           "summary_energy must be in (0, 1]");
   require(p_.max_fraction > 0.0f, "max_fraction must be positive");
   require(p_.doc_cut > 0, "doc_cut must be positive");
+  require(p_.block_size > 0, "block_size must be positive");
   s_.list_ptr = std::vector<int64_t>(dim_ + 1, 0);
   s_.sdict_ptr = std::vector<int64_t>(dim_ + 1, 0);
   s_.sent_ptr = std::vector<int64_t>(dim_ + 1, 0);
@@ -338,8 +339,7 @@ void SparseIndex::build(const SparseRows& given, const int64_t* given_ids, int t
   std::vector<int64_t> ids;
   if (given_ids) ids.assign(given_ids, given_ids + given.n);
   if (p_.layout == SparseLayout::blocks) {
-    require(p_.block_size > 0, "block_size must be positive");
-    require((given.n + p_.block_size - 1) / p_.block_size < (size_t(1) << 24),
+    require(blocks_for(given.n) < (size_t(1) << 24),
             "the blocks layout holds at most 2^24 blocks: raise block_size");
     const std::vector<uint32_t> order = bisection_order(
         given.indptr, given.indices, given.n, dim_, p_.block_size, kBisectionIters, threads);
@@ -424,7 +424,7 @@ void SparseIndex::build(const SparseRows& given, const int64_t* given_ids, int t
 }
 
 void SparseIndex::block_maxima(const float* val) {
-  const size_t n = ndocs(), bs = p_.block_size, nb = (n + bs - 1) / bs;
+  const size_t n = ndocs(), bs = p_.block_size, nb = blocks_for(n);
   const bool narrow = dim_ <= 65536;
   // Every block's maximum per term (blocks ascending), then each term's scale and layout.
   struct Max {
@@ -832,13 +832,13 @@ void SparseIndex::restore(State s, bool check_contents) {
                        : s.val16.size() == nnz && s.val8.empty(),
           "restore: values do not match the offsets");
   const bool blocks = p_.layout == SparseLayout::blocks;
+  const size_t nbm = blocks ? blocks_for(n) : 0;  // blocks of the blocks layout
   require(blocks != s.bm_ptr.empty(), "restore: arrays of the other layout");
   if (blocks) {
     require(s.list_ptr.empty() && s.postings.empty() && s.postoff.empty() && nb == 0 &&
                 s.sdict_ptr.empty() && s.sent_ptr.empty() && ndict == 0 && s.soff.empty() &&
                 nent == 0 && s.scode.empty() && s.block_ptr.size() == 1,
             "restore: list arrays in the blocks layout");
-    const size_t nbm = p_.block_size > 0 ? (n + p_.block_size - 1) / p_.block_size : 0;
     require(nbm > 0 && offsets_ok(s.bm_ptr, dim_ + 1, s.bm_entry.size()) &&
                 s.bm_scale.size() == dim_ && s.bm_dense.size() == s.bm_dense_terms.size() * nbm &&
                 std::adjacent_find(s.bm_dense_terms.begin(), s.bm_dense_terms.end(),
@@ -876,7 +876,6 @@ void SparseIndex::restore(State s, bool check_contents) {
                 below(s.sterm32, dim_),
             "restore: term id out of range");
     require(below(s.postings, n), "restore: posting out of range");
-    const size_t nbm = s.bm_ptr.empty() ? 0 : (n + p_.block_size - 1) / p_.block_size;
     for (uint32_t x : s.bm_entry)
       require((x >> 8) < nbm, "restore: block maximum of a block out of range");
     for (uint32_t x : s.knn) require(x < n || x == ~0u, "restore: kNN neighbour out of range");

@@ -118,7 +118,7 @@ class SparseIndex : public RowsIndex<SparseRows> {
   size_t npostings() const { return s_.postings.size(); }
   bool blocks_layout() const { return !s_.bm_ptr.empty(); }
   size_t nblocks() const {
-    return blocks_layout() ? (ndocs() + p_.block_size - 1) / p_.block_size : s_.block_step.size();
+    return blocks_layout() ? blocks_for(ndocs()) : s_.block_step.size();
   }
   size_t nsummary_entries() const {  // (block, term) maxima stored, dense rows' zeros included
     return blocks_layout() ? s_.bm_entry.size() + s_.bm_dense.size() : s_.sblock.size();
@@ -216,6 +216,8 @@ class SparseIndex : public RowsIndex<SparseRows> {
   void block_maxima(const float* val);
   void build_knn(const int64_t* indptr, const int32_t* indices, const float* values, size_t n,
                  int threads);
+  // The blocks layout's block count for n documents.
+  size_t blocks_for(size_t n) const { return (n + p_.block_size - 1) / p_.block_size; }
   size_t qdense_size() const { return s_.comp16.empty() ? dim_ + 1 : 65536; }
 
   size_t dim_;
