@@ -352,19 +352,43 @@ void check_sparse(const char* name, const Kernels& k) {
 
 // Block-max accumulation: every ISA's integers equal the plain formula's, saturation included.
 void check_accumulate_u8(const char* name, const Kernels& k) {
+  for (size_t n : {0, 1, 15, 16, 17, 31, 32, 33, 100, 1000})
+    for (size_t nrows : {0, 1, 3, 4, 5, 9}) {
+      std::vector<std::vector<uint8_t>> rows(nrows, std::vector<uint8_t>(n));
+      std::vector<const uint8_t*> ptrs;
+      std::vector<uint16_t> w, acc(n), ref(n);
+      for (auto& row : rows) {
+        for (auto& x : row) x = uint8_t(uniform(0, 255));
+        ptrs.push_back(row.data());
+        w.push_back(uint16_t(std::vector<int>{0, 1, 128, 255}[ptrs.size() % 4]));
+      }
+      for (size_t i = 0; i < n; ++i)  // small and near-saturated sums alike
+        acc[i] = ref[i] = uint16_t(i % 2 ? uniform(0, 65535) : uniform(0, 100));
+      k.accumulate_u8(ptrs.data(), w.data(), nrows, n, acc.data());
+      for (size_t r = 0; r < nrows; ++r)
+        for (size_t i = 0; i < n; ++i)
+          ref[i] = uint16_t(std::min<uint32_t>(65535, ref[i] + (uint32_t(w[r]) * rows[r][i] + 63) / 64));
+      expect(acc == ref, std::string(name) + " accumulate_u8 n " + std::to_string(n) + " rows " +
+                             std::to_string(nrows));
+    }
+}
+
+// Band selection: the indices of the values in [lo, hi), in order, as a plain loop finds them.
+void check_select_u16(const char* name, const Kernels& k) {
   for (size_t n : {0, 1, 15, 16, 17, 31, 32, 33, 100, 1000}) {
-    std::vector<uint8_t> row(n);
-    std::vector<uint16_t> acc(n), ref(n);
-    for (size_t i = 0; i < n; ++i) {
-      row[i] = uint8_t(uniform(0, 255));
-      acc[i] = ref[i] = uint16_t(uniform(0, 65535));
-    }
-    for (uint16_t w : {0, 1, 128, 255}) {
-      k.accumulate_u8(row.data(), n, w, acc.data());
+    std::vector<uint16_t> v(n);
+    for (size_t i = 0; i < n; ++i)  // many repeats of the bounds themselves
+      v[i] = uint16_t(i % 3 ? uniform(0, 65535) : uniform(0, 4) * 16383);
+    for (auto [lo, hi] : std::vector<std::pair<uint32_t, uint32_t>>{
+             {0, 65536}, {1, 65536}, {16383, 32766}, {100, 40000}, {0, 1}, {65535, 65536},
+             {500, 500}, {9, 3}}) {
+      std::vector<uint32_t> out(n), ref;
       for (size_t i = 0; i < n; ++i)
-        ref[i] = uint16_t(std::min<uint32_t>(65535, ref[i] + (uint32_t(w) * row[i] + 63) / 64));
+        if (v[i] >= lo && v[i] < hi) ref.push_back(uint32_t(i));
+      out.resize(k.select_u16(v.data(), n, lo, hi, out.data()));
+      expect(out == ref, std::string(name) + " select_u16 n " + std::to_string(n) + " [" +
+                             std::to_string(lo) + ", " + std::to_string(hi) + ")");
     }
-    expect(acc == ref, std::string(name) + " accumulate_u8 n " + std::to_string(n));
   }
 }
 
@@ -377,6 +401,7 @@ void check_table(const char* name, const Kernels& k) {
   check_nearest(name, k);
   check_fast_scan(name, k);
   check_accumulate_u8(name, k);
+  check_select_u16(name, k);
   check_row16(name, k);
   check_pq16_tables(name, k);
   check_binary(name, k);

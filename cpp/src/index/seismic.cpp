@@ -122,8 +122,8 @@ inline uint32_t code_up(float v, float step) {
 constexpr size_t kTrimBytes = size_t(64) << 20;
 constexpr size_t kMaxBlocksPerList = 65535;  // block numbers within a list are u16
 constexpr size_t kPrefetchAhead = 4;           // documents whose forward entries are prefetched
-constexpr size_t kRowsAhead = 2;     // blocks layout: blocks whose forward rows are prefetched
-constexpr size_t kOffsetsAhead = 4;  // blocks whose first document offset is prefetched
+constexpr size_t kRowsAhead = 3;     // blocks layout: blocks whose forward rows are prefetched
+constexpr size_t kOffsetsAhead = 5;  // blocks whose first document offset is prefetched
 constexpr size_t kKnnQueryCut = 10;            // search settings of the kNN-graph build
 constexpr float kKnnHeapFactor = 0.9f;
 constexpr size_t kKnnHead = 16;
@@ -141,12 +141,15 @@ constexpr size_t kBisectionIters = 20;  // swap rounds per cut (the BP paper's)
 struct SparseScratch {
   std::vector<float> q, acc;
   std::vector<uint16_t> bound;  // the blocks layout's block scores
+  std::vector<const uint8_t*> rows;  // and its query terms' dense rows, with their weights
+  std::vector<uint16_t> row_w;
   std::vector<uint8_t> seen;  // one byte per document: small enough to stay in cache
   uint8_t epoch = 0;          // cleared every 255 queries
   std::vector<uint32_t> docs;
   std::vector<size_t> offs;
   std::vector<std::pair<float, uint32_t>> terms;
   std::vector<std::pair<float, int64_t>> blocks;  // (summary score, block) to visit
+  std::vector<uint64_t> keys;                     // the blocks layout's blocks to visit
   std::vector<float> top_s;  // the results before graph refinement
   std::vector<int64_t> top_p;
   TopKSet heap{1, 0}, partial{1, 0}, refined{1, 0};  // reset by each query
@@ -328,6 +331,14 @@ void SparseIndex::prefetch_doc(const Comp* comp, size_t offset, size_t bytes) co
   const size_t vb = bytes / sizeof(Comp) * (p_.u8_values ? 1 : 2);
   for (size_t o = 0; o < bytes; o += 64) prefetch_line(c + o);
   for (size_t o = 0; o < vb; o += 64) prefetch_line(v + o);
+}
+
+// The same for a whole document (its offsets already loaded or on their way), up to 512
+// bytes of ids.
+template <class Comp>
+void SparseIndex::prefetch_row(const Comp* comp, size_t doc) const {
+  const size_t e0 = size_t(s_.doc_ptr[doc]), e1 = size_t(s_.doc_ptr[doc + 1]);
+  prefetch_doc(comp, e0, std::min<size_t>(512, (e1 - e0) * sizeof(Comp)));
 }
 
 void SparseIndex::build(const SparseRows& given, const int64_t* given_ids, int threads) {
@@ -901,9 +912,6 @@ void SparseIndex::search_blocks(const Comp* comp, size_t cut, const SparseSearch
     const float theta = heap.threshold(0);
     return std::isfinite(theta) && sd < p.heap_factor * theta;
   };
-  auto lighter = [](const std::pair<float, int64_t>& a, const std::pair<float, int64_t>& b) {
-    return heavier(b, a);
-  };
   // The blocks' summary scores over the cut terms as 16-bit sums of each term's weight times
   // its scale, quantized to `levels` steps of the largest, times the codes. Codes and products
   // are rounded up, the weights to nearest: with every term and heap_factor 1 a block is
@@ -919,65 +927,69 @@ void SparseIndex::search_blocks(const Comp* comp, size_t cut, const SparseSearch
   // bits at 255 levels, longer queries get fewer (and sums saturate rather than wrap)
   const float levels = float(std::clamp<size_t>(16383 / std::max<size_t>(1, cut), 1, 255));
   const uint32_t* dense_end = s_.bm_dense_terms.end();
+  uint16_t add[256];  // a sparse term's increment per code
+  s.rows.clear();
+  s.row_w.clear();
   for (size_t ti = 0; ti < cut && wmax > 0.0f; ++ti) {
     const uint32_t t = s.terms[ti].second;
     const float weight = s.terms[ti].first * s_.bm_scale[t] / wmax * levels;
     const uint32_t w = std::min(uint32_t(levels), uint32_t(std::lrint(weight)));
     const uint32_t* d = std::lower_bound(s_.bm_dense_terms.begin(), dense_end, t);
-    if (d != dense_end && *d == t) {
-      kr.accumulate_u8(s_.bm_dense.data() + size_t(d - s_.bm_dense_terms.begin()) * nb, nb,
-                       uint16_t(w), bound);
+    if (d != dense_end && *d == t) {  // summed below, all rows in one pass
+      s.rows.push_back(s_.bm_dense.data() + size_t(d - s_.bm_dense_terms.begin()) * nb);
+      s.row_w.push_back(uint16_t(w));
       continue;
     }
+    // the next term's entries start loading now (the stream is then the prefetcher's)
+    if (ti + 1 < cut)
+      for (size_t l = 0; l < 8; ++l)
+        prefetch_line(reinterpret_cast<const char*>(s_.bm_entry.data() +
+                                                     s_.bm_ptr[s.terms[ti + 1].second]) +
+                      64 * l);
+    for (uint32_t c = 0; c < 256; ++c) add[c] = uint16_t((w * c + 63u) >> 6);
     // block numbers clamped: a corrupt mapped file gives wrong results, not wild writes
     for (int64_t x = s_.bm_ptr[t]; x < s_.bm_ptr[t + 1]; ++x) {
       const uint32_t en = s_.bm_entry[x];
       uint16_t& to = bound[std::min<size_t>(en >> 8, nb - 1)];
-      to = uint16_t(std::min<uint32_t>(65535u, to + ((w * (en & 255u) + 63u) >> 6)));
+      to = uint16_t(std::min<uint32_t>(65535u, to + add[en & 255u]));
     }
   }
+  kr.accumulate_u8(s.rows.data(), s.row_w.data(), s.rows.size(), nb, bound);
   const float unit = 64.0f * wmax / levels;  // the score of one unit of a sum
   uint32_t top = 0;
   for (size_t b = 0; b < nb; ++b) top = std::max<uint32_t>(top, bound[b]);
-  // Prefetched two blocks ahead: the first offset of a block's run of forward rows, then
-  // one block ahead the run itself (a random block's offset is a miss of its own).
+  // Prefetched ahead: a block's document offsets, then later its forward rows, one row per
+  // document scored (a burst of a whole block's lines stalls on the miss queue).
   auto prefetch_offset = [&](size_t b) {
     prefetch_line(reinterpret_cast<const char*>(s_.doc_ptr.data() + b * bs));
-  };
-  auto prefetch_rows = [&](size_t b) {
-    const size_t e0 = size_t(s_.doc_ptr[b * bs]);
-    const size_t e1 = size_t(s_.doc_ptr[std::min(n, b * bs + bs)]);
-    prefetch_doc(comp, e0, std::min<size_t>(2048, (e1 - e0) * sizeof(Comp)));
   };
   // The blocks in decreasing score up to the first below heap_factor * theta, found in
   // rounds that each sort only the blocks with sums in [lo, hi): lo halves until the heap
   // is full, then drops to that bar, so most blocks are never sorted.
   uint32_t hi = 65536, lo = std::max<uint32_t>(1, top / 2);
   while (top > 0) {
-    s.docs.resize(nb);  // the round's blocks
-    size_t m = 0;
-    for (size_t b = 0; b < nb; ++b) {  // branch-free: most blocks fail the test
-      s.docs[m] = uint32_t(b);
-      m += uint32_t(bound[b]) - lo < hi - lo;
-    }
-    s.blocks.clear();
-    for (size_t j = 0; j < m; ++j)
-      s.blocks.emplace_back(float(bound[s.docs[j]]) * unit, s.docs[j]);
+    // the round's blocks as (sum << 32 | ~block): the heaviest first, then the lowest block
+    s.docs.resize(nb);
+    const size_t m = kr.select_u16(bound, nb, lo, hi, s.docs.data());
+    s.keys.resize(m);
+    for (size_t j = 0; j < m; ++j) s.keys[j] = uint64_t(bound[s.docs[j]]) << 32 | ~s.docs[j];
     // Popped from a heap in decreasing order (a round often ends after a few blocks), a
-    // few ahead of the visits for the prefetches: the r-th best lands at end - 1 - r.
-    std::make_heap(s.blocks.begin(), s.blocks.end(), lighter);
+    // few ahead of the visits for the prefetches: the r-th best lands at m - 1 - r.
+    uint64_t* keys = s.keys.data();
+    std::make_heap(keys, keys + m);
     size_t popped = 0;
-    auto ranked = [&](size_t r) -> const std::pair<float, int64_t>& {
-      for (; popped <= r; ++popped)
-        std::pop_heap(s.blocks.begin(), s.blocks.end() - popped, lighter);
-      return *(s.blocks.end() - 1 - r);
+    auto ranked = [&](size_t r) {
+      for (; popped <= r; ++popped) std::pop_heap(keys, keys + m - popped);
+      return keys[m - 1 - r];
     };
+    auto block_of = [](uint64_t key) { return size_t(~uint32_t(key)); };
     bool below = false;
-    for (size_t r = 0; r < m && !(below = skip(ranked(r).first)); ++r) {
-      if (r + kOffsetsAhead < m) prefetch_offset(size_t(ranked(r + kOffsetsAhead).second));
-      if (r + kRowsAhead < m) prefetch_rows(size_t(ranked(r + kRowsAhead).second));
-      const size_t b = size_t(ranked(r).second);
-      for (size_t doc = b * bs; doc < std::min(n, b * bs + bs); ++doc) {
+    for (size_t r = 0; r < m && !(below = skip(float(ranked(r) >> 32) * unit)); ++r) {
+      if (r + kOffsetsAhead < m) prefetch_offset(block_of(ranked(r + kOffsetsAhead)));
+      const size_t ahead = r + kRowsAhead < m ? block_of(ranked(r + kRowsAhead)) * bs : n;
+      const size_t b = block_of(ranked(r));
+      for (size_t j = 0, doc = b * bs; doc < std::min(n, b * bs + bs); ++j, ++doc) {
+        if (ahead + j < n) prefetch_row(comp, ahead + j);
         s.seen[doc] = s.epoch;
         score(heap, doc, size_t(s_.doc_ptr[doc]));
       }
@@ -1149,13 +1161,25 @@ void SparseIndex::search_one(const Comp* comp, const Term* sterm, const int64_t*
     refined.reset(k);
     for (size_t r = 0; r < k && s.top_p[r] >= 0; ++r) refined.push(0, s.top_s[r], s.top_p[r]);
     const size_t K = p_.knn, nk = std::min(p.n_knn, K);
+    s.docs.clear();
     for (size_t r = 0; r < k && s.top_p[r] >= 0; ++r)
       for (size_t x = 0; x < nk; ++x) {
         const uint32_t nb = s_.knn[size_t(s.top_p[r]) * K + x];
         if (nb >= n || s.seen[nb] == s.epoch) continue;  // padding (or a corrupt mapped file)
         s.seen[nb] = s.epoch;
-        score(refined, nb, size_t(s_.doc_ptr[nb]));
+        s.docs.push_back(nb);
       }
+    // scattered documents: each one's offsets prefetched two strides ahead, its row one
+    const size_t nd = s.docs.size(), A = kPrefetchAhead;
+    auto prefetch_offset = [&](size_t j) {
+      prefetch_line(reinterpret_cast<const char*>(s_.doc_ptr.data() + s.docs[j]));
+    };
+    for (size_t j = 0; j < std::min(nd, 2 * A); ++j) prefetch_offset(j);
+    for (size_t j = 0; j < nd; ++j) {
+      if (j + 2 * A < nd) prefetch_offset(j + 2 * A);
+      if (j + A < nd) prefetch_row(comp, s.docs[j + A]);
+      score(refined, s.docs[j], size_t(s_.doc_ptr[s.docs[j]]));
+    }
     refined.write_sorted(0, scores + i * k, labels + i * k, pad);
   } else {
     heap.write_sorted(0, scores + i * k, labels + i * k, pad);

@@ -406,18 +406,33 @@ float sparse_dot(const uint16_t* comp, const V* val, size_t n, const float* q) {
   return s;
 }
 
-void accumulate_u8(const uint8_t* row, size_t n, uint16_t w, uint16_t* acc) {
-  const __m256i wv = _mm256_set1_epi16(int16_t(w)), up = _mm256_set1_epi16(63);
-  size_t i = 0;
-  for (; i + 16 <= n; i += 16) {  // w * row + 63 <= 65,088: exact in 16 bits
-    const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + i));
-    const __m256i r = _mm256_cvtepu8_epi16(bytes);
-    const __m256i add = _mm256_srli_epi16(_mm256_add_epi16(_mm256_mullo_epi16(r, wv), up), 6);
-    __m256i* a = reinterpret_cast<__m256i*>(acc + i);
-    _mm256_storeu_si256(a, _mm256_adds_epu16(_mm256_loadu_si256(a), add));
+// Four rows a pass, so acc is read and written once for them; saturating adds of
+// non-negative terms give the plain formula's min(65535, sum) in any order.
+void accumulate_u8(const uint8_t* const* rows, const uint16_t* w, size_t nrows, size_t n,
+                   uint16_t* acc) {
+  const __m256i up = _mm256_set1_epi16(63);
+  for (size_t r0 = 0; r0 < nrows; r0 += 4) {
+    const size_t k = nrows - r0 < 4 ? nrows - r0 : 4;
+    __m256i wv[4];
+    for (size_t j = 0; j < k; ++j) wv[j] = _mm256_set1_epi16(int16_t(w[r0 + j]));
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {  // w * row + 63 <= 65,088: exact in 16 bits
+      __m256i* a = reinterpret_cast<__m256i*>(acc + i);
+      __m256i sum = _mm256_loadu_si256(a);
+      for (size_t j = 0; j < k; ++j) {
+        const __m256i r = _mm256_cvtepu8_epi16(
+            _mm_loadu_si128(reinterpret_cast<const __m128i*>(rows[r0 + j] + i)));
+        sum = _mm256_adds_epu16(
+            sum, _mm256_srli_epi16(_mm256_add_epi16(_mm256_mullo_epi16(r, wv[j]), up), 6));
+      }
+      _mm256_storeu_si256(a, sum);
+    }
+    for (; i < n; ++i) {
+      uint32_t sum = acc[i];
+      for (size_t j = 0; j < k; ++j) sum += (w[r0 + j] * rows[r0 + j][i] + 63u) >> 6;
+      acc[i] = uint16_t(std::min<uint32_t>(65535u, sum));
+    }
   }
-  for (; i < n; ++i)
-    acc[i] = uint16_t(std::min<uint32_t>(65535u, acc[i] + ((w * row[i] + 63u) >> 6)));
 }
 
 }  // namespace
@@ -427,7 +442,8 @@ const Kernels* avx2_kernels() {
                          gemm_tile,   dot_rows_i8, nearest,  pq4_accumulate,
                          row16_minmax, row16_table_minmax, row16_quantize, rbe_dots,
                          scalar_kernels().rbe_dots_u8, sparse_dot<uint16_t>, sparse_dot<uint8_t>,
-                         dot_gather,  nullptr,     pq16_tables, accumulate_u8};
+                         dot_gather,  nullptr,     pq16_tables, accumulate_u8,
+                         scalar_kernels().select_u16};
   return &k;
 }
 

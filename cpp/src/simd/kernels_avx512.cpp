@@ -776,17 +776,56 @@ float sparse_dot(const uint16_t* comp, const V* val, size_t n, const float* q) {
   return _mm512_reduce_add_ps(acc);
 }
 
-void accumulate_u8(const uint8_t* row, size_t n, uint16_t w, uint16_t* acc) {
-  const __m512i wv = _mm512_set1_epi16(int16_t(w)), up = _mm512_set1_epi16(63);
-  size_t i = 0;
-  for (; i + 32 <= n; i += 32) {  // w * row + 63 <= 65,088: exact in 16 bits
-    const __m256i bytes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + i));
-    const __m512i r = _mm512_cvtepu8_epi16(bytes);
-    const __m512i add = _mm512_srli_epi16(_mm512_add_epi16(_mm512_mullo_epi16(r, wv), up), 6);
-    _mm512_storeu_si512(acc + i, _mm512_adds_epu16(_mm512_loadu_si512(acc + i), add));
+// Four rows a pass, so acc is read and written once for them; saturating adds of
+// non-negative terms give the plain formula's min(65535, sum) in any order.
+void accumulate_u8(const uint8_t* const* rows, const uint16_t* w, size_t nrows, size_t n,
+                   uint16_t* acc) {
+  const __m512i up = _mm512_set1_epi16(63);
+  for (size_t r0 = 0; r0 < nrows; r0 += 4) {
+    const size_t k = std::min<size_t>(4, nrows - r0);
+    __m512i wv[4];
+    for (size_t j = 0; j < k; ++j) wv[j] = _mm512_set1_epi16(int16_t(w[r0 + j]));
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32) {  // w * row + 63 <= 65,088: exact in 16 bits
+      __m512i sum = _mm512_loadu_si512(acc + i);
+      for (size_t j = 0; j < k; ++j) {
+        const __m512i r = _mm512_cvtepu8_epi16(
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rows[r0 + j] + i)));
+        sum = _mm512_adds_epu16(
+            sum, _mm512_srli_epi16(_mm512_add_epi16(_mm512_mullo_epi16(r, wv[j]), up), 6));
+      }
+      _mm512_storeu_si512(acc + i, sum);
+    }
+    for (; i < n; ++i) {
+      uint32_t sum = acc[i];
+      for (size_t j = 0; j < k; ++j) sum += (w[r0 + j] * rows[r0 + j][i] + 63u) >> 6;
+      acc[i] = uint16_t(std::min<uint32_t>(65535u, sum));
+    }
   }
-  for (; i < n; ++i)
-    acc[i] = uint16_t(std::min<uint32_t>(65535u, acc[i] + ((w * row[i] + 63u) >> 6)));
+}
+
+// 32 values a step: two in-range masks of 16 lanes, each lane's index compressed into a
+// register and stored under a mask (a compressing store is slow on Zen 4).
+size_t select_u16(const uint16_t* v, size_t n, uint32_t lo, uint32_t hi, uint32_t* out) {
+  if (hi <= lo || lo > 65535) return 0;
+  const __m512i lov = _mm512_set1_epi16(int16_t(lo)),
+                top = _mm512_set1_epi16(int16_t(std::min<uint32_t>(hi - 1, 65535))),
+                step = _mm512_set1_epi32(16);
+  __m512i idx = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  size_t m = 0;
+  for (size_t i = 0; i < n; i += 32) {
+    const __mmask32 live = n - i >= 32 ? ~__mmask32(0) : (__mmask32(1) << (n - i)) - 1;
+    const __m512i x = _mm512_maskz_loadu_epi16(live, v + i);
+    const __mmask32 in = _mm512_mask_cmpge_epu16_mask(live, x, lov) & _mm512_cmple_epu16_mask(x, top);
+    for (int h = 0; h < 2; ++h) {
+      const __mmask16 k = __mmask16(in >> (16 * h));
+      const int c = __builtin_popcount(k);
+      _mm512_mask_storeu_epi32(out + m, __mmask16((1u << c) - 1), _mm512_maskz_compress_epi32(k, idx));
+      m += size_t(c);
+      idx = _mm512_add_epi32(idx, step);
+    }
+  }
+  return m;
 }
 
 }  // namespace
@@ -812,7 +851,8 @@ const Kernels* avx512_kernels() {
                          dot_gather,
                          __builtin_cpu_supports("avx512vnni") ? dot_panel_i8_vnni : nullptr,
                          pq16_tables,
-                         accumulate_u8};
+                         accumulate_u8,
+                         select_u16};
   return &k;
 }
 

@@ -417,7 +417,8 @@ const Kernels* neon_kernels(bool dotprod) {
                              scalar_kernels().rbe_dots_u8, sparse_dot<uint16_t>,
                              sparse_dot<uint8_t>, dot_gather,  nullptr,
                              scalar_kernels().pq16_tables,
-                             scalar_kernels().accumulate_u8};  // auto-vectorized: NEON is baseline
+                             scalar_kernels().accumulate_u8,  // auto-vectorized: NEON is baseline
+                             scalar_kernels().select_u16};
   static const Kernels sdot = [] {
     Kernels k = plain;
     k.dot_rows_i8 = dot_rows_i8_sdot;

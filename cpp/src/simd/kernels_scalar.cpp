@@ -230,9 +230,21 @@ void pq16_tables(const float* q, const float* ct, const float* cnorm, size_t m, 
   }
 }
 
-void accumulate_u8(const uint8_t* row, size_t n, uint16_t w, uint16_t* acc) {
-  for (size_t i = 0; i < n; ++i)
-    acc[i] = uint16_t(std::min<uint32_t>(65535u, acc[i] + ((w * row[i] + 63u) >> 6)));
+void accumulate_u8(const uint8_t* const* rows, const uint16_t* w, size_t nrows, size_t n,
+                   uint16_t* acc) {
+  for (size_t r = 0; r < nrows; ++r)
+    for (size_t i = 0; i < n; ++i)
+      acc[i] = uint16_t(std::min<uint32_t>(65535u, acc[i] + ((w[r] * rows[r][i] + 63u) >> 6)));
+}
+
+size_t select_u16(const uint16_t* v, size_t n, uint32_t lo, uint32_t hi, uint32_t* out) {
+  if (hi <= lo) return 0;
+  size_t m = 0;
+  for (size_t i = 0; i < n; ++i) {  // branch-free: most values fail the test
+    out[m] = uint32_t(i);
+    m += uint32_t(v[i]) - lo < hi - lo;
+  }
+  return m;
 }
 
 }  // namespace
@@ -242,7 +254,7 @@ const Kernels& scalar_kernels() {
                          gemm_tile,   dot_rows_i8, nearest,       pq4_accumulate,
                          row16_minmax, row16_table_minmax, row16_quantize, rbe_dots,
                          rbe_dots_u8, sparse_dot<uint16_t>, sparse_dot<uint8_t>, dot_gather,
-                         dot_panel_i8, pq16_tables, accumulate_u8};
+                         dot_panel_i8, pq16_tables, accumulate_u8, select_u16};
   return k;
 }
 

@@ -205,6 +205,8 @@ class SparseIndex : public RowsIndex<SparseRows> {
                     const Kernels& kr) const;
   template <class Comp>
   void prefetch_doc(const Comp* comp, size_t offset, size_t bytes) const;
+  template <class Comp>
+  void prefetch_row(const Comp* comp, size_t doc) const;
   template <class Comp, class Score>
   void search_blocks(const Comp* comp, size_t cut, const SparseSearch& p, SparseScratch& s,
                      const Kernels& kr, TopKSet& heap, Score&& score) const;

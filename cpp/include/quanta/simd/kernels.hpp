@@ -88,10 +88,14 @@ struct Kernels {
   // summed in double). The same floats at every SIMD level.
   void (*pq16_tables)(const float* q, const float* ct, const float* cnorm, size_t m,
                       size_t dsub, bool l2, float* out);
-  // acc[i] = min(65535, acc[i] + ((w * row[i] + 63) >> 6)) for i < n (w <= 255): one query
-  // term's share of n block-max bounds, rounded up so they stay bounds. Exact integers, the
-  // same at every SIMD level.
-  void (*accumulate_u8)(const uint8_t* row, size_t n, uint16_t w, uint16_t* acc);
+  // acc[i] = min(65535, acc[i] + sum over r < nrows of ((w[r] * rows[r][i] + 63) >> 6)) for
+  // i < n (w[r] <= 255): query terms' shares of n block-max bounds, each rounded up so they
+  // stay bounds. Exact integers, the same at every SIMD level.
+  void (*accumulate_u8)(const uint8_t* const* rows, const uint16_t* w, size_t nrows, size_t n,
+                        uint16_t* acc);
+  // Writes the i < n with lo <= v[i] < hi to out in increasing order and returns how many:
+  // the blocks whose bounds fall in one band. out has room for n.
+  size_t (*select_u16)(const uint16_t* v, size_t n, uint32_t lo, uint32_t hi, uint32_t* out);
 };
 
 constexpr size_t kPanelI8 = 16;  // queries per dot_panel_i8 panel: one 512-bit register
