@@ -48,7 +48,7 @@ QUERY_CUTS = (3, 5, 8, 10, 12, 15, 20, 30)
 HEAP_FACTORS = (1.0, 0.9, 0.8, 0.7)
 # The blocks layout bounds every block over the cut terms: it wants more terms and prunes
 # (heap_factor > 1) where the lists layout widens (< 1).
-BLOCKS_QUERY_CUTS = (20, 25, 30, 35, 40, 50, 70)
+BLOCKS_QUERY_CUTS = (20, 25, 30, 35, 40, 45, 50, 60, 70)
 BLOCKS_HEAP_FACTORS = (1.2, 1.1, 1.0, 0.9, 0.8)
 TARGETS = (0.90, 0.95, 0.97, 0.99)
 

@@ -19,9 +19,13 @@ from bench.sparse import (BLOCKS_HEAP_FACTORS, BLOCKS_QUERY_CUTS, TARGETS, bm25,
 
 QUERY_CUTS = (5, 8, 10, 15, 20, 30, 40)
 HEAP_FACTORS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5)
-BUILDS = {"default": {}, "n_postings=500": {"n_postings": 500}, "blocks": {"layout": "blocks"}}
+BUILDS = {"default": {}, "n_postings=500": {"n_postings": 500}, "blocks": {"layout": "blocks"},
+          # the blocks layout at other block sizes than its default (6)
+          "blocks4": {"layout": "blocks", "block_size": 4},
+          "blocks8": {"layout": "blocks", "block_size": 8}}
+BLOCKS_GRID = [(qc, hf) for qc in BLOCKS_QUERY_CUTS for hf in BLOCKS_HEAP_FACTORS]
 GRIDS = {"default": [(qc, hf) for qc in QUERY_CUTS for hf in HEAP_FACTORS],
-         "blocks": [(qc, hf) for qc in BLOCKS_QUERY_CUTS for hf in BLOCKS_HEAP_FACTORS]}
+         "blocks": BLOCKS_GRID, "blocks4": BLOCKS_GRID, "blocks8": BLOCKS_GRID}
 
 
 def datasets(args):

@@ -288,6 +288,8 @@ def test_bad_input():
         index.search(ok, 2, order="random")
     with pytest.raises(ValueError, match="layout"):
         quanta.SparseIndex(layout="graph")
+    with pytest.raises(ValueError, match="layout"):
+        quanta._core.SparseIndex.search_defaults("graph")
     with pytest.raises(ValueError, match="block_size"):
         quanta.SparseIndex(layout="blocks", block_size=0)
     # empty documents are kept (they score 0); k beyond the index pads with -1

@@ -32,6 +32,12 @@ SparseRows csr(const py::array& indptr, const py::array& indices, const py::arra
   return c;
 }
 
+SparseLayout as_layout(const std::string& layout) {
+  if (layout != "lists" && layout != "blocks")
+    throw py::value_error("layout must be 'lists' or 'blocks'; got '" + layout + "'");
+  return layout == "blocks" ? SparseLayout::blocks : SparseLayout::lists;
+}
+
 }  // namespace
 
 void bind_sparse(py::module_& m) {
@@ -42,9 +48,7 @@ void bind_sparse(py::module_& m) {
                        bool posting_offsets, uint64_t seed, const std::string& layout,
                        size_t block_size) {
              SparseParams p;
-             if (layout != "lists" && layout != "blocks")
-               throw py::value_error("layout must be 'lists' or 'blocks'; got '" + layout + "'");
-             p.layout = layout == "blocks" ? SparseLayout::blocks : SparseLayout::lists;
+             p.layout = as_layout(layout);
              p.block_size = block_size;
              p.n_postings = n_postings;
              p.centroid_fraction = centroid_fraction;
@@ -63,7 +67,7 @@ void bind_sparse(py::module_& m) {
            py::arg("min_cluster_size"), py::arg("summary_energy"), py::arg("max_fraction"),
            py::arg("doc_cut"), py::arg("summary_cut"), py::arg("knn"),
            py::arg("u8_values"), py::arg("posting_offsets"), py::arg("seed"),
-           py::arg("layout") = "lists", py::arg("block_size") = 8)
+           py::arg("layout") = "lists", py::arg("block_size") = 6)
       .def_property_readonly("ndocs", &SparseIndex::ndocs)
       .def_property_readonly("nnz", &SparseIndex::nnz)
       .def_property_readonly("npostings", &SparseIndex::npostings)
@@ -151,6 +155,10 @@ void bind_sparse(py::module_& m) {
          py::arg("query_cut"), py::arg("heap_factor"), py::arg("exact"), py::arg("n_knn"),
          py::arg("head"), py::arg("rerank"), py::arg("list_order"), py::arg("threads"),
          py::arg("filter"))
+      .def_static("search_defaults", [](const std::string& layout) {
+        const SparseSearch p = SparseSearch::defaults(as_layout(layout));
+        return py::make_tuple(p.query_cut, p.heap_factor);
+      }, py::arg("layout"))
       .def("set_ids", [](SparseIndex& self, const py::array& ids, const py::array& removed) {
         self.set_ids(from_numpy<int64_t>(ids, "ids"), from_numpy<uint64_t>(removed, "removed"));
       }, py::arg("ids"), py::arg("removed"))

@@ -38,14 +38,14 @@ full scoring, recall within 0.001; on real SPLADE rows (splade-tiny, 71 entries)
 recall@10 near 0.85, whatever the other settings.
 
 kNN graph (``knn`` > 0): at build time every document is searched as a query on the finished
-index (query_cut 10, heap_factor 0.9; the blocks layout: 35 and 1.0, every document scored
-whole) and its ``knn`` best other results are kept; at search time ``n_knn`` neighbours of
+index (query_cut 10, heap_factor 0.9; the blocks layout: its search defaults, every document
+scored whole) and its ``knn`` best other results are kept; at search time ``n_knn`` neighbours of
 each result are scored after the block loop, which lets a small query_cut reach the recall
 of a larger one.
 
 Blocks layout (``layout="blocks"``, a quanta addition; block-max pruning as in BMP, Mallia et
 al., SIGIR 2024): no posting lists. The documents are stored in a recursive graph bisection
-order (BP: rows sharing terms end up together) and cut into blocks of ``block_size`` (8)
+order (BP: rows sharing terms end up together) and cut into blocks of ``block_size`` (6)
 neighbours; each block keeps its exact maximum per term, 8 bits of that term's largest value
 rounded up, term by term (a byte per block for terms in at least 1/8 of the blocks, else
 (block, code) pairs). A search bounds every block over the query's ``query_cut`` heaviest
@@ -54,7 +54,7 @@ at the first below ``heap_factor`` times the k-th score: with every term and hea
 prunes nothing but through the 8-bit rounding of the query weights. Here heap_factor > 1
 prunes harder and < 1 widens; defaults ``SEARCH_DEFAULTS["blocks"]``. Each document sits in
 one block, so the index is the forward index (4 bytes per entry, 3 with u8 values) plus the
-block maxima (2.9 bytes per entry on 120,000 real SPLADE rows): below the f32 CSR of the
+block maxima (3.0 bytes per entry on 120,000 real SPLADE rows): below the f32 CSR of the
 documents (8 bytes per entry), where the lists layout takes 4-7x it. The
 n_postings .. summary_cut, posting_offsets and ``order`` settings do not apply to it.
 
@@ -219,13 +219,12 @@ class SparseIndex(Removable, Persistent):
     # fastest setting on real SPLADE rows among those reaching the target + 0.005 on 120,000
     # real SPLADE rows (splade-tiny vectors of GCIDE definitions), the 3,000-row sample the
     # tests use, 200,000 synthetic SPLADE-like rows and 180,000 BM25 rows (python -m
-    # bench.sparse_presets --builds blocks; bench/results/sparse_presets.md). BM25's short
-    # queries lose results at heap_factor > 1, so 0.90 takes 0.95's setting.
+    # bench.sparse_presets --builds blocks; bench/results/sparse_presets.md).
     PRESETS = {
-        0.90: ({"layout": "blocks"}, dict(query_cut=35, heap_factor=1.0)),
+        0.90: ({"layout": "blocks"}, dict(query_cut=30, heap_factor=1.0)),
         0.95: ({"layout": "blocks"}, dict(query_cut=35, heap_factor=1.0)),
         0.97: ({"layout": "blocks"}, dict(query_cut=40, heap_factor=1.0)),
-        0.99: ({"layout": "blocks"}, dict(query_cut=40, heap_factor=0.9)),
+        0.99: ({"layout": "blocks"}, dict(query_cut=50, heap_factor=1.0)),
     }
 
     def __init__(self, n_postings: int = 3500, centroid_fraction: float = 0.1,
@@ -233,7 +232,7 @@ class SparseIndex(Removable, Persistent):
                  max_fraction: float = 1.5, doc_cut: int = 15, knn: int = 0, *,
                  summary_cut: int | None = None, values: str = "f16", dim: int | None = None,
                  posting_offsets: bool = True, seed: int = 1142, layout: str = "lists",
-                 block_size: int = 8):
+                 block_size: int = 6):
         if values not in ("f16", "u8"):
             raise ValueError(f"values must be 'f16' or 'u8'; got {values!r}")
         if layout not in ("lists", "blocks"):
@@ -388,8 +387,10 @@ class SparseIndex(Removable, Persistent):
             return read_inner_binary(queries)
         return queries
 
-    # (query_cut, heap_factor) of search() by layout when not given
-    SEARCH_DEFAULTS = {"lists": (20, 0.8), "blocks": (35, 1.0)}
+    # (query_cut, heap_factor) of search() by layout when not given: the native index's,
+    # its float32 factor rounded back to the decimal it was written as
+    SEARCH_DEFAULTS = {layout: (qc, round(hf, 6)) for layout in ("lists", "blocks")
+                       for qc, hf in [_core.SparseIndex.search_defaults(layout)]}
 
     def search(self, queries, k: int = 10, query_cut: int | None = None,
                heap_factor: float | None = None, *,

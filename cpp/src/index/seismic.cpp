@@ -124,14 +124,9 @@ constexpr size_t kMaxBlocksPerList = 65535;  // block numbers within a list are 
 constexpr size_t kPrefetchAhead = 4;           // documents whose forward entries are prefetched
 constexpr size_t kRowsAhead = 3;     // blocks layout: blocks whose forward rows are prefetched
 constexpr size_t kOffsetsAhead = 5;  // blocks whose first document offset is prefetched
-constexpr size_t kKnnQueryCut = 10;            // search settings of the kNN-graph build
+constexpr size_t kKnnQueryCut = 10;  // the lists layout's kNN-graph build searches
 constexpr float kKnnHeapFactor = 0.9f;
 constexpr size_t kKnnHead = 16;
-// The blocks layout's graph: its search defaults, every document scored whole (on 120k real
-// SPLADE rows recall@10 0.955 at query_cut 25 with n_knn 10, against 0.927 with the lists
-// layout's settings above; the build takes 12.3 s on two threads instead of 7.4 s).
-constexpr size_t kKnnBlocksQueryCut = 35;
-constexpr float kKnnBlocksHeapFactor = 1.0f;
 constexpr size_t kBisectionIters = 20;  // swap rounds per cut (the BP paper's)
 
 }  // namespace
@@ -175,6 +170,15 @@ static size_t cut_terms(const int64_t* qptr, const int32_t* qidx, const float* q
   const size_t cut = std::min(s.terms.size(), query_cut);
   std::partial_sort(s.terms.begin(), s.terms.begin() + cut, s.terms.end(), heavier);
   return cut;
+}
+
+SparseSearch SparseSearch::defaults(SparseLayout layout) {
+  SparseSearch p;
+  if (layout == SparseLayout::blocks) {  // bench/results/sparse_presets.md
+    p.query_cut = 40;
+    p.heap_factor = 1.0f;
+  }
+  return p;
 }
 
 SparseIndex::SparseIndex(size_t dim, const SparseParams& params) : dim_(dim), p_(params) {
@@ -493,12 +497,16 @@ void SparseIndex::block_maxima(const float* val) {
 // heap_factor fixed), its best results other than itself kept.
 void SparseIndex::build_knn(const int64_t* indptr, const int32_t* indices, const float* values,
                             size_t n, int threads) {
-  SparseSearch q;
+  // The blocks layout's graph comes from its search defaults, every document scored whole:
+  // better neighbours than the lists layout's settings give it (120k real SPLADE rows at
+  // block_size 8: recall@10 0.955 against 0.927 at query_cut 25 with n_knn 10).
+  SparseSearch q = SparseSearch::defaults(p_.layout);
   q.k = p_.knn + 1;
-  const bool blocks = p_.layout == SparseLayout::blocks;
-  q.query_cut = blocks ? kKnnBlocksQueryCut : kKnnQueryCut;
-  q.heap_factor = blocks ? kKnnBlocksHeapFactor : kKnnHeapFactor;
-  q.head = blocks ? 0 : kKnnHead;
+  if (p_.layout == SparseLayout::lists) {
+    q.query_cut = kKnnQueryCut;
+    q.heap_factor = kKnnHeapFactor;
+    q.head = kKnnHead;
+  }
   q.list_order = false;  // one order by summary score: fewer visits for the n searches
   std::vector<float> scores(n * q.k);
   std::vector<int64_t> labels(n * q.k);
