@@ -373,6 +373,11 @@ def main(argv=None):
     sweeps = {name: blocks_sweep if qi.params["layout"] == "blocks" else sweep
               for name, (qi, _) in searchers.items()}
     sweeps.update({name: sweep for name in seismics})
+
+    def record(name, qc, hf, recall, qps1, qps_all):
+        rows.setdefault(name, []).append((qc, hf, recall, qps1, qps_all))
+        print(f"| {name} | {qc} | {hf} | {recall:.3f} | {qps1:,.0f} | {qps_all:,.0f} |")
+
     for i in range(max(map(len, sweeps.values()), default=0)):  # the systems' points interleaved
         for name, (qi, kw) in searchers.items():
             if i >= len(sweeps[name]):
@@ -381,9 +386,7 @@ def main(argv=None):
             nk = qi.params["knn"]
             t1, I = timed(lambda: qi.search(queries, 10, qc, hf, n_knn=nk, threads=1, **kw).ids)
             ta, _ = timed(lambda: qi.search(queries, 10, qc, hf, n_knn=nk, **kw))
-            rows.setdefault(name, []).append((qc, hf, recall_ties(I, S), nq / t1, nq / ta))
-            print(f"| {name} | {qc} | {hf} | {rows[name][-1][2]:.3f} | {nq / t1:,.0f} | "
-                  f"{nq / ta:,.0f} |")
+            record(name, qc, hf, recall_ties(I, S), nq / t1, nq / ta)
         for name, (se, nk) in seismics.items():
             if i >= len(sweeps[name]):
                 continue
@@ -391,9 +394,7 @@ def main(argv=None):
             s1, res = timed(lambda: [se.search(t, v, 10, qc, hf, nk, True) for t, v in q_rows])
             Is = [[int(d) for _, d in r] for r in res]
             sa, _ = timed(lambda: se.batch_search(qfile.name, 10, qc, hf, nk, True))
-            rows.setdefault(name, []).append((qc, hf, recall_ties(Is, S), nq / s1, nq / sa))
-            print(f"| {name} | {qc} | {hf} | {rows[name][-1][2]:.3f} | {nq / s1:,.0f} | "
-                  f"{nq / sa:,.0f} |")
+            record(name, qc, hf, recall_ties(Is, S), nq / s1, nq / sa)
 
     if args.bmp:
         from bench.bmp_peer import ALPHAS, BETAS, BMP

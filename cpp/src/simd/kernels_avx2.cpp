@@ -427,11 +427,9 @@ void accumulate_u8(const uint8_t* const* rows, const uint16_t* w, size_t nrows, 
       }
       _mm256_storeu_si256(a, sum);
     }
-    for (; i < n; ++i) {
-      uint32_t sum = acc[i];
-      for (size_t j = 0; j < k; ++j) sum += (w[r0 + j] * rows[r0 + j][i] + 63u) >> 6;
-      acc[i] = uint16_t(std::min<uint32_t>(65535u, sum));
-    }
+    const uint8_t* rest[4];  // the last n - i of each row: the plain loop
+    for (size_t j = 0; j < k; ++j) rest[j] = rows[r0 + j] + i;
+    scalar_kernels().accumulate_u8(rest, w + r0, k, n - i, acc + i);
   }
 }
 

@@ -796,11 +796,9 @@ void accumulate_u8(const uint8_t* const* rows, const uint16_t* w, size_t nrows, 
       }
       _mm512_storeu_si512(acc + i, sum);
     }
-    for (; i < n; ++i) {
-      uint32_t sum = acc[i];
-      for (size_t j = 0; j < k; ++j) sum += (w[r0 + j] * rows[r0 + j][i] + 63u) >> 6;
-      acc[i] = uint16_t(std::min<uint32_t>(65535u, sum));
-    }
+    const uint8_t* rest[4];  // the last n - i of each row: the plain loop
+    for (size_t j = 0; j < k; ++j) rest[j] = rows[r0 + j] + i;
+    scalar_kernels().accumulate_u8(rest, w + r0, k, n - i, acc + i);
   }
 }
 
@@ -816,11 +814,13 @@ size_t select_u16(const uint16_t* v, size_t n, uint32_t lo, uint32_t hi, uint32_
   for (size_t i = 0; i < n; i += 32) {
     const __mmask32 live = n - i >= 32 ? ~__mmask32(0) : (__mmask32(1) << (n - i)) - 1;
     const __m512i x = _mm512_maskz_loadu_epi16(live, v + i);
-    const __mmask32 in = _mm512_mask_cmpge_epu16_mask(live, x, lov) & _mm512_cmple_epu16_mask(x, top);
+    const __mmask32 in =
+        _mm512_mask_cmpge_epu16_mask(live, x, lov) & _mm512_cmple_epu16_mask(x, top);
     for (int h = 0; h < 2; ++h) {
       const __mmask16 k = __mmask16(in >> (16 * h));
       const int c = __builtin_popcount(k);
-      _mm512_mask_storeu_epi32(out + m, __mmask16((1u << c) - 1), _mm512_maskz_compress_epi32(k, idx));
+      _mm512_mask_storeu_epi32(out + m, __mmask16((1u << c) - 1),
+                               _mm512_maskz_compress_epi32(k, idx));
       m += size_t(c);
       idx = _mm512_add_epi32(idx, step);
     }
