@@ -439,19 +439,33 @@ def test_neighbour_codes_follow_the_lists_through_adds_and_compaction():
     assert recall(g.search(xq, K, width=64).ids, keep[It]) >= 0.9
 
 
+def check_pivots(index):
+    """A coded graph's pivots (where its searches may start): the entry, then 255 distinct
+    vertices spread over the rows, none of them removed."""
+    p = index.native.pivots()
+    assert len(p) == 256 and p[0] == index.native.entry
+    assert len(set(p.tolist())) == 256 and p.max() < index.native.rows
+    assert np.diff(np.sort(p)).max() <= 3 * index.native.rows / 256
+    return p
+
+
 @pytest.mark.parametrize("codes", ["PQ12x4", "RaBitQ"])
 def test_coded_graph_holds_its_lists_once(codes, tmp_path):
     # With 4-bit codes the lists live in the neighbour rows only: after a build, a load or a
-    # compaction the index holds the vectors, the rows, the per-vector codes and the codec.
+    # compaction the index holds the vectors, the rows, the per-vector codes, the codec and
+    # the pivots (their ids, fast-scan code blocks and RaBitQ's factors).
     xb, xq = clustered(N, DIM, NQ, seed=12)
     g = quanta.GraphIndex(DIM, "ip", 24, "f16", codes=codes)
     g.add(xb[:3000])
     g.add(xb[3000:])  # an incremental add rebuilds the lists from the rows and drops them again
     nat = g.native
+    m, factors = DIM // 4, 1 if codes == "RaBitQ" else 0
 
     def parts(index):
+        np_ = len(check_pivots(index))
+        pivots = np_ * 4 + -(-np_ // 32) * ((m + 1) // 2) * 32 + np_ * factors * 4
         return (index.native.vectors.memory_usage + index.native.neighbour_codes().nbytes +
-                index.native.codes().nbytes + index.native.codec_state().nbytes)
+                index.native.codes().nbytes + index.native.codec_state().nbytes + pivots)
 
     assert g.memory_usage == parts(g)
     rows = nat.neighbour_codes().reshape(N, -1)[:, :4 * 24].copy().view(np.uint32)
@@ -460,6 +474,7 @@ def test_coded_graph_holds_its_lists_once(codes, tmp_path):
     g.save(tmp_path / "g.qnt")
     for other in (quanta.load(tmp_path / "g.qnt"), pickle.loads(pickle.dumps(g))):
         assert other.memory_usage == parts(other)
+        np.testing.assert_array_equal(other.native.pivots(), nat.pivots())
         np.testing.assert_array_equal(other.search(xq, K, width=48).ids, I)
     g.remove(np.arange(0, N, 3))
     g.compact()
@@ -468,6 +483,25 @@ def test_coded_graph_holds_its_lists_once(codes, tmp_path):
     live = np.flatnonzero(np.arange(N) % 3 != 0)
     got = g.search(xq, K, width=48).ids
     assert recall(np.searchsorted(live, got), It) >= 0.9
+
+
+def test_pivots_are_live_and_only_in_large_coded_graphs():
+    xb, xq = clustered(N, DIM, NQ, seed=16)
+    g = quanta.GraphIndex(DIM, "l2", 16, "f16", codes="PQ12x4")
+    g.add(xb[:1000])
+    assert len(g.native.pivots()) == 0  # under 4 x 256 vertices: searches start at the entry
+    g.add(xb[1000:3000])
+    gone = check_pivots(g)[1::2]
+    g.remove(gone)  # default ids are positions
+    g.add(xb[3000:])  # pivots are chosen again, among the live vertices
+    p = check_pivots(g)
+    assert not np.isin(p, gone).any()
+    plain = quanta.GraphIndex(DIM, "l2", 16, "f16")
+    plain.add(xb)
+    assert len(plain.native.pivots()) == 0  # no codes to estimate them with
+    _, It = brute_force_knn(np.delete(xb, gone, axis=0), xq, K, "l2")
+    live = np.delete(np.arange(N), gone)
+    assert recall(np.searchsorted(live, g.search(xq, K, width=48).ids), It) >= 0.9
 
 
 @pytest.mark.parametrize("refine", [0, 1])

@@ -43,6 +43,9 @@ void bind_graph(py::module_& m) {
       .def_property_readonly("vectors", &GraphIndex::vectors)
       .def_property_readonly("rows", &GraphIndex::rows)
       .def_property_readonly("entry", &GraphIndex::entry)
+      .def("pivots", [](const GraphIndex& self) {
+        return py::array_t<uint32_t>(py::ssize_t(self.pivots().size()), self.pivots().data());
+      })
       .def_property_readonly("build_progress", &GraphIndex::build_progress)
       .def_property_readonly("mapped_bytes", &GraphIndex::mapped_bytes)
       .def("adjacency", [](const GraphIndex& self) { return to_numpy(self.adjacency()); })

@@ -378,13 +378,18 @@ void run_code_beam(const Rows& g, uint32_t entry, size_t width, BeamQuery& query
     prefetch_l2(g.rows + size_t(w) * g.row_bytes, g.row_bytes);
   };
   size_t cur = 0;
+  uint32_t prev = GraphIndex::kNone;
+  float prev_d = 0;
   while (cur < beam.size) {
     const uint32_t v = beam.id[cur];
     beam.expanded[cur] = 1;
     const size_t ahead = beam.next_unexpanded(cur + 1);
     if (ahead < beam.size) fetch(beam.id[ahead]);
-    query.exact(&v, 1, &d);
-    on(v, d);
+    // The exact score is reported one expansion later: its vector may still be on the way,
+    // and nothing until then waits for it.
+    if (prev != GraphIndex::kNone) on(prev, prev_d);
+    query.exact(&v, 1, &prev_d);
+    prev = v;
     const float dlimit = beam.full() ? beam.d[beam.size - 1] : kInf;
     const uint8_t* vrow = g.rows + size_t(v) * g.row_bytes;
     const uint8_t* codes = vrow + g.degree * sizeof(uint32_t);
@@ -414,9 +419,39 @@ void run_code_beam(const Rows& g, uint32_t entry, size_t width, BeamQuery& query
         if (u >= g.n || !marks.first_visit(u)) continue;  // an empty slot is kNone >= n
         cand.add(g.factors ? est[j] : cq.estimate(sums[j]), u);
       }
+    // The closest newcomer, when it goes before `ahead`, is expanded next: asked for now.
+    if (cand.n > 0 &&
+        (ahead >= beam.size || closer(cand.d[0], cand.id[0], beam.d[ahead], beam.id[ahead])))
+      fetch(cand.id[0]);
     cur = beam.next_unexpanded(std::min(cur + 1, beam.merge(cand)));
     if (cur < beam.size) fetch(beam.id[cur]);  // a vertex that just joined
   }
+  if (prev != GraphIndex::kNone) on(prev, prev_d);
+}
+
+// The pivot whose estimate is best (the first of equal ones).
+uint32_t closest_pivot(const GraphPivots& p, const CodeQuery& cq, size_t npairs,
+                       size_t nfactors) {
+  const size_t np = p.ids.size(), nblocks = (np + fast_scan::kBlock - 1) / fast_scan::kBlock;
+  uint16_t sums[GraphIndex::kPivots];
+  uint32_t below[GraphIndex::kPivots / fast_scan::kBlock];
+  const uint8_t* lut = cq.lut();
+  const uint16_t all = 65535;
+  kernels(active_isa()).pq4_accumulate(p.blocks.data(), nblocks, npairs, &lut, 1, &all, sums,
+                                       below);
+  size_t best = 0;
+  if (nfactors == 0) {  // the estimate grows with the sum
+    for (size_t t = 1; t < np; ++t) best = sums[t] < sums[best] ? t : best;
+    return p.ids[best];
+  }
+  const float off = cq.offset(), inv = cq.inverse_scale(), bias = cq.bias();
+  const float* a = nfactors == 2 ? p.factors.data() + np : nullptr;
+  float best_d = kInf;
+  for (size_t t = 0; t < np; ++t) {
+    const float d = (a ? a[t] : 0.0f) + p.factors[t] * (float(sums[t]) * inv + bias) + off;
+    if (d < best_d) best_d = d, best = t;
+  }
+  return p.ids[best];
 }
 
 }  // namespace
@@ -450,7 +485,7 @@ GraphIndex::~GraphIndex() = default;
 
 size_t GraphIndex::memory_usage() const {
   return vectors_->memory_usage() + adj_.size() * sizeof(uint32_t) +
-         norms_.size() * sizeof(float) + codes_.size() + nbr_codes_.size() +
+         norms_.size() * sizeof(float) + codes_.size() + nbr_codes_.size() + pivots_.bytes() +
          (pq_ ? pq_->centroids().size() : rabitq_ ? rabitq_->state_size() : 0) * sizeof(float);
 }
 
@@ -731,6 +766,35 @@ uint32_t GraphIndex::medoid() const {
   return best;
 }
 
+void GraphIndex::choose_pivots() {
+  pivots_ = GraphPivots();
+  const size_t n = rows();
+  if (!inline_codes() || entry_ == kNone || n < 4 * kPivots) return;
+  // Evenly spaced live vertices (rows are in no particular order: a spread-out sample).
+  const Labels& labels = vectors_->labels();
+  std::vector<uint32_t>& ids = pivots_.ids;
+  ids.push_back(entry_);
+  for (size_t t = 1, v = 0; t < kPivots; ++t) {
+    v = std::max(v, t * n / kPivots);
+    while (v < n && (!labels.live(v) || v == entry_)) ++v;
+    if (v == n) break;
+    ids.push_back(uint32_t(v++));
+  }
+  const size_t np = ids.size(), cs = code_bytes(), pc = rabitq_ ? rabitq_->code_size() : cs;
+  const size_t nf = factors_per_slot();
+  const float scale = metric() == Metric::l2 ? -2.0f : -1.0f;  // as pack_rows
+  std::vector<uint8_t> plain(np * pc);
+  pivots_.factors.assign(np * nf, 0.0f);
+  for (size_t t = 0; t < np; ++t) {
+    const uint8_t* c = codes_.data() + size_t(ids[t]) * cs;
+    std::copy_n(c, pc, &plain[t * pc]);
+    for (size_t f = 0; f < nf; ++f) std::memcpy(&pivots_.factors[f * np + t], c + pc + 4 * f, 4);
+    if (nf) pivots_.factors[t] *= scale;
+  }
+  pivots_.blocks.assign(fast_scan::bytes_for(np, code_m()), 0);
+  fast_scan::pack(plain.data(), np, code_m(), 0, pivots_.blocks.data());
+}
+
 void GraphIndex::add(const float* x, size_t n, const int64_t* ids, int threads) {
   if (n == 0) return;
   threads = resolve_threads(threads);
@@ -816,6 +880,7 @@ void GraphIndex::add(const float* x, size_t n, const int64_t* ids, int threads) 
     pack_rows(changed.data());
     drop_build_state();
   }
+  choose_pivots();
 }
 
 void GraphIndex::reset() {
@@ -825,6 +890,7 @@ void GraphIndex::reset() {
   nbr_codes_ = {};
   entry_ = kNone;
   medoid_rows_ = 0;
+  pivots_ = GraphPivots();
   norms_.clear();
 }
 
@@ -901,7 +967,10 @@ void GraphIndex::search(const float* q, size_t nq, const GraphSearchParams& para
                    fast_scan::block_bytes(code_m()), n, *vectors_, factors_per_slot()};
       const CodeQuery cq = rabitq_ ? CodeQuery(*rabitq_, query.values(), l2)
                                    : CodeQuery(*pq_, query.values(), l2, query.qnorm());
-      run_code_beam(g, entry_, width, query, cq, on, *marks.marks, beam);
+      const uint32_t start = pivots_.ids.empty()
+                                 ? entry_
+                                 : closest_pivot(pivots_, cq, g.npairs, g.factors);
+      run_code_beam(g, start, width, query, cq, on, *marks.marks, beam);
     } else {
       const auto [adj, stride] = lists();
       run_beam(adj, stride, degree(), n, entry_, width, dist, on, *marks.marks, beam, nullptr);
@@ -996,6 +1065,7 @@ void GraphIndex::compact() {
   entry_ = medoid();
   medoid_rows_ = rows();
   drop_build_state();
+  choose_pivots();
 }
 
 void GraphIndex::restore(Buffer<uint32_t> adjacency, uint32_t entry, Buffer<uint8_t> codes,
@@ -1028,6 +1098,7 @@ void GraphIndex::restore(Buffer<uint32_t> adjacency, uint32_t entry, Buffer<uint
   medoid_rows_ = n;
   norms_.clear();  // recomputed when a build step needs them
   drop_build_state();
+  choose_pivots();
 }
 
 Buffer<uint32_t> GraphIndex::adjacency() const {

@@ -18,7 +18,7 @@ namespace quanta {
 // CPUs this process may run on (its affinity mask: taskset, containers), at least 1.
 int hardware_threads();
 // The thread count for threads=0: set_default_threads, else QUANTA_NUM_THREADS, else
-// OMP_NUM_THREADS, else hardware_threads().
+// OMP_NUM_THREADS, else hardware_threads() (the last three read once, at the first call).
 int default_threads();
 void set_default_threads(int n);  // 0: back to the environment / hardware default
 inline int resolve_threads(int threads) { return threads > 0 ? threads : default_threads(); }
