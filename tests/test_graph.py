@@ -440,12 +440,12 @@ def test_neighbour_codes_follow_the_lists_through_adds_and_compaction():
 
 
 def check_pivots(index):
-    """A coded graph's pivots (where its searches may start): the entry, then 255 distinct
-    vertices spread over the rows, none of them removed."""
+    """A coded graph's pivots (where its searches may start): the entry, then 127 distinct
+    vertices spread over the rows."""
     p = index.native.pivots()
-    assert len(p) == 256 and p[0] == index.native.entry
-    assert len(set(p.tolist())) == 256 and p.max() < index.native.rows
-    assert np.diff(np.sort(p)).max() <= 3 * index.native.rows / 256
+    assert len(p) == 128 and p[0] == index.native.entry
+    assert len(set(p.tolist())) == 128 and p.max() < index.native.rows
+    assert np.diff(np.sort(p)).max() <= 3 * index.native.rows / 128
     return p
 
 
@@ -488,9 +488,9 @@ def test_coded_graph_holds_its_lists_once(codes, tmp_path):
 def test_pivots_are_live_and_only_in_large_coded_graphs():
     xb, xq = clustered(N, DIM, NQ, seed=16)
     g = quanta.GraphIndex(DIM, "l2", 16, "f16", codes="PQ12x4")
-    g.add(xb[:1000])
-    assert len(g.native.pivots()) == 0  # under 4 x 256 vertices: searches start at the entry
-    g.add(xb[1000:3000])
+    g.add(xb[:500])
+    assert len(g.native.pivots()) == 0  # under 4 x 128 vertices: searches start at the entry
+    g.add(xb[500:3000])
     gone = check_pivots(g)[1::2]
     g.remove(gone)  # default ids are positions
     g.add(xb[3000:])  # pivots are chosen again, among the live vertices

@@ -98,7 +98,7 @@ class GraphIndex final : public Index {
   static constexpr uint32_t kNone = 0xffffffffu;  // an empty neighbour slot
   static constexpr size_t kMaxDegree = 256;
   // Pivots of a graph with 4-bit codes; none below 4 x as many vertices.
-  static constexpr size_t kPivots = 256;
+  static constexpr size_t kPivots = 128;
 
   // vectors: the storage of the vectors (an empty FlatIndex; its metric is the index's).
   GraphIndex(std::shared_ptr<FlatIndex> vectors, GraphBuildParams build);
