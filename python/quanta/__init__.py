@@ -88,7 +88,7 @@ def simd_level() -> str:
 def set_num_threads(n: int) -> None:
     """Default thread count for calls with threads=0. 0 goes back to the environment's
     default: QUANTA_NUM_THREADS, else OMP_NUM_THREADS, else the CPUs this process may run on
-    (its affinity mask, as set by taskset or a container)."""
+    (its affinity mask, as set by taskset or a container), read once, at the first call."""
     _core.set_default_threads(_as_int(n, "n", 0, _MAX_THREADS))
 
 

