@@ -297,7 +297,7 @@ class BeamQuery {
 // A query's fast-scan table for the neighbours' 4-bit codes: estimate(sum) approximates the
 // beam distance (see BeamQuery::exact) of a neighbour whose table entries add up to `sum`.
 // RaBitQ codes: the sum estimates <P q, sign code>, and a neighbour's beam distance is
-// a + b * estimate(sum) + offset(), with its row's factors a (l2: |x|^2, else 0) and b.
+// estimate(sum, b, a), with its row's factors a (l2: |x|^2, else 0) and b.
 class CodeQuery {
  public:
   CodeQuery(const ProductQuantizer& pq, const float* q, bool l2, float qnorm) {
@@ -320,9 +320,10 @@ class CodeQuery {
   }
   const uint8_t* lut() const { return lut_.data(); }
   float estimate(uint16_t sum) const { return float(sum) / scale_ + bias_; }
-  float offset() const { return offset_; }
-  float inverse_scale() const { return 1.0f / scale_; }
-  float bias() const { return bias_; }
+  // RaBitQ: the beam distance of a neighbour with factors b and a (l2's |x|^2, else 0).
+  float estimate(uint16_t sum, float b, float a) const {
+    return a + b * (float(sum) * (1.0f / scale_) + bias_) + offset_;
+  }
   // The largest sum whose estimate is at most d.
   uint16_t limit(float d) const {
     const double s = std::floor((double(d) - bias_) * scale_);
@@ -401,10 +402,8 @@ void run_code_beam(const Rows& g, uint32_t entry, size_t width, BeamQuery& query
       kern.pq4_accumulate(codes, nblocks, g.npairs, &lut, 1, &all, sums, below);
       // rows are whole floats and uint32s from an aligned start (see GraphIndex::lists)
       const float* fb = reinterpret_cast<const float*>(codes + nblocks * g.block_bytes);
-      const float off = cq.offset(), inv = cq.inverse_scale(), bias = cq.bias();
       const float* a = g.factors == 2 ? fb + g.degree : nullptr;
-      for (size_t j = 0; j < g.degree; ++j)
-        est[j] = (a ? a[j] : 0.0f) + fb[j] * (float(sums[j]) * inv + bias) + off;
+      for (size_t j = 0; j < g.degree; ++j) est[j] = cq.estimate(sums[j], fb[j], a ? a[j] : 0.0f);
       std::fill_n(below, nblocks, 0u);
       for (size_t j = 0; j < g.degree; ++j)
         below[j / fast_scan::kBlock] |= uint32_t(est[j] <= dlimit) << (j % fast_scan::kBlock);
@@ -445,11 +444,10 @@ uint32_t closest_pivot(const GraphPivots& p, const CodeQuery& cq, size_t npairs,
     for (size_t t = 1; t < np; ++t) best = sums[t] < sums[best] ? t : best;
     return p.ids[best];
   }
-  const float off = cq.offset(), inv = cq.inverse_scale(), bias = cq.bias();
   const float* a = nfactors == 2 ? p.factors.data() + np : nullptr;
   float best_d = kInf;
   for (size_t t = 0; t < np; ++t) {
-    const float d = (a ? a[t] : 0.0f) + p.factors[t] * (float(sums[t]) * inv + bias) + off;
+    const float d = cq.estimate(sums[t], p.factors[t], a ? a[t] : 0.0f);
     if (d < best_d) best_d = d, best = t;
   }
   return p.ids[best];
@@ -567,13 +565,27 @@ size_t GraphIndex::row_code_bytes() const {
                         : 0;
 }
 
-void GraphIndex::pack_rows(const uint8_t* changed) {
-  const size_t n = rows(), R = degree(), m = code_m(), cs = code_bytes(),
-               pc = rabitq_ ? rabitq_->code_size() : cs, rb = row_code_bytes();
-  const size_t nf = factors_per_slot(), at_factors = rb - R * nf * sizeof(float);
+void GraphIndex::gather_codes(const uint32_t* ids, size_t count, uint8_t* plain,
+                              float* factors) const {
+  const size_t n = rows(), cs = code_bytes(), pc = rabitq_ ? rabitq_->code_size() : cs;
+  const size_t nf = factors_per_slot();
   const float scale = metric() == Metric::l2 ? -2.0f : -1.0f;  // see CodeQuery
+  std::fill(plain, plain + count * pc, uint8_t(0));
+  std::fill(factors, factors + count * nf, 0.0f);
+  for (size_t j = 0; j < count; ++j) {
+    if (ids[j] >= n) continue;
+    const uint8_t* c = codes_.data() + size_t(ids[j]) * cs;
+    std::copy_n(c, pc, plain + j * pc);
+    for (size_t f = 0; f < nf; ++f) std::memcpy(&factors[f * count + j], c + pc + 4 * f, 4);
+    if (nf) factors[j] *= scale;
+  }
+}
+
+void GraphIndex::pack_rows(const uint8_t* changed) {
+  const size_t n = rows(), R = degree(), m = code_m(), rb = row_code_bytes();
+  const size_t pc = rabitq_ ? rabitq_->code_size() : code_bytes(), nf = factors_per_slot();
+  const size_t at_factors = rb - R * nf * sizeof(float);
   const uint32_t* adj = adj_.data();
-  const uint8_t* codes = codes_.data();
   nbr_codes_.edit([&](auto& out) {
     out.resize(n * rb);
     parallel_for((n + 255) / 256, 0, [&](size_t t, size_t) {
@@ -583,15 +595,7 @@ void GraphIndex::pack_rows(const uint8_t* changed) {
         if (changed && !changed[v]) continue;
         const uint32_t* row = adj + v * R;
         // An empty slot (or an id past the rows) gets code 0: the search skips its slot.
-        std::fill(gathered.begin(), gathered.end(), uint8_t(0));
-        std::fill(factors.begin(), factors.end(), 0.0f);
-        for (size_t j = 0; j < R; ++j) {
-          if (row[j] >= n) continue;
-          const uint8_t* c = codes + size_t(row[j]) * cs;
-          std::copy_n(c, pc, &gathered[j * pc]);
-          for (size_t f = 0; f < nf; ++f) std::memcpy(&factors[f * R + j], c + pc + 4 * f, 4);
-          if (nf) factors[j] *= scale;
-        }
+        gather_codes(row, R, gathered.data(), factors.data());
         uint8_t* dst = out.data() + v * rb;
         std::fill(dst, dst + rb, uint8_t(0));
         std::memcpy(dst, row, R * sizeof(uint32_t));
@@ -781,17 +785,10 @@ void GraphIndex::choose_pivots() {
     if (v == n) break;
     ids.push_back(uint32_t(v++));
   }
-  const size_t np = ids.size(), cs = code_bytes(), pc = rabitq_ ? rabitq_->code_size() : cs;
-  const size_t nf = factors_per_slot();
-  const float scale = metric() == Metric::l2 ? -2.0f : -1.0f;  // as pack_rows
+  const size_t np = ids.size(), pc = rabitq_ ? rabitq_->code_size() : code_bytes();
   std::vector<uint8_t> plain(np * pc);
-  pivots_.factors.assign(np * nf, 0.0f);
-  for (size_t t = 0; t < np; ++t) {
-    const uint8_t* c = codes_.data() + size_t(ids[t]) * cs;
-    std::copy_n(c, pc, &plain[t * pc]);
-    for (size_t f = 0; f < nf; ++f) std::memcpy(&pivots_.factors[f * np + t], c + pc + 4 * f, 4);
-    if (nf) pivots_.factors[t] *= scale;
-  }
+  pivots_.factors.resize(np * factors_per_slot());
+  gather_codes(ids.data(), np, plain.data(), pivots_.factors.data());
   pivots_.blocks.assign(fast_scan::bytes_for(np, code_m()), 0);
   fast_scan::pack(plain.data(), np, code_m(), 0, pivots_.blocks.data());
 }

@@ -337,6 +337,12 @@ void SparseIndex::prefetch_doc(const Comp* comp, size_t offset, size_t bytes) co
   for (size_t o = 0; o < vb; o += 64) prefetch_line(v + o);
 }
 
+// The line holding a document's first and last entry offsets (a scattered document's first
+// miss).
+void SparseIndex::prefetch_offsets(size_t doc) const {
+  prefetch_line(reinterpret_cast<const char*>(s_.doc_ptr.data() + doc));
+}
+
 // The same for a whole document (its offsets already loaded or on their way), up to 512
 // bytes of ids.
 template <class Comp>
@@ -968,9 +974,6 @@ void SparseIndex::search_blocks(const Comp* comp, size_t cut, const SparseSearch
   for (size_t b = 0; b < nb; ++b) top = std::max<uint32_t>(top, bound[b]);
   // Prefetched ahead: a block's document offsets, then later its forward rows, one row per
   // document scored (a burst of a whole block's lines stalls on the miss queue).
-  auto prefetch_offset = [&](size_t b) {
-    prefetch_line(reinterpret_cast<const char*>(s_.doc_ptr.data() + b * bs));
-  };
   // The blocks in decreasing score up to the first below heap_factor * theta, found in
   // rounds that each sort only the blocks with sums in [lo, hi): lo halves until the heap
   // is full, then drops to that bar, so most blocks are never sorted.
@@ -993,7 +996,7 @@ void SparseIndex::search_blocks(const Comp* comp, size_t cut, const SparseSearch
     auto block_of = [](uint64_t key) { return size_t(~uint32_t(key)); };
     bool below = false;
     for (size_t r = 0; r < m && !(below = skip(float(ranked(r) >> 32) * unit)); ++r) {
-      if (r + kOffsetsAhead < m) prefetch_offset(block_of(ranked(r + kOffsetsAhead)));
+      if (r + kOffsetsAhead < m) prefetch_offsets(block_of(ranked(r + kOffsetsAhead)) * bs);
       const size_t ahead = r + kRowsAhead < m ? block_of(ranked(r + kRowsAhead)) * bs : n;
       const size_t b = block_of(ranked(r));
       for (size_t j = 0, doc = b * bs; doc < std::min(n, b * bs + bs); ++j, ++doc) {
@@ -1121,7 +1124,7 @@ void SparseIndex::search_one(const Comp* comp, const Term* sterm, const int64_t*
         s.seen[doc] = s.epoch;
         s.docs.push_back(doc);
         s.offs.push_back(postoff ? postoff[p] : size_t(s_.doc_ptr[doc]));
-        __builtin_prefetch(s_.doc_ptr.data() + doc);
+        prefetch_offsets(doc);
       }
       const size_t nd = s.docs.size();
       for (size_t j = 0; j < std::min(nd, kPrefetchAhead); ++j)
@@ -1179,12 +1182,9 @@ void SparseIndex::search_one(const Comp* comp, const Term* sterm, const int64_t*
       }
     // scattered documents: each one's offsets prefetched two strides ahead, its row one
     const size_t nd = s.docs.size(), A = kPrefetchAhead;
-    auto prefetch_offset = [&](size_t j) {
-      prefetch_line(reinterpret_cast<const char*>(s_.doc_ptr.data() + s.docs[j]));
-    };
-    for (size_t j = 0; j < std::min(nd, 2 * A); ++j) prefetch_offset(j);
+    for (size_t j = 0; j < std::min(nd, 2 * A); ++j) prefetch_offsets(s.docs[j]);
     for (size_t j = 0; j < nd; ++j) {
-      if (j + 2 * A < nd) prefetch_offset(j + 2 * A);
+      if (j + 2 * A < nd) prefetch_offsets(s.docs[j + 2 * A]);
       if (j + A < nd) prefetch_row(comp, s.docs[j + A]);
       score(refined, s.docs[j], size_t(s_.doc_ptr[s.docs[j]]));
     }

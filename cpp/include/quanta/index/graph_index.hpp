@@ -212,6 +212,10 @@ class GraphIndex final : public Index {
   void link(uint32_t from, uint32_t to, const Edit& e) const;
   // Packs the neighbours' codes of rows v with changed[v] (all rows when changed is null).
   void pack_rows(const uint8_t* changed);
+  // The plain 4-bit codes of `count` vertices (fast_scan::pack's input) and their RaBitQ
+  // factors (factor f of vertex j at f * count + j, b scaled as the search reads it); an id
+  // past the rows (an empty slot) gets zeros.
+  void gather_codes(const uint32_t* ids, size_t count, uint8_t* plain, float* factors) const;
   // The lists for the build: adj_ again from the rows when only the rows hold them.
   void ensure_adjacency();
   // The lists as the search reads them: (first list, uint32 from one list to the next).

@@ -210,6 +210,7 @@ class SparseIndex : public RowsIndex<SparseRows> {
   void prefetch_doc(const Comp* comp, size_t offset, size_t bytes) const;
   template <class Comp>
   void prefetch_row(const Comp* comp, size_t doc) const;
+  void prefetch_offsets(size_t doc) const;
   template <class Comp, class Score>
   void search_blocks(const Comp* comp, size_t cut, const SparseSearch& p, SparseScratch& s,
                      const Kernels& kr, TopKSet& heap, Score&& score) const;
