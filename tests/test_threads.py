@@ -1,8 +1,10 @@
 """The thread defaults (affinity mask, environment) and the persistent worker pool."""
+import faulthandler
 import os
 import subprocess
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -130,3 +132,65 @@ def test_searches_racing_writers_see_whole_states(spec):
         t.join(timeout=120)
     assert errors == [] and not any(t.is_alive() for t in threads)
     assert index.ntotal == 500
+
+
+def test_index_lock_reentry_writer_preference_and_refused_upgrade():
+    """The lock on every index (quanta._rwlock.RWLock): readers share it and may re-enter
+    past a waiting writer; a waiting writer holds back new readers; a writer may read and
+    write again; a reader asking to write is refused instead of waiting on itself."""
+    from quanta._rwlock import RWLock
+    faulthandler.dump_traceback_later(60, exit=True)  # a lock that deadlocks fails, not hangs
+    lock, events = RWLock(), []
+    lock.acquire_read()
+    writer_in = threading.Event()
+
+    def writer():
+        lock.acquire_write()
+        events.append("write")
+        writer_in.set()
+        lock.release_write()
+
+    w = threading.Thread(target=writer)
+    w.start()
+    while not w.is_alive():
+        pass
+    time.sleep(0.2)  # the writer now waits on our read
+    assert not writer_in.is_set()
+    lock.acquire_read()  # re-entry passes the waiting writer
+    lock.release_read()
+    other = threading.Thread(target=lambda: (lock.acquire_read(), events.append("read"),
+                                             lock.release_read()))
+    other.start()
+    time.sleep(0.2)
+    assert events == []  # a new reader waits behind the writer
+    with pytest.raises(RuntimeError, match="inside one of its own searches"):
+        lock.acquire_write()
+    lock.release_read()
+    w.join(10)
+    other.join(10)
+    assert events == ["write", "read"]
+    lock.acquire_write()  # a writer may read and write again
+    lock.acquire_read()
+    lock.acquire_write()
+    lock.release_write()
+    lock.release_read()
+    lock.release_write()
+    with pytest.raises(RuntimeError):
+        lock.release_write()
+    faulthandler.cancel_dump_traceback_later()
+
+
+def test_index_changed_from_inside_its_search_is_refused():
+    index = quanta.FlatIndex(4, "l2")
+    index.add(np.eye(4, dtype=np.float32))
+
+    class Sneaky:
+        def __array__(self, dtype=None, copy=None):
+            index.add(np.eye(4, dtype=np.float32))  # a write from inside the search
+            return np.ones((1, 4), np.float32)
+
+    with pytest.raises(RuntimeError, match="inside one of its own searches"):
+        index.search(Sneaky(), 1)
+    assert index.ntotal == 4
+    index.add(np.eye(4, dtype=np.float32))  # the lock was released by the failed search
+    assert index.ntotal == 8

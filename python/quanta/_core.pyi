@@ -6,7 +6,7 @@ import collections.abc
 import numpy
 import numpy.typing
 import typing
-__all__: list[str] = ['BinaryIndex', 'FDEEncoder', 'FlatIndex', 'FlatSearchParams', 'GraphIndex', 'GraphSearchParams', 'IVFBinaryIndex', 'IVFPQIndex', 'IVFSearchParams', 'IdFilter', 'Index', 'IndexBase', 'PQ', 'PQFastScanIndex', 'PQIndex', 'PQSearchParams', 'PreTransformIndex', 'QuantaError', 'RecurrentBinarizer', 'RefineIndex', 'RefineSearchParams', 'SearchParams', 'SparseIndex', 'TokenStore', 'TrainParams', 'active_isa', 'amx_bf16_active', 'amx_int8_active', 'compiled_isas', 'compiler', 'cpu_features', 'decode', 'default_threads', 'encode', 'hardware_threads', 'index_factory', 'kmeans', 'parse_index_spec', 'set_default_threads', 'set_simd_level', 'storage_bytes', 'supported_isas', 'token_candidates']
+__all__: list[str] = ['BinaryIndex', 'FDEEncoder', 'FlatIndex', 'FlatSearchParams', 'GraphIndex', 'GraphSearchParams', 'IVFBinaryIndex', 'IVFPQIndex', 'IVFSearchParams', 'IdFilter', 'Index', 'IndexBase', 'PQ', 'PQFastScanIndex', 'PQIndex', 'PQSearchParams', 'PreTransformIndex', 'QuantaError', 'RWLock', 'RecurrentBinarizer', 'RefineIndex', 'RefineSearchParams', 'SearchParams', 'SparseIndex', 'TokenStore', 'TrainParams', 'active_isa', 'amx_bf16_active', 'amx_int8_active', 'compiled_isas', 'compiler', 'cpu_features', 'decode', 'default_threads', 'encode', 'hardware_threads', 'index_factory', 'kmeans', 'parse_index_spec', 'set_default_threads', 'set_simd_level', 'storage_bytes', 'supported_isas', 'token_candidates']
 class QuantaError(RuntimeError):
     pass
 class IdFilter:
@@ -329,6 +329,17 @@ class SparseIndex(IndexBase):
         ...
     @property
     def pending(self) -> int:
+        ...
+class RWLock:
+    def __init__(self) -> None:
+        ...
+    def acquire_read(self) -> None:
+        ...
+    def acquire_write(self) -> None:
+        ...
+    def release_read(self) -> None:
+        ...
+    def release_write(self) -> None:
         ...
 class PQ:
     def __init__(self, dim: typing.SupportsInt | typing.SupportsIndex, m: typing.SupportsInt | typing.SupportsIndex, nbits: typing.SupportsInt | typing.SupportsIndex) -> None:

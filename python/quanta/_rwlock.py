@@ -8,63 +8,10 @@ from __future__ import annotations
 import functools
 import threading
 
+from . import _core
 from .io import from_bytes
 
-
-class RWLock:
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._cond = threading.Condition(self._lock)
-        self._readers = 0     # read holds, re-entries included
-        self._writer = None   # the writing thread
-        self._writes = 0      # its re-entries
-        self._waiting = 0     # writers waiting
-        self._mine = threading.local()  # this thread's read holds
-
-    # The read path takes the plain lock directly (not `with` the Condition): a search of one
-    # query pays for this twice, and the Condition's Python-level methods cost microseconds.
-    def acquire_read(self) -> None:
-        mine = self._mine
-        held = getattr(mine, "n", 0)
-        self._lock.acquire()
-        try:
-            if not held and (self._writer is not None or self._waiting) \
-                    and self._writer != threading.get_ident():
-                while self._writer is not None or self._waiting:
-                    self._cond.wait()
-            self._readers += 1
-        finally:
-            self._lock.release()
-        mine.n = held + 1
-
-    def release_read(self) -> None:
-        self._mine.n -= 1
-        self._lock.acquire()
-        self._readers -= 1
-        if self._readers == 0 and self._waiting:
-            self._cond.notify_all()
-        self._lock.release()
-
-    def acquire_write(self) -> None:
-        me = threading.get_ident()
-        with self._cond:
-            if self._writer == me:
-                self._writes += 1
-                return
-            if getattr(self._mine, "n", 0):
-                raise RuntimeError("an index was changed from inside one of its own searches")
-            self._waiting += 1
-            while self._writer is not None or self._readers:
-                self._cond.wait()
-            self._waiting -= 1
-            self._writer, self._writes = me, 1
-
-    def release_write(self) -> None:
-        with self._cond:
-            self._writes -= 1
-            if self._writes == 0:
-                self._writer = None
-                self._cond.notify_all()
+RWLock = _core.RWLock  # native (0.1 us a pair against about 1 us for a lock written in Python)
 
 
 _CREATE = threading.Lock()

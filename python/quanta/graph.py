@@ -119,10 +119,11 @@ class GraphIndex(Removable, Persistent):
         self._index = _core.GraphIndex(self._flat.native, degree, build_width, float(alpha),
                                        pq_m, pq_nbits, refine, rabitq, max_candidates)
         self._codes = "RaBitQ" if rabitq else f"PQ{pq_m}x{pq_nbits}" if pq_m else None
+        self._dim = self._flat.dim  # read on every search: a plain attribute is the cheapest
         self.width = width
 
     # -- properties -------------------------------------------------------------------------
-    dim = property(lambda self: self._index.dim)
+    dim = property(lambda self: self._dim)
     ntotal = property(lambda self: self._index.ntotal)
     metric = property(lambda self: self._index.metric)
     storage = property(lambda self: self._flat.storage)
@@ -218,13 +219,13 @@ class GraphIndex(Removable, Persistent):
         filter: ids the queries may return (see ``quanta.filter``).
         """
         index = self._index
-        q = as_f32_matrix(q, index.dim, "queries", check_finite=False)  # checked natively
+        q = as_f32_matrix(q, self._dim, "queries", check_finite=False)  # checked natively
         k = as_k(k)
         kn = native_k(k, index.ntotal)
         params = self._defaults if width is None and slack is _SLACK else \
             self._params(width, slack)
-        result = SearchResult(*index.search(q, kn, as_threads(threads),
-                                            as_filters(filter, q.shape[0]), params))
+        filters = None if filter is None else as_filters(filter, q.shape[0])
+        result = SearchResult(*index.search(q, kn, as_threads(threads), filters, params))
         return result if kn == k else result.padded(k, self.metric)
 
     def range_search(self, q, radius: float, *, width: int | None = None, threads: int = 0,

@@ -15,58 +15,32 @@
 
 namespace quanta {
 
-// Visited marks for one search at a time: an epoch per vertex, so starting a search costs
-// nothing (hnswlib's VisitedList). Searches take one from the pool and give it back.
-class VisitedPool {
- public:
-  struct Marks {
-    std::vector<uint16_t> mark;
-    uint16_t epoch = 0;
-    void start(size_t n) {
-      if (mark.size() < n) {
-        mark.assign(n, 0);
-        epoch = 0;
-      }
-      if (++epoch == 0) {  // wrapped: clear once every 65,535 searches
-        std::fill(mark.begin(), mark.end(), 0);
-        epoch = 1;
-      }
+// Visited marks: an epoch per vertex, so starting a search costs nothing (hnswlib's
+// VisitedList).
+struct VisitedMarks {
+  std::vector<uint16_t> mark;
+  uint16_t epoch = 0;
+  void start(size_t n) {
+    if (mark.size() < n) {
+      mark.assign(n, 0);
+      epoch = 0;
     }
-    bool first_visit(uint32_t v) {
-      if (mark[v] == epoch) return false;
-      mark[v] = epoch;
-      return true;
+    if (++epoch == 0) {  // wrapped: clear once every 65,535 searches
+      std::fill(mark.begin(), mark.end(), 0);
+      epoch = 1;
     }
-  };
-  std::unique_ptr<Marks> take() {
-    std::lock_guard<std::mutex> lock(mutex_);
-    if (free_.empty()) return std::make_unique<Marks>();
-    auto m = std::move(free_.back());
-    free_.pop_back();
-    return m;
   }
-  void give(std::unique_ptr<Marks> m) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    free_.push_back(std::move(m));
+  bool first_visit(uint32_t v) {
+    if (mark[v] == epoch) return false;
+    mark[v] = epoch;
+    return true;
   }
-
- private:
-  std::mutex mutex_;
-  std::vector<std::unique_ptr<Marks>> free_;
 };
 
 namespace {
 
 constexpr size_t kLockStripes = 4096;  // vertex v's list is guarded by lock v % kLockStripes
 constexpr size_t kMedoidChunk = 4096;
-
-// A Marks from the pool for one scope.
-struct Borrowed {
-  VisitedPool& pool;
-  std::unique_ptr<VisitedPool::Marks> marks;
-  explicit Borrowed(VisitedPool& p) : pool(p), marks(p.take()) {}
-  ~Borrowed() { pool.give(std::move(marks)); }
-};
 
 bool closer(float da, uint32_t a, float db, uint32_t b) { return da < db || (da == db && a < b); }
 
@@ -160,6 +134,49 @@ struct Beam {
   }
 };
 
+}  // namespace
+
+// What a search or an insertion uses besides its locals, kept for the next one, so that a
+// search of one query allocates nothing: a search takes one from the pool and gives it back.
+struct SearchScratch {
+  VisitedMarks marks;
+  Beam beam;
+  std::vector<float> query, scaled;  // the query as the beam scores it (BeamQuery)
+  std::vector<float> tables;         // a query's code tables and their ranges (CodeQuery)
+  std::vector<uint8_t> lut;          // their 8-bit form
+  std::vector<std::pair<float, uint32_t>> results;
+};
+
+class ScratchPool {
+ public:
+  std::unique_ptr<SearchScratch> take() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (free_.empty()) return std::make_unique<SearchScratch>();
+    auto m = std::move(free_.back());
+    free_.pop_back();
+    return m;
+  }
+  void give(std::unique_ptr<SearchScratch> m) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    free_.push_back(std::move(m));
+  }
+
+ private:
+  std::mutex mutex_;
+  std::vector<std::unique_ptr<SearchScratch>> free_;
+};
+
+namespace {
+
+// A SearchScratch from the pool for one scope.
+struct Borrowed {
+  ScratchPool& pool;
+  std::unique_ptr<SearchScratch> scratch;
+  explicit Borrowed(ScratchPool& p) : pool(p), scratch(p.take()) {}
+  ~Borrowed() { pool.give(std::move(scratch)); }
+  SearchScratch& operator*() { return *scratch; }
+};
+
 // A vertex's lock during a parallel build (no lock when the build runs on one thread).
 std::unique_lock<std::mutex> lock_of(std::vector<std::mutex>* locks, uint32_t v) {
   return locks ? std::unique_lock<std::mutex>((*locks)[v % locks->size()])
@@ -173,7 +190,7 @@ std::unique_lock<std::mutex> lock_of(std::vector<std::mutex>* locks, uint32_t v)
 template <class Dist, class On>
 void run_beam(const uint32_t* adj, size_t stride, size_t degree, size_t rows, uint32_t entry,
               size_t width,
-              Dist&& dist, On&& on, VisitedPool::Marks& marks, Beam& beam,
+              Dist&& dist, On&& on, VisitedMarks& marks, Beam& beam,
               std::vector<std::mutex>* locks) {
   beam.start(width);
   marks.start(rows);
@@ -266,59 +283,68 @@ class Estimator {
 
 // One query as the beam scores it: normalized for cosine, |q|^2 kept for l2, in the row
 // kernels' form; exact() gives beam distances, -score (l2: |x|^2 - 2 <q, x>; ip / cosine:
-// -<q, x>). Used in place (it points into itself).
+// -<q, x>).
 class BeamQuery {
  public:
-  BeamQuery(const FlatIndex& vectors, const float* q)
-      : v_(vectors), qv_(q, q + vectors.dim()), dots_(GraphIndex::kMaxDegree) {
+  // The query and its kernel form are kept in s's buffers.
+  BeamQuery(const FlatIndex& vectors, const float* q, SearchScratch& s) : v_(vectors) {
     l2_ = v_.metric() == Metric::l2;
-    if (v_.metric() == Metric::cosine) normalize_rows(qv_.data(), 1, qv_.size());
-    qnorm_ = l2_ ? float(sq_norm(qv_.data(), qv_.size())) : 0.0f;
-    kq_ = v_.kernel_query(qv_.data(), scaled_);
+    const float* qv = q;
+    if (v_.metric() == Metric::cosine) {
+      s.query.assign(q, q + v_.dim());
+      normalize_rows(s.query.data(), 1, s.query.size());
+      qv = s.query.data();
+    }
+    qv_ = qv;
+    qnorm_ = l2_ ? float(sq_norm(qv, v_.dim())) : 0.0f;
+    kq_ = v_.kernel_query(qv, s.scaled);
   }
   BeamQuery(const BeamQuery&) = delete;
   BeamQuery& operator=(const BeamQuery&) = delete;
-  const float* values() const { return qv_.data(); }
+  const float* values() const { return qv_; }
   float qnorm() const { return qnorm_; }
   void exact(const uint32_t* ids, size_t n, float* out) {
-    v_.dot_positions(kq_, ids, n, dots_.data());
+    v_.dot_positions(kq_, ids, n, dots_);
     const Buffer<float>& sq = v_.sq_norms();
     for (size_t j = 0; j < n; ++j) out[j] = l2_ ? sq[ids[j]] - 2.0f * dots_[j] : -dots_[j];
   }
 
  private:
   const FlatIndex& v_;
-  std::vector<float> qv_, scaled_, dots_;
+  const float* qv_;
   const float* kq_;
   float qnorm_;
   bool l2_;
+  float dots_[GraphIndex::kMaxDegree];
 };
 
 // A query's fast-scan table for the neighbours' 4-bit codes: estimate(sum) approximates the
 // beam distance (see BeamQuery::exact) of a neighbour whose table entries add up to `sum`.
 // RaBitQ codes: the sum estimates <P q, sign code>, and a neighbour's beam distance is
-// estimate(sum, b, a), with its row's factors a (l2: |x|^2, else 0) and b.
+// estimate(sum, b, a), with its row's factors a (l2: |x|^2, else 0) and b. The tables are
+// built in s's buffers, and the 8-bit table kept there.
 class CodeQuery {
  public:
-  CodeQuery(const ProductQuantizer& pq, const float* q, bool l2, float qnorm) {
+  CodeQuery(const ProductQuantizer& pq, const float* q, bool l2, float qnorm, SearchScratch& s) {
     const size_t m = pq.m();
-    std::vector<float> t(m * 16), neg;
+    s.tables.resize(m * 18 + (l2 ? 0 : pq.dim()));
+    float* t = s.tables.data();
     if (!l2) {  // inner products: tables of -q, so that smaller is better
-      neg.assign(q, q + pq.dim());
-      for (float& x : neg) x = -x;
-      q = neg.data();
+      float* neg = t + m * 18;
+      for (size_t p = 0; p < pq.dim(); ++p) neg[p] = -q[p];
+      q = neg;
     }
-    pq.distance_tables(q, 1, l2, t.data());
-    quantize(t, m);
+    pq.distance_tables(q, 1, l2, t);
+    quantize(s, m);
     if (l2) bias_ -= qnorm;  // |q - x|^2 - |q|^2
   }
-  CodeQuery(const RaBitQCodes& rq, const float* q, bool l2) {
-    std::vector<float> t(rq.m() * 16);
-    const float center_dot = rq.tables(q, t.data());
-    quantize(t, rq.m());
+  CodeQuery(const RaBitQCodes& rq, const float* q, bool l2, SearchScratch& s) {
+    s.tables.resize(rq.m() * 18);
+    const float center_dot = rq.tables(q, s.tables.data());
+    quantize(s, rq.m());
     offset_ = (l2 ? -2.0f : -1.0f) * center_dot;  // the centre's share of -<q, x> (x2 for l2)
   }
-  const uint8_t* lut() const { return lut_.data(); }
+  const uint8_t* lut() const { return lut_; }
   float estimate(uint16_t sum) const { return float(sum) / scale_ + bias_; }
   // RaBitQ: the beam distance of a neighbour with factors b and a (l2's |x|^2, else 0).
   float estimate(uint16_t sum, float b, float a) const {
@@ -331,11 +357,16 @@ class CodeQuery {
   }
 
  private:
-  void quantize(const std::vector<float>& t, size_t m) {
-    lut_.resize(fast_scan::block_bytes(m));
-    fast_scan::quantize_tables(t.data(), 1, m, lut_.data(), &scale_, &bias_);
+  // The m tables of 16 at s.tables, their ranges after them, to 8 bits in s.lut.
+  void quantize(SearchScratch& s, size_t m) {
+    float* t = s.tables.data();
+    float *lo = t + m * 16, *hi = lo + m;
+    kernels(active_isa()).row16_minmax(t, m, lo, hi);
+    s.lut.resize(fast_scan::block_bytes(m));
+    fast_scan::quantize_tables(t, lo, hi, 1, m, s.lut.data(), &scale_, &bias_);
+    lut_ = s.lut.data();
   }
-  std::vector<uint8_t> lut_;
+  const uint8_t* lut_ = nullptr;
   float scale_ = 1, bias_ = 0, offset_ = 0;
 };
 
@@ -355,7 +386,7 @@ struct Rows {
 // once it has passed that test (failing it, it would fail again: the beam only tightens).
 template <class On>
 void run_code_beam(const Rows& g, uint32_t entry, size_t width, BeamQuery& query,
-                   const CodeQuery& cq, On&& on, VisitedPool::Marks& marks, Beam& beam) {
+                   const CodeQuery& cq, On&& on, VisitedMarks& marks, Beam& beam) {
   const Kernels& kern = kernels(active_isa());
   const size_t nblocks = (g.degree + fast_scan::kBlock - 1) / fast_scan::kBlock;
   const uint8_t* lut = cq.lut();
@@ -456,7 +487,7 @@ uint32_t closest_pivot(const GraphPivots& p, const CodeQuery& cq, size_t npairs,
 }  // namespace
 
 GraphIndex::GraphIndex(std::shared_ptr<FlatIndex> vectors, GraphBuildParams build)
-    : vectors_(std::move(vectors)), build_(build), visited_(std::make_unique<VisitedPool>()) {
+    : vectors_(std::move(vectors)), build_(build), scratch_(std::make_unique<ScratchPool>()) {
   require(vectors_ != nullptr, "GraphIndex: vectors must be a FlatIndex");
   require(build_.degree >= 2 && build_.degree <= kMaxDegree,
           "degree must be in [2, " + std::to_string(kMaxDegree) + "]; got " +
@@ -659,8 +690,8 @@ void GraphIndex::insert(uint32_t p, const Edit& e) const {
   vectors_->decode(p, x.data());
   const float* kq = vectors_->kernel_query(x.data(), scaled);
   const float pn = norms_[p];
-  Borrowed marks(*visited_);
-  Beam beam;
+  Borrowed scratch(*scratch_);
+  Beam& beam = (*scratch).beam;
   std::vector<float> dots(kMaxDegree);
   std::vector<Scored> cand;  // with max_candidates: every vertex the search scored
   const size_t maxc = build_.max_candidates;
@@ -673,7 +704,7 @@ void GraphIndex::insert(uint32_t p, const Edit& e) const {
       [&](uint32_t v, float d) {
         if (maxc && v != p) cand.push_back({d, v});
       },
-      *marks.marks, beam, e.locks);
+      (*scratch).marks, beam, e.locks);
   if (maxc) {  // the max_candidates closest, ascending
     const auto cmp = [](const Scored& a, const Scored& b) { return closer(a.d, a.id, b.d, b.id); };
     if (cand.size() > maxc) {  // selection first: the search scores thousands
@@ -926,8 +957,10 @@ void GraphIndex::search(const float* q, size_t nq, const GraphSearchParams& para
     std::fill(D, D + k, pad);
     std::fill(I, I + k, int64_t(-1));
     if (entry_ == kNone || n == 0) return;
-    BeamQuery query(*vectors_, q + i * dim());
-    Beam beam;
+    Borrowed scratch(*scratch_);
+    SearchScratch& sc = *scratch;
+    BeamQuery query(*vectors_, q + i * dim(), sc);
+    Beam& beam = sc.beam;
     const bool adc = pq_ && !inline_codes();  // 8-bit codes: ADC estimates, then a choice
     Estimator est(adc ? pq_.get() : nullptr, codes_.data(), query.values(), query.qnorm(), l2,
                   params.slack);
@@ -946,7 +979,8 @@ void GraphIndex::search(const float* q, size_t nq, const GraphSearchParams& para
     };
     // With 4-bit codes the beam holds estimates: the results are the vertices scored exactly.
     const bool collect = checks || inline_codes();
-    std::vector<std::pair<float, uint32_t>> res;  // allowed vertices, ascending, at most k
+    auto& res = sc.results;  // allowed vertices, ascending, at most k
+    res.clear();
     const auto on = [&](uint32_t v, float d) {
       if (d == kInf || !collect || (checks && !lab.allowed(v, f))) return;
       // (k >= 1: the emptiness test only tells the compiler that back() exists)
@@ -959,19 +993,18 @@ void GraphIndex::search(const float* q, size_t nq, const GraphSearchParams& para
       res.insert(at, {d, v});
       if (res.size() > k) res.pop_back();
     };
-    Borrowed marks(*visited_);
     if (inline_codes()) {
       const Rows g{nbr_codes_.data(), degree(), row_code_bytes(), fast_scan::npairs(code_m()),
                    fast_scan::block_bytes(code_m()), n, *vectors_, factors_per_slot()};
-      const CodeQuery cq = rabitq_ ? CodeQuery(*rabitq_, query.values(), l2)
-                                   : CodeQuery(*pq_, query.values(), l2, query.qnorm());
+      const CodeQuery cq = rabitq_ ? CodeQuery(*rabitq_, query.values(), l2, sc)
+                                   : CodeQuery(*pq_, query.values(), l2, query.qnorm(), sc);
       const uint32_t start = pivots_.ids.empty()
                                  ? entry_
                                  : closest_pivot(pivots_, cq, g.npairs, g.factors);
-      run_code_beam(g, start, width, query, cq, on, *marks.marks, beam);
+      run_code_beam(g, start, width, query, cq, on, sc.marks, beam);
     } else {
       const auto [adj, stride] = lists();
-      run_beam(adj, stride, degree(), n, entry_, width, dist, on, *marks.marks, beam, nullptr);
+      run_beam(adj, stride, degree(), n, entry_, width, dist, on, sc.marks, beam, nullptr);
     }
     if (!collect)
       for (size_t j = 0; j < std::min(beam.size, k); ++j) res.emplace_back(beam.d[j], beam.id[j]);
@@ -996,20 +1029,19 @@ RangeResult GraphIndex::range_search(const float* q, size_t nq, float radius,
   const std::pair<const uint32_t*, size_t> adj = lists();  // (no structured binding: captured)
   parallel_for(nq, resolve_threads(gp.threads), [&](size_t i, size_t) {
     if (entry_ == kNone) return;
-    BeamQuery query(*vectors_, q + i * dim());
+    Borrowed scratch(*scratch_);
+    BeamQuery query(*vectors_, q + i * dim(), *scratch);
     qnorms[i] = query.qnorm();
     const IdFilter* f = gp.filter.of(i);
     // hits as scores (higher is better): l2 distance < radius <=> -d > |q|^2 - radius
     const float floor = l2 ? qnorms[i] - radius : radius;
-    Borrowed marks(*visited_);
-    Beam beam;
     run_beam(
         adj.first, adj.second, degree(), rows(), entry_, gp.width,
         [&](const uint32_t* ids, size_t m, float* out) { query.exact(ids, m, out); },
         [&](uint32_t v, float d) {
           if (-d > floor && lab.allowed(v, f)) hits.add(i, -d, int64_t(v));
         },
-        *marks.marks, beam, nullptr);
+        (*scratch).marks, (*scratch).beam, nullptr);
   });
   return hits.finish([&](size_t i, float s) { return l2 ? qnorms[i] - s : s; },
                      [&](int64_t pos) { return lab.at(pos); });

@@ -80,7 +80,7 @@ struct GraphSearchParams : SearchParams {
   }
 };
 
-class VisitedPool;
+class ScratchPool;
 
 // Vertices spread over a graph with 4-bit codes, their codes in fast-scan blocks: a search
 // estimates them all with one kernel call and starts from the closest (see GraphIndex).
@@ -242,7 +242,7 @@ class GraphIndex final : public Index {
   Buffer<uint8_t> codes_;                 // rows x code_bytes()
   Buffer<uint8_t> nbr_codes_;             // rows x row_code_bytes(), with 4-bit codes
   std::vector<float> norms_;    // |x|^2 of every row, for the build geometry (not saved)
-  std::unique_ptr<VisitedPool> visited_;
+  std::unique_ptr<ScratchPool> scratch_;
   std::atomic<size_t> build_done_{0}, build_total_{0};
 };
 
