@@ -270,7 +270,8 @@ def main(argv=None):
     ap.add_argument("--max-candidates", default="0",
                     help="quanta's max_candidates (comma-separated: one build each)")
     ap.add_argument("--widths",
-                    default="10,12,14,16,20,24,28,32,40,48,56,64,80,96,112,128,160,192,256")
+                    default="10,12,14,16,18,20,22,24,26,28,30,32,36,40,44,48,56,64,80,96,112,"
+                            "128,160,192,256")
     ap.add_argument("--plot")
     ap.add_argument("--json")
     args = ap.parse_args(argv)

@@ -93,10 +93,11 @@ def test_pool_survives_fork():
 
 
 @pytest.mark.parametrize("spec", ["Flat", "PQ8x4fs", "IVF8,PQ8x4fs,Refine(f16)", "RBE64x2",
-                                  "IVF8,RBE64x2"])
+                                  "IVF8,RBE64x2", "Graph16(f16),PQ8x4"])
 def test_searches_racing_writers_see_whole_states(spec):
     """Readers share an index, writers (add / remove / compact / reset) run alone: searches
-    racing them never fail and return only ids the index held."""
+    racing them never fail and return only ids the index held (GraphIndex's search takes the
+    lock in its native call)."""
     xb, xq = clustered(4000, 32, 20, seed=5)
     index = quanta.index_factory(32, spec, metric="ip")
     if not index.is_trained:

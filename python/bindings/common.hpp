@@ -12,6 +12,7 @@
 #include "quanta/codec/kmeans.hpp"
 #include "quanta/core/buffer.hpp"
 #include "quanta/core/id_filter.hpp"
+#include "quanta/core/rw_lock.hpp"
 #include "quanta/core/search_params.hpp"
 #include "quanta/index/flat.hpp"
 
@@ -153,6 +154,35 @@ py::tuple range_into(size_t dim, const py::array& q, Run&& run) {
   return py::make_tuple(to_numpy(std::vector<uint64_t>(r.lims.begin(), r.lims.end())),
                         to_numpy(r.distances), to_numpy(r.ids));
 }
+
+// An index's lock (quanta/_rwlock.py) taken with the GIL held when that needs no wait, and
+// waited for without the GIL otherwise (a writer holding it may need the GIL to finish).
+inline void acquire_read(ReadWriteLock& lock) {
+  if (lock.try_read()) return;
+  py::gil_scoped_release nogil;
+  lock.read();
+}
+inline void acquire_write(ReadWriteLock& lock) {
+  if (lock.try_write()) return;
+  py::gil_scoped_release nogil;
+  lock.write();
+}
+
+// Holds a lock (none when null) for reading over a scope.
+class ReadHold {
+ public:
+  explicit ReadHold(ReadWriteLock* lock) : lock_(lock) {
+    if (lock_) acquire_read(*lock_);
+  }
+  ~ReadHold() {
+    if (lock_) lock_->unlock_read();
+  }
+  ReadHold(const ReadHold&) = delete;
+  ReadHold& operator=(const ReadHold&) = delete;
+
+ private:
+  ReadWriteLock* lock_;
+};
 
 // The filter type the Python layer builds quanta.Filter on.
 inline void bind_id_filter(py::module_& m) {

@@ -116,14 +116,19 @@ void bind_compose(py::module_& m) {
         self.reconstruct(ip, n, op);
         return out;
       }, py::arg("ids"))
+      // With `lock` (the Python index's), the call holds it for reading and asks for at most
+      // ntotal results (at least 1) per query, so a huge k does not allocate a huge result.
       .def("search", [](const Index& self, const py::array& q, size_t k, int threads,
-                        const py::object& filter, const std::shared_ptr<SearchParams>& params) {
+                        const py::object& filter, const std::shared_ptr<SearchParams>& params,
+                        ReadWriteLock* lock) {
+        const ReadHold hold(lock);
+        if (lock) k = std::min(k, std::max<size_t>(self.ntotal(), 1));
         const auto p = call_params(params, k, threads, filter, size_t(q.shape(0)));
         return search_into(self.dim(), q, k, [&](const float* qp, size_t nq, float* D, int64_t* I) {
           self.search(qp, nq, *p, D, I);
         });
       }, py::arg("queries"), py::arg("k"), py::arg("threads"), py::arg("filter"),
-         py::arg("params") = nullptr)
+         py::arg("params") = nullptr, py::arg("lock") = nullptr)
       .def("range_search", [](const Index& self, const py::array& q, float radius, int threads,
                               const py::object& filter, const std::shared_ptr<SearchParams>& params) {
         const auto p = call_params(params, 1, threads, filter, size_t(q.shape(0)));

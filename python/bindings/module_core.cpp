@@ -10,7 +10,6 @@
 #include "quanta/codec/storage.hpp"
 #include "quanta/core/error.hpp"
 #include "quanta/core/parallel.hpp"
-#include "quanta/core/rw_lock.hpp"
 #include "quanta/index/flat.hpp"
 #include "quanta/index/ivf_pq.hpp"
 #include "quanta/index/pq_fast_scan.hpp"
@@ -77,21 +76,12 @@ PYBIND11_MODULE(_core, m) {
   m.def("hardware_threads", &hardware_threads);
   m.def("default_threads", &default_threads);
   m.def("set_default_threads", &set_default_threads, py::arg("threads"));
-  // Each index object's lock (quanta/_rwlock.py): taken with the GIL held when it is free,
-  // waited for without it.
+  // Each index object's lock (quanta/_rwlock.py).
   py::class_<ReadWriteLock>(m, "RWLock")
       .def(py::init<>())
-      .def("acquire_read", [](ReadWriteLock& l) {
-        if (l.try_read()) return;
-        py::gil_scoped_release nogil;
-        l.read();
-      })
+      .def("acquire_read", &acquire_read)
       .def("release_read", &ReadWriteLock::unlock_read)
-      .def("acquire_write", [](ReadWriteLock& l) {
-        if (l.try_write()) return;
-        py::gil_scoped_release nogil;
-        l.write();
-      })
+      .def("acquire_write", &acquire_write)
       .def("release_write", &ReadWriteLock::unlock_write);
   m.def("compiler", [] {
 #if defined(__clang__)

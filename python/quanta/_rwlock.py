@@ -17,7 +17,7 @@ RWLock = _core.RWLock  # native (0.1 us a pair against about 1 us for a lock wri
 _CREATE = threading.Lock()
 
 
-def _lock_of(obj) -> RWLock:
+def lock_of(obj) -> RWLock:
     lock = obj.__dict__.get("_rwlock")
     if lock is None:
         with _CREATE:
@@ -28,7 +28,7 @@ def _lock_of(obj) -> RWLock:
 def _wrap(fn, acquire, release):
     @functools.wraps(fn)
     def guarded(self, *args, **kwargs):
-        lock = self.__dict__.get("_rwlock") or _lock_of(self)
+        lock = self.__dict__.get("_rwlock") or lock_of(self)
         acquire(lock)
         try:
             return fn(self, *args, **kwargs)
@@ -60,13 +60,16 @@ def _all_or_nothing(train):
 
 def guarded(cls):
     """Class decorator: the class's reading and writing methods (those it has of READERS and
-    WRITERS) take its instance's lock; train() is all or nothing."""
+    WRITERS) take its instance's lock; train() is all or nothing. Methods named in the
+    class's ``locked_natively`` pass ``lock_of(self)`` to a native call that holds it (a
+    search of one query saves the wrapper's half microsecond)."""
     if hasattr(cls, "train"):
         cls.train = _all_or_nothing(cls.train)
+    natively = getattr(cls, "locked_natively", ())
     for names, acquire, release in ((READERS, RWLock.acquire_read, RWLock.release_read),
                                     (WRITERS, RWLock.acquire_write, RWLock.release_write)):
         for name in names:
             fn = getattr(cls, name, None)
-            if fn is not None:
+            if fn is not None and name not in natively:
                 setattr(cls, name, _wrap(fn, acquire, release))
     return cls

@@ -10,10 +10,10 @@ import numpy as np
 from . import _core
 from ._mutable import Removable
 from ._progress import run_with_progress
-from ._rwlock import guarded
+from ._rwlock import guarded, lock_of
 from ._types import Metric, Storage
 from ._validate import (as_f32_matrix, as_ids, as_int, as_k, as_radius, as_threads,
-                        native_k, reconstruct_ids)
+                        reconstruct_ids)
 from .filter import as_filters
 from .flat import FlatIndex, RangeResult, SearchResult
 from .io import FormatError, Persistent, register_kind, write_container
@@ -218,15 +218,16 @@ class GraphIndex(Removable, Persistent):
         threads: queries are spread over threads; results do not depend on it.
         filter: ids the queries may return (see ``quanta.filter``).
         """
-        index = self._index
         q = as_f32_matrix(q, self._dim, "queries", check_finite=False)  # checked natively
         k = as_k(k)
-        kn = native_k(k, index.ntotal)
         params = self._defaults if width is None and slack is _SLACK else \
             self._params(width, slack)
         filters = None if filter is None else as_filters(filter, q.shape[0])
-        result = SearchResult(*index.search(q, kn, as_threads(threads), filters, params))
-        return result if kn == k else result.padded(k, self.metric)
+        # The native call holds the index's read lock (locked_natively) and returns at most
+        # ntotal columns.
+        result = SearchResult(*self._index.search(q, k, as_threads(threads), filters, params,
+                                                  self.__dict__.get("_rwlock") or lock_of(self)))
+        return result if result.ids.shape[1] == k else result.padded(k, self.metric)
 
     def range_search(self, q, radius: float, *, width: int | None = None, threads: int = 0,
                      filter=None) -> RangeResult:
@@ -253,6 +254,8 @@ class GraphIndex(Removable, Persistent):
                     width=self.width, entry=int(self._index.entry), codes=self.codes,
                     refine=self.refine, max_candidates=self.max_candidates)
         write_container(f, "GRPH", self.dim, self._index.rows, meta, arrays)
+
+    locked_natively = ("search",)  # see quanta._rwlock.guarded
 
     maps_arrays = True  # quanta.load(path, mmap=True) searches the mapped vectors and graph
 
