@@ -1,6 +1,6 @@
 // One writer or many readers: the lock the Python layer puts on every index object (see
-// quanta/_rwlock.py), native so that a search of one query pays about 0.1 us for it instead
-// of the microsecond a lock written in Python costs.
+// quanta/_rwlock.py). Native, an acquire / release pair costs 0.18 us from Python against
+// 0.45 us for one written in Python, and a native call can take it itself (GraphIndex.search).
 //
 // A thread that holds the lock may take it again: a writer may read and write, a reader may
 // read (even past a waiting writer, which would otherwise wait on it forever). Waiting
