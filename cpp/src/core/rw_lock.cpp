@@ -6,23 +6,20 @@
 
 namespace quanta {
 
-size_t* ReadWriteLock::holds_of(std::thread::id me) {
-  for (auto& h : holds_)
-    if (h.first == me) return &h.second;
-  return nullptr;
+ReadWriteLock::Holds::iterator ReadWriteLock::holds_of(std::thread::id me) {
+  return std::find_if(holds_.begin(), holds_.end(), [&](const auto& h) { return h.first == me; });
 }
 
-bool ReadWriteLock::may_read(std::thread::id me) const {
-  if (writer_ == me) return true;
-  const bool holds = std::any_of(holds_.begin(), holds_.end(),
-                                 [&](const auto& h) { return h.first == me; });
-  return holds || (writer_ == std::thread::id() && waiting_ == 0);
+bool ReadWriteLock::may_read(std::thread::id me) {
+  return writer_ == me || holds_of(me) != holds_.end() ||
+         (writer_ == std::thread::id() && waiting_ == 0);
 }
 
 void ReadWriteLock::add_read(std::thread::id me) {
   ++readers_;
-  if (size_t* n = holds_of(me))
-    ++*n;
+  const auto h = holds_of(me);
+  if (h != holds_.end())
+    ++h->second;
   else
     holds_.emplace_back(me, 1);
 }
@@ -45,11 +42,9 @@ void ReadWriteLock::read() {
 void ReadWriteLock::unlock_read() {
   const auto me = std::this_thread::get_id();
   std::lock_guard<std::mutex> lock(mutex_);
-  size_t* n = holds_of(me);
-  if (!n) throw Error("ReadWriteLock: unlock_read by a thread that holds no read");
-  if (--*n == 0)
-    holds_.erase(std::find_if(holds_.begin(), holds_.end(),
-                              [&](const auto& h) { return h.first == me; }));
+  const auto h = holds_of(me);
+  if (h == holds_.end()) throw Error("ReadWriteLock: unlock_read by a thread that holds no read");
+  if (--h->second == 0) holds_.erase(h);
   if (--readers_ == 0 && waiting_) changed_.notify_all();
 }
 
@@ -58,7 +53,7 @@ bool ReadWriteLock::take_write_now(std::thread::id me) {
     ++writes_;
     return true;
   }
-  if (holds_of(me)) throw Error("an index was changed from inside one of its own searches");
+  if (holds_of(me) != holds_.end()) throw Error("an index was changed from inside one of its own searches");
   if (writer_ != std::thread::id() || readers_) return false;
   writer_ = me;
   writes_ = 1;

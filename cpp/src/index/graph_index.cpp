@@ -175,6 +175,7 @@ struct Borrowed {
   explicit Borrowed(ScratchPool& p) : pool(p), scratch(p.take()) {}
   ~Borrowed() { pool.give(std::move(scratch)); }
   SearchScratch& operator*() { return *scratch; }
+  SearchScratch* operator->() { return scratch.get(); }
 };
 
 // A vertex's lock during a parallel build (no lock when the build runs on one thread).
@@ -289,15 +290,14 @@ class BeamQuery {
   // The query and its kernel form are kept in s's buffers.
   BeamQuery(const FlatIndex& vectors, const float* q, SearchScratch& s) : v_(vectors) {
     l2_ = v_.metric() == Metric::l2;
-    const float* qv = q;
+    qv_ = q;
     if (v_.metric() == Metric::cosine) {
       s.query.assign(q, q + v_.dim());
       normalize_rows(s.query.data(), 1, s.query.size());
-      qv = s.query.data();
+      qv_ = s.query.data();
     }
-    qv_ = qv;
-    qnorm_ = l2_ ? float(sq_norm(qv, v_.dim())) : 0.0f;
-    kq_ = v_.kernel_query(qv, s.scaled);
+    qnorm_ = l2_ ? float(sq_norm(qv_, v_.dim())) : 0.0f;
+    kq_ = v_.kernel_query(qv_, s.scaled);
   }
   BeamQuery(const BeamQuery&) = delete;
   BeamQuery& operator=(const BeamQuery&) = delete;
@@ -327,7 +327,7 @@ class CodeQuery {
  public:
   CodeQuery(const ProductQuantizer& pq, const float* q, bool l2, float qnorm, SearchScratch& s) {
     const size_t m = pq.m();
-    s.tables.resize(m * 18 + (l2 ? 0 : pq.dim()));
+    s.tables.resize(m * 18 + (l2 ? 0 : pq.dim()));  // tables, their ranges (quantize), -q
     float* t = s.tables.data();
     if (!l2) {  // inner products: tables of -q, so that smaller is better
       float* neg = t + m * 18;
@@ -691,7 +691,7 @@ void GraphIndex::insert(uint32_t p, const Edit& e) const {
   const float* kq = vectors_->kernel_query(x.data(), scaled);
   const float pn = norms_[p];
   Borrowed scratch(*scratch_);
-  Beam& beam = (*scratch).beam;
+  Beam& beam = scratch->beam;
   std::vector<float> dots(kMaxDegree);
   std::vector<Scored> cand;  // with max_candidates: every vertex the search scored
   const size_t maxc = build_.max_candidates;
@@ -704,7 +704,7 @@ void GraphIndex::insert(uint32_t p, const Edit& e) const {
       [&](uint32_t v, float d) {
         if (maxc && v != p) cand.push_back({d, v});
       },
-      (*scratch).marks, beam, e.locks);
+      scratch->marks, beam, e.locks);
   if (maxc) {  // the max_candidates closest, ascending
     const auto cmp = [](const Scored& a, const Scored& b) { return closer(a.d, a.id, b.d, b.id); };
     if (cand.size() > maxc) {  // selection first: the search scores thousands
@@ -1041,7 +1041,7 @@ RangeResult GraphIndex::range_search(const float* q, size_t nq, float radius,
         [&](uint32_t v, float d) {
           if (-d > floor && lab.allowed(v, f)) hits.add(i, -d, int64_t(v));
         },
-        (*scratch).marks, (*scratch).beam, nullptr);
+        scratch->marks, scratch->beam, nullptr);
   });
   return hits.finish([&](size_t i, float s) { return l2 ? qnorms[i] - s : s; },
                      [&](int64_t pos) { return lab.at(pos); });

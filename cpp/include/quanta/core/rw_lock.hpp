@@ -29,9 +29,10 @@ class ReadWriteLock {
 
  private:
   using Lock = std::unique_lock<std::mutex>;
-  bool may_read(std::thread::id me) const;
+  using Holds = std::vector<std::pair<std::thread::id, size_t>>;  // read holds by thread (few)
+  bool may_read(std::thread::id me);
   bool take_write_now(std::thread::id me);  // re-entry, or the lock free; throws for readers
-  size_t* holds_of(std::thread::id me);
+  Holds::iterator holds_of(std::thread::id me);  // holds_.end() when none
   void add_read(std::thread::id me);
 
   std::mutex mutex_;
@@ -40,7 +41,7 @@ class ReadWriteLock {
   size_t waiting_ = 0;  // writers waiting
   size_t writes_ = 0;   // the writer's holds
   std::thread::id writer_;  // default: none
-  std::vector<std::pair<std::thread::id, size_t>> holds_;  // read holds by thread (few)
+  Holds holds_;
 };
 
 }  // namespace quanta
